@@ -1,0 +1,101 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+)
+
+// encoding/json matches object keys to fields case-insensitively, so `CIDR:` would silently fill
+// `cidr` (and `cidr` plus `Cidr` would silently overwrite each other). Calico's API machinery is
+// case-sensitive; checkExactKeys restores that by walking the decoded JSON beside the Go type.
+
+var fieldNamesCache sync.Map // reflect.Type -> map[string]reflect.Type
+
+var jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	if m, ok := fieldNamesCache.Load(t); ok {
+		return m.(map[string]reflect.Type)
+	}
+	m := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		if name == "-" || (!f.IsExported() && !f.Anonymous) {
+			continue
+		}
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			for k, v := range jsonFields(f.Type) {
+				m[k] = v
+			}
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		m[name] = f.Type
+	}
+	fieldNamesCache.Store(t, m)
+	return m
+}
+
+// checkExactKeys reports the first object key that matches a field only when case is ignored.
+func checkExactKeys(t reflect.Type, v any, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(jsonUnmarshaler) {
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		fields := jsonFields(t)
+		for k, val := range obj {
+			ft, ok := fields[k]
+			if !ok {
+				for name := range fields {
+					if strings.EqualFold(name, k) {
+						return fmt.Errorf("unknown field %q at %s (field names are case-sensitive: did you mean %q?)", k, strings.TrimPrefix(path, "."), name)
+					}
+				}
+				continue // DisallowUnknownFields has already refused truly unknown keys
+			}
+			if err := checkExactKeys(ft, val, path+"."+k); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if arr, ok := v.([]any); ok {
+			for i, e := range arr {
+				if err := checkExactKeys(t.Elem(), e, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+					return err
+				}
+			}
+		}
+	case reflect.Map:
+		if obj, ok := v.(map[string]any); ok {
+			for k, e := range obj {
+				if err := checkExactKeys(t.Elem(), e, path+"["+k+"]"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func checkExactKeysJSON(r Resource, js []byte) error {
+	var v any
+	if err := json.Unmarshal(js, &v); err != nil {
+		return nil // the typed decode reports malformed input
+	}
+	return checkExactKeys(reflect.TypeOf(r), v, "")
+}
