@@ -244,6 +244,10 @@ func (c *Client) update(ctx context.Context, res api.Resource, info api.KindInfo
 		c.log.Warn("replacing undecodable resource", "key", cur.Key, "error", err)
 		m.UID, m.CreationTimestamp = newUID(), time.Now().UTC().Format(time.RFC3339)
 	} else {
+		// Some fields are fixed once written (a pool's CIDR and block size): blocks were carved from them.
+		if err := api.ValidateUpdate(old, res); err != nil {
+			return nil, 0, err
+		}
 		om := old.GetObjectMeta()
 		m.UID, m.CreationTimestamp = om.UID, om.CreationTimestamp
 	}

@@ -232,9 +232,13 @@ func TestWritesValidate(t *testing.T) {
 	if !errors.As(err, &ve) {
 		t.Fatalf("apply of overlapping pool: got %v, want *api.ValidationError", err)
 	}
-	// Replacing a pool's own CIDR is not an overlap with itself.
-	if _, _, err := c.Apply(ctx, pool("a", "198.18.0.0/17")); err != nil {
-		t.Fatalf("apply narrowing pool a: %v", err)
+	// A pool's CIDR is fixed once blocks may have been carved from it.
+	_, _, err = c.Apply(ctx, pool("a", "198.18.0.0/17"))
+	if !errors.As(err, &ve) || !strings.Contains(err.Error(), "spec.cidr") {
+		t.Fatalf("apply changing pool a's cidr: got %v, want a validation error on spec.cidr", err)
+	}
+	if got, err := c.Get(ctx, "ippool", "", "a"); err != nil || got.(*api.IPPool).Spec.CIDR != "198.18.0.0/16" {
+		t.Fatalf("refused update changed pool a: %v, %v", got, err)
 	}
 	if _, err := c.Create(ctx, pool("b", "198.19.0.0/24")); err != nil {
 		t.Fatalf("disjoint pool: %v", err)
