@@ -1,0 +1,60 @@
+package cliconf
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"strings"
+)
+
+// Version is the release version, set at link time with
+// -ldflags "-X github.com/terracenet/terrace/cmd/internal/cliconf.Version=v0.1.0".
+var Version = "dev"
+
+// VersionString is Version plus the VCS revision when the build recorded one.
+func VersionString() string {
+	v := Version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += "+" + s.Value[:12]
+			}
+		}
+	}
+	return v
+}
+
+// ParseLevel maps a level name (debug, info, warn/warning, error; case-insensitive) to slog's.
+func ParseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "", "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error", "fatal", "panic":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("parse log level %q: want debug, info, warn or error", s)
+}
+
+// NewLogger returns a text logger at level writing to file (appended, created 0640) or, when file
+// is empty, to w. The returned close function releases the file.
+func NewLogger(level, file string, w io.Writer) (*slog.Logger, func() error, error) {
+	lvl, err := ParseLevel(level)
+	if err != nil {
+		return nil, nil, err
+	}
+	closeFn := func() error { return nil }
+	if file != "" {
+		f, err := os.OpenFile(file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open log file: %w", err)
+		}
+		w, closeFn = f, f.Close
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), closeFn, nil
+}

@@ -1,0 +1,94 @@
+// Command terrace-node is Terrace's host daemon: `run` registers the node and serves its local API
+// (felix and the BGP speaker join it later), `etcd` runs the embedded single-member etcd.
+// It owns the command line and configuration precedence of the daemon; the daemon's logic lives
+// in package node and package embedded, and this command must never hold any of it.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/terracenet/terrace/cmd/internal/cliconf"
+)
+
+const binaryName = "terrace-node"
+
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func main() {
+	os.Exit(execute(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func execute(args []string, out, errOut io.Writer) int {
+	root := &cobra.Command{
+		Use:           binaryName,
+		Short:         "Terrace's host daemon",
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unknown command %q (see --help)", args[0])}
+			}
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newRunCmd(errOut), newEtcdCmd(errOut), &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Run:   func(*cobra.Command, []string) { fmt.Fprintf(out, "terrace-node %s\n", cliconf.VersionString()) },
+	})
+	root.SetArgs(args)
+	root.SetOut(out)
+	root.SetErr(errOut)
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(errOut, "terrace-node: error: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+// setup resolves configuration for a subcommand and opens its logger.
+func setup(cmd *cobra.Command, configFile string, errOut io.Writer) (*cliconf.Config, *slog.Logger, func() error, error) {
+	path, required := cliconf.DefaultFile(binaryName), false
+	if configFile != "" {
+		path, required = configFile, true
+	}
+	cfg, err := cliconf.LoadFile(cmd.Flags(), path, required)
+	if err != nil {
+		return nil, nil, nil, usageError{err}
+	}
+	log, closeLog, err := cliconf.NewLogger(cfg.String("log-level"), cfg.String("log-file"), errOut)
+	if err != nil {
+		return nil, nil, nil, usageError{err}
+	}
+	if cfg.File() != "" {
+		log.Info("read config file", "path", cfg.File())
+	}
+	return cfg, log, closeLog, nil
+}
+
+func addCommonFlags(cmd *cobra.Command, configFile *string) {
+	f := cmd.Flags()
+	f.StringVar(configFile, "config", "", "config file (default "+cliconf.DefaultFile(binaryName)+" if present)")
+	f.String("log-level", "info", "log level: debug, info, warn, error")
+	f.String("log-file", "", "log to this file instead of stderr")
+}

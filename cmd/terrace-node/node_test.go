@@ -1,0 +1,297 @@
+package main
+
+// These tests build the real terrace-node and run it against an in-process embedded etcd.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/embedded"
+	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/node"
+)
+
+var nodeBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "terrace-node-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	nodeBin = filepath.Join(dir, "terrace-node")
+	if out, err := exec.Command("go", "build", "-o", nodeBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build terrace-node: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer is a bytes.Buffer safe to read while the child writes.
+type syncBuffer struct {
+	mu  chanMutex
+	buf bytes.Buffer
+}
+
+type chanMutex chan struct{}
+
+func (m chanMutex) lock()   { m <- struct{}{} }
+func (m chanMutex) unlock() { <-m }
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.lock()
+	defer b.mu.unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.lock()
+	defer b.mu.unlock()
+	return b.buf.String()
+}
+
+func start(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer, chan error) {
+	t.Helper()
+	return startWith(t, "", nil, args...)
+}
+
+// startWith runs terrace-node with a config file holding fileYAML and only env (plus PATH) in its
+// environment, so the machine's /etc/terrace and TERRACE_* variables cannot leak in.
+func startWith(t *testing.T, fileYAML string, env []string, args ...string) (*exec.Cmd, *syncBuffer, chan error) {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "terrace-node.yaml")
+	if err := os.WriteFile(cfg, []byte(fileYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(nodeBin, append(args, "--config", cfg)...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	logs := &syncBuffer{mu: make(chanMutex, 1)}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	return cmd, logs, done
+}
+
+func stop(t *testing.T, cmd *exec.Cmd, done chan error, logs *syncBuffer) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\nlogs:\n%s", err, logs)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("no exit 15s after SIGTERM\nlogs:\n%s", logs)
+	}
+}
+
+func waitFor(t *testing.T, what string, logs *syncBuffer, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s\nlogs:\n%s", what, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestRunRegistersAndServes(t *testing.T) {
+	srv := embedded.StartForTest(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "run", "node.sock")
+	cmd, logs, done := start(t, "run", "--node-name", "test-node", "--ip", "192.0.2.10", "--as-number", "64512.7",
+		"--etcd-endpoints", strings.Join(srv.Endpoints(), ","), "--node-socket", sock,
+		"--state-dir", filepath.Join(dir, "state"), "--run-dir", filepath.Join(dir, "run"))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	c := datastore.New(store, embedded.TestLogger())
+
+	var n *api.Node
+	waitFor(t, "the Node resource", logs, func() bool {
+		r, err := c.Get(ctx, "Node", "", "test-node")
+		if err != nil {
+			return false
+		}
+		n = r.(*api.Node)
+		return true
+	})
+	if n.Spec.BGP == nil || n.Spec.BGP.IPv4Address != "192.0.2.10/32" || n.Spec.BGP.ASNumber == nil || *n.Spec.BGP.ASNumber != 64512<<16+7 {
+		t.Errorf("node spec: %+v", n.Spec.BGP)
+	}
+	ad := n.Status.Autodetection
+	if ad == nil || ad.Method != "flag" || ad.IPv4 != "192.0.2.10" || !strings.Contains(ad.Reason, "given by the operator") {
+		t.Errorf("node status: %+v", ad)
+	}
+
+	var st node.Status
+	waitFor(t, "the node socket", logs, func() bool {
+		st, err = node.QueryStatus(ctx, sock)
+		return err == nil
+	})
+	if st.NodeName != "test-node" || st.IPv4 != "192.0.2.10/32" || st.Autodetection.Method != "flag" || st.Version == "" || st.StartTime.IsZero() {
+		t.Errorf("status: %+v", st)
+	}
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o660 {
+		t.Errorf("socket: %v %v", fi.Mode(), err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "state", "nodename")); err != nil || string(b) != "test-node" {
+		t.Errorf("nodename file: %q %v", b, err)
+	}
+	for _, w := range []string{"IPv4 address chosen", "address=192.0.2.10/32", "method=flag", "node registered"} {
+		if !strings.Contains(logs.String(), w) {
+			t.Errorf("log lacks %q:\n%s", w, logs)
+		}
+	}
+
+	stop(t, cmd, done, logs)
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left after stop: %v", err)
+	}
+	if !strings.Contains(logs.String(), "stopped cleanly") {
+		t.Errorf("log lacks clean stop:\n%s", logs)
+	}
+}
+
+func TestRunWaitsForEtcd(t *testing.T) {
+	// Nothing listens on the endpoint: the daemon must keep retrying, saying so, and still stop
+	// cleanly on SIGTERM.
+	url, err := embedded.FreeURL("http")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cmd, logs, done := start(t, "run", "--node-name", "n", "--ip", "192.0.2.10", "--etcd-endpoints", url,
+		"--etcd-dial-timeout", "300ms", "--node-socket", filepath.Join(dir, "node.sock"),
+		"--state-dir", filepath.Join(dir, "state"), "--run-dir", dir)
+	waitFor(t, "a retry log line", logs, func() bool { return strings.Count(logs.String(), "etcd not reachable yet; retrying") >= 2 })
+	stop(t, cmd, done, logs)
+}
+
+func TestRunBadFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--ip-autodetection-method", "guess"}, "parse autodetection method"},
+		{[]string{"run", "--ip", "999.1.1.1", "--node-name", "x"}, "parse IPv4 address"},
+		{[]string{"run", "--etcd-cert", "/x"}, "--etcd-cert and --etcd-key"},
+		{[]string{"run", "--bogus"}, "unknown flag"},
+		{[]string{"etcd"}, "--data-dir is required"},
+	}
+	for _, tt := range tests {
+		_, logs, done := start(t, tt.args...)
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%v: no exit", tt.args)
+		}
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() == 0 || !strings.Contains(logs.String(), tt.want) {
+			t.Errorf("%v: err %v, output:\n%s", tt.args, err, logs)
+		}
+	}
+}
+
+func TestEtcdCommand(t *testing.T) {
+	url, err := embedded.FreeURL("http")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(t.TempDir(), "etcd")
+	run := func() (*exec.Cmd, *syncBuffer, chan error) {
+		return start(t, "etcd", "--data-dir", dataDir, "--listen-client", url)
+	}
+	cmd, logs, done := run()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var store *kv.Store
+	waitFor(t, "etcd to answer", logs, func() bool {
+		store, err = kv.Open(ctx, kv.Config{Endpoints: []string{url}, DialTimeout: time.Second}, embedded.TestLogger())
+		return err == nil
+	})
+	if _, err := store.Put(ctx, "/terrace/test/k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	stop(t, cmd, done, logs)
+
+	// The data is on disk: a second run serves it.
+	cmd, logs, done = run()
+	waitFor(t, "etcd to answer again", logs, func() bool {
+		store, err = kv.Open(ctx, kv.Config{Endpoints: []string{url}, DialTimeout: time.Second}, embedded.TestLogger())
+		return err == nil
+	})
+	got, err := store.Get(ctx, "/terrace/test/k")
+	store.Close()
+	if err != nil || string(got.Value) != "v" {
+		t.Errorf("after restart: %q %v", got.Value, err)
+	}
+	stop(t, cmd, done, logs)
+}
+
+func TestRunConfigPrecedence(t *testing.T) {
+	srv := embedded.StartForTest(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "node.sock")
+	// The file names the node and its address, the environment overrides the name and gives the
+	// endpoints and socket, and a flag overrides the file's address.
+	file := "node-name: file-node\nip: 192.0.2.11\nlog-level: debug\n"
+	env := []string{"TERRACE_NODE_NAME=env-node", "TERRACE_ETCD_ENDPOINTS=" + strings.Join(srv.Endpoints(), ","),
+		"TERRACE_NODE_SOCKET=" + sock}
+	cmd, logs, done := startWith(t, file, env, "run", "--ip", "192.0.2.12", "--state-dir", filepath.Join(dir, "state"), "--run-dir", dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var st node.Status
+	var err error
+	waitFor(t, "the node socket", logs, func() bool {
+		st, err = node.QueryStatus(ctx, sock)
+		return err == nil
+	})
+	if st.NodeName != "env-node" || st.IPv4 != "192.0.2.12/32" {
+		t.Errorf("status: name %q ip %q, want env-node 192.0.2.12/32", st.NodeName, st.IPv4)
+	}
+	for _, w := range []string{"name=node-name value=env-node source=env", "name=ip value=192.0.2.12 source=flag"} {
+		if !strings.Contains(logs.String(), w) {
+			t.Errorf("log lacks %q:\n%s", w, logs)
+		}
+	}
+	stop(t, cmd, done, logs)
+
+	// A typo in the config file is refused rather than silently ignored.
+	_, logs, done = startWith(t, "node-nmae: x\n", nil, "run")
+	if err := <-done; err == nil || !strings.Contains(logs.String(), `unknown key "node-nmae"`) {
+		t.Errorf("typo in config: %v\n%s", err, logs)
+	}
+}

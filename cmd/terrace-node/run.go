@@ -1,0 +1,62 @@
+package main
+
+import (
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/terracenet/terrace/cmd/internal/cliconf"
+	"github.com/terracenet/terrace/node"
+)
+
+func newRunCmd(errOut io.Writer) *cobra.Command {
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Register this node and serve its local API until SIGTERM",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, closeLog, err := setup(cmd, configFile, errOut)
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			etcd, err := cfg.Etcd()
+			if err != nil {
+				return usageError{err}
+			}
+			nc := node.Config{
+				NodeName:   cfg.String("node-name"),
+				IPv4:       cfg.String("ip"),
+				IPv6:       cfg.String("ip6"),
+				IPv4Method: cfg.String("ip-autodetection-method"),
+				IPv6Method: cfg.String("ip6-autodetection-method"),
+				ASNumber:   cfg.String("as-number"),
+				Etcd:       etcd,
+				Socket:     cfg.String("node-socket"),
+				StateDir:   cfg.String("state-dir"),
+				RunDir:     cfg.String("run-dir"),
+				Version:    cliconf.VersionString(),
+			}
+			for _, k := range []string{"node-name", "ip", "ip6", "ip-autodetection-method", "ip6-autodetection-method", cliconf.FlagEtcdEndpoints, "node-socket"} {
+				log.Debug("setting", "name", k, "value", cfg.String(k), "source", cfg.Source(k))
+			}
+			log.Info("terrace-node starting", "version", nc.Version)
+			return node.Run(cmd.Context(), nc, log)
+		},
+	}
+	f := cmd.Flags()
+	f.String("node-name", "", "this node's name (default: the host name)")
+	f.String("ip", "", "IPv4 address (optionally CIDR) of this node; empty or 'autodetect': detect it; 'none': no IPv4")
+	f.String("ip6", "", "IPv6 address of this node; 'autodetect' to detect it; empty: none unless --ip6-autodetection-method is set")
+	f.String("ip-autodetection-method", "first-found", "first-found, interface=REGEX or can-reach=ADDR")
+	f.String("ip6-autodetection-method", "", "as --ip-autodetection-method, for IPv6")
+	f.String("as-number", "", "this node's AS number (plain or dotted); default: the cluster's")
+	f.String("node-socket", node.DefaultSocket, "local API socket")
+	f.String("state-dir", node.DefaultStateDir, "persistent state directory")
+	f.String("run-dir", node.DefaultRunDir, "runtime state directory")
+	cliconf.AddEtcdFlags(f, 5*time.Second)
+	addCommonFlags(cmd, &configFile)
+	return cmd
+}

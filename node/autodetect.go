@@ -1,0 +1,292 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// Autodetection method names, as Calico spells them.
+const (
+	MethodFirstFound = "first-found"
+	MethodInterface  = "interface"
+	MethodCanReach   = "can-reach"
+	MethodNone       = "none" // family not wanted
+	MethodFlag       = "flag" // address given with --ip/--ip6
+)
+
+// Interface is what autodetection needs to know about one network interface.
+type Interface struct {
+	Name     string
+	Index    int
+	Up       bool
+	Loopback bool
+	Addrs    []netip.Prefix // address with the interface's prefix length
+}
+
+// Lister is the small window onto the kernel that autodetection looks through.
+type Lister interface {
+	Interfaces() ([]Interface, error)
+	// SourceFor returns the source address the kernel would choose to reach dst.
+	SourceFor(dst netip.Addr) (netip.Addr, error)
+}
+
+// Family is 4 or 6.
+type Family int
+
+// Method is a parsed autodetection method.
+type Method struct {
+	Kind   string
+	Arg    string // the REGEX of interface=, the ADDR of can-reach=
+	re     *regexp.Regexp
+	target netip.Addr
+}
+
+func (m Method) String() string {
+	if m.Arg == "" {
+		return m.Kind
+	}
+	return m.Kind + "=" + m.Arg
+}
+
+// ParseMethod parses first-found, interface=REGEX, can-reach=ADDR or none. The empty string is
+// first-found. can-reach accepts an IP address only: resolving a name would make the choice
+// depend on DNS at start-up.
+func ParseMethod(s string) (Method, error) {
+	s = strings.TrimSpace(s)
+	kind, arg, hasArg := strings.Cut(s, "=")
+	switch kind {
+	case "", MethodFirstFound:
+		if hasArg {
+			return Method{}, fmt.Errorf("parse autodetection method %q: first-found takes no argument", s)
+		}
+		return Method{Kind: MethodFirstFound}, nil
+	case MethodNone:
+		return Method{Kind: MethodNone}, nil
+	case MethodInterface:
+		if arg == "" {
+			return Method{}, fmt.Errorf("parse autodetection method %q: interface= needs a regular expression", s)
+		}
+		re, err := regexp.Compile(arg)
+		if err != nil {
+			return Method{}, fmt.Errorf("parse autodetection method %q: %w", s, err)
+		}
+		return Method{Kind: MethodInterface, Arg: arg, re: re}, nil
+	case MethodCanReach:
+		a, err := netip.ParseAddr(arg)
+		if err != nil {
+			return Method{}, fmt.Errorf("parse autodetection method %q: can-reach= needs an IP address: %w", s, err)
+		}
+		return Method{Kind: MethodCanReach, Arg: arg, target: a.Unmap()}, nil
+	}
+	return Method{}, fmt.Errorf("parse autodetection method %q: want first-found, interface=REGEX, can-reach=ADDR or none", s)
+}
+
+// DefaultExcludes are the interface names first-found skips: Terrace's own workload interfaces
+// and the bridge, tunnel and veth devices of other container tools, whose addresses are never the
+// host's address on the fabric (Calico's list, plus Terrace's trc*).
+var DefaultExcludes = []*regexp.Regexp{
+	regexp.MustCompile(`^trc[0-9a-f]{11}$`),
+	regexp.MustCompile(`^docker.*`), regexp.MustCompile(`^cbr.*`), regexp.MustCompile(`^dummy.*`),
+	regexp.MustCompile(`^virbr.*`), regexp.MustCompile(`^lxcbr.*`), regexp.MustCompile(`^veth.*`),
+	regexp.MustCompile(`^lo$`), regexp.MustCompile(`^cali.*`), regexp.MustCompile(`^tunl.*`),
+	regexp.MustCompile(`^flannel.*`), regexp.MustCompile(`^kube-ipvs.*`), regexp.MustCompile(`^cni.*`),
+	regexp.MustCompile(`^vxlan.*`), regexp.MustCompile(`^wireguard.*`), regexp.MustCompile(`^nodelocaldns.*`),
+	regexp.MustCompile(`^podman.*`), regexp.MustCompile(`^br-.*`),
+}
+
+// Choice is the outcome of choosing one address family's node address.
+type Choice struct {
+	Method    string       // the method as given (e.g. "interface=eth.*")
+	Addr      netip.Prefix // invalid when no address was chosen (method none)
+	Interface string
+	Reason    string // one sentence for the log and for Node.status
+}
+
+// ErrNoAddress is returned when a method finds no usable address.
+var ErrNoAddress = errors.New("no usable address")
+
+// Detect applies m to the interfaces l reports and returns the chosen address of family fam.
+func Detect(l Lister, m Method, fam Family) (Choice, error) {
+	c := Choice{Method: m.String()}
+	if m.Kind == MethodNone {
+		c.Reason = fmt.Sprintf("IPv%d autodetection disabled (method none)", fam)
+		return c, nil
+	}
+	ifs, err := l.Interfaces()
+	if err != nil {
+		return c, fmt.Errorf("list interfaces: %w", err)
+	}
+	sort.SliceStable(ifs, func(i, j int) bool { return ifs[i].Index < ifs[j].Index })
+	switch m.Kind {
+	case MethodFirstFound:
+		for _, ifc := range ifs {
+			if !ifc.Up || ifc.Loopback || excluded(ifc.Name) {
+				continue
+			}
+			if p, ok := firstUsable(ifc.Addrs, fam); ok {
+				c.Addr, c.Interface = p, ifc.Name
+				c.Reason = fmt.Sprintf("first global unicast IPv%d address on the first up, non-excluded interface (%s) in index order", fam, ifc.Name)
+				return c, nil
+			}
+		}
+		return c, fmt.Errorf("detect IPv%d by %s among %s: %w", fam, m, names(ifs), ErrNoAddress)
+	case MethodInterface:
+		for _, ifc := range ifs {
+			if !m.re.MatchString(ifc.Name) || !ifc.Up {
+				continue
+			}
+			if p, ok := firstUsable(ifc.Addrs, fam); ok {
+				c.Addr, c.Interface = p, ifc.Name
+				c.Reason = fmt.Sprintf("first global unicast IPv%d address on %s, the first up interface matching %q", fam, ifc.Name, m.Arg)
+				return c, nil
+			}
+		}
+		return c, fmt.Errorf("detect IPv%d: no up interface matching %q has one (interfaces: %s): %w", fam, m.Arg, names(ifs), ErrNoAddress)
+	case MethodCanReach:
+		if (fam == 4) != m.target.Is4() {
+			return c, fmt.Errorf("detect IPv%d: can-reach target %s is not IPv%d", fam, m.target, fam)
+		}
+		src, err := l.SourceFor(m.target)
+		if err != nil {
+			return c, fmt.Errorf("detect IPv%d by %s: %w", fam, m, err)
+		}
+		src = src.Unmap()
+		for _, ifc := range ifs {
+			for _, p := range ifc.Addrs {
+				if p.Addr().Unmap() == src {
+					c.Addr, c.Interface = netip.PrefixFrom(src, p.Bits()), ifc.Name
+					c.Reason = fmt.Sprintf("the kernel's source address for reaching %s, held by %s", m.target, ifc.Name)
+					return c, nil
+				}
+			}
+		}
+		c.Addr = netip.PrefixFrom(src, src.BitLen())
+		c.Reason = fmt.Sprintf("the kernel's source address for reaching %s (no interface lists it; host prefix assumed)", m.target)
+		return c, nil
+	}
+	return c, fmt.Errorf("detect IPv%d: unknown method %q", fam, m.Kind)
+}
+
+// Manual turns an address given by the operator (with or without a prefix length) into a Choice,
+// taking the prefix length from the interface that holds the address when none was given.
+func Manual(l Lister, s string, fam Family) (Choice, error) {
+	c := Choice{Method: MethodFlag}
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		pp, err := netip.ParsePrefix(s)
+		if err != nil {
+			return c, fmt.Errorf("parse IPv%d address %q: %w", fam, s, err)
+		}
+		p = pp
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return c, fmt.Errorf("parse IPv%d address %q: %w", fam, s, err)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if (fam == 4) != p.Addr().Is4() {
+		return c, fmt.Errorf("parse IPv%d address %q: wrong family", fam, s)
+	}
+	c.Addr = p
+	c.Reason = "given by the operator"
+	ifs, err := l.Interfaces()
+	if err != nil {
+		c.Reason += fmt.Sprintf(" (interfaces not listed: %v)", err)
+		return c, nil
+	}
+	for _, ifc := range ifs {
+		for _, ip := range ifc.Addrs {
+			if ip.Addr() == p.Addr() {
+				c.Interface = ifc.Name
+				if !strings.Contains(s, "/") {
+					c.Addr = ip
+				}
+				c.Reason += "; held by " + ifc.Name
+				return c, nil
+			}
+		}
+	}
+	c.Reason += "; no local interface holds it"
+	return c, nil
+}
+
+func firstUsable(addrs []netip.Prefix, fam Family) (netip.Prefix, bool) {
+	for _, p := range addrs {
+		a := p.Addr().Unmap()
+		if (fam == 4) != a.Is4() || !a.IsGlobalUnicast() {
+			continue
+		}
+		return netip.PrefixFrom(a, p.Bits()), true
+	}
+	return netip.Prefix{}, false
+}
+
+func excluded(name string) bool {
+	for _, re := range DefaultExcludes {
+		if re.MatchString(name) {
+			return true
+		}
+	}
+	return false
+}
+
+func names(ifs []Interface) string {
+	var n []string
+	for _, i := range ifs {
+		n = append(n, i.Name)
+	}
+	if len(n) == 0 {
+		return "none"
+	}
+	return strings.Join(n, ", ")
+}
+
+// SystemLister reads the interfaces of the calling thread's network namespace.
+type SystemLister struct{}
+
+// Interfaces lists interfaces with their addresses.
+func (SystemLister) Interfaces() ([]Interface, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	out := make([]Interface, 0, len(ifs))
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("list addresses of %s: %w", ifc.Name, err)
+		}
+		i := Interface{Name: ifc.Name, Index: ifc.Index, Up: ifc.Flags&net.FlagUp != 0, Loopback: ifc.Flags&net.FlagLoopback != 0}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ones, _ := ipn.Mask.Size()
+			i.Addrs = append(i.Addrs, netip.PrefixFrom(ip.Unmap(), ones))
+		}
+		out = append(out, i)
+	}
+	return out, nil
+}
+
+// SourceFor connects a UDP socket to dst, which makes the kernel pick a route and source address
+// without sending a packet, and reports that source.
+func (SystemLister) SourceFor(dst netip.Addr) (netip.Addr, error) {
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 9)))
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("route to %s: %w", dst, err)
+	}
+	defer conn.Close()
+	return conn.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
+}

@@ -1,0 +1,248 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/kv"
+)
+
+// Defaults of the daemon's paths (CONVENTIONS.md).
+const (
+	DefaultSocket   = "/var/run/terrace/node.sock"
+	DefaultStateDir = "/var/lib/terrace"
+	DefaultRunDir   = "/var/run/terrace"
+)
+
+// Config is the resolved configuration of `terrace-node run`.
+type Config struct {
+	NodeName   string // "" => host name
+	IPv4       string // address or CIDR; "" or "autodetect" => IPv4Method; "none" => no IPv4
+	IPv6       string // as IPv4; "" => IPv6 only when IPv6Method is set
+	IPv4Method string // first-found (default), interface=REGEX, can-reach=ADDR
+	IPv6Method string
+	ASNumber   string // "" => inherit; plain or dotted (1.10)
+	Etcd       kv.Config
+	Socket     string
+	StateDir   string
+	RunDir     string
+	Version    string
+	Lister     Lister      // nil => SystemLister
+	Components []Component // run once the node is registered
+}
+
+// Component is a part of the daemon (felix, the BGP speaker) that runs once the node is registered.
+type Component interface {
+	Name() string
+	// Run blocks until ctx is done; an error stops the daemon.
+	Run(ctx context.Context, env ComponentEnv) error
+}
+
+// ComponentEnv is what a component gets from the daemon.
+type ComponentEnv struct {
+	Client *datastore.Client
+	Node   *api.Node
+	Board  *StatusBoard
+	Log    *slog.Logger
+}
+
+// Choose resolves the node's name and addresses, logging what was chosen and why.
+func (c Config) Choose(log *slog.Logger) (Registration, error) {
+	reg := Registration{Name: c.NodeName, Time: time.Now()}
+	if reg.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return reg, fmt.Errorf("determine node name: %w", err)
+		}
+		reg.Name = strings.ToLower(h)
+		log.Info("node name taken from the host name", "node", reg.Name)
+	}
+	l := c.Lister
+	if l == nil {
+		l = SystemLister{}
+	}
+	var errs []error
+	var err error
+	if reg.IPv4, err = choose(l, c.IPv4, c.IPv4Method, 4); err != nil {
+		errs = append(errs, err)
+	}
+	if reg.IPv6, err = choose(l, c.IPv6, c.IPv6Method, 6); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ASNumber != "" {
+		as, err := api.ParseASNumber(c.ASNumber)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("parse --as-number: %w", err))
+		}
+		reg.ASNumber = &as
+	}
+	if err := errors.Join(errs...); err != nil {
+		return reg, err
+	}
+	for _, ch := range []struct {
+		fam Family
+		c   Choice
+	}{{4, reg.IPv4}, {6, reg.IPv6}} {
+		log.Info(fmt.Sprintf("IPv%d address chosen", ch.fam), "address", prefixString(ch.c.Addr),
+			"method", ch.c.Method, "interface", ch.c.Interface, "reason", ch.c.Reason)
+	}
+	return reg, nil
+}
+
+func choose(l Lister, addr, method string, fam Family) (Choice, error) {
+	switch strings.ToLower(addr) {
+	case "none":
+		return Choice{Method: MethodNone, Reason: fmt.Sprintf("IPv%d disabled by the operator", fam)}, nil
+	case "", "autodetect":
+		if addr == "" && fam == 6 && method == "" {
+			return Choice{Method: MethodNone, Reason: "IPv6 not requested (no --ip6 or --ip6-autodetection-method)"}, nil
+		}
+		m, err := ParseMethod(method)
+		if err != nil {
+			return Choice{}, err
+		}
+		return Detect(l, m, fam)
+	}
+	return Manual(l, addr, fam)
+}
+
+func optPrefix(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
+}
+
+func prefixString(p netip.Prefix) string {
+	if !p.IsValid() {
+		return "none"
+	}
+	return p.String()
+}
+
+// Connect opens the datastore, retrying with capped exponential backoff until etcd answers or ctx
+// is done: at boot the node often starts before etcd, and that must not be fatal.
+func Connect(ctx context.Context, cfg kv.Config, log *slog.Logger) (*kv.Store, error) {
+	delay := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		s, err := kv.Open(ctx, cfg, log)
+		if err == nil {
+			log.Info("connected to etcd", "endpoints", strings.Join(cfg.Endpoints, ","), "attempts", attempt)
+			return s, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("connect to etcd: %w", ctx.Err())
+		}
+		log.Warn("etcd not reachable yet; retrying", "endpoints", strings.Join(cfg.Endpoints, ","),
+			"attempt", attempt, "retry_in", delay.String(), "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to etcd: %w", ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 10*time.Second)
+	}
+}
+
+// Run is `terrace-node run`: it returns nil when ctx is cancelled (SIGTERM) after a clean stop.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if cfg.Socket == "" {
+		cfg.Socket = DefaultSocket
+	}
+	for _, d := range []string{cfg.StateDir, cfg.RunDir} {
+		if d == "" {
+			continue
+		}
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("create directory: %w", err)
+		}
+	}
+	reg, err := cfg.Choose(log)
+	if err != nil {
+		return fmt.Errorf("choose node addresses: %w", err)
+	}
+	store, err := Connect(ctx, cfg.Etcd, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before etcd answered")
+			return nil
+		}
+		return err
+	}
+	defer store.Close()
+	client := datastore.New(store, log)
+	n, err := Register(ctx, client, reg, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	if cfg.StateDir != "" {
+		// The CNI plugin reads the node name from here when its config names none, as Calico's does.
+		if err := os.WriteFile(filepath.Join(cfg.StateDir, "nodename"), []byte(reg.Name), 0o644); err != nil {
+			return fmt.Errorf("write node name file: %w", err)
+		}
+	}
+	ad := reg.Autodetection()
+	board := NewStatusBoard(Status{
+		NodeName: reg.Name, IPv4: optPrefix(reg.IPv4.Addr), IPv6: optPrefix(reg.IPv6.Addr), StartTime: reg.Time.UTC(), Version: cfg.Version,
+		Autodetection: AddressInfo{Method: ad.Method, IPv4: ad.IPv4, IPv6: ad.IPv6, Interface: ad.Interface, Reason: ad.Reason},
+	})
+	ln, err := ListenSocket(cfg.Socket, log)
+	if err != nil {
+		return err
+	}
+	log.Info("serving local API", "socket", cfg.Socket)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(cfg.Components)+1)
+	wg.Add(1)
+	go func() { defer wg.Done(); errc <- ServeAPI(ctx, ln, board, log) }()
+	for _, comp := range cfg.Components {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			env := ComponentEnv{Client: client, Node: n, Board: board, Log: log.With("component", comp.Name())}
+			if err := comp.Run(ctx, env); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("run %s: %w", comp.Name(), err)
+				return
+			}
+			errc <- nil
+		}()
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping")
+	case runErr = <-errc:
+		if runErr == nil {
+			runErr = errors.New("run node: a component stopped unexpectedly")
+		}
+		log.Error("stopping after failure", "err", runErr)
+	}
+	cancel()
+	wg.Wait()
+	close(errc)
+	errs := []error{runErr}
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	log.Info("stopped cleanly")
+	return nil
+}

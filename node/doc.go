@@ -1,0 +1,9 @@
+// Package node is the terrace-node daemon's room: its configuration, registering the host's own
+// Node resource (with the addresses it chose and why), address autodetection, the local HTTP API
+// on the node socket, and the daemon's lifecycle. Felix and the BGP speaker plug into it as
+// components that report their status here.
+//
+// It must never write any resource other than its own Node, and never change the network
+// configuration of the host: autodetection only reads interfaces and asks the kernel which source
+// address it would use (a UDP connect that sends nothing).
+package node

@@ -1,0 +1,196 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// AddressInfo is how the node's addresses were chosen, as served by the local API and written to
+// Node.status.autodetection.
+type AddressInfo struct {
+	Method    string `json:"method,omitempty"`
+	IPv4      string `json:"ipv4,omitempty"`
+	IPv6      string `json:"ipv6,omitempty"`
+	Interface string `json:"interface,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// ComponentStatus is what a component (felix, bgp) reports about itself.
+type ComponentStatus struct {
+	State   string         `json:"state"` // e.g. "starting", "running", "in-sync", "failed"
+	Detail  string         `json:"detail,omitempty"`
+	Since   time.Time      `json:"since"`
+	Details map[string]any `json:"details,omitempty"`
+}
+
+// Status is the body of GET /v1/status.
+type Status struct {
+	NodeName      string                     `json:"nodeName"`
+	IPv4          string                     `json:"ipv4,omitempty"`
+	IPv6          string                     `json:"ipv6,omitempty"`
+	Autodetection AddressInfo                `json:"autodetection"`
+	StartTime     time.Time                  `json:"startTime"`
+	Version       string                     `json:"version"`
+	Components    map[string]ComponentStatus `json:"components"`
+}
+
+// StatusBoard holds the node's status; components update their entry concurrently.
+type StatusBoard struct {
+	mu sync.Mutex
+	st Status
+}
+
+// NewStatusBoard starts a board from the node's static facts.
+func NewStatusBoard(st Status) *StatusBoard {
+	if st.Components == nil {
+		st.Components = map[string]ComponentStatus{}
+	}
+	return &StatusBoard{st: st}
+}
+
+// SetComponent records a component's status; Since is kept while the state is unchanged.
+func (b *StatusBoard) SetComponent(name string, cs ComponentStatus) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if old, ok := b.st.Components[name]; ok && old.State == cs.State && cs.Since.IsZero() {
+		cs.Since = old.Since
+	}
+	if cs.Since.IsZero() {
+		cs.Since = time.Now().UTC()
+	}
+	b.st.Components[name] = cs
+}
+
+// Snapshot returns a copy safe to serialise.
+func (b *StatusBoard) Snapshot() Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := b.st
+	st.Components = make(map[string]ComponentStatus, len(b.st.Components))
+	for k, v := range b.st.Components {
+		st.Components[k] = v
+	}
+	return st
+}
+
+// Handler serves the local API.
+func (b *StatusBoard) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(b.Snapshot())
+	})
+	return mux
+}
+
+// ListenSocket listens on the unix socket at path with mode 0660, creating its directory. A
+// socket file left behind by a dead daemon is removed; one that still answers is an error, so two
+// daemons never share a socket.
+func ListenSocket(path string, log *slog.Logger) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("listen on %s: exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, 500*time.Millisecond); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen on %s: another process is serving it", path)
+		}
+		log.Info("removing stale node socket", "path", path)
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	// The umask keeps the socket from ever being reachable more widely than 0660, even briefly.
+	old := syscall.Umask(0o117)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on node socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod node socket: %w", err)
+	}
+	return ln, nil
+}
+
+// ServeAPI serves b on ln until ctx is done, then shuts down and removes the socket file.
+func ServeAPI(ctx context.Context, ln net.Listener, b *StatusBoard, log *slog.Logger) error {
+	srv := &http.Server{Handler: b.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	var err error
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err = srv.Shutdown(sctx)
+		cancel()
+		<-errc
+	case err = <-errc:
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	if addr, ok := ln.Addr().(*net.UnixAddr); ok {
+		if rerr := os.Remove(addr.Name); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = errors.Join(err, fmt.Errorf("remove node socket: %w", rerr))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("serve local API: %w", err)
+	}
+	log.Info("local API stopped")
+	return nil
+}
+
+// QueryStatus asks the daemon behind the socket at path for its status.
+func QueryStatus(ctx context.Context, path string) (Status, error) {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://terrace-node/v1/status", nil)
+	if err != nil {
+		return Status{}, fmt.Errorf("build status request: %w", err)
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return Status{}, fmt.Errorf("query node socket %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Status{}, fmt.Errorf("query node socket %s: %s", path, resp.Status)
+	}
+	var st Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return Status{}, fmt.Errorf("decode node status: %w", err)
+	}
+	return st, nil
+}
+
+// ComponentNames returns the components in a stable order for printing.
+func (s Status) ComponentNames() []string {
+	n := make([]string, 0, len(s.Components))
+	for k := range s.Components {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}

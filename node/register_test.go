@@ -1,0 +1,195 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/kv"
+)
+
+// fakeStore is an in-memory NodeStore with compare-and-swap on resourceVersion and an optional
+// number of injected conflicts, to exercise Register's retry.
+type fakeStore struct {
+	nodes     map[string]*api.Node
+	rev       int
+	conflicts int
+	writes    int
+}
+
+func (f *fakeStore) Get(_ context.Context, kind, _, name string) (api.Resource, error) {
+	n, ok := f.nodes[name]
+	if !ok {
+		return nil, fmt.Errorf("get %s: %w", name, kv.ErrNotFound)
+	}
+	c, _ := api.Clone(n)
+	return c, nil
+}
+
+func (f *fakeStore) List(context.Context, string, string) ([]api.Resource, error) {
+	var out []api.Resource
+	for _, n := range f.nodes {
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func (f *fakeStore) Create(_ context.Context, r api.Resource) (api.Resource, error) {
+	n := r.(*api.Node)
+	if _, ok := f.nodes[n.Metadata.Name]; ok {
+		return nil, kv.ErrExists
+	}
+	return f.store(n), nil
+}
+
+func (f *fakeStore) Update(_ context.Context, r api.Resource) (api.Resource, error) {
+	n := r.(*api.Node)
+	cur, ok := f.nodes[n.Metadata.Name]
+	if !ok {
+		return nil, kv.ErrNotFound
+	}
+	if f.conflicts > 0 {
+		f.conflicts--
+		f.rev++
+		cur.Metadata.ResourceVersion = strconv.Itoa(f.rev)
+		return nil, fmt.Errorf("update: %w", kv.ErrConflict)
+	}
+	if n.Metadata.ResourceVersion != cur.Metadata.ResourceVersion {
+		return nil, fmt.Errorf("update: %w", kv.ErrConflict)
+	}
+	return f.store(n), nil
+}
+
+func (f *fakeStore) store(n *api.Node) api.Resource {
+	f.rev++
+	f.writes++
+	c, _ := api.Clone(n)
+	c.GetObjectMeta().ResourceVersion = strconv.Itoa(f.rev)
+	f.nodes[n.Metadata.Name] = c.(*api.Node)
+	out, _ := api.Clone(c)
+	return out
+}
+
+func TestRegister(t *testing.T) {
+	when := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	as := api.ASNumber(65010)
+	reg := Registration{
+		Name: "host-1", Time: when, ASNumber: &as,
+		IPv4: Choice{Method: "first-found", Addr: netip.MustParsePrefix("192.0.2.10/24"), Interface: "eth0", Reason: "r4"},
+		IPv6: Choice{Method: "none", Reason: "r6"},
+	}
+	existing := &api.Node{TypeMeta: api.TypeMeta{Kind: api.KindNode, APIVersion: api.GroupVersion}}
+	existing.Metadata = api.ObjectMeta{Name: "host-1", ResourceVersion: "1", Labels: map[string]string{"rack": "r1"}}
+	existing.Spec.BGP = &api.NodeBGPSpec{IPv4Address: "198.51.100.1/24", IPv6Address: "2001:db8::1/64", RouteReflectorClusterID: "224.0.0.1"}
+	existing.Spec.Addresses = []api.NodeAddress{{Address: "198.51.100.1/24", Type: api.NodeAddressCalicoNodeIP}, {Address: "203.0.113.1", Type: api.NodeAddressExternalIP}}
+	wantStatus := &api.Autodetection{Method: "first-found", IPv4: "192.0.2.10", Interface: "eth0",
+		Reason: "IPv4: r4; IPv6: r6", Time: "2026-03-04T05:06:07Z"}
+
+	tests := []struct {
+		name       string
+		start      *api.Node
+		conflicts  int
+		wantSpec   api.NodeSpec
+		wantLabels map[string]string
+		wantErr    string
+	}{
+		{
+			name: "create",
+			wantSpec: api.NodeSpec{BGP: &api.NodeBGPSpec{IPv4Address: "192.0.2.10/24", ASNumber: &as},
+				Addresses: []api.NodeAddress{{Address: "192.0.2.10/24", Type: api.NodeAddressCalicoNodeIP}}},
+		},
+		{
+			name: "update keeps what the node does not own", start: existing, conflicts: 2,
+			wantSpec: api.NodeSpec{BGP: &api.NodeBGPSpec{IPv4Address: "192.0.2.10/24", ASNumber: &as, RouteReflectorClusterID: "224.0.0.1"},
+				Addresses: []api.NodeAddress{{Address: "203.0.113.1", Type: api.NodeAddressExternalIP}, {Address: "192.0.2.10/24", Type: api.NodeAddressCalicoNodeIP}}},
+			wantLabels: map[string]string{"rack": "r1"},
+		},
+		{name: "gives up on endless conflicts", start: existing, conflicts: 100, wantErr: "gave up"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fakeStore{nodes: map[string]*api.Node{}, rev: 1, conflicts: tt.conflicts}
+			if tt.start != nil {
+				c, _ := api.Clone(tt.start)
+				f.nodes["host-1"] = c.(*api.Node)
+			}
+			n, err := Register(context.Background(), f, reg, slog.New(slog.DiscardHandler))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored := f.nodes["host-1"]
+			if diff := cmp.Diff(tt.wantSpec, stored.Spec); diff != "" {
+				t.Errorf("spec (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(wantStatus, stored.Status.Autodetection); diff != "" {
+				t.Errorf("status (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantLabels, stored.Metadata.Labels); diff != "" {
+				t.Errorf("labels (-want +got):\n%s", diff)
+			}
+			if n.Metadata.ResourceVersion != stored.Metadata.ResourceVersion {
+				t.Errorf("returned version %s, stored %s", n.Metadata.ResourceVersion, stored.Metadata.ResourceVersion)
+			}
+		})
+	}
+}
+
+func TestRegisterNeedsAnAddress(t *testing.T) {
+	f := &fakeStore{nodes: map[string]*api.Node{}}
+	_, err := Register(context.Background(), f, Registration{Name: "x"}, slog.New(slog.DiscardHandler))
+	if err == nil || f.writes != 0 {
+		t.Fatalf("err = %v, writes = %d", err, f.writes)
+	}
+}
+
+func TestChoose(t *testing.T) {
+	l := fakeLister{ifs: hostIfs}
+	tests := []struct {
+		name    string
+		cfg     Config
+		want4   string
+		want6   string
+		method6 string
+		wantErr string
+	}{
+		{name: "defaults: v4 first-found, no v6", cfg: Config{NodeName: "n"}, want4: "192.0.2.10/24", want6: "invalid Prefix", method6: "none"},
+		{name: "flag v4, autodetect v6", cfg: Config{NodeName: "n", IPv4: "198.51.100.20", IPv6: "autodetect"},
+			want4: "198.51.100.20/24", want6: "2001:db8::10/64", method6: "first-found"},
+		{name: "v6 method alone turns v6 on", cfg: Config{NodeName: "n", IPv4: "none", IPv6Method: "interface=ens.*"},
+			want4: "invalid Prefix", want6: "2001:db8:1::20/64", method6: "interface=ens.*"},
+		{name: "bad method and bad AS both reported", cfg: Config{NodeName: "n", IPv4Method: "bogus", ASNumber: "x.y"},
+			wantErr: "bogus"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Lister = l
+			reg, err := tt.cfg.Choose(slog.New(slog.DiscardHandler))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "as-number") {
+					t.Fatalf("err = %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reg.IPv4.Addr.String() != tt.want4 || reg.IPv6.Addr.String() != tt.want6 || reg.IPv6.Method != tt.method6 {
+				t.Errorf("got v4 %s v6 %s (%s)", reg.IPv4.Addr, reg.IPv6.Addr, reg.IPv6.Method)
+			}
+		})
+	}
+}
