@@ -1,0 +1,82 @@
+// Package nstest gives privileged dataplane tests a fresh, named network namespace of their own
+// (trctest-<random>), deleted when the test ends. It exists so no test ever touches the root
+// namespace; it must never be imported by non-test code.
+package nstest
+
+import (
+	"runtime"
+
+	"crypto/rand"
+	"encoding/hex"
+	"github.com/vishvananda/netns"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// RequireRoot skips the test unless it runs as root and every named tool is on PATH.
+func RequireRoot(t testing.TB, tools ...string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root to create a network namespace (run the tests as root)")
+	}
+	for _, tool := range append([]string{"ip", "nsenter"}, tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("skipping: %s not installed", tool)
+		}
+	}
+}
+
+// New creates a network namespace and returns its name; it is deleted at cleanup.
+func New(t testing.TB, tools ...string) string {
+	t.Helper()
+	RequireRoot(t, tools...)
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	name := "trctest-" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	Run(t, name, "ip", "link", "set", "lo", "up")
+	return name
+}
+
+// Run runs a command inside the namespace and fails the test if it fails.
+func Run(t testing.TB, ns string, args ...string) string {
+	t.Helper()
+	argv := append([]string{"netns", "exec", ns}, args...)
+	out, err := exec.Command("ip", argv...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %v: %v: %s", argv, err, out)
+	}
+	return string(out)
+}
+
+// Do runs f on an OS thread switched into the namespace and returns its error. The thread is never
+// unlocked, so Go discards it afterwards instead of reusing a thread in the wrong namespace.
+// Sockets opened inside f stay in that namespace when used from other goroutines.
+func Do(t testing.TB, ns string, f func() error) error {
+	t.Helper()
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatalf("open namespace %s: %v", ns, err)
+	}
+	defer h.Close()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(h); err != nil {
+			done <- err
+			return
+		}
+		done <- f()
+	}()
+	return <-done
+}

@@ -1,0 +1,142 @@
+package routes
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/terracenet/terrace/felix/dataplane/internal/nstest"
+)
+
+func handleIn(t testing.TB, ns string) *netlink.Handle {
+	t.Helper()
+	nsh, err := netns.GetFromName(ns)
+	mustT(t, err)
+	t.Cleanup(func() { nsh.Close() })
+	h, err := netlink.NewHandleAt(nsh)
+	mustT(t, err)
+	t.Cleanup(h.Close)
+	return h
+}
+
+func routesOf(t testing.TB, ns string, args ...string) string {
+	t.Helper()
+	var lines []string
+	for _, fam := range []string{"-4", "-6"} {
+		out := nstest.Run(t, ns, append([]string{"ip", fam, "-o", "route", "show"}, args...)...)
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if l != "" {
+				lines = append(lines, strings.Join(strings.Fields(l), " "))
+			}
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestRealRoutes programs device, blackhole and ECMP routes (IPv4 and IPv6) through netlink in a
+// fresh namespace, tampers with them using ip(8) and checks Resync repairs them while routes of
+// other protocols, including one for the same prefix, survive.
+func TestRealRoutes(t *testing.T) {
+	ns := nstest.New(t)
+	for _, c := range [][]string{
+		{"ip", "link", "add", "trc0123456789a", "type", "veth", "peer", "name", "wl0"},
+		{"ip", "link", "set", "trc0123456789a", "up"},
+		{"ip", "link", "set", "wl0", "up"},
+		{"ip", "link", "add", "under0", "type", "veth", "peer", "name", "under1"},
+		{"ip", "link", "set", "under0", "up"},
+		{"ip", "link", "set", "under1", "up"},
+		{"ip", "addr", "add", "192.0.2.1/24", "dev", "under0"},
+		{"ip", "addr", "add", "2001:db8::1/64", "dev", "under0", "nodad"},
+		{"ip", "route", "add", "198.18.3.0/26", "via", "192.0.2.9", "proto", "static"},
+		{"ip", "route", "add", "198.18.0.0/16", "via", "192.0.2.9"},
+	} {
+		nstest.Run(t, ns, c...)
+	}
+	h := handleIn(t, ns)
+	local, err := New(h, Config{Protocol: ProtocolTerrace})
+	mustT(t, err)
+	bgp, err := New(h, Config{Protocol: ProtocolTerraceBGP})
+	mustT(t, err)
+	local.SetInSync()
+	bgp.SetInSync()
+	mustT(t, local.Set(pfx("198.18.0.5/32"), Target{Dev: "trc0123456789a"}))
+	mustT(t, local.Set(pfx("2001:db8:1000::5/128"), Target{Dev: "trc0123456789a"}))
+	mustT(t, local.Set(pfx("198.18.1.0/26"), Target{Blackhole: true}))
+	mustT(t, local.Set(pfx("2001:db8:1000:2::/122"), Target{Blackhole: true}))
+	mustT(t, local.Set(pfx("198.18.3.0/26"), Target{Blackhole: true})) // held by a static route
+	mustT(t, bgp.Set(pfx("198.18.2.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.2"), addr("192.0.2.3")}}))
+	mustT(t, bgp.Set(pfx("198.18.4.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.4")}}))
+	mustT(t, bgp.Set(pfx("2001:db8:1000:1::/64"), Target{Gateways: []netip.Addr{addr("2001:db8::2"), addr("2001:db8::3")}}))
+	mustT(t, local.Apply(ctx))
+	mustT(t, bgp.Apply(ctx))
+
+	if got := local.Conflicts(); len(got) != 1 || got[0] != pfx("198.18.3.0/26") {
+		t.Fatalf("conflicts = %v", got)
+	}
+	foreign := routesOf(t, ns, "proto", "static") + "|" + routesOf(t, ns, "proto", "boot")
+	if !strings.Contains(foreign, "198.18.3.0/26 via 192.0.2.9") || !strings.Contains(foreign, "198.18.0.0/16 via 192.0.2.9") {
+		t.Fatalf("foreign routes missing: %s", foreign)
+	}
+	p80 := routesOf(t, ns, "proto", "80")
+	for _, want := range []string{
+		"198.18.0.5 dev trc0123456789a scope link",
+		"blackhole 198.18.1.0/26",
+		"2001:db8:1000::5 dev trc0123456789a",
+		"blackhole 2001:db8:1000:2::/122",
+	} {
+		if !strings.Contains(p80, want) {
+			t.Errorf("proto 80 routes lack %q:\n%s", want, p80)
+		}
+	}
+	p81 := routesOf(t, ns, "proto", "81")
+	for _, want := range []string{"198.18.2.0/26", "nexthop via 192.0.2.2", "nexthop via 192.0.2.3", "198.18.4.0/26 via 192.0.2.4", "2001:db8:1000:1::/64", "nexthop via 2001:db8::3"} {
+		if !strings.Contains(p81, want) {
+			t.Errorf("proto 81 routes lack %q:\n%s", want, p81)
+		}
+	}
+
+	t.Logf("proto 80:\n%s\nproto 81:\n%s", p80, p81)
+
+	// A fresh writer reading the kernel finds nothing to change.
+	rec := &recording{Netlink: h}
+	fresh, _ := New(rec, Config{Protocol: ProtocolTerraceBGP})
+	mustT(t, fresh.Set(pfx("198.18.2.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.3"), addr("192.0.2.2")}}))
+	mustT(t, fresh.Set(pfx("198.18.4.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.4")}}))
+	mustT(t, fresh.Set(pfx("2001:db8:1000:1::/64"), Target{Gateways: []netip.Addr{addr("2001:db8::2"), addr("2001:db8::3")}}))
+	mustT(t, fresh.Apply(ctx))
+	if rec.writes != 0 {
+		t.Fatalf("fresh writer rewrote %d routes in a clean kernel", rec.writes)
+	}
+
+	// Tamper, then repair.
+	nstest.Run(t, ns, "ip", "route", "del", "198.18.0.5/32", "proto", "80")
+	nstest.Run(t, ns, "ip", "route", "replace", "198.18.2.0/26", "via", "192.0.2.2", "proto", "81")
+	nstest.Run(t, ns, "ip", "-6", "route", "del", "2001:db8:1000:1::/64", "proto", "81")
+	nstest.Run(t, ns, "ip", "route", "add", "198.18.77.0/24", "via", "192.0.2.2", "proto", "81")
+	mustT(t, local.Resync(ctx))
+	mustT(t, bgp.Resync(ctx))
+	if got := routesOf(t, ns, "proto", "80"); got != p80 {
+		t.Errorf("proto 80 after resync:\n%s\nwant:\n%s", got, p80)
+	}
+	if got := routesOf(t, ns, "proto", "81"); got != p81 {
+		t.Errorf("proto 81 after resync:\n%s\nwant:\n%s", got, p81)
+	}
+	if got := routesOf(t, ns, "proto", "static") + "|" + routesOf(t, ns, "proto", "boot"); got != foreign {
+		t.Errorf("foreign routes changed:\n%s\nwant:\n%s", got, foreign)
+	}
+}
+
+type recording struct {
+	Netlink
+	writes int
+}
+
+func (r *recording) RouteAdd(rt *netlink.Route) error { r.writes++; return r.Netlink.RouteAdd(rt) }
+func (r *recording) RouteReplace(rt *netlink.Route) error {
+	r.writes++
+	return r.Netlink.RouteReplace(rt)
+}
+func (r *recording) RouteDel(rt *netlink.Route) error { r.writes++; return r.Netlink.RouteDel(rt) }

@@ -1,0 +1,405 @@
+package routes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// ProtocolTerrace marks routes to local workloads and blackholes for own blocks.
+	ProtocolTerrace netlink.RouteProtocol = 80
+	// ProtocolTerraceBGP marks routes learned over BGP.
+	ProtocolTerraceBGP netlink.RouteProtocol = 81
+	// TableMain is the kernel's main routing table.
+	TableMain = unix.RT_TABLE_MAIN
+)
+
+// Netlink is the slice of *netlink.Handle the writer uses; tests substitute a recording fake.
+type Netlink interface {
+	RouteListFiltered(family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error)
+	RouteAdd(route *netlink.Route) error
+	RouteReplace(route *netlink.Route) error
+	RouteDel(route *netlink.Route) error
+	LinkByName(name string) (netlink.Link, error)
+}
+
+// Target is where a prefix goes: exactly one of Dev alone (a directly attached workload, scope
+// link), Gateways (optionally with Dev as the outgoing interface; several mean ECMP) or Blackhole.
+type Target struct {
+	Dev       string
+	Gateways  []netip.Addr
+	Blackhole bool
+}
+
+func (t Target) validate(p netip.Prefix) error {
+	switch {
+	case t.Blackhole && (t.Dev != "" || len(t.Gateways) > 0):
+		return fmt.Errorf("validate route %s: blackhole with a device or gateway", p)
+	case !t.Blackhole && t.Dev == "" && len(t.Gateways) == 0:
+		return fmt.Errorf("validate route %s: no device, gateway or blackhole", p)
+	}
+	for _, g := range t.Gateways {
+		if !g.IsValid() || g.Is4() != p.Addr().Is4() || g.Zone() != "" {
+			return fmt.Errorf("validate route %s: gateway %s of the wrong family", p, g)
+		}
+	}
+	return nil
+}
+
+// Config selects the table and protocol this writer owns.
+type Config struct {
+	Table    int                   // default main
+	Protocol netlink.RouteProtocol // required: 80 or 81 per CONVENTIONS.md
+	Logger   *slog.Logger
+}
+
+// kroute is a route reduced to what the writer compares.
+type kroute struct {
+	blackhole bool
+	linkIndex int      // device routes, or the outgoing interface a gateway route asked for
+	gws       []string // sorted "addr" or "addr@ifindex"
+}
+
+// Writer keeps one owner's routes. It is not safe for concurrent use.
+type Writer struct {
+	nl  Netlink
+	cfg Config
+	log *slog.Logger
+
+	desired map[netip.Prefix]Target
+	dirty   map[netip.Prefix]bool
+	// actual holds our protocol's routes in our table as last read or written; nil = unknown.
+	actual    map[netip.Prefix]kroute
+	pending   map[netip.Prefix]bool // waiting for their device to appear
+	conflicts map[netip.Prefix]bool // the key is held by a route of another protocol
+	inSync    bool
+}
+
+// New returns a writer for cfg.Protocol in cfg.Table.
+func New(nl Netlink, cfg Config) (*Writer, error) {
+	if cfg.Protocol == 0 {
+		return nil, errors.New("create route writer: protocol is required")
+	}
+	if cfg.Table == 0 {
+		cfg.Table = TableMain
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Writer{
+		nl: nl, cfg: cfg,
+		log:       cfg.Logger.With("table", cfg.Table, "protocol", int(cfg.Protocol)),
+		desired:   map[netip.Prefix]Target{},
+		dirty:     map[netip.Prefix]bool{},
+		pending:   map[netip.Prefix]bool{},
+		conflicts: map[netip.Prefix]bool{},
+	}, nil
+}
+
+// Set makes p go to t.
+func (w *Writer) Set(p netip.Prefix, t Target) error {
+	if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+		return fmt.Errorf("set route %s: invalid prefix (IPv4-mapped and zoned addresses are not routes)", p)
+	}
+	p = p.Masked()
+	if err := t.validate(p); err != nil {
+		return err
+	}
+	t.Gateways = slices.Clone(t.Gateways)
+	slices.SortFunc(t.Gateways, func(a, b netip.Addr) int { return a.Compare(b) })
+	t.Gateways = slices.Compact(t.Gateways)
+	w.desired[p.Masked()] = t
+	w.dirty[p] = true
+	return nil
+}
+
+// Delete drops p from the desired routes; the kernel route goes once in sync.
+func (w *Writer) Delete(p netip.Prefix) {
+	p = p.Masked()
+	delete(w.desired, p)
+	w.dirty[p] = true
+}
+
+// DeviceChanged re-checks every route through dev on the next Apply: when an interface is deleted
+// the kernel drops its routes, and a re-created one has a new index.
+func (w *Writer) DeviceChanged(dev string) {
+	for p, t := range w.desired {
+		if t.Dev == dev {
+			w.dirty[p] = true
+			if _, ok := w.actual[p]; ok {
+				// Our route may be gone with the device or point at a stale index: an index
+				// that never matches forces a RouteReplace, which recreates it either way.
+				w.actual[p] = kroute{linkIndex: -1}
+			}
+		}
+	}
+}
+
+// SetInSync allows routes of our protocol that nobody asked for to be deleted.
+func (w *Writer) SetInSync() { w.inSync = true }
+
+// Pending lists desired routes whose device does not exist yet; they are retried on every Apply.
+func (w *Writer) Pending() []netip.Prefix { return sortedPrefixes(w.pending) }
+
+// Conflicts lists desired routes not programmed because a route of another protocol holds the same
+// key; Terrace never overrides another owner's route.
+func (w *Writer) Conflicts() []netip.Prefix { return sortedPrefixes(w.conflicts) }
+
+func sortedPrefixes(m map[netip.Prefix]bool) []netip.Prefix {
+	out := slices.Collect(maps.Keys(m))
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return out
+}
+
+// Resync lists the kernel's routes of our protocol and repairs any drift.
+func (w *Writer) Resync(ctx context.Context) error {
+	w.actual = nil
+	return w.Apply(ctx)
+}
+
+func (w *Writer) read() error {
+	filter := &netlink.Route{Table: w.cfg.Table, Protocol: w.cfg.Protocol}
+	mask := netlink.RT_FILTER_TABLE | netlink.RT_FILTER_PROTOCOL
+	actual := map[netip.Prefix]kroute{}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rs, err := w.nl.RouteListFiltered(fam, filter, mask)
+		if err != nil {
+			return fmt.Errorf("list routes: %w", err)
+		}
+		for _, r := range rs {
+			if r.Protocol != w.cfg.Protocol || r.Table != w.cfg.Table {
+				continue // a fake or an old kernel may ignore the filter; never act on others' routes
+			}
+			p, ok := prefixOf(r.Dst, fam)
+			if !ok {
+				continue
+			}
+			actual[p] = fromNetlink(r)
+		}
+	}
+	w.actual = actual
+	for p := range w.desired {
+		w.dirty[p] = true
+	}
+	for p := range actual {
+		w.dirty[p] = true
+	}
+	return nil
+}
+
+func prefixOf(dst *net.IPNet, fam int) (netip.Prefix, bool) {
+	if dst == nil {
+		if fam == netlink.FAMILY_V4 {
+			return netip.PrefixFrom(netip.IPv4Unspecified(), 0), true
+		}
+		return netip.PrefixFrom(netip.IPv6Unspecified(), 0), true
+	}
+	a, ok := netip.AddrFromSlice(dst.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := dst.Mask.Size()
+	if fam == netlink.FAMILY_V4 {
+		a = a.Unmap()
+	}
+	return netip.PrefixFrom(a, ones).Masked(), true
+}
+
+func gwKey(ip net.IP, linkIndex int) string {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap().String() + "@" + fmt.Sprint(linkIndex)
+}
+
+func fromNetlink(r netlink.Route) kroute {
+	if r.Type == unix.RTN_BLACKHOLE {
+		return kroute{blackhole: true}
+	}
+	var k kroute
+	switch {
+	case len(r.MultiPath) > 0:
+		for _, nh := range r.MultiPath {
+			k.gws = append(k.gws, gwKey(nh.Gw, nh.LinkIndex))
+		}
+	case r.Gw != nil:
+		k.gws = []string{gwKey(r.Gw, r.LinkIndex)}
+	default:
+		k.linkIndex = r.LinkIndex
+	}
+	sort.Strings(k.gws)
+	return k
+}
+
+// matches compares a desired target (resolved to linkIndex) with a kernel route. The kernel fills
+// in the outgoing interface of gateway routes, so it only counts when the target named one.
+func matches(t Target, linkIndex int, k kroute) bool {
+	switch {
+	case t.Blackhole:
+		return k.blackhole
+	case k.blackhole:
+		return false
+	case len(t.Gateways) == 0:
+		return len(k.gws) == 0 && k.linkIndex == linkIndex
+	}
+	if len(k.gws) != len(t.Gateways) {
+		return false
+	}
+	want := make([]string, len(t.Gateways))
+	got := make([]string, len(k.gws))
+	for i, g := range t.Gateways {
+		want[i] = g.String()
+		if t.Dev != "" {
+			want[i] += "@" + fmt.Sprint(linkIndex)
+		}
+		got[i] = k.gws[i]
+		if t.Dev == "" {
+			got[i], _, _ = strings.Cut(got[i], "@")
+		}
+	}
+	sort.Strings(want)
+	sort.Strings(got)
+	return slices.Equal(want, got)
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func family(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+func (w *Writer) toNetlink(p netip.Prefix, t Target, linkIndex int) *netlink.Route {
+	r := &netlink.Route{Dst: ipNet(p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(p), Type: unix.RTN_UNICAST}
+	switch {
+	case t.Blackhole:
+		r.Type = unix.RTN_BLACKHOLE
+	case len(t.Gateways) == 0:
+		r.LinkIndex = linkIndex
+		r.Scope = netlink.SCOPE_LINK
+	case len(t.Gateways) == 1:
+		r.Gw = net.IP(t.Gateways[0].AsSlice())
+		r.LinkIndex = linkIndex
+	default:
+		for _, g := range t.Gateways {
+			r.MultiPath = append(r.MultiPath, &netlink.NexthopInfo{Gw: net.IP(g.AsSlice()), LinkIndex: linkIndex})
+		}
+	}
+	return r
+}
+
+// Apply programs the difference between desired and actual routes. Routes fail independently:
+// the error joins every failure and failed prefixes are retried on the next Apply.
+func (w *Writer) Apply(ctx context.Context) error {
+	if w.actual == nil {
+		if err := w.read(); err != nil {
+			return fmt.Errorf("apply routes: %w", err)
+		}
+	}
+	links := map[string]int{}
+	var errs []error
+	var done int
+	for _, p := range sortedPrefixes(w.dirty) {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		ok, err := w.applyOne(p, links)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ok {
+			delete(w.dirty, p)
+			done++
+		}
+	}
+	if done > 0 {
+		w.log.Debug("routes applied", "changed", done, "dirty", len(w.dirty))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("apply routes: %w", err)
+	}
+	return nil
+}
+
+// applyOne brings one prefix in line and reports whether it is settled (false: keep it dirty).
+func (w *Writer) applyOne(p netip.Prefix, links map[string]int) (bool, error) {
+	t, want := w.desired[p]
+	have, exists := w.actual[p]
+	delete(w.conflicts, p)
+	if !want {
+		delete(w.pending, p)
+		if !exists {
+			return true, nil
+		}
+		if !w.inSync {
+			return false, nil // held until in sync so a restart never removes a live route
+		}
+		r := &netlink.Route{Dst: ipNet(p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(p)}
+		if have.blackhole {
+			r.Type = unix.RTN_BLACKHOLE
+		}
+		if err := w.nl.RouteDel(r); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return false, fmt.Errorf("delete route %s: %w", p, err)
+		}
+		delete(w.actual, p)
+		return true, nil
+	}
+	linkIndex := 0
+	if t.Dev != "" {
+		idx, ok := links[t.Dev]
+		if !ok {
+			l, err := w.nl.LinkByName(t.Dev)
+			if err != nil {
+				var nf netlink.LinkNotFoundError
+				if errors.As(err, &nf) || errors.Is(err, syscall.ENODEV) {
+					w.pending[p] = true
+					return false, nil
+				}
+				return false, fmt.Errorf("look up device %s for route %s: %w", t.Dev, p, err)
+			}
+			idx = l.Attrs().Index
+			links[t.Dev] = idx
+		}
+		linkIndex = idx
+	}
+	delete(w.pending, p)
+	if exists && matches(t, linkIndex, have) {
+		return true, nil
+	}
+	r := w.toNetlink(p, t, linkIndex)
+	if exists {
+		if err := w.nl.RouteReplace(r); err != nil {
+			return false, fmt.Errorf("replace route %s: %w", p, err)
+		}
+	} else if err := w.nl.RouteAdd(r); err != nil {
+		if errors.Is(err, syscall.EEXIST) {
+			// Another protocol's route holds this key: report it, never override it.
+			w.conflicts[p] = true
+			return false, nil
+		}
+		return false, fmt.Errorf("add route %s: %w", p, err)
+	}
+	w.actual[p] = fromNetlink(*r)
+	return true, nil
+}

@@ -1,0 +1,212 @@
+package routes
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+var ctx = context.Background()
+
+func mustT(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func addr(s string) netip.Addr  { return netip.MustParseAddr(s) }
+
+func newWriter(t *testing.T, f *fakeNetlink, proto netlink.RouteProtocol) *Writer {
+	t.Helper()
+	w, err := New(f, Config{Protocol: proto})
+	mustT(t, err)
+	return w
+}
+
+func TestApplyNoopAndChange(t *testing.T) {
+	f := newFakeNetlink()
+	f.links["trc0123456789a"] = 7
+	w := newWriter(t, f, ProtocolTerrace)
+	mustT(t, w.Set(pfx("198.18.0.5/32"), Target{Dev: "trc0123456789a"}))
+	mustT(t, w.Set(pfx("198.18.0.0/26"), Target{Blackhole: true}))
+	mustT(t, w.Set(pfx("2001:db8:1000::/122"), Target{Blackhole: true}))
+	mustT(t, w.Set(pfx("198.18.1.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.3"), addr("192.0.2.2"), addr("192.0.2.2")}}))
+	mustT(t, w.Apply(ctx))
+	want := []string{
+		"add 198.18.0.0/26 proto 80 blackhole",
+		"add 198.18.0.5/32 proto 80 dev 7",
+		"add 198.18.1.0/26 proto 80 nexthop 192.0.2.2 nexthop 192.0.2.3",
+		"add 2001:db8:1000::/122 proto 80 blackhole",
+	}
+	if diff := cmp.Diff(want, f.calls); diff != "" {
+		t.Fatalf("calls (-want +got):\n%s", diff)
+	}
+	f.calls = nil
+	mustT(t, w.Apply(ctx))
+	mustT(t, w.Resync(ctx))
+	if len(f.calls) != 0 {
+		t.Fatalf("no-op apply/resync made calls: %v", f.calls)
+	}
+	// Changing one route's gateways replaces that route only.
+	mustT(t, w.Set(pfx("198.18.1.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.2")}}))
+	mustT(t, w.Apply(ctx))
+	if diff := cmp.Diff([]string{"replace 198.18.1.0/26 proto 80 via 192.0.2.2"}, f.calls); diff != "" {
+		t.Fatalf("calls (-want +got):\n%s", diff)
+	}
+}
+
+func TestPendingDevice(t *testing.T) {
+	f := newFakeNetlink()
+	w := newWriter(t, f, ProtocolTerrace)
+	mustT(t, w.Set(pfx("198.18.0.5/32"), Target{Dev: "trcabc"}))
+	mustT(t, w.Apply(ctx))
+	if len(f.calls) != 0 || len(w.Pending()) != 1 {
+		t.Fatalf("calls %v pending %v", f.calls, w.Pending())
+	}
+	f.links["trcabc"] = 9
+	mustT(t, w.Apply(ctx))
+	if diff := cmp.Diff([]string{"add 198.18.0.5/32 proto 80 dev 9"}, f.calls); diff != "" {
+		t.Fatal(diff)
+	}
+	if len(w.Pending()) != 0 {
+		t.Fatalf("still pending: %v", w.Pending())
+	}
+	// The device is re-created with a new index: its routes follow.
+	f.links["trcabc"] = 11
+	f.calls = nil
+	w.DeviceChanged("trcabc")
+	mustT(t, w.Apply(ctx))
+	if diff := cmp.Diff([]string{"replace 198.18.0.5/32 proto 80 dev 11"}, f.calls); diff != "" {
+		t.Fatal(diff)
+	}
+}
+
+func TestForeignRoutesUntouched(t *testing.T) {
+	f := newFakeNetlink()
+	f.routes = []netlink.Route{
+		foreign("198.18.0.0/26", unix.RTPROT_STATIC, "192.0.2.9"), // same key as one we want
+		foreign("198.51.100.0/24", unix.RTPROT_BOOT, "192.0.2.1"),
+		foreign("198.18.9.0/24", ProtocolTerraceBGP, "192.0.2.7"), // the other Terrace owner
+	}
+	orig := append([]netlink.Route{}, f.routes...)
+	w := newWriter(t, f, ProtocolTerrace)
+	w.SetInSync()
+	mustT(t, w.Set(pfx("198.18.0.0/26"), Target{Blackhole: true}))
+	mustT(t, w.Apply(ctx))
+	if diff := cmp.Diff([]netip.Prefix{pfx("198.18.0.0/26")}, w.Conflicts(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Fatalf("conflicts (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(describeAll(orig), describeAll(f.routes)); diff != "" {
+		t.Fatalf("foreign routes changed (-want +got):\n%s", diff)
+	}
+	// Once the other owner removes its route, ours goes in on the next apply.
+	f.routes = f.routes[1:]
+	mustT(t, w.Apply(ctx))
+	if len(w.Conflicts()) != 0 || f.find(ipNetRoute("198.18.0.0/26")) < 0 {
+		t.Fatalf("route not added after conflict cleared: %v", describeAll(f.routes))
+	}
+}
+
+func ipNetRoute(s string) *netlink.Route {
+	return &netlink.Route{Dst: ipNet(pfx(s)), Table: TableMain}
+}
+
+func describeAll(rs []netlink.Route) []string {
+	var out []string
+	for i := range rs {
+		out = append(out, describe(&rs[i]))
+	}
+	return out
+}
+
+func TestDeletesHeldUntilInSync(t *testing.T) {
+	f := newFakeNetlink()
+	stale := foreign("198.18.3.0/26", ProtocolTerrace, "")
+	stale.Type = unix.RTN_BLACKHOLE
+	f.routes = []netlink.Route{stale, foreign("198.51.100.0/24", unix.RTPROT_BOOT, "192.0.2.1")}
+	w := newWriter(t, f, ProtocolTerrace)
+	mustT(t, w.Set(pfx("198.18.0.0/26"), Target{Blackhole: true}))
+	mustT(t, w.Apply(ctx))
+	if len(f.routes) != 3 {
+		t.Fatalf("stale route removed before in-sync: %v", describeAll(f.routes))
+	}
+	w.SetInSync()
+	f.calls = nil
+	mustT(t, w.Apply(ctx))
+	if diff := cmp.Diff([]string{"del 198.18.3.0/26 proto 80 blackhole"}, f.calls); diff != "" {
+		t.Fatal(diff)
+	}
+	want := []string{"198.51.100.0/24 proto 3 via 192.0.2.1", "198.18.0.0/26 proto 80 blackhole"}
+	if diff := cmp.Diff(want, describeAll(f.routes)); diff != "" {
+		t.Fatal(diff)
+	}
+	// An explicit Delete removes ours.
+	w.Delete(pfx("198.18.0.0/26"))
+	mustT(t, w.Apply(ctx))
+	if diff := cmp.Diff(want[:1], describeAll(f.routes)); diff != "" {
+		t.Fatal(diff)
+	}
+}
+
+func TestResyncRepairsDrift(t *testing.T) {
+	tests := []struct {
+		name   string
+		tamper func(f *fakeNetlink)
+		want   []string
+	}{
+		{"route deleted", func(f *fakeNetlink) { f.routes = f.routes[1:] }, []string{"add 198.18.0.0/26 proto 81 via 192.0.2.2"}},
+		{"gateway changed", func(f *fakeNetlink) { f.routes[1].MultiPath = f.routes[1].MultiPath[:1] },
+			[]string{"replace 2001:db8:1000::/64 proto 81 nexthop 2001:db8::2 nexthop 2001:db8::3"}},
+		{"extra route of ours", func(f *fakeNetlink) {
+			f.routes = append(f.routes, foreign("198.18.200.0/24", ProtocolTerraceBGP, "192.0.2.9"))
+		}, []string{"del 198.18.200.0/24 proto 81 dev 0"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeNetlink()
+			w := newWriter(t, f, ProtocolTerraceBGP)
+			w.SetInSync()
+			mustT(t, w.Set(pfx("198.18.0.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.2")}}))
+			mustT(t, w.Set(pfx("2001:db8:1000::/64"), Target{Gateways: []netip.Addr{addr("2001:db8::3"), addr("2001:db8::2")}}))
+			mustT(t, w.Apply(ctx))
+			tc.tamper(f)
+			f.calls = nil
+			mustT(t, w.Apply(ctx))
+			if len(f.calls) != 0 {
+				t.Fatalf("apply without resync looked at the kernel: %v", f.calls)
+			}
+			mustT(t, w.Resync(ctx))
+			if diff := cmp.Diff(tc.want, f.calls); diff != "" {
+				t.Fatalf("calls (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestValidation(t *testing.T) {
+	w := newWriter(t, newFakeNetlink(), ProtocolTerrace)
+	bad := []struct {
+		p string
+		t Target
+	}{
+		{"198.18.0.0/26", Target{}},
+		{"198.18.0.0/26", Target{Blackhole: true, Dev: "x"}},
+		{"198.18.0.0/26", Target{Gateways: []netip.Addr{addr("2001:db8::1")}}},
+		{"2001:db8::/64", Target{Gateways: []netip.Addr{addr("192.0.2.1")}}},
+		{"::ffff:198.18.0.1/128", Target{Blackhole: true}},
+	}
+	for _, tc := range bad {
+		if err := w.Set(pfx(tc.p), tc.t); err == nil {
+			t.Errorf("Set(%s, %+v) accepted", tc.p, tc.t)
+		}
+	}
+	if _, err := New(newFakeNetlink(), Config{}); err == nil {
+		t.Error("New without a protocol accepted")
+	}
+}
