@@ -10,7 +10,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 all: build
 
 # System packages the binaries, tests, demo and benchmarks use.
-DEB_PACKAGES := iptables ipset bird2 iproute2 iperf3 procps psmisc tcpdump curl python3
+DEB_PACKAGES := iptables ipset bird2 iproute2 iperf3 iputils-ping procps psmisc tcpdump curl python3 util-linux
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
