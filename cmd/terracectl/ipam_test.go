@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/embedded"
+	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/ipam"
+)
+
+const ipamPools = `apiVersion: terrace.dev/v1
+kind: IPPool
+metadata: {name: p4}
+spec: {cidr: 198.18.0.0/24, blockSize: 28}
+---
+apiVersion: terrace.dev/v1
+kind: IPPool
+metadata: {name: p6}
+spec: {cidr: "2001:db8:1000::/48"}
+`
+
+func TestIPAMCommands(t *testing.T) {
+	c, srv := newCLI(t)
+	c.mustRun(ipamPools, "apply", "-f", "-")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a := ipam.New(s, datastore.New(s, embedded.TestLogger()), embedded.TestLogger())
+	got, err := a.AutoAssign(ctx, ipam.AutoAssignArgs{Node: "gone-node", Handle: "net.c1", Num4: 2, Num6: 1,
+		Attrs: map[string]string{ipam.AttrNamespace: "ns", ipam.AttrPod: "web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var show struct {
+		Pools []ipam.PoolUsage `json:"pools"`
+	}
+	if err := json.Unmarshal([]byte(c.mustRun("", "ipam", "show", "-o", "json").stdout), &show); err != nil {
+		t.Fatal(err)
+	}
+	if len(show.Pools) != 2 || show.Pools[0].Used != 2 || show.Pools[0].Free != "254" || show.Pools[1].Used != 1 {
+		t.Fatalf("show: %+v", show.Pools)
+	}
+	table := c.mustRun("", "ipam", "show", "--show-blocks").stdout
+	if !strings.Contains(table, "198.18.0.0/28") || !strings.Contains(table, "gone-node") {
+		t.Fatalf("show --show-blocks:\n%s", table)
+	}
+	var info ipam.IPInfo
+	if err := json.Unmarshal([]byte(c.mustRun("", "ipam", "show", "--ip", got.IPv4[1].String(), "-o", "json").stdout), &info); err != nil {
+		t.Fatal(err)
+	}
+	if !info.Allocated || info.Handle != "net.c1" || info.BlockNode != "gone-node" {
+		t.Fatalf("show --ip: %+v", info)
+	}
+
+	// Within the default grace period nothing has leaked; with none, all three addresses have.
+	if out := c.mustRun("", "ipam", "check").stdout; strings.Contains(out, "LEAKED") {
+		t.Fatalf("leaks within grace:\n%s", out)
+	}
+	rep := c.mustRun("", "ipam", "check", "--grace-period", "0", "-o", "json").stdout
+	var r ipam.Report
+	if err := json.Unmarshal([]byte(rep), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Leaks) != 3 || len(r.OrphanBlocks) != 2 {
+		t.Fatalf("report: %d leaks, %d orphan blocks\n%s", len(r.Leaks), len(r.OrphanBlocks), rep)
+	}
+	file := filepath.Join(t.TempDir(), "report.json")
+	if err := os.WriteFile(file, []byte(rep), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := c.mustRun("", "ipam", "release", "--from-report", file).stdout
+	if strings.Count(out, "released ") != 3 || strings.Count(out, "freed block ") != 2 {
+		t.Fatalf("release --from-report:\n%s", out)
+	}
+	if keys := storedKeys(t, srv); strings.Contains(strings.Join(keys, " "), "/terrace/ipam/") {
+		t.Fatalf("IPAM keys left after repair: %v", keys)
+	}
+	if res := c.run("", "ipam", "release", "--ip", got.IPv4[0].String()); res.code != 1 || !strings.Contains(res.stdout, "skipped") {
+		t.Fatalf("release of a free address: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+
+	c.mustRun("", "ipam", "configure", "--strict-affinity=true", "--max-blocks-per-host", "4")
+	cfg, err := datastore.New(s, embedded.TestLogger()).Get(ctx, "IPAMConfiguration", "", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec := cfg.(*api.IPAMConfiguration).Spec; !spec.StrictAffinity || spec.MaxBlocksPerHost != 4 {
+		t.Fatalf("configure stored %+v", spec)
+	}
+
+	for _, args := range [][]string{
+		{"ipam", "release"},
+		{"ipam", "release", "--ip", "nope"},
+		{"ipam", "show", "-o", "yaml"},
+		{"ipam", "configure"},
+		{"ipam", "release", "--from-report", filepath.Join(t.TempDir(), "missing.json")},
+	} {
+		if res := c.run("", args...); res.code != 2 {
+			t.Errorf("terracectl %s: exit %d, want 2\n%s", strings.Join(args, " "), res.code, res.stderr)
+		}
+	}
+}

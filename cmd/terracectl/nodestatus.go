@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/terracenet/terrace/node"
+)
+
+func newNodeCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "node", Short: "Inspect the local terrace-node", Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() }}
+	var output string
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show the local node's status from its API socket",
+		Args:  rangeArgs(0, 0, "node status"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != outTable && output != outJSON {
+				return usageErrorf("node status: unknown output format %q: want json", output)
+			}
+			sock := e.cfg.String("node-socket")
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			defer cancel()
+			st, err := node.QueryStatus(ctx, sock)
+			if err != nil {
+				return fmt.Errorf("is terrace-node running? %w", err)
+			}
+			if output == outJSON {
+				b, err := json.MarshalIndent(st, "", "  ")
+				if err != nil {
+					return fmt.Errorf("encode status: %w", err)
+				}
+				e.printf("%s\n", b)
+				return nil
+			}
+			return printNodeStatus(e.out, st, time.Now())
+		},
+	}
+	status.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: readable text)")
+	cmd.AddCommand(status)
+	return cmd
+}
+
+func printNodeStatus(w io.Writer, st node.Status, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	fmt.Fprintf(tw, "Node:\t%s\n", st.NodeName)
+	fmt.Fprintf(tw, "Version:\t%s\n", dash(st.Version))
+	fmt.Fprintf(tw, "Started:\t%s (up %s)\n", st.StartTime.UTC().Format(time.RFC3339), now.Sub(st.StartTime).Round(time.Second))
+	fmt.Fprintf(tw, "IPv4:\t%s\n", dash(st.IPv4))
+	fmt.Fprintf(tw, "IPv6:\t%s\n", dash(st.IPv6))
+	a := st.Autodetection
+	fmt.Fprintf(tw, "Address method:\t%s\n", dash(a.Method))
+	fmt.Fprintf(tw, "Interface:\t%s\n", dash(a.Interface))
+	fmt.Fprintf(tw, "Reason:\t%s\n", dash(a.Reason))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "\nComponents:")
+	if len(st.Components) == 0 {
+		fmt.Fprintln(w, "  none running (felix and the BGP speaker are not part of this build yet)")
+	} else {
+		tw = tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+		fmt.Fprintln(tw, "  NAME\tSTATE\tSINCE\tDETAIL")
+		for _, n := range st.ComponentNames() {
+			c := st.Components[n]
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", n, c.State, c.Since.UTC().Format(time.RFC3339), dash(oneLine(c.Detail)))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if _, ok := st.Components["bgp"]; !ok {
+		fmt.Fprintln(w, "\nBGP peers:\n  not available: this node runs no BGP speaker yet")
+	} else if peers, ok := st.Components["bgp"].Details["peers"]; ok {
+		b, _ := json.Marshal(peers)
+		fmt.Fprintf(w, "\nBGP peers:\n  %s\n", strings.TrimSpace(string(b)))
+	}
+	return nil
+}

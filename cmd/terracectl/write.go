@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/api"
+)
+
+// docAction writes one valid document and says what happened ("created", "unchanged", ...).
+type docAction func(ctx context.Context, c *datastore.Client, r api.Resource) (string, error)
+
+// nsFlags are -n/--namespace as every command reads them.
+type nsFlags struct {
+	namespace string
+	all       bool
+}
+
+func (n *nsFlags) add(cmd *cobra.Command, withAll bool) {
+	cmd.Flags().StringVarP(&n.namespace, "namespace", "n", "default", "namespace of namespaced kinds")
+	if withAll {
+		cmd.Flags().BoolVarP(&n.all, "all-namespaces", "A", false, "every namespace")
+	}
+}
+
+func (n *nsFlags) explicit(cmd *cobra.Command) bool { return cmd.Flags().Changed("namespace") }
+
+// runDocs reads every document, reports the invalid ones without writing them, then applies act to
+// the rest one by one, reporting each. Exit status: 2 if any document was invalid, else 1 if any
+// write failed, else 0.
+func runDocs(cmd *cobra.Command, e *env, files []string, ns *nsFlags, validate bool, act docAction) error {
+	if len(files) == 0 {
+		return usageErrorf("%s: no input: give -f FILE (or -f - for stdin)", cmd.CommandPath())
+	}
+	docs, err := readDocs(files, e.in, ns.namespace, ns.explicit(cmd), validate)
+	if err != nil {
+		return err
+	}
+	invalid, failed := 0, 0
+	var valid []doc
+	for _, d := range docs {
+		if d.problem != nil {
+			invalid++
+			e.errorf("%s: %s", d.label(), describeErr(d.problem))
+			continue
+		}
+		valid = append(valid, d)
+	}
+	if len(valid) > 0 {
+		c, err := e.connect(cmd.Context())
+		if err != nil {
+			e.errorf("%s", oneLine(err.Error()))
+			failed++
+			valid = nil
+		}
+		for _, d := range valid {
+			what, err := act(cmd.Context(), c, d.Resource)
+			if err != nil {
+				if exitCode(err) == exitInput {
+					invalid++
+				} else {
+					failed++
+				}
+				e.errorf("%s: %s", d.label(), describeErr(err))
+				continue
+			}
+			e.printf("%s %s\n", refOf(d.Resource), what)
+		}
+	}
+	switch {
+	case invalid > 0:
+		return reported{exitInput}
+	case failed > 0:
+		return reported{exitRuntime}
+	}
+	return nil
+}
+
+func newCreateCmd(e *env) *cobra.Command {
+	var files []string
+	var ns nsFlags
+	cmd := &cobra.Command{
+		Use:   "create -f FILE",
+		Short: "Create resources; fails for each one that already exists",
+		Args:  rangeArgs(0, 0, "create -f FILE"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDocs(cmd, e, files, &ns, true, func(ctx context.Context, c *datastore.Client, r api.Resource) (string, error) {
+				_, err := c.Create(ctx, r)
+				if errors.Is(err, datastore.ErrExists) {
+					return "", errors.New("already exists (use apply or replace to change it)")
+				}
+				return "created", err
+			})
+		},
+	}
+	addFileFlag(cmd, &files, "resources to create")
+	ns.add(cmd, false)
+	return cmd
+}
+
+func newApplyCmd(e *env) *cobra.Command {
+	var files []string
+	var ns nsFlags
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Create resources or update them to match the file",
+		Args:  rangeArgs(0, 0, "apply -f FILE"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDocs(cmd, e, files, &ns, true, func(ctx context.Context, c *datastore.Client, r api.Resource) (string, error) {
+				_, outcome, err := c.Apply(ctx, r)
+				if err != nil {
+					return "", err
+				}
+				switch outcome {
+				case datastore.Created:
+					return "created", nil
+				case datastore.Unchanged:
+					return "unchanged", nil
+				}
+				return "configured", nil
+			})
+		},
+	}
+	addFileFlag(cmd, &files, "resources to apply")
+	ns.add(cmd, false)
+	return cmd
+}
+
+func newReplaceCmd(e *env) *cobra.Command {
+	var files []string
+	var ns nsFlags
+	cmd := &cobra.Command{
+		Use:   "replace -f FILE",
+		Short: "Replace existing resources; metadata.resourceVersion, when given, must be current",
+		Args:  rangeArgs(0, 0, "replace -f FILE"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDocs(cmd, e, files, &ns, true, func(ctx context.Context, c *datastore.Client, r api.Resource) (string, error) {
+				rv := r.GetObjectMeta().ResourceVersion
+				_, err := c.Update(ctx, r)
+				switch {
+				case errors.Is(err, datastore.ErrConflict):
+					return "", fmt.Errorf("conflict: resourceVersion %s is not the current one; get the resource again and retry", rv)
+				case errors.Is(err, datastore.ErrNotFound):
+					return "", errors.New("not found (use create or apply)")
+				}
+				return "replaced", err
+			})
+		},
+	}
+	addFileFlag(cmd, &files, "resources to replace")
+	ns.add(cmd, false)
+	return cmd
+}
+
+func newDeleteCmd(e *env) *cobra.Command {
+	var files []string
+	var ns nsFlags
+	var ignoreNotFound bool
+	cmd := &cobra.Command{
+		Use:   "delete (-f FILE | KIND NAME...)",
+		Short: "Delete resources named in a file or on the command line",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			del := func(ctx context.Context, c *datastore.Client, r api.Resource) (string, error) {
+				m := r.GetObjectMeta()
+				_, err := c.Delete(ctx, kindName(r), m.Namespace, m.Name, m.ResourceVersion)
+				switch {
+				case errors.Is(err, datastore.ErrNotFound) && ignoreNotFound:
+					return "not found (ignored)", nil
+				case errors.Is(err, datastore.ErrNotFound):
+					return "", errors.New("not found")
+				case errors.Is(err, datastore.ErrConflict):
+					return "", fmt.Errorf("conflict: resourceVersion %s is not the current one", m.ResourceVersion)
+				}
+				return "deleted", err
+			}
+			if len(files) > 0 {
+				if len(args) > 0 {
+					return usageErrorf("delete: give either -f FILE or KIND NAME..., not both")
+				}
+				return runDocs(cmd, e, files, &ns, false, del)
+			}
+			if len(args) < 2 {
+				return usageErrorf("delete: usage: delete KIND NAME... or delete -f FILE")
+			}
+			rs, err := namedResources(args[0], args[1:], ns.namespace)
+			if err != nil {
+				return err
+			}
+			c, err := e.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			failed := 0
+			for _, r := range rs {
+				what, err := del(cmd.Context(), c, r)
+				if err != nil {
+					failed++
+					e.errorf("%s: %s", refOf(r), describeErr(err))
+					continue
+				}
+				e.printf("%s %s\n", refOf(r), what)
+			}
+			if failed > 0 {
+				return reported{exitRuntime}
+			}
+			return nil
+		},
+	}
+	addFileFlag(cmd, &files, "resources to delete")
+	ns.add(cmd, false)
+	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat a missing resource as deleted")
+	return cmd
+}
+
+// namedResources builds empty resources of a kind that carry only names, for commands that
+// address resources from the command line.
+func namedResources(kind string, names []string, namespace string) ([]api.Resource, error) {
+	info, err := api.LookupKind(kind)
+	if err != nil {
+		return nil, &exitError{code: exitInput, err: err}
+	}
+	out := make([]api.Resource, 0, len(names))
+	for _, n := range names {
+		r := info.New()
+		r.GetObjectMeta().Name = n
+		if info.Namespaced {
+			r.GetObjectMeta().Namespace = namespace
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}

@@ -1,0 +1,10 @@
+// Package ipam is Terrace's address management: it owns the IPAM keys in etcd
+// (/terrace/ipam/v1/blocks, /affinities and /handles), hands out workload addresses from IPPools in
+// per-host blocks, releases them by handle or by address, releases a removed node's affinities and
+// finds leaks. Every write is a compare-and-swap on etcd mod revisions (block and handle together in
+// one transaction), so it never hands out one address twice and never loses one.
+//
+// It must never write resources (IPPools, Nodes, WorkloadEndpoints are only read, through the typed
+// datastore client), never touch the kernel, and never write a block without naming the revision it
+// read. The pure block and handle types (block.go, records.go) do no I/O and are tested without etcd.
+package ipam
