@@ -1,0 +1,329 @@
+package cni
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+// Plugin types this binary answers to.
+const (
+	PluginType = "terrace"
+	IPAMType   = "terrace-ipam"
+)
+
+// Defaults used when neither the network configuration nor the environment says otherwise.
+const (
+	DefaultEtcdEndpoint = "http://127.0.0.1:2379"
+	DefaultNodeSocket   = "/var/run/terrace/node.sock"
+	DefaultLogFile      = "/var/log/terrace/cni.log"
+	DefaultMTU          = 1500
+)
+
+// Environment variables consulted where a configuration key is absent (CONVENTIONS.md).
+const (
+	EnvEtcdEndpoints = "TERRACE_ETCD_ENDPOINTS"
+	EnvEtcdCA        = "TERRACE_ETCD_CA"
+	EnvEtcdCert      = "TERRACE_ETCD_CERT"
+	EnvEtcdKey       = "TERRACE_ETCD_KEY"
+	EnvNodeName      = "TERRACE_NODE_NAME"
+	EnvNodeSocket    = "TERRACE_NODE_SOCKET"
+	EnvLogLevel      = "TERRACE_LOG_LEVEL"
+	EnvLogFile       = "TERRACE_LOG_FILE"
+)
+
+// NetConf is the network configuration as the runtime sends it on stdin. Keys follow Calico's
+// so existing configurations carry over. Unknown keys are ignored: runtimes add their own
+// (capabilities, runtimeConfig) and CNI requires plugins to tolerate them.
+type NetConf struct {
+	CNIVersion string `json:"cniVersion"`
+	Name       string `json:"name"`
+	Type       string `json:"type"`
+
+	EtcdEndpoints  string `json:"etcd_endpoints"`
+	EtcdCACertFile string `json:"etcd_ca_cert_file"`
+	EtcdCertFile   string `json:"etcd_cert_file"`
+	EtcdKeyFile    string `json:"etcd_key_file"`
+	NodeName       string `json:"nodename"`
+	NodeSocket     string `json:"node_socket"`
+	// NodeSocketAlt is the camel-case spelling some configurations use for node_socket.
+	NodeSocketAlt string `json:"nodeSocket"`
+	MTU           int    `json:"mtu"`
+	LogLevel      string `json:"log_level"`
+	LogFilePath   string `json:"log_file_path"`
+	// PolicySetupTimeoutSeconds > 0 makes ADD wait until the node agent reports the endpoint's
+	// policy programmed.
+	PolicySetupTimeoutSeconds int `json:"policy_setup_timeout_seconds"`
+
+	IPAM IPAMConf `json:"ipam"`
+	Args *struct {
+		CNI struct {
+			Labels []Label `json:"labels"`
+		} `json:"cni"`
+	} `json:"args,omitempty"`
+
+	RawPrevResult    map[string]any       `json:"prevResult,omitempty"`
+	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
+}
+
+// IPAMConf is the "ipam" section. assign_ipv4/assign_ipv6 are strings in Calico's configs
+// ("true"), booleans in hand-written ones; both are accepted.
+type IPAMConf struct {
+	Type       string   `json:"type"`
+	AssignIPv4 *Bool    `json:"assign_ipv4,omitempty"`
+	AssignIPv6 *Bool    `json:"assign_ipv6,omitempty"`
+	IPv4Pools  []string `json:"ipv4_pools,omitempty"`
+	IPv6Pools  []string `json:"ipv6_pools,omitempty"`
+}
+
+// Label is one entry of the args.cni.labels convention.
+type Label struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// Bool unmarshals from true/false or "true"/"false".
+type Bool bool
+
+// UnmarshalJSON accepts a JSON boolean or a string holding one.
+func (b *Bool) UnmarshalJSON(data []byte) error {
+	var v bool
+	if err := json.Unmarshal(data, &v); err == nil {
+		*b = Bool(v)
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return fmt.Errorf("parse boolean: %s is neither true/false nor a string", data)
+	}
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "true":
+		*b = true
+	case "false":
+		*b = false
+	default:
+		return fmt.Errorf("parse boolean: %q is not \"true\" or \"false\"", s)
+	}
+	return nil
+}
+
+// EtcdConfig says how to reach the datastore.
+type EtcdConfig struct {
+	Endpoints             []string
+	CAFile, CertFile, Key string
+}
+
+// Config is a network configuration with every default and environment fallback applied and
+// checked: what a command acts on.
+type Config struct {
+	Raw                NetConf
+	Network            string
+	CNIVersion         string
+	Etcd               EtcdConfig
+	Node               string
+	NodeSocket         string
+	MTU                int
+	LogLevel           slog.Level
+	LogFile            string
+	PolicySetupTimeout time.Duration
+	AssignIPv4         bool
+	AssignIPv6         bool
+	IPv4Pools          []string
+	IPv6Pools          []string
+	Labels             map[string]string
+}
+
+// ParseConfig decodes and resolves a network configuration. getenv supplies the TERRACE_*
+// fallbacks and hostname the default node name (both injectable so tests need no environment).
+// Errors are *types.Error with code ErrDecodingFailure (not JSON) or ErrInvalidNetworkConfig.
+func ParseConfig(data []byte, getenv func(string) string, hostname func() (string, error)) (*Config, error) {
+	var nc NetConf
+	if err := json.Unmarshal(data, &nc); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "decode network configuration: "+err.Error(), "")
+	}
+	var errs []string
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
+	if nc.CNIVersion == "" {
+		bad("cniVersion is required")
+	}
+	if nc.Name == "" {
+		bad("name is required")
+	}
+	pick := func(v, env, def string) string {
+		if v != "" {
+			return v
+		}
+		if e := strings.TrimSpace(getenv(env)); e != "" {
+			return e
+		}
+		return def
+	}
+	c := &Config{Raw: nc, Network: nc.Name, CNIVersion: nc.CNIVersion}
+
+	for _, ep := range strings.Split(pick(nc.EtcdEndpoints, EnvEtcdEndpoints, DefaultEtcdEndpoint), ",") {
+		ep = strings.TrimSpace(ep)
+		if ep == "" {
+			continue
+		}
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("etcd_endpoints: %q is not an http:// or https:// URL", ep)
+			continue
+		}
+		c.Etcd.Endpoints = append(c.Etcd.Endpoints, ep)
+	}
+	if len(c.Etcd.Endpoints) == 0 && len(errs) == 0 {
+		bad("etcd_endpoints: no endpoint given")
+	}
+	c.Etcd.CAFile = pick(nc.EtcdCACertFile, EnvEtcdCA, "")
+	c.Etcd.CertFile = pick(nc.EtcdCertFile, EnvEtcdCert, "")
+	c.Etcd.Key = pick(nc.EtcdKeyFile, EnvEtcdKey, "")
+	if (c.Etcd.CertFile == "") != (c.Etcd.Key == "") {
+		bad("etcd_cert_file and etcd_key_file must be given together")
+	}
+
+	c.Node = pick(nc.NodeName, EnvNodeName, "")
+	if c.Node == "" && hostname != nil {
+		h, err := hostname()
+		if err != nil {
+			bad("nodename is not set and the host name is unknown: %v", err)
+		}
+		c.Node = strings.ToLower(h)
+	}
+	if c.Node == "" {
+		bad("nodename is required")
+	} else if !isSubdomain(c.Node) {
+		bad("nodename %q must be an RFC 1123 subdomain (lower-case letters, digits, '-' and '.')", c.Node)
+	}
+	if nc.NodeSocket == "" {
+		nc.NodeSocket = nc.NodeSocketAlt
+	}
+	c.NodeSocket = pick(nc.NodeSocket, EnvNodeSocket, DefaultNodeSocket)
+
+	switch {
+	case nc.MTU == 0:
+		c.MTU = DefaultMTU
+	case nc.MTU < 68 || nc.MTU > 65535:
+		bad("mtu %d is outside 68-65535", nc.MTU)
+	default:
+		c.MTU = nc.MTU
+	}
+	lvl, err := parseLevel(pick(nc.LogLevel, EnvLogLevel, "info"))
+	if err != nil {
+		bad("log_level: %v", err)
+	}
+	c.LogLevel = lvl
+	c.LogFile = pick(nc.LogFilePath, EnvLogFile, DefaultLogFile)
+	if nc.PolicySetupTimeoutSeconds < 0 {
+		bad("policy_setup_timeout_seconds %d is negative", nc.PolicySetupTimeoutSeconds)
+	}
+	c.PolicySetupTimeout = time.Duration(nc.PolicySetupTimeoutSeconds) * time.Second
+
+	switch nc.IPAM.Type {
+	case "", IPAMType:
+	default:
+		bad("ipam.type %q is not supported: only %q", nc.IPAM.Type, IPAMType)
+	}
+	// Calico's defaults: IPv4 on, IPv6 off.
+	c.AssignIPv4, c.AssignIPv6 = true, false
+	if nc.IPAM.AssignIPv4 != nil {
+		c.AssignIPv4 = bool(*nc.IPAM.AssignIPv4)
+	}
+	if nc.IPAM.AssignIPv6 != nil {
+		c.AssignIPv6 = bool(*nc.IPAM.AssignIPv6)
+	}
+	if !c.AssignIPv4 && !c.AssignIPv6 {
+		bad("ipam: assign_ipv4 and assign_ipv6 are both false; nothing to assign")
+	}
+	c.IPv4Pools, c.IPv6Pools = nc.IPAM.IPv4Pools, nc.IPAM.IPv6Pools
+	for _, p := range c.IPv4Pools {
+		if strings.TrimSpace(p) == "" {
+			bad("ipam.ipv4_pools: empty pool name")
+		}
+	}
+	for _, p := range c.IPv6Pools {
+		if strings.TrimSpace(p) == "" {
+			bad("ipam.ipv6_pools: empty pool name")
+		}
+	}
+	if nc.Args != nil {
+		for i, l := range nc.Args.CNI.Labels {
+			if l.Key == "" {
+				bad("args.cni.labels[%d]: key is required", i)
+				continue
+			}
+			if c.Labels == nil {
+				c.Labels = map[string]string{}
+			}
+			c.Labels[l.Key] = l.Value
+		}
+	}
+	if len(errs) > 0 {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid network configuration: "+strings.Join(errs, "; "), "")
+	}
+	return c, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%q is not one of debug, info, warning, error", s)
+}
+
+// PodArgs are the CNI_ARGS a Kubernetes runtime passes.
+type PodArgs struct {
+	Namespace string // K8S_POD_NAMESPACE
+	Name      string // K8S_POD_NAME
+	UID       string // K8S_POD_UID
+}
+
+// ParseCNIArgs parses CNI_ARGS ("K=V;K=V"). Keys other than the K8S_POD_* ones are ignored, as
+// runtimes pass IgnoreUnknown=1 and keys for other plugins. A malformed pair is
+// ErrInvalidEnvironmentVariables.
+func ParseCNIArgs(s string) (PodArgs, error) {
+	var a PodArgs
+	if strings.TrimSpace(s) == "" {
+		return a, nil
+	}
+	for _, kv := range strings.Split(s, ";") {
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return PodArgs{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS: %q is not KEY=VALUE", kv), "")
+		}
+		switch k {
+		case "K8S_POD_NAMESPACE":
+			a.Namespace = v
+		case "K8S_POD_NAME":
+			a.Name = v
+		case "K8S_POD_UID":
+			a.UID = v
+		}
+	}
+	return a, nil
+}
+
+// asCNIError returns err as a *types.Error, or nil if it is not one.
+func asCNIError(err error) *types.Error {
+	var e *types.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
+}

@@ -1,0 +1,358 @@
+package cni
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// LinuxDataplane wires workloads with netlink in the calling thread's namespace (the host's) and
+// in the pod's namespace.
+type LinuxDataplane struct{}
+
+// NewLinuxDataplane returns the kernel dataplane.
+func NewLinuxDataplane() *LinuxDataplane { return &LinuxDataplane{} }
+
+var hostMAC, _ = net.ParseMAC(HostMAC)
+
+func openNS(path string) (ns.NetNS, error) {
+	n, err := ns.GetNS(path)
+	if err != nil {
+		var notExist ns.NSPathNotExistErr
+		var notNS ns.NSPathNotNSErr
+		if errors.As(err, &notExist) || errors.As(err, &notNS) {
+			return nil, fmt.Errorf("open netns %s: %w (%v)", path, ErrNetNSMissing, err)
+		}
+		return nil, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	return n, nil
+}
+
+// PodInterfaceExists looks ifName up inside the pod's namespace.
+func (d *LinuxDataplane) PodInterfaceExists(netnsPath, ifName string) (bool, error) {
+	podNS, err := openNS(netnsPath)
+	if err != nil {
+		return false, err
+	}
+	defer podNS.Close()
+	exists := false
+	err = podNS.Do(func(ns.NetNS) error {
+		_, err := netlink.LinkByName(ifName)
+		if err == nil {
+			exists = true
+			return nil
+		}
+		if isNotFound(err) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("look up %s in %s: %w", ifName, netnsPath, err)
+	}
+	return exists, nil
+}
+
+func isNotFound(err error) bool {
+	var lnf netlink.LinkNotFoundError
+	return errors.As(err, &lnf) || errors.Is(err, unix.ENODEV)
+}
+
+// Setup creates the veth with its pod end directly inside the pod namespace (moving an interface
+// between namespaces costs ~15x more, FIELD-NOTES.md) and wires both ends.
+func (d *LinuxDataplane) Setup(w Wiring, fail func(string) error) (podMAC string, err error) {
+	podNS, err := openNS(w.NetNS)
+	if err != nil {
+		return "", err
+	}
+	defer podNS.Close()
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: w.HostIf, MTU: w.MTU, HardwareAddr: hostMAC},
+		PeerName:      w.PodIf,
+		PeerNamespace: netlink.NsFd(int(podNS.Fd())),
+		PeerMTU:       uint32(w.MTU),
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return "", cniErrorf(CodeInterfaceExists, "create veth %s/%s: an interface of that name already exists (host side %s or %s in the pod)", w.HostIf, w.PodIf, w.HostIf, w.PodIf)
+		}
+		return "", fmt.Errorf("create veth %s with peer %s in %s: %w", w.HostIf, w.PodIf, w.NetNS, err)
+	}
+	defer func() {
+		if err != nil {
+			if rerr := d.Remove(w.HostIf); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("undo veth: %w", rerr))
+			}
+		}
+	}()
+	if err := fail("veth"); err != nil {
+		return "", err
+	}
+	host, err := netlink.LinkByName(w.HostIf)
+	if err != nil {
+		return "", fmt.Errorf("find host side %s: %w", w.HostIf, err)
+	}
+	if err := configureHostSide(host, len(w.IPv6) > 0); err != nil {
+		return "", err
+	}
+	if err := fail("host"); err != nil {
+		return "", err
+	}
+	err = podNS.Do(func(ns.NetNS) error {
+		var perr error
+		podMAC, perr = configurePodSide(w)
+		return perr
+	})
+	if err != nil {
+		return "", fmt.Errorf("configure pod side %s in %s: %w", w.PodIf, w.NetNS, err)
+	}
+	if err := fail("pod"); err != nil {
+		return "", err
+	}
+	for _, ip := range slices.Concat(w.IPv4, w.IPv6) {
+		r := hostRoute(host.Attrs().Index, ip)
+		if err := netlink.RouteReplace(r); err != nil {
+			return "", fmt.Errorf("add route %s dev %s: %w", r.Dst, w.HostIf, err)
+		}
+	}
+	if err := fail("route"); err != nil {
+		return "", err
+	}
+	return podMAC, nil
+}
+
+func hostRoute(ifIndex int, ip netip.Addr) *netlink.Route {
+	return &netlink.Route{
+		LinkIndex: ifIndex,
+		Dst:       prefixNet(netip.PrefixFrom(ip, ip.BitLen())),
+		Scope:     netlink.SCOPE_LINK,
+		Protocol:  netlink.RouteProtocol(RouteProtocol),
+	}
+}
+
+// configureHostSide sets the sysctls of the pure-L3 host side. They must be written before the
+// link comes up: with accept_dad on, the link-local gateway address would be tentative (and
+// useless to the pod) for a second.
+func configureHostSide(host netlink.Link, v6 bool) error {
+	name := host.Attrs().Name
+	settings := [][2]string{
+		{"net/ipv4/conf/" + name + "/proxy_arp", "1"},
+		{"net/ipv4/neigh/" + name + "/proxy_delay", "0"},
+		{"net/ipv4/conf/" + name + "/forwarding", "1"},
+		{"net/ipv4/conf/" + name + "/route_localnet", "1"},
+	}
+	v6settings := [][2]string{
+		{"net/ipv6/conf/" + name + "/accept_ra", "0"},
+		{"net/ipv6/conf/" + name + "/accept_dad", "0"},
+	}
+	if v6 {
+		v6settings = append(v6settings,
+			[2]string{"net/ipv6/conf/" + name + "/proxy_ndp", "1"},
+			[2]string{"net/ipv6/conf/" + name + "/forwarding", "1"})
+	}
+	for _, s := range settings {
+		if err := writeSysctl(s[0], s[1]); err != nil {
+			return err
+		}
+	}
+	for _, s := range v6settings {
+		// A kernel with IPv6 disabled has no such files; only an IPv6 pod needs them.
+		if err := writeSysctl(s[0], s[1]); err != nil && (v6 || !errors.Is(err, os.ErrNotExist)) {
+			return err
+		}
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return fmt.Errorf("set %s up: %w", name, err)
+	}
+	return nil
+}
+
+func writeSysctl(key, value string) error {
+	if err := os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644); err != nil {
+		return fmt.Errorf("set sysctl %s=%s: %w", strings.ReplaceAll(key, "/", "."), value, err)
+	}
+	return nil
+}
+
+// configurePodSide runs inside the pod namespace.
+func configurePodSide(w Wiring) (string, error) {
+	link, err := netlink.LinkByName(w.PodIf)
+	if err != nil {
+		return "", fmt.Errorf("find %s: %w", w.PodIf, err)
+	}
+	if len(w.IPv6) > 0 {
+		if err := writeSysctl("net/ipv6/conf/"+w.PodIf+"/accept_dad", "0"); err != nil {
+			return "", err
+		}
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return "", fmt.Errorf("set %s up: %w", w.PodIf, err)
+	}
+	idx := link.Attrs().Index
+	for _, ip := range slices.Concat(w.IPv4, w.IPv6) {
+		a := &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(ip, ip.BitLen()))}
+		if ip.Is6() {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrAdd(link, a); err != nil {
+			return "", fmt.Errorf("add address %s to %s: %w", a.IPNet, w.PodIf, err)
+		}
+	}
+	if len(w.IPv4) > 0 {
+		gwNet := &net.IPNet{IP: gw4, Mask: net.CIDRMask(32, 32)}
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: gwNet, Scope: netlink.SCOPE_LINK}); err != nil {
+			return "", fmt.Errorf("add route %s dev %s: %w", GatewayIPv4, w.PodIf, err)
+		}
+		def := &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: def, Gw: gw4}); err != nil {
+			return "", fmt.Errorf("add default route via %s: %w", GatewayIPv4, err)
+		}
+	}
+	if len(w.IPv6) > 0 {
+		def := &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: def, Gw: gw6}); err != nil {
+			return "", fmt.Errorf("add default route via %s: %w", GatewayIPv6, err)
+		}
+	}
+	return link.Attrs().HardwareAddr.String(), nil
+}
+
+// Remove deletes the host side of a veth. Only names with Terrace's prefix are touched: anything
+// else is not Terrace's to delete (CONVENTIONS.md).
+func (d *LinuxDataplane) Remove(hostIf string) error {
+	if !strings.HasPrefix(hostIf, HostIfPrefix) {
+		return fmt.Errorf("remove %s: not a Terrace workload interface", hostIf)
+	}
+	link, err := netlink.LinkByName(hostIf)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("find %s: %w", hostIf, err)
+	}
+	if err := netlink.LinkDel(link); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete %s: %w", hostIf, err)
+	}
+	return nil
+}
+
+// Verify compares the kernel with what Setup makes and reports every difference.
+func (d *LinuxDataplane) Verify(w Wiring) error {
+	var errs []error
+	host, err := netlink.LinkByName(w.HostIf)
+	if err != nil {
+		return fmt.Errorf("host side %s: %w", w.HostIf, err)
+	}
+	if host.Type() != "veth" {
+		errs = append(errs, fmt.Errorf("host side %s is a %s, not a veth", w.HostIf, host.Type()))
+	}
+	if host.Attrs().HardwareAddr.String() != HostMAC {
+		errs = append(errs, fmt.Errorf("host side %s has MAC %s, want %s", w.HostIf, host.Attrs().HardwareAddr, HostMAC))
+	}
+	if host.Attrs().Flags&net.FlagUp == 0 {
+		errs = append(errs, fmt.Errorf("host side %s is down", w.HostIf))
+	}
+	for _, ip := range slices.Concat(w.IPv4, w.IPv6) {
+		want := hostRoute(host.Attrs().Index, ip)
+		fam := netlink.FAMILY_V4
+		if ip.Is6() {
+			fam = netlink.FAMILY_V6
+		}
+		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Dst: want.Dst}, netlink.RT_FILTER_DST)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list routes to %s: %w", want.Dst, err))
+			continue
+		}
+		if !slices.ContainsFunc(rs, func(r netlink.Route) bool {
+			return r.LinkIndex == want.LinkIndex && r.Protocol == want.Protocol
+		}) {
+			errs = append(errs, fmt.Errorf("no route %s dev %s proto %d on the host", want.Dst, w.HostIf, RouteProtocol))
+		}
+	}
+	podNS, err := openNS(w.NetNS)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	defer podNS.Close()
+	if err := podNS.Do(func(ns.NetNS) error { return verifyPodSide(w, host.Attrs().Index) }); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func verifyPodSide(w Wiring, hostIndex int) error {
+	link, err := netlink.LinkByName(w.PodIf)
+	if err != nil {
+		return fmt.Errorf("pod side %s: %w", w.PodIf, err)
+	}
+	var errs []error
+	if link.Type() != "veth" {
+		errs = append(errs, fmt.Errorf("pod side %s is a %s, not a veth", w.PodIf, link.Type()))
+	} else if link.Attrs().ParentIndex != hostIndex {
+		errs = append(errs, fmt.Errorf("pod side %s is not the peer of %s", w.PodIf, w.HostIf))
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		errs = append(errs, fmt.Errorf("pod side %s is down", w.PodIf))
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("list addresses of %s: %w", w.PodIf, err))...)
+	}
+	for _, ip := range slices.Concat(w.IPv4, w.IPv6) {
+		want := netip.PrefixFrom(ip, ip.BitLen())
+		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool {
+			p, ok := netipPrefix(a.IPNet)
+			return ok && p == want
+		}) {
+			errs = append(errs, fmt.Errorf("pod side %s lacks address %s", w.PodIf, want))
+		}
+	}
+	routes, err := netlink.RouteList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("list routes of %s: %w", w.PodIf, err))...)
+	}
+	has := func(dst string, gw net.IP) bool {
+		return slices.ContainsFunc(routes, func(r netlink.Route) bool {
+			d := "default"
+			if r.Dst != nil {
+				if ones, _ := r.Dst.Mask.Size(); ones > 0 {
+					d = r.Dst.String()
+				}
+			}
+			return d == dst && ((gw == nil && r.Gw == nil) || gw.Equal(r.Gw))
+		})
+	}
+	if len(w.IPv4) > 0 {
+		if !has(GatewayIPv4+"/32", nil) {
+			errs = append(errs, fmt.Errorf("pod lacks route %s dev %s scope link", GatewayIPv4, w.PodIf))
+		}
+		if !has("default", gw4) {
+			errs = append(errs, fmt.Errorf("pod lacks default route via %s", GatewayIPv4))
+		}
+	}
+	if len(w.IPv6) > 0 && !has("default", gw6) {
+		errs = append(errs, fmt.Errorf("pod lacks IPv6 default route via %s", GatewayIPv6))
+	}
+	return errors.Join(errs...)
+}
+
+func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
+}

@@ -1,0 +1,63 @@
+package cni
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/terracenet/terrace/datastore/kv"
+)
+
+// Plugin-specific error codes (the CNI spec leaves 100 and above to plugins).
+const (
+	// CodeInterfaceExists: CNI_IFNAME is already taken in the pod's namespace.
+	CodeInterfaceExists uint = 100
+	// CodePoolsExhausted: no free address in the pools this node may use.
+	CodePoolsExhausted uint = 101
+	// CodePolicyTimeout: the node agent did not report the endpoint's policy programmed in time.
+	CodePolicyTimeout uint = 102
+	// CodeCheckFailed: CHECK found the attachment differing from what ADD made.
+	CodeCheckFailed uint = 103
+)
+
+// Sentinels the backends wrap so the plugin can pick an error code without knowing them.
+var (
+	// ErrUnavailable: the datastore did not answer (connection refused, timeout).
+	ErrUnavailable = errors.New("datastore unavailable")
+	// ErrPoolsExhausted: IPAM found no free address.
+	ErrPoolsExhausted = errors.New("IP pools exhausted")
+	// ErrNoPools: no usable pool for this node and family (or a named pool does not exist or is disabled).
+	ErrNoPools = errors.New("no usable IP pool")
+	// ErrNotFound: the object does not exist (kv's value, so datastore errors match as they are).
+	ErrNotFound = kv.ErrNotFound
+	// ErrExists: the object already exists.
+	ErrExists = kv.ErrExists
+)
+
+// toCNIError gives err the CNI code a runtime can act on; what is a plain bug stays ErrInternal.
+// Every message keeps the wrapped chain so a person sees what failed and why.
+func toCNIError(err error) *types.Error {
+	if err == nil {
+		return nil
+	}
+	if e := asCNIError(err); e != nil {
+		return e
+	}
+	code := types.ErrInternal
+	switch {
+	case errors.Is(err, ErrPoolsExhausted):
+		code = CodePoolsExhausted
+	case errors.Is(err, ErrNoPools):
+		code = types.ErrInvalidNetworkConfig
+	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		code = types.ErrTryAgainLater
+	}
+	return types.NewError(code, err.Error(), "")
+}
+
+// cniErrorf builds a coded error with a formatted message.
+func cniErrorf(code uint, format string, a ...any) *types.Error {
+	return types.NewError(code, fmt.Sprintf(format, a...), "")
+}

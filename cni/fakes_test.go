@@ -1,0 +1,261 @@
+package cni
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/terracenet/terrace/datastore/api"
+)
+
+// fakeBackend is an in-memory datastore and IPAM with the contract of the real one.
+type fakeBackend struct {
+	mu      sync.Mutex
+	rev     int64
+	weps    map[string]*api.WorkloadEndpoint // namespace/name
+	allocs  map[netip.Addr]Allocation
+	raw     map[string][]byte
+	next4   netip.Addr
+	next6   netip.Addr
+	free4   int // addresses left before the pool is exhausted
+	down    bool
+	assignE error
+}
+
+func newFakeBackend() *fakeBackend {
+	return &fakeBackend{
+		weps: map[string]*api.WorkloadEndpoint{}, allocs: map[netip.Addr]Allocation{}, raw: map[string][]byte{},
+		next4: netip.MustParseAddr("198.18.0.1"), next6: netip.MustParseAddr("2001:db8:1000::1"), free4: 1000,
+	}
+}
+
+func (f *fakeBackend) connector() Connector {
+	return func(context.Context, EtcdConfig, *slog.Logger) (Backend, error) {
+		if f.down {
+			return nil, fmt.Errorf("dial: %w", ErrUnavailable)
+		}
+		return f, nil
+	}
+}
+
+func (f *fakeBackend) Close() error { return nil }
+
+func (f *fakeBackend) GetEndpoint(_ context.Context, ns, name string) (*api.WorkloadEndpoint, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w, ok := f.weps[ns+"/"+name]
+	if !ok {
+		return nil, fmt.Errorf("get %s/%s: %w", ns, name, ErrNotFound)
+	}
+	c := *w
+	return &c, nil
+}
+
+func (f *fakeBackend) CreateEndpoint(_ context.Context, w *api.WorkloadEndpoint) (*api.WorkloadEndpoint, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := w.Metadata.Namespace + "/" + w.Metadata.Name
+	if _, ok := f.weps[k]; ok {
+		return nil, fmt.Errorf("create %s: %w", k, ErrExists)
+	}
+	if err := api.Validate(w); err != nil {
+		return nil, err
+	}
+	f.rev++
+	c := *w
+	c.Metadata.ResourceVersion = strconv.FormatInt(f.rev, 10)
+	f.weps[k] = &c
+	out := c
+	return &out, nil
+}
+
+func (f *fakeBackend) UpdateEndpoint(_ context.Context, w *api.WorkloadEndpoint) (*api.WorkloadEndpoint, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := w.Metadata.Namespace + "/" + w.Metadata.Name
+	old, ok := f.weps[k]
+	if !ok {
+		return nil, fmt.Errorf("update %s: %w", k, ErrNotFound)
+	}
+	if old.Metadata.ResourceVersion != w.Metadata.ResourceVersion {
+		return nil, fmt.Errorf("update %s: conflict", k)
+	}
+	f.rev++
+	c := *w
+	c.Metadata.ResourceVersion = strconv.FormatInt(f.rev, 10)
+	f.weps[k] = &c
+	out := c
+	return &out, nil
+}
+
+func (f *fakeBackend) DeleteEndpoint(_ context.Context, ns, name, rv string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := ns + "/" + name
+	w, ok := f.weps[k]
+	if !ok {
+		return fmt.Errorf("delete %s: %w", k, ErrNotFound)
+	}
+	if rv != "" && w.Metadata.ResourceVersion != rv {
+		return fmt.Errorf("delete %s: conflict", k)
+	}
+	delete(f.weps, k)
+	return nil
+}
+
+func (f *fakeBackend) ListEndpoints(context.Context) ([]*api.WorkloadEndpoint, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*api.WorkloadEndpoint
+	for _, k := range slices.Sorted(maps.Keys(f.weps)) {
+		c := *f.weps[k]
+		out = append(out, &c)
+	}
+	return out, nil
+}
+
+func (f *fakeBackend) AutoAssign(_ context.Context, req AssignRequest) (v4, v6 []netip.Addr, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.assignE != nil {
+		return nil, nil, f.assignE
+	}
+	if req.Num4 > f.free4 {
+		return nil, nil, fmt.Errorf("assign: %w", ErrPoolsExhausted)
+	}
+	attrs := map[string]string{"node": req.Node}
+	maps.Copy(attrs, req.Attrs)
+	for range req.Num4 {
+		f.allocs[f.next4] = Allocation{IP: f.next4, Handle: req.Handle, Attrs: attrs}
+		v4 = append(v4, f.next4)
+		f.next4 = f.next4.Next()
+		f.free4--
+	}
+	for range req.Num6 {
+		f.allocs[f.next6] = Allocation{IP: f.next6, Handle: req.Handle, Attrs: attrs}
+		v6 = append(v6, f.next6)
+		f.next6 = f.next6.Next()
+	}
+	return v4, v6, nil
+}
+
+func (f *fakeBackend) ReleaseIPs(_ context.Context, ips ...netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ip := range ips {
+		delete(f.allocs, ip)
+	}
+	return nil
+}
+
+func (f *fakeBackend) ReleaseHandle(_ context.Context, h string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for ip, a := range f.allocs {
+		if a.Handle == h {
+			delete(f.allocs, ip)
+		}
+	}
+	return nil
+}
+
+func (f *fakeBackend) HandleAddrs(_ context.Context, h string) ([]netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []netip.Addr
+	for ip, a := range f.allocs {
+		if a.Handle == h {
+			out = append(out, ip)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
+}
+
+func (f *fakeBackend) NodeAllocations(_ context.Context, node string) ([]Allocation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Allocation
+	for _, a := range f.allocs {
+		if a.Attrs["node"] == node {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeBackend) GetRaw(_ context.Context, key string) ([]byte, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.raw[key]
+	return v, ok, nil
+}
+
+// fakeDataplane keeps the attachments it wired in memory.
+type fakeDataplane struct {
+	mu      sync.Mutex
+	links   map[string]Wiring // host side -> wiring
+	podIfs  map[string]bool   // netns + "/" + ifname
+	netns   map[string]bool   // namespaces that exist
+	removed []string
+}
+
+func newFakeDataplane(netns ...string) *fakeDataplane {
+	d := &fakeDataplane{links: map[string]Wiring{}, podIfs: map[string]bool{}, netns: map[string]bool{}}
+	for _, n := range netns {
+		d.netns[n] = true
+	}
+	return d
+}
+
+func (d *fakeDataplane) PodInterfaceExists(netns, ifName string) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.netns[netns] {
+		return false, fmt.Errorf("open %s: %w", netns, ErrNetNSMissing)
+	}
+	return d.podIfs[netns+"/"+ifName], nil
+}
+
+func (d *fakeDataplane) Setup(w Wiring, fail func(string) error) (string, error) {
+	d.mu.Lock()
+	d.links[w.HostIf] = w
+	d.podIfs[w.NetNS+"/"+w.PodIf] = true
+	d.mu.Unlock()
+	for _, step := range []string{"veth", "host", "pod", "route"} {
+		if err := fail(step); err != nil {
+			d.Remove(w.HostIf)
+			return "", err
+		}
+	}
+	return "02:00:00:00:00:01", nil
+}
+
+func (d *fakeDataplane) Remove(hostIf string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if w, ok := d.links[hostIf]; ok {
+		delete(d.podIfs, w.NetNS+"/"+w.PodIf)
+		delete(d.links, hostIf)
+		d.removed = append(d.removed, hostIf)
+	}
+	return nil
+}
+
+func (d *fakeDataplane) Verify(w Wiring) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	got, ok := d.links[w.HostIf]
+	if !ok {
+		return fmt.Errorf("no link %s", w.HostIf)
+	}
+	if !sameAddrs(slices.Concat(got.IPv4, got.IPv6), slices.Concat(w.IPv4, w.IPv6)) || got.PodIf != w.PodIf || got.NetNS != w.NetNS {
+		return fmt.Errorf("link %s differs: %+v vs %+v", w.HostIf, got, w)
+	}
+	return nil
+}

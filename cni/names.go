@@ -1,0 +1,122 @@
+package cni
+
+import (
+	"crypto/sha1"
+	"encoding/hex"
+	"strings"
+
+	"github.com/terracenet/terrace/datastore"
+)
+
+// Fixed addresses of the pure-L3 wiring (CONVENTIONS.md). The host side answers ARP for the IPv4
+// gateway through proxy_arp; the IPv6 gateway is the link-local address the kernel derives from
+// HostMAC, so neither needs an address configured anywhere.
+const (
+	HostMAC     = "ee:ee:ee:ee:ee:ee"
+	GatewayIPv4 = "169.254.1.1"
+	GatewayIPv6 = "fe80::ecee:eeff:feee:eeee"
+	// RouteProtocol marks routes to local workloads as Terrace's (CONVENTIONS.md); felix adopts the
+	// route the plugin writes because it carries this protocol.
+	RouteProtocol = 80
+	// HostIfPrefix starts every host-side workload interface name.
+	HostIfPrefix = "trc"
+)
+
+// HostInterfaceName is the host side of a workload's veth: "trc" + the first 11 hex characters of
+// sha1(network name + "." + container ID + "." + pod interface name). The network name is part of
+// the identity so two networks attaching the same container never collide, and the pod interface
+// name so one container may have several attachments. DEL recomputes it, which is why it must
+// depend on nothing DEL does not know.
+func HostInterfaceName(network, containerID, ifName string) string {
+	sum := sha1.Sum([]byte(network + "." + containerID + "." + ifName))
+	return HostIfPrefix + hex.EncodeToString(sum[:])[:11]
+}
+
+// HandleID is the IPAM handle of an attachment: "<network>.<containerID>", as Calico names it, so
+// that a DEL that knows only the container finds the addresses.
+func HandleID(network, containerID string) string { return network + "." + containerID }
+
+// Orchestrator names written into WorkloadEndpoints.
+const (
+	OrchestratorK8s = "k8s"
+	OrchestratorCNI = "cni"
+)
+
+// WorkloadEndpointName is the deterministic name of an attachment's WorkloadEndpoint:
+// "<node>-<orchestrator>-<pod>-<ifname>", each part lower-cased with every character outside
+// [a-z0-9.] replaced by '-' and every '-' doubled (Calico's escaping, so "a-b" + "c" and "a" +
+// "b-c" stay different). When the result is not an RFC 1123 subdomain (a 64-character container
+// ID as pod name makes a label longer than 63), it becomes a readable prefix of at most 52
+// characters + "-" + 10 hex characters of sha1 of the full name: still deterministic, still unique.
+func WorkloadEndpointName(node, orchestrator, pod, ifName string) string {
+	full := strings.Join([]string{escapeNamePart(node), escapeNamePart(orchestrator), escapeNamePart(pod), escapeNamePart(ifName)}, "-")
+	if isSubdomain(full) {
+		return full
+	}
+	sum := sha1.Sum([]byte(full))
+	prefix := strings.Map(func(r rune) rune {
+		if r == '.' {
+			return '-'
+		}
+		return r
+	}, full)
+	if len(prefix) > 52 {
+		prefix = prefix[:52]
+	}
+	prefix = strings.Trim(prefix, "-")
+	if prefix == "" {
+		prefix = "wep"
+	}
+	return prefix + "-" + hex.EncodeToString(sum[:])[:10]
+}
+
+func escapeNamePart(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '.':
+			b.WriteRune(r)
+		default:
+			b.WriteString("--")
+		}
+	}
+	return b.String()
+}
+
+// isSubdomain reports whether s is an RFC 1123 subdomain, the form resource names must take.
+func isSubdomain(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if l == "" || len(l) > 63 || !alnum(l[0]) || !alnum(l[len(l)-1]) {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			if !alnum(l[i]) && l[i] != '-' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func alnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+// EndpointStatusKey is where the node agent reports an endpoint's policy programmed:
+// /terrace/status/v1/<node>/endpoints/<namespace>/<name>. The canonical definition is
+// datastore.EndpointStatusKey, shared with felix, which writes it; ADD waits for it when
+// policy_setup_timeout_seconds is set.
+func EndpointStatusKey(node, namespace, name string) string {
+	return datastore.EndpointStatusKey(node, namespace, name)
+}
+
+// EndpointStatus is the value at EndpointStatusKey: {"programmed":true,"revision":N}. ADD accepts
+// it only when Revision is at least the WorkloadEndpoint's resourceVersion as ADD wrote it, so a
+// status left from an earlier endpoint of the same name never counts.
+type EndpointStatus = datastore.EndpointStatus
+
+// ParseEndpointStatus decodes a value written at EndpointStatusKey.
+func ParseEndpointStatus(data []byte) (EndpointStatus, error) {
+	return datastore.ParseEndpointStatus(data)
+}

@@ -1,0 +1,497 @@
+package cni
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/terracenet/terrace/datastore/api"
+)
+
+// Labels and annotations the plugin writes on WorkloadEndpoints.
+const (
+	LabelNamespace    = "projectcalico.org/namespace"
+	LabelOrchestrator = "projectcalico.org/orchestrator"
+	// AnnotationNetwork names the CNI network that made the endpoint, so GC of one network never
+	// removes another's endpoints.
+	AnnotationNetwork = "terrace.dev/network"
+)
+
+// Time budgets. A runtime kills a plugin that hangs; failing early with a code is kinder.
+const (
+	opTimeout   = 30 * time.Second
+	undoTimeout = 15 * time.Second
+)
+
+// Plugin is the terrace CNI plugin; one value serves one invocation.
+type Plugin struct {
+	Connect   Connector
+	Dataplane Dataplane
+	Stdout    io.Writer
+	Getenv    func(string) string
+	Hostname  func() (string, error)
+	// Log, when set, is used instead of the log file named by the configuration.
+	Log *slog.Logger
+	// FailAt names an ADD step at which to fail on purpose (tests only; see failpoint*.go).
+	FailAt string
+}
+
+// invocation is the state shared by one command's steps.
+type invocation struct {
+	cfg  *Config
+	args *skel.CmdArgs
+	pod  PodArgs
+	log  *slog.Logger
+	done func()
+	// identity of the attachment
+	orch, namespace, podName, wepName, hostIf, handle string
+	// phases collects how long each step took, logged with the outcome so an operator (and the
+	// benchmark) can see where the time goes.
+	phases []any
+}
+
+// processStart is when the plugin process began running Go code: the time before a command starts
+// is the cost of being a fresh process each call.
+var processStart = time.Now()
+
+func (inv *invocation) phase(name string, since time.Time) {
+	inv.phases = append(inv.phases, name, time.Since(since))
+}
+
+func (p *Plugin) begin(cmd string, args *skel.CmdArgs) (*invocation, error) {
+	cfg, err := ParseConfig(args.StdinData, p.getenv, p.hostname)
+	if err != nil {
+		return nil, err
+	}
+	pod, err := ParseCNIArgs(args.Args)
+	if err != nil {
+		return nil, err
+	}
+	log, done := p.logger(cfg)
+	inv := &invocation{cfg: cfg, args: args, pod: pod, done: done}
+	inv.orch, inv.namespace, inv.podName = OrchestratorCNI, "default", args.ContainerID
+	if pod.Name != "" {
+		inv.orch, inv.podName = OrchestratorK8s, pod.Name
+	}
+	if pod.Namespace != "" {
+		inv.namespace = pod.Namespace
+	}
+	inv.wepName = WorkloadEndpointName(cfg.Node, inv.orch, inv.podName, args.IfName)
+	inv.hostIf = HostInterfaceName(cfg.Network, args.ContainerID, args.IfName)
+	inv.handle = HandleID(cfg.Network, args.ContainerID)
+	inv.log = log.With("cmd", cmd, "network", cfg.Network, "containerID", args.ContainerID, "ifname", args.IfName)
+	return inv, nil
+}
+
+func (p *Plugin) getenv(k string) string {
+	if p.Getenv != nil {
+		return p.Getenv(k)
+	}
+	return os.Getenv(k)
+}
+
+func (p *Plugin) hostname() (string, error) {
+	if p.Hostname != nil {
+		return p.Hostname()
+	}
+	return os.Hostname()
+}
+
+func (p *Plugin) stdout() io.Writer {
+	if p.Stdout != nil {
+		return p.Stdout
+	}
+	return os.Stdout
+}
+
+// logger opens the configured log file. Stdout belongs to the CNI protocol, so when the file
+// cannot be opened the log goes to stderr, which runtimes record.
+func (p *Plugin) logger(cfg *Config) (*slog.Logger, func()) {
+	if p.Log != nil {
+		return p.Log, func() {}
+	}
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if err := os.MkdirAll(filepath.Dir(cfg.LogFile), 0o755); err == nil {
+		if f, err := os.OpenFile(cfg.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+			return slog.New(slog.NewTextHandler(f, opts)).With("pid", os.Getpid()), func() { f.Close() }
+		}
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts)), func() {}
+}
+
+func (p *Plugin) fail(step string) error {
+	if p.FailAt != "" && p.FailAt == step {
+		return fmt.Errorf("injected failure at step %q", step)
+	}
+	return nil
+}
+
+func (p *Plugin) connect(ctx context.Context, inv *invocation) (Backend, error) {
+	be, err := p.Connect(ctx, inv.cfg.Etcd, inv.log)
+	if err != nil {
+		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("connect to the datastore at %v: %v", inv.cfg.Etcd.Endpoints, err), "")
+	}
+	return be, nil
+}
+
+// undoStack records how to take back each step of ADD, run in reverse on failure.
+type undoStack struct {
+	steps []undoStep
+}
+
+type undoStep struct {
+	what string
+	fn   func(context.Context) error
+}
+
+func (u *undoStack) push(what string, fn func(context.Context) error) {
+	u.steps = append(u.steps, undoStep{what, fn})
+}
+
+func (u *undoStack) run(log *slog.Logger) error {
+	// The command's ctx may be what ran out; the undo gets its own time.
+	ctx, cancel := context.WithTimeout(context.Background(), undoTimeout)
+	defer cancel()
+	var errs []error
+	for i := len(u.steps) - 1; i >= 0; i-- {
+		s := u.steps[i]
+		if err := s.fn(ctx); err != nil {
+			log.Error("undo failed", "step", s.what, "err", err)
+			errs = append(errs, fmt.Errorf("undo %s: %w", s.what, err))
+		} else {
+			log.Debug("undone", "step", s.what)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Add implements CNI ADD.
+func (p *Plugin) Add(args *skel.CmdArgs) (retErr error) {
+	start := time.Now()
+	inv, err := p.begin("ADD", args)
+	if err != nil {
+		return err
+	}
+	defer inv.done()
+	inv.phase("startup", processStart)
+	log := inv.log
+	defer func() {
+		if retErr != nil {
+			log.Error("ADD failed", append([]any{"err", retErr, "took", time.Since(start)}, inv.phases...)...)
+		} else {
+			log.Info("ADD done", append([]any{"took", time.Since(start)}, inv.phases...)...)
+		}
+	}()
+	exists, err := p.Dataplane.PodInterfaceExists(args.Netns, args.IfName)
+	if err != nil {
+		if errors.Is(err, ErrNetNSMissing) {
+			return cniErrorf(types.ErrUnknownContainer, "the pod's network namespace %q does not exist", args.Netns)
+		}
+		return toCNIError(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout+inv.cfg.PolicySetupTimeout)
+	defer cancel()
+	t := time.Now()
+	be, err := p.connect(ctx, inv)
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	inv.phase("connect", t)
+
+	if exists {
+		// A runtime repeating ADD for an attachment that is fully there gets the same answer.
+		old, err := be.GetEndpoint(ctx, inv.namespace, inv.wepName)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return toCNIError(fmt.Errorf("read workload endpoint %s/%s: %w", inv.namespace, inv.wepName, err))
+		}
+		if old != nil && old.Spec.ContainerID == args.ContainerID && old.Spec.Endpoint == args.IfName {
+			res, err := p.resultFromEndpoint(inv, old)
+			if err == nil {
+				log.Info("ADD repeated for an existing attachment; returning its result")
+				return p.print(res, inv.cfg.CNIVersion)
+			}
+			log.Warn("existing attachment does not verify", "err", err)
+		}
+		return cniErrorf(CodeInterfaceExists, "interface %q already exists in the pod's network namespace %s", args.IfName, args.Netns)
+	}
+
+	res, err := p.add(ctx, inv, be)
+	if err != nil {
+		return toCNIError(err)
+	}
+	return p.print(res, inv.cfg.CNIVersion)
+}
+
+// add runs the steps of ADD; if one fails, everything done so far is undone before returning.
+func (p *Plugin) add(ctx context.Context, inv *invocation, be Backend) (_ *current.Result, err error) {
+	log, cfg, args := inv.log, inv.cfg, inv.args
+	var undo undoStack
+	defer func() {
+		if err != nil {
+			if uerr := undo.run(log); uerr != nil {
+				err = fmt.Errorf("%w (and cleaning up failed: %v)", err, uerr)
+			}
+		}
+	}()
+	t0 := time.Now()
+	req := AssignRequest{
+		Node: cfg.Node, Handle: inv.handle,
+		Attrs:     map[string]string{"namespace": inv.namespace, "pod": inv.podName, "containerID": args.ContainerID, "wep": inv.wepName, "ifname": args.IfName},
+		IPv4Pools: cfg.IPv4Pools, IPv6Pools: cfg.IPv6Pools,
+	}
+	if cfg.AssignIPv4 {
+		req.Num4 = 1
+	}
+	if cfg.AssignIPv6 {
+		req.Num6 = 1
+	}
+	v4, v6, err := be.AutoAssign(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("assign addresses (handle %s): %w", inv.handle, err)
+	}
+	assigned := slices.Concat(v4, v6)
+	undo.push("address assignment", func(ctx context.Context) error { return be.ReleaseIPs(ctx, assigned...) })
+	inv.phase("ipam", t0)
+	log.Debug("addresses assigned", "ips", assigned)
+	if err := p.fail("ipam"); err != nil {
+		return nil, err
+	}
+
+	t1 := time.Now()
+	w := Wiring{NetNS: args.Netns, PodIf: args.IfName, HostIf: inv.hostIf, MTU: cfg.MTU, IPv4: v4, IPv6: v6}
+	podMAC, err := p.Dataplane.Setup(w, p.fail)
+	if err != nil {
+		return nil, fmt.Errorf("wire %s: %w", inv.hostIf, err)
+	}
+	undo.push("veth "+inv.hostIf, func(context.Context) error { return p.Dataplane.Remove(inv.hostIf) })
+	inv.phase("wire", t1)
+
+	t2 := time.Now()
+	wep := p.endpoint(inv, v4, v6, podMAC)
+	// Create first: the endpoint is almost always new, and reading it first would cost a round trip.
+	stored, err := be.CreateEndpoint(ctx, wep)
+	if errors.Is(err, ErrExists) {
+		// An endpoint of an earlier sandbox of the same pod: this attachment replaces it.
+		var old *api.WorkloadEndpoint
+		if old, err = be.GetEndpoint(ctx, inv.namespace, inv.wepName); err == nil {
+			log.Info("replacing workload endpoint of an earlier container", "old", old.Spec.ContainerID)
+			wep.Metadata.ResourceVersion = old.Metadata.ResourceVersion
+			wep.Metadata.UID, wep.Metadata.CreationTimestamp = old.Metadata.UID, old.Metadata.CreationTimestamp
+			stored, err = be.UpdateEndpoint(ctx, wep)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write workload endpoint %s/%s: %w", inv.namespace, inv.wepName, err)
+	}
+	undo.push("workload endpoint", func(ctx context.Context) error {
+		err := be.DeleteEndpoint(ctx, inv.namespace, inv.wepName, stored.Metadata.ResourceVersion)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
+	})
+	inv.phase("endpoint", t2)
+	log.Debug("workload endpoint written", "name", inv.wepName, "rv", stored.Metadata.ResourceVersion)
+	if err := p.fail("endpoint"); err != nil {
+		return nil, err
+	}
+
+	if cfg.PolicySetupTimeout > 0 {
+		t3 := time.Now()
+		rev, _ := strconv.ParseInt(stored.Metadata.ResourceVersion, 10, 64)
+		if err := waitProgrammed(ctx, be, EndpointStatusKey(cfg.Node, inv.namespace, inv.wepName), rev, cfg.PolicySetupTimeout); err != nil {
+			return nil, err
+		}
+		inv.phase("policy", t3)
+	}
+	if err := p.fail("policy"); err != nil {
+		return nil, err
+	}
+	return BuildResult(Attachment{HostIf: inv.hostIf, PodIf: args.IfName, PodMAC: podMAC, Sandbox: args.Netns, IPv4: v4, IPv6: v6}), nil
+}
+
+// waitProgrammed polls the endpoint's status key until the node agent reports the policy of
+// revision rev (or later) programmed. Polling, not a watch: the wait is short and usually ends on
+// the first or second read, and a watch costs a stream setup every invocation.
+func waitProgrammed(ctx context.Context, be Backend, key string, rev int64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	delay := 5 * time.Millisecond
+	for {
+		data, ok, err := be.GetRaw(ctx, key)
+		if err != nil {
+			return fmt.Errorf("read policy status %s: %w", key, err)
+		}
+		if ok {
+			if st, err := ParseEndpointStatus(data); err == nil && st.Programmed && st.Revision >= rev {
+				return nil
+			}
+		}
+		if time.Now().Add(delay).After(deadline) {
+			return cniErrorf(CodePolicyTimeout, "the node agent did not report the policy of this pod programmed within %s (status key %s); is terrace-node running?", timeout, key)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for policy status %s: %w", key, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 100*time.Millisecond)
+	}
+}
+
+// endpoint is the WorkloadEndpoint of the attachment being added.
+func (p *Plugin) endpoint(inv *invocation, v4, v6 []netip.Addr, podMAC string) *api.WorkloadEndpoint {
+	labels := map[string]string{}
+	for k, v := range inv.cfg.Labels {
+		labels[k] = v
+	}
+	labels[LabelNamespace] = inv.namespace
+	labels[LabelOrchestrator] = inv.orch
+	var nets []string
+	for _, ip := range v4 {
+		nets = append(nets, netip.PrefixFrom(ip, 32).String())
+	}
+	for _, ip := range v6 {
+		nets = append(nets, netip.PrefixFrom(ip, 128).String())
+	}
+	w := &api.WorkloadEndpoint{
+		TypeMeta: api.TypeMeta{Kind: "WorkloadEndpoint", APIVersion: api.GroupVersion},
+		Metadata: api.ObjectMeta{
+			Name: inv.wepName, Namespace: inv.namespace, Labels: labels,
+			Annotations: map[string]string{AnnotationNetwork: inv.cfg.Network},
+		},
+		Spec: api.WorkloadEndpointSpec{
+			Orchestrator: inv.orch, Node: inv.cfg.Node, ContainerID: inv.args.ContainerID,
+			Pod: inv.podName, Endpoint: inv.args.IfName, InterfaceName: inv.hostIf, MAC: podMAC,
+			IPNetworks: nets,
+		},
+	}
+	if len(v4) > 0 {
+		w.Spec.IPv4Gateway = GatewayIPv4
+	}
+	if len(v6) > 0 {
+		w.Spec.IPv6Gateway = GatewayIPv6
+	}
+	return w
+}
+
+// resultFromEndpoint rebuilds the result of an existing attachment after verifying it.
+func (p *Plugin) resultFromEndpoint(inv *invocation, w *api.WorkloadEndpoint) (*current.Result, error) {
+	v4, v6, err := endpointAddrs(w)
+	if err != nil {
+		return nil, err
+	}
+	wire := Wiring{NetNS: inv.args.Netns, PodIf: inv.args.IfName, HostIf: inv.hostIf, MTU: inv.cfg.MTU, IPv4: v4, IPv6: v6}
+	if err := p.Dataplane.Verify(wire); err != nil {
+		return nil, err
+	}
+	return BuildResult(Attachment{HostIf: inv.hostIf, PodIf: inv.args.IfName, PodMAC: w.Spec.MAC, Sandbox: inv.args.Netns, IPv4: v4, IPv6: v6}), nil
+}
+
+func endpointAddrs(w *api.WorkloadEndpoint) (v4, v6 []netip.Addr, err error) {
+	for _, n := range w.Spec.IPNetworks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read endpoint %s: ipNetworks %q: %w", w.Metadata.Name, n, err)
+		}
+		if p.Addr().Is4() {
+			v4 = append(v4, p.Addr())
+		} else {
+			v6 = append(v6, p.Addr())
+		}
+	}
+	return v4, v6, nil
+}
+
+// Del implements CNI DEL. Every part may already be gone; only a failure to remove what is still
+// there is an error. The host side goes first so that the address is never free while a route to
+// the old pod still exists.
+func (p *Plugin) Del(args *skel.CmdArgs) (retErr error) {
+	start := time.Now()
+	inv, err := p.begin("DEL", args)
+	if err != nil {
+		return err
+	}
+	defer inv.done()
+	inv.phase("startup", processStart)
+	log := inv.log
+	defer func() {
+		if retErr != nil {
+			log.Error("DEL failed", append([]any{"err", retErr, "took", time.Since(start)}, inv.phases...)...)
+		} else {
+			log.Info("DEL done", append([]any{"took", time.Since(start)}, inv.phases...)...)
+		}
+	}()
+	var errs []error
+	t := time.Now()
+	if err := p.Dataplane.Remove(inv.hostIf); err != nil {
+		errs = append(errs, fmt.Errorf("remove veth: %w", err))
+	}
+	inv.phase("wire", t)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	t = time.Now()
+	be, err := p.connect(ctx, inv)
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	inv.phase("connect", t)
+	t = time.Now()
+	if err := deleteEndpointOf(ctx, be, inv.namespace, inv.wepName, args.ContainerID); err != nil {
+		errs = append(errs, err)
+	}
+	inv.phase("endpoint", t)
+	t = time.Now()
+	if err := be.ReleaseHandle(ctx, inv.handle); err != nil {
+		errs = append(errs, fmt.Errorf("release addresses of %s: %w", inv.handle, err))
+	}
+	inv.phase("ipam", t)
+	if len(errs) > 0 {
+		return toCNIError(errors.Join(errs...))
+	}
+	return nil
+}
+
+// deleteEndpointOf deletes the endpoint if it still belongs to containerID: a newer sandbox of the
+// same pod may have replaced it, and its DEL must not take the newer one's endpoint.
+func deleteEndpointOf(ctx context.Context, be Backend, namespace, name, containerID string) error {
+	w, err := be.GetEndpoint(ctx, namespace, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read workload endpoint %s/%s: %w", namespace, name, err)
+	}
+	if w.Spec.ContainerID != containerID {
+		return nil
+	}
+	if err := be.DeleteEndpoint(ctx, namespace, name, w.Metadata.ResourceVersion); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("delete workload endpoint %s/%s: %w", namespace, name, err)
+	}
+	return nil
+}
+
+// print writes res, converted to the configuration's version, to stdout.
+func (p *Plugin) print(res types.Result, cniVersion string) error {
+	r, err := res.GetAsVersion(cniVersion)
+	if err != nil {
+		return types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf("convert result to %s: %v", cniVersion, err), "")
+	}
+	if err := r.PrintTo(p.stdout()); err != nil {
+		return types.NewError(types.ErrIOFailure, fmt.Sprintf("write result: %v", err), "")
+	}
+	return nil
+}

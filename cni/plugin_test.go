@@ -1,0 +1,297 @@
+package cni
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/google/go-cmp/cmp"
+)
+
+const testNS = "/var/run/netns/trctest-pod"
+
+type harness struct {
+	be  *fakeBackend
+	dp  *fakeDataplane
+	out bytes.Buffer
+	p   *Plugin
+}
+
+func newHarness() *harness {
+	h := &harness{be: newFakeBackend(), dp: newFakeDataplane(testNS)}
+	h.p = &Plugin{Connect: h.be.connector(), Dataplane: h.dp, Stdout: &h.out, Getenv: envOf(nil),
+		Hostname: fixedHost("node-a"), Log: slog.New(slog.DiscardHandler)}
+	return h
+}
+
+func conf(extra string) []byte {
+	return []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace","nodename":"node-a"` + extra + `}`)
+}
+
+func cmdArgs(cid string, stdin []byte) *skel.CmdArgs {
+	return &skel.CmdArgs{ContainerID: cid, Netns: testNS, IfName: "eth0", Args: "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0", StdinData: stdin}
+}
+
+func code(t *testing.T, err error) uint {
+	t.Helper()
+	var e *types.Error
+	if !errors.As(err, &e) {
+		t.Fatalf("error %v is not a CNI error", err)
+	}
+	return e.Code
+}
+
+// assertEmpty fails if anything of an attachment is left anywhere.
+func (h *harness) assertEmpty(t *testing.T) {
+	t.Helper()
+	if len(h.be.weps) != 0 || len(h.be.allocs) != 0 || len(h.dp.links) != 0 || len(h.dp.podIfs) != 0 {
+		t.Fatalf("left behind: weps=%v allocs=%v links=%v podIfs=%v", h.be.weps, h.be.allocs, h.dp.links, h.dp.podIfs)
+	}
+}
+
+func TestAddWritesEndpointAndResult(t *testing.T) {
+	h := newHarness()
+	stdin := conf(`,"ipam":{"assign_ipv6":"true"},"args":{"cni":{"labels":[{"key":"app","value":"web"}]}}`)
+	if err := h.p.Add(cmdArgs("c1", stdin)); err != nil {
+		t.Fatal(err)
+	}
+	hostIf := HostInterfaceName("net1", "c1", "eth0")
+	var got, want map[string]any
+	if err := json.Unmarshal(h.out.Bytes(), &got); err != nil {
+		t.Fatalf("result %s: %v", h.out.String(), err)
+	}
+	wantRes := BuildResult(Attachment{HostIf: hostIf, PodIf: "eth0", PodMAC: "02:00:00:00:00:01", Sandbox: testNS,
+		IPv4: []netip.Addr{netip.MustParseAddr("198.18.0.1")}, IPv6: []netip.Addr{netip.MustParseAddr("2001:db8:1000::1")}})
+	wantJSON, _ := json.Marshal(wantRes)
+	json.Unmarshal(wantJSON, &want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("result (-want +got):\n%s", diff)
+	}
+	name := WorkloadEndpointName("node-a", "k8s", "web-0", "eth0")
+	w := h.be.weps["prod/"+name]
+	if w == nil {
+		t.Fatalf("no endpoint prod/%s in %v", name, h.be.weps)
+	}
+	wantSpec := w.Spec
+	wantSpec.Orchestrator, wantSpec.Node, wantSpec.ContainerID, wantSpec.Pod = "k8s", "node-a", "c1", "web-0"
+	wantSpec.Endpoint, wantSpec.InterfaceName, wantSpec.MAC = "eth0", hostIf, "02:00:00:00:00:01"
+	wantSpec.IPNetworks = []string{"198.18.0.1/32", "2001:db8:1000::1/128"}
+	wantSpec.IPv4Gateway, wantSpec.IPv6Gateway = GatewayIPv4, GatewayIPv6
+	if diff := cmp.Diff(wantSpec, w.Spec); diff != "" {
+		t.Errorf("endpoint spec (-want +got):\n%s", diff)
+	}
+	wantLabels := map[string]string{"app": "web", LabelNamespace: "prod", LabelOrchestrator: "k8s"}
+	if diff := cmp.Diff(wantLabels, w.Metadata.Labels); diff != "" {
+		t.Errorf("labels (-want +got):\n%s", diff)
+	}
+	a := h.be.allocs[netip.MustParseAddr("198.18.0.1")]
+	if a.Handle != "net1.c1" || a.Attrs["namespace"] != "prod" || a.Attrs["pod"] != "web-0" || a.Attrs["containerID"] != "c1" || a.Attrs["node"] != "node-a" {
+		t.Errorf("allocation %+v lacks handle or attributes", a)
+	}
+
+	// CHECK with the result as prevResult passes; after the endpoint vanishes it fails.
+	var prev map[string]any
+	json.Unmarshal(h.out.Bytes(), &prev)
+	pr, _ := json.Marshal(prev)
+	checkConf := conf(`,"ipam":{"assign_ipv6":"true"},"prevResult":` + string(pr))
+	if err := h.p.Check(cmdArgs("c1", checkConf)); err != nil {
+		t.Fatalf("CHECK: %v", err)
+	}
+	delete(h.be.weps, "prod/"+name)
+	if err := h.p.Check(cmdArgs("c1", checkConf)); err == nil || code(t, err) != CodeCheckFailed {
+		t.Fatalf("CHECK without endpoint = %v, want code %d", err, CodeCheckFailed)
+	}
+}
+
+func TestAddFailureAtEachStepLeavesNothing(t *testing.T) {
+	for _, step := range []string{"ipam", "veth", "host", "pod", "route", "endpoint", "policy"} {
+		t.Run(step, func(t *testing.T) {
+			h := newHarness()
+			h.p.FailAt = step
+			err := h.p.Add(cmdArgs("c1", conf(`,"ipam":{"assign_ipv6":true}`)))
+			if err == nil || !strings.Contains(err.Error(), "injected failure at step \""+step+"\"") {
+				t.Fatalf("err = %v, want the injected failure", err)
+			}
+			if h.out.Len() != 0 {
+				t.Fatalf("printed a result on failure: %s", h.out.String())
+			}
+			h.assertEmpty(t)
+		})
+	}
+}
+
+func TestAddErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(h *harness, a *skel.CmdArgs)
+		code  uint
+	}{
+		{"netns missing", func(h *harness, a *skel.CmdArgs) { a.Netns = "/var/run/netns/trctest-gone" }, types.ErrUnknownContainer},
+		{"datastore down", func(h *harness, a *skel.CmdArgs) { h.be.down = true }, types.ErrTryAgainLater},
+		{"pools exhausted", func(h *harness, a *skel.CmdArgs) { h.be.free4 = 0 }, CodePoolsExhausted},
+		{"no pools", func(h *harness, a *skel.CmdArgs) { h.be.assignE = ErrNoPools }, types.ErrInvalidNetworkConfig},
+		{"interface taken", func(h *harness, a *skel.CmdArgs) { h.dp.podIfs[testNS+"/eth0"] = true }, CodeInterfaceExists},
+		{"bad CNI_ARGS", func(h *harness, a *skel.CmdArgs) { a.Args = "K8S_POD_NAME" }, types.ErrInvalidEnvironmentVariables},
+		{"bad config", func(h *harness, a *skel.CmdArgs) { a.StdinData = []byte(`{"cniVersion":"1.1.0","name":"n","mtu":1}`) }, types.ErrInvalidNetworkConfig},
+		{"policy timeout", func(h *harness, a *skel.CmdArgs) { a.StdinData = conf(`,"policy_setup_timeout_seconds":1`) }, CodePolicyTimeout},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness()
+			a := cmdArgs("c1", conf(""))
+			tc.setup(h, a)
+			err := h.p.Add(a)
+			if err == nil {
+				t.Fatal("ADD succeeded")
+			}
+			if got := code(t, err); got != tc.code {
+				t.Fatalf("code %d (%v), want %d", got, err, tc.code)
+			}
+			delete(h.dp.podIfs, testNS+"/eth0")
+			h.assertEmpty(t)
+		})
+	}
+}
+
+func TestPolicyWaitHonoursRevision(t *testing.T) {
+	h := newHarness()
+	name := WorkloadEndpointName("node-a", "k8s", "web-0", "eth0")
+	key := EndpointStatusKey("node-a", "prod", name)
+	// A status from an earlier endpoint of the same name must not count...
+	h.be.raw[key] = []byte(`{"programmed":true,"revision":0}`)
+	h.be.rev = 10
+	if err := h.p.Add(cmdArgs("c1", conf(`,"policy_setup_timeout_seconds":1`))); err == nil || code(t, err) != CodePolicyTimeout {
+		t.Fatalf("stale status accepted: %v", err)
+	}
+	h.assertEmpty(t)
+	// ...one at the endpoint's revision does.
+	h.be.raw[key] = []byte(`{"programmed":true,"revision":100}`)
+	if err := h.p.Add(cmdArgs("c1", conf(`,"policy_setup_timeout_seconds":1`))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAddTwiceAndDelTwice(t *testing.T) {
+	h := newHarness()
+	a := cmdArgs("c1", conf(""))
+	if err := h.p.Add(a); err != nil {
+		t.Fatal(err)
+	}
+	first := h.out.String()
+	h.out.Reset()
+	if err := h.p.Add(a); err != nil {
+		t.Fatalf("second ADD: %v", err)
+	}
+	if h.out.String() != first {
+		t.Fatalf("second ADD result differs:\n%s\nvs\n%s", h.out.String(), first)
+	}
+	if len(h.be.allocs) != 1 {
+		t.Fatalf("second ADD allocated again: %v", h.be.allocs)
+	}
+	for i := range 2 {
+		if err := h.p.Del(a); err != nil {
+			t.Fatalf("DEL %d: %v", i, err)
+		}
+		h.assertEmpty(t)
+	}
+	// DEL after the namespace is gone, and with no netns given at all.
+	if err := h.p.Add(a); err != nil {
+		t.Fatal(err)
+	}
+	delete(h.dp.netns, testNS)
+	a.Netns = ""
+	if err := h.p.Del(a); err != nil {
+		t.Fatal(err)
+	}
+	h.assertEmpty(t)
+}
+
+func TestDelKeepsNewerSandboxEndpoint(t *testing.T) {
+	h := newHarness()
+	if err := h.p.Add(cmdArgs("old", conf(""))); err != nil {
+		t.Fatal(err)
+	}
+	// The pod restarts: its new sandbox takes the same endpoint name; the old DEL comes late.
+	h.dp.Remove(HostInterfaceName("net1", "old", "eth0"))
+	if err := h.p.Add(cmdArgs("new", conf(""))); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.p.Del(cmdArgs("old", conf(""))); err != nil {
+		t.Fatal(err)
+	}
+	name := WorkloadEndpointName("node-a", "k8s", "web-0", "eth0")
+	w := h.be.weps["prod/"+name]
+	if w == nil || w.Spec.ContainerID != "new" {
+		t.Fatalf("endpoint after old DEL = %+v, want the new container's", w)
+	}
+	if got, _ := h.be.HandleAddrs(t.Context(), "net1.new"); len(got) != 1 {
+		t.Fatalf("new container's addresses released: %v", got)
+	}
+	if got, _ := h.be.HandleAddrs(t.Context(), "net1.old"); len(got) != 0 {
+		t.Fatalf("old container's addresses kept: %v", got)
+	}
+}
+
+func TestGC(t *testing.T) {
+	h := newHarness()
+	for _, c := range []string{"keep", "drop"} {
+		a := cmdArgs(c, conf(""))
+		a.Netns, a.Args = "/var/run/netns/trctest-"+c, "K8S_POD_NAMESPACE=prod;K8S_POD_NAME="+c
+		h.dp.netns[a.Netns] = true
+		if err := h.p.Add(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A leaked allocation with no endpoint, and one of another network that GC must not touch.
+	h.be.AutoAssign(t.Context(), AssignRequest{Node: "node-a", Handle: "net1.leaked", Num4: 1})
+	h.be.AutoAssign(t.Context(), AssignRequest{Node: "node-a", Handle: "net2.other", Num4: 1})
+	gc := conf(`,"cni.dev/valid-attachments":[{"containerID":"keep","ifname":"eth0"}]`)
+	if err := h.p.GC(&skel.CmdArgs{StdinData: gc}); err != nil {
+		t.Fatal(err)
+	}
+	var handles []string
+	for _, a := range h.be.allocs {
+		handles = append(handles, a.Handle)
+	}
+	if diff := cmp.Diff([]string{"net1.keep", "net2.other"}, sortStrings(handles)); diff != "" {
+		t.Errorf("handles after GC (-want +got):\n%s", diff)
+	}
+	if _, ok := h.be.weps["prod/"+WorkloadEndpointName("node-a", "k8s", "keep", "eth0")]; !ok || len(h.be.weps) != 1 {
+		t.Errorf("endpoints after GC: %v", h.be.weps)
+	}
+	if _, ok := h.dp.links[HostInterfaceName("net1", "drop", "eth0")]; ok {
+		t.Error("stale veth kept")
+	}
+}
+
+func sortStrings(s []string) []string {
+	out := append([]string(nil), s...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+func TestStatus(t *testing.T) {
+	h := newHarness()
+	st := []byte(`{"cniVersion":"1.1.0","name":"net1","nodename":"node-a","node_socket":"` + t.TempDir() + `/none.sock"}`)
+	err := h.p.Status(&skel.CmdArgs{StdinData: st})
+	if err == nil || code(t, err) != types.ErrPluginNotAvailable || !strings.Contains(err.Error(), "node agent") {
+		t.Fatalf("STATUS without node agent = %v, want code 50 naming the node agent", err)
+	}
+	h.be.down = true
+	err = h.p.Status(&skel.CmdArgs{StdinData: st})
+	if err == nil || code(t, err) != types.ErrPluginNotAvailable || !strings.Contains(err.Error(), "datastore") {
+		t.Fatalf("STATUS with datastore down = %v, want code 50 naming the datastore", err)
+	}
+}
