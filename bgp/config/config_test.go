@@ -1,0 +1,523 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/terracenet/terrace/bgp/speaker"
+	"github.com/terracenet/terrace/datastore/api"
+)
+
+var netOpts = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
+
+func ip(s string) netip.Addr     { return netip.MustParseAddr(s) }
+func pfx(s string) netip.Prefix  { return netip.MustParsePrefix(s) }
+func asn(n uint32) *api.ASNumber { a := api.ASNumber(n); return &a }
+func boolp(b bool) *bool         { return &b }
+
+func node(name, v4, v6 string, labels map[string]string, mod ...func(*api.NodeBGPSpec)) *api.Node {
+	n := &api.Node{Metadata: api.ObjectMeta{Name: name, Labels: labels}}
+	if v4 != "" || v6 != "" {
+		n.Spec.BGP = &api.NodeBGPSpec{IPv4Address: v4, IPv6Address: v6}
+		for _, m := range mod {
+			m(n.Spec.BGP)
+		}
+	}
+	return n
+}
+
+func rr(cluster string) func(*api.NodeBGPSpec) {
+	return func(b *api.NodeBGPSpec) { b.RouteReflectorClusterID = cluster }
+}
+
+func pool(name, cidr string, noExport bool) *api.IPPool {
+	return &api.IPPool{Metadata: api.ObjectMeta{Name: name}, Spec: api.IPPoolSpec{CIDR: cidr, DisableBGPExport: noExport}}
+}
+
+func bgpConfig(name string, mod func(*api.BGPConfigurationSpec)) *api.BGPConfiguration {
+	c := &api.BGPConfiguration{Metadata: api.ObjectMeta{Name: name}}
+	mod(&c.Spec)
+	return c
+}
+
+func peer(name string, spec api.BGPPeerSpec) *api.BGPPeer {
+	return &api.BGPPeer{Metadata: api.ObjectMeta{Name: name}, Spec: spec}
+}
+
+func meshOff(s *api.BGPConfigurationSpec) { s.NodeToNodeMeshEnabled = boolp(false) }
+
+var gr = speaker.GracefulRestart{Enabled: true, RestartTime: 120, NotificationEnabled: true}
+
+func threeNodes() []*api.Node {
+	return []*api.Node{
+		node("host-1", "192.0.2.11/24", "", nil),
+		node("host-2", "192.0.2.12/24", "", nil),
+		node("host-3", "192.0.2.13/24", "", nil),
+	}
+}
+
+func TestPeers(t *testing.T) {
+	tests := []struct {
+		name string
+		in   Input
+		want []speaker.Peer
+		warn string // substring of a warning, if one is expected
+	}{
+		{
+			name: "default full mesh, lower address dials",
+			in:   Input{NodeName: "host-2", Nodes: threeNodes()},
+			want: []speaker.Peer{
+				{Address: ip("192.0.2.11"), ASN: 64512, Type: speaker.PeerTypeMesh, SourceAddress: ip("192.0.2.12"),
+					Passive: true, GracefulRestart: gr, Families: speaker.Families{IPv4: true}},
+				{Address: ip("192.0.2.13"), ASN: 64512, Type: speaker.PeerTypeMesh, SourceAddress: ip("192.0.2.12"),
+					GracefulRestart: gr, Families: speaker.Families{IPv4: true}},
+			},
+		},
+		{
+			name: "mesh uses per-node AS and mesh restart time; dual stack over the IPv4 session",
+			in: Input{NodeName: "host-1", Nodes: []*api.Node{
+				node("host-1", "192.0.2.11/24", "2001:db8::11/64", nil),
+				node("host-2", "192.0.2.12/24", "2001:db8::12/64", nil, func(b *api.NodeBGPSpec) { b.ASNumber = asn(65002) }),
+			}, Configs: []*api.BGPConfiguration{bgpConfig("default", func(s *api.BGPConfigurationSpec) {
+				s.NodeMeshMaxRestartTime = &api.Duration{Duration: 300 * time.Second}
+			})}},
+			want: []speaker.Peer{
+				{Address: ip("192.0.2.12"), ASN: 65002, Type: speaker.PeerTypeMesh, SourceAddress: ip("192.0.2.11"),
+					GracefulRestart: speaker.GracefulRestart{Enabled: true, RestartTime: 300, NotificationEnabled: true},
+					Families:        speaker.Families{IPv4: true, IPv6: true}},
+			},
+		},
+		{
+			name: "mesh off, global ToR with port, node-scoped peer for another node ignored",
+			in: Input{NodeName: "host-1", Nodes: threeNodes(),
+				Configs: []*api.BGPConfiguration{bgpConfig("default", meshOff)},
+				Peers: []*api.BGPPeer{
+					peer("tor", api.BGPPeerSpec{PeerIP: "192.0.2.1:1179", ASNumber: 65000,
+						KeepaliveTime: &api.Duration{Duration: 10 * time.Second}, HoldTime: &api.Duration{Duration: 30 * time.Second},
+						EBGPMultihopTTL: intp(2), MaxRestartTime: &api.Duration{Duration: 60 * time.Second}}),
+					peer("other", api.BGPPeerSpec{Node: "host-2", PeerIP: "192.0.2.2", ASNumber: 65000}),
+				}},
+			want: []speaker.Peer{
+				{Address: ip("192.0.2.1"), Port: 1179, ASN: 65000, Type: speaker.PeerTypeGlobal, SourceAddress: ip("192.0.2.11"),
+					KeepaliveSeconds: 10, HoldSeconds: 30, MultihopTTL: 2,
+					GracefulRestart: speaker.GracefulRestart{Enabled: true, RestartTime: 60, NotificationEnabled: true},
+					Families:        speaker.Families{IPv4: true}},
+			},
+		},
+		{
+			name: "nodeSelector match, sourceAddress None, next-hop-self, local AS",
+			in: Input{NodeName: "host-1", Nodes: []*api.Node{node("host-1", "192.0.2.11", "", map[string]string{"rack": "a"})},
+				Peers: []*api.BGPPeer{
+					peer("rack-a", api.BGPPeerSpec{NodeSelector: "rack == 'a'", PeerIP: "192.0.2.1", ASNumber: 65000,
+						SourceAddress: "None", NextHopMode: "Self", LocalASNumber: asn(65100)}),
+					peer("rack-b", api.BGPPeerSpec{NodeSelector: "rack == 'b'", PeerIP: "192.0.2.2", ASNumber: 65000}),
+				}},
+			want: []speaker.Peer{
+				{Address: ip("192.0.2.1"), ASN: 65000, LocalASN: 65100, Type: speaker.PeerTypeNode, NextHopSelf: true,
+					GracefulRestart: gr, Families: speaker.Families{IPv4: true}},
+			},
+		},
+		{
+			name: "explicit peer to a node wins over the mesh session",
+			in: Input{NodeName: "host-1", Nodes: threeNodes(), Peers: []*api.BGPPeer{
+				peer("to-host-3", api.BGPPeerSpec{Node: "host-1", PeerIP: "192.0.2.13", ASNumber: 64512, HoldTime: &api.Duration{Duration: 9 * time.Second}}),
+			}},
+			want: []speaker.Peer{
+				{Address: ip("192.0.2.12"), ASN: 64512, Type: speaker.PeerTypeMesh, SourceAddress: ip("192.0.2.11"),
+					GracefulRestart: gr, Families: speaker.Families{IPv4: true}},
+				{Address: ip("192.0.2.13"), ASN: 64512, Type: speaker.PeerTypeNode, SourceAddress: ip("192.0.2.11"),
+					HoldSeconds: 9, GracefulRestart: gr, Families: speaker.Families{IPv4: true}},
+			},
+			warn: "already configured by BGPPeer to-host-3",
+		},
+		{
+			name: "bad peer IP is a warning, other peers unaffected",
+			in: Input{NodeName: "host-1", Nodes: threeNodes()[:1], Peers: []*api.BGPPeer{
+				peer("bad", api.BGPPeerSpec{PeerIP: "not-an-ip", ASNumber: 65000}),
+				peer("good", api.BGPPeerSpec{PeerIP: "192.0.2.1", ASNumber: 65000}),
+			}},
+			want: []speaker.Peer{
+				{Address: ip("192.0.2.1"), ASN: 65000, Type: speaker.PeerTypeGlobal, SourceAddress: ip("192.0.2.11"),
+					GracefulRestart: gr, Families: speaker.Families{IPv4: true}},
+			},
+			warn: `BGPPeer bad skipped: parse peerIP "not-an-ip"`,
+		},
+		{
+			name: "IPv6 ToR needs a node IPv6 address",
+			in: Input{NodeName: "host-1", Nodes: threeNodes()[:1], Peers: []*api.BGPPeer{
+				peer("tor6", api.BGPPeerSpec{PeerIP: "[2001:db8::1]:179", ASNumber: 65000}),
+			}},
+			want: nil,
+			warn: "no address in the family of 2001:db8::1",
+		},
+		{
+			name: "IPv6-only nodes mesh over IPv6",
+			in: Input{NodeName: "host-1", Nodes: []*api.Node{
+				node("host-1", "", "2001:db8::11/64", nil), node("host-2", "", "2001:db8::12/64", nil),
+			}},
+			want: []speaker.Peer{
+				{Address: ip("2001:db8::12"), ASN: 64512, Type: speaker.PeerTypeMesh, SourceAddress: ip("2001:db8::11"),
+					GracefulRestart: gr, Families: speaker.Families{IPv6: true}},
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := Compute(tc.in)
+			if err != nil {
+				t.Fatalf("Compute: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, d.Peers, netOpts); diff != "" {
+				t.Errorf("peers differ (-want +got):\n%s", diff)
+			}
+			checkWarning(t, d.Warnings, tc.warn)
+		})
+	}
+}
+
+func intp(i int) *int { return &i }
+
+func checkWarning(t *testing.T, warnings []string, want string) {
+	t.Helper()
+	if want == "" {
+		if len(warnings) != 0 {
+			t.Errorf("unexpected warnings: %q", warnings)
+		}
+		return
+	}
+	for _, w := range warnings {
+		if strings.Contains(w, want) {
+			return
+		}
+	}
+	t.Errorf("no warning containing %q in %q", want, warnings)
+}
+
+// TestRouteReflectorTopology: one BGPPeer "every node peers with the reflectors", mesh off.
+func TestRouteReflectorTopology(t *testing.T) {
+	nodes := []*api.Node{
+		node("rr-1", "192.0.2.1", "", map[string]string{"rr": "true"}, rr("224.0.0.1")),
+		node("rr-2", "192.0.2.2", "", map[string]string{"rr": "true"}, rr("224.0.0.1")),
+		node("host-1", "192.0.2.11", "", nil),
+		node("host-2", "192.0.2.12", "", nil),
+	}
+	peers := []*api.BGPPeer{peer("to-rr", api.BGPPeerSpec{NodeSelector: "all()", PeerSelector: "rr == 'true'"})}
+	cfgs := []*api.BGPConfiguration{bgpConfig("default", meshOff)}
+	base := speaker.Peer{ASN: 64512, GracefulRestart: gr, Families: speaker.Families{IPv4: true}}
+	with := func(addr, src string, typ speaker.PeerType, client bool) speaker.Peer {
+		p := base
+		p.Address, p.SourceAddress, p.Type = ip(addr), ip(src), typ
+		p.Passive = p.Address.Less(p.SourceAddress)
+		if client {
+			p.RouteReflectorClient, p.RRClusterID = true, "224.0.0.1"
+		}
+		return p
+	}
+	tests := []struct {
+		node string
+		want []speaker.Peer
+	}{
+		{node: "host-1", want: []speaker.Peer{
+			with("192.0.2.1", "192.0.2.11", speaker.PeerTypeReflector, false),
+			with("192.0.2.2", "192.0.2.11", speaker.PeerTypeReflector, false),
+		}},
+		{node: "rr-1", want: []speaker.Peer{
+			// Same cluster: plain iBGP between the reflectors.
+			with("192.0.2.2", "192.0.2.1", speaker.PeerTypeNode, false),
+			with("192.0.2.11", "192.0.2.1", speaker.PeerTypeRRClient, true),
+			with("192.0.2.12", "192.0.2.1", speaker.PeerTypeRRClient, true),
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.node, func(t *testing.T) {
+			d, err := Compute(Input{NodeName: tc.node, Nodes: nodes, Peers: peers, Configs: cfgs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, d.Peers, netOpts); diff != "" {
+				t.Errorf("peers differ (-want +got):\n%s", diff)
+			}
+			checkWarning(t, d.Warnings, "")
+		})
+	}
+}
+
+func TestPasswords(t *testing.T) {
+	ref := &api.BGPPassword{SecretKeyRef: &api.SecretKeySelector{Name: "bgp", Key: "tor"}}
+	nodes := threeNodes()[:1]
+	peers := []*api.BGPPeer{peer("tor", api.BGPPeerSpec{PeerIP: "192.0.2.1", ASNumber: 65000, Password: ref})}
+	tests := []struct {
+		name     string
+		fn       PasswordFunc
+		wantPass string
+		wantPeer bool
+		warn     string
+	}{
+		{name: "resolved", fn: func(r *api.BGPPassword) (string, error) {
+			if r != ref {
+				return "", errors.New("wrong reference")
+			}
+			return "s3cret", nil
+		}, wantPass: "s3cret", wantPeer: true},
+		{name: "reader fails", fn: func(*api.BGPPassword) (string, error) { return "", errors.New("no such file") },
+			warn: "read password: no such file"},
+		{name: "no reader", warn: "no password reader"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := Compute(Input{NodeName: "host-1", Nodes: nodes, Peers: peers, Password: tc.fn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(d.Peers) == 1; got != tc.wantPeer {
+				t.Fatalf("peer configured = %v, want %v (%+v)", got, tc.wantPeer, d.Peers)
+			}
+			if tc.wantPeer && d.Peers[0].Password != tc.wantPass {
+				t.Errorf("password %q, want %q", d.Peers[0].Password, tc.wantPass)
+			}
+			checkWarning(t, d.Warnings, tc.warn)
+		})
+	}
+}
+
+func TestAdvertised(t *testing.T) {
+	me := node("host-1", "192.0.2.11/24", "2001:db8::11/64", nil)
+	v4, v6 := ip("192.0.2.11"), ip("2001:db8::11")
+	pools := []*api.IPPool{
+		pool("default", "198.18.0.0/16", false),
+		pool("private", "198.19.0.0/16", true),
+		pool("v6", "2001:db8:1000::/48", false),
+	}
+	tests := []struct {
+		name string
+		in   Input
+		want map[netip.Prefix]speaker.Advert
+		warn string
+	}{
+		{
+			name: "blocks and borrowed addresses; disableBGPExport never advertised",
+			in: Input{Blocks: []netip.Prefix{pfx("198.18.0.0/26"), pfx("198.19.0.0/26"), pfx("2001:db8:1000::/122")},
+				Borrowed: []netip.Addr{ip("198.18.1.5"), ip("198.19.1.5"), ip("198.18.0.7")}},
+			want: map[netip.Prefix]speaker.Advert{
+				pfx("198.18.0.0/26"):       {NextHop: v4},
+				pfx("2001:db8:1000::/122"): {NextHop: v6},
+				pfx("198.18.1.5/32"):       {NextHop: v4},
+			},
+		},
+		{
+			name: "block outside every pool is not advertised",
+			in:   Input{Blocks: []netip.Prefix{pfx("198.51.100.0/26")}},
+			want: map[netip.Prefix]speaker.Advert{},
+			warn: "198.51.100.0/26 not advertised: it is in no IP pool",
+		},
+		{
+			name: "service ranges with named, literal and large communities",
+			in: Input{Blocks: []netip.Prefix{pfx("198.18.0.0/26")}, Configs: []*api.BGPConfiguration{bgpConfig("default", func(s *api.BGPConfigurationSpec) {
+				s.ServiceClusterIPs = []api.ServiceIPBlock{{CIDR: "198.18.128.0/20"}}
+				s.ServiceExternalIPs = []api.ServiceIPBlock{{CIDR: "203.0.113.0/28"}}
+				s.Communities = []api.Community{{Name: "no-export-ish", Value: "65000:100"}}
+				s.PrefixAdvertisements = []api.PrefixAdvertisement{
+					{CIDR: "198.18.128.0/20", Communities: []string{"no-export-ish", "65000:7"}},
+					{CIDR: "203.0.113.0/24", Communities: []string{"65000:1:2"}},
+				}
+			})}},
+			want: map[netip.Prefix]speaker.Advert{
+				pfx("198.18.0.0/26"):   {NextHop: v4},
+				pfx("198.18.128.0/20"): {NextHop: v4, Communities: []speaker.Community{65000<<16 | 7, 65000<<16 | 100}},
+				pfx("203.0.113.0/28"):  {NextHop: v4},
+			},
+			warn: "large communities are not supported",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.in.NodeName, tc.in.Nodes, tc.in.Pools = "host-1", []*api.Node{me}, pools
+			d, err := Compute(tc.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, d.Advertised, netOpts); diff != "" {
+				t.Errorf("advertised differ (-want +got):\n%s", diff)
+			}
+			checkWarning(t, d.Warnings, tc.warn)
+		})
+	}
+}
+
+func TestGlobal(t *testing.T) {
+	tests := []struct {
+		name string
+		in   Input
+		want speaker.Global
+	}{
+		{
+			name: "defaults",
+			in:   Input{NodeName: "host-1", Nodes: threeNodes()[:1]},
+			want: speaker.Global{ASN: 64512, RouterID: ip("192.0.2.11"), ListenPort: 179,
+				LocalAddresses: []netip.Addr{ip("192.0.2.11")}, GracefulRestart: gr},
+		},
+		{
+			name: "node AS beats cluster AS; node config overrides port and binds to node IPs",
+			in: Input{NodeName: "host-1",
+				Nodes: []*api.Node{node("host-1", "192.0.2.11/24", "2001:db8::11/64", nil, func(b *api.NodeBGPSpec) { b.ASNumber = asn(65011) })},
+				Configs: []*api.BGPConfiguration{
+					bgpConfig("default", func(s *api.BGPConfigurationSpec) { s.ASNumber = asn(65000); s.ListenPort = 179 }),
+					bgpConfig("node.host-1", func(s *api.BGPConfigurationSpec) { s.ListenPort = 1179; s.BindMode = "NodeIP" }),
+					bgpConfig("node.host-2", func(s *api.BGPConfigurationSpec) { s.ListenPort = 2179 }),
+				}},
+			want: speaker.Global{ASN: 65011, RouterID: ip("192.0.2.11"), ListenPort: 1179,
+				ListenAddresses: []netip.Addr{ip("192.0.2.11"), ip("2001:db8::11")},
+				LocalAddresses:  []netip.Addr{ip("192.0.2.11"), ip("2001:db8::11")}, GracefulRestart: gr},
+		},
+		{
+			name: "cluster AS and IPv6-only router ID derived from the name",
+			in: Input{NodeName: "host-6", Nodes: []*api.Node{node("host-6", "", "2001:db8::6", nil)},
+				Configs: []*api.BGPConfiguration{bgpConfig("default", func(s *api.BGPConfigurationSpec) { s.ASNumber = asn(65000) })}},
+			want: speaker.Global{ASN: 65000, RouterID: routerID(self{name: "host-6"}), ListenPort: 179,
+				LocalAddresses: []netip.Addr{ip("2001:db8::6")}, GracefulRestart: gr},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := Compute(tc.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, d.Global, netOpts); diff != "" {
+				t.Errorf("global differs (-want +got):\n%s", diff)
+			}
+			if !d.Global.RouterID.Is4() {
+				t.Errorf("router ID %v is not IPv4", d.Global.RouterID)
+			}
+		})
+	}
+}
+
+func TestComputeErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		in   Input
+		want string
+	}{
+		{name: "no node name", in: Input{Nodes: threeNodes()}, want: "node name is empty"},
+		{name: "node missing", in: Input{NodeName: "host-9", Nodes: threeNodes()}, want: "host-9 not found"},
+		{name: "node without addresses", in: Input{NodeName: "host-1", Nodes: []*api.Node{node("host-1", "", "", nil)}}, want: "no BGP address"},
+		{name: "bad address", in: Input{NodeName: "host-1", Nodes: []*api.Node{node("host-1", "2001:db8::1", "", nil)}}, want: "not an IPv4 address"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Compute(tc.in)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Compute error = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseCommunity(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    speaker.Community
+		wantErr bool
+	}{
+		{in: "65000:100", want: 65000<<16 | 100},
+		{in: " 0:0 ", want: 0},
+		{in: "65535:65535", want: 0xffffffff},
+		{in: "65536:1", wantErr: true},
+		{in: "1:2:3", wantErr: true},
+		{in: "100", wantErr: true},
+		{in: "a:b", wantErr: true},
+	}
+	for _, tc := range tests {
+		got, err := ParseCommunity(tc.in)
+		if (err != nil) != tc.wantErr || (!tc.wantErr && got != tc.want) {
+			t.Errorf("ParseCommunity(%q) = %d, %v; want %d, error %v", tc.in, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+func TestParsePeerIP(t *testing.T) {
+	tests := []struct {
+		in       string
+		want     netip.Addr
+		wantPort uint16
+		wantErr  bool
+	}{
+		{in: "192.0.2.1", want: ip("192.0.2.1")},
+		{in: "192.0.2.1:1179", want: ip("192.0.2.1"), wantPort: 1179},
+		{in: "2001:db8::1", want: ip("2001:db8::1")},
+		{in: "[2001:db8::1]:179", want: ip("2001:db8::1"), wantPort: 179},
+		{in: "::ffff:192.0.2.1", want: ip("192.0.2.1")},
+		{in: "", wantErr: true},
+		{in: "192.0.2.1:0", wantErr: true},
+		{in: "fe80::1%eth0", wantErr: true},
+		{in: "host.example", wantErr: true},
+	}
+	for _, tc := range tests {
+		got, port, err := parsePeerIP(tc.in)
+		if (err != nil) != tc.wantErr || got != tc.want || port != tc.wantPort {
+			t.Errorf("parsePeerIP(%q) = %v, %d, %v; want %v, %d, error %v", tc.in, got, port, err, tc.want, tc.wantPort, tc.wantErr)
+		}
+	}
+}
+
+func FuzzParseCommunity(f *testing.F) {
+	for _, s := range []string{"65000:100", "1:2:3", "", ":", "65536:0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseCommunity(s)
+		if err != nil {
+			return
+		}
+		// Whatever parses must print back to the same value.
+		again, err := ParseCommunity(formatCommunity(c))
+		if err != nil || again != c {
+			t.Fatalf("round trip of %q: %d -> %q -> %d, %v", s, c, formatCommunity(c), again, err)
+		}
+	})
+}
+
+func formatCommunity(c speaker.Community) string {
+	return strings.Join([]string{itoa(uint32(c) >> 16), itoa(uint32(c) & 0xffff)}, ":")
+}
+
+func itoa(v uint32) string {
+	if v == 0 {
+		return "0"
+	}
+	var b []byte
+	for v > 0 {
+		b = append([]byte{byte('0' + v%10)}, b...)
+		v /= 10
+	}
+	return string(b)
+}
+
+func FuzzParsePeerIP(f *testing.F) {
+	for _, s := range []string{"192.0.2.1", "[2001:db8::1]:179", "1.2.3.4:65535", "[::1]:0", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, port, err := parsePeerIP(s)
+		if err != nil {
+			return
+		}
+		if !a.IsValid() || a.Is4In6() || a.Zone() != "" {
+			t.Fatalf("parsePeerIP(%q) returned unusable address %v", s, a)
+		}
+		if port == 0 {
+			return
+		}
+		// An address with a port must be reproducible from its parts.
+		a2, p2, err := parsePeerIP(netip.AddrPortFrom(a, port).String())
+		if err != nil || a2 != a || p2 != port {
+			t.Fatalf("round trip of %q: %v %d -> %v %d %v", s, a, port, a2, p2, err)
+		}
+	})
+}

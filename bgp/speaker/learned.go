@@ -1,0 +1,182 @@
+package speaker
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+)
+
+// learnedRoutes turns GoBGP's best-path events into a prefix -> ECMP next hops map. GoBGP feeds
+// watch callbacks through an unbounded channel, so the callback only updates the map; delivery
+// to the sink happens on its own goroutine, coalesced, so a slow sink costs latency, not memory.
+type learnedRoutes struct {
+	sink     RouteSink
+	debounce time.Duration
+	maxDelay time.Duration
+
+	mu     sync.Mutex
+	routes map[netip.Prefix][]netip.Addr // next hops as learned, local ones not yet removed
+	local  atomic.Pointer[map[netip.Addr]bool]
+	kick   chan struct{}
+
+	delivered atomic.Int64 // number of sink calls, for tests and status
+}
+
+func newLearnedRoutes(sink RouteSink, debounce, maxDelay time.Duration) *learnedRoutes {
+	l := &learnedRoutes{
+		sink:     sink,
+		debounce: debounce,
+		maxDelay: maxDelay,
+		routes:   map[netip.Prefix][]netip.Addr{},
+		kick:     make(chan struct{}, 1),
+	}
+	l.local.Store(&map[netip.Addr]bool{})
+	return l
+}
+
+func (l *learnedRoutes) setLocal(m map[netip.Addr]bool) {
+	l.local.Store(&m)
+	l.signal()
+}
+
+func (l *learnedRoutes) signal() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// apply takes one best-path event. With multiple paths enabled GoBGP reports, per changed
+// destination, its complete set of equal best paths (or the single withdrawn best), so every
+// prefix in an event replaces what was known for it.
+func (l *learnedRoutes) apply(paths []*api.Path) {
+	if len(paths) == 0 {
+		return
+	}
+	if len(paths) == 1 {
+		// The common case (one destination changed) without the grouping map: at 100k prefixes
+		// GoBGP delivers one event per prefix.
+		l.applyOne(paths[0])
+		return
+	}
+	sets := make(map[netip.Prefix][]netip.Addr, len(paths))
+	for _, p := range paths {
+		pfx, nh, err := decodePath(p)
+		if err != nil {
+			continue
+		}
+		set := sets[pfx]
+		if !p.GetIsWithdraw() && !isLocalPath(p) && nh.IsValid() && !slices.Contains(set, nh) {
+			set = append(set, nh)
+		}
+		sets[pfx] = set
+	}
+	l.mu.Lock()
+	for pfx, set := range sets {
+		if len(set) == 0 {
+			delete(l.routes, pfx)
+			continue
+		}
+		slices.SortFunc(set, func(a, b netip.Addr) int { return a.Compare(b) })
+		l.routes[pfx] = set
+	}
+	l.mu.Unlock()
+	l.signal()
+}
+
+func (l *learnedRoutes) applyOne(p *api.Path) {
+	pfx, nh, err := decodePath(p)
+	if err != nil {
+		return
+	}
+	keep := !p.GetIsWithdraw() && !isLocalPath(p) && nh.IsValid()
+	l.mu.Lock()
+	if keep {
+		l.routes[pfx] = []netip.Addr{nh}
+	} else {
+		delete(l.routes, pfx)
+	}
+	l.mu.Unlock()
+	l.signal()
+}
+
+// snapshot returns a fresh map without this host's own next hops.
+func (l *learnedRoutes) snapshot() map[netip.Prefix][]netip.Addr {
+	local := *l.local.Load()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[netip.Prefix][]netip.Addr, len(l.routes))
+	for pfx, set := range l.routes {
+		// Sets are never modified after apply stores them, so the common case (no local next
+		// hop) shares the slice instead of copying 100k small slices per delivery.
+		if !slices.ContainsFunc(set, func(a netip.Addr) bool { return local[a] }) {
+			out[pfx] = set
+			continue
+		}
+		var keep []netip.Addr
+		for _, a := range set {
+			if !local[a] {
+				keep = append(keep, a)
+			}
+		}
+		if len(keep) > 0 {
+			out[pfx] = keep
+		}
+	}
+	return out
+}
+
+// run delivers snapshots after debounce of quiet, or maxDelay after the first change at most.
+func (l *learnedRoutes) run(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.kick:
+		}
+		first := time.Now()
+		timer.Reset(l.debounce)
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			case <-l.kick:
+				left := l.maxDelay - time.Since(first)
+				if left <= 0 {
+					break wait
+				}
+				timer.Reset(min(l.debounce, left))
+			case <-timer.C:
+				break wait
+			}
+		}
+		timer.Stop()
+		snap := l.snapshot()
+		if l.sink != nil {
+			l.sink.SetLearnedRoutes(snap)
+		}
+		l.delivered.Add(1)
+	}
+}
+
+// watch subscribes to best-path changes, including the current table.
+func (s *Speaker) watch(ctx context.Context) error {
+	l := s.learned
+	req := &api.WatchEventRequest{Table: &api.WatchEventRequest_Table{
+		Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true}},
+	}}
+	return s.srv.WatchEvent(ctx, req, func(r *api.WatchEventResponse) {
+		if t := r.GetTable(); t != nil {
+			l.apply(t.GetPaths())
+		}
+	})
+}

@@ -1,0 +1,127 @@
+// Package speaker owns this host's BGP speaker: an embedded GoBGP v3 server, its peer sessions,
+// the prefixes this host advertises and the coalesced view of best paths learned from peers.
+// It must never touch the kernel (routes are handed to a RouteSink), never read the datastore
+// (the caller computes peers and prefixes, see package bgp/config) and never start a gRPC
+// listener except on an explicitly requested loopback debug address.
+package speaker
+
+import (
+	"net/netip"
+	"time"
+)
+
+// PeerType labels why a peer exists; it is reported in status and does not change the session.
+type PeerType string
+
+// Peer types as shown by `terracectl node status`.
+const (
+	PeerTypeMesh      PeerType = "mesh"      // node-to-node full mesh (iBGP)
+	PeerTypeGlobal    PeerType = "global"    // a BGPPeer that applies to every node
+	PeerTypeNode      PeerType = "node"      // a BGPPeer for this node (node or nodeSelector)
+	PeerTypeRRClient  PeerType = "rrclient"  // this node reflects routes to that peer
+	PeerTypeReflector PeerType = "reflector" // that peer is our route reflector
+)
+
+// Families selects the address families negotiated on a session. IPv6 must be listed explicitly
+// to carry IPv6 prefixes over an IPv4 session: GoBGP otherwise negotiates only the family of the
+// neighbour's address.
+type Families struct {
+	IPv4 bool
+	IPv6 bool
+}
+
+// GracefulRestart configures RFC 4724 graceful restart for one session.
+type GracefulRestart struct {
+	Enabled bool
+	// RestartTime is the time (seconds) peers should keep our routes while we restart; 0 = 120.
+	RestartTime uint32
+	// NotificationEnabled enables RFC 8538 (graceful restart also after a NOTIFICATION).
+	NotificationEnabled bool
+}
+
+// Peer is one desired BGP session. Peer is comparable: two equal values describe the same
+// session, which is how SetPeers decides that a session must not be touched.
+type Peer struct {
+	Address netip.Addr
+	// Port is the peer's TCP port; 0 means 179.
+	Port uint16
+	ASN  uint32
+	// LocalASN overrides Global.ASN for this session; 0 means Global.ASN.
+	LocalASN uint32
+	Type     PeerType
+
+	KeepaliveSeconds uint32 // 0 = GoBGP default (30)
+	HoldSeconds      uint32 // 0 = GoBGP default (90)
+	// MultihopTTL > 0 enables eBGP multihop with that TTL.
+	MultihopTTL uint8
+	// SourceAddress is the local address the session is bound to (zero = kernel's choice).
+	SourceAddress netip.Addr
+	// Password is the TCP MD5 secret, read by the caller from a node-local file. Never logged.
+	Password        string
+	GracefulRestart GracefulRestart
+	// RouteReflectorClient makes this host a route reflector for the peer, in cluster RRClusterID.
+	RouteReflectorClient bool
+	RRClusterID          string
+	// NextHopSelf rewrites the next hop of reflected (iBGP-learned) routes sent to this peer.
+	NextHopSelf bool
+	// Passive only accepts the peer's connection and never dials it.
+	Passive  bool
+	Families Families
+}
+
+// sessionKey is the part of Peer whose change requires the session to be re-created; fields
+// outside it (Type, NextHopSelf) change status or export policy only.
+func (p Peer) sessionKey() Peer {
+	p.Type = ""
+	p.NextHopSelf = false
+	return p
+}
+
+// Global configures the speaker itself.
+type Global struct {
+	ASN      uint32
+	RouterID netip.Addr // must be an IPv4 address (BGP identifier)
+	// ListenPort: 0 means 179, -1 means do not listen (outbound sessions only).
+	ListenPort      int32
+	ListenAddresses []netip.Addr
+	// LocalAddresses are this host's own addresses; learned next hops among them are skipped.
+	// RouterID, ListenAddresses and every peer's SourceAddress are added automatically.
+	LocalAddresses []netip.Addr
+	// GracefulRestart (when Enabled) is the default for peers that do not enable it themselves.
+	GracefulRestart GracefulRestart
+}
+
+// Advert is what this host advertises for one prefix.
+type Advert struct {
+	// NextHop is the advertised next hop; the zero value lets GoBGP use the session's local address.
+	NextHop     netip.Addr
+	Communities []Community
+}
+
+// Community is a standard BGP community AA:NN packed as AA<<16|NN.
+type Community uint32
+
+// RouteSink receives the learned routes: every prefix for which peers have a best path, with the
+// ECMP set of next hops (this host's own addresses removed). Each call carries the complete state
+// and the map is owned by the sink afterwards; the next-hop slices may be shared between calls and
+// must not be modified. Calls are serialised and debounced: a slow sink
+// only delays the next call, which then carries the latest state.
+type RouteSink interface {
+	SetLearnedRoutes(routes map[netip.Prefix][]netip.Addr)
+}
+
+// PeerStatus describes one configured session.
+type PeerStatus struct {
+	Address netip.Addr    `json:"address"`
+	Type    PeerType      `json:"type"`
+	ASN     uint32        `json:"asn"`
+	State   string        `json:"state"` // idle, connect, active, opensent, openconfirm, established
+	Uptime  time.Duration `json:"uptime"`
+	// EstablishedAt is when the current session came up (zero when not established); it only
+	// changes when the session was reset.
+	EstablishedAt time.Time `json:"establishedAt,omitzero"`
+	Received      uint64    `json:"received"`
+	Accepted      uint64    `json:"accepted"`
+	Advertised    uint64    `json:"advertised"`
+	LastError     string    `json:"lastError,omitempty"`
+}
