@@ -268,10 +268,11 @@ func (tb *Testbed) writeCNIConfig() error {
 	for _, h := range tb.st.Hosts {
 		ipam := map[string]any{"type": "terrace-ipam", "assign_ipv4": "true", "assign_ipv6": fmt.Sprint(tb.st.Options.IPv6)}
 		conf := map[string]any{
-			"name": "terrace", "cniVersion": "1.0.0",
+			// 1.1.0 so runtimes may also call STATUS and GC.
+			"name": "terrace", "cniVersion": "1.1.0",
 			"plugins": []any{map[string]any{
 				"type": "terrace", "etcd_endpoints": tb.st.Ctl.Endpoint, "nodename": h.Name,
-				"mtu": 1500, "log_level": tb.st.Options.LogLevel,
+				"mtu": 1500, "log_level": tb.st.Options.LogLevel, "node_socket": h.Socket,
 				"log_file_path": filepath.Join(h.Dir, "cni.log"), "ipam": ipam,
 			}},
 		}
