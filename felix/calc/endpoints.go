@@ -1,0 +1,452 @@
+package calc
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/felix/dataplane/iptables"
+	"github.com/terracenet/terrace/felix/dataplane/routes"
+)
+
+// Chains with fixed names.
+const (
+	ChainForward          = "trc-FORWARD"
+	ChainInput            = "trc-INPUT"
+	ChainOutput           = "trc-OUTPUT"
+	ChainPostrouting      = "trc-POSTROUTING"
+	ChainFromWlDispatch   = "trc-from-wl-dispatch"
+	ChainToWlDispatch     = "trc-to-wl-dispatch"
+	ChainFromHostEp       = "trc-from-host-ep"
+	ChainToHostEp         = "trc-to-host-ep"
+	ChainWlToHost         = "trc-wl-to-host"
+	ChainFailsafeIn       = "trc-failsafe-in"
+	ChainFailsafeOut      = "trc-failsafe-out"
+	ChainNATOutgoing      = "trc-nat-outgoing"
+	ChainAllow            = "trc-allow" // policy chains goto it: set the accept mark, return
+	ChainPass             = "trc-pass"  // likewise with the pass mark
+	workloadIfaceMatch    = "trc+"
+	defaultEndpointToHost = "Drop"
+)
+
+// localEP is a workload or host endpoint on this node.
+type localEP struct {
+	key             string
+	kind            string
+	namespace, name string
+	iface           string
+	host            bool
+	obj             *labelled
+	policies        map[string]*policy
+}
+
+var terraceIface = regexp.MustCompile(`^trc[0-9a-f]{11}$`)
+
+// chainNames returns the endpoint's [ingress, egress] chain names.
+func (ep *localEP) chainNames() [2]string {
+	if ep.host {
+		return [2]string{iptables.ChainName("fh", "if:"+ep.iface), iptables.ChainName("th", "if:"+ep.iface)}
+	}
+	if terraceIface.MatchString(ep.iface) {
+		return [2]string{"trc-tw-" + ep.iface[3:], "trc-fw-" + ep.iface[3:]}
+	}
+	return [2]string{iptables.ChainName("tw", "if:"+ep.iface), iptables.ChainName("fw", "if:"+ep.iface)}
+}
+
+func (c *Calculator) updateLocal(key string, l *labelled, ep *localEP, labelsSame bool) {
+	old := c.locals[key]
+	if old != nil && (ep == nil || old.chainNames() != ep.chainNames()) {
+		c.releaseChains(key, old.chainNames())
+	}
+	if ep != nil && (old == nil || old.chainNames() != ep.chainNames()) {
+		c.claimChains(key, ep.chainNames())
+	}
+	if ep == nil {
+		if old == nil {
+			return
+		}
+		for pk, p := range old.policies {
+			delete(p.matched, key)
+			if len(p.matched) == 0 {
+				c.dirtyPolicies[pk] = true
+			}
+		}
+		delete(c.locals, key)
+		delete(c.dirtyEPs, key)
+		c.removedEPs[key] = true
+		c.dispatchDirty, c.routesDirty = true, true
+		return
+	}
+	ep.obj = l
+	delete(c.removedEPs, key)
+	c.locals[key] = ep
+	c.dirtyEPs[key] = true
+	if old == nil || old.iface != ep.iface || old.host != ep.host {
+		c.dispatchDirty = true
+	}
+	if old == nil || !slices.Equal(old.obj.members[0], l.members[0]) || !slices.Equal(old.obj.members[1], l.members[1]) {
+		c.routesDirty = true
+	}
+	if old != nil && labelsSame && old.host == ep.host {
+		ep.policies = old.policies
+		for _, p := range ep.policies {
+			p.matched[key] = ep
+		}
+		return
+	}
+	ep.policies = map[string]*policy{}
+	for pk, p := range c.policies {
+		c.stats.PolicyMatchEvals++
+		activeBefore := len(p.matched) > 0
+		if p.appliesTo(ep) {
+			ep.policies[pk] = p
+			p.matched[key] = ep
+		} else {
+			delete(p.matched, key)
+		}
+		if activeBefore != (len(p.matched) > 0) {
+			// The policy became active or inactive on this node.
+			c.dirtyPolicies[pk] = true
+		}
+	}
+}
+
+// Two local endpoints can claim one interface (a misconfiguration): the lowest key owns the
+// chains and the dispatch entry so the outcome does not depend on arrival order; the others are
+// left out of Desired.Endpoints until the owner goes.
+func (c *Calculator) claimChains(key string, names [2]string) {
+	set := c.byChains[names]
+	if set == nil {
+		set = map[string]bool{}
+		c.byChains[names] = set
+	}
+	if len(set) > 0 {
+		if prev := minKey(set); key < prev {
+			c.dirtyEPs[prev] = true
+		}
+	}
+	set[key] = true
+}
+
+func (c *Calculator) releaseChains(key string, names [2]string) {
+	set := c.byChains[names]
+	wasOwner := minKey(set) == key
+	delete(set, key)
+	c.dispatchDirty = true
+	if len(set) == 0 {
+		delete(c.byChains, names)
+		for _, f := range c.families() {
+			for _, n := range names {
+				c.removeChain(ChainRef{Table: TableID{famVersion(f), "filter"}, Name: n})
+			}
+		}
+		return
+	}
+	if wasOwner {
+		c.dirtyEPs[minKey(set)] = true
+	}
+}
+
+func minKey(set map[string]bool) string {
+	first, m := true, ""
+	for k := range set {
+		if first || k < m {
+			first, m = false, k
+		}
+	}
+	return m
+}
+
+func (c *Calculator) ownsChains(ep *localEP) bool {
+	return minKey(c.byChains[ep.chainNames()]) == ep.key
+}
+
+// renderEndpoint renders the endpoint's chains and its policy revision.
+func (c *Calculator) renderEndpoint(ep *localEP) {
+	if !c.ownsChains(ep) {
+		if _, ok := c.out.eps[ep.key]; ok {
+			delete(c.out.eps, ep.key)
+			c.out.changedEPs[ep.key] = true
+		}
+		return
+	}
+	c.stats.EndpointRenders++
+	var pols [2][]*policy
+	for _, p := range ep.policies {
+		for d := range 2 {
+			if p.types[d] {
+				pols[d] = append(pols[d], p)
+			}
+		}
+	}
+	h := sha256.New()
+	names := ep.chainNames()
+	for _, f := range c.families() {
+		for d := range 2 {
+			slices.SortFunc(pols[d], comparePolicies)
+			rules := c.endpointChain(ep, d, pols[d])
+			c.setChain(ChainRef{Table: TableID{famVersion(f), "filter"}, Name: names[d]}, rules)
+			for _, r := range rules {
+				h.Write([]byte(r.Match + "\x00" + r.Action + "\x00" + r.Comment + "\n"))
+			}
+			for _, p := range pols[d] {
+				h.Write([]byte(p.hash))
+			}
+		}
+	}
+	st := EndpointStatus{Kind: ep.kind, Namespace: ep.namespace, Name: ep.name, Interface: ep.iface,
+		Revision: hex.EncodeToString(h.Sum(nil)[:12])}
+	if c.out.eps[ep.key] != st {
+		c.out.eps[ep.key] = st
+		c.out.changedEPs[ep.key] = true
+	}
+}
+
+func (c *Calculator) endpointChain(ep *localEP, d int, pols []*policy) []iptables.Rule {
+	rules := []iptables.Rule{
+		{Match: "-m conntrack --ctstate INVALID", Action: "-j DROP"},
+		{Match: "-m conntrack --ctstate RELATED,ESTABLISHED", Action: "-j ACCEPT"},
+	}
+	if ep.host {
+		fs := ChainFailsafeIn
+		if d == dirEgress {
+			fs = ChainFailsafeOut
+		}
+		rules = append(rules, iptables.Rule{Action: "-j " + fs})
+	}
+	rules = append(rules, clearMarks)
+	if len(pols) == 0 {
+		// Not isolated in this direction: fall off the end, which allows.
+		return rules
+	}
+	for _, p := range pols {
+		rules = append(rules, iptables.Rule{Match: notPassed, Action: "-j " + p.chain[d]}, returnAccept)
+	}
+	// A Pass skips the drop and falls off the end: Terrace's implicit profile allows.
+	return append(rules, iptables.Rule{Match: notPassed, Action: "-j DROP", Comment: "no policy allowed the packet"})
+}
+
+func (c *Calculator) renderDispatch() {
+	c.stats.DispatchRenders++
+	type entry struct{ iface, key string }
+	var wls, heps []entry
+	for k, ep := range c.locals {
+		if !c.ownsChains(ep) {
+			continue
+		}
+		if ep.host {
+			heps = append(heps, entry{ep.iface, k})
+		} else {
+			wls = append(wls, entry{ep.iface, k})
+		}
+	}
+	byIface := func(a, b entry) int {
+		if c := strings.Compare(a.iface, b.iface); c != 0 {
+			return c
+		}
+		return strings.Compare(a.key, b.key)
+	}
+	slices.SortFunc(wls, byIface)
+	slices.SortFunc(heps, byIface)
+	var from, to, fromHost, toHost []iptables.Rule
+	for _, e := range wls {
+		n := c.locals[e.key].chainNames()
+		from = append(from, iptables.Rule{Match: "-i " + e.iface, Action: "-g " + n[dirEgress]})
+		to = append(to, iptables.Rule{Match: "-o " + e.iface, Action: "-g " + n[dirIngress]})
+	}
+	unknown := iptables.Rule{Action: "-j DROP", Comment: "unknown workload interface"}
+	from, to = append(from, unknown), append(to, unknown)
+	var all *entry
+	for i, e := range heps {
+		if e.iface == "*" {
+			if all == nil {
+				all = &heps[i]
+			}
+			continue
+		}
+		n := c.locals[e.key].chainNames()
+		fromHost = append(fromHost, iptables.Rule{Match: "-i " + e.iface, Action: "-g " + n[dirIngress]})
+		toHost = append(toHost, iptables.Rule{Match: "-o " + e.iface, Action: "-g " + n[dirEgress]})
+	}
+	if all != nil {
+		// "*" covers every other interface except loopback, so local control traffic keeps working.
+		n := c.locals[all.key].chainNames()
+		fromHost = append(fromHost, iptables.Rule{Match: "! -i lo", Action: "-g " + n[dirIngress]})
+		toHost = append(toHost, iptables.Rule{Match: "! -o lo", Action: "-g " + n[dirEgress]})
+	}
+	for _, f := range c.families() {
+		t := TableID{famVersion(f), "filter"}
+		c.setChain(ChainRef{t, ChainFromWlDispatch}, from)
+		c.setChain(ChainRef{t, ChainToWlDispatch}, to)
+		c.setChain(ChainRef{t, ChainFromHostEp}, fromHost)
+		c.setChain(ChainRef{t, ChainToHostEp}, toHost)
+	}
+}
+
+// felixString returns the per-node value of a setting, else the cluster-wide one, else def.
+func (c *Calculator) felixString(get func(*api.FelixConfigurationSpec) string, def string) string {
+	for _, slot := range []string{"node", "default"} {
+		if s := c.felix[slot]; s != nil && get(s) != "" {
+			return get(s)
+		}
+	}
+	return def
+}
+
+func (c *Calculator) failsafe(get func(*api.FelixConfigurationSpec) *[]api.ProtoPort, def []api.ProtoPort) []api.ProtoPort {
+	for _, slot := range []string{"node", "default"} {
+		if s := c.felix[slot]; s != nil && get(s) != nil {
+			return *get(s)
+		}
+	}
+	return def
+}
+
+func failsafeRules(pps []api.ProtoPort, f int, netFlag string) []iptables.Rule {
+	var out []iptables.Rule
+	for _, pp := range pps {
+		m := "-p " + strings.ToLower(pp.Protocol) + " --dport " + strconv.Itoa(pp.Port)
+		if pp.Net != "" {
+			p, err := netip.ParsePrefix(pp.Net)
+			if err != nil || p.Addr().Unmap().Is4() != (f == 0) {
+				continue
+			}
+			m += " " + netFlag + " " + p.Masked().String()
+		}
+		out = append(out, iptables.Rule{Match: m, Action: "-j ACCEPT", Comment: "failsafe"})
+	}
+	return out
+}
+
+func (c *Calculator) renderStatic() {
+	action := c.felixString(func(s *api.FelixConfigurationSpec) string { return s.DefaultEndpointToHostAction }, defaultEndpointToHost)
+	in := c.failsafe(func(s *api.FelixConfigurationSpec) *[]api.ProtoPort { return s.FailsafeInboundHostPorts }, api.DefaultFailsafeInboundHostPorts())
+	out := c.failsafe(func(s *api.FelixConfigurationSpec) *[]api.ProtoPort { return s.FailsafeOutboundHostPorts }, api.DefaultFailsafeOutboundHostPorts())
+	for _, f := range c.families() {
+		t := TableID{famVersion(f), "filter"}
+		c.setChain(ChainRef{t, ChainForward}, []iptables.Rule{
+			{Match: "-i " + workloadIfaceMatch, Action: "-j " + ChainFromWlDispatch},
+			{Match: "-o " + workloadIfaceMatch, Action: "-j " + ChainToWlDispatch},
+			{Match: "-i " + workloadIfaceMatch, Action: "-j ACCEPT", Comment: "allowed by workload policy"},
+			{Match: "-o " + workloadIfaceMatch, Action: "-j ACCEPT", Comment: "allowed by workload policy"},
+		})
+		c.setChain(ChainRef{t, ChainInput}, []iptables.Rule{
+			{Match: "-i " + workloadIfaceMatch, Action: "-g " + ChainWlToHost},
+			{Action: "-j " + ChainFromHostEp},
+		})
+		c.setChain(ChainRef{t, ChainOutput}, []iptables.Rule{
+			{Match: "-o " + workloadIfaceMatch, Action: "-j RETURN", Comment: "host to local workload is not filtered"},
+			{Action: "-j " + ChainToHostEp},
+		})
+		var wl []iptables.Rule
+		if f == 1 {
+			// Pure-L3 IPv6 needs neighbour discovery with the host before any policy applies.
+			for _, typ := range []int{133, 134, 135, 136} {
+				wl = append(wl, iptables.Rule{Match: "-p ipv6-icmp -m icmp6 --icmpv6-type " + strconv.Itoa(typ), Action: "-j ACCEPT"})
+			}
+		}
+		wl = append(wl, iptables.Rule{Action: "-j " + ChainFromWlDispatch},
+			iptables.Rule{Action: "-j " + strings.ToUpper(action), Comment: "defaultEndpointToHostAction"})
+		c.setChain(ChainRef{t, ChainWlToHost}, wl)
+		c.setChain(ChainRef{t, ChainAllow}, []iptables.Rule{setAccept})
+		c.setChain(ChainRef{t, ChainPass}, []iptables.Rule{setPass})
+		c.setChain(ChainRef{t, ChainFailsafeIn}, failsafeRules(in, f, "-s"))
+		c.setChain(ChainRef{t, ChainFailsafeOut}, failsafeRules(out, f, "-d"))
+		for kc, ch := range map[string]string{"FORWARD": ChainForward, "INPUT": ChainInput, "OUTPUT": ChainOutput} {
+			c.setInsertions(ChainRef{t, kc}, []iptables.Rule{{Action: "-j " + ch}})
+		}
+		nat := TableID{famVersion(f), "nat"}
+		c.setChain(ChainRef{nat, ChainPostrouting}, []iptables.Rule{{Action: "-j " + ChainNATOutgoing}})
+		c.setInsertions(ChainRef{nat, "POSTROUTING"}, []iptables.Rule{{Action: "-j " + ChainPostrouting}})
+	}
+}
+
+// renderNAT masquerades traffic from natOutgoing pools to destinations outside every pool. The
+// pool sets are named after their content, so a pool change swaps in new sets.
+func (c *Calculator) renderNAT() {
+	old := c.natSets
+	c.natSets = nil
+	names := sortedKeys(c.pools)
+	for _, f := range c.families() {
+		var all, masq []string
+		for _, n := range names {
+			p := c.pools[n]
+			pf, err := netip.ParsePrefix(p.CIDR)
+			if err != nil || pf.Addr().Unmap().Is4() != (f == 0) {
+				continue
+			}
+			all = append(all, pf.Masked().String())
+			if p.NATOutgoing && !p.Disabled {
+				masq = append(masq, pf.Masked().String())
+			}
+		}
+		var rules []iptables.Rule
+		if len(masq) > 0 {
+			allSet := c.x.acquire(f, "pools:all:"+strings.Join(all, ","), nil, membersOf(all)[f])
+			masqSet := c.x.acquire(f, "pools:masq:"+strings.Join(masq, ","), nil, membersOf(masq)[f])
+			c.natSets = append(c.natSets, allSet, masqSet)
+			action := "-j MASQUERADE"
+			if a, err := netip.ParseAddr(c.felixString(func(s *api.FelixConfigurationSpec) string { return s.NATOutgoingAddress }, "")); err == nil && a.Unmap().Is4() == (f == 0) {
+				action = "-j SNAT --to-source " + a.Unmap().String()
+			}
+			rules = append(rules, iptables.Rule{
+				Match:  "-m set --match-set " + masqSet + " src -m set ! --match-set " + allSet + " dst",
+				Action: action, Comment: "natOutgoing",
+			})
+		}
+		c.setChain(ChainRef{TableID{famVersion(f), "nat"}, ChainNATOutgoing}, rules)
+	}
+	for _, s := range old {
+		c.x.release(s)
+	}
+}
+
+// renderRoutes routes each local workload address to its interface and blackholes own blocks.
+// When two local workloads claim one prefix, the lower key wins, so the result is order-free.
+func (c *Calculator) renderRoutes() {
+	next := map[netip.Prefix]routes.Target{}
+	for p := range c.blocks {
+		if c.cfg.IPv6 || p.Addr().Is4() {
+			next[p] = routes.Target{Blackhole: true}
+		}
+	}
+	for _, k := range sortedKeys(c.locals) {
+		ep := c.locals[k]
+		if ep.host {
+			continue
+		}
+		for _, f := range c.families() {
+			for _, m := range ep.obj.members[f] {
+				p, err := netip.ParsePrefix(m)
+				if err != nil {
+					a, aerr := netip.ParseAddr(m)
+					if aerr != nil {
+						continue
+					}
+					p = netip.PrefixFrom(a, a.BitLen())
+				}
+				if t, ok := next[p]; ok && !t.Blackhole {
+					continue
+				}
+				next[p] = routes.Target{Dev: ep.iface}
+			}
+		}
+	}
+	for p, t := range next {
+		if old, ok := c.out.routes[p]; !ok || old.Dev != t.Dev || old.Blackhole != t.Blackhole {
+			c.out.routes[p] = t
+			c.out.changedRoutes[p] = true
+		}
+	}
+	for p := range c.out.routes {
+		if _, ok := next[p]; !ok {
+			delete(c.out.routes, p)
+			c.out.changedRoutes[p] = true
+		}
+	}
+}

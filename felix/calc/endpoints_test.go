@@ -1,0 +1,246 @@
+package calc
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/felix/dataplane/ipsets"
+	"github.com/terracenet/terrace/felix/dataplane/iptables"
+	"github.com/terracenet/terrace/felix/dataplane/routes"
+)
+
+var (
+	ctInvalid = rule("-m conntrack --ctstate INVALID", "-j DROP")
+	ctEstab   = rule("-m conntrack --ctstate RELATED,ESTABLISHED", "-j ACCEPT")
+	clearMk   = rule("", "-j MARK --set-xmark 0x0/0x30000")
+	dropEnd   = iptables.Rule{Match: "-m mark --mark 0x0/0x20000", Action: "-j DROP", Comment: "no policy allowed the packet"}
+)
+
+func jump(chain string) iptables.Rule { return rule("-m mark --mark 0x0/0x20000", "-j "+chain) }
+
+func TestIsolation(t *testing.T) {
+	web := wep("ns1", "a", testNode, "trc0123456789a", map[string]string{"app": "web"}, "198.18.0.1/32")
+	pi := policyChain(api.KindGlobalNetworkPolicy, "", "in", dirIngress)
+	po := policyChain(api.KindGlobalNetworkPolicy, "", "out", dirEgress)
+	open := []iptables.Rule{ctInvalid, ctEstab, clearMk}
+	cases := []struct {
+		name     string
+		policies []update
+		tw, fw   []iptables.Rule
+	}{
+		{"no policy: both directions open", nil, open, open},
+		{"ingress policy isolates ingress only",
+			[]update{gnp("in", nil, "app == 'web'", []api.Rule{{Action: "Allow"}}, nil)},
+			[]iptables.Rule{ctInvalid, ctEstab, clearMk, jump(pi), retAccept, dropEnd}, open},
+		{"policy with no rules still isolates (default deny)",
+			[]update{gnp("in", nil, "app == 'web'", nil, nil)},
+			[]iptables.Rule{ctInvalid, ctEstab, clearMk, jump(pi), retAccept, dropEnd}, open},
+		{"egress policy isolates egress only",
+			[]update{gnp("out", nil, "app == 'web'", nil, []api.Rule{{Action: "Deny"}})},
+			open, []iptables.Rule{ctInvalid, ctEstab, clearMk, jump(po), retAccept, dropEnd}},
+		{"policy not selecting the endpoint changes nothing",
+			[]update{gnp("in", nil, "app == 'db'", []api.Rule{{Action: "Allow"}}, nil)}, open, open},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newCalc(append([]update{web}, tc.policies...)...).Desired()
+			diff(t, "to-workload", tc.tw, chainOf(t, d, v4f, "trc-tw-0123456789a"))
+			diff(t, "from-workload", tc.fw, chainOf(t, d, v4f, "trc-fw-0123456789a"))
+			diff(t, "to-workload v6", tc.tw, chainOf(t, d, v6f, "trc-tw-0123456789a"))
+		})
+	}
+}
+
+// TestPolicyOrder checks policies run by order (missing order last), then name, and that the
+// policy chains carry Deny/Pass/Allow in rule order.
+func TestPolicyOrder(t *testing.T) {
+	sel := "app == 'web'"
+	us := []update{
+		wep("ns1", "a", testNode, "trc0123456789a", map[string]string{"app": "web"}, "198.18.0.1/32"),
+		gnp("z-no-order", nil, sel, []api.Rule{{Action: "Allow"}}, nil),
+		gnp("b-order-10", ptrTo(10.0), sel, []api.Rule{{Action: "Pass", Protocol: tcp()}, {Action: "Deny"}}, nil),
+		gnp("a-order-10", ptrTo(10.0), sel, []api.Rule{{Action: "Deny", Protocol: udp()}}, nil),
+		np("ns1", "a-order-5", ptrTo(5.0), sel, []api.Rule{{Action: "Log"}}, nil),
+		gnp("a-no-order", nil, sel, []api.Rule{{Action: "Allow"}}, nil),
+		gnp("neg", ptrTo(-1.5), sel, []api.Rule{{Action: "Allow", Protocol: icmp()}}, nil),
+	}
+	d := newCalc(us...).Desired()
+	g := func(n string) string { return policyChain(api.KindGlobalNetworkPolicy, "", n, dirIngress) }
+	want := []iptables.Rule{ctInvalid, ctEstab, clearMk,
+		jump(g("neg")), retAccept,
+		jump(policyChain(api.KindNetworkPolicy, "ns1", "a-order-5", dirIngress)), retAccept,
+		jump(g("a-order-10")), retAccept,
+		jump(g("b-order-10")), retAccept,
+		jump(g("a-no-order")), retAccept,
+		jump(g("z-no-order")), retAccept,
+		dropEnd,
+	}
+	diff(t, "endpoint chain", want, chainOf(t, d, v4f, "trc-tw-0123456789a"))
+	diff(t, "pass then deny", []iptables.Rule{
+		rule("-p tcp", "-g trc-pass"),
+		rule("", "-j DROP"),
+	}, chainOf(t, d, v4f, g("b-order-10")))
+}
+
+func TestHostEndpointFailsafes(t *testing.T) {
+	h := hep("h1", testNode, "eth0", map[string]string{"host": "yes"}, "192.0.2.1")
+	fh := iptables.ChainName("fh", "if:eth0")
+	th := iptables.ChainName("th", "if:eth0")
+	fs := func(m string) iptables.Rule { return iptables.Rule{Match: m, Action: "-j ACCEPT", Comment: "failsafe"} }
+	cases := []struct {
+		name        string
+		cfg         []update
+		in4, out4   []iptables.Rule
+		in6         []iptables.Rule
+		endpointAct string
+	}{
+		{"defaults", nil,
+			[]iptables.Rule{fs("-p tcp --dport 22"), fs("-p udp --dport 68"), fs("-p tcp --dport 179"), fs("-p tcp --dport 2379"), fs("-p tcp --dport 2380"), fs("-p tcp --dport 6443")},
+			[]iptables.Rule{fs("-p udp --dport 53"), fs("-p udp --dport 67"), fs("-p tcp --dport 179"), fs("-p tcp --dport 2379"), fs("-p tcp --dport 2380"), fs("-p tcp --dport 6443")},
+			[]iptables.Rule{fs("-p tcp --dport 22"), fs("-p udp --dport 68"), fs("-p tcp --dport 179"), fs("-p tcp --dport 2379"), fs("-p tcp --dport 2380"), fs("-p tcp --dport 6443")},
+			"-j DROP"},
+		{"cluster config with nets, node override of outbound and host action",
+			[]update{
+				felixCfg("default", api.FelixConfigurationSpec{
+					FailsafeInboundHostPorts:    &[]api.ProtoPort{{Protocol: "TCP", Port: 22, Net: "192.0.2.0/24"}, {Protocol: "tcp", Port: 443}},
+					DefaultEndpointToHostAction: "Accept"}),
+				felixCfg("node."+testNode, api.FelixConfigurationSpec{FailsafeOutboundHostPorts: &[]api.ProtoPort{}}),
+				felixCfg("node.other", api.FelixConfigurationSpec{DefaultEndpointToHostAction: "Return"}),
+			},
+			[]iptables.Rule{fs("-p tcp --dport 22 -s 192.0.2.0/24"), fs("-p tcp --dport 443")},
+			nil,
+			[]iptables.Rule{fs("-p tcp --dport 443")},
+			"-j ACCEPT"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pol := gnp("hp", nil, "host == 'yes'", []api.Rule{{Action: "Deny"}}, []api.Rule{{Action: "Deny"}})
+			d := newCalc(append(tc.cfg, h, pol)...).Desired()
+			diff(t, "failsafe in v4", tc.in4, chainOf(t, d, v4f, ChainFailsafeIn))
+			diff(t, "failsafe out v4", tc.out4, chainOf(t, d, v4f, ChainFailsafeOut))
+			diff(t, "failsafe in v6", tc.in6, chainOf(t, d, v6f, ChainFailsafeIn))
+			g := func(n string, dir int) string { return policyChain(api.KindGlobalNetworkPolicy, "", n, dir) }
+			diff(t, "host ingress chain", []iptables.Rule{ctInvalid, ctEstab, rule("", "-j "+ChainFailsafeIn), clearMk, jump(g("hp", dirIngress)), retAccept, dropEnd},
+				chainOf(t, d, v4f, fh))
+			diff(t, "host egress chain", []iptables.Rule{ctInvalid, ctEstab, rule("", "-j "+ChainFailsafeOut), clearMk, jump(g("hp", dirEgress)), retAccept, dropEnd},
+				chainOf(t, d, v4f, th))
+			diff(t, "dispatch in", []iptables.Rule{rule("-i eth0", "-g "+fh)}, chainOf(t, d, v4f, ChainFromHostEp))
+			diff(t, "dispatch out", []iptables.Rule{rule("-o eth0", "-g "+th)}, chainOf(t, d, v4f, ChainToHostEp))
+			wl := chainOf(t, d, v4f, ChainWlToHost)
+			diff(t, "workload to host", []iptables.Rule{rule("", "-j "+ChainFromWlDispatch),
+				{Action: tc.endpointAct, Comment: "defaultEndpointToHostAction"}}, wl)
+		})
+	}
+}
+
+func TestNATOutgoing(t *testing.T) {
+	c := newCalc(
+		pool("nat", "198.18.0.0/16", true, false),
+		pool("plain", "198.19.0.0/16", false, false),
+		pool("nat-disabled", "198.19.128.0/24", true, true),
+		pool("v6", "2001:db8:1000::/48", false, false),
+	)
+	d := c.Desired()
+	all := ipsets.NameFor(ipsets.FamilyInet, "pools:all:198.18.0.0/16,198.19.128.0/24,198.19.0.0/16")
+	masq := ipsets.NameFor(ipsets.FamilyInet, "pools:masq:198.18.0.0/16")
+	diff(t, "nat chain", []iptables.Rule{{Match: "-m set --match-set " + masq + " src -m set ! --match-set " + all + " dst",
+		Action: "-j MASQUERADE", Comment: "natOutgoing"}}, chainOf(t, d, v4n, ChainNATOutgoing))
+	diff(t, "all pools", []string{"198.18.0.0/16", "198.19.0.0/16", "198.19.128.0/24"}, d.IPSets[all].Members)
+	diff(t, "masq pools", []string{"198.18.0.0/16"}, d.IPSets[masq].Members)
+	diff(t, "no IPv6 nat", []iptables.Rule(nil), chainOf(t, d, TableID{6, "nat"}, ChainNATOutgoing))
+	diff(t, "postrouting jump", []iptables.Rule{{Action: "-j " + ChainPostrouting}}, d.Tables[v4n].Insertions["POSTROUTING"])
+
+	// Turning natOutgoing off removes the rule and both sets.
+	feed(c, pool("nat", "198.18.0.0/16", false, false))
+	delta := c.Flush()
+	diff(t, "removed sets", []string{masq, all}, delta.IPSetsRemoved)
+	diff(t, "nat chain after", []iptables.Rule(nil), chainOf(t, c.Desired(), v4n, ChainNATOutgoing))
+
+	// natOutgoingAddress SNATs instead.
+	feed(c, pool("nat", "198.18.0.0/16", true, false), felixCfg("default", api.FelixConfigurationSpec{NATOutgoingAddress: "192.0.2.10"}))
+	c.Flush()
+	if got := chainOf(t, c.Desired(), v4n, ChainNATOutgoing); len(got) != 1 || got[0].Action != "-j SNAT --to-source 192.0.2.10" {
+		t.Errorf("SNAT rule: %+v", got)
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	c := newCalc(
+		wep("ns1", "a", testNode, "trc0123456789a", nil, "198.18.0.1/32", "2001:db8:1000::1/128"),
+		wep("ns1", "b", "host-2", "trc0123456789b", nil, "198.18.1.1/32"),
+		hep("h", testNode, "eth0", nil, "192.0.2.1"),
+	)
+	c.SetBlocks([]netip.Prefix{netip.MustParsePrefix("198.18.0.0/26"), netip.MustParsePrefix("2001:db8:1000::/122")})
+	c.Flush()
+	want := map[netip.Prefix]routes.Target{
+		netip.MustParsePrefix("198.18.0.1/32"):        {Dev: "trc0123456789a"},
+		netip.MustParsePrefix("2001:db8:1000::1/128"): {Dev: "trc0123456789a"},
+		netip.MustParsePrefix("198.18.0.0/26"):        {Blackhole: true},
+		netip.MustParsePrefix("2001:db8:1000::/122"):  {Blackhole: true},
+	}
+	diff(t, "routes", want, c.Desired().Routes)
+
+	feed(c, del(wep("ns1", "a", "", "", nil)))
+	delta := c.Flush()
+	diff(t, "removed", []netip.Prefix{netip.MustParsePrefix("198.18.0.1/32"), netip.MustParsePrefix("2001:db8:1000::1/128")}, delta.RoutesRemoved)
+	diff(t, "endpoint removed", []string{EndpointKey(api.KindWorkloadEndpoint, "ns1", "a")}, delta.EndpointsRemoved)
+}
+
+func TestRevision(t *testing.T) {
+	web := wep("ns1", "a", testNode, "trc0123456789a", map[string]string{"app": "web"}, "198.18.0.1/32")
+	db := wep("ns1", "b", testNode, "trc0123456789b", map[string]string{"app": "db"}, "198.18.0.2/32")
+	c := newCalc(web, db, gnp("p", nil, "app == 'web'", []api.Rule{{Action: "Allow"}}, nil))
+	key := EndpointKey(api.KindWorkloadEndpoint, "ns1", "a")
+	dbKey := EndpointKey(api.KindWorkloadEndpoint, "ns1", "b")
+	r1, dbRev := c.Desired().Endpoints[key].Revision, c.Desired().Endpoints[dbKey].Revision
+
+	feed(c, gnp("p", nil, "app == 'web'", []api.Rule{{Action: "Deny"}}, nil))
+	delta := c.Flush()
+	r2 := c.Desired().Endpoints[key].Revision
+	if r1 == r2 || r2 == "" {
+		t.Errorf("revision did not change with the policy: %q -> %q", r1, r2)
+	}
+	if len(delta.Endpoints) != 1 || delta.Endpoints[0].Name != "a" {
+		t.Errorf("delta endpoints = %+v, want only a", delta.Endpoints)
+	}
+	if got := c.Desired().Endpoints[dbKey].Revision; got != dbRev {
+		t.Errorf("unrelated endpoint revision changed: %q -> %q", dbRev, got)
+	}
+	// Back to the first content: same revision, as revisions are content hashes.
+	feed(c, gnp("p", nil, "app == 'web'", []api.Rule{{Action: "Allow"}}, nil))
+	c.Flush()
+	if got := c.Desired().Endpoints[key].Revision; got != r1 {
+		t.Errorf("revision %q, want %q", got, r1)
+	}
+}
+
+// TestStaticChains pins the fixed skeleton: kernel-chain jumps, forward/input/output dispatch, the
+// verdict chains and IPv6 neighbour discovery before workload-to-host policy.
+func TestStaticChains(t *testing.T) {
+	d := newCalc().Desired()
+	for _, tb := range []TableID{v4f, v6f} {
+		diff(t, "insertions", map[string][]iptables.Rule{
+			"FORWARD": {{Action: "-j trc-FORWARD"}}, "INPUT": {{Action: "-j trc-INPUT"}}, "OUTPUT": {{Action: "-j trc-OUTPUT"}},
+		}, d.Tables[tb].Insertions)
+		diff(t, "forward", []iptables.Rule{
+			rule("-i trc+", "-j "+ChainFromWlDispatch), rule("-o trc+", "-j "+ChainToWlDispatch),
+			{Match: "-i trc+", Action: "-j ACCEPT", Comment: "allowed by workload policy"},
+			{Match: "-o trc+", Action: "-j ACCEPT", Comment: "allowed by workload policy"},
+		}, chainOf(t, d, tb, ChainForward))
+		diff(t, "input", []iptables.Rule{rule("-i trc+", "-g "+ChainWlToHost), rule("", "-j "+ChainFromHostEp)}, chainOf(t, d, tb, ChainInput))
+		diff(t, "allow", []iptables.Rule{rule("", "-j MARK --set-xmark 0x10000/0x10000")}, chainOf(t, d, tb, ChainAllow))
+		diff(t, "pass", []iptables.Rule{rule("", "-j MARK --set-xmark 0x20000/0x20000")}, chainOf(t, d, tb, ChainPass))
+		diff(t, "no workloads: dispatch drops", []iptables.Rule{{Action: "-j DROP", Comment: "unknown workload interface"}}, chainOf(t, d, tb, ChainToWlDispatch))
+	}
+	wl6 := chainOf(t, d, v6f, ChainWlToHost)
+	if len(wl6) != 6 || wl6[0].Match != "-p ipv6-icmp -m icmp6 --icmpv6-type 133" || wl6[4].Action != "-j "+ChainFromWlDispatch {
+		t.Errorf("IPv6 workload-to-host chain: %+v", wl6)
+	}
+	// Without IPv6 nothing is rendered for it.
+	c := New(Config{NodeName: testNode})
+	c.Flush()
+	if _, ok := c.Desired().Tables[v6f]; ok {
+		t.Error("IPv6 table rendered with IPv6 off")
+	}
+}
