@@ -140,3 +140,45 @@ func (r *recording) RouteReplace(rt *netlink.Route) error {
 	return r.Netlink.RouteReplace(rt)
 }
 func (r *recording) RouteDel(rt *netlink.Route) error { r.writes++; return r.Netlink.RouteDel(rt) }
+
+// TestRealDeleteEveryKind deletes a wanted device route (scope link), a blackhole and an ECMP route
+// and checks the kernel no longer has them: a delete that does not match the route's scope is
+// answered "no such process", which must not be mistaken for "already gone".
+func TestRealDeleteEveryKind(t *testing.T) {
+	ns := nstest.New(t)
+	for _, c := range [][]string{
+		{"ip", "link", "add", "trc0a1b2c3d4e5", "type", "veth", "peer", "name", "wl0"},
+		{"ip", "link", "set", "trc0a1b2c3d4e5", "up"},
+		{"ip", "link", "set", "wl0", "up"},
+		{"ip", "link", "add", "under0", "type", "veth", "peer", "name", "under1"},
+		{"ip", "link", "set", "under0", "up"},
+		{"ip", "link", "set", "under1", "up"},
+		{"ip", "addr", "add", "192.0.2.1/24", "dev", "under0"},
+	} {
+		nstest.Run(t, ns, c...)
+	}
+	h := handleIn(t, ns)
+	w, err := New(h, Config{Protocol: ProtocolTerrace})
+	mustT(t, err)
+	want := map[netip.Prefix]Target{
+		pfx("198.18.0.5/32"): {Dev: "trc0a1b2c3d4e5"},
+		pfx("198.18.1.0/26"): {Blackhole: true},
+		pfx("198.18.2.0/26"): {Gateways: []netip.Addr{addr("192.0.2.2"), addr("192.0.2.3")}},
+	}
+	for p, tg := range want {
+		mustT(t, w.Set(p, tg))
+	}
+	mustT(t, w.Apply(ctx))
+	w.SetInSync()
+	for p := range want {
+		// ip(8) prints a host route without its /32.
+		if got := routesOf(t, ns, "proto", "80"); !strings.Contains(got, strings.TrimSuffix(p.String(), "/32")) {
+			t.Fatalf("%s not installed:\n%s", p, got)
+		}
+		w.Delete(p)
+	}
+	mustT(t, w.Apply(ctx))
+	if got := routesOf(t, ns, "proto", "80"); got != "" {
+		t.Fatalf("deleted routes still in the kernel:\n%s", got)
+	}
+}

@@ -355,7 +355,9 @@ func (w *Writer) applyOne(p netip.Prefix, links map[string]int) (bool, error) {
 		if !w.inSync {
 			return false, nil // held until in sync so a restart never removes a live route
 		}
-		r := &netlink.Route{Dst: ipNet(p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(p)}
+		// SCOPE_NOWHERE is the kernel's "any scope" for deletions; the zero value would mean
+		// universe, never match a scope-link device route, and come back as ESRCH ("already gone").
+		r := &netlink.Route{Dst: ipNet(p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(p), Scope: netlink.SCOPE_NOWHERE}
 		if have.blackhole {
 			r.Type = unix.RTN_BLACKHOLE
 		}
