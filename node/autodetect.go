@@ -176,22 +176,9 @@ func Detect(l Lister, m Method, fam Family) (Choice, error) {
 // taking the prefix length from the interface that holds the address when none was given.
 func Manual(l Lister, s string, fam Family) (Choice, error) {
 	c := Choice{Method: MethodFlag}
-	var p netip.Prefix
-	if strings.Contains(s, "/") {
-		pp, err := netip.ParsePrefix(s)
-		if err != nil {
-			return c, fmt.Errorf("parse IPv%d address %q: %w", fam, s, err)
-		}
-		p = pp
-	} else {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return c, fmt.Errorf("parse IPv%d address %q: %w", fam, s, err)
-		}
-		p = netip.PrefixFrom(a, a.BitLen())
-	}
-	if (fam == 4) != p.Addr().Is4() {
-		return c, fmt.Errorf("parse IPv%d address %q: wrong family", fam, s)
+	p, err := parseManual(s, fam)
+	if err != nil {
+		return c, err
 	}
 	c.Addr = p
 	c.Reason = "given by the operator"
@@ -214,6 +201,28 @@ func Manual(l Lister, s string, fam Family) (Choice, error) {
 	}
 	c.Reason += "; no local interface holds it"
 	return c, nil
+}
+
+// parseManual parses an operator-given address of family fam, with or without a prefix length.
+func parseManual(s string, fam Family) (netip.Prefix, error) {
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		pp, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, fmt.Errorf("parse IPv%d address %q: %w", fam, s, err)
+		}
+		p = pp
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return p, fmt.Errorf("parse IPv%d address %q: %w", fam, s, err)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if (fam == 4) != p.Addr().Is4() {
+		return p, fmt.Errorf("parse IPv%d address %q: wrong family", fam, s)
+	}
+	return p, nil
 }
 
 func firstUsable(addrs []netip.Prefix, fam Family) (netip.Prefix, bool) {

@@ -99,6 +99,58 @@ func (c Config) Choose(log *slog.Logger) (Registration, error) {
 	return reg, nil
 }
 
+// Check refuses configuration that is wrong on any host: malformed addresses, methods and AS
+// numbers, and a node name the datastore would refuse. The command reports these as bad usage
+// (exit 2) before it looks at interfaces or waits for etcd, where they would only show up later
+// as runtime failures.
+func (c Config) Check() error {
+	var errs []error
+	families := 0 // address families that can yield an address
+	for _, f := range []struct {
+		fam          Family
+		addr, method string
+	}{{4, c.IPv4, c.IPv4Method}, {6, c.IPv6, c.IPv6Method}} {
+		switch strings.ToLower(f.addr) {
+		case "none":
+		case "", "autodetect":
+			m, err := ParseMethod(f.method)
+			if err != nil {
+				errs = append(errs, err)
+			} else if m.Kind != MethodNone && (f.fam == 4 || f.addr != "" || f.method != "") {
+				families++
+			}
+		default:
+			families++
+			if _, err := parseManual(f.addr, f.fam); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if families == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("no address family is enabled: a node needs an IPv4 or IPv6 address (see --ip, --ip6)"))
+	}
+	// Validate a Node holding just the name and AS number, so the rules are the datastore's own.
+	n := &api.Node{Metadata: api.ObjectMeta{Name: c.NodeName}}
+	if n.Metadata.Name == "" {
+		n.Metadata.Name = "host-name-chosen-later"
+	}
+	if c.ASNumber != "" {
+		as, err := api.ParseASNumber(c.ASNumber)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("parse --as-number: %w", err))
+		} else {
+			n.Spec.BGP = &api.NodeBGPSpec{ASNumber: &as}
+		}
+	}
+	if err := api.Validate(n); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("check node configuration: %w", err)
+	}
+	return nil
+}
+
 func choose(l Lister, addr, method string, fam Family) (Choice, error) {
 	switch strings.ToLower(addr) {
 	case "none":
@@ -171,34 +223,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("choose node addresses: %w", err)
 	}
-	store, err := Connect(ctx, cfg.Etcd, log)
-	if err != nil {
-		if ctx.Err() != nil {
-			log.Info("stopped before etcd answered")
-			return nil
-		}
-		return err
-	}
-	defer store.Close()
-	client := datastore.New(store, log)
-	n, err := Register(ctx, client, reg, log)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	if cfg.StateDir != "" {
-		// The CNI plugin reads the node name from here when its config names none, as Calico's does.
-		if err := os.WriteFile(filepath.Join(cfg.StateDir, "nodename"), []byte(reg.Name), 0o644); err != nil {
-			return fmt.Errorf("write node name file: %w", err)
-		}
-	}
 	ad := reg.Autodetection()
 	board := NewStatusBoard(Status{
 		NodeName: reg.Name, IPv4: optPrefix(reg.IPv4.Addr), IPv6: optPrefix(reg.IPv6.Addr), StartTime: reg.Time.UTC(), Version: cfg.Version,
 		Autodetection: AddressInfo{Method: ad.Method, IPv4: ad.IPv4, IPv6: ad.IPv6, Interface: ad.Interface, Reason: ad.Reason},
 	})
+	// Claim the socket before touching the datastore: a second daemon started by mistake on this
+	// host (perhaps with other addresses) must stop here, not after rewriting the Node resource
+	// that the running one registered. Serving at once also lets `terracectl node status` answer
+	// while etcd is still unreachable.
 	ln, err := ListenSocket(cfg.Socket, log)
 	if err != nil {
 		return err
@@ -211,6 +244,41 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	errc := make(chan error, len(cfg.Components)+1)
 	wg.Add(1)
 	go func() { defer wg.Done(); errc <- ServeAPI(ctx, ln, board, log) }()
+	// finish stops whatever runs, and returns err joined with what the goroutines reported.
+	finish := func(err error) error {
+		cancel()
+		wg.Wait()
+		close(errc)
+		errs := []error{err}
+		for e := range errc {
+			errs = append(errs, e)
+		}
+		return errors.Join(errs...)
+	}
+
+	store, err := Connect(ctx, cfg.Etcd, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before etcd answered")
+			return finish(nil)
+		}
+		return finish(err)
+	}
+	defer store.Close()
+	client := datastore.New(store, log)
+	n, err := Register(ctx, client, reg, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return finish(nil)
+		}
+		return finish(err)
+	}
+	if cfg.StateDir != "" {
+		// The CNI plugin reads the node name from here when its config names none, as Calico's does.
+		if err := os.WriteFile(filepath.Join(cfg.StateDir, "nodename"), []byte(reg.Name), 0o644); err != nil {
+			return finish(fmt.Errorf("write node name file: %w", err))
+		}
+	}
 	for _, comp := range cfg.Components {
 		wg.Add(1)
 		go func() {
@@ -233,14 +301,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		log.Error("stopping after failure", "err", runErr)
 	}
-	cancel()
-	wg.Wait()
-	close(errc)
-	errs := []error{runErr}
-	for err := range errc {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := finish(runErr); err != nil {
 		return err
 	}
 	log.Info("stopped cleanly")

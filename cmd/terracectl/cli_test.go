@@ -390,6 +390,16 @@ func TestReplaceAndConflict(t *testing.T) {
 	if got := getJSON(t, c, "ippool", "pool-1"); !cmp.Equal(got, fresh) {
 		t.Errorf("stale replace changed the pool:\n%s", cmp.Diff(fresh, got))
 	}
+	// apply and delete with the stale version say it the same way, and write nothing.
+	for _, verb := range []string{"apply", "delete"} {
+		r = c.run(string(b), verb, "-f", "-")
+		if r.code != 1 || !strings.Contains(r.stderr, "conflict: resourceVersion "+staleRV+" is not the current one") {
+			t.Errorf("stale %s: exit %d\nstdout %s\nstderr %s", verb, r.code, r.stdout, r.stderr)
+		}
+	}
+	if got := getJSON(t, c, "ippool", "pool-1"); !cmp.Equal(got, fresh) {
+		t.Errorf("stale apply or delete changed the pool:\n%s", cmp.Diff(fresh, got))
+	}
 
 	fresh["spec"].(map[string]any)["disabled"] = true
 	b, _ = json.Marshal(fresh)
@@ -447,6 +457,15 @@ func TestLabelCommand(t *testing.T) {
 	if r := c.run("", "label", "node", "ghost", "a=b"); r.code != 1 || !strings.Contains(r.stderr, "node/ghost not found") {
 		t.Errorf("label missing node: exit %d stderr %q", r.code, r.stderr)
 	}
+	// The KIND/NAME form that -o name prints works too.
+	if r := c.run("", "label", "node/host-9", "zone-"); r.code != 0 || strings.TrimSpace(r.stdout) != "node/host-9 labeled" || len(labels()) != 0 {
+		t.Errorf("label by reference: exit %d stdout %q stderr %q labels %v", r.code, r.stdout, r.stderr, labels())
+	}
+	for _, args := range [][]string{{"node/host-9"}, {"node", "host-9"}} {
+		if r := c.run("", append([]string{"label"}, args...)...); r.code != 2 {
+			t.Errorf("label %v without changes: exit %d stderr %q", args, r.code, r.stderr)
+		}
+	}
 }
 
 func TestNamespaces(t *testing.T) {
@@ -478,6 +497,24 @@ func TestNamespaces(t *testing.T) {
 	r = c.mustRun("", "delete", "np", "allow-web", "-n", "dev")
 	if strings.TrimSpace(r.stdout) != "networkpolicy/dev/allow-web deleted" {
 		t.Errorf("delete said %q", r.stdout)
+	}
+
+	// What -o name prints is accepted back by get and delete.
+	names := strings.Fields(c.mustRun("", "get", "np", "-A", "-o", "name").stdout)
+	names = append(names, strings.Fields(c.mustRun("", "get", "netsets", "-A", "-o", "name").stdout)...)
+	if len(names) != 2 {
+		t.Fatalf("-o name: %q", names)
+	}
+	r = c.mustRun("", append([]string{"get", "-o", "name"}, names...)...)
+	if diff := cmp.Diff(names, strings.Fields(r.stdout)); diff != "" {
+		t.Errorf("get by reference (-want +got):\n%s", diff)
+	}
+	c.mustRun("", append([]string{"delete"}, names...)...)
+	if r := c.run("", "get", names[0]); r.code != 1 || !strings.Contains(r.stderr, "not found") {
+		t.Errorf("after delete by reference: exit %d stderr %q", r.code, r.stderr)
+	}
+	if r := c.run("", "get", "np/a/b/c"); r.code != 2 {
+		t.Errorf("bad reference: exit %d stderr %q", r.code, r.stderr)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -16,7 +17,7 @@ func newGetCmd(e *env) *cobra.Command {
 	var ns nsFlags
 	var output string
 	cmd := &cobra.Command{
-		Use:   "get (KIND [NAME...] | -f FILE)",
+		Use:   "get (KIND [NAME...] | KIND/NAME... | -f FILE)",
 		Short: "Show resources",
 		Long: "Show resources of a kind (all of them, or by name), or those named in a file.\n" +
 			"Kinds are accepted by Kind, plural, singular or short name (gnp, np, ippool, wep, ...).",
@@ -42,6 +43,11 @@ func newGetCmd(e *env) *cobra.Command {
 				}
 			case len(args) == 0:
 				return usageErrorf("get: name a kind, e.g. `terracectl get ippools` (kinds: %s)", kindList())
+			case strings.Contains(args[0], "/"):
+				var err error
+				if targets, err = refResources(args, ns.namespace); err != nil {
+					return err
+				}
 			default:
 				var err error
 				if info, err = api.LookupKind(args[0]); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/api"
 )
 
 // labelChange is one KEY=VALUE (set) or KEY- (remove) argument.
@@ -77,15 +78,28 @@ func newLabelCmd(e *env) *cobra.Command {
 	var ns nsFlags
 	var overwrite bool
 	cmd := &cobra.Command{
-		Use:   "label KIND NAME KEY=VALUE... KEY-...",
+		Use:   "label (KIND NAME | KIND/NAME) KEY=VALUE... KEY-...",
 		Short: "Set (KEY=VALUE) or remove (KEY-) labels on a resource",
-		Args:  rangeArgs(3, -1, "label KIND NAME KEY=VALUE... KEY-..."),
+		Args:  rangeArgs(2, -1, "label (KIND NAME | KIND/NAME) KEY=VALUE... KEY-..."),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			changes, err := parseLabelArgs(args[2:])
+			var targets []api.Resource
+			var err error
+			if strings.Contains(args[0], "/") {
+				targets, err = refResources(args[:1], ns.namespace)
+				args = args[1:]
+			} else if len(args) < 3 {
+				return usageErrorf("label: usage: label (KIND NAME | KIND/NAME) KEY=VALUE... KEY-...")
+			} else {
+				targets, err = namedResources(args[0], args[1:2], ns.namespace)
+				args = args[2:]
+			}
 			if err != nil {
 				return err
 			}
-			targets, err := namedResources(args[0], args[1:2], ns.namespace)
+			if len(args) == 0 {
+				return usageErrorf("label: give at least one KEY=VALUE or KEY-")
+			}
+			changes, err := parseLabelArgs(args)
 			if err != nil {
 				return err
 			}

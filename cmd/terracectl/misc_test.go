@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/node"
 )
@@ -163,4 +165,39 @@ func FuzzParseLabelArgs(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestRefResources(t *testing.T) {
+	tests := []struct {
+		refs    []string
+		want    []string // refOf of each result
+		wantErr string
+	}{
+		{refs: []string{"ippool/p1", "GNP/deny", "np/prod/allow"}, want: []string{"ippool/p1", "globalnetworkpolicy/deny", "networkpolicy/prod/allow"}},
+		{refs: []string{"netset/s"}, want: []string{"networkset/dev/s"}}, // -n dev below
+		{refs: []string{"ippool/ns/p1"}, wantErr: "IPPool is not namespaced"},
+		{refs: []string{"ippool/"}, wantErr: "want KIND/NAME"},
+		{refs: []string{"np/a/b/c"}, wantErr: "want KIND/NAME"},
+		{refs: []string{"pods/x"}, wantErr: `unknown kind`},
+	}
+	for _, tt := range tests {
+		rs, err := refResources(tt.refs, "dev")
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || exitCode(err) != exitInput {
+				t.Errorf("%v: err %v, want %q with exit %d", tt.refs, err, tt.wantErr, exitInput)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%v: %v", tt.refs, err)
+			continue
+		}
+		var got []string
+		for _, r := range rs {
+			got = append(got, refOf(r))
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("%v (-want +got):\n%s", tt.refs, diff)
+		}
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -80,6 +82,15 @@ func runDocs(cmd *cobra.Command, e *env, files []string, ns *nsFlags, validate b
 	return nil
 }
 
+// conflictErr says the same thing for every write that lost its compare-and-swap, whichever
+// command made it: which version was stale, or that someone else wrote in between.
+func conflictErr(rv string) error {
+	if rv == "" {
+		return errors.New("conflict: the resource changed while it was being written; retry")
+	}
+	return fmt.Errorf("conflict: resourceVersion %s is not the current one; get the resource again and retry", rv)
+}
+
 func newCreateCmd(e *env) *cobra.Command {
 	var files []string
 	var ns nsFlags
@@ -112,6 +123,9 @@ func newApplyCmd(e *env) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDocs(cmd, e, files, &ns, true, func(ctx context.Context, c *datastore.Client, r api.Resource) (string, error) {
 				_, outcome, err := c.Apply(ctx, r)
+				if errors.Is(err, datastore.ErrConflict) {
+					return "", conflictErr(r.GetObjectMeta().ResourceVersion)
+				}
 				if err != nil {
 					return "", err
 				}
@@ -143,7 +157,7 @@ func newReplaceCmd(e *env) *cobra.Command {
 				_, err := c.Update(ctx, r)
 				switch {
 				case errors.Is(err, datastore.ErrConflict):
-					return "", fmt.Errorf("conflict: resourceVersion %s is not the current one; get the resource again and retry", rv)
+					return "", conflictErr(rv)
 				case errors.Is(err, datastore.ErrNotFound):
 					return "", errors.New("not found (use create or apply)")
 				}
@@ -161,7 +175,7 @@ func newDeleteCmd(e *env) *cobra.Command {
 	var ns nsFlags
 	var ignoreNotFound bool
 	cmd := &cobra.Command{
-		Use:   "delete (-f FILE | KIND NAME...)",
+		Use:   "delete (-f FILE | KIND NAME... | KIND/NAME...)",
 		Short: "Delete resources named in a file or on the command line",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			del := func(ctx context.Context, c *datastore.Client, r api.Resource) (string, error) {
@@ -173,7 +187,7 @@ func newDeleteCmd(e *env) *cobra.Command {
 				case errors.Is(err, datastore.ErrNotFound):
 					return "", errors.New("not found")
 				case errors.Is(err, datastore.ErrConflict):
-					return "", fmt.Errorf("conflict: resourceVersion %s is not the current one", m.ResourceVersion)
+					return "", conflictErr(m.ResourceVersion)
 				}
 				return "deleted", err
 			}
@@ -183,10 +197,16 @@ func newDeleteCmd(e *env) *cobra.Command {
 				}
 				return runDocs(cmd, e, files, &ns, false, del)
 			}
-			if len(args) < 2 {
-				return usageErrorf("delete: usage: delete KIND NAME... or delete -f FILE")
+			var rs []api.Resource
+			var err error
+			switch {
+			case len(args) > 0 && strings.Contains(args[0], "/"):
+				rs, err = refResources(args, ns.namespace)
+			case len(args) < 2:
+				return usageErrorf("delete: usage: delete KIND NAME..., delete KIND/NAME... or delete -f FILE")
+			default:
+				rs, err = namedResources(args[0], args[1:], ns.namespace)
 			}
-			rs, err := namedResources(args[0], args[1:], ns.namespace)
 			if err != nil {
 				return err
 			}
@@ -214,6 +234,39 @@ func newDeleteCmd(e *env) *cobra.Command {
 	ns.add(cmd, false)
 	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat a missing resource as deleted")
 	return cmd
+}
+
+// refResources builds resources from references as `-o name` prints them: KIND/NAME, or
+// KIND/NAMESPACE/NAME for namespaced kinds (KIND/NAME takes -n), so that output can be fed back:
+// `terracectl delete $(terracectl get np -A -o name)`.
+func refResources(refs []string, namespace string) ([]api.Resource, error) {
+	out := make([]api.Resource, 0, len(refs))
+	for _, ref := range refs {
+		parts := strings.Split(ref, "/")
+		bad := func(why string) error {
+			return &exitError{code: exitInput, err: fmt.Errorf("reference %q: %s", ref, why)}
+		}
+		if len(parts) < 2 || len(parts) > 3 || slices.Contains(parts, "") {
+			return nil, bad("want KIND/NAME or KIND/NAMESPACE/NAME (and then no separate KIND argument)")
+		}
+		info, err := api.LookupKind(parts[0])
+		if err != nil {
+			return nil, &exitError{code: exitInput, err: err}
+		}
+		r := info.New()
+		m := r.GetObjectMeta()
+		m.Name = parts[len(parts)-1]
+		switch {
+		case len(parts) == 3 && !info.Namespaced:
+			return nil, bad(info.Kind + " is not namespaced")
+		case len(parts) == 3:
+			m.Namespace = parts[1]
+		case info.Namespaced:
+			m.Namespace = namespace
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // namedResources builds empty resources of a kind that carry only names, for commands that

@@ -331,12 +331,13 @@ func decodeJSONItem(js []byte) (Resource, error) {
 		return nil, err
 	}
 	r := info.New()
+	// Keys first, so an unknown field is reported with its path rather than by encoding/json.
+	if err := checkExactKeysJSON(r, js); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", describe(h), err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(r); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", describe(h), err)
-	}
-	if err := checkExactKeysJSON(r, js); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", describe(h), err)
 	}
 	*r.GetTypeMeta() = tm(info.Kind)
@@ -365,7 +366,15 @@ func decodeYAMLItem(n *yaml3.Node, text []byte) (Resource, error) {
 		return nil, err
 	}
 	r := info.New()
+	// The typed decode runs first because it refuses alias bombs that nodeKeys would expand. Only
+	// when it failed on an unknown field (so aliases were already within bounds) does the key walk
+	// run, to name the field's path, which encoding/json does not.
 	if err := yaml.Unmarshal(text, r, yaml.DisallowUnknownFields); err != nil {
+		if strings.Contains(err.Error(), "unknown field") {
+			if kerr := checkExactKeys(reflect.TypeOf(r), nodeKeys(n, 0), ""); kerr != nil {
+				err = kerr
+			}
+		}
 		return nil, fmt.Errorf("decode %s: %w", describe(h), innermost(err))
 	}
 	if err := checkExactKeys(reflect.TypeOf(r), nodeKeys(n, 0), ""); err != nil {

@@ -204,6 +204,23 @@ spec:
 				{Index: 2, Line: 14, Err: `unknown field "Kind"`},
 			},
 		},
+		{
+			name: "unknown fields are named with their path",
+			input: `apiVersion: terrace.dev/v1
+kind: GlobalNetworkPolicy
+metadata: {name: p}
+spec:
+  ingress:
+  - action: Allow
+    destination: {portz: [80]}
+---
+{"apiVersion":"terrace.dev/v1","kind":"IPPool","metadata":{"name":"q"},"spec":{"cidr":"198.18.0.0/16","bogus":1}}
+`,
+			want: []docSummary{
+				{Index: 0, Line: 1, Err: `unknown field "portz" at spec.ingress[0].destination`},
+				{Index: 1, Line: 9, Err: `unknown field "bogus" at spec`},
+			},
+		},
 		{name: "empty input", input: "", want: nil},
 		{name: "only comments", input: "# nothing\n---\n", want: nil},
 	}
@@ -308,6 +325,11 @@ apiVersion: terrace.dev/v1
 	docs, err := Decode([]byte(bomb))
 	if err != nil || len(docs) != 1 || docs[0].Err == nil {
 		t.Fatalf("Decode = %+v, %v; want one document with an error", docs, err)
+	}
+	// The refusal must come from the alias limit, before anything walks the expanded tree (the
+	// unknown keys a..g must not lead the key-path walk into expanding it).
+	if !strings.Contains(docs[0].Err.Error(), "excessive aliasing") {
+		t.Errorf("Decode error %q, want the alias limit's refusal", docs[0].Err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Decode took %v", d)

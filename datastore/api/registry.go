@@ -26,7 +26,7 @@ const (
 var kinds = []KindInfo{
 	{Kind: KindNode, Plural: "nodes", Aliases: []string{"node", "no"},
 		New: func() Resource { return &Node{TypeMeta: tm(KindNode)} }},
-	{Kind: KindIPPool, Plural: "ippools", Aliases: []string{"ippool", "pool", "pools", "ipp"},
+	{Kind: KindIPPool, Plural: "ippools", Aliases: []string{"ippool", "pool", "pools", "ipp", "ipps"},
 		New: func() Resource { return &IPPool{TypeMeta: tm(KindIPPool)} }},
 	{Kind: KindIPAMConfiguration, Plural: "ipamconfigurations",
 		Aliases: []string{"ipamconfiguration", "ipamconfig", "ipamconfigs"},
@@ -45,7 +45,7 @@ var kinds = []KindInfo{
 	{Kind: KindHostEndpoint, Plural: "hostendpoints", Aliases: []string{"hostendpoint", "hep", "heps"},
 		New: func() Resource { return &HostEndpoint{TypeMeta: tm(KindHostEndpoint)} }},
 	{Kind: KindNetworkPolicy, Plural: "networkpolicies", Namespaced: true,
-		Aliases: []string{"networkpolicy", "np", "policy", "policies"},
+		Aliases: []string{"networkpolicy", "np", "policy", "policies", "pol", "pols"},
 		New:     func() Resource { return &NetworkPolicy{TypeMeta: tm(KindNetworkPolicy)} }},
 	{Kind: KindGlobalNetworkPolicy, Plural: "globalnetworkpolicies",
 		Aliases: []string{"globalnetworkpolicy", "gnp", "gnps"},

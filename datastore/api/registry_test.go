@@ -21,6 +21,8 @@ func TestLookupKind(t *testing.T) {
 		"netset": KindNetworkSet, "networksets": KindNetworkSet,
 		"gnetset": KindGlobalNetworkSet, "globalnetworksets": KindGlobalNetworkSet,
 		"globalnetworkpolicies.projectcalico.org": KindGlobalNetworkPolicy,
+		// calicoctl's short names, which scripts written for Calico use.
+		"ipps": KindIPPool, "pol": KindNetworkPolicy, "pols": KindNetworkPolicy,
 	}
 	for name, want := range tests {
 		got, err := LookupKind(name)

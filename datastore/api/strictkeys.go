@@ -10,7 +10,8 @@ import (
 
 // encoding/json matches object keys to fields case-insensitively, so `CIDR:` would silently fill
 // `cidr` (and `cidr` plus `Cidr` would silently overwrite each other). Calico's API machinery is
-// case-sensitive; checkExactKeys restores that by walking the decoded JSON beside the Go type.
+// case-sensitive; checkExactKeys restores that by walking the decoded JSON beside the Go type. The
+// same walk reports truly unknown keys with their path, which encoding/json does not give.
 
 var fieldNamesCache sync.Map // reflect.Type -> map[string]reflect.Type
 
@@ -43,7 +44,8 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 	return m
 }
 
-// checkExactKeys reports the first object key that matches a field only when case is ignored.
+// checkExactKeys reports the first object key that is not a field name of the type at its path,
+// with a hint when it matches one only when case is ignored.
 func checkExactKeys(t reflect.Type, v any, path string) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -66,7 +68,11 @@ func checkExactKeys(t reflect.Type, v any, path string) error {
 						return fmt.Errorf("unknown field %q at %s (field names are case-sensitive: did you mean %q?)", k, strings.TrimPrefix(path, "."), name)
 					}
 				}
-				continue // DisallowUnknownFields has already refused truly unknown keys
+				// Name the path: encoding/json's own message does not say where the key is.
+				if path == "" {
+					return fmt.Errorf("unknown field %q", k)
+				}
+				return fmt.Errorf("unknown field %q at %s", k, strings.TrimPrefix(path, "."))
 			}
 			if err := checkExactKeys(ft, val, path+"."+k); err != nil {
 				return err

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/terracenet/terrace/datastore/internal/zapslog"
@@ -44,11 +45,46 @@ type Config struct {
 
 // Server is one running embedded etcd member.
 type Server struct {
-	mu     sync.Mutex
-	cfg    Config // with the ports actually chosen, so Restart reuses them
-	etcd   *embed.Etcd
-	log    *slog.Logger
-	closed bool
+	mu       sync.Mutex
+	cfg      Config // with the ports actually chosen, so Restart reuses them
+	etcd     *embed.Etcd
+	log      *slog.Logger
+	closed   bool
+	stopping *atomic.Bool // of the running member; set once Stop begins
+}
+
+// quietOnStop passes etcd's records through until the member is being stopped, then lowers them
+// to Debug: etcd's serve loops report their own listeners closing ("http: Server closed", "use
+// of closed network connection") as errors and warnings, which after a clean stop only alarm
+// the operator.
+type quietOnStop struct {
+	slog.Handler
+	stopping *atomic.Bool
+}
+
+func (h quietOnStop) Enabled(ctx context.Context, l slog.Level) bool {
+	if h.stopping.Load() {
+		l = min(l, slog.LevelDebug)
+	}
+	return h.Handler.Enabled(ctx, l)
+}
+
+func (h quietOnStop) Handle(ctx context.Context, r slog.Record) error {
+	if h.stopping.Load() && r.Level > slog.LevelDebug {
+		r.Level = slog.LevelDebug
+		if !h.Handler.Enabled(ctx, r.Level) {
+			return nil
+		}
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h quietOnStop) WithAttrs(as []slog.Attr) slog.Handler {
+	return quietOnStop{h.Handler.WithAttrs(as), h.stopping}
+}
+
+func (h quietOnStop) WithGroup(name string) slog.Handler {
+	return quietOnStop{h.Handler.WithGroup(name), h.stopping}
 }
 
 // Start runs a member and returns once it serves clients.
@@ -140,7 +176,12 @@ func (s *Server) etcdConfig() (*embed.Config, error) {
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
 	ec.AutoCompactionRetention = s.cfg.AutoCompaction
 	ec.Logger = "zap"
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapslog.New(s.log, "etcd"))
+	stopping := new(atomic.Bool)
+	s.mu.Lock()
+	s.stopping = stopping
+	s.mu.Unlock()
+	quiet := slog.New(quietOnStop{s.log.Handler(), stopping})
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapslog.New(quiet, "etcd"))
 	if s.cfg.CertFile != "" {
 		ec.ClientTLSInfo.CertFile = s.cfg.CertFile
 		ec.ClientTLSInfo.KeyFile = s.cfg.KeyFile
@@ -188,12 +229,13 @@ func (s *Server) Err() <-chan error {
 // Stop shuts the member down and waits until its listeners are closed. Safe to call twice.
 func (s *Server) Stop() {
 	s.mu.Lock()
-	e, closed := s.etcd, s.closed
+	e, closed, stopping := s.etcd, s.closed, s.stopping
 	s.closed = true
 	s.mu.Unlock()
 	if e == nil || closed {
 		return
 	}
+	stopping.Store(true)
 	e.Close()
 	s.log.Info("embedded etcd stopped", "data-dir", s.cfg.DataDir)
 }

@@ -201,8 +201,10 @@ func (y *Syncer) watch(ctx context.Context, rev int64) error {
 	} else {
 		opts = append(opts, clientv3.WithPrefix())
 	}
+	// The monitor starts first: Watch itself blocks while a silent server never confirms the
+	// watch, and the monitor's cancel is what ends that wait.
+	lost := y.monitor(wctx, cancel)
 	wch := y.store.cli.Watch(wctx, key, opts...)
-	lost := y.monitor(wctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -219,6 +221,11 @@ func (y *Syncer) watch(ctx context.Context, rev int64) error {
 			for n := 0; ; n++ {
 				if !ok {
 					flush()
+					select {
+					case <-lost: // the monitor's cancel closed the watch
+						return errConnLost
+					default:
+					}
 					return errors.New("watch channel closed")
 				}
 				if err := resp.Err(); err != nil {
@@ -264,9 +271,9 @@ func (y *Syncer) convert(ups []Update, evs []*clientv3.Event) []Update {
 }
 
 // monitor closes the returned channel once the client's connection has not been ready for
-// lostAfter. etcd's watch would silently wait for the server to come back; the consumer should
-// instead learn that it is no longer in sync.
-func (y *Syncer) monitor(ctx context.Context) <-chan struct{} {
+// lostAfter, or a ready-looking connection stops answering. etcd's watch would silently wait for
+// the server to come back; the consumer should instead learn that it is no longer in sync.
+func (y *Syncer) monitor(ctx context.Context, onLost func()) <-chan struct{} {
 	lost := make(chan struct{})
 	conn := y.store.cli.ActiveConnection()
 	if conn == nil {
@@ -275,7 +282,7 @@ func (y *Syncer) monitor(ctx context.Context) <-chan struct{} {
 	go func() {
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
-		lastReady := time.Now()
+		lastReady, lastProbe := time.Now(), time.Now()
 		for {
 			select {
 			case <-ctx.Done():
@@ -284,14 +291,42 @@ func (y *Syncer) monitor(ctx context.Context) <-chan struct{} {
 			}
 			switch conn.GetState() {
 			case connectivity.Ready:
+				// A connection stays "ready" while its peer is silently gone (a host that died
+				// without closing its sockets) until TCP keepalive notices, 15s later. A
+				// cheap read now and then finds that out within lostAfter.
+				if time.Since(lastProbe) >= y.lostAfter/2 {
+					lastProbe = time.Now()
+					if !y.probe(ctx) {
+						if ctx.Err() == nil {
+							close(lost)
+							onLost()
+						}
+						return
+					}
+				}
 				lastReady = time.Now()
 			default:
 				if time.Since(lastReady) > y.lostAfter {
 					close(lost)
+					onLost()
 					return
 				}
 			}
 		}
 	}()
 	return lost
+}
+
+// probe reads at most one key name under the watched prefix, a read the syncer is allowed to
+// make anyway, and reports false only when etcd did not answer within lostAfter.
+func (y *Syncer) probe(ctx context.Context) bool {
+	pctx, cancel := context.WithTimeout(ctx, y.lostAfter)
+	defer cancel()
+	key, opts := "\x00", []clientv3.OpOption{clientv3.WithFromKey()}
+	if y.watchKey != "" {
+		key, opts = y.watchKey, []clientv3.OpOption{clientv3.WithPrefix()}
+	}
+	opts = append(opts, clientv3.WithLimit(1), clientv3.WithKeysOnly(), clientv3.WithSerializable())
+	_, err := y.store.cli.Get(pctx, key, opts...)
+	return err == nil || pctx.Err() == nil
 }

@@ -339,7 +339,8 @@ type proxy struct {
 	addr, target string
 	mu           sync.Mutex
 	ln           net.Listener
-	conns        []net.Conn
+	conns        []net.Conn // client side, server side, client side, ...
+	frozen       bool
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -372,7 +373,14 @@ func (p *proxy) serve(ln net.Listener) {
 			p.conns = append(p.conns, c, up)
 			p.mu.Unlock()
 			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
+			go func() {
+				io.Copy(c, up)
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				if !p.frozen {
+					c.Close()
+				}
+			}()
 		}
 	}()
 }
@@ -390,6 +398,23 @@ func (p *proxy) cut() {
 	p.conns = nil
 }
 
+// freeze makes the server side vanish without a word: the client's connections stay open and
+// are never answered, as when a host dies without closing its sockets.
+func (p *proxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.frozen = true
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for i, c := range p.conns {
+		if i%2 == 1 {
+			c.Close()
+		}
+	}
+}
+
 func (p *proxy) restore(t *testing.T) {
 	t.Helper()
 	var ln net.Listener
@@ -402,6 +427,22 @@ func (p *proxy) restore(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("restore proxy on %s: %v", p.addr, err)
+}
+
+// TestSyncerSilentServer: when etcd stops answering over a connection that stays open, the
+// syncer must say it is no longer in sync within about lostAfter, not after TCP keepalive.
+func TestSyncerSilentServer(t *testing.T) {
+	srv := embedded.StartForTest(t)
+	px := newProxy(t, srv.Endpoints()[0][len("http://"):])
+	s := openStoreCfg(t, Config{Endpoints: []string{"http://" + px.addr}, RequestTimeout: 2 * time.Second})
+	const p = "/terrace/v1/silent/"
+	mustPut(t, s, p+"k", "v")
+	r := newRecorder()
+	startSyncer(t, s, r, []string{p}, nil)
+	waitConverged(t, r, s, 10*time.Second, p)
+	px.freeze()
+	// lostAfter is 500ms here; keepalive would take 15s.
+	waitFor(t, 5*time.Second, "WaitForDatastore after etcd went silent", func() bool { return r.status() == StatusWaitForDatastore })
 }
 
 // TestSyncerLostConnection cuts the syncer off while another client deletes, changes and
