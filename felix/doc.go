@@ -3,4 +3,16 @@
 // settings on this host. Desired state is computed by pure code; the writers under dataplane/ apply
 // only the difference and resync from the kernel. It must never touch kernel objects that are not
 // Terrace's (see docs/conventions.md) and never talk BGP.
+//
+// This package holds the agent that runs the "compute, then apply" loop: a datastore syncer over
+// Kinds and a kv syncer over this node's IPAM affinities feed felix/calc from one goroutine; at
+// most every ApplyInterval the calculated delta is pushed into the writers and applied in the
+// order they require (ipset updates, each iptables table, ipset deletions; routes and sysctls
+// independently). Nothing is programmed before the datastore is in sync, and a writer may delete
+// stale objects only after its first complete apply (SetInSync), so a restart never opens a gap.
+// A periodic Resync repairs drift; a failing writer is retried with backoff and reported in
+// readiness while the others go on. Once a local workload endpoint's policy is in the kernel its
+// status key (datastore.EndpointStatusKey) is written, from a separate goroutine. Health and
+// Prometheus metrics are served over HTTP on loopback by default. The agent must never write
+// desired state to the datastore, only status under /terrace/status/v1/<node>/.
 package felix

@@ -1,0 +1,380 @@
+package felix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/felix/calc"
+	"github.com/terracenet/terrace/ipam"
+)
+
+// event is one thing a syncer told the agent; exactly one field is set.
+type event struct {
+	updates     []datastore.ResourceUpdate
+	status      *kv.Status
+	blocks      []kv.Update
+	blockStatus *kv.Status
+}
+
+// Agent is felix's compute-then-apply loop for one node: datastore updates go into the
+// calculator as they arrive, and at most every ApplyInterval its delta is pushed into the writers
+// and applied in the order the writers require.
+type Agent struct {
+	cfg  Config
+	log  *slog.Logger
+	calc Calculator
+	dp   Dataplane
+
+	events    chan event
+	resyncReq chan chan error
+	quit      chan struct{} // closed when the loop has returned, so senders never block forever
+
+	health  *health
+	metrics *metrics
+	status  *statusWriter // nil: no status reporting
+
+	// Everything below is owned by the loop goroutine.
+	dsInSync, blocksInSync bool
+	blocksRequired         bool
+	everInSync             bool
+	dirty                  bool
+	lastApply              time.Time
+	retryAt, pollAt        time.Time
+	retryDelay             time.Duration
+
+	writers  map[string]*writerState
+	pushErrs map[string]error // model objects a writer refused, by object
+	blocks   map[netip.Prefix]bool
+	locals   map[string]localEP // local workload endpoints by namespace/name
+	ifUsers  map[string]int     // local endpoints per host-side interface
+
+	chainRules map[calc.ChainRef]int
+	setMembers map[string]int
+}
+
+// writerState is what the loop knows about one writer.
+type writerState struct {
+	inSync bool
+	err    error
+}
+
+// New returns an agent that programs dp from what c computes.
+func New(cfg Config, dp Dataplane, c Calculator) *Agent {
+	cfg.setDefaults()
+	a := &Agent{
+		cfg: cfg, log: cfg.Logger, calc: c, dp: dp,
+		events:         make(chan event, 64),
+		resyncReq:      make(chan chan error),
+		quit:           make(chan struct{}),
+		metrics:        newMetrics(),
+		blocksRequired: cfg.Client != nil || cfg.WaitForBlocks,
+		writers:        map[string]*writerState{},
+		pushErrs:       map[string]error{},
+		blocks:         map[netip.Prefix]bool{},
+		locals:         map[string]localEP{},
+		ifUsers:        map[string]int{},
+		chainRules:     map[calc.ChainRef]int{},
+		setMembers:     map[string]int{},
+	}
+	a.health = newHealth(cfg.OnState, 2*max(cfg.ResyncInterval, time.Minute))
+	if cfg.Status != nil {
+		a.status = newStatusWriter(cfg.Status, datastore.EndpointStatusPrefix(cfg.NodeName), a.log, a.metrics, a.health)
+	}
+	for _, name := range a.writerNames() {
+		a.writers[name] = &writerState{}
+	}
+	return a
+}
+
+func tableWriterName(id calc.TableID) string {
+	return fmt.Sprintf("iptables-%s-v%d", id.Table, id.IPVersion)
+}
+
+func (a *Agent) sortedTables() []calc.TableID {
+	ids := slices.Collect(maps.Keys(a.dp.Tables))
+	slices.SortFunc(ids, func(x, y calc.TableID) int {
+		if x.IPVersion != y.IPVersion {
+			return x.IPVersion - y.IPVersion
+		}
+		return compareStrings(x.Table, y.Table)
+	})
+	return ids
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (a *Agent) writerNames() []string {
+	names := []string{"ipsets"}
+	for _, id := range a.sortedTables() {
+		names = append(names, tableWriterName(id))
+	}
+	names = append(names, "routes")
+	if a.dp.Sysctls != nil {
+		names = append(names, "sysctl")
+	}
+	return names
+}
+
+// ResourceCallbacks is where a datastore syncer over Kinds delivers.
+func (a *Agent) ResourceCallbacks() datastore.SyncCallbacks { return resourceCB{a} }
+
+// BlockCallbacks is where a kv syncer over this node's IPAM affinities delivers.
+func (a *Agent) BlockCallbacks() kv.Callbacks { return blockCB{a} }
+
+type resourceCB struct{ a *Agent }
+
+func (c resourceCB) OnStatus(s kv.Status)                   { c.a.send(event{status: &s}) }
+func (c resourceCB) OnUpdates(u []datastore.ResourceUpdate) { c.a.send(event{updates: u}) }
+
+type blockCB struct{ a *Agent }
+
+func (c blockCB) OnStatus(s kv.Status)    { c.a.send(event{blockStatus: &s}) }
+func (c blockCB) OnUpdates(u []kv.Update) { c.a.send(event{blocks: u}) }
+
+// send queues an event for the loop; the syncers block here while the loop is busy, which is
+// the back pressure we want, but never after the loop is gone.
+func (a *Agent) send(ev event) {
+	select {
+	case a.events <- ev:
+	case <-a.quit:
+	}
+}
+
+// ForceResync makes the loop re-read and repair every writer now and returns the result. It
+// fails while the agent has not yet been in sync with the datastore.
+func (a *Agent) ForceResync(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case a.resyncReq <- reply:
+	case <-a.quit:
+		return errors.New("force resync: agent stopped")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Ready reports the agent's readiness and, when not ready, why.
+func (a *Agent) Ready() (bool, string) { return a.health.ready() }
+
+// Run runs the agent until ctx is done. With Config.Client it runs its own syncers; it returns
+// nil on cancellation.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	errc := make(chan error, 4)
+	goRun := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("run %s: %w", name, err)
+			}
+		}()
+	}
+	for _, s := range []struct {
+		addr string
+		kind string
+	}{{a.cfg.HealthListen, "health"}, {a.cfg.MetricsListen, "metrics"}} {
+		if s.addr == "" {
+			continue
+		}
+		srv, err := a.listen(s.kind, s.addr)
+		if err != nil {
+			// A busy port must not take the dataplane down with it; say so loudly.
+			a.log.Error("serving felix endpoint failed", "what", s.kind, "addr", s.addr, "err", err)
+			continue
+		}
+		goRun(s.kind+" server", srv)
+	}
+	if a.status != nil {
+		goRun("endpoint status writer", a.status.run)
+	}
+	if a.cfg.Client != nil {
+		goRun("datastore syncer", datastore.NewSyncer(a.cfg.Client, Kinds, a.ResourceCallbacks(), a.log).Run)
+		prefix := ipam.AffinityPrefix + a.cfg.NodeName + "/"
+		goRun("IPAM affinity syncer", kv.NewSyncer(a.cfg.Client.Store(), []string{prefix}, a.BlockCallbacks(), a.log).Run)
+	}
+	a.log.Info("felix agent starting", "node", a.cfg.NodeName, "apply_interval", a.cfg.ApplyInterval.String(),
+		"resync_interval", a.cfg.ResyncInterval.String())
+	err := a.loop(ctx, errc)
+	close(a.quit)
+	cancel()
+	return err
+}
+
+func (a *Agent) loop(ctx context.Context, errc <-chan error) error {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var resyncC <-chan time.Time
+	if a.cfg.ResyncInterval > 0 {
+		t := time.NewTicker(a.cfg.ResyncInterval)
+		defer t.Stop()
+		resyncC = t.C
+	}
+	// Liveness is judged by the loop's heartbeat, so an idle loop must still beat.
+	beat := time.NewTicker(10 * time.Second)
+	defer beat.Stop()
+	linkC := a.cfg.LinkEvents
+	for {
+		a.health.beat()
+		var timerC <-chan time.Time
+		if next, ok := a.nextWake(); ok {
+			timer.Reset(max(time.Until(next), 0))
+			timerC = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case err := <-errc:
+			timer.Stop()
+			return err
+		case ev := <-a.events:
+			a.handle(ev)
+			// Fold whatever else is queued into this round, so a burst costs one apply.
+			for drained := false; !drained; {
+				select {
+				case ev := <-a.events:
+					a.handle(ev)
+				default:
+					drained = true
+				}
+			}
+		case <-beat.C:
+		case name, ok := <-linkC:
+			if !ok {
+				linkC = nil
+				continue
+			}
+			a.linkChanged(name)
+		case <-timerC:
+			a.cycle(ctx, false)
+		case <-resyncC:
+			if a.everInSync {
+				a.cycle(ctx, true)
+			}
+		case reply := <-a.resyncReq:
+			if !a.everInSync {
+				reply <- errors.New("force resync: not in sync with the datastore yet")
+			} else {
+				reply <- a.cycle(ctx, true)
+			}
+		}
+		timer.Stop()
+	}
+}
+
+// linkChanged re-checks the routes and settings of a local endpoint's interface: a re-created
+// veth has a new index and fresh defaults, and its old routes died with the old device.
+func (a *Agent) linkChanged(name string) {
+	if a.ifUsers[name] == 0 {
+		return
+	}
+	a.dp.Routes.DeviceChanged(name)
+	if a.dp.Sysctls != nil {
+		a.dp.Sysctls.InterfaceChanged(name)
+	}
+	a.dirty = true
+}
+
+// nextWake is when the loop must next run an apply cycle, if at all.
+func (a *Agent) nextWake() (time.Time, bool) {
+	if !a.everInSync {
+		// Programming a partial view could replace a complete chain from the previous run with
+		// a partial one: wait for the whole datastore first.
+		return time.Time{}, false
+	}
+	var next time.Time
+	ok := false
+	consider := func(t time.Time) {
+		if !t.IsZero() && (!ok || t.Before(next)) {
+			next, ok = t, true
+		}
+	}
+	if a.dirty {
+		consider(a.lastApply.Add(a.cfg.ApplyInterval))
+	}
+	consider(a.retryAt)
+	consider(a.pollAt)
+	return next, ok
+}
+
+func (a *Agent) handle(ev event) {
+	switch {
+	case ev.status != nil:
+		a.dsInSync = *ev.status == kv.StatusInSync
+		a.log.Info("datastore status", "status", ev.status.String())
+	case ev.blockStatus != nil:
+		a.blocksInSync = *ev.blockStatus == kv.StatusInSync
+	case ev.updates != nil:
+		a.metrics.add(&a.metrics.updates, uint64(len(ev.updates)))
+		for _, u := range ev.updates {
+			a.calc.OnUpdate(u.Kind, u.Namespace, u.Name, u.Resource)
+			a.trackEndpoint(u)
+		}
+		a.dirty = true
+	case ev.blocks != nil:
+		a.trackBlocks(ev.blocks)
+		a.dirty = true
+	}
+	a.metrics.setInSync(a.dsInSync)
+	if !a.everInSync && a.dsInSync && (a.blocksInSync || !a.blocksRequired) {
+		a.everInSync = true
+		a.dirty = true
+		a.log.Info("in sync with the datastore; programming the dataplane")
+	}
+	a.health.setInSync(a.dsInSync)
+}
+
+// trackBlocks keeps this node's confirmed block affinities and hands them to the calculator,
+// which blackholes them.
+func (a *Agent) trackBlocks(ups []kv.Update) {
+	for _, u := range ups {
+		_, cidr, err := ipam.ParseAffinityKey(u.KV.Key)
+		if err != nil {
+			a.log.Warn("ignoring unreadable affinity key", "key", u.KV.Key, "err", err)
+			continue
+		}
+		if u.Type == kv.UpdateDelete {
+			delete(a.blocks, cidr)
+			continue
+		}
+		aff, err := ipam.DecodeAffinity(u.KV.Value)
+		// A pending claim may be lost to another node: blackholing it could hide that node's
+		// block from this host, so only a confirmed one counts.
+		if err != nil || aff.State != "confirmed" {
+			delete(a.blocks, cidr)
+			continue
+		}
+		a.blocks[cidr.Masked()] = true
+	}
+	bs := slices.Collect(maps.Keys(a.blocks))
+	slices.SortFunc(bs, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+	a.calc.SetBlocks(bs)
+}

@@ -1,0 +1,227 @@
+package felix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/terracenet/terrace/felix/calc"
+	"github.com/terracenet/terrace/felix/dataplane/iptables"
+)
+
+// cycle flushes the calculator into the writers and applies them; resync makes every writer
+// re-read the kernel first. It returns the joined errors of the writers that failed.
+func (a *Agent) cycle(ctx context.Context, resync bool) error {
+	start := time.Now()
+	a.dirty = false
+	a.push(a.calc.Flush())
+	results, policyOK := a.applyAll(ctx, resync)
+	a.lastApply = time.Now()
+	elapsed := a.lastApply.Sub(start)
+
+	var errs []error
+	followUp := false
+	for _, name := range a.writerNames() {
+		ws := a.writers[name]
+		err := results[name]
+		ws.err = err
+		a.health.setWriterErr(name, err)
+		if err != nil {
+			a.metrics.writerError(name)
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			continue
+		}
+		if !ws.inSync {
+			// The datastore was in sync before this first cycle ran, so this writer now holds
+			// the complete desired state: from here on it may delete what nobody wants.
+			ws.inSync = true
+			a.setInSync(name)
+			followUp = true
+		}
+	}
+	a.health.setModelErrs(a.pushErrs)
+	if policyOK && a.status != nil {
+		a.status.set(a.statusSnapshot())
+	}
+	if policyOK {
+		a.health.setProgrammed()
+	}
+	a.metrics.observeApply(elapsed, resync)
+	a.metrics.setDataplane(a.chainRules, a.setMembers, len(a.locals))
+	err := errors.Join(errs...)
+	if err != nil {
+		a.retryDelay = min(max(a.retryDelay*2, a.cfg.RetryMin), a.cfg.RetryMax)
+		a.retryAt = a.lastApply.Add(a.retryDelay)
+		a.log.Warn("dataplane apply failed; retrying", "retry_in", a.retryDelay.String(), "err", err)
+	} else {
+		a.retryDelay, a.retryAt = 0, time.Time{}
+	}
+	a.pollAt = time.Time{}
+	if len(a.dp.Routes.Pending()) > 0 || (a.dp.Sysctls != nil && len(a.dp.Sysctls.Pending()) > 0) {
+		a.pollAt = a.lastApply.Add(a.cfg.PendingPoll)
+	}
+	if followUp {
+		a.dirty = true
+	}
+	a.log.Debug("dataplane applied", "resync", resync, "took", elapsed.String(), "ok", err == nil)
+	return err
+}
+
+func (a *Agent) setInSync(name string) {
+	switch name {
+	case "ipsets":
+		a.dp.IPSets.SetInSync()
+	case "routes":
+		a.dp.Routes.SetInSync()
+	case "sysctl":
+	default:
+		for id, t := range a.dp.Tables {
+			if tableWriterName(id) == name {
+				t.SetInSync()
+			}
+		}
+	}
+	a.log.Info("writer in sync; stale objects may now be removed", "writer", name)
+}
+
+// applyAll applies every writer in the order they require: set updates before the rules that
+// use them, set deletions after no rule references them. A failing writer does not stop the
+// others. policyOK says whether ipsets and every table are now as calculated.
+func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, bool) {
+	res := map[string]error{}
+	run := func(name string, apply, resyncf func(context.Context) error) {
+		f := apply
+		if resync {
+			f = resyncf
+		}
+		if err := f(ctx); err != nil {
+			res[name] = errors.Join(res[name], err)
+		}
+	}
+	// Resync also destroys unwanted sets; in steady state no rule references those any more.
+	run("ipsets", a.dp.IPSets.ApplyUpdates, a.dp.IPSets.Resync)
+	setsOK := res["ipsets"] == nil
+	tablesOK := true
+	for _, id := range a.sortedTables() {
+		t := a.dp.Tables[id]
+		name := tableWriterName(id)
+		run(name, t.Apply, t.Resync)
+		tablesOK = tablesOK && res[name] == nil
+	}
+	if !resync {
+		if tablesOK {
+			run("ipsets", a.dp.IPSets.ApplyDeletions, a.dp.IPSets.ApplyDeletions)
+		} else if a.writers["ipsets"].inSync {
+			// A table that failed may still reference a set we would destroy.
+			res["ipsets"] = errors.Join(res["ipsets"], errors.New("set deletions postponed: an iptables table failed"))
+		}
+	}
+	run("routes", a.dp.Routes.Apply, a.dp.Routes.Resync)
+	if a.dp.Sysctls != nil {
+		run("sysctl", a.dp.Sysctls.Apply, a.dp.Sysctls.Resync)
+	}
+	return res, setsOK && tablesOK && !a.hasPolicyPushErrs()
+}
+
+func (a *Agent) hasPolicyPushErrs() bool {
+	for k := range a.pushErrs {
+		if !isRouteObj(k) && !strings.HasPrefix(k, "sysctl ") {
+			return true
+		}
+	}
+	return false
+}
+
+// push hands a calculated delta to the writers. A refusal is a calculation bug, not a kernel
+// failure: it is remembered per object (and reported in readiness) until the object changes.
+func (a *Agent) push(d *calc.Delta) {
+	if d == nil || d.Empty() {
+		return
+	}
+	a.log.Debug("calculated change", "sets_replaced", len(d.IPSetsReplaced), "set_member_changes", len(d.IPSetMembers),
+		"sets_removed", len(d.IPSetsRemoved), "chains_updated", len(d.ChainsUpdated), "chains_removed", len(d.ChainsRemoved),
+		"insertions_updated", len(d.InsertionsUpdated), "routes_set", len(d.RoutesSet), "routes_removed", len(d.RoutesRemoved),
+		"endpoints", len(d.Endpoints), "endpoints_removed", len(d.EndpointsRemoved))
+	note := func(obj string, err error) {
+		if err != nil {
+			a.pushErrs[obj] = err
+			a.log.Error("writer refused calculated object", "object", obj, "err", err)
+		} else {
+			delete(a.pushErrs, obj)
+		}
+	}
+	ips := a.dp.IPSets
+	for _, s := range d.IPSetsReplaced {
+		note("ipset "+s.Meta.Name, ips.AddOrReplace(s.Meta, s.Members))
+		a.setMembers[s.Meta.Name] = len(s.Members)
+	}
+	for _, m := range d.IPSetMembers {
+		var errs []error
+		if len(m.Added) > 0 {
+			errs = append(errs, ips.AddMembers(m.Name, m.Added))
+		}
+		if len(m.Removed) > 0 {
+			errs = append(errs, ips.RemoveMembers(m.Name, m.Removed))
+		}
+		note("ipset "+m.Name, errors.Join(errs...))
+		a.setMembers[m.Name] += len(m.Added) - len(m.Removed)
+	}
+	for _, name := range d.IPSetsRemoved {
+		ips.Remove(name)
+		delete(a.setMembers, name)
+		note("ipset "+name, nil)
+	}
+	for _, cu := range d.ChainsUpdated {
+		obj := fmt.Sprintf("chain %s %s", tableWriterName(cu.Table), cu.Chain.Name)
+		t, err := a.table(cu.Table)
+		if err == nil {
+			err = t.UpdateChain(cu.Chain)
+		}
+		note(obj, err)
+		a.chainRules[calc.ChainRef{Table: cu.Table, Name: cu.Chain.Name}] = len(cu.Chain.Rules)
+	}
+	for _, ref := range d.ChainsRemoved {
+		if t, err := a.table(ref.Table); err == nil {
+			t.RemoveChain(ref.Name)
+		}
+		delete(a.chainRules, ref)
+		note(fmt.Sprintf("chain %s %s", tableWriterName(ref.Table), ref.Name), nil)
+	}
+	for _, iu := range d.InsertionsUpdated {
+		obj := fmt.Sprintf("insertions %s %s", tableWriterName(iu.Table), iu.Chain.Name)
+		t, err := a.table(iu.Table)
+		if err == nil {
+			err = t.SetInsertions(iu.Chain.Name, iu.Chain.Rules)
+		}
+		note(obj, err)
+		// Insertions are counted under the kernel chain's name; they are rules too.
+		ref := calc.ChainRef{Table: iu.Table, Name: iu.Chain.Name}
+		if len(iu.Chain.Rules) == 0 {
+			delete(a.chainRules, ref)
+		} else {
+			a.chainRules[ref] = len(iu.Chain.Rules)
+		}
+	}
+	for _, p := range slices.SortedFunc(maps.Keys(d.RoutesSet), comparePrefix) {
+		note("route "+p.String(), a.dp.Routes.Set(p, d.RoutesSet[p]))
+	}
+	for _, p := range d.RoutesRemoved {
+		a.dp.Routes.Delete(p)
+		note("route "+p.String(), nil)
+	}
+}
+
+func (a *Agent) table(id calc.TableID) (Table, error) {
+	t, ok := a.dp.Tables[id]
+	if !ok {
+		return nil, fmt.Errorf("find table writer: no writer for %s", tableWriterName(id))
+	}
+	return t, nil
+}
+
+// isKernelChain tells insertions (rules in kernel chains) from Terrace's own chains in metrics.
+func isKernelChain(name string) bool { return !strings.HasPrefix(name, iptables.ChainPrefix) }

@@ -1,0 +1,152 @@
+package felix
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"time"
+
+	"github.com/terracenet/terrace/felix/calc"
+	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
+	"github.com/terracenet/terrace/felix/dataplane/ipsets"
+	"github.com/terracenet/terrace/felix/dataplane/iptables"
+	"github.com/terracenet/terrace/felix/dataplane/routes"
+	"github.com/terracenet/terrace/felix/dataplane/sysctl"
+	"github.com/terracenet/terrace/node"
+
+	"github.com/vishvananda/netlink"
+)
+
+// DataplaneConfig says how to reach one network namespace's kernel.
+type DataplaneConfig struct {
+	Cmd     cmdrun.Runner  // runs ipset and iptables-*; cmdrun.Exec{} for this namespace
+	Netlink routes.Netlink // *netlink.Handle of the namespace
+	Sysctl  sysctl.FS      // nil: interface settings are not managed
+	// Backend is the iptables back end; "" detects it once (iptables.DetectBackend).
+	Backend iptables.Backend
+	IPv6    bool
+	// HostSysctls also switches on forwarding for the whole namespace.
+	HostSysctls bool
+	Logger      *slog.Logger
+}
+
+// NewDataplane builds the writers for one namespace: ipsets, filter and nat of each IP version,
+// routes of protocol 80 and, with a sysctl FS, interface settings.
+func NewDataplane(ctx context.Context, cfg DataplaneConfig) (Dataplane, iptables.Backend, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	backend := cfg.Backend
+	if backend == "" {
+		backend = iptables.DetectBackend(ctx, cfg.Cmd)
+	}
+	dp := Dataplane{
+		IPSets: ipsets.New(cfg.Cmd, ipsets.Options{Logger: log.With("writer", "ipsets")}),
+		Tables: map[calc.TableID]Table{},
+	}
+	versions := []int{4}
+	if cfg.IPv6 {
+		versions = append(versions, 6)
+	}
+	for _, v := range versions {
+		run := iptables.NewExecRunner(cfg.Cmd, backend, v)
+		for _, t := range []string{"filter", "nat"} {
+			id := calc.TableID{IPVersion: v, Table: t}
+			dp.Tables[id] = iptables.NewTable(t, run, iptables.Options{Logger: log.With("writer", tableWriterName(id))})
+		}
+	}
+	rw, err := routes.New(cfg.Netlink, routes.Config{Protocol: routes.ProtocolTerrace, Logger: log.With("writer", "routes")})
+	if err != nil {
+		return Dataplane{}, "", fmt.Errorf("build dataplane: %w", err)
+	}
+	dp.Routes = rw
+	if cfg.Sysctl != nil {
+		m := sysctl.New(cfg.Sysctl, log.With("writer", "sysctl"))
+		if cfg.HostSysctls {
+			m.SetHost(sysctl.HostSettings(true, cfg.IPv6))
+		}
+		dp.Sysctls = m
+	}
+	return dp, backend, nil
+}
+
+// ComponentConfig is felix's part of terrace-node's configuration.
+type ComponentConfig struct {
+	HealthListen   string // "" disables
+	MetricsListen  string // "" disables
+	ResyncInterval time.Duration
+	ApplyInterval  time.Duration
+	// IPv6 programs ip6tables too; it is switched off when ip6tables-restore is missing.
+	IPv6 bool
+	// Explicit marks settings the operator gave; the others may come from FelixConfiguration.
+	Explicit Explicit
+}
+
+// Component runs felix inside terrace-node on the host's own namespace.
+type Component struct{ cfg ComponentConfig }
+
+// NewComponent returns felix as a node.Component.
+func NewComponent(cfg ComponentConfig) *Component { return &Component{cfg: cfg} }
+
+// Name implements node.Component.
+func (c *Component) Name() string { return "felix" }
+
+// Run implements node.Component.
+func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
+	log := env.Log
+	cc := c.cfg
+	if specs, err := readFelixConfig(ctx, env.Client, env.Node.Metadata.Name); err != nil {
+		log.Warn("using flag values for felix settings", "err", err)
+	} else {
+		cc = applyFelixConfig(cc, specs)
+	}
+	ipv6 := cc.IPv6
+	if ipv6 {
+		if _, err := exec.LookPath("ip6tables-restore"); err != nil {
+			log.Warn("ip6tables-restore not found; programming IPv4 only", "err", err)
+			ipv6 = false
+		}
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return fmt.Errorf("open netlink: %w", err)
+	}
+	defer h.Close()
+	dp, backend, err := NewDataplane(ctx, DataplaneConfig{
+		Cmd: cmdrun.Exec{}, Netlink: h, Sysctl: sysctl.ProcFS{}, IPv6: ipv6, HostSysctls: true, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	links, err := SubscribeLinks(ctx, nil, log)
+	if err != nil {
+		// Routes of re-created interfaces then come back at the pending poll or resync.
+		log.Warn("no link updates", "err", err)
+	}
+	nodeName := env.Node.Metadata.Name
+	log.Info("felix dataplane", "iptables_backend", string(backend), "ipv6", ipv6)
+	board := env.Board
+	if board != nil {
+		board.SetComponent("felix", node.ComponentStatus{State: "starting", Detail: "waiting for the datastore"})
+	}
+	a := New(Config{
+		NodeName: nodeName, Client: env.Client, LinkEvents: links,
+		ApplyInterval: cc.ApplyInterval, ResyncInterval: cc.ResyncInterval,
+		HealthListen: cc.HealthListen, MetricsListen: cc.MetricsListen,
+		Logger: log,
+		OnState: func(st State) {
+			if board == nil {
+				return
+			}
+			state := "ready"
+			if !st.Ready {
+				state = "not-ready"
+			}
+			board.SetComponent("felix", node.ComponentStatus{State: state, Detail: st.Detail,
+				Details: map[string]any{"iptablesBackend": string(backend), "ipv6": ipv6}})
+		},
+	}, dp, calc.New(calc.Config{NodeName: nodeName, IPv6: ipv6}))
+	return a.Run(ctx)
+}

@@ -1,0 +1,96 @@
+package felix
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/kv"
+)
+
+// Defaults of Config.
+const (
+	DefaultApplyInterval  = 20 * time.Millisecond
+	DefaultResyncInterval = 90 * time.Second
+	DefaultRetryMin       = 200 * time.Millisecond
+	DefaultRetryMax       = 30 * time.Second
+	DefaultPendingPoll    = time.Second
+	DefaultHealthListen   = "127.0.0.1:9099"
+	DefaultMetricsListen  = "127.0.0.1:9091"
+)
+
+// Kinds are the resource kinds felix watches.
+var Kinds = []string{
+	api.KindWorkloadEndpoint, api.KindHostEndpoint, api.KindNetworkPolicy, api.KindGlobalNetworkPolicy,
+	api.KindNetworkSet, api.KindGlobalNetworkSet, api.KindIPPool, api.KindFelixConfiguration,
+}
+
+// StatusStore is the slice of *kv.Store the agent writes endpoint status through.
+type StatusStore interface {
+	List(ctx context.Context, prefix string) ([]kv.KV, int64, error)
+	Put(ctx context.Context, key string, value []byte) (int64, error)
+	Commit(ctx context.Context, ops ...kv.Op) (int64, error)
+}
+
+// Config tunes an Agent; zero values pick the defaults.
+type Config struct {
+	NodeName string
+	// Client, when set, makes Run watch felix's kinds and this node's IPAM affinities itself and
+	// report endpoint status through Client.Store(). Without it the caller feeds
+	// ResourceCallbacks and BlockCallbacks (tests).
+	Client *datastore.Client
+	// Status overrides where endpoint status is written (default Client.Store(); nil and no
+	// Client: no status reporting).
+	Status StatusStore
+	// WaitForBlocks holds the first apply until BlockCallbacks reported in-sync too (always so
+	// with Client), so this node's blackholes are never missing from a complete view.
+	WaitForBlocks bool
+
+	// ApplyInterval is the least time between two applies while updates keep coming: a burst
+	// of updates is computed as it arrives and programmed in one go.
+	ApplyInterval time.Duration
+	// ResyncInterval is how often every writer re-reads the kernel and repairs drift; < 0 disables.
+	ResyncInterval time.Duration
+	// RetryMin and RetryMax bound the backoff after a failed apply.
+	RetryMin, RetryMax time.Duration
+	// PendingPoll is how often an apply is retried while routes or interface settings wait for
+	// an interface to appear.
+	PendingPoll time.Duration
+
+	// LinkEvents, when set, names host-side interfaces that appeared or changed (SubscribeLinks).
+	LinkEvents <-chan string
+
+	// HealthListen and MetricsListen are TCP addresses for /liveness+/readiness and /metrics;
+	// "" disables the server.
+	HealthListen, MetricsListen string
+
+	// OnState, when set, is called (from the agent's goroutine) whenever readiness changes.
+	OnState func(State)
+	Logger  *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.ApplyInterval <= 0 {
+		c.ApplyInterval = DefaultApplyInterval
+	}
+	if c.ResyncInterval == 0 {
+		c.ResyncInterval = DefaultResyncInterval
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = DefaultRetryMin
+	}
+	if c.RetryMax < c.RetryMin {
+		c.RetryMax = max(DefaultRetryMax, c.RetryMin)
+	}
+	if c.PendingPoll <= 0 {
+		c.PendingPoll = DefaultPendingPoll
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Status == nil && c.Client != nil {
+		c.Status = c.Client.Store()
+	}
+}

@@ -1,0 +1,106 @@
+package felix
+
+import (
+	"net/netip"
+	"strings"
+
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/kv"
+)
+
+// localEP is a workload endpoint of this node as the agent needs it: its host-side interface
+// (for sysctls), the families it uses and the etcd revision whose policy gets reported.
+type localEP struct {
+	namespace, name string
+	iface           string
+	v4, v6          bool
+	rev             int64
+}
+
+// trackEndpoint follows local WorkloadEndpoints: their interfaces get the pure-L3 settings, and
+// their revisions are what the status keys report once programmed.
+func (a *Agent) trackEndpoint(u datastore.ResourceUpdate) {
+	if u.Kind != api.KindWorkloadEndpoint {
+		return
+	}
+	key := u.Namespace + "/" + u.Name
+	old, had := a.locals[key]
+	var w *api.WorkloadEndpoint
+	if u.Type == kv.UpdatePut {
+		w, _ = u.Resource.(*api.WorkloadEndpoint)
+	}
+	if w == nil || w.Spec.Node != a.cfg.NodeName || w.Spec.InterfaceName == "" {
+		if had {
+			delete(a.locals, key)
+			a.releaseIface(old.iface)
+		}
+		return
+	}
+	ep := localEP{namespace: u.Namespace, name: u.Name, iface: w.Spec.InterfaceName, rev: u.Revision}
+	for _, n := range w.Spec.IPNetworks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			if ad, err2 := netip.ParseAddr(n); err2 == nil {
+				p = netip.PrefixFrom(ad, ad.BitLen())
+			} else {
+				continue
+			}
+		}
+		if p.Addr().Is4() {
+			ep.v4 = true
+		} else {
+			ep.v6 = true
+		}
+	}
+	if !ep.v4 && !ep.v6 {
+		ep.v4 = true
+	}
+	a.locals[key] = ep
+	if had && old.iface != ep.iface {
+		a.releaseIface(old.iface)
+		had = false
+	}
+	if !had {
+		a.ifUsers[ep.iface]++
+	}
+	if a.dp.Sysctls != nil {
+		if err := a.dp.Sysctls.SetInterface(ep.iface, ep.v4, ep.v6); err != nil {
+			a.pushErrs["sysctl "+ep.iface] = err
+		} else {
+			delete(a.pushErrs, "sysctl "+ep.iface)
+		}
+	}
+	if !had || old.rev != ep.rev {
+		// A new revision often means a new pod behind a re-created veth of the same name: its
+		// settings and routes died with the old device.
+		if a.dp.Sysctls != nil {
+			a.dp.Sysctls.InterfaceChanged(ep.iface)
+		}
+		a.dp.Routes.DeviceChanged(ep.iface)
+	}
+}
+
+func (a *Agent) releaseIface(iface string) {
+	a.ifUsers[iface]--
+	if a.ifUsers[iface] > 0 {
+		return
+	}
+	delete(a.ifUsers, iface)
+	delete(a.pushErrs, "sysctl "+iface)
+	if a.dp.Sysctls != nil {
+		a.dp.Sysctls.RemoveInterface(iface)
+	}
+}
+
+// statusSnapshot is the status every local workload endpoint has once the policy computed so
+// far is in the kernel: key => revision.
+func (a *Agent) statusSnapshot() map[string]int64 {
+	out := make(map[string]int64, len(a.locals))
+	for _, ep := range a.locals {
+		out[datastore.EndpointStatusKey(a.cfg.NodeName, ep.namespace, ep.name)] = ep.rev
+	}
+	return out
+}
+
+func isRouteObj(obj string) bool { return strings.HasPrefix(obj, "route ") }

@@ -1,0 +1,260 @@
+package felix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/embedded"
+	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/felix/calc"
+	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
+	"github.com/terracenet/terrace/felix/dataplane/iptables"
+	"github.com/terracenet/terrace/felix/dataplane/sysctl"
+	"github.com/terracenet/terrace/ipam"
+)
+
+// nsFS reads and writes /proc/sys from a thread inside the test's namespace.
+type nsFS struct{ ns string }
+
+func (f nsFS) Read(path string) (string, error) {
+	var v string
+	err := doNetns(f.ns, func() error {
+		var err error
+		v, err = sysctl.ProcFS{}.Read(path)
+		return err
+	})
+	return v, err
+}
+
+func (f nsFS) Write(path, value string) error {
+	return doNetns(f.ns, func() error { return sysctl.ProcFS{}.Write(path, value) })
+}
+
+func decodeOne(t *testing.T, doc string) api.Resource {
+	t.Helper()
+	docs, err := api.Decode([]byte(doc))
+	if err != nil || len(docs) != 1 || docs[0].Err != nil {
+		t.Fatalf("decode %s: %v %+v", doc, err, docs)
+	}
+	return docs[0].Resource
+}
+
+// TestAgentInNamespace runs the whole agent (real calc, real writers, real embedded etcd) against
+// a fresh network namespace: a workload endpoint and a policy become chains, a set, routes and
+// interface settings; the status key is written; tampering is repaired by a forced resync; and
+// deleting the policy and the endpoint removes what they caused.
+func TestAgentInNamespace(t *testing.T) {
+	for _, b := range []iptables.Backend{iptables.BackendNFT, iptables.BackendLegacy} {
+		t.Run(string(b), func(t *testing.T) {
+			if _, err := exec.LookPath("iptables-" + string(b) + "-restore"); err != nil {
+				t.Skipf("skipping: iptables-%s-restore not installed", b)
+			}
+			testAgentInNamespace(t, b)
+		})
+	}
+}
+
+func testAgentInNamespace(t *testing.T, backend iptables.Backend) {
+	ns := newNetns(t, "ipset", "iptables-save", "iptables-restore")
+	const (
+		node  = "host-1"
+		iface = "trc0a1b2c3d4e5"
+		podIP = "198.18.0.5"
+	)
+	for _, c := range [][]string{
+		{"ip", "link", "add", iface, "type", "veth", "peer", "name", "wl0"},
+		{"ip", "link", "set", iface, "up"},
+		{"ip", "link", "set", "wl0", "up"},
+	} {
+		runNetns(t, ns, c...)
+	}
+	srv := embedded.StartForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	client := datastore.New(store, testLogger(t))
+
+	// Present before the agent starts, as after a restart.
+	wepRes, err := client.Create(ctx, decodeOne(t, fmt.Sprintf(`
+apiVersion: terrace.dev/v1
+kind: WorkloadEndpoint
+metadata: {name: host--1-k8s-web-eth0, namespace: shop, labels: {app: web}}
+spec: {node: %s, orchestrator: k8s, workload: web, pod: web, endpoint: eth0, interfaceName: %s, ipNetworks: ["%s/32"]}
+`, node, iface, podIP)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := "198.18.0.0/26"
+	if _, err := store.Put(ctx, ipam.AffinityKey(node, mustPrefix(t, block)), fmt.Appendf(nil, `{"state":"confirmed","node":%q,"cidr":%q}`, node, block)); err != nil {
+		t.Fatal(err)
+	}
+
+	nsh, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	nl, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	cmd := cmdrun.InNetns(ns)
+	dp, _, err := NewDataplane(ctx, DataplaneConfig{Cmd: cmd, Netlink: nl, Sysctl: nsFS{ns}, Backend: backend, HostSysctls: true, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	links, err := SubscribeLinks(ctx, &nsh, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := New(Config{NodeName: node, Client: client, ApplyInterval: 10 * time.Millisecond, ResyncInterval: -1, LinkEvents: links, Logger: testLogger(t)},
+		dp, calc.New(calc.Config{NodeName: node}))
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	save := func() string { return runNetns(t, ns, "iptables-"+string(backend)+"-save", "-t", "filter") }
+	routesOut := func() string { return runNetns(t, ns, "ip", "-4", "route", "show", "proto", "80") }
+	waitNS := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				ok, why := a.Ready()
+				t.Fatalf("timed out waiting for %s (ready=%v %s)\nfilter:\n%s\nroutes:\n%s", what, ok, why, save(), routesOut())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	waitNS("readiness", func() bool { ok, _ := a.Ready(); return ok })
+	waitNS("workload route and blackhole", func() bool {
+		r := routesOut()
+		return strings.Contains(r, podIP+" dev "+iface) && strings.Contains(r, "blackhole "+block)
+	})
+	if got := strings.TrimSpace(runNetns(t, ns, "cat", "/proc/sys/net/ipv4/conf/"+iface+"/proxy_arp")); got != "1" {
+		t.Errorf("proxy_arp on %s = %s, want 1", iface, got)
+	}
+	statusKey := datastore.EndpointStatusKey(node, "shop", "host--1-k8s-web-eth0")
+	waitNS("endpoint status", func() bool {
+		e, err := store.Get(ctx, statusKey)
+		if err != nil {
+			return false
+		}
+		st, err := datastore.ParseEndpointStatus(e.Value)
+		return err == nil && st.Programmed && fmt.Sprint(st.Revision) == wepRes.(*api.WorkloadEndpoint).Metadata.ResourceVersion
+	})
+
+	if _, err := client.Create(ctx, decodeOne(t, `
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: web-ingress}
+spec:
+  selector: app == 'web'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {nets: [198.18.1.0/24, 198.18.2.0/24]}
+    destination: {ports: [80]}
+`)); err != nil {
+		t.Fatal(err)
+	}
+	var setName string
+	waitNS("policy chain and its set", func() bool {
+		s := save()
+		if !strings.Contains(s, ":trc-pi-") || !strings.Contains(s, "--dport 80") {
+			return false
+		}
+		for _, l := range strings.Split(s, "\n") {
+			if i := strings.Index(l, "--match-set "); i >= 0 && strings.HasPrefix(l, "-A trc-pi-") {
+				setName = strings.Fields(l[i:])[1]
+				return true
+			}
+		}
+		return false
+	})
+	members := runNetns(t, ns, "ipset", "list", setName)
+	for _, m := range []string{"198.18.1.0/24", "198.18.2.0/24"} {
+		if !strings.Contains(members, m) {
+			t.Errorf("set %s lacks %s:\n%s", setName, m, members)
+		}
+	}
+
+	// A third party tampers with everything Terrace owns.
+	var policyChain string
+	for _, l := range strings.Split(save(), "\n") {
+		if strings.HasPrefix(l, ":trc-pi-") {
+			policyChain = strings.Fields(l[1:])[0]
+		}
+	}
+	runNetns(t, ns, "iptables-"+string(backend), "-F", policyChain)
+	runNetns(t, ns, "ipset", "flush", setName)
+	runNetns(t, ns, "ip", "route", "del", podIP+"/32")
+	runNetns(t, ns, "sysctl", "-w", "net.ipv4.conf."+iface+".proxy_arp=0")
+	if err := a.ForceResync(ctx); err != nil {
+		t.Fatalf("forced resync: %v", err)
+	}
+	if s := save(); !strings.Contains(s, "-A "+policyChain+" ") {
+		t.Errorf("flushed chain %s not repaired:\n%s", policyChain, s)
+	}
+	if m := runNetns(t, ns, "ipset", "list", setName); !strings.Contains(m, "198.18.1.0/24") {
+		t.Errorf("flushed set not repaired:\n%s", m)
+	}
+	if r := routesOut(); !strings.Contains(r, podIP+" dev "+iface) {
+		t.Errorf("deleted route not repaired:\n%s", r)
+	}
+	if got := strings.TrimSpace(runNetns(t, ns, "cat", "/proc/sys/net/ipv4/conf/"+iface+"/proxy_arp")); got != "1" {
+		t.Errorf("proxy_arp not repaired: %s", got)
+	}
+
+	// The pod's veth is re-created under the same name (a restarted sandbox): its route died
+	// with the old device and comes back without waiting for a resync (disabled here).
+	runNetns(t, ns, "ip", "link", "del", iface)
+	runNetns(t, ns, "ip", "link", "add", iface, "type", "veth", "peer", "name", "wl0")
+	runNetns(t, ns, "ip", "link", "set", iface, "up")
+	runNetns(t, ns, "ip", "link", "set", "wl0", "up")
+	waitNS("route and settings of the re-created interface", func() bool {
+		arp := strings.TrimSpace(runNetns(t, ns, "cat", "/proc/sys/net/ipv4/conf/"+iface+"/proxy_arp"))
+		return strings.Contains(routesOut(), podIP+" dev "+iface) && arp == "1"
+	})
+
+	if _, err := client.Delete(ctx, api.KindGlobalNetworkPolicy, "", "web-ingress", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitNS("policy chain removed", func() bool { return !strings.Contains(save(), ":trc-pi-") })
+	waitNS("its set destroyed", func() bool {
+		return !strings.Contains(runNetns(t, ns, "ipset", "list", "-n"), setName)
+	})
+	if _, err := client.Delete(ctx, api.KindWorkloadEndpoint, "shop", "host--1-k8s-web-eth0", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitNS("route removed", func() bool { return !strings.Contains(routesOut(), podIP+" ") })
+	waitNS("status removed", func() bool {
+		_, err := store.Get(ctx, statusKey)
+		return errors.Is(err, kv.ErrNotFound)
+	})
+	if !strings.Contains(routesOut(), "blackhole "+block) {
+		t.Errorf("blackhole for the node's block went with the endpoint:\n%s", routesOut())
+	}
+}
