@@ -150,6 +150,10 @@ func TestErrors(t *testing.T) {
 			_, err := a.ReleaseByHandle(ctx, "nope")
 			return err
 		}, []error{ErrHandleNotFound}},
+		{"addresses of unknown handle", func() error {
+			_, err := a.IPsByHandle(ctx, "nope")
+			return err
+		}, []error{ErrHandleNotFound}},
 		{"release unknown address", func() error {
 			return a.ReleaseIPChecked(ctx, netip.MustParseAddr("203.0.113.1"))
 		}, []error{ErrAddressNotInPool}},

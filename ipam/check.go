@@ -24,13 +24,16 @@ type CheckOptions struct {
 
 // Report is the result of Check, stable as JSON (`terracectl ipam check -o json`).
 type Report struct {
-	CheckedAt       time.Time       `json:"checkedAt"`
-	GracePeriod     string          `json:"gracePeriod"`
-	Summary         Summary         `json:"summary"`
-	Leaks           []Leak          `json:"leaks"`
-	Duplicates      []Duplicate     `json:"duplicates"`
-	OrphanBlocks    []OrphanBlock   `json:"orphanBlocks"`
-	Inconsistencies []Inconsistency `json:"inconsistencies"`
+	CheckedAt    time.Time     `json:"checkedAt"`
+	GracePeriod  string        `json:"gracePeriod"`
+	Summary      Summary       `json:"summary"`
+	Leaks        []Leak        `json:"leaks"`
+	Duplicates   []Duplicate   `json:"duplicates"`
+	OrphanBlocks []OrphanBlock `json:"orphanBlocks"`
+	// BlocksWithoutPool are blocks no IPPool covers: left by a forced pool delete until their
+	// addresses are released, or by a pool delete interrupted before its empty blocks were freed.
+	BlocksWithoutPool []OrphanBlock   `json:"blocksWithoutPool"`
+	Inconsistencies   []Inconsistency `json:"inconsistencies"`
 }
 
 // Summary counts what Check looked at.
@@ -59,10 +62,11 @@ type Duplicate struct {
 	Owners []string   `json:"owners"` // workload endpoints as namespace/name
 }
 
-// OrphanBlock is a block affine to a node that does not exist.
+// OrphanBlock is a block affine to a node that does not exist, or (in BlocksWithoutPool) a block
+// outside every pool, Node then being its host if it has one.
 type OrphanBlock struct {
 	Block netip.Prefix `json:"block"`
-	Node  string       `json:"node"`
+	Node  string       `json:"node,omitempty"`
 	InUse int          `json:"inUse"`
 }
 
@@ -75,7 +79,8 @@ type Inconsistency struct {
 
 // Clean reports whether the check found nothing.
 func (r *Report) Clean() bool {
-	return len(r.Leaks) == 0 && len(r.Duplicates) == 0 && len(r.OrphanBlocks) == 0 && len(r.Inconsistencies) == 0
+	return len(r.Leaks) == 0 && len(r.Duplicates) == 0 && len(r.OrphanBlocks) == 0 &&
+		len(r.BlocksWithoutPool) == 0 && len(r.Inconsistencies) == 0
 }
 
 // world is the resource side of a check: which nodes and workload endpoints exist.
@@ -188,8 +193,12 @@ func (a *Allocator) Check(ctx context.Context, opts CheckOptions) (*Report, erro
 	grace = max(grace, 0)
 	now := a.now().UTC()
 	r := &Report{CheckedAt: now, GracePeriod: grace.String(), Leaks: []Leak{}, Duplicates: []Duplicate{},
-		OrphanBlocks: []OrphanBlock{}, Inconsistencies: []Inconsistency{}}
+		OrphanBlocks: []OrphanBlock{}, BlocksWithoutPool: []OrphanBlock{}, Inconsistencies: []Inconsistency{}}
 	w, err := a.loadWorld(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
+	pools, err := a.loadPools(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("check: %w", err)
 	}
@@ -241,6 +250,9 @@ func (a *Allocator) Check(ctx context.Context, opts CheckOptions) (*Report, erro
 			continue
 		}
 		blocks = append(blocks, b)
+		if !coveredByPool(pools, b.CIDR) {
+			r.BlocksWithoutPool = append(r.BlocksWithoutPool, OrphanBlock{Block: b.CIDR, Node: b.Host(), InUse: b.UsedCount()})
+		}
 		if host := b.Host(); host != "" {
 			if !w.nodes[host] {
 				r.OrphanBlocks = append(r.OrphanBlocks, OrphanBlock{Block: b.CIDR, Node: host, InUse: b.UsedCount()})
@@ -316,6 +328,7 @@ func (a *Allocator) Check(ctx context.Context, opts CheckOptions) (*Report, erro
 	slices.SortFunc(r.Leaks, func(x, y Leak) int { return x.IP.Compare(y.IP) })
 	slices.SortFunc(r.Duplicates, func(x, y Duplicate) int { return x.IP.Compare(y.IP) })
 	slices.SortFunc(r.OrphanBlocks, func(x, y OrphanBlock) int { return comparePrefix(x.Block, y.Block) })
+	slices.SortFunc(r.BlocksWithoutPool, func(x, y OrphanBlock) int { return comparePrefix(x.Block, y.Block) })
 	slices.SortFunc(r.Inconsistencies, func(x, y Inconsistency) int {
 		if x.Key != y.Key {
 			if x.Key < y.Key {
@@ -382,6 +395,23 @@ func (a *Allocator) ReleaseFromReport(ctx context.Context, r *Report) (RepairRes
 			res.FreedBlocks = append(res.FreedBlocks, o.Block)
 		}
 	}
+	if len(r.BlocksWithoutPool) > 0 {
+		pools, err := a.loadPools(ctx)
+		if err != nil {
+			return res, errors.Join(append(errs, fmt.Errorf("release from report: %w", err))...)
+		}
+		for _, o := range r.BlocksWithoutPool {
+			freed, skip, err := a.releasePoollessBlock(ctx, pools, o.Block)
+			switch {
+			case err != nil:
+				errs = append(errs, err)
+			case freed:
+				res.FreedBlocks = append(res.FreedBlocks, o.Block)
+			default:
+				res.Skipped = append(res.Skipped, Skipped{Item: o.Block.String(), Reason: skip})
+			}
+		}
+	}
 	for _, d := range r.Duplicates {
 		res.Skipped = append(res.Skipped, Skipped{Item: d.IP.String(), Reason: "claimed by several owners; resolve by hand"})
 	}
@@ -435,4 +465,33 @@ func (a *Allocator) ReleaseIPChecked(ctx context.Context, ip netip.Addr) error {
 		return fmt.Errorf("release %v: refused: %s: %w", ip, reason, ErrAddressInUse)
 	}
 	return nil
+}
+
+func coveredByPool(pools []*pool, b netip.Prefix) bool {
+	return slices.ContainsFunc(pools, func(p *pool) bool { return p.cidr.Overlaps(b) })
+}
+
+// releasePoollessBlock frees a block no pool covers if it is empty, and otherwise takes it from
+// its host so that the release of its last address deletes it.
+func (a *Allocator) releasePoollessBlock(ctx context.Context, pools []*pool, cidr netip.Prefix) (bool, string, error) {
+	if coveredByPool(pools, cidr) {
+		return false, "a pool covers it again", nil
+	}
+	_, b, err := a.readBlock(ctx, cidr, true)
+	if err != nil {
+		return false, "", err
+	}
+	if b == nil {
+		return false, "already gone", nil
+	}
+	var freed bool
+	if host := b.Host(); host != "" {
+		freed, _, err = a.releaseAffinity(ctx, host, cidr)
+	} else {
+		freed, err = a.deleteEmptyBlock(ctx, cidr)
+	}
+	if err != nil || freed {
+		return freed, "", err
+	}
+	return false, fmt.Sprintf("still holds %d allocated addresses; the block is deleted when they are released", b.UsedCount()), nil
 }

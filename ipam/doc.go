@@ -4,7 +4,9 @@
 // finds leaks. Every write is a compare-and-swap on etcd mod revisions (block and handle together in
 // one transaction), so it never hands out one address twice and never loses one.
 //
-// It must never write resources (IPPools, Nodes, WorkloadEndpoints are only read, through the typed
-// datastore client), never touch the kernel, and never write a block without naming the revision it
-// read. The pure block and handle types (block.go, records.go) do no I/O and are tested without etcd.
+// It must never create or change resources (IPPools, Nodes, WorkloadEndpoints are read through the
+// typed datastore client); its one resource write is DeletePool, which deletes an IPPool in the
+// same transaction that proves no address was allocated in it since it counted. It must never
+// touch the kernel, and never write a block without naming the revision it read. The pure block
+// and handle types (block.go, records.go) do no I/O and are tested without etcd.
 package ipam

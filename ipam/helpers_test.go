@@ -189,3 +189,38 @@ func snapshot(t testing.TB, s *kv.Store) map[netip.Addr]string {
 	}
 	return held
 }
+
+// client is a typed datastore client on its own connection, for writing resources to etcd.
+func (e *testEnv) client() *datastore.Client {
+	return datastore.New(e.store(), embedded.TestLogger())
+}
+
+// addPool stores the pool where the allocators read it: in etcd through the typed client (which
+// validates it) when the environment is real, else in the stand-in.
+func (e *testEnv) addPool(name, cidr string, blockSize int, mutate ...func(*api.IPPoolSpec)) {
+	e.t.Helper()
+	if !e.real {
+		e.res.addPool(name, cidr, blockSize, mutate...)
+		return
+	}
+	p := &api.IPPool{TypeMeta: api.TypeMeta{Kind: "IPPool", APIVersion: api.GroupVersion},
+		Metadata: api.ObjectMeta{Name: name}, Spec: api.IPPoolSpec{CIDR: cidr, BlockSize: blockSize}}
+	for _, m := range mutate {
+		m(&p.Spec)
+	}
+	if _, err := e.client().Create(ctxT(e.t), p); err != nil {
+		e.t.Fatalf("create pool %s: %v", name, err)
+	}
+}
+
+func (e *testEnv) addNode(name string) {
+	e.t.Helper()
+	if !e.real {
+		e.res.addNode(name, nil)
+		return
+	}
+	n := &api.Node{TypeMeta: api.TypeMeta{Kind: "Node", APIVersion: api.GroupVersion}, Metadata: api.ObjectMeta{Name: name}}
+	if _, err := e.client().Create(ctxT(e.t), n); err != nil {
+		e.t.Fatalf("create node %s: %v", name, err)
+	}
+}

@@ -85,12 +85,12 @@ type stressResult struct {
 // runStress runs hosts × perHost workers for d, calling during (if set) in the middle.
 func runStress(t *testing.T, e *testEnv, hosts, perHost int, d, opTimeout time.Duration, during func()) stressResult {
 	t.Helper()
-	e.res.addPool("p4", "198.18.0.0/20", 28)
-	e.res.addPool("p6", "2001:db8:1000::/48", 122)
+	e.addPool("p4", "198.18.0.0/20", 28)
+	e.addPool("p6", "2001:db8:1000::/48", 122)
 	var workers []*worker
 	for h := range hosts {
 		node := fmt.Sprintf("host-%d", h+1)
-		e.res.addNode(node, nil)
+		e.addNode(node)
 		// Two allocators per host: in-process callers queue, separate processes race by CAS.
 		allocs := []*Allocator{e.allocator(), e.allocator()}
 		for i := range perHost {

@@ -166,7 +166,7 @@ func newIPAMCheckCmd(e *env) *cobra.Command {
 	var grace time.Duration
 	cmd := &cobra.Command{
 		Use:   "check",
-		Short: "Report leaked addresses, addresses with two owners and blocks of missing nodes",
+		Short: "Report leaked addresses, addresses with two owners, blocks of missing nodes or pools",
 		Long: "Compares IPAM allocations with WorkloadEndpoints and Nodes. An allocation is leaked when the\n" +
 			"endpoint or node it names is gone and it is older than --grace-period. Save the -o json\n" +
 			"report and pass it to `terracectl ipam release --from-report FILE` to release the leaks.",
@@ -226,6 +226,12 @@ func printReport(w io.Writer, r *ipam.Report) error {
 		fmt.Fprintf(tw, "\nBLOCK OF MISSING NODE\tNODE\tIN USE\n")
 		for _, o := range r.OrphanBlocks {
 			fmt.Fprintf(tw, "%s\t%s\t%d\n", o.Block, o.Node, o.InUse)
+		}
+	}
+	if len(r.BlocksWithoutPool) > 0 {
+		fmt.Fprintf(tw, "\nBLOCK OUTSIDE EVERY POOL\tNODE\tIN USE\n")
+		for _, o := range r.BlocksWithoutPool {
+			fmt.Fprintf(tw, "%s\t%s\t%d\n", o.Block, dash(o.Node), o.InUse)
 		}
 	}
 	if len(r.Inconsistencies) > 0 {

@@ -173,23 +173,17 @@ func newReplaceCmd(e *env) *cobra.Command {
 func newDeleteCmd(e *env) *cobra.Command {
 	var files []string
 	var ns nsFlags
-	var ignoreNotFound bool
+	var opts deleteOpts
 	cmd := &cobra.Command{
 		Use:   "delete (-f FILE | KIND NAME... | KIND/NAME...)",
 		Short: "Delete resources named in a file or on the command line",
+		Long: "Deleting a Node also releases its address blocks: empty ones return to their pool, ones\n" +
+			"still holding addresses stay until those are released. Deleting an IPPool in which\n" +
+			"addresses are still allocated is refused (exit status 2) unless the pool is disabled\n" +
+			"and --force is given; its empty blocks are freed with it.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			del := func(ctx context.Context, c *datastore.Client, r api.Resource) (string, error) {
-				m := r.GetObjectMeta()
-				_, err := c.Delete(ctx, kindName(r), m.Namespace, m.Name, m.ResourceVersion)
-				switch {
-				case errors.Is(err, datastore.ErrNotFound) && ignoreNotFound:
-					return "not found (ignored)", nil
-				case errors.Is(err, datastore.ErrNotFound):
-					return "", errors.New("not found")
-				case errors.Is(err, datastore.ErrConflict):
-					return "", conflictErr(m.ResourceVersion)
-				}
-				return "deleted", err
+				return deleteResource(ctx, e, c, r, opts)
 			}
 			if len(files) > 0 {
 				if len(args) > 0 {
@@ -214,17 +208,24 @@ func newDeleteCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			failed := 0
+			invalid, failed := 0, 0
 			for _, r := range rs {
 				what, err := del(cmd.Context(), c, r)
 				if err != nil {
-					failed++
+					if exitCode(err) == exitInput {
+						invalid++
+					} else {
+						failed++
+					}
 					e.errorf("%s: %s", refOf(r), describeErr(err))
 					continue
 				}
 				e.printf("%s %s\n", refOf(r), what)
 			}
-			if failed > 0 {
+			switch {
+			case invalid > 0:
+				return reported{exitInput}
+			case failed > 0:
 				return reported{exitRuntime}
 			}
 			return nil
@@ -232,7 +233,8 @@ func newDeleteCmd(e *env) *cobra.Command {
 	}
 	addFileFlag(cmd, &files, "resources to delete")
 	ns.add(cmd, false)
-	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat a missing resource as deleted")
+	cmd.Flags().BoolVar(&opts.ignoreNotFound, "ignore-not-found", false, "treat a missing resource as deleted")
+	cmd.Flags().BoolVar(&opts.force, "force", false, "delete a disabled IPPool even though addresses are still allocated in it")
 	return cmd
 }
 

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/embedded"
+	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/ipam"
+)
+
+const deleteNodes = `apiVersion: terrace.dev/v1
+kind: Node
+metadata: {name: n1}
+---
+apiVersion: terrace.dev/v1
+kind: Node
+metadata: {name: n2}
+`
+
+// ipamClient opens its own connection to the test etcd, as a node daemon would have.
+func ipamClient(t *testing.T, srv *embedded.Server) (*ipam.Allocator, *datastore.Client, context.Context) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	s, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ds := datastore.New(s, embedded.TestLogger())
+	return ipam.New(s, ds, embedded.TestLogger()), ds, ctx
+}
+
+func checkReport(t *testing.T, c *cli) ipam.Report {
+	t.Helper()
+	var r ipam.Report
+	out := c.mustRun("", "ipam", "check", "-o", "json").stdout
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("decode report: %v\n%s", err, out)
+	}
+	return r
+}
+
+func TestDeleteNodeReleasesBlocks(t *testing.T) {
+	c, srv := newCLI(t)
+	c.mustRun(ipamPools+"---\n"+deleteNodes, "apply", "-f", "-")
+	a, ds, ctx := ipamClient(t, srv)
+	got, err := a.AutoAssign(ctx, ipam.AutoAssignArgs{Node: "n1", Handle: "net.a", Num4: 1, Num6: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The IPv6 block stays affine to n1 but empty.
+	if _, err := a.ReleaseIPs(ctx, got.IPv6...); err != nil {
+		t.Fatal(err)
+	}
+	out := c.mustRun("", "delete", "node", "n1").stdout
+	t.Logf("delete node n1:\n%s", out)
+	for _, want := range []string{"node/n1 deleted", "freed block 2001:db8:1000::/122",
+		"block 198.18.0.0/28 keeps 1 allocated address;"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("delete node output lacks %q:\n%s", want, out)
+		}
+	}
+	if bl, err := a.BlocksForNode(ctx, "n1"); err != nil || len(bl) != 0 {
+		t.Errorf("n1 still owns %v (%v)", bl, err)
+	}
+	if r := checkReport(t, c); len(r.OrphanBlocks) != 0 || len(r.Inconsistencies) != 0 {
+		t.Errorf("check after a complete node delete: %+v", r)
+	}
+	// The address left on the removed node is reported (once past the grace period).
+	var r ipam.Report
+	if err := json.Unmarshal([]byte(c.mustRun("", "ipam", "check", "--grace-period", "0", "-o", "json").stdout), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Leaks) != 1 || r.Leaks[0].IP != got.IPv4[0] || r.Leaks[0].Reason != "node n1 does not exist" {
+		t.Errorf("leaks after the node delete: %+v", r.Leaks)
+	}
+	if _, err := a.ReleaseIPs(ctx, got.IPv4...); err != nil {
+		t.Fatal(err)
+	}
+
+	// A delete interrupted between the Node and its blocks: check reports the blocks, and the
+	// same delete run again finishes the job.
+	if _, err := a.AutoAssign(ctx, ipam.AutoAssignArgs{Node: "n2", Handle: "net.b", Num4: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ReleaseByHandle(ctx, "net.b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ds.Delete(ctx, "Node", "", "n2", ""); err != nil {
+		t.Fatal(err)
+	}
+	r = checkReport(t, c)
+	if len(r.OrphanBlocks) != 1 || r.OrphanBlocks[0].Node != "n2" || r.OrphanBlocks[0].InUse != 0 {
+		t.Fatalf("orphan blocks after an interrupted delete: %+v", r.OrphanBlocks)
+	}
+	out = c.mustRun("", "delete", "node", "n2").stdout
+	t.Logf("delete node n2 again:\n%s", out)
+	if !strings.Contains(out, "node/n2 was already deleted") || !strings.Contains(out, "freed block "+r.OrphanBlocks[0].Block.String()) {
+		t.Errorf("re-run of an interrupted delete:\n%s", out)
+	}
+	if r := checkReport(t, c); len(r.OrphanBlocks) != 0 {
+		t.Errorf("orphan blocks left: %+v", r.OrphanBlocks)
+	}
+	if res := c.run("", "delete", "node", "n2"); res.code != 1 || !strings.Contains(res.stderr, "not found") {
+		t.Errorf("delete of a missing node: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	c.mustRun("", "delete", "node", "n2", "--ignore-not-found")
+}
+
+func TestDeletePoolInUse(t *testing.T) {
+	c, srv := newCLI(t)
+	c.mustRun(ipamPools, "apply", "-f", "-")
+	// The other bad pool input of issue 3: an overlapping pool and a block size out of range.
+	for doc, want := range map[string]string{
+		"apiVersion: terrace.dev/v1\nkind: IPPool\nmetadata: {name: over}\nspec: {cidr: 198.18.0.128/25}\n":             "overlaps",
+		"apiVersion: terrace.dev/v1\nkind: IPPool\nmetadata: {name: big}\nspec: {cidr: 198.19.0.0/16, blockSize: 19}\n": "spec.blockSize",
+	} {
+		if res := c.run(doc, "apply", "-f", "-"); res.code != 2 || !strings.Contains(res.stderr, want) {
+			t.Errorf("apply of a bad pool: exit %d, want 2\n%s%s", res.code, res.stdout, res.stderr)
+		}
+	}
+	a, _, ctx := ipamClient(t, srv)
+	got, err := a.AutoAssign(ctx, ipam.AutoAssignArgs{Node: "n1", Handle: "net.a", Num4: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "p4.yaml")
+	if err := os.WriteFile(file, []byte("apiVersion: terrace.dev/v1\nkind: IPPool\nmetadata: {name: p4}\nspec: {cidr: 198.18.0.0/24}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"delete", "ippool", "p4"},
+		{"delete", "ippool/p4", "--force"}, // enabled: --force alone is not enough
+		{"delete", "-f", file},
+		{"delete", "-f", file, "--force"},
+	} {
+		res := c.run("", args...)
+		t.Logf("terracectl %s: %s", strings.Join(args, " "), res.stderr)
+		if res.code != 2 || !strings.Contains(res.stderr, "IP pool p4 still has 2 allocated addresses") {
+			t.Errorf("terracectl %s: exit %d, want 2 and the count\n%s%s", strings.Join(args, " "), res.code, res.stdout, res.stderr)
+		}
+	}
+	c.mustRun("apiVersion: terrace.dev/v1\nkind: IPPool\nmetadata: {name: p4}\nspec: {cidr: 198.18.0.0/24, blockSize: 28, disabled: true}\n", "apply", "-f", "-")
+	if res := c.run("", "delete", "-f", file); res.code != 2 || !strings.Contains(res.stderr, "--force") {
+		t.Errorf("disabled pool without --force: exit %d\n%s", res.code, res.stderr)
+	}
+	out := c.mustRun("", "delete", "-f", file, "--force").stdout
+	t.Logf("forced delete:\n%s", out)
+	if !strings.Contains(out, "ippool/p4 deleted") || !strings.Contains(out, "its blocks keep 2 allocated addresses until released") {
+		t.Errorf("forced delete:\n%s", out)
+	}
+	r := checkReport(t, c)
+	if len(r.BlocksWithoutPool) != 1 || r.BlocksWithoutPool[0].InUse != 2 || r.BlocksWithoutPool[0].Node != "" {
+		t.Errorf("blocks without pool after a forced delete: %+v", r.BlocksWithoutPool)
+	}
+	if table := c.run("", "ipam", "check").stdout; !strings.Contains(table, "BLOCK OUTSIDE EVERY POOL") {
+		t.Errorf("check table:\n%s", table)
+	}
+	if _, err := a.ReleaseIPs(ctx, got.IPv4...); err != nil {
+		t.Fatal(err)
+	}
+	// The empty pool goes without --force.
+	c.mustRun("", "delete", "ippool", "p6")
+	if keys := storedKeys(t, srv); strings.Contains(strings.Join(keys, " "), "/terrace/ipam/") {
+		t.Errorf("IPAM keys left: %v", keys)
+	}
+	if r := checkReport(t, c); !r.Clean() {
+		t.Errorf("check not clean at the end: %+v", r)
+	}
+}

@@ -1,0 +1,226 @@
+package ipam
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/kv"
+)
+
+// TestConcurrentHostsRealClient runs the stress workload with pools, nodes and the IPAM
+// configuration read from etcd through the real typed client (no stand-in), while a pool
+// delete is attempted: refused for the pool in use, done for an empty one.
+func TestConcurrentHostsRealClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stress test; skipped with -short")
+	}
+	e := newTestEnv(t)
+	e.real = true
+	e.addPool("spare", "198.18.64.0/24", 28)
+	var refusal error
+	var spare PoolDeletion
+	var spareErr error
+	res := runStress(t, e, 4, 8, 3*time.Second, 30*time.Second, func() {
+		a := e.allocator()
+		_, refusal = a.DeletePool(ctxT(t), "p4", "", true)
+		spare, spareErr = a.DeletePool(ctxT(t), "spare", "", false)
+		r, err := a.Check(ctxT(t), CheckOptions{})
+		if err != nil {
+			t.Error(err)
+		} else if !r.Clean() {
+			t.Errorf("check during allocations: %+v", r)
+		}
+	})
+	var inUse *PoolInUseError
+	if !errors.As(refusal, &inUse) || inUse.Pool != "p4" || inUse.Allocated == 0 || inUse.Disabled {
+		t.Errorf("forced delete of the enabled pool in use: %v, want a refusal naming p4 and a count", refusal)
+	}
+	if spareErr != nil || spare.Allocated != 0 || spare.CIDR != netip.MustParsePrefix("198.18.64.0/24") {
+		t.Errorf("delete of the empty pool: %+v, %v", spare, spareErr)
+	}
+	var fails int
+	for _, w := range res.workers {
+		fails += w.failures
+		if w.lastErr != nil {
+			t.Errorf("%s: %v", w.id, w.lastErr)
+		}
+	}
+	t.Logf("4 hosts x 8 through the typed client: %d allocations, %d failures", res.allocs, fails)
+	if res.allocs < 50 || fails > 0 {
+		t.Errorf("%d allocations (want >= 50), %d failures (want 0)", res.allocs, fails)
+	}
+	verify(t, e, res)
+	if _, err := e.client().Get(ctxT(t), "IPPool", "", "p4"); err != nil {
+		t.Errorf("the pool in use was deleted: %v", err)
+	}
+}
+
+func setDisabled(t *testing.T, c *datastore.Client, name string, disabled bool) {
+	t.Helper()
+	r, err := c.Get(ctxT(t), "IPPool", "", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := r.(*api.IPPool)
+	p.Spec.Disabled = disabled
+	if _, err := c.Update(ctxT(t), p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ipamKeys(t *testing.T, s *kv.Store) []string {
+	t.Helper()
+	kvs, _, err := s.List(ctxT(t), Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := []string{}
+	for _, e := range kvs {
+		out = append(out, e.Key)
+	}
+	return out
+}
+
+func TestDeletePool(t *testing.T) {
+	e := newTestEnv(t)
+	e.real = true
+	e.addPool("p", "198.18.0.0/24", 28)
+	e.addPool("q", "198.18.1.0/24", 28)
+	e.addNode("h1")
+	c := e.client()
+	a := e.allocator()
+	ctx := ctxT(t)
+	got, err := a.AutoAssign(ctx, AutoAssignArgs{Node: "h1", Handle: "a", Num4: 3, IPv4Pools: []string{"p"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An affine block left empty in q.
+	if _, err := a.AutoAssign(ctx, AutoAssignArgs{Node: "h1", Handle: "b", Num4: 1, IPv4Pools: []string{"q"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ReleaseByHandle(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+
+	refusals := []struct {
+		name     string
+		force    bool
+		disabled bool
+	}{
+		{"enabled", false, false},
+		{"enabled forced", true, false},
+		{"disabled not forced", false, true},
+	}
+	for _, tc := range refusals {
+		t.Run(tc.name, func(t *testing.T) {
+			setDisabled(t, c, "p", tc.disabled)
+			_, err := a.DeletePool(ctx, "p", "", tc.force)
+			var inUse *PoolInUseError
+			if !errors.As(err, &inUse) || !errors.Is(err, ErrPoolInUse) {
+				t.Fatalf("got %v, want a *PoolInUseError", err)
+			}
+			if diff := cmp.Diff(PoolInUseError{Pool: "p", Allocated: 3, Disabled: tc.disabled}, *inUse); diff != "" {
+				t.Errorf("refusal (-want +got):\n%s", diff)
+			}
+			if _, err := c.Get(ctx, "IPPool", "", "p"); err != nil {
+				t.Errorf("pool gone after a refusal: %v", err)
+			}
+		})
+	}
+
+	if _, err := a.DeletePool(ctx, "nope", "", false); !errors.Is(err, datastore.ErrNotFound) {
+		t.Errorf("missing pool: %v, want ErrNotFound", err)
+	}
+	if _, err := a.DeletePool(ctx, "q", "1", false); !errors.Is(err, datastore.ErrConflict) {
+		t.Errorf("stale resourceVersion: %v, want ErrConflict", err)
+	}
+	res, err := a.DeletePool(ctx, "q", "", false)
+	want := PoolDeletion{Pool: "q", CIDR: netip.MustParsePrefix("198.18.1.0/24"), FreedBlocks: prefixes("198.18.1.0/28")}
+	if diff := cmp.Diff(want, res, prefixCmp); err != nil || diff != "" {
+		t.Fatalf("delete empty pool: %v (-want +got):\n%s", err, diff)
+	}
+
+	// Disabled and forced: the pool goes, its block leaves h1 but keeps its addresses.
+	setDisabled(t, c, "p", true)
+	res, err = a.DeletePool(ctx, "p", "", true)
+	if err != nil || res.Allocated != 3 || res.Retained != 3 || len(res.FreedBlocks) != 0 {
+		t.Fatalf("forced delete: %+v, %v", res, err)
+	}
+	if bl, err := a.BlocksForNode(ctx, "h1"); err != nil || len(bl) != 0 {
+		t.Errorf("h1 still owns %v (%v)", bl, err)
+	}
+	r, err := a.Check(ctx, CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]OrphanBlock{{Block: netip.MustParsePrefix("198.18.0.0/28"), InUse: 3}}, r.BlocksWithoutPool, prefixCmp); diff != "" || r.Clean() {
+		t.Errorf("blocks without pool (-want +got):\n%s", diff)
+	}
+	if _, err := a.ReleaseIPs(ctx, got.IPv4...); err != nil {
+		t.Fatal(err)
+	}
+	if keys := ipamKeys(t, e.store()); len(keys) != 0 {
+		t.Errorf("IPAM keys left after the last release: %v", keys)
+	}
+}
+
+// TestDeletePoolInterrupted deletes the pool resource without IPAM, as a crash right after the
+// delete would leave it: check reports the blocks and the repair frees what it can.
+func TestDeletePoolInterrupted(t *testing.T) {
+	e := newTestEnv(t)
+	e.real = true
+	e.addPool("p", "198.18.0.0/24", 28)
+	e.addNode("h1")
+	e.addNode("h2")
+	a := e.allocator()
+	ctx := ctxT(t)
+	if _, err := a.AutoAssign(ctx, AutoAssignArgs{Node: "h1", Handle: "keep", Num4: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AutoAssign(ctx, AutoAssignArgs{Node: "h2", Handle: "gone", Num4: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ReleaseByHandle(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client().Delete(ctx, "IPPool", "", "p", ""); err != nil {
+		t.Fatal(err)
+	}
+	r, err := a.Check(ctx, CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []OrphanBlock{
+		{Block: netip.MustParsePrefix("198.18.0.0/28"), Node: "h1", InUse: 2},
+		{Block: netip.MustParsePrefix("198.18.0.16/28"), Node: "h2", InUse: 0},
+	}
+	if diff := cmp.Diff(want, r.BlocksWithoutPool, prefixCmp); diff != "" {
+		t.Fatalf("blocks without pool (-want +got):\n%s", diff)
+	}
+	rep, err := a.ReleaseFromReport(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(prefixes("198.18.0.16/28"), rep.FreedBlocks, prefixCmp); diff != "" || len(rep.Skipped) != 1 || rep.Skipped[0].Item != "198.18.0.0/28" {
+		t.Fatalf("repair: %+v (-want +got freed):\n%s", rep, diff)
+	}
+	// The block in use no longer belongs to h1 and goes with its last address.
+	if bl, err := a.BlocksForNode(ctx, "h1"); err != nil || len(bl) != 0 {
+		t.Errorf("h1 still owns %v (%v)", bl, err)
+	}
+	if _, err := a.ReleaseByHandle(ctx, "keep"); err != nil {
+		t.Fatal(err)
+	}
+	if keys := ipamKeys(t, e.store()); len(keys) != 0 {
+		t.Errorf("IPAM keys left: %v", keys)
+	}
+	if r, err := a.Check(ctx, CheckOptions{}); err != nil || !r.Clean() {
+		t.Errorf("check after repair: %+v %v", r, err)
+	}
+}
