@@ -2,16 +2,18 @@ package ipam
 
 import (
 	"context"
-
 	"fmt"
-	"github.com/terracenet/terrace/datastore"
-	"github.com/terracenet/terrace/datastore/api"
-	"github.com/terracenet/terrace/datastore/embedded"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/embedded"
+	"github.com/terracenet/terrace/internal/benchfmt"
 )
 
 // The benchmarks do a fixed amount of work whatever b.N is (`make bench` runs -benchtime 1x) and
@@ -51,8 +53,9 @@ func BenchmarkSequentialAllocation(b *testing.B) {
 	slices.Sort(lat)
 	p50, p99 := lat[n/2], lat[n*99/100]
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	fmt.Printf("BENCH ipam-sequential p50=%.3fms anchor=2ms ratio=%.2f\n", ms(p50), ms(p50)/2)
-	fmt.Printf("BENCH ipam-sequential p99=%.3fms\n", ms(p99))
+	out := benchfmt.Printer{W: os.Stdout, Scenario: "ipam-sequential"}
+	out.Anchored("p50", ms(p50), "ms", 2)
+	out.Value("p99", ms(p99), "ms")
 	b.ReportMetric(ms(p50), "p50-ms")
 	b.ReportMetric(ms(p99), "p99-ms")
 	if held := snapshot(b, e.store()); len(held) != n {
@@ -105,10 +108,11 @@ func concurrent(b *testing.B, scenario string, hosts, perHost int, d time.Durati
 	held := snapshot(b, e.store())
 	dups := n - int64(len(held)) // snapshot fails the benchmark on any address held twice
 	rate := float64(n) / elapsed.Seconds()
-	fmt.Printf("BENCH %s allocs=%.0f/s anchor=1000/s ratio=%.2f\n", scenario, rate, rate/1000)
-	fmt.Printf("BENCH %s retries=%.3f/alloc\n", scenario, float64(retries)/float64(n))
-	fmt.Printf("BENCH %s duplicates=%d\n", scenario, dups)
-	fmt.Printf("BENCH %s batch=%.2f/commit\n", scenario, float64(n)/float64(commits))
+	out := benchfmt.Printer{W: os.Stdout, Scenario: scenario}
+	out.Anchored("allocs", rate, "/s", 1000)
+	out.Value("retries", float64(retries)/float64(n), "/alloc")
+	out.Value("duplicates", float64(dups), "")
+	out.Value("batch", float64(n)/float64(commits), "/commit")
 	b.ReportMetric(rate, "allocs/s")
 	b.ReportMetric(float64(retries)/float64(n), "retries/alloc")
 	if dups != 0 {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/terracenet/terrace/internal/benchfmt"
 )
 
 // benchPrefixes returns n distinct /32s in the benchmarking range 198.18.0.0/15.
@@ -104,15 +106,16 @@ func learnOnce(b *testing.B, n int) {
 	b.ReportMetric(float64(elapsed.Milliseconds()), "ms-to-sink")
 	b.ReportMetric(heap, "MB-heap")
 	scenario := fmt.Sprintf("bgp-learn-%dk", n/1000)
-	fmt.Printf("BENCH %s time_to_sink=%dms\n", scenario, elapsed.Milliseconds())
+	out := benchfmt.Printer{W: os.Stdout, Scenario: scenario}
+	out.Value("time_to_sink", float64(elapsed.Milliseconds()), "ms")
 	// From the first delivery that carried routes (at most one debounce after the first route
 	// arrived) to the one that held them all: the receive pipeline without session setup.
-	fmt.Printf("BENCH %s first_to_all=%dms\n", scenario, end.Sub(first).Milliseconds())
+	out.Value("first_to_all", float64(end.Sub(first).Milliseconds()), "ms")
 	// CPU time of the whole process in the timed window: unlike wall time it does not depend on
 	// what else the machine runs.
-	fmt.Printf("BENCH %s cpu_both_speakers=%dms\n", scenario, cpu.Milliseconds())
-	fmt.Printf("BENCH %s heap_inuse_both_speakers=%.0fMB\n", scenario, heap)
-	fmt.Printf("BENCH %s sender_addpath=%dms\n", scenario, addTime.Milliseconds())
+	out.Value("cpu_both_speakers", float64(cpu.Milliseconds()), "ms")
+	out.Value("heap_inuse_both_speakers", float64(int(heap+0.5)), "MB")
+	out.Value("sender_addpath", float64(addTime.Milliseconds()), "ms")
 	receiver.Stop()
 	sender.Stop()
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/terracenet/terrace/datastore/embedded"
+	"github.com/terracenet/terrace/internal/benchfmt"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -37,17 +38,18 @@ func TestMain(m *testing.M) {
 	sort.Strings(names)
 	for _, n := range names {
 		r := benchResults[n]
-		line := fmt.Sprintf("BENCH kv-%s p50=%.3fms", n, r[0])
+		out := benchfmt.Printer{W: os.Stdout, Scenario: "kv-" + n}
 		if a, ok := anchors[n]; ok {
-			line += fmt.Sprintf(" anchor=%.2fms ratio=%.2f", a, r[0]/a)
+			out.Anchored("p50", r[0], "ms", a)
+		} else {
+			out.Value("p50", r[0], "ms")
 		}
-		fmt.Println(line)
-		fmt.Printf("BENCH kv-%s p99=%.3fms\n", n, r[1])
+		out.Value("p99", r[1], "ms")
 	}
 	// The requirement is on what the syncer adds to etcd's own watch: under 0.5 ms at p50.
 	if s, ok := benchResults["syncer"]; ok {
 		if w, ok := benchResults["watch"]; ok {
-			fmt.Printf("BENCH kv-syncer overhead-p50=%.3fms anchor=0.50ms ratio=%.2f\n", s[0]-w[0], (s[0]-w[0])/0.5)
+			benchfmt.Printer{W: os.Stdout, Scenario: "kv-syncer"}.Anchored("overhead-p50", s[0]-w[0], "ms", 0.5)
 		}
 	}
 	benchMu.Unlock()

@@ -2,12 +2,14 @@ package calc
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/felix/dataplane/ipsets"
+	"github.com/terracenet/terrace/internal/benchfmt"
 )
 
 // benchCluster is the scale: 1,000 local endpoints (plus 9,000 remote ones so one selector
@@ -65,8 +67,9 @@ func benchLine(b *testing.B, scenario string, ds []time.Duration) {
 	m, p := mean(ds), p99(ds)
 	b.ReportMetric(float64(p.Microseconds())/1000, "p99-ms")
 	if b.N >= 10 {
-		fmt.Printf("BENCH %s mean=%.2fms\n", scenario, float64(m.Microseconds())/1000)
-		fmt.Printf("BENCH %s p99=%.2fms\n", scenario, float64(p.Microseconds())/1000)
+		out := benchfmt.Printer{W: os.Stdout, Scenario: scenario}
+		out.Value("mean", float64(m.Microseconds())/1000, "ms")
+		out.Value("p99", float64(p.Microseconds())/1000, "ms")
 	}
 }
 
@@ -98,7 +101,10 @@ func BenchmarkInitial(b *testing.B) {
 		for _, s := range d.IPSets {
 			members += len(s.Members)
 		}
-		fmt.Printf("BENCH felix-calc-initial-1000ep-500pol rules=%d ipsets=%d members=%d\n", rules, len(d.IPSets), members)
+		out := benchfmt.Printer{W: os.Stdout, Scenario: "felix-calc-initial-1000ep-500pol"}
+		out.Value("rules", float64(rules), "")
+		out.Value("ipsets", float64(len(d.IPSets)), "")
+		out.Value("members", float64(members), "")
 	}
 }
 
