@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/terracenet/terrace/internal/benchfmt"
 )
 
 // BenchmarkCNIAddDel measures what a runtime sees: the wall time of the plugin process for ADD and
@@ -21,23 +23,45 @@ func BenchmarkCNIAddDel(b *testing.B) {
 	if e == nil {
 		return
 	}
+	benchAddDel(b, e, "cni", "etcd", "")
+}
+
+// BenchmarkCNIAddDelAgent is the same work with the datastore part handed to the node agent over
+// its socket (the agent's API served in this process, as terrace-node serves it).
+func BenchmarkCNIAddDelAgent(b *testing.B) {
+	e := inHost(b, "-test.bench")
+	if e == nil {
+		return
+	}
+	sock := serveAgent(b, "host-a", e.store, e.ds)
+	benchAddDel(b, e, "cni-agent", "agent", `,"node_socket":"`+sock+`"`)
+}
+
+// benchAddDel runs the fixed work and prints figures as <prefix>-add-sequential and so on; extra
+// is spliced into the network configuration; every command must have used backend.
+func benchAddDel(b *testing.B, e *hostEnv, prefix, backend, extra string) {
 	const seqN, concWorkers, concPer = 100, 8, 25
 	pods := make([]string, seqN+concWorkers*concPer)
 	for i := range pods {
 		pods[i] = e.newPod()
 	}
-	stdin := e.conf("1.1.0", "")
+	stdin := e.conf("1.1.0", extra)
 	// Each scenario logs to its own file, from which the per-phase times are read.
 	useLog := func(name string) string {
 		path := filepath.Join(e.logDir, name+".log")
-		stdin = []byte(strings.Replace(string(e.conf("1.1.0", "")), filepath.Join(e.logDir, "cni.log"), path, 1))
+		stdin = []byte(strings.Replace(string(e.conf("1.1.0", extra)), filepath.Join(e.logDir, "cni.log"), path, 1))
 		return path
 	}
+	var cpuMu sync.Mutex
+	cpu := map[string][]time.Duration{}
 	op := func(cmd string, i int) time.Duration {
 		o := e.exec(call{cmd: cmd, cid: fmt.Sprintf("bench-%d", i), netns: pods[i], stdin: stdin})
 		if o.err != nil {
 			b.Fatalf("%s %d: %s", cmd, i, o.err.Msg)
 		}
+		cpuMu.Lock()
+		cpu[cmd] = append(cpu[cmd], o.cpu)
+		cpuMu.Unlock()
 		return o.took
 	}
 	// Warm the page cache and IPAM's first block so the first sample is not an outlier by accident.
@@ -47,11 +71,11 @@ func BenchmarkCNIAddDel(b *testing.B) {
 
 	var seqAdd, seqDel []time.Duration
 	logs := map[string]string{}
-	logs["cni-add-sequential"] = useLog("add-seq")
+	logs[prefix+"-add-sequential"] = useLog("add-seq")
 	for i := range seqN {
 		seqAdd = append(seqAdd, op("ADD", i))
 	}
-	logs["cni-del-sequential"] = useLog("del-seq")
+	logs[prefix+"-del-sequential"] = useLog("del-seq")
 	for i := range seqN {
 		seqDel = append(seqDel, op("DEL", i))
 	}
@@ -71,34 +95,46 @@ func BenchmarkCNIAddDel(b *testing.B) {
 		}
 		wg.Wait()
 	}
-	logs["cni-add-8concurrent"] = useLog("add-conc")
+	logs[prefix+"-add-8concurrent"] = useLog("add-conc")
 	parallel("ADD", &concAdd)
-	logs["cni-del-8concurrent"] = useLog("del-conc")
+	logs[prefix+"-del-8concurrent"] = useLog("del-conc")
 	parallel("DEL", &concDel)
 	b.StopTimer()
 	e.assertClean()
+	// CPU per plugin process, over every call: the floor of the concurrent figures on few cores.
+	for _, cmd := range []string{"ADD", "DEL"} {
+		out := benchfmt.Printer{W: os.Stdout, Scenario: prefix + "-" + strings.ToLower(cmd) + "-process"}
+		out.Value("cpu-p50", ms(pct(sorted(cpu[cmd]), 50)), "ms")
+	}
 
-	report := func(scenario string, ds []time.Duration, anchor string) {
+	report := func(scenario string, ds []time.Duration, anchor float64) {
 		slices.Sort(ds)
 		p50, p99 := pct(ds, 50), pct(ds, 99)
-		fmt.Printf("BENCH %s p50=%.1fms%s\n", scenario, ms(p50), anchor)
-		fmt.Printf("BENCH %s p99=%.1fms\n", scenario, ms(p99))
+		out := benchfmt.Printer{W: os.Stdout, Scenario: scenario}
+		if anchor > 0 {
+			out.Anchored("p50", ms(p50), "ms", anchor)
+		} else {
+			out.Value("p50", ms(p50), "ms")
+		}
+		out.Value("p99", ms(p99), "ms")
 		b.ReportMetric(ms(p50), scenario+"-p50-ms")
 		b.ReportMetric(ms(p99), scenario+"-p99-ms")
 		phases, err := phaseTimes(logs[scenario])
 		if err != nil {
 			b.Fatal(err)
 		}
+		if n := countDone(b, logs[scenario], "backend="+backend); n != len(ds) {
+			b.Fatalf("%s: %d of %d commands logged backend=%s", scenario, n, len(ds), backend)
+		}
 		for _, name := range slices.Sorted(maps.Keys(phases)) {
-			fmt.Printf("BENCH %s phase-%s-p50=%.1fms\n", scenario, name, ms(pct(sorted(phases[name]), 50)))
+			out.Value("phase-"+name+"-p50", ms(pct(sorted(phases[name]), 50)), "ms")
 		}
 	}
-	report("cni-add-sequential", seqAdd, "")
-	report("cni-del-sequential", seqDel, "")
+	report(prefix+"-add-sequential", seqAdd, 0)
+	report(prefix+"-del-sequential", seqDel, 0)
 	// Anchor: Calico's network setup step, about 15 ms per pod in a burst (projectcalico/calico#7705).
-	p50 := pct(sorted(concAdd), 50)
-	report("cni-add-8concurrent", concAdd, fmt.Sprintf(" anchor=15.0ms ratio=%.2f", ms(p50)/15))
-	report("cni-del-8concurrent", concDel, "")
+	report(prefix+"-add-8concurrent", concAdd, 15)
+	report(prefix+"-del-8concurrent", concDel, 0)
 }
 
 func sorted(ds []time.Duration) []time.Duration {
@@ -140,4 +176,19 @@ func phaseTimes(path string) (map[string][]time.Duration, error) {
 		}
 	}
 	return out, nil
+}
+
+// countDone counts the "ADD done"/"DEL done" lines of the plugin log at path that contain want.
+func countDone(b *testing.B, path, want string) int {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatalf("read plugin log: %v", err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		if (strings.Contains(line, `msg="ADD done"`) || strings.Contains(line, `msg="DEL done"`)) && strings.Contains(line, want) {
+			n++
+		}
+	}
+	return n
 }

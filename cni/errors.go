@@ -6,8 +6,6 @@ import (
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/types"
-
-	"github.com/terracenet/terrace/datastore/kv"
 )
 
 // Plugin-specific error codes (the CNI spec leaves 100 and above to plugins).
@@ -30,10 +28,13 @@ var (
 	ErrPoolsExhausted = errors.New("IP pools exhausted")
 	// ErrNoPools: no usable pool for this node and family (or a named pool does not exist or is disabled).
 	ErrNoPools = errors.New("no usable IP pool")
-	// ErrNotFound: the object does not exist (kv's value, so datastore errors match as they are).
-	ErrNotFound = kv.ErrNotFound
+	// ErrNotFound: the object does not exist. The plugin's own sentinels, not kv's, so that the
+	// package links no etcd client; the direct backend marks datastore errors with them.
+	ErrNotFound = errors.New("not found")
 	// ErrExists: the object already exists.
-	ErrExists = kv.ErrExists
+	ErrExists = errors.New("already exists")
+	// ErrConflict: the object changed since it was read (resourceVersion mismatch).
+	ErrConflict = errors.New("resource version conflict")
 )
 
 // toCNIError gives err the CNI code a runtime can act on; what is a plain bug stays ErrInternal.

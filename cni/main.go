@@ -15,7 +15,7 @@ var SupportedVersions = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
 // (bin/terrace-ipam is a link to terrace-cni), anything else the full plugin. It never returns
 // on error: skel prints the CNI error JSON on stdout and exits 1.
 func Main(connect Connector, dp Dataplane) {
-	p := &Plugin{Connect: connect, Dataplane: dp, FailAt: failpoint()}
+	p := &Plugin{Connect: connect, Dataplane: dp, UseAgent: true, FailAt: failpoint()}
 	if filepath.Base(os.Args[0]) == IPAMType {
 		ip := IPAMPlugin{p}
 		skel.PluginMainFuncs(skel.CNIFuncs{Add: ip.Add, Del: ip.Del, Check: ip.Check, Status: ip.Status, GC: ip.GC},

@@ -3,9 +3,9 @@ package cni
 import (
 	"crypto/sha1"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"strings"
-
-	"github.com/terracenet/terrace/datastore"
 )
 
 // Fixed addresses of the pure-L3 wiring (CONVENTIONS.md). The host side answers ARP for the IPv4
@@ -103,20 +103,48 @@ func isSubdomain(s string) bool {
 
 func alnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
 
+// The endpoint status key and value are defined in package datastore (shared with felix, which
+// writes them); they are repeated here, checked equal by a test, because importing datastore would
+// link the etcd client into the plugin, and its initialisation is a large part of the cost of a
+// plugin process that talks only to the node agent.
+
+// endpointStatusPrefix is datastore.StatusPrefix.
+const endpointStatusPrefix = "/terrace/status/v1/"
+
 // EndpointStatusKey is where the node agent reports an endpoint's policy programmed:
-// /terrace/status/v1/<node>/endpoints/<namespace>/<name>. The canonical definition is
-// datastore.EndpointStatusKey, shared with felix, which writes it; ADD waits for it when
-// policy_setup_timeout_seconds is set.
+// /terrace/status/v1/<node>/endpoints/<namespace>/<name> (datastore.EndpointStatusKey); ADD waits
+// for it when policy_setup_timeout_seconds is set.
 func EndpointStatusKey(node, namespace, name string) string {
-	return datastore.EndpointStatusKey(node, namespace, name)
+	return endpointStatusPrefix + node + "/endpoints/" + namespace + "/" + name
 }
 
-// EndpointStatus is the value at EndpointStatusKey: {"programmed":true,"revision":N}. ADD accepts
-// it only when Revision is at least the WorkloadEndpoint's resourceVersion as ADD wrote it, so a
-// status left from an earlier endpoint of the same name never counts.
-type EndpointStatus = datastore.EndpointStatus
+// parseEndpointStatusKey splits a key made by EndpointStatusKey (datastore.ParseEndpointStatusKey).
+func parseEndpointStatusKey(key string) (node, namespace, name string, err error) {
+	rest, ok := strings.CutPrefix(key, endpointStatusPrefix)
+	if !ok {
+		return "", "", "", fmt.Errorf("parse endpoint status key %q: not under %s", key, endpointStatusPrefix)
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 4 || parts[1] != "endpoints" || parts[0] == "" || parts[2] == "" || parts[3] == "" {
+		return "", "", "", fmt.Errorf("parse endpoint status key %q: want <node>/endpoints/<namespace>/<name>", key)
+	}
+	return parts[0], parts[2], parts[3], nil
+}
+
+// EndpointStatus is the value at EndpointStatusKey: {"programmed":true,"revision":N}
+// (datastore.EndpointStatus). ADD accepts it only when Revision is at least the WorkloadEndpoint's
+// resourceVersion as ADD wrote it, so a status left from an earlier endpoint of the same name
+// never counts.
+type EndpointStatus struct {
+	Programmed bool  `json:"programmed"`
+	Revision   int64 `json:"revision"`
+}
 
 // ParseEndpointStatus decodes a value written at EndpointStatusKey.
 func ParseEndpointStatus(data []byte) (EndpointStatus, error) {
-	return datastore.ParseEndpointStatus(data)
+	var st EndpointStatus
+	if err := json.Unmarshal(data, &st); err != nil {
+		return EndpointStatus{}, fmt.Errorf("decode endpoint status: %w", err)
+	}
+	return st, nil
 }

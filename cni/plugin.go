@@ -44,6 +44,9 @@ type Plugin struct {
 	Hostname  func() (string, error)
 	// Log, when set, is used instead of the log file named by the configuration.
 	Log *slog.Logger
+	// UseAgent lets commands hand their datastore work to the node agent on the node socket when
+	// it answers (one warm allocator and etcd connection per node); Connect is the fallback.
+	UseAgent bool
 	// FailAt names an ADD step at which to fail on purpose (tests only; see failpoint*.go).
 	FailAt string
 }
@@ -139,10 +142,11 @@ func (p *Plugin) fail(step string) error {
 }
 
 func (p *Plugin) connect(ctx context.Context, inv *invocation) (Backend, error) {
-	be, err := p.Connect(ctx, inv.cfg.Etcd, inv.log)
+	be, via, err := p.connectBackend(ctx, inv.cfg, inv.log)
 	if err != nil {
 		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("connect to the datastore at %v: %v", inv.cfg.Etcd.Endpoints, err), "")
 	}
+	inv.phases = append(inv.phases, "backend", via)
 	return be, nil
 }
 

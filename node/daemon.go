@@ -243,7 +243,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, len(cfg.Components)+1)
 	wg.Add(1)
-	go func() { defer wg.Done(); errc <- ServeAPI(ctx, ln, board, log) }()
+	// The CNI plugin's datastore work is served by this warm process (see ipamapi.go); it answers
+	// "unavailable" until etcd does.
+	dsAPI := NewDatastoreAPI(reg.Name, log)
+	go func() { defer wg.Done(); errc <- ServeHandler(ctx, ln, dsAPI.Handler(board.Handler()), log) }()
 	// finish stops whatever runs, and returns err joined with what the goroutines reported.
 	finish := func(err error) error {
 		cancel()
@@ -273,6 +276,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		return finish(err)
 	}
+	dsAPI.SetDatastore(store, client)
 	if cfg.StateDir != "" {
 		// The CNI plugin reads the node name from here when its config names none, as Calico's does.
 		if err := os.WriteFile(filepath.Join(cfg.StateDir, "nodename"), []byte(reg.Name), 0o644); err != nil {

@@ -3,7 +3,12 @@
 // on the node socket, and the daemon's lifecycle. Felix and the BGP speaker plug into it as
 // components that report their status here.
 //
-// It must never write any resource other than its own Node, and never change the network
+// The local API also serves the CNI plugin's datastore work for this node (ipamapi.go: address
+// assignment through one warm allocator, and the node's WorkloadEndpoints), so a plugin process
+// needs no etcd connection of its own.
+//
+// It must never write any resource other than its own Node and, on the plugin's behalf, this
+// node's WorkloadEndpoints and address assignments; and never change the network
 // configuration of the host: autodetection only reads interfaces and asks the kernel which source
 // address it would use (a UDP connect that sends nothing).
 package node

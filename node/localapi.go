@@ -132,7 +132,12 @@ func ListenSocket(path string, log *slog.Logger) (net.Listener, error) {
 
 // ServeAPI serves b on ln until ctx is done, then shuts down and removes the socket file.
 func ServeAPI(ctx context.Context, ln net.Listener, b *StatusBoard, log *slog.Logger) error {
-	srv := &http.Server{Handler: b.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	return ServeHandler(ctx, ln, b.Handler(), log)
+}
+
+// ServeHandler serves h on ln until ctx is done, then shuts down and removes the socket file.
+func ServeHandler(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var err error

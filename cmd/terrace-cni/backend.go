@@ -1,3 +1,5 @@
+//go:build !terrace_agentonly
+
 package main
 
 import (
@@ -41,10 +43,33 @@ func connect(ctx context.Context, cfg cni.EtcdConfig, log *slog.Logger) (cni.Bac
 
 func (b *backend) Close() error { return b.store.Close() }
 
+// dsError is a datastore error also matching the cni sentinel it means; its message is the
+// datastore's own.
+type dsError struct{ err, sentinel error }
+
+func (e dsError) Error() string   { return e.err.Error() }
+func (e dsError) Unwrap() []error { return []error{e.err, e.sentinel} }
+
+// mark adds the cni sentinel a datastore error means (package cni does not link kv, so it cannot
+// match kv's errors itself).
+func mark(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, kv.ErrNotFound):
+		return dsError{err, cni.ErrNotFound}
+	case errors.Is(err, kv.ErrExists):
+		return dsError{err, cni.ErrExists}
+	case errors.Is(err, kv.ErrConflict):
+		return dsError{err, cni.ErrConflict}
+	}
+	return err
+}
+
 func (b *backend) GetEndpoint(ctx context.Context, namespace, name string) (*api.WorkloadEndpoint, error) {
 	r, err := b.ds.Get(ctx, "WorkloadEndpoint", namespace, name)
 	if err != nil {
-		return nil, err
+		return nil, mark(err)
 	}
 	return asEndpoint(r)
 }
@@ -60,7 +85,7 @@ func asEndpoint(r api.Resource) (*api.WorkloadEndpoint, error) {
 func (b *backend) CreateEndpoint(ctx context.Context, w *api.WorkloadEndpoint) (*api.WorkloadEndpoint, error) {
 	r, err := b.ds.Create(ctx, w)
 	if err != nil {
-		return nil, err
+		return nil, mark(err)
 	}
 	return asEndpoint(r)
 }
@@ -68,20 +93,20 @@ func (b *backend) CreateEndpoint(ctx context.Context, w *api.WorkloadEndpoint) (
 func (b *backend) UpdateEndpoint(ctx context.Context, w *api.WorkloadEndpoint) (*api.WorkloadEndpoint, error) {
 	r, err := b.ds.Update(ctx, w)
 	if err != nil {
-		return nil, err
+		return nil, mark(err)
 	}
 	return asEndpoint(r)
 }
 
 func (b *backend) DeleteEndpoint(ctx context.Context, namespace, name, rv string) error {
 	_, err := b.ds.Delete(ctx, "WorkloadEndpoint", namespace, name, rv)
-	return err
+	return mark(err)
 }
 
 func (b *backend) ListEndpoints(ctx context.Context) ([]*api.WorkloadEndpoint, error) {
 	rs, err := b.ds.List(ctx, "WorkloadEndpoint", "")
 	if err != nil {
-		return nil, err
+		return nil, mark(err)
 	}
 	out := make([]*api.WorkloadEndpoint, 0, len(rs))
 	for _, r := range rs {
@@ -102,7 +127,7 @@ func ipamErr(err error) error {
 	case errors.Is(err, ipam.ErrNoPools), errors.Is(err, ipam.ErrPoolDisabled):
 		return fmt.Errorf("%w: %w", cni.ErrNoPools, err)
 	}
-	return err
+	return mark(err)
 }
 
 func (b *backend) AutoAssign(ctx context.Context, req cni.AssignRequest) (v4, v6 []netip.Addr, err error) {
@@ -118,7 +143,7 @@ func (b *backend) AutoAssign(ctx context.Context, req cni.AssignRequest) (v4, v6
 
 func (b *backend) ReleaseIPs(ctx context.Context, ips ...netip.Addr) error {
 	_, err := b.alloc.ReleaseIPs(ctx, ips...)
-	return err
+	return mark(err)
 }
 
 func (b *backend) ReleaseHandle(ctx context.Context, handle string) error {
@@ -126,7 +151,7 @@ func (b *backend) ReleaseHandle(ctx context.Context, handle string) error {
 	if errors.Is(err, ipam.ErrHandleNotFound) {
 		return nil
 	}
-	return err
+	return mark(err)
 }
 
 func (b *backend) HandleAddrs(ctx context.Context, handle string) ([]netip.Addr, error) {
@@ -134,7 +159,7 @@ func (b *backend) HandleAddrs(ctx context.Context, handle string) ([]netip.Addr,
 	if errors.Is(err, ipam.ErrHandleNotFound) {
 		return nil, nil
 	}
-	return ips, err
+	return ips, mark(err)
 }
 
 func (b *backend) NodeAllocations(ctx context.Context, node string) ([]cni.Allocation, error) {

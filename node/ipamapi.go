@@ -1,0 +1,428 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/ipam"
+)
+
+// The CNI plugin's datastore work, served on the node socket. A plugin process per call cannot
+// keep an etcd connection, and independent allocators in concurrent plugin processes fight over
+// the node's block key with compare-and-swap; one warm allocator per node batches them instead.
+//
+// Routes (JSON bodies; errors are APIError with an HTTP status):
+//
+//	GET    /v1/datastore                         ready check: {"nodeName":...,"ready":true}
+//	POST   /v1/ipam/assign                       AssignRequest -> AssignResponse
+//	POST   /v1/ipam/release                      ReleaseRequest (handle or ips) -> ReleaseResponse
+//	GET    /v1/ipam/handles/{handle}             -> HandleResponse (no addresses if unknown)
+//	GET    /v1/endpoints/{namespace}/{name}      -> WorkloadEndpoint as stored
+//	POST   /v1/endpoints                         create; PUT updates (CAS on resourceVersion)
+//	DELETE /v1/endpoints/{namespace}/{name}[?resourceVersion=N]
+//	GET    /v1/endpoints/{namespace}/{name}/status  the raw endpoint status value felix writes
+//
+// Only this node's resources are served: an assignment, endpoint or status of another node is
+// refused, so a local caller cannot use the agent to write other hosts' state.
+
+// API error codes, stable: the CNI plugin maps them to its own errors.
+const (
+	CodeInvalid        = "invalid"         // malformed request (400) or resource failing validation (422)
+	CodeWrongNode      = "wrong-node"      // the request is about another node (403)
+	CodeNotFound       = "not-found"       // 404
+	CodeExists         = "exists"          // 409
+	CodeConflict       = "conflict"        // resourceVersion mismatch (409)
+	CodePoolsExhausted = "pools-exhausted" // no free address (409)
+	CodeNoPools        = "no-pools"        // no usable pool (422)
+	CodeUnavailable    = "unavailable"     // not connected yet, or etcd did not answer (503)
+	CodeInternal       = "internal"        // 500
+)
+
+// APIError is the body of every error response.
+type APIError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// DatastoreInfo is the body of GET /v1/datastore.
+type DatastoreInfo struct {
+	NodeName string `json:"nodeName"`
+	Ready    bool   `json:"ready"`
+}
+
+// AssignRequest is the body of POST /v1/ipam/assign.
+type AssignRequest struct {
+	Node      string            `json:"node"`
+	Handle    string            `json:"handle"`
+	Num4      int               `json:"num4,omitempty"`
+	Num6      int               `json:"num6,omitempty"`
+	Attrs     map[string]string `json:"attrs,omitempty"`
+	IPv4Pools []string          `json:"ipv4Pools,omitempty"`
+	IPv6Pools []string          `json:"ipv6Pools,omitempty"`
+}
+
+// AssignResponse lists the addresses assigned.
+type AssignResponse struct {
+	IPv4 []netip.Addr `json:"ipv4"`
+	IPv6 []netip.Addr `json:"ipv6"`
+}
+
+// ReleaseRequest frees the addresses of Handle, or the addresses IPs; exactly one is set.
+// Releasing a handle that does not exist is success (nothing to do).
+type ReleaseRequest struct {
+	Handle string       `json:"handle,omitempty"`
+	IPs    []netip.Addr `json:"ips,omitempty"`
+}
+
+// ReleaseResponse says what was freed (by handle) or what was not assigned (by address).
+type ReleaseResponse struct {
+	Released    []netip.Addr `json:"released,omitempty"`
+	Unallocated []netip.Addr `json:"unallocated,omitempty"`
+}
+
+// HandleResponse lists a handle's addresses.
+type HandleResponse struct {
+	IPs []netip.Addr `json:"ips"`
+}
+
+// maxAssign bounds one request: a pod needs one address per family; more is a mistake or abuse.
+const maxAssign = 16
+
+// apiTimeout bounds the datastore work of one request, whatever the caller's patience.
+const apiTimeout = 30 * time.Second
+
+// maxBody bounds request bodies; a WorkloadEndpoint is a few hundred bytes.
+const maxBody = 1 << 20
+
+// DatastoreAPI serves the CNI plugin's datastore work for one node. It answers "unavailable"
+// until SetDatastore is called, since the socket is served before etcd answers.
+type DatastoreAPI struct {
+	node string
+	log  *slog.Logger
+	st   atomic.Pointer[dsState]
+}
+
+type dsState struct {
+	store  *kv.Store
+	client *datastore.Client
+	alloc  *ipam.Allocator
+}
+
+// NewDatastoreAPI makes the API for node; it is not ready until SetDatastore.
+func NewDatastoreAPI(node string, log *slog.Logger) *DatastoreAPI {
+	return &DatastoreAPI{node: node, log: log.With("api", "datastore")}
+}
+
+// SetDatastore makes the API ready. The allocator is created here, once: its in-process batching
+// of concurrent requests for one block is the point of serving IPAM from the agent.
+func (a *DatastoreAPI) SetDatastore(store *kv.Store, client *datastore.Client) {
+	a.st.Store(&dsState{store: store, client: client, alloc: ipam.New(store, client, a.log)})
+}
+
+// Handler serves the API's routes and hands every other request to next (the status board).
+func (a *DatastoreAPI) Handler(next http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", next)
+	mux.HandleFunc("GET /v1/datastore", a.info)
+	mux.HandleFunc("POST /v1/ipam/assign", a.ready(a.assign))
+	mux.HandleFunc("POST /v1/ipam/release", a.ready(a.release))
+	mux.HandleFunc("GET /v1/ipam/handles/{handle}", a.ready(a.handle))
+	mux.HandleFunc("GET /v1/endpoints/{namespace}/{name}", a.ready(a.getEndpoint))
+	mux.HandleFunc("GET /v1/endpoints/{namespace}/{name}/status", a.ready(a.endpointStatus))
+	mux.HandleFunc("POST /v1/endpoints", a.ready(a.writeEndpoint(true)))
+	mux.HandleFunc("PUT /v1/endpoints", a.ready(a.writeEndpoint(false)))
+	mux.HandleFunc("DELETE /v1/endpoints/{namespace}/{name}", a.ready(a.deleteEndpoint))
+	return mux
+}
+
+type apiFunc func(ctx context.Context, st *dsState, w http.ResponseWriter, r *http.Request) error
+
+// httpError carries a status and code out of a handler.
+type httpError struct {
+	status int
+	code   string
+	err    error
+}
+
+func (e *httpError) Error() string { return e.err.Error() }
+func (e *httpError) Unwrap() error { return e.err }
+
+func badRequest(format string, a ...any) error {
+	return &httpError{http.StatusBadRequest, CodeInvalid, fmt.Errorf(format, a...)}
+}
+
+func (a *DatastoreAPI) wrongNode(what, node string) error {
+	return &httpError{http.StatusForbidden, CodeWrongNode,
+		fmt.Errorf("%s is for node %q; this agent serves node %q only", what, node, a.node)}
+}
+
+func (a *DatastoreAPI) ready(f apiFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		st := a.st.Load()
+		var err error
+		if st == nil {
+			err = &httpError{http.StatusServiceUnavailable, CodeUnavailable, errors.New("the node agent is not connected to the datastore yet")}
+		} else {
+			ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
+			err = f(ctx, st, w, r)
+			cancel()
+		}
+		if err != nil {
+			status, code := classify(err)
+			a.log.Debug("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err, "took", time.Since(start))
+			writeJSON(w, status, APIError{Code: code, Message: err.Error()})
+			return
+		}
+		a.log.Debug("request served", "method", r.Method, "path", r.URL.Path, "took", time.Since(start))
+	}
+}
+
+// classify maps an error to the HTTP status and code the plugin acts on.
+func classify(err error) (int, string) {
+	var he *httpError
+	var ve *api.ValidationError
+	switch {
+	case errors.As(err, &he):
+		return he.status, he.code
+	case errors.As(err, &ve):
+		return http.StatusUnprocessableEntity, CodeInvalid
+	case errors.Is(err, ipam.ErrPoolsExhausted):
+		return http.StatusConflict, CodePoolsExhausted
+	case errors.Is(err, ipam.ErrNoPools), errors.Is(err, ipam.ErrPoolDisabled):
+		return http.StatusUnprocessableEntity, CodeNoPools
+	case errors.Is(err, kv.ErrNotFound), errors.Is(err, ipam.ErrHandleNotFound):
+		return http.StatusNotFound, CodeNotFound
+	case errors.Is(err, kv.ErrExists):
+		return http.StatusConflict, CodeExists
+	case errors.Is(err, kv.ErrConflict):
+		return http.StatusConflict, CodeConflict
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable, CodeUnavailable
+	}
+	return http.StatusInternalServerError, CodeInternal
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// decode reads a JSON body strictly: unknown fields and trailing data are errors, so a client
+// built against another version of the API fails loudly rather than half-works.
+func decode(r *http.Request, w http.ResponseWriter, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("decode request body: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return badRequest("decode request body: trailing data after the JSON value")
+	}
+	return nil
+}
+
+func (a *DatastoreAPI) info(w http.ResponseWriter, _ *http.Request) {
+	if a.st.Load() == nil {
+		writeJSON(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: "the node agent is not connected to the datastore yet"})
+		return
+	}
+	writeJSON(w, http.StatusOK, DatastoreInfo{NodeName: a.node, Ready: true})
+}
+
+// CheckAssign refuses a request the allocator should never see.
+func (a *DatastoreAPI) CheckAssign(req AssignRequest) error {
+	switch {
+	case req.Node != a.node:
+		return a.wrongNode("the assignment", req.Node)
+	case req.Handle == "":
+		return badRequest("assign: handle is required")
+	case req.Num4 < 0 || req.Num6 < 0 || req.Num4 > maxAssign || req.Num6 > maxAssign:
+		return badRequest("assign: num4 and num6 must be within 0-%d (got %d, %d)", maxAssign, req.Num4, req.Num6)
+	case req.Num4+req.Num6 == 0:
+		return badRequest("assign: nothing to assign (num4 and num6 are 0)")
+	}
+	for _, p := range append(append([]string(nil), req.IPv4Pools...), req.IPv6Pools...) {
+		if p == "" {
+			return badRequest("assign: empty pool name")
+		}
+	}
+	return nil
+}
+
+func (a *DatastoreAPI) assign(ctx context.Context, st *dsState, w http.ResponseWriter, r *http.Request) error {
+	var req AssignRequest
+	if err := decode(r, w, &req); err != nil {
+		return err
+	}
+	if err := a.CheckAssign(req); err != nil {
+		return err
+	}
+	got, err := st.alloc.AutoAssign(ctx, ipam.AutoAssignArgs{
+		Node: req.Node, Handle: req.Handle, Num4: req.Num4, Num6: req.Num6, Attrs: req.Attrs,
+		IPv4Pools: req.IPv4Pools, IPv6Pools: req.IPv6Pools,
+	})
+	if err != nil {
+		return fmt.Errorf("assign addresses for %s: %w", req.Handle, err)
+	}
+	writeJSON(w, http.StatusOK, AssignResponse{IPv4: nonNil(got.IPv4), IPv6: nonNil(got.IPv6)})
+	return nil
+}
+
+func nonNil(a []netip.Addr) []netip.Addr {
+	if a == nil {
+		return []netip.Addr{}
+	}
+	return a
+}
+
+func (a *DatastoreAPI) release(ctx context.Context, st *dsState, w http.ResponseWriter, r *http.Request) error {
+	var req ReleaseRequest
+	if err := decode(r, w, &req); err != nil {
+		return err
+	}
+	switch {
+	case (req.Handle == "") == (len(req.IPs) == 0):
+		return badRequest("release: give exactly one of handle or ips")
+	case req.Handle != "":
+		got, err := st.alloc.ReleaseByHandle(ctx, req.Handle)
+		if err != nil && !errors.Is(err, ipam.ErrHandleNotFound) {
+			return err
+		}
+		writeJSON(w, http.StatusOK, ReleaseResponse{Released: got})
+		return nil
+	}
+	for _, ip := range req.IPs {
+		if !ip.IsValid() {
+			return badRequest("release: invalid address")
+		}
+	}
+	not, err := st.alloc.ReleaseIPs(ctx, req.IPs...)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ReleaseResponse{Unallocated: not})
+	return nil
+}
+
+func (a *DatastoreAPI) handle(ctx context.Context, st *dsState, w http.ResponseWriter, r *http.Request) error {
+	ips, err := st.alloc.IPsByHandle(ctx, r.PathValue("handle"))
+	if err != nil && !errors.Is(err, ipam.ErrHandleNotFound) {
+		return fmt.Errorf("read handle %s: %w", r.PathValue("handle"), err)
+	}
+	writeJSON(w, http.StatusOK, HandleResponse{IPs: nonNil(ips)})
+	return nil
+}
+
+// getOwnEndpoint reads an endpoint and refuses one of another node.
+func (a *DatastoreAPI) getOwnEndpoint(ctx context.Context, st *dsState, namespace, name string) (*api.WorkloadEndpoint, error) {
+	res, err := st.client.Get(ctx, "WorkloadEndpoint", namespace, name)
+	if err != nil {
+		return nil, fmt.Errorf("read workload endpoint %s/%s: %w", namespace, name, err)
+	}
+	wep, ok := res.(*api.WorkloadEndpoint)
+	if !ok {
+		return nil, fmt.Errorf("read workload endpoint %s/%s: got %T", namespace, name, res)
+	}
+	if wep.Spec.Node != a.node {
+		return nil, a.wrongNode("workload endpoint "+namespace+"/"+name, wep.Spec.Node)
+	}
+	return wep, nil
+}
+
+func writeResource(w http.ResponseWriter, status int, res api.Resource) error {
+	data, err := api.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", res.GetObjectMeta().Name, err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(data)
+	return nil
+}
+
+func (a *DatastoreAPI) getEndpoint(ctx context.Context, st *dsState, w http.ResponseWriter, r *http.Request) error {
+	wep, err := a.getOwnEndpoint(ctx, st, r.PathValue("namespace"), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	return writeResource(w, http.StatusOK, wep)
+}
+
+func (a *DatastoreAPI) endpointStatus(ctx context.Context, st *dsState, w http.ResponseWriter, r *http.Request) error {
+	key := datastore.EndpointStatusKey(a.node, r.PathValue("namespace"), r.PathValue("name"))
+	e, err := st.store.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", key, err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(e.Value)
+	return nil
+}
+
+func (a *DatastoreAPI) writeEndpoint(create bool) apiFunc {
+	return func(ctx context.Context, st *dsState, w http.ResponseWriter, r *http.Request) error {
+		data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+		if err != nil {
+			return badRequest("read request body: %v", err)
+		}
+		res, err := api.Unmarshal(data)
+		if err != nil {
+			return badRequest("decode workload endpoint: %v", err)
+		}
+		wep, ok := res.(*api.WorkloadEndpoint)
+		if !ok {
+			return badRequest("decode workload endpoint: got kind %q", res.GetTypeMeta().Kind)
+		}
+		if wep.Spec.Node != a.node {
+			return a.wrongNode("workload endpoint "+wep.Metadata.Namespace+"/"+wep.Metadata.Name, wep.Spec.Node)
+		}
+		if create {
+			res, err = st.client.Create(ctx, wep)
+		} else {
+			res, err = st.client.Update(ctx, wep)
+		}
+		if err != nil {
+			return fmt.Errorf("write workload endpoint %s/%s: %w", wep.Metadata.Namespace, wep.Metadata.Name, err)
+		}
+		status := http.StatusOK
+		if create {
+			status = http.StatusCreated
+		}
+		return writeResource(w, status, res)
+	}
+}
+
+func (a *DatastoreAPI) deleteEndpoint(ctx context.Context, st *dsState, w http.ResponseWriter, r *http.Request) error {
+	ns, name := r.PathValue("namespace"), r.PathValue("name")
+	cur, err := a.getOwnEndpoint(ctx, st, ns, name)
+	if err != nil {
+		return err
+	}
+	rv := r.URL.Query().Get("resourceVersion")
+	if _, err := strconv.ParseUint(rv, 10, 64); rv != "" && err != nil {
+		return badRequest("delete: resourceVersion %q is not a revision number", rv)
+	}
+	if rv == "" {
+		// Delete exactly what was checked to be this node's, not whatever is there by then.
+		rv = cur.Metadata.ResourceVersion
+	}
+	if _, err := st.client.Delete(ctx, "WorkloadEndpoint", ns, name, rv); err != nil {
+		return fmt.Errorf("delete workload endpoint %s/%s: %w", ns, name, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

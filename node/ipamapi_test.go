@@ -1,0 +1,446 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/embedded"
+	"github.com/terracenet/terrace/datastore/kv"
+)
+
+// apiEnv is the datastore API of node "host-a" on a real embedded etcd with one small pool.
+type apiEnv struct {
+	t     *testing.T
+	api   *DatastoreAPI
+	srv   *httptest.Server
+	store *kv.Store
+	ds    *datastore.Client
+}
+
+func newAPIEnv(t *testing.T) *apiEnv {
+	t.Helper()
+	srv := embedded.StartForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	log := embedded.TestLogger()
+	st, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, log)
+	if err != nil {
+		t.Fatalf("open etcd: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ds := datastore.New(st, log)
+	for _, p := range []struct{ name, cidr string }{{"pool4", "198.18.0.0/28"}, {"pool6", "2001:db8:1000::/120"}} {
+		pool := &api.IPPool{TypeMeta: api.TypeMeta{Kind: "IPPool", APIVersion: api.GroupVersion},
+			Metadata: api.ObjectMeta{Name: p.name}, Spec: api.IPPoolSpec{CIDR: p.cidr, BlockSize: 28}}
+		if strings.Contains(p.cidr, ":") {
+			pool.Spec.BlockSize = 122
+		}
+		if _, err := ds.Create(ctx, pool); err != nil {
+			t.Fatalf("create pool: %v", err)
+		}
+	}
+	a := NewDatastoreAPI("host-a", log)
+	board := NewStatusBoard(Status{NodeName: "host-a"})
+	hs := httptest.NewServer(a.Handler(board.Handler()))
+	t.Cleanup(hs.Close)
+	return &apiEnv{t: t, api: a, srv: hs, store: st, ds: ds}
+}
+
+// call sends body (a string sent as is) and returns the status and the response body.
+func (e *apiEnv) call(method, path, body string) (int, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, data
+}
+
+func errCode(t *testing.T, data []byte) string {
+	t.Helper()
+	var ae APIError
+	if err := json.Unmarshal(data, &ae); err != nil {
+		t.Fatalf("error body %q: %v", data, err)
+	}
+	if ae.Message == "" {
+		t.Errorf("error body %s has no message", data)
+	}
+	return ae.Code
+}
+
+func wepJSON(t *testing.T, node, name, rv string) string {
+	t.Helper()
+	w := &api.WorkloadEndpoint{TypeMeta: api.TypeMeta{Kind: "WorkloadEndpoint", APIVersion: api.GroupVersion},
+		Metadata: api.ObjectMeta{Name: name, Namespace: "default", ResourceVersion: rv},
+		Spec: api.WorkloadEndpointSpec{Orchestrator: "cni", Node: node, ContainerID: "c1", Pod: "p1", Endpoint: "eth0",
+			InterfaceName: "trc0123456789a", IPNetworks: []string{"198.18.0.1/32"}}}
+	data, err := api.Marshal(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func TestDatastoreAPINotReady(t *testing.T) {
+	a := NewDatastoreAPI("host-a", embedded.TestLogger())
+	hs := httptest.NewServer(a.Handler(NewStatusBoard(Status{NodeName: "host-a"}).Handler()))
+	defer hs.Close()
+	for _, tc := range []struct{ method, path, body string }{
+		{"GET", "/v1/datastore", ""},
+		{"POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","num4":1}`},
+		{"GET", "/v1/endpoints/default/x", ""},
+	} {
+		req, _ := http.NewRequest(tc.method, hs.URL+tc.path, strings.NewReader(tc.body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || errCode(t, data) != CodeUnavailable {
+			t.Errorf("%s %s before the datastore = %d %s, want 503 unavailable", tc.method, tc.path, resp.StatusCode, data)
+		}
+	}
+	// The status board still answers behind the API.
+	resp, err := http.Get(hs.URL + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /v1/status = %d", resp.StatusCode)
+	}
+}
+
+func TestDatastoreAPIBadInput(t *testing.T) {
+	e := newAPIEnv(t)
+	e.api.SetDatastore(e.store, e.ds)
+	tests := []struct {
+		name, method, path, body string
+		status                   int
+		code                     string
+	}{
+		{"not JSON", "POST", "/v1/ipam/assign", `{`, 400, CodeInvalid},
+		{"unknown field", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","num4":1,"bogus":1}`, 400, CodeInvalid},
+		{"trailing data", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","num4":1} {}`, 400, CodeInvalid},
+		{"no handle", "POST", "/v1/ipam/assign", `{"node":"host-a","num4":1}`, 400, CodeInvalid},
+		{"nothing to assign", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h"}`, 400, CodeInvalid},
+		{"negative", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","num4":-1,"num6":1}`, 400, CodeInvalid},
+		{"too many", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","num4":1000}`, 400, CodeInvalid},
+		{"empty pool name", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","num4":1,"ipv4Pools":[""]}`, 400, CodeInvalid},
+		{"other node", "POST", "/v1/ipam/assign", `{"node":"host-b","handle":"h","num4":1}`, 403, CodeWrongNode},
+		{"unknown pool", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","num4":1,"ipv4Pools":["nope"]}`, 422, CodeNoPools},
+		{"release both", "POST", "/v1/ipam/release", `{"handle":"h","ips":["198.18.0.1"]}`, 400, CodeInvalid},
+		{"release neither", "POST", "/v1/ipam/release", `{}`, 400, CodeInvalid},
+		{"release bad address", "POST", "/v1/ipam/release", `{"ips":["198.18.0.300"]}`, 400, CodeInvalid},
+		{"endpoint not JSON", "POST", "/v1/endpoints", `nope`, 400, CodeInvalid},
+		{"endpoint of another kind", "POST", "/v1/endpoints", `{"kind":"IPPool","apiVersion":"terrace.dev/v1","metadata":{"name":"x"},"spec":{"cidr":"198.19.0.0/24"}}`, 400, CodeInvalid},
+		{"endpoint of another node", "POST", "/v1/endpoints", wepJSON(t, "host-b", "x", ""), 403, CodeWrongNode},
+		{"endpoint invalid", "POST", "/v1/endpoints", strings.Replace(wepJSON(t, "host-a", "x", ""), "198.18.0.1/32", "not-a-cidr", 1), 422, CodeInvalid},
+		{"missing endpoint", "GET", "/v1/endpoints/default/missing", "", 404, CodeNotFound},
+		{"delete missing endpoint", "DELETE", "/v1/endpoints/default/missing", "", 404, CodeNotFound},
+		{"delete bad revision", "DELETE", "/v1/endpoints/default/missing?resourceVersion=abc", "", 404, CodeNotFound},
+		{"missing status", "GET", "/v1/endpoints/default/missing/status", "", 404, CodeNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, data := e.call(tc.method, tc.path, tc.body)
+			if status != tc.status {
+				t.Fatalf("status = %d (%s), want %d", status, data, tc.status)
+			}
+			if got := errCode(t, data); got != tc.code {
+				t.Errorf("code = %q, want %q (%s)", got, tc.code, data)
+			}
+		})
+	}
+	// Nothing of the refused requests reached etcd.
+	hs, _, err := e.store.List(context.Background(), "/terrace/ipam/v1/handles/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != 0 {
+		t.Errorf("refused requests left handles: %v", hs)
+	}
+}
+
+func TestDatastoreAPIAssignRelease(t *testing.T) {
+	e := newAPIEnv(t)
+	e.api.SetDatastore(e.store, e.ds)
+	status, data := e.call("GET", "/v1/datastore", "")
+	if status != 200 {
+		t.Fatalf("GET /v1/datastore = %d %s", status, data)
+	}
+	var info DatastoreInfo
+	if err := json.Unmarshal(data, &info); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(DatastoreInfo{NodeName: "host-a", Ready: true}, info); diff != "" {
+		t.Errorf("info (-want +got):\n%s", diff)
+	}
+
+	// Concurrent assignments all succeed with distinct addresses: the one allocator batches them.
+	const n = 12
+	got := make([]AssignResponse, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			body, _ := json.Marshal(AssignRequest{Node: "host-a", Handle: "net.c" + string(rune('a'+i)), Num4: 1, Attrs: map[string]string{"pod": "p"}})
+			status, data := e.call("POST", "/v1/ipam/assign", string(body))
+			if status != 200 {
+				t.Errorf("assign %d = %d %s", i, status, data)
+				return
+			}
+			if err := json.Unmarshal(data, &got[i]); err != nil {
+				t.Errorf("decode %s: %v", data, err)
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[netip.Addr]bool{}
+	for i, r := range got {
+		if len(r.IPv4) != 1 || len(r.IPv6) != 0 {
+			t.Fatalf("assign %d gave %+v", i, r)
+		}
+		if seen[r.IPv4[0]] || !netip.MustParsePrefix("198.18.0.0/28").Contains(r.IPv4[0]) {
+			t.Errorf("assign %d gave %s (duplicate or outside the pool)", i, r.IPv4[0])
+		}
+		seen[r.IPv4[0]] = true
+	}
+	// The /28 has 16 addresses: four more, then it is exhausted.
+	for i := range 5 {
+		body, _ := json.Marshal(AssignRequest{Node: "host-a", Handle: "net.x" + string(rune('a'+i)), Num4: 1})
+		status, data := e.call("POST", "/v1/ipam/assign", string(body))
+		if i < 4 && status != 200 {
+			t.Fatalf("assign x%d = %d %s", i, status, data)
+		}
+		if i == 4 && (status != 409 || errCode(t, data) != CodePoolsExhausted) {
+			t.Fatalf("assign on a full pool = %d %s, want 409 pools-exhausted", status, data)
+		}
+	}
+
+	// Handle read, release by address, release by handle (twice: idempotent).
+	status, data = e.call("GET", "/v1/ipam/handles/net.ca", "")
+	var h HandleResponse
+	if status != 200 || json.Unmarshal(data, &h) != nil {
+		t.Fatalf("GET handle = %d %s", status, data)
+	}
+	if diff := cmp.Diff(got[0].IPv4, h.IPs, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("handle addresses (-want +got):\n%s", diff)
+	}
+	body, _ := json.Marshal(ReleaseRequest{IPs: got[1].IPv4})
+	if status, data := e.call("POST", "/v1/ipam/release", string(body)); status != 200 {
+		t.Fatalf("release by address = %d %s", status, data)
+	}
+	for range 2 {
+		if status, data := e.call("POST", "/v1/ipam/release", `{"handle":"net.ca"}`); status != 200 {
+			t.Fatalf("release by handle = %d %s", status, data)
+		}
+	}
+	status, data = e.call("GET", "/v1/ipam/handles/net.ca", "")
+	if status != 200 || !bytes.Contains(data, []byte(`"ips":[]`)) {
+		t.Errorf("released handle = %d %s, want no addresses", status, data)
+	}
+	// Both freed addresses can be assigned again.
+	for _, hd := range []string{"net.y1", "net.y2"} {
+		body, _ := json.Marshal(AssignRequest{Node: "host-a", Handle: hd, Num4: 1})
+		if status, data := e.call("POST", "/v1/ipam/assign", string(body)); status != 200 {
+			t.Errorf("assign after release = %d %s", status, data)
+		}
+	}
+}
+
+func TestDatastoreAPIEndpoints(t *testing.T) {
+	e := newAPIEnv(t)
+	e.api.SetDatastore(e.store, e.ds)
+	ctx := context.Background()
+	status, data := e.call("POST", "/v1/endpoints", wepJSON(t, "host-a", "w1", ""))
+	if status != http.StatusCreated {
+		t.Fatalf("create = %d %s", status, data)
+	}
+	created, err := api.Unmarshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv := created.GetObjectMeta().ResourceVersion
+	stored, err := e.ds.Get(ctx, "WorkloadEndpoint", "default", "w1")
+	if err != nil {
+		t.Fatalf("endpoint not in etcd: %v", err)
+	}
+	if stored.GetObjectMeta().ResourceVersion != rv || rv == "" {
+		t.Errorf("returned resourceVersion %q, stored %q", rv, stored.GetObjectMeta().ResourceVersion)
+	}
+	if status, data := e.call("POST", "/v1/endpoints", wepJSON(t, "host-a", "w1", "")); status != 409 || errCode(t, data) != CodeExists {
+		t.Errorf("create twice = %d %s, want 409 exists", status, data)
+	}
+	status, data = e.call("GET", "/v1/endpoints/default/w1", "")
+	if status != 200 {
+		t.Fatalf("get = %d %s", status, data)
+	}
+	if got, _ := api.Unmarshal(data); got == nil || got.GetObjectMeta().ResourceVersion != rv {
+		t.Errorf("get returned %s", data)
+	}
+	if status, data := e.call("PUT", "/v1/endpoints", wepJSON(t, "host-a", "w1", "1")); status != 409 || errCode(t, data) != CodeConflict {
+		t.Errorf("update at a stale revision = %d %s, want 409 conflict", status, data)
+	}
+	status, data = e.call("PUT", "/v1/endpoints", wepJSON(t, "host-a", "w1", rv))
+	if status != 200 {
+		t.Fatalf("update = %d %s", status, data)
+	}
+	updated, _ := api.Unmarshal(data)
+
+	// The status felix writes is served for this node's endpoints only.
+	key := datastore.EndpointStatusKey("host-a", "default", "w1")
+	if _, err := e.store.Put(ctx, key, []byte(`{"programmed":true,"revision":7}`)); err != nil {
+		t.Fatal(err)
+	}
+	if status, data := e.call("GET", "/v1/endpoints/default/w1/status", ""); status != 200 || string(data) != `{"programmed":true,"revision":7}` {
+		t.Errorf("status = %d %s", status, data)
+	}
+
+	// An endpoint of another node is neither served nor deleted.
+	other := &api.WorkloadEndpoint{TypeMeta: api.TypeMeta{Kind: "WorkloadEndpoint", APIVersion: api.GroupVersion},
+		Metadata: api.ObjectMeta{Name: "w2", Namespace: "default"},
+		Spec:     api.WorkloadEndpointSpec{Node: "host-b", Orchestrator: "cni", Pod: "p", Endpoint: "eth0"}}
+	if _, err := e.ds.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"GET", "DELETE"} {
+		if status, data := e.call(m, "/v1/endpoints/default/w2", ""); status != 403 || errCode(t, data) != CodeWrongNode {
+			t.Errorf("%s of another node's endpoint = %d %s, want 403", m, status, data)
+		}
+	}
+	if _, err := e.ds.Get(ctx, "WorkloadEndpoint", "default", "w2"); err != nil {
+		t.Errorf("another node's endpoint is gone: %v", err)
+	}
+
+	if status, data := e.call("DELETE", "/v1/endpoints/default/w1?resourceVersion=abc", ""); status != 400 || errCode(t, data) != CodeInvalid {
+		t.Errorf("delete at a malformed revision = %d %s, want 400", status, data)
+	}
+	if status, data := e.call("DELETE", "/v1/endpoints/default/w1?resourceVersion="+rv, ""); status != 409 || errCode(t, data) != CodeConflict {
+		t.Errorf("delete at a stale revision = %d %s, want 409", status, data)
+	}
+	if status, data := e.call("DELETE", "/v1/endpoints/default/w1?resourceVersion="+updated.GetObjectMeta().ResourceVersion, ""); status != 204 {
+		t.Fatalf("delete = %d %s", status, data)
+	}
+	if _, err := e.ds.Get(ctx, "WorkloadEndpoint", "default", "w1"); err == nil {
+		t.Error("endpoint still in etcd after delete")
+	}
+}
+
+// FuzzAssignRequest feeds arbitrary bodies to the assign request parser and checks: no panic, and
+// whatever is accepted is a request the allocator may see.
+func FuzzAssignRequest(f *testing.F) {
+	for _, s := range []string{`{"node":"host-a","handle":"h","num4":1}`, `{"node":"host-a","handle":"h","num6":2,"ipv6Pools":["p"]}`,
+		`{`, `{"node":"host-a","handle":"h","num4":1}{}`, `{"num4":-5}`, `null`, `[]`} {
+		f.Add(s)
+	}
+	a := NewDatastoreAPI("host-a", embedded.TestLogger())
+	f.Fuzz(func(t *testing.T, body string) {
+		r := httptest.NewRequest("POST", "/v1/ipam/assign", strings.NewReader(body))
+		var req AssignRequest
+		err := decode(r, httptest.NewRecorder(), &req)
+		if err == nil {
+			err = a.CheckAssign(req)
+		}
+		if err != nil {
+			if status, code := classify(err); status/100 != 4 || code == "" {
+				t.Fatalf("rejected %q with %d %q, want a 4xx code", body, status, code)
+			}
+			return
+		}
+		if req.Node != "host-a" || req.Handle == "" || req.Num4 < 0 || req.Num6 < 0 || req.Num4+req.Num6 == 0 ||
+			req.Num4 > maxAssign || req.Num6 > maxAssign {
+			t.Fatalf("accepted %q as %+v", body, req)
+		}
+	})
+}
+
+// TestRunServesDatastoreAPI runs the daemon: its socket serves the datastore API, ready once the
+// node is registered, and assignments through it land in etcd.
+func TestRunServesDatastoreAPI(t *testing.T) {
+	srv := embedded.StartForTest(t)
+	sock := filepath.Join(t.TempDir(), "node.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{NodeName: "host-a", IPv4: "192.0.2.1/24", Etcd: kv.Config{Endpoints: srv.Endpoints()},
+			Socket: sock, Lister: fakeLister{}}, embedded.TestLogger())
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	var info DatastoreInfo
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := hc.Get("http://terrace-node/v1/datastore")
+		if err == nil {
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				if err := json.Unmarshal(data, &info); err != nil {
+					t.Fatal(err)
+				}
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the datastore API did not become ready: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if info.NodeName != "host-a" || !info.Ready {
+		t.Fatalf("info = %+v", info)
+	}
+	st, err := kv.Open(context.Background(), kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ds := datastore.New(st, embedded.TestLogger())
+	pool := &api.IPPool{TypeMeta: api.TypeMeta{Kind: "IPPool", APIVersion: api.GroupVersion},
+		Metadata: api.ObjectMeta{Name: "p"}, Spec: api.IPPoolSpec{CIDR: "198.18.0.0/24"}}
+	if _, err := ds.Create(context.Background(), pool); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Post("http://terrace-node/v1/ipam/assign", "application/json", strings.NewReader(`{"node":"host-a","handle":"net.c1","num4":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("assign = %d %s", resp.StatusCode, data)
+	}
+	hs, _, err := st.List(context.Background(), "/terrace/ipam/v1/handles/net.c1")
+	if err != nil || len(hs) != 1 {
+		t.Errorf("handle in etcd: %v %v", hs, err)
+	}
+}
