@@ -27,6 +27,7 @@ type birdConf struct {
 	Inject   string
 	PoolV4   string
 	PoolV6   string
+	Password string
 	Peers    []birdPeer
 }
 
@@ -72,6 +73,9 @@ template bgp hosts {
 	connect retry time 5;
 	error wait time 1, 10;
 	graceful restart on;
+{{- if .Password}}
+	password "{{.Password}}";
+{{- end}}
 }
 {{range .Peers}}
 protocol bgp {{.Name}} from hosts {
@@ -118,6 +122,7 @@ func (tb *Testbed) writeTorConfig(t *TorState) error {
 	c := birdConf{
 		RouterID: t.RouterID, AS: t.AS, HostAS: tb.st.Options.HostAS,
 		Log: t.Dir + "/bird.log", Inject: t.Inject, PoolV4: PoolV4, PoolV6: PoolV6,
+		Password: tb.st.Options.BGPPassword,
 	}
 	for _, h := range tb.st.Hosts {
 		for _, u := range h.Uplinks {

@@ -76,12 +76,31 @@ func (tb *Testbed) applyFabricConfig(ctx context.Context) {
 		doc("kind: IPPool\nmetadata: {name: default-ipv6-ippool}\nspec: {cidr: %q, blockSize: 122, ipipMode: Never, vxlanMode: Never, natOutgoing: false}\n", PoolV6)
 	}
 	doc("kind: BGPConfiguration\nmetadata: {name: default}\nspec: {nodeToNodeMeshEnabled: %t, asNumber: %d}\n", !o.NoMesh, o.HostAS)
+	pw := ""
+	if o.BGPPassword != "" {
+		pw = ", password: {secretKeyRef: {name: bgp, key: tor}}"
+	}
 	for _, h := range tb.st.Hosts {
 		for _, u := range h.Uplinks {
 			t, _ := tb.st.tor(u.Tor)
-			doc("kind: BGPPeer\nmetadata: {name: %s-%s}\nspec: {node: %s, peerIP: %q, asNumber: %d}\n", h.Name, u.Tor, h.Name, u.TorAddr, t.AS)
+			// sourceAddress None: the session leaves from the uplink's own address, the one the
+			// ToR knows as neighbour (the default, the node IP, is the address on tor-1's link only).
+			doc("kind: BGPPeer\nmetadata: {name: %s-%s}\nspec: {node: %s, peerIP: %q, asNumber: %d, sourceAddress: None%s}\n", h.Name, u.Tor, h.Name, u.TorAddr, t.AS, pw)
 			if u.TorAddr6 != "" {
-				doc("kind: BGPPeer\nmetadata: {name: %s-%s-v6}\nspec: {node: %s, peerIP: %q, asNumber: %d}\n", h.Name, u.Tor, h.Name, u.TorAddr6, t.AS)
+				doc("kind: BGPPeer\nmetadata: {name: %s-%s-v6}\nspec: {node: %s, peerIP: %q, asNumber: %d, sourceAddress: None%s}\n", h.Name, u.Tor, h.Name, u.TorAddr6, t.AS, pw)
+			}
+		}
+	}
+	if o.BGPPassword != "" {
+		// The secret is node-local: written before the BGPPeers that name it exist.
+		for _, h := range tb.st.Hosts {
+			dir := filepath.Join(h.StateDir, "secrets", "bgp")
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				tb.warn("write bgp secret on %s: %v", h.Name, err)
+				continue
+			}
+			if err := os.WriteFile(filepath.Join(dir, "tor"), []byte(o.BGPPassword+"\n"), 0o600); err != nil {
+				tb.warn("write bgp secret on %s: %v", h.Name, err)
 			}
 		}
 	}
@@ -119,10 +138,12 @@ func (tb *Testbed) nodeArgv(h *HostState) []string {
 	if h.IPv6 != "" {
 		argv = append(argv, "--ip6", h.IPv6)
 	}
-	return append(argv, "--as-number", strconv.FormatUint(uint64(tb.st.Options.HostAS), 10),
+	argv = append(argv, "--as-number", strconv.FormatUint(uint64(tb.st.Options.HostAS), 10),
 		"--etcd-endpoints", tb.st.Ctl.Endpoint, "--node-socket", h.Socket,
 		"--state-dir", h.StateDir, "--run-dir", h.RunDir,
 		"--log-level", tb.st.Options.LogLevel, "--log-file", h.LogFile)
+	argv = append(argv, tb.st.Options.NodeArgs...)
+	return argv
 }
 
 func (tb *Testbed) startNode(h *HostState) error {

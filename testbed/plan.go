@@ -61,6 +61,13 @@ type Options struct {
 	NoEtcd   bool    `json:"noEtcd"`
 	CNI      CNIMode `json:"cni"`
 	LogLevel string  `json:"logLevel"`
+	// BGPPassword, when set, protects every host-ToR session with TCP MD5: the ToRs are configured
+	// with it, each host gets it as the node-local secret <state-dir>/secrets/bgp/tor and the
+	// per-uplink BGPPeers name that secret. Letters, digits and -_.:+= only (it goes into BIRD's
+	// configuration); a host BIRD (StartHostBird) does not use it.
+	BGPPassword string `json:"bgpPassword,omitempty"`
+	// NodeArgs are extra flags for every terrace-node run (e.g. a short --felix-resync-interval in tests).
+	NodeArgs []string `json:"nodeArgs,omitempty"`
 	// Logger receives progress; nil discards.
 	Logger *slog.Logger `json:"-"`
 }
@@ -97,6 +104,8 @@ func (o *Options) setDefaults() {
 
 var prefixRE = regexp.MustCompile(`^[a-z][a-z0-9]{1,10}-$`)
 
+var passwordRE = regexp.MustCompile(`^[A-Za-z0-9_.:+=-]{1,80}$`)
+
 func (o *Options) validate() error {
 	var errs []error
 	if o.Hosts < 1 || o.Hosts > MaxHosts {
@@ -110,6 +119,10 @@ func (o *Options) validate() error {
 	}
 	if o.HostAS == o.TorAS {
 		errs = append(errs, fmt.Errorf("host AS and ToR AS are both %d; the ToR peers over eBGP", o.HostAS))
+	}
+	if o.BGPPassword != "" && !passwordRE.MatchString(o.BGPPassword) {
+		// Never echo the password itself.
+		errs = append(errs, errors.New("bgp password may only hold 1-80 letters, digits and -_.:+="))
 	}
 	switch o.CNI {
 	case CNIAuto, CNIPlugin, CNIManual:

@@ -274,6 +274,8 @@ func (tb *Testbed) writeCNIConfig() error {
 				"type": "terrace", "etcd_endpoints": tb.st.Ctl.Endpoint, "nodename": h.Name,
 				"mtu": 1500, "log_level": tb.st.Options.LogLevel, "node_socket": h.Socket,
 				"log_file_path": filepath.Join(h.Dir, "cni.log"), "ipam": ipam,
+				// A pod must never run before its policy is in the kernel (Calico lets it: #9706).
+				"policy_setup_timeout_seconds": 10,
 			}},
 		}
 		b, err := json.MarshalIndent(conf, "", "  ")

@@ -77,7 +77,8 @@ func startWith(t *testing.T, fileYAML string, env []string, args ...string) (*ex
 		t.Fatal(err)
 	}
 	cmd := exec.Command(nodeBin, append(args, "--config", cfg)...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	// Felix would program iptables and routes in the root namespace these tests run in.
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "TERRACE_FELIX=false"}, env...)
 	logs := &syncBuffer{mu: make(chanMutex, 1)}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -168,10 +169,27 @@ func TestRunRegistersAndServes(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "state", "nodename")); err != nil || string(b) != "test-node" {
 		t.Errorf("nodename file: %q %v", b, err)
 	}
-	for _, w := range []string{"IPv4 address chosen", "address=192.0.2.10/32", "method=flag", "node registered"} {
+	for _, w := range []string{"IPv4 address chosen", "address=192.0.2.10/32", "method=flag", "node registered", "felix disabled by configuration"} {
 		if !strings.Contains(logs.String(), w) {
 			t.Errorf("log lacks %q:\n%s", w, logs)
 		}
+	}
+
+	// A second daemon for the same socket (here with another address) must stop before it
+	// rewrites the Node the running one registered.
+	_, logs2, done2 := start(t, "run", "--node-name", "test-node", "--ip", "192.0.2.99",
+		"--etcd-endpoints", strings.Join(srv.Endpoints(), ","), "--node-socket", sock,
+		"--state-dir", filepath.Join(dir, "state2"), "--run-dir", filepath.Join(dir, "run"))
+	select {
+	case err := <-done2:
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(logs2.String(), "another process is serving it") {
+			t.Errorf("second daemon: %v\n%s", err, logs2)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("second daemon did not exit:\n%s", logs2)
+	}
+	if r, err := c.Get(ctx, "Node", "", "test-node"); err != nil || r.(*api.Node).Spec.BGP.IPv4Address != "192.0.2.10/32" {
+		t.Errorf("after the second daemon: %v %+v", err, r)
 	}
 
 	stop(t, cmd, done, logs)
@@ -195,7 +213,16 @@ func TestRunWaitsForEtcd(t *testing.T) {
 		"--etcd-dial-timeout", "300ms", "--node-socket", filepath.Join(dir, "node.sock"),
 		"--state-dir", filepath.Join(dir, "state"), "--run-dir", dir)
 	waitFor(t, "a retry log line", logs, func() bool { return strings.Count(logs.String(), "etcd not reachable yet; retrying") >= 2 })
+	// The local API already answers, so an operator can see what the waiting daemon chose.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if st, err := node.QueryStatus(ctx, filepath.Join(dir, "node.sock")); err != nil || st.NodeName != "n" || st.IPv4 != "192.0.2.10/32" {
+		t.Errorf("status while waiting for etcd: %+v %v", st, err)
+	}
 	stop(t, cmd, done, logs)
+	if _, err := os.Stat(filepath.Join(dir, "node.sock")); !os.IsNotExist(err) {
+		t.Errorf("socket left after stop: %v", err)
+	}
 }
 
 func TestRunBadFlags(t *testing.T) {
@@ -205,6 +232,10 @@ func TestRunBadFlags(t *testing.T) {
 	}{
 		{[]string{"run", "--ip-autodetection-method", "guess"}, "parse autodetection method"},
 		{[]string{"run", "--ip", "999.1.1.1", "--node-name", "x"}, "parse IPv4 address"},
+		{[]string{"run", "--ip6", "192.0.2.1", "--node-name", "x"}, "wrong family"},
+		{[]string{"run", "--ip", "192.0.2.1", "--as-number", "0"}, "spec.bgp.asNumber"},
+		{[]string{"run", "--ip", "192.0.2.1", "--as-number", "1.x"}, "parse --as-number"},
+		{[]string{"run", "--ip", "192.0.2.1", "--node-name", "Bad_Name"}, "metadata.name"},
 		{[]string{"run", "--etcd-cert", "/x"}, "--etcd-cert and --etcd-key"},
 		{[]string{"run", "--bogus"}, "unknown flag"},
 		{[]string{"etcd"}, "--data-dir is required"},
@@ -218,7 +249,8 @@ func TestRunBadFlags(t *testing.T) {
 			t.Fatalf("%v: no exit", tt.args)
 		}
 		ee, ok := err.(*exec.ExitError)
-		if !ok || ee.ExitCode() == 0 || !strings.Contains(logs.String(), tt.want) {
+		// Each of these is bad usage, which CONVENTIONS.md gives exit status 2.
+		if !ok || ee.ExitCode() != 2 || !strings.Contains(logs.String(), tt.want) {
 			t.Errorf("%v: err %v, output:\n%s", tt.args, err, logs)
 		}
 	}

@@ -39,8 +39,29 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 				RunDir:     cfg.String("run-dir"),
 				Version:    cliconf.VersionString(),
 			}
+			if err := nc.Check(); err != nil {
+				return usageError{err}
+			}
 			for _, k := range []string{"node-name", "ip", "ip6", "ip-autodetection-method", "ip6-autodetection-method", cliconf.FlagEtcdEndpoints, "node-socket"} {
 				log.Debug("setting", "name", k, "value", cfg.String(k), "source", cfg.Source(k))
+			}
+			if cfg.Bool("felix") {
+				comp, err := felixComponent(cfg, log)
+				if err != nil {
+					return usageError{err}
+				}
+				nc.Components = append(nc.Components, comp)
+			} else {
+				log.Info("felix disabled by configuration: no policy, routes or interface settings are programmed")
+			}
+			if cfg.Bool("bgp") {
+				comp, err := bgpComponent(cfg, log)
+				if err != nil {
+					return usageError{err}
+				}
+				nc.Components = append(nc.Components, comp)
+			} else {
+				log.Info("bgp disabled by configuration: nothing is advertised and no routes are learned")
 			}
 			log.Info("terrace-node starting", "version", nc.Version)
 			return node.Run(cmd.Context(), nc, log)
@@ -56,6 +77,8 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 	f.String("node-socket", node.DefaultSocket, "local API socket")
 	f.String("state-dir", node.DefaultStateDir, "persistent state directory")
 	f.String("run-dir", node.DefaultRunDir, "runtime state directory")
+	addFelixFlags(f)
+	addBGPFlags(f)
 	cliconf.AddEtcdFlags(f, 5*time.Second)
 	addCommonFlags(cmd, &configFile)
 	return cmd

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -45,7 +44,7 @@ func newNodeCmd(e *env) *cobra.Command {
 		},
 	}
 	status.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: readable text)")
-	cmd.AddCommand(status)
+	cmd.AddCommand(status, newNodeRoutesCmd(e))
 	return cmd
 }
 
@@ -85,9 +84,8 @@ func printNodeStatus(w io.Writer, st node.Status, now time.Time) error {
 	}
 	if _, ok := st.Components["bgp"]; !ok {
 		fmt.Fprintln(w, "\nBGP peers:\n  not available: this node runs no BGP speaker yet")
-	} else if peers, ok := st.Components["bgp"].Details["peers"]; ok {
-		b, _ := json.Marshal(peers)
-		fmt.Fprintf(w, "\nBGP peers:\n  %s\n", strings.TrimSpace(string(b)))
+	} else {
+		printBGPStatus(w, st.Components["bgp"], now)
 	}
 	return nil
 }

@@ -1,0 +1,183 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/terracenet/terrace/bgp/speaker"
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/embedded"
+	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/ipam"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func mustApply(t *testing.T, c *datastore.Client, r api.Resource) {
+	t.Helper()
+	if _, _, err := c.Apply(context.Background(), r); err != nil {
+		t.Fatalf("apply %T: %v", r, err)
+	}
+}
+
+// TestAgentWithPeer runs the whole agent against a real embedded etcd and a second in-process
+// speaker (a stand-in ToR) on loopback high ports: the agent advertises its IPAM block, installs
+// the peer's prefix, and withdraws the block when IPAM drops it. No root needed.
+func TestAgentWithPeer(t *testing.T) {
+	srv := embedded.StartForTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuf
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent and peer logs:\n%s", logs.String())
+		}
+	})
+	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	c := datastore.New(store, log)
+	agentPort, torPort := freePort(t), freePort(t)
+
+	asn := api.ASNumber(64512)
+	mesh := false
+	mustApply(t, c, &api.IPPool{Metadata: api.ObjectMeta{Name: "pool"}, Spec: api.IPPoolSpec{CIDR: "198.18.0.0/15"}})
+	mustApply(t, c, &api.BGPConfiguration{Metadata: api.ObjectMeta{Name: "default"},
+		Spec: api.BGPConfigurationSpec{NodeToNodeMeshEnabled: &mesh, ASNumber: &asn, ListenPort: agentPort}})
+	mustApply(t, c, &api.Node{Metadata: api.ObjectMeta{Name: "host-1"},
+		Spec: api.NodeSpec{BGP: &api.NodeBGPSpec{IPv4Address: "127.0.0.1/8"}}})
+	mustApply(t, c, &api.BGPPeer{Metadata: api.ObjectMeta{Name: "tor"},
+		Spec: api.BGPPeerSpec{Node: "host-1", PeerIP: fmt.Sprintf("127.0.0.2:%d", torPort), ASNumber: 65000}})
+	blk, err := ipam.NewBlock(netip.MustParsePrefix("198.18.0.0/26"), "host-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := ipam.EncodeBlock(blk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Put(ctx, ipam.BlockKey(blk.CIDR), data); err != nil {
+		t.Fatal(err)
+	}
+
+	tor := speaker.New(speaker.Options{Logger: log})
+	if err := tor.Start(ctx, speaker.Global{ASN: 65000, RouterID: netip.MustParseAddr("127.0.0.2"), ListenPort: int32(torPort),
+		ListenAddresses: []netip.Addr{netip.MustParseAddr("127.0.0.2")}}); err != nil {
+		t.Fatal(err)
+	}
+	defer tor.Stop()
+	if err := tor.SetPeers(ctx, []speaker.Peer{{Address: netip.MustParseAddr("127.0.0.1"), Port: uint16(agentPort), ASN: 64512,
+		Type: speaker.PeerTypeGlobal, SourceAddress: netip.MustParseAddr("127.0.0.2"), Families: speaker.Families{IPv4: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	torPrefix := netip.MustParsePrefix("198.18.100.0/26")
+	if err := tor.SetAdvertised(ctx, map[netip.Prefix]speaker.Advert{torPrefix: {}}); err != nil {
+		t.Fatal(err)
+	}
+
+	w := newFakeWriter()
+	nl := &fakeNetlink{table: underlay().table}
+	nl.table = append(nl.table, underlay().table[0])
+	nl.table[len(nl.table)-1].Dst = cidr("127.0.0.0/8")
+	var last Status
+	statusC := make(chan Status, 100)
+	a, err := New(Config{NodeName: "host-1", Client: c, Writer: w, Netlink: nl, StopOnExit: true, Logger: log,
+		StatusInterval: 100 * time.Millisecond, Publish: func(s Status) {
+			select {
+			case statusC <- s:
+			default:
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+
+	waitUntil(t, 15*time.Second, "the peer learns the agent's block", func() bool {
+		_, ok := tor.Learned()[blk.CIDR]
+		return ok
+	})
+	waitUntil(t, 15*time.Second, "the agent installs the peer's prefix via 127.0.0.2", func() bool {
+		tg, ok := w.get(torPrefix)
+		return ok && slices.Equal(tg.Gateways, []netip.Addr{netip.MustParseAddr("127.0.0.2")})
+	})
+	waitUntil(t, 5*time.Second, "status shows the established peer", func() bool {
+		for {
+			select {
+			case last = <-statusC:
+			default:
+				return last.State == "running" && len(last.Peers) == 1 && last.Peers[0].State == "established" &&
+					last.Advertised == 1 && last.Routes.Installed == 1
+			}
+		}
+	})
+
+	if _, err := store.Delete(ctx, ipam.BlockKey(blk.CIDR), 0); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 15*time.Second, "the peer sees the block withdrawn", func() bool {
+		_, ok := tor.Learned()[blk.CIDR]
+		return !ok
+	})
+	if err := tor.SetAdvertised(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 15*time.Second, "the agent drops the withdrawn prefix", func() bool {
+		_, ok := w.get(torPrefix)
+		return !ok
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not reached within %s: %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// syncBuf collects logs from several goroutines.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

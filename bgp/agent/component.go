@@ -1,0 +1,45 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/terracenet/terrace/node"
+)
+
+// ComponentConfig is the bgp part of terrace-node's configuration.
+type ComponentConfig struct {
+	StateDir       string
+	DebugListen    string
+	ResyncInterval time.Duration
+}
+
+// Component plugs the agent into terrace-node.
+type Component struct{ cfg ComponentConfig }
+
+// NewComponent returns the bgp component of terrace-node.
+func NewComponent(cfg ComponentConfig) *Component { return &Component{cfg: cfg} }
+
+// Name implements node.Component.
+func (c *Component) Name() string { return "bgp" }
+
+// Run implements node.Component. The speaker is not stopped on return: see Config.StopOnExit.
+func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
+	a, err := New(Config{
+		NodeName:       env.Node.Metadata.Name,
+		Client:         env.Client,
+		StateDir:       c.cfg.StateDir,
+		DebugListen:    c.cfg.DebugListen,
+		ResyncInterval: c.cfg.ResyncInterval,
+		Logger:         env.Log,
+		Publish: func(s Status) {
+			if env.Board != nil {
+				env.Board.SetComponent("bgp", node.ComponentStatus{State: s.State, Detail: s.Detail, Details: s.Details()})
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}

@@ -1,0 +1,326 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/terracenet/terrace/felix/dataplane/routes"
+)
+
+// Netlink is what the route programmer needs from the kernel: the routes writer's calls plus a
+// FIB lookup to resolve next hops. *netlink.Handle satisfies it.
+type Netlink interface {
+	routes.Netlink
+	RouteGet(dst net.IP) ([]netlink.Route, error)
+}
+
+// RouteWriter is the slice of *routes.Writer the programmer drives; tests substitute a recorder.
+type RouteWriter interface {
+	Set(p netip.Prefix, t routes.Target) error
+	Delete(p netip.Prefix)
+	Apply(ctx context.Context) error
+	Resync(ctx context.Context) error
+	SetInSync()
+}
+
+// programmer turns the speaker's learned-route snapshots into kernel routes. The speaker calls
+// SetLearnedRoutes from its own goroutine; run owns the writer, which is not safe for concurrent use.
+type programmer struct {
+	log *slog.Logger
+	w   RouteWriter
+	nl  Netlink
+
+	mu      sync.Mutex
+	latest  map[netip.Prefix][]netip.Addr
+	kickC   chan struct{}
+	stats   RouteStats
+	applied bool // an Apply has happened since start
+
+	programmed map[netip.Prefix]routes.Target
+	seen       map[netip.Prefix][]netip.Addr // the snapshot last programmed
+	unresolved map[netip.Prefix]struct{}
+	inSync     bool
+}
+
+// RouteStats is the programmer's part of the bgp status.
+type RouteStats struct {
+	Learned    int       `json:"learned"`
+	Installed  int       `json:"installed"`
+	Unresolved int       `json:"unresolved"`
+	InSync     bool      `json:"inSync"`
+	LastApply  time.Time `json:"lastApply,omitzero"`
+	LastError  string    `json:"lastError,omitempty"`
+}
+
+func newProgrammer(w RouteWriter, nl Netlink, log *slog.Logger) *programmer {
+	return &programmer{log: log, w: w, nl: nl, kickC: make(chan struct{}, 1),
+		programmed: map[netip.Prefix]routes.Target{}, unresolved: map[netip.Prefix]struct{}{}}
+}
+
+// SetLearnedRoutes implements speaker.RouteSink: it only records the latest snapshot, so a slow
+// kernel never backs the speaker up.
+func (p *programmer) SetLearnedRoutes(m map[netip.Prefix][]netip.Addr) {
+	p.mu.Lock()
+	p.latest = m
+	p.mu.Unlock()
+	p.kick()
+}
+
+func (p *programmer) kick() {
+	select {
+	case p.kickC <- struct{}{}:
+	default:
+	}
+}
+
+func (p *programmer) Stats() RouteStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}
+
+// run applies snapshots until ctx ends. mayDelete reports whether stale routes of ours may go:
+// it is polled every tick until it first says yes.
+func (p *programmer) run(ctx context.Context, resync time.Duration, mayDelete func() bool) {
+	rt := time.NewTicker(resync)
+	defer rt.Stop()
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.kickC:
+			p.sync(ctx, false)
+		case <-rt.C:
+			if err := p.w.Resync(ctx); err != nil {
+				p.log.Warn("bgp route resync failed", "err", err)
+			}
+			// The underlay may have changed: resolve every next hop again.
+			p.sync(ctx, true)
+		case <-poll.C:
+			if !p.inSync && p.appliedOnce() && mayDelete() {
+				p.inSync = true
+				p.w.SetInSync()
+				p.log.Info("bgp routes in sync: stale routes of protocol 81 may now be removed")
+				p.sync(ctx, false)
+			}
+		}
+	}
+}
+
+func (p *programmer) appliedOnce() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.applied
+}
+
+// sync programs the latest snapshot: the difference to what was set before goes to the writer,
+// which applies it in one batch. The speaker shares a prefix's next-hop slice between snapshots
+// while it does not change, so unless full is set (after a resync: the underlay may have moved)
+// only prefixes with a new slice are resolved again; at 100k routes that keeps a snapshot cheap.
+func (p *programmer) sync(ctx context.Context, full bool) {
+	p.mu.Lock()
+	learned := p.latest
+	p.mu.Unlock()
+	for pfx := range p.programmed {
+		if _, ok := learned[pfx]; !ok {
+			p.w.Delete(pfx)
+			delete(p.programmed, pfx)
+		}
+	}
+	for pfx := range p.unresolved {
+		if _, ok := learned[pfx]; !ok {
+			delete(p.unresolved, pfx)
+		}
+	}
+	r := resolver{nl: p.nl, cache: map[netip.Addr][]netip.Addr{}, sets: map[string][]netip.Addr{}}
+	var errs []error
+	for pfx, nhs := range learned {
+		if old, ok := p.seen[pfx]; ok && !full && sameSlice(old, nhs) {
+			continue
+		}
+		gws := r.gateways(nhs)
+		if len(gws) == 0 {
+			p.unresolved[pfx] = struct{}{}
+			if _, ok := p.programmed[pfx]; ok {
+				p.w.Delete(pfx)
+				delete(p.programmed, pfx)
+			}
+			continue
+		}
+		delete(p.unresolved, pfx)
+		t := routes.Target{Gateways: gws}
+		if old, ok := p.programmed[pfx]; ok && sameTarget(old, t) {
+			continue
+		}
+		if err := p.w.Set(pfx, t); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		p.programmed[pfx] = t
+	}
+	p.seen = learned
+	if err := p.w.Apply(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		p.log.Warn("programming bgp routes failed; retried on the next change or resync", "err", err)
+	}
+	if len(p.unresolved) > 0 {
+		p.log.Debug("learned routes without a reachable next hop", "count", len(p.unresolved))
+	}
+	p.mu.Lock()
+	p.applied = true
+	p.stats = RouteStats{Learned: len(learned), Installed: len(p.programmed), Unresolved: len(p.unresolved),
+		InSync: p.inSync, LastApply: time.Now()}
+	if err != nil {
+		p.stats.LastError = err.Error()
+	}
+	p.mu.Unlock()
+}
+
+// sameSlice reports whether two next-hop slices are the same slice (the speaker's sharing).
+func sameSlice(a, b []netip.Addr) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+func sameTarget(a, b routes.Target) bool {
+	return a.Dev == b.Dev && a.Blackhole == b.Blackhole && slices.Equal(a.Gateways, b.Gateways)
+}
+
+// gateways resolves a prefix's next hops to gateways on connected subnets. Mesh peers announce
+// their own address as next hop, which is usually behind the ToR: the kernel refuses such a
+// gateway, so the route goes through whatever the underlay uses to reach it (ECMP included).
+// Equal next-hop sets share one result slice, which nobody modifies.
+func (r *resolver) gateways(nhs []netip.Addr) []netip.Addr {
+	if len(nhs) == 1 {
+		return r.resolve(nhs[0])
+	}
+	var key strings.Builder
+	for _, nh := range nhs {
+		key.WriteString(nh.String())
+		key.WriteByte(',')
+	}
+	if gws, ok := r.sets[key.String()]; ok {
+		return gws
+	}
+	var gws []netip.Addr
+	for _, nh := range nhs {
+		gws = append(gws, r.resolve(nh)...)
+	}
+	slices.SortFunc(gws, netip.Addr.Compare)
+	gws = slices.Compact(gws)
+	r.sets[key.String()] = gws
+	return gws
+}
+
+// resolver looks next hops up in the kernel's FIB, caching per batch.
+type resolver struct {
+	nl    Netlink
+	cache map[netip.Addr][]netip.Addr
+	sets  map[string][]netip.Addr
+	table map[int][]netlink.Route // family => main table, listed once per batch when needed
+}
+
+func (r *resolver) resolve(nh netip.Addr) []netip.Addr {
+	nh = nh.Unmap()
+	if gws, ok := r.cache[nh]; ok {
+		return gws
+	}
+	gws, err := r.lookup(nh)
+	if err != nil {
+		gws = nil
+	}
+	r.cache[nh] = gws
+	return gws
+}
+
+func (r *resolver) lookup(nh netip.Addr) ([]netip.Addr, error) {
+	if nh.IsLinkLocalUnicast() {
+		// A link-local next hop needs its interface, which the speaker does not report.
+		return nil, fmt.Errorf("resolve next hop %s: link-local", nh)
+	}
+	got, err := r.nl.RouteGet(net.IP(nh.AsSlice()))
+	if err != nil {
+		return nil, fmt.Errorf("resolve next hop %s: %w", nh, err)
+	}
+	if len(got) == 0 {
+		return nil, fmt.Errorf("resolve next hop %s: no route", nh)
+	}
+	if got[0].Gw == nil && len(got[0].MultiPath) == 0 {
+		if got[0].Type == unix.RTN_LOCAL {
+			return nil, fmt.Errorf("resolve next hop %s: local address", nh)
+		}
+		return []netip.Addr{nh}, nil // on a connected subnet
+	}
+	return r.recursive(nh)
+}
+
+// recursive returns every gateway of the longest matching route for nh in the main table that is
+// not one of ours (a BGP route must never resolve through another BGP route).
+func (r *resolver) recursive(nh netip.Addr) ([]netip.Addr, error) {
+	fam := netlink.FAMILY_V4
+	if nh.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	if r.table == nil {
+		r.table = map[int][]netlink.Route{}
+	}
+	rs, ok := r.table[fam]
+	if !ok {
+		var err error
+		rs, err = r.nl.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return nil, fmt.Errorf("list routes: %w", err)
+		}
+		r.table[fam] = rs
+	}
+	best, bits := -1, -1
+	for i, rt := range rs {
+		if rt.Protocol == routes.ProtocolTerraceBGP || rt.Type != unix.RTN_UNICAST {
+			continue
+		}
+		b := 0
+		if rt.Dst != nil {
+			ones, _ := rt.Dst.Mask.Size()
+			pa, ok := netip.AddrFromSlice(rt.Dst.IP)
+			if !ok || !netip.PrefixFrom(pa.Unmap(), ones).Contains(nh) {
+				continue
+			}
+			b = ones
+		}
+		if b > bits {
+			best, bits = i, b
+		}
+	}
+	if best < 0 {
+		return nil, fmt.Errorf("resolve next hop %s: no route", nh)
+	}
+	var gws []netip.Addr
+	add := func(ip net.IP) {
+		if a, ok := netip.AddrFromSlice(ip); ok && ip != nil {
+			gws = append(gws, a.Unmap())
+		}
+	}
+	add(rs[best].Gw)
+	for _, h := range rs[best].MultiPath {
+		add(h.Gw)
+	}
+	if len(gws) == 0 {
+		return []netip.Addr{nh}, nil
+	}
+	return gws, nil
+}

@@ -1,0 +1,238 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/terracenet/terrace/felix/dataplane/routes"
+)
+
+// fakeWriter records the programmer's calls.
+type fakeWriter struct {
+	mu      sync.Mutex
+	desired map[netip.Prefix]routes.Target
+	sets    int
+	deletes int
+	applies int
+	inSync  bool
+}
+
+func newFakeWriter() *fakeWriter { return &fakeWriter{desired: map[netip.Prefix]routes.Target{}} }
+
+func (f *fakeWriter) Set(p netip.Prefix, t routes.Target) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sets++
+	f.desired[p] = t
+	return nil
+}
+func (f *fakeWriter) Delete(p netip.Prefix) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deletes++
+	delete(f.desired, p)
+}
+
+func (f *fakeWriter) get(p netip.Prefix) (routes.Target, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.desired[p]
+	return t, ok
+}
+func (f *fakeWriter) Apply(context.Context) error {
+	f.applies++
+	return nil
+}
+func (f *fakeWriter) Resync(context.Context) error { return nil }
+func (f *fakeWriter) SetInSync()                   { f.inSync = true }
+
+// fakeNetlink answers FIB lookups from a small table: connected subnets and gateway routes.
+type fakeNetlink struct {
+	routes.Netlink
+	table []netlink.Route
+	gets  int
+}
+
+func (f *fakeNetlink) RouteGet(dst net.IP) ([]netlink.Route, error) {
+	f.gets++
+	a, _ := netip.AddrFromSlice(dst)
+	a = a.Unmap()
+	best, bits := -1, -1
+	for i, r := range f.table {
+		ones, _ := r.Dst.Mask.Size()
+		pa, _ := netip.AddrFromSlice(r.Dst.IP)
+		if netip.PrefixFrom(pa.Unmap(), ones).Contains(a) && ones > bits {
+			best, bits = i, ones
+		}
+	}
+	if best < 0 {
+		return nil, unix.ENETUNREACH
+	}
+	r := f.table[best]
+	out := netlink.Route{Gw: r.Gw, Type: r.Type}
+	if len(r.MultiPath) > 0 {
+		out.Gw = r.MultiPath[0].Gw // the FIB answers with one path only
+	}
+	return []netlink.Route{out}, nil
+}
+
+func (f *fakeNetlink) RouteListFiltered(int, *netlink.Route, uint64) ([]netlink.Route, error) {
+	return f.table, nil
+}
+
+func cidr(s string) *net.IPNet {
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+func underlay() *fakeNetlink {
+	return &fakeNetlink{table: []netlink.Route{
+		{Dst: cidr("192.0.2.0/31"), Type: unix.RTN_UNICAST},    // link to tor-1
+		{Dst: cidr("198.51.100.0/31"), Type: unix.RTN_UNICAST}, // link to tor-2
+		{Dst: cidr("0.0.0.0/0"), Type: unix.RTN_UNICAST, MultiPath: []*netlink.NexthopInfo{
+			{Gw: net.ParseIP("192.0.2.0")}, {Gw: net.ParseIP("198.51.100.0")}}},
+		// A BGP route of ours covering a next hop must never be used to resolve it.
+		{Dst: cidr("192.0.2.128/25"), Type: unix.RTN_UNICAST, Protocol: routes.ProtocolTerraceBGP, Gw: net.ParseIP("192.0.2.0")},
+		{Dst: cidr("2001:db8::/64"), Type: unix.RTN_UNICAST},
+	}}
+}
+
+func addrs(ss ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	return out
+}
+
+func TestProgrammerTargets(t *testing.T) {
+	tests := []struct {
+		name    string
+		learned map[netip.Prefix][]netip.Addr
+		want    map[netip.Prefix]routes.Target
+		unres   int
+	}{
+		{
+			name:    "connected next hops stay, ECMP sorted",
+			learned: map[netip.Prefix][]netip.Addr{netip.MustParsePrefix("198.18.0.64/26"): addrs("198.51.100.0", "192.0.2.0")},
+			want:    map[netip.Prefix]routes.Target{netip.MustParsePrefix("198.18.0.64/26"): {Gateways: addrs("192.0.2.0", "198.51.100.0")}},
+		},
+		{
+			name: "mesh next hop behind the ToRs resolves through the underlay's ECMP route",
+			learned: map[netip.Prefix][]netip.Addr{
+				netip.MustParsePrefix("198.18.0.128/26"): addrs("192.0.2.200"),
+				netip.MustParsePrefix("198.18.1.0/26"):   addrs("192.0.2.5"),
+			},
+			want: map[netip.Prefix]routes.Target{
+				netip.MustParsePrefix("198.18.0.128/26"): {Gateways: addrs("192.0.2.0", "198.51.100.0")},
+				netip.MustParsePrefix("198.18.1.0/26"):   {Gateways: addrs("192.0.2.0", "198.51.100.0")},
+			},
+		},
+		{
+			name: "IPv6 connected, link-local and unreachable skipped",
+			learned: map[netip.Prefix][]netip.Addr{
+				netip.MustParsePrefix("2001:db8:1000::/122"):   addrs("2001:db8::1"),
+				netip.MustParsePrefix("2001:db8:1000::40/122"): addrs("fe80::1"),
+				netip.MustParsePrefix("2001:db8:1000::80/122"): addrs("2001:db8:9::1"),
+			},
+			want:  map[netip.Prefix]routes.Target{netip.MustParsePrefix("2001:db8:1000::/122"): {Gateways: addrs("2001:db8::1")}},
+			unres: 2,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newFakeWriter()
+			p := newProgrammer(w, underlay(), slog.New(slog.DiscardHandler))
+			p.SetLearnedRoutes(tc.learned)
+			p.sync(context.Background(), true)
+			if diff := cmp.Diff(tc.want, w.desired, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Errorf("routes (-want +got):\n%s", diff)
+			}
+			if unres := p.Stats().Unresolved; unres != tc.unres {
+				t.Errorf("unresolved = %d, want %d", unres, tc.unres)
+			}
+		})
+	}
+}
+
+// TestProgrammerDiffs checks that only changes reach the writer and that a shrinking snapshot
+// deletes what is gone.
+func TestProgrammerDiffs(t *testing.T) {
+	w := newFakeWriter()
+	nl := underlay()
+	p := newProgrammer(w, nl, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	a, b := netip.MustParsePrefix("198.18.0.64/26"), netip.MustParsePrefix("198.18.0.128/26")
+	p.SetLearnedRoutes(map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0"), b: addrs("192.0.2.0")})
+	p.sync(ctx, false)
+	if w.sets != 2 || w.applies != 1 {
+		t.Fatalf("first sync: %d sets, %d applies; want 2, 1", w.sets, w.applies)
+	}
+	gets := nl.gets
+	p.sync(ctx, false) // nothing changed: the same slices, so nothing is resolved again
+	if w.sets != 2 || w.deletes != 0 || nl.gets != gets {
+		t.Fatalf("unchanged snapshot: %d sets, %d deletes, %d lookups; want 2, 0, 0", w.sets, w.deletes, nl.gets-gets)
+	}
+	p.sync(ctx, true) // a resync resolves everything again but changes nothing
+	if w.sets != 2 || nl.gets == gets {
+		t.Fatalf("full sync: %d sets, %d lookups; want 2 sets and new lookups", w.sets, nl.gets-gets)
+	}
+	p.SetLearnedRoutes(map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0", "198.51.100.0")})
+	p.sync(ctx, false)
+	want := map[netip.Prefix]routes.Target{a: {Gateways: addrs("192.0.2.0", "198.51.100.0")}}
+	if diff := cmp.Diff(want, w.desired, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
+		t.Errorf("writer's desired routes (-want +got):\n%s", diff)
+	}
+	if w.sets != 3 || w.deletes != 1 {
+		t.Errorf("after change: %d sets, %d deletes; want 3, 1", w.sets, w.deletes)
+	}
+	st := p.Stats()
+	if st.Learned != 1 || st.Installed != 1 || st.InSync {
+		t.Errorf("stats = %+v, want learned 1, installed 1, not in sync", st)
+	}
+	if w.inSync {
+		t.Error("writer declared in sync by sync alone; only run may do that")
+	}
+}
+
+func TestProgrammerRunWaitsForInSync(t *testing.T) {
+	w := newFakeWriter()
+	p := newProgrammer(w, underlay(), slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	allow := make(chan struct{})
+	may := func() bool {
+		select {
+		case <-allow:
+			return true
+		default:
+			return false
+		}
+	}
+	done := make(chan struct{})
+	go func() { p.run(ctx, 3600e9, may); close(done) }()
+	p.SetLearnedRoutes(map[netip.Prefix][]netip.Addr{})
+	waitFor(t, func() bool { return p.appliedOnce() })
+	// run owns the writer: read its state only through Stats.
+	if p.Stats().InSync {
+		t.Fatal("in sync before the agent allowed deletions")
+	}
+	close(allow)
+	waitFor(t, func() bool { return p.Stats().InSync })
+	cancel()
+	<-done
+	if !w.inSync {
+		t.Error("writer never told it is in sync")
+	}
+}

@@ -1,0 +1,47 @@
+// GoBGP sets TCP MD5 signatures on its sockets, which fails on multipath TCP sockets (Go's
+// default for listeners since 1.24): every binary embedding the speaker must turn MPTCP off.
+//go:debug multipathtcp=0
+
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/spf13/pflag"
+
+	"github.com/terracenet/terrace/bgp/agent"
+	"github.com/terracenet/terrace/cmd/internal/cliconf"
+	"github.com/terracenet/terrace/node"
+)
+
+func addBGPFlags(f *pflag.FlagSet) {
+	f.Bool("bgp", true, "run the BGP speaker (advertise this node's blocks, program learned routes)")
+	f.String("bgp-debug-listen", "", "loopback address (e.g. 127.0.0.1:50051) for GoBGP's gRPC API, for the gobgp CLI; empty: none")
+	f.Duration("bgp-resync-interval", agent.DefaultResyncInterval, "how often BGP routes in the kernel are read back and repaired")
+}
+
+// bgpComponent resolves the BGP settings; a debug listener off loopback is bad usage.
+func bgpComponent(cfg *cliconf.Config, log *slog.Logger) (node.Component, error) {
+	dbg := cfg.String("bgp-debug-listen")
+	if dbg != "" {
+		host, _, err := net.SplitHostPort(dbg)
+		if err != nil {
+			return nil, fmt.Errorf("parse --bgp-debug-listen: %w", err)
+		}
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			return nil, fmt.Errorf("parse --bgp-debug-listen: %q is not a loopback address", host)
+		}
+		log.Warn("GoBGP gRPC API enabled for debugging", "listen", dbg)
+	}
+	resync, err := cfg.Duration("bgp-resync-interval")
+	if err != nil {
+		return nil, fmt.Errorf("parse --bgp-resync-interval: %w", err)
+	}
+	return agent.NewComponent(agent.ComponentConfig{
+		StateDir:       cfg.String("state-dir"),
+		DebugListen:    dbg,
+		ResyncInterval: resync,
+	}), nil
+}

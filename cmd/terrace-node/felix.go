@@ -1,0 +1,64 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/pflag"
+
+	"github.com/terracenet/terrace/cmd/internal/cliconf"
+	"github.com/terracenet/terrace/felix"
+	"github.com/terracenet/terrace/felix/dataplane/routes"
+	"github.com/terracenet/terrace/node"
+)
+
+func addFelixFlags(f *pflag.FlagSet) {
+	f.Bool("felix", true, "run felix (policy, routes to workloads, interface settings); false where iptables is unavailable")
+	f.String("felix-health-listen", felix.DefaultHealthListen, "address of felix's /liveness and /readiness; empty disables (unless given, FelixConfiguration healthEnabled/healthHost/healthPort apply)")
+	f.String("felix-metrics-listen", felix.DefaultMetricsListen, "address of felix's Prometheus /metrics; empty disables (unless given, FelixConfiguration prometheusMetrics* apply)")
+	f.Duration("felix-resync-interval", felix.DefaultResyncInterval, "how often felix re-reads iptables, ipsets and routes and repairs drift (unless given, FelixConfiguration iptablesRefreshInterval applies)")
+	f.Duration("felix-apply-interval", felix.DefaultApplyInterval, "least time between two dataplane applies while updates keep coming")
+	f.Bool("felix-ipv6", true, "program ip6tables too (off when ip6tables-restore is missing)")
+	f.String("rt-protos-file", routes.ProtocolNamesFile, "iproute2 file naming Terrace's route protocols; empty: do not write it")
+}
+
+// felixComponent resolves felix's settings and writes the route protocol names file.
+func felixComponent(cfg *cliconf.Config, log *slog.Logger) (node.Component, error) {
+	resync, err := cfg.Duration("felix-resync-interval")
+	if err != nil {
+		return nil, fmt.Errorf("parse --felix-resync-interval: %w", err)
+	}
+	apply, err := cfg.Duration("felix-apply-interval")
+	if err != nil {
+		return nil, fmt.Errorf("parse --felix-apply-interval: %w", err)
+	}
+	if path := cfg.String("rt-protos-file"); path != "" {
+		// Only names for "ip route" output: never worth failing the daemon over.
+		if err := writeProtocolNames(path); err != nil {
+			log.Warn("could not write route protocol names", "path", path, "err", err)
+		}
+	}
+	return felix.NewComponent(felix.ComponentConfig{
+		HealthListen:   cfg.String("felix-health-listen"),
+		MetricsListen:  cfg.String("felix-metrics-listen"),
+		ResyncInterval: resync,
+		ApplyInterval:  apply,
+		IPv6:           cfg.Bool("felix-ipv6"),
+		Explicit: felix.Explicit{
+			HealthListen:   cfg.Source("felix-health-listen") != cliconf.SourceDefault,
+			MetricsListen:  cfg.Source("felix-metrics-listen") != cliconf.SourceDefault,
+			ResyncInterval: cfg.Source("felix-resync-interval") != cliconf.SourceDefault,
+		},
+	}), nil
+}
+
+func writeProtocolNames(path string) error {
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(filepath.Dir(dir)); err != nil {
+		// No iproute2 configuration directory at all: nothing would read the file.
+		return fmt.Errorf("write protocol names: %w", err)
+	}
+	return routes.WriteProtocolNames(path)
+}

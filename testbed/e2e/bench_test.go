@@ -1,0 +1,192 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/terracenet/terrace/internal/benchfmt"
+	"github.com/terracenet/terrace/testbed"
+)
+
+// BenchmarkBGPRouteScale: the ToR injects 1k, 10k and 100k prefixes; measured is the time from
+// the injection until a host's kernel holds them all, for terrace-node (host-1) and, as anchor in
+// the same run, BIRD alone (host-2); plus the peak RSS of each. Run once per size:
+//
+//	go test ./testbed/e2e -run '^$' -bench BGPRouteScale -benchtime 1x
+//
+// It prints BENCH lines (CONVENTIONS.md).
+func BenchmarkBGPRouteScale(b *testing.B) {
+	tb := testbed.StartForTest(b, testbed.Options{Hosts: 2, NoMesh: true, LogLevel: "warn"})
+	ctx := context.Background()
+	if err := tb.StopNode(ctx, "host-2"); err != nil {
+		b.Fatal(err)
+	}
+	if err := tb.StartHostBird(ctx, "host-2", nil); err != nil {
+		b.Fatal(err)
+	}
+	st := tb.State()
+	nodePid, birdPid := st.Hosts[0].Node.Pid, st.Hosts[1].Bird.Pid
+	// Both speakers must have their ToR session before the clock starts.
+	waitSessions(b, tb, 2)
+	for _, n := range []int{1000, 10000, 100000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			prefixes, err := testbed.InjectPrefixes(n)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for range b.N {
+				start := time.Now()
+				if err := tb.InjectTorRoutes(ctx, "tor-1", prefixes); err != nil {
+					b.Fatal(err)
+				}
+				node, bird := waitCounts(b, tb, n, start)
+				b.ReportMetric(node.Seconds(), "node-s")
+				b.ReportMetric(bird.Seconds(), "bird-s")
+				nodeRSS, birdRSS := peakRSS(nodePid), peakRSS(birdPid)
+				scen := fmt.Sprintf("bgp-route-scale-%d", n)
+				_ = benchfmt.Fprint(os.Stdout, benchfmt.New(scen, "kernel-time", node.Seconds(), "s").WithAnchor(bird.Seconds()).
+					WithNote("anchor: BIRD alone on another host of the same fabric, same injection"))
+				_ = benchfmt.Fprint(os.Stdout, benchfmt.New(scen, "peak-rss", nodeRSS, "MB").WithAnchor(birdRSS).
+					WithNote("terrace-node VmHWM (felix + bgp agent + GoBGP); anchor: BIRD's VmHWM"))
+				if err := tb.InjectTorRoutes(ctx, "tor-1", nil); err != nil {
+					b.Fatal(err)
+				}
+				waitZero(b, tb)
+			}
+		})
+	}
+}
+
+func waitSessions(b *testing.B, tb *testbed.Testbed, want int) {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		ss, _ := tb.TorSessions(context.Background(), "tor-1")
+		up := 0
+		for _, s := range ss {
+			if s.Info == "Established" {
+				up++
+			}
+		}
+		if up >= want {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	b.Fatalf("tor-1 sessions not established")
+}
+
+// routeCount counts a host's routes of one protocol inside the injected range.
+func routeCount(tb *testbed.Testbed, host, proto string) int {
+	out, err := tb.Output(context.Background(), host, "sh", "-c", "ip -4 route show proto "+proto+" | grep -c '^198\\.'")
+	if err != nil && strings.TrimSpace(out) != "0" {
+		return -1
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(out))
+	return n
+}
+
+func waitCounts(b *testing.B, tb *testbed.Testbed, n int, start time.Time) (node, bird time.Duration) {
+	deadline := start.Add(120 * time.Second)
+	for (node == 0 || bird == 0) && time.Now().Before(deadline) {
+		if node == 0 && routeCount(tb, "host-1", "81") >= n {
+			node = time.Since(start)
+		}
+		if bird == 0 && routeCount(tb, "host-2", "bird") >= n {
+			bird = time.Since(start)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if node == 0 || bird == 0 {
+		b.Fatalf("%d routes not in the kernels after 120s: terrace-node %d, bird %d", n,
+			routeCount(tb, "host-1", "81"), routeCount(tb, "host-2", "bird"))
+	}
+	return node, bird
+}
+
+func waitZero(b *testing.B, tb *testbed.Testbed) {
+	deadline := time.Now().Add(120 * time.Second)
+	for time.Now().Before(deadline) {
+		if routeCount(tb, "host-1", "81") == 0 && routeCount(tb, "host-2", "bird") == 0 {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	b.Fatal("withdrawn routes still in the kernels after 120s")
+}
+
+// peakRSS is a process's high-water resident set in MB (VmHWM).
+func peakRSS(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// BenchmarkBGPMeshConvergence: 20 hosts in a full mesh; in each trial the first pod on one more
+// host gives it a new block, and the clock runs from the pod add until the block is in every
+// other host's kernel (an upper bound: it includes the CNI ADD that claims the block). Reports
+// p50 and p99 over the 20 trials.
+func BenchmarkBGPMeshConvergence(b *testing.B) {
+	const hosts = 20
+	tb := testbed.StartForTest(b, testbed.Options{Hosts: hosts, LogLevel: "warn"})
+	ctx := context.Background()
+	var nss []string
+	for _, h := range tb.Hosts() {
+		ns, err := tb.Namespace(h)
+		if err != nil {
+			b.Fatal(err)
+		}
+		nss = append(nss, ns)
+	}
+	for range b.N {
+		var times []time.Duration
+		for i, h := range tb.Hosts() {
+			start := time.Now()
+			p, err := tb.AddPod(ctx, testbed.PodSpec{Host: h, Name: "conv"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			block := netip.PrefixFrom(netip.MustParseAddr(p.IPv4), 26).Masked().String()
+			var others []string
+			for j, ns := range nss {
+				if j != i {
+					others = append(others, ns)
+				}
+			}
+			script := `for n in ` + strings.Join(others, " ") + `; do ip -n $n -4 route show ` + block +
+				` proto 81 | grep -q . || exit 1; done`
+			deadline := start.Add(30 * time.Second)
+			for {
+				if exec.Command("sh", "-c", script).Run() == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("block %s of %s not in every kernel after 30s", block, h)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			times = append(times, time.Since(start))
+		}
+		slices.Sort(times)
+		p50, p99 := times[len(times)/2], times[len(times)-1] // 20 samples: p99 is the worst
+		_ = benchfmt.Fprint(os.Stdout, benchfmt.New("bgp-mesh-convergence-20", "p50", float64(p50.Milliseconds()), "ms"))
+		_ = benchfmt.Fprint(os.Stdout, benchfmt.New("bgp-mesh-convergence-20", "p99", float64(p99.Milliseconds()), "ms").
+			WithNote("20 trials, one new block each, from pod add (includes CNI ADD) to the block in all 19 other kernels"))
+		b.ReportMetric(float64(p99.Milliseconds()), "p99-ms")
+	}
+}

@@ -1,0 +1,294 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/terracenet/terrace/testbed"
+)
+
+// TestECMPFailover: a host dual-homed to two ToRs, without the mesh, holds each remote block as
+// one route over both ToRs; when one ToR stops, the route keeps only the other and traffic flows.
+func TestECMPFailover(t *testing.T) {
+	tb := testbed.StartForTest(t, testbed.Options{Hosts: 2, Tors: 2, NoMesh: true, LogLevel: "info"})
+	ctx := context.Background()
+	addPod(t, tb, "host-1", "p")
+	p2 := addPod(t, tb, "host-2", "p")
+	block := blockOf(t, p2.IPv4)
+	nexthops := func() int {
+		line := kernelRoutes(t, tb, "host-1", "4")[block]
+		return strings.Count(line, "nexthop via")
+	}
+	eventually(t, waitTimeout, func() string {
+		if n := nexthops(); n != 2 {
+			st, _ := bgpStatus(t, tb, "host-1")
+			return fmt.Sprintf("host-1's route to %s has %d ECMP next hops, want 2: %q (bgp peers %+v)", block, n, kernelRoutes(t, tb, "host-1", "4")[block], st.Peers)
+		}
+		return ""
+	})
+	if err := ping(tb, "host-1/p", p2.IPv4, 2); err != nil {
+		t.Fatalf("ping over ECMP: %v", err)
+	}
+	if err := tb.StopTor(ctx, "tor-1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitTimeout, func() string {
+		line := kernelRoutes(t, tb, "host-1", "4")[block]
+		if !strings.Contains(line, "via 198.51.100.") || strings.Contains(line, "192.0.2.") {
+			return fmt.Sprintf("after tor-1 stopped, host-1's route to %s is %q, want only via tor-2", block, line)
+		}
+		return ""
+	})
+	if err := ping(tb, "host-1/p", p2.IPv4, 3); err != nil {
+		t.Errorf("ping after failover: %v", err)
+	}
+	if err := tb.StartTor(ctx, "tor-1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitTimeout, func() string {
+		if n := nexthops(); n != 2 {
+			return fmt.Sprintf("after tor-1 returned, %d next hops, want 2", n)
+		}
+		return ""
+	})
+}
+
+// TestRouteReflector: with the mesh off, host-1 becomes route reflector (routeReflectorClusterID
+// and a label) and a BGPPeer with nodeSelector/peerSelector makes the others its clients.
+func TestRouteReflector(t *testing.T) {
+	tb := testbed.StartForTest(t, testbed.Options{Hosts: 3, NoMesh: true, LogLevel: "info"})
+	for _, h := range tb.Hosts() {
+		addPod(t, tb, h, "p")
+	}
+	out := output(t, tb, "host-1", "terracectl", "get", "node", "host-1", "-o", "json")
+	var n map[string]any
+	if err := json.Unmarshal([]byte(out), &n); err != nil {
+		t.Fatalf("decode node: %v: %s", err, out)
+	}
+	md := n["metadata"].(map[string]any)
+	labels, _ := md["labels"].(map[string]any)
+	if labels == nil {
+		labels = map[string]any{}
+	}
+	labels["route-reflector"] = "true"
+	md["labels"] = labels
+	spec := n["spec"].(map[string]any)
+	spec["bgp"].(map[string]any)["routeReflectorClusterID"] = "224.0.0.1"
+	nb, _ := json.Marshal(n)
+	peer := `{"apiVersion":"terrace.dev/v1","kind":"BGPPeer","metadata":{"name":"rr-clients"},` +
+		`"spec":{"nodeSelector":"!has(route-reflector)","peerSelector":"has(route-reflector)"}}`
+	h1, _ := tb.Host("host-1")
+	for name, body := range map[string]string{"node.json": string(nb), "peer.json": peer} {
+		path := filepath.Join(h1.Dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		output(t, tb, "host-1", "terracectl", "apply", "-f", path)
+	}
+	eventually(t, waitTimeout, func() string {
+		st, ok := bgpStatus(t, tb, "host-1")
+		if !ok {
+			return "no bgp status on host-1"
+		}
+		clients := 0
+		for _, p := range st.Peers {
+			if p.Type == "rrclient" && p.State == "established" {
+				clients++
+			}
+		}
+		if clients != 2 {
+			return fmt.Sprintf("reflector has %d established clients, want 2: %+v", clients, st.Peers)
+		}
+		return ""
+	})
+	for _, h := range []string{"host-2", "host-3"} {
+		eventually(t, waitTimeout, func() string {
+			st, ok := bgpStatus(t, tb, h)
+			if !ok {
+				return "no bgp status on " + h
+			}
+			for _, p := range st.Peers {
+				// The other client's block and the reflector's arrive through the reflector.
+				if p.Type == "reflector" && p.State == "established" && p.Accepted >= 2 {
+					return ""
+				}
+			}
+			return fmt.Sprintf("%s has no established reflector session with 2 accepted prefixes: %+v", h, st.Peers)
+		})
+	}
+	pods := tb.Pods()
+	if err := ping(tb, "host-2/p", pods[2].IPv4, 2); err != nil {
+		t.Errorf("ping host-2/p -> host-3/p: %v", err)
+	}
+}
+
+var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+// TestGracefulRestart: while terrace-node on host-1 stops and starts again, its routes stay in
+// its own kernel and in host-2's (the peer keeps them as graceful-restart helper), and a stream
+// of pings between pods on the two hosts goes on.
+func TestGracefulRestart(t *testing.T) {
+	tb := testbed.StartForTest(t, testbed.Options{Hosts: 2, LogLevel: "info"})
+	ctx := context.Background()
+	p1 := addPod(t, tb, "host-1", "p")
+	p2 := addPod(t, tb, "host-2", "p")
+	b1, b2 := blockOf(t, p1.IPv4), blockOf(t, p2.IPv4)
+	eventually(t, waitTimeout, func() string {
+		if _, ok := kernelRoutes(t, tb, "host-1", "4")[b2]; !ok {
+			return "host-1 lacks " + b2
+		}
+		if _, ok := kernelRoutes(t, tb, "host-2", "4")[b1]; !ok {
+			return "host-2 lacks " + b1
+		}
+		return ""
+	})
+	ns, err := tb.Namespace("host-2/p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	pinger := exec.CommandContext(pctx, "ip", "netns", "exec", ns, "ping", "-c", "100", "-i", "0.1", "-W", "1", p1.IPv4)
+	var pout strings.Builder
+	pinger.Stdout, pinger.Stderr = &pout, &pout
+	if err := pinger.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := tb.StopNode(ctx, "host-1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if _, ok := kernelRoutes(t, tb, "host-1", "4")[b2]; !ok {
+		t.Errorf("host-1's learned route %s went away while terrace-node was stopped", b2)
+	}
+	if _, ok := kernelRoutes(t, tb, "host-2", "4")[b1]; !ok {
+		t.Errorf("host-2 dropped host-1's block %s while host-1 restarted (no graceful restart)", b1)
+	}
+	if err := tb.StartNode(ctx, "host-1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitTimeout, func() string {
+		st, ok := bgpStatus(t, tb, "host-1")
+		if !ok || !st.Restarting {
+			return fmt.Sprintf("host-1 did not come back as a graceful restart: %+v", st)
+		}
+		for _, p := range st.Peers {
+			if p.Type == "mesh" && p.State == "established" {
+				return ""
+			}
+		}
+		return fmt.Sprintf("host-1's mesh session is not back: %+v", st.Peers)
+	})
+	_ = pinger.Wait()
+	m := pingSummary.FindStringSubmatch(pout.String())
+	if m == nil {
+		t.Fatalf("no ping summary:\n%s", pout.String())
+	}
+	sent, _ := strconv.Atoi(m[1])
+	got, _ := strconv.Atoi(m[2])
+	if sent-got > 2 {
+		t.Errorf("pings across the restart: %d of %d answered, want at most 2 lost", got, sent)
+	}
+	if _, ok := kernelRoutes(t, tb, "host-2", "4")[b1]; !ok {
+		t.Errorf("host-2 lacks %s after host-1 came back", b1)
+	}
+}
+
+// TestMD5: sessions to a BIRD ToR that requires a TCP MD5 password come up with the password the
+// BGPPeer names through a node-local secret file, which never appears in status or logs.
+func TestMD5(t *testing.T) {
+	const secret = "trc-md5-Secret"
+	tb := testbed.StartForTest(t, testbed.Options{Hosts: 2, BGPPassword: secret, LogLevel: "debug"})
+	pods := []testbed.PodState{addPod(t, tb, "host-1", "p"), addPod(t, tb, "host-2", "p")}
+	eventually(t, waitTimeout, func() string {
+		ss, err := tb.TorSessions(context.Background(), "tor-1")
+		if err != nil {
+			return err.Error()
+		}
+		up := 0
+		for _, s := range ss {
+			if s.Info == "Established" {
+				up++
+			}
+		}
+		if up != 2 {
+			return fmt.Sprintf("tor-1 has %d established sessions, want 2: %+v", up, ss)
+		}
+		return ""
+	})
+	out, _ := tb.TorRoutes(context.Background(), "tor-1")
+	for _, p := range pods {
+		if b := blockOf(t, p.IPv4); !strings.Contains(out, b) {
+			t.Errorf("tor-1 lacks %s over the MD5 session:\n%s", b, out)
+		}
+	}
+	for _, h := range tb.Hosts() {
+		hs, _ := tb.Host(h)
+		logs, _ := os.ReadFile(hs.LogFile)
+		status := output(t, tb, h, "terracectl", "node", "status", "-o", "json")
+		if strings.Contains(string(logs), secret) || strings.Contains(status, secret) {
+			t.Errorf("%s leaks the BGP password in its log or status", h)
+		}
+	}
+}
+
+// TestBorrowedAddress: a host that may own only one block and has filled it borrows an address
+// from another host's block; it advertises that address as a /32, which wins over the owner's
+// block route everywhere (the owner included) and reaches the pod.
+func TestBorrowedAddress(t *testing.T) {
+	tb := testbed.StartForTest(t, testbed.Options{Hosts: 2, LogLevel: "info"})
+	h1, _ := tb.Host("host-1")
+	pools := `---
+apiVersion: terrace.dev/v1
+kind: IPPool
+metadata: {name: tiny}
+spec: {cidr: 198.18.0.0/24, blockSize: 30, ipipMode: Never, vxlanMode: Never, natOutgoing: false}
+`
+	path := filepath.Join(h1.Dir, "tiny-pool.yaml")
+	if err := os.WriteFile(path, []byte(pools), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	output(t, tb, "host-1", "terracectl", "delete", "ippool", "default-ipv4-ippool")
+	output(t, tb, "host-1", "terracectl", "apply", "-f", path)
+	output(t, tb, "host-1", "terracectl", "ipam", "configure", "--max-blocks-per-host", "1")
+
+	owner := addPod(t, tb, "host-2", "b")
+	ownerBlock := netip.PrefixFrom(netip.MustParseAddr(owner.IPv4), 30).Masked()
+	var borrowed testbed.PodState
+	for i := 1; i <= 5; i++ {
+		p := addPod(t, tb, "host-1", fmt.Sprintf("a%d", i))
+		if ownerBlock.Contains(netip.MustParseAddr(p.IPv4)) {
+			borrowed = p
+			break
+		}
+	}
+	if borrowed.Name == "" {
+		t.Fatalf("no pod on host-1 borrowed from host-2's block %s: %+v", ownerBlock, tb.Pods())
+	}
+	addr := borrowed.IPv4
+	eventually(t, waitTimeout, func() string {
+		_, ok := kernelRoutes(t, tb, "host-2", "4")[addr]
+		if !ok {
+			return fmt.Sprintf("host-2 (owner of %s) has no /32 route for borrowed %s: %v", ownerBlock, addr, kernelRoutes(t, tb, "host-2", "4"))
+		}
+		out, _ := tb.TorRoutes(context.Background(), "tor-1")
+		if !strings.Contains(out, addr+"/32") {
+			return fmt.Sprintf("tor-1 lacks %s/32:\n%s", addr, out)
+		}
+		return ""
+	})
+	if err := ping(tb, "host-2/b", addr, 2); err != nil {
+		t.Errorf("owner's pod cannot reach the borrowed address %s on host-1: %v", addr, err)
+	}
+}
