@@ -37,7 +37,7 @@ test: deps build fmt vet
 
 # The shared smoke checks of the contract for the issues that are resolved; they run one at a time
 # after the Go tests because they count the machine's namespaces and daemons before and after.
-ACCEPTANCE ?= 4-testbed 5-bgp
+ACCEPTANCE ?= 4-testbed 5-bgp 7-felix
 acceptance: build
 	@if [ ! -d ../shared/acceptance ]; then echo "acceptance: ../shared/acceptance not found, nothing to run"; exit 0; fi; \
 	fails=0; for t in $(ACCEPTANCE); do \

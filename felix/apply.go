@@ -19,6 +19,7 @@ func (a *Agent) cycle(ctx context.Context, resync bool) error {
 	start := time.Now()
 	a.dirty = false
 	a.push(a.calc.Flush())
+	a.log.Debug("calculated and pushed", "took", time.Since(start).String())
 	results, policyOK := a.applyAll(ctx, resync)
 	a.lastApply = time.Now()
 	elapsed := a.lastApply.Sub(start)
@@ -98,9 +99,12 @@ func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, bo
 		if resync {
 			f = resyncf
 		}
+		start := time.Now()
 		if err := f(ctx); err != nil {
 			res[name] = errors.Join(res[name], err)
 		}
+		// Per-writer cost is what tells a slow apply's cause apart (kernel tool vs calculation).
+		a.log.Debug("writer applied", "writer", name, "resync", resync, "took", time.Since(start).String())
 	}
 	// Resync also destroys unwanted sets; in steady state no rule references those any more.
 	run("ipsets", a.dp.IPSets.ApplyUpdates, a.dp.IPSets.Resync)
