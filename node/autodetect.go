@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/vishvananda/netlink"
 )
 
 // Autodetection method names, as Calico spells them.
@@ -259,33 +261,41 @@ func names(ifs []Interface) string {
 // SystemLister reads the interfaces of the calling thread's network namespace.
 type SystemLister struct{}
 
-// Interfaces lists interfaces with their addresses.
+// Interfaces lists interfaces with their addresses. It reads links and addresses in one netlink
+// dump each: net.Interface.Addrs dumps every address of the namespace once per interface, which
+// costs seconds on a host with a thousand workload veths.
 func (SystemLister) Interfaces() ([]Interface, error) {
-	ifs, err := net.Interfaces()
+	links, err := netlink.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces: %w", err)
 	}
-	out := make([]Interface, 0, len(ifs))
-	for _, ifc := range ifs {
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			return nil, fmt.Errorf("list addresses of %s: %w", ifc.Name, err)
-		}
-		i := Interface{Name: ifc.Name, Index: ifc.Index, Up: ifc.Flags&net.FlagUp != 0, Loopback: ifc.Flags&net.FlagLoopback != 0}
-		for _, a := range addrs {
-			ipn, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			ip, ok := netip.AddrFromSlice(ipn.IP)
-			if !ok {
-				continue
-			}
-			ones, _ := ipn.Mask.Size()
-			i.Addrs = append(i.Addrs, netip.PrefixFrom(ip.Unmap(), ones))
-		}
-		out = append(out, i)
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
 	}
+	byIndex := make(map[int][]netip.Prefix, len(links))
+	for _, a := range addrs {
+		if a.IPNet == nil {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], netip.PrefixFrom(ip.Unmap(), ones))
+	}
+	out := make([]Interface, 0, len(links))
+	for _, l := range links {
+		at := l.Attrs()
+		out = append(out, Interface{
+			Name: at.Name, Index: at.Index,
+			Up:       at.Flags&net.FlagUp != 0,
+			Loopback: at.Flags&net.FlagLoopback != 0,
+			Addrs:    byIndex[at.Index],
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
 	return out, nil
 }
 
