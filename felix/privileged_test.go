@@ -20,6 +20,7 @@ import (
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
 	"github.com/terracenet/terrace/felix/dataplane/iptables"
 	"github.com/terracenet/terrace/felix/dataplane/sysctl"
+	"github.com/terracenet/terrace/internal/nstest"
 	"github.com/terracenet/terrace/ipam"
 )
 
@@ -28,7 +29,7 @@ type nsFS struct{ ns string }
 
 func (f nsFS) Read(path string) (string, error) {
 	var v string
-	err := doNetns(f.ns, func() error {
+	err := nstest.Enter(f.ns, func() error {
 		var err error
 		v, err = sysctl.ProcFS{}.Read(path)
 		return err
@@ -37,7 +38,7 @@ func (f nsFS) Read(path string) (string, error) {
 }
 
 func (f nsFS) Write(path, value string) error {
-	return doNetns(f.ns, func() error { return sysctl.ProcFS{}.Write(path, value) })
+	return nstest.Enter(f.ns, func() error { return sysctl.ProcFS{}.Write(path, value) })
 }
 
 func decodeOne(t *testing.T, doc string) api.Resource {
@@ -65,7 +66,7 @@ func TestAgentInNamespace(t *testing.T) {
 }
 
 func testAgentInNamespace(t *testing.T, backend iptables.Backend) {
-	ns := newNetns(t, "ipset", "iptables-save", "iptables-restore")
+	ns := nstest.New(t, "ipset", "iptables-save", "iptables-restore")
 	const (
 		node  = "host-1"
 		iface = "trc0a1b2c3d4e5"
@@ -76,7 +77,7 @@ func testAgentInNamespace(t *testing.T, backend iptables.Backend) {
 		{"ip", "link", "set", iface, "up"},
 		{"ip", "link", "set", "wl0", "up"},
 	} {
-		runNetns(t, ns, c...)
+		nstest.Run(t, ns, c...)
 	}
 	srv := embedded.StartForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -134,8 +135,8 @@ spec: {node: %s, orchestrator: k8s, workload: web, pod: web, endpoint: eth0, int
 		}
 	}()
 
-	save := func() string { return runNetns(t, ns, "iptables-"+string(backend)+"-save", "-t", "filter") }
-	routesOut := func() string { return runNetns(t, ns, "ip", "-4", "route", "show", "proto", "80") }
+	save := func() string { return nstest.Run(t, ns, "iptables-"+string(backend)+"-save", "-t", "filter") }
+	routesOut := func() string { return nstest.Run(t, ns, "ip", "-4", "route", "show", "proto", "80") }
 	waitNS := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(15 * time.Second)
@@ -153,7 +154,7 @@ spec: {node: %s, orchestrator: k8s, workload: web, pod: web, endpoint: eth0, int
 		r := routesOut()
 		return strings.Contains(r, podIP+" dev "+iface) && strings.Contains(r, "blackhole "+block)
 	})
-	if got := strings.TrimSpace(runNetns(t, ns, "cat", "/proc/sys/net/ipv4/conf/"+iface+"/proxy_arp")); got != "1" {
+	if got := strings.TrimSpace(nstest.Run(t, ns, "cat", "/proc/sys/net/ipv4/conf/"+iface+"/proxy_arp")); got != "1" {
 		t.Errorf("proxy_arp on %s = %s, want 1", iface, got)
 	}
 	statusKey := datastore.EndpointStatusKey(node, "shop", "host--1-k8s-web-eth0")
@@ -194,7 +195,7 @@ spec:
 		}
 		return false
 	})
-	members := runNetns(t, ns, "ipset", "list", setName)
+	members := nstest.Run(t, ns, "ipset", "list", setName)
 	for _, m := range []string{"198.18.1.0/24", "198.18.2.0/24"} {
 		if !strings.Contains(members, m) {
 			t.Errorf("set %s lacks %s:\n%s", setName, m, members)
@@ -208,34 +209,34 @@ spec:
 			policyChain = strings.Fields(l[1:])[0]
 		}
 	}
-	runNetns(t, ns, "iptables-"+string(backend), "-F", policyChain)
-	runNetns(t, ns, "ipset", "flush", setName)
-	runNetns(t, ns, "ip", "route", "del", podIP+"/32")
-	runNetns(t, ns, "sysctl", "-w", "net.ipv4.conf."+iface+".proxy_arp=0")
+	nstest.Run(t, ns, "iptables-"+string(backend), "-F", policyChain)
+	nstest.Run(t, ns, "ipset", "flush", setName)
+	nstest.Run(t, ns, "ip", "route", "del", podIP+"/32")
+	nstest.Run(t, ns, "sysctl", "-w", "net.ipv4.conf."+iface+".proxy_arp=0")
 	if err := a.ForceResync(ctx); err != nil {
 		t.Fatalf("forced resync: %v", err)
 	}
 	if s := save(); !strings.Contains(s, "-A "+policyChain+" ") {
 		t.Errorf("flushed chain %s not repaired:\n%s", policyChain, s)
 	}
-	if m := runNetns(t, ns, "ipset", "list", setName); !strings.Contains(m, "198.18.1.0/24") {
+	if m := nstest.Run(t, ns, "ipset", "list", setName); !strings.Contains(m, "198.18.1.0/24") {
 		t.Errorf("flushed set not repaired:\n%s", m)
 	}
 	if r := routesOut(); !strings.Contains(r, podIP+" dev "+iface) {
 		t.Errorf("deleted route not repaired:\n%s", r)
 	}
-	if got := strings.TrimSpace(runNetns(t, ns, "cat", "/proc/sys/net/ipv4/conf/"+iface+"/proxy_arp")); got != "1" {
+	if got := strings.TrimSpace(nstest.Run(t, ns, "cat", "/proc/sys/net/ipv4/conf/"+iface+"/proxy_arp")); got != "1" {
 		t.Errorf("proxy_arp not repaired: %s", got)
 	}
 
 	// The pod's veth is re-created under the same name (a restarted sandbox): its route died
 	// with the old device and comes back without waiting for a resync (disabled here).
-	runNetns(t, ns, "ip", "link", "del", iface)
-	runNetns(t, ns, "ip", "link", "add", iface, "type", "veth", "peer", "name", "wl0")
-	runNetns(t, ns, "ip", "link", "set", iface, "up")
-	runNetns(t, ns, "ip", "link", "set", "wl0", "up")
+	nstest.Run(t, ns, "ip", "link", "del", iface)
+	nstest.Run(t, ns, "ip", "link", "add", iface, "type", "veth", "peer", "name", "wl0")
+	nstest.Run(t, ns, "ip", "link", "set", iface, "up")
+	nstest.Run(t, ns, "ip", "link", "set", "wl0", "up")
 	waitNS("route and settings of the re-created interface", func() bool {
-		arp := strings.TrimSpace(runNetns(t, ns, "cat", "/proc/sys/net/ipv4/conf/"+iface+"/proxy_arp"))
+		arp := strings.TrimSpace(nstest.Run(t, ns, "cat", "/proc/sys/net/ipv4/conf/"+iface+"/proxy_arp"))
 		return strings.Contains(routesOut(), podIP+" dev "+iface) && arp == "1"
 	})
 
@@ -244,7 +245,7 @@ spec:
 	}
 	waitNS("policy chain removed", func() bool { return !strings.Contains(save(), ":trc-pi-") })
 	waitNS("its set destroyed", func() bool {
-		return !strings.Contains(runNetns(t, ns, "ipset", "list", "-n"), setName)
+		return !strings.Contains(nstest.Run(t, ns, "ipset", "list", "-n"), setName)
 	})
 	if _, err := client.Delete(ctx, api.KindWorkloadEndpoint, "shop", "host--1-k8s-web-eth0", ""); err != nil {
 		t.Fatal(err)

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
-	"github.com/terracenet/terrace/felix/dataplane/internal/nstest"
 	"github.com/terracenet/terrace/felix/dataplane/ipsets"
 	"github.com/terracenet/terrace/felix/dataplane/iptables"
+	"github.com/terracenet/terrace/internal/nstest"
 )
 
 // TestSetLifecycleOrdering pins the order the felix loop must use: ipset updates, then iptables,

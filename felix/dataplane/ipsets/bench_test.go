@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
-	"github.com/terracenet/terrace/felix/dataplane/internal/nstest"
+	"github.com/terracenet/terrace/internal/nstest"
 )
 
 func members(n, offset int) []string {

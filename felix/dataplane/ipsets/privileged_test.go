@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
-	"github.com/terracenet/terrace/felix/dataplane/internal/nstest"
+	"github.com/terracenet/terrace/internal/nstest"
 )
 
 type countingCmd struct {

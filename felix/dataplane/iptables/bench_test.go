@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
-	"github.com/terracenet/terrace/felix/dataplane/internal/nstest"
+	"github.com/terracenet/terrace/internal/nstest"
 )
 
 // benchChains returns 100 chains of 100 rules (10k rules), shaped like per-endpoint policy chains.

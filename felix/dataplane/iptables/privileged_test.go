@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
-	"github.com/terracenet/terrace/felix/dataplane/internal/nstest"
+	"github.com/terracenet/terrace/internal/nstest"
 )
 
 // TestRealBackends programs a fresh namespace with the real iptables-restore of both back ends,

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/terracenet/terrace/felix/dataplane/internal/nstest"
+	"github.com/terracenet/terrace/internal/nstest"
 )
 
 // BenchmarkInstall10k: 10k /32 workload routes onto one device in an empty namespace.

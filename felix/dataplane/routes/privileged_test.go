@@ -8,7 +8,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/terracenet/terrace/felix/dataplane/internal/nstest"
+	"github.com/terracenet/terrace/internal/nstest"
 )
 
 func handleIn(t testing.TB, ns string) *netlink.Handle {

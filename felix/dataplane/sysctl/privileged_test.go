@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/terracenet/terrace/felix/dataplane/internal/nstest"
+	"github.com/terracenet/terrace/internal/nstest"
 )
 
 // TestRealSysctls writes the workload settings through /proc/sys inside a fresh namespace and

@@ -4,6 +4,7 @@
 package nstest
 
 import (
+	"fmt"
 	"runtime"
 
 	"crypto/rand"
@@ -59,14 +60,26 @@ func Run(t testing.TB, ns string, args ...string) string {
 	return string(out)
 }
 
-// Do runs f on an OS thread switched into the namespace and returns its error. The thread is never
-// unlocked, so Go discards it afterwards instead of reusing a thread in the wrong namespace.
-// Sockets opened inside f stay in that namespace when used from other goroutines.
+// Do runs f on an OS thread switched into the namespace and returns its error; a namespace that
+// cannot be opened fails the test.
 func Do(t testing.TB, ns string, f func() error) error {
 	t.Helper()
 	h, err := netns.GetFromName(ns)
 	if err != nil {
 		t.Fatalf("open namespace %s: %v", ns, err)
+	}
+	h.Close()
+	return Enter(ns, f)
+}
+
+// Enter runs f on an OS thread switched into the namespace and returns its error. The thread is
+// never unlocked, so Go discards it afterwards instead of reusing a thread in the wrong namespace.
+// Sockets opened inside f stay in that namespace when used from other goroutines. Unlike Do it
+// needs no *testing.T, so code running outside the test goroutine can use it.
+func Enter(ns string, f func() error) error {
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		return fmt.Errorf("open namespace %s: %w", ns, err)
 	}
 	defer h.Close()
 	done := make(chan error, 1)
