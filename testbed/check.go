@@ -37,6 +37,9 @@ type CheckOptions struct {
 	Port    int           // TCP port probed in every pod (a listener is opened there during the check)
 	Timeout time.Duration // per probe
 	Expect  *Expectation  // nil: every pair is expected reachable
+	// Settle, when positive, re-probes while any probe differs from the expectation, until all agree
+	// or this much time has passed: routes and policy take a moment to converge after a change.
+	Settle time.Duration
 }
 
 // Cell is one probe from one pod to another.
@@ -115,11 +118,26 @@ func (tb *Testbed) Check(ctx context.Context, o CheckOptions) (*Matrix, error) {
 	for _, p := range pods {
 		nsOf[p.Host+"/"+p.Name] = filepath.Join(netnsDir, p.NS)
 	}
-	// Probes run in parallel: a blocked one costs its whole timeout.
+	deadline := time.Now().Add(o.Settle)
+	for {
+		probeAll(ctx, m.Cells, nsOf, o)
+		if m.Differences() == 0 || !time.Now().Before(deadline) || ctx.Err() != nil {
+			return m, ctx.Err()
+		}
+		select {
+		case <-ctx.Done():
+			return m, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// probeAll runs every probe once, in parallel: a blocked one costs its whole timeout.
+func probeAll(ctx context.Context, cells []Cell, nsOf map[string]string, o CheckOptions) {
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
-	for i := range m.Cells {
-		c := &m.Cells[i]
+	for i := range cells {
+		c := &cells[i]
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -130,14 +148,13 @@ func (tb *Testbed) Check(ctx context.Context, o CheckOptions) (*Matrix, error) {
 			} else {
 				err = dialInNS(ctx, nsOf[c.From], net.JoinHostPort(c.Addr, strconv.Itoa(o.Port)), o.Timeout)
 			}
-			c.Actual = Reachable
+			c.Actual, c.Detail = Reachable, ""
 			if err != nil {
 				c.Actual, c.Detail = Blocked, err.Error()
 			}
 		}()
 	}
 	wg.Wait()
-	return m, ctx.Err()
 }
 
 // listenInPod opens the check's TCP listener inside a pod; a port already taken means some other

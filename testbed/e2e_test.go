@@ -236,6 +236,24 @@ func TestFabric(t *testing.T) {
 		if got := m.Differences(); got != 16 {
 			t.Errorf("default expectation: %d differences, want 16 (cross-host pairs)", got)
 		}
+		// Settle re-probes while anything differs and gives up after its time; a matching matrix
+		// returns at once.
+		start := time.Now()
+		m, err = tb.Check(ctx, CheckOptions{Timeout: 300 * time.Millisecond, Settle: 1500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, took := m.Differences(), time.Since(start); got != 16 || took < 1500*time.Millisecond {
+			t.Errorf("settling check: %d differences after %v, want 16 after at least 1.5s", got, took)
+		}
+		start = time.Now()
+		m, err = tb.Check(ctx, CheckOptions{Expect: exp, Timeout: 300 * time.Millisecond, Settle: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, took := m.Differences(), time.Since(start); got != 0 || took > 20*time.Second {
+			t.Errorf("settling check of a matching matrix: %d differences after %v, want 0 well before its minute", got, took)
+		}
 	})
 
 	t.Run("pod delete", func(t *testing.T) {

@@ -252,7 +252,7 @@ func exactArgs(n int) cobra.PositionalArgs {
 func newCheckCmd(e *env) *cobra.Command {
 	var expect, output string
 	var port int
-	var timeout time.Duration
+	var timeout, settle time.Duration
 	c := &cobra.Command{
 		Use:   "check [--expect FILE]",
 		Short: "Probe every pod from every other pod (ICMP and TCP); exit 1 on any difference from the expectation",
@@ -268,10 +268,12 @@ expected reachable:
   */fe-*   */be-*  tcp    reachable
 
 FROM and TO are HOST/POD globs (a lone * matches every pod), PROBE is icmp, tcp or *, RESULT is
-reachable or blocked. Exit status 1 when any probe differs, 2 for a bad expectation file.`,
+reachable or blocked. While any probe differs, the matrix is probed again every half second until
+--settle has passed, since routes and policy take a moment to converge after a change. Exit status
+1 when any probe still differs, 2 for a bad expectation file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o := testbed.CheckOptions{Port: port, Timeout: timeout}
+			o := testbed.CheckOptions{Port: port, Timeout: timeout, Settle: settle}
 			if expect != "" {
 				b, err := os.ReadFile(expect)
 				if err != nil {
@@ -305,6 +307,7 @@ reachable or blocked. Exit status 1 when any probe differs, 2 for a bad expectat
 	c.Flags().StringVar(&expect, "expect", "", "expectation file (lines: FROM TO PROBE reachable|blocked; default all reachable)")
 	c.Flags().IntVar(&port, "port", testbed.DefaultCheckPort, "TCP port probed in every pod")
 	c.Flags().DurationVar(&timeout, "timeout", time.Second, "timeout of one probe")
+	c.Flags().DurationVar(&settle, "settle", 10*time.Second, "keep probing while any probe differs, for up to this long (0: probe once)")
 	c.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	return c
 }

@@ -123,7 +123,7 @@ func runDemo(ctx context.Context, e *env, w io.Writer, hosts int) error {
 	if err != nil {
 		return err
 	}
-	m, err := tb.Check(ctx, testbed.CheckOptions{Port: 8080, Expect: exp})
+	m, err := tb.Check(ctx, testbed.CheckOptions{Port: 8080, Expect: exp, Settle: 10 * time.Second})
 	if err != nil {
 		return err
 	}
