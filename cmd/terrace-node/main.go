@@ -1,5 +1,5 @@
-// Command terrace-node is Terrace's host daemon: `run` registers the node and serves its local API
-// (felix and the BGP speaker join it later), `etcd` runs the embedded single-member etcd.
+// Command terrace-node is Terrace's host daemon: `run` registers the node, serves its local API and
+// runs felix and the BGP agent; `etcd` runs the embedded single-member etcd.
 // It owns the command line and configuration precedence of the daemon; the daemon's logic lives
 // in package node and package embedded, and this command must never hold any of it.
 package main

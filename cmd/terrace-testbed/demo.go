@@ -173,10 +173,10 @@ func explainDifferences(w io.Writer, m *testbed.Matrix) {
 		}
 	}
 	if cross > 0 {
-		fmt.Fprintf(w, "%d cross-host probes fail that should work: pod routes are not exchanged over BGP yet (issue 5) or pods lack IPAM blocks (issues 3, 6).\n", cross)
+		fmt.Fprintf(w, "%d cross-host probes fail that should work: look at the BGP sessions and learned routes (terracectl node status, ip route show proto 81).\n", cross)
 	}
 	if policy > 0 {
-		fmt.Fprintf(w, "%d probes differ on policy: the backend-ingress policy is not enforced yet (issue 7).\n", policy)
+		fmt.Fprintf(w, "%d probes differ on policy: look at felix's readiness (terracectl node status) and the trc- chains (iptables-save).\n", policy)
 	}
 	if cross == 0 && policy == 0 {
 		fmt.Fprintln(w, "The fabric behaves as designed.")

@@ -70,7 +70,7 @@ func printNodeStatus(w io.Writer, st node.Status, now time.Time) error {
 	}
 	fmt.Fprintln(w, "\nComponents:")
 	if len(st.Components) == 0 {
-		fmt.Fprintln(w, "  none running (felix and the BGP speaker are not part of this build yet)")
+		fmt.Fprintln(w, "  none running (felix and BGP are both disabled on this node: --felix=false --bgp=false)")
 	} else {
 		tw = tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
 		fmt.Fprintln(tw, "  NAME\tSTATE\tSINCE\tDETAIL")
@@ -83,7 +83,7 @@ func printNodeStatus(w io.Writer, st node.Status, now time.Time) error {
 		}
 	}
 	if _, ok := st.Components["bgp"]; !ok {
-		fmt.Fprintln(w, "\nBGP peers:\n  not available: this node runs no BGP speaker yet")
+		fmt.Fprintln(w, "\nBGP peers:\n  not available: BGP is disabled on this node (--bgp=false)")
 	} else {
 		printBGPStatus(w, st.Components["bgp"], now)
 	}

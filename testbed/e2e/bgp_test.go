@@ -76,8 +76,11 @@ func TestMeshDualStack(t *testing.T) {
 		cap := exec.CommandContext(cctx, "ip", "netns", "exec", ns, "tcpdump", "-n", "-l", "-c", "3", "-i", h1.Uplinks[0].HostIf, filter)
 		var buf strings.Builder
 		cap.Stdout, cap.Stderr = &buf, &buf
+		if _, err := exec.LookPath("tcpdump"); err != nil {
+			t.Skip("tcpdump not installed (make deps): cannot capture on the uplink")
+		}
 		if err := cap.Start(); err != nil {
-			t.Skipf("tcpdump: %v", err)
+			t.Fatalf("start tcpdump: %v", err)
 		}
 		time.Sleep(time.Second) // tcpdump needs a moment to attach its filter
 		if err := ping(tb, "host-1/p", dst, 5); err != nil {
