@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/felix/calc"
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
 	"github.com/terracenet/terrace/felix/dataplane/ipsets"
@@ -78,10 +79,43 @@ type ComponentConfig struct {
 	MetricsListen  string // "" disables
 	ResyncInterval time.Duration
 	ApplyInterval  time.Duration
-	// IPv6 programs ip6tables too; it is switched off when ip6tables-restore is missing.
-	IPv6 bool
+	// IPv6 says whether ip6tables is programmed too: IPv6Auto, IPv6On or IPv6Off. It is switched off
+	// when ip6tables-restore is missing.
+	IPv6 string
 	// Explicit marks settings the operator gave; the others may come from FelixConfiguration.
 	Explicit Explicit
+}
+
+// IPv6 modes of ComponentConfig.IPv6.
+const (
+	IPv6Auto = "auto"
+	IPv6On   = "true"
+	IPv6Off  = "false"
+)
+
+// WantIPv6 decides whether to program IPv6. In auto mode a node without an IPv6 address gets no
+// IPv6 tables: it exchanges no IPv6 routes, and programming tens of thousands of ip6tables rules
+// nobody can match costs about a second at start and on every policy change.
+func WantIPv6(mode string, n *api.Node) (bool, string) {
+	switch mode {
+	case IPv6On:
+		return true, "requested"
+	case IPv6Off:
+		return false, "disabled"
+	}
+	if n != nil && n.Spec.BGP != nil && n.Spec.BGP.IPv6Address != "" {
+		return true, "the node has IPv6 address " + n.Spec.BGP.IPv6Address
+	}
+	return false, "the node has no IPv6 address"
+}
+
+// ParseIPv6Mode checks a --felix-ipv6 value.
+func ParseIPv6Mode(s string) (string, error) {
+	switch s {
+	case IPv6Auto, IPv6On, IPv6Off:
+		return s, nil
+	}
+	return "", fmt.Errorf("parse IPv6 mode %q: want auto, true or false", s)
 }
 
 // Component runs felix inside terrace-node on the host's own namespace.
@@ -102,7 +136,8 @@ func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 	} else {
 		cc = applyFelixConfig(cc, specs)
 	}
-	ipv6 := cc.IPv6
+	ipv6, why := WantIPv6(cc.IPv6, env.Node)
+	log.Info("felix IPv6 dataplane", "enabled", ipv6, "mode", cc.IPv6, "reason", why)
 	if ipv6 {
 		if _, err := exec.LookPath("ip6tables-restore"); err != nil {
 			log.Warn("ip6tables-restore not found; programming IPv4 only", "err", err)

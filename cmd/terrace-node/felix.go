@@ -20,7 +20,7 @@ func addFelixFlags(f *pflag.FlagSet) {
 	f.String("felix-metrics-listen", felix.DefaultMetricsListen, "address of felix's Prometheus /metrics; empty disables (unless given, FelixConfiguration prometheusMetrics* apply)")
 	f.Duration("felix-resync-interval", felix.DefaultResyncInterval, "how often felix re-reads iptables, ipsets and routes and repairs drift (unless given, FelixConfiguration iptablesRefreshInterval applies)")
 	f.Duration("felix-apply-interval", felix.DefaultApplyInterval, "least time between two dataplane applies while updates keep coming")
-	f.Bool("felix-ipv6", true, "program ip6tables too (off when ip6tables-restore is missing)")
+	f.String("felix-ipv6", felix.IPv6Auto, "program ip6tables too: auto (when the node has an IPv6 address), true or false; off when ip6tables-restore is missing")
 	f.String("rt-protos-file", routes.ProtocolNamesFile, "iproute2 file naming Terrace's route protocols; empty: do not write it")
 }
 
@@ -34,6 +34,10 @@ func felixComponent(cfg *cliconf.Config, log *slog.Logger) (node.Component, erro
 	if err != nil {
 		return nil, fmt.Errorf("parse --felix-apply-interval: %w", err)
 	}
+	ipv6, err := felix.ParseIPv6Mode(cfg.String("felix-ipv6"))
+	if err != nil {
+		return nil, fmt.Errorf("--felix-ipv6: %w", err)
+	}
 	if path := cfg.String("rt-protos-file"); path != "" {
 		// Only names for "ip route" output: never worth failing the daemon over.
 		if err := writeProtocolNames(path); err != nil {
@@ -45,7 +49,7 @@ func felixComponent(cfg *cliconf.Config, log *slog.Logger) (node.Component, erro
 		MetricsListen:  cfg.String("felix-metrics-listen"),
 		ResyncInterval: resync,
 		ApplyInterval:  apply,
-		IPv6:           cfg.Bool("felix-ipv6"),
+		IPv6:           ipv6,
 		Explicit: felix.Explicit{
 			HealthListen:   cfg.Source("felix-health-listen") != cliconf.SourceDefault,
 			MetricsListen:  cfg.Source("felix-metrics-listen") != cliconf.SourceDefault,
