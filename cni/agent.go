@@ -16,58 +16,25 @@ import (
 	"time"
 
 	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/node/nodeapi"
 )
 
 // The agent backend: the node agent (terrace-node) does the datastore work over its local socket,
 // so a plugin process opens no etcd connection and every ADD on the node shares one allocator
-// (node/ipamapi.go serves the routes; the JSON shapes below mirror its types).
+// (node/ipamapi.go serves the routes; package nodeapi holds the JSON shapes both sides use).
 
 // agentProbeTimeout bounds the readiness probe: a socket that does not answer at once is treated
 // as no agent, and the plugin goes to etcd directly.
 const agentProbeTimeout = time.Second
 
-// Error codes of the node agent's API (node.Code*).
+// Error codes of the node agent's API.
 var agentCodes = map[string]error{
-	"not-found":       ErrNotFound,
-	"exists":          ErrExists,
-	"conflict":        ErrConflict,
-	"pools-exhausted": ErrPoolsExhausted,
-	"no-pools":        ErrNoPools,
-	"unavailable":     ErrUnavailable,
-}
-
-type agentError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-type agentInfo struct {
-	NodeName string `json:"nodeName"`
-	Ready    bool   `json:"ready"`
-}
-
-type agentAssign struct {
-	Node      string            `json:"node"`
-	Handle    string            `json:"handle"`
-	Num4      int               `json:"num4,omitempty"`
-	Num6      int               `json:"num6,omitempty"`
-	Attrs     map[string]string `json:"attrs,omitempty"`
-	IPv4Pools []string          `json:"ipv4Pools,omitempty"`
-	IPv6Pools []string          `json:"ipv6Pools,omitempty"`
-}
-
-type agentAssigned struct {
-	IPv4 []netip.Addr `json:"ipv4"`
-	IPv6 []netip.Addr `json:"ipv6"`
-}
-
-type agentRelease struct {
-	Handle string       `json:"handle,omitempty"`
-	IPs    []netip.Addr `json:"ips,omitempty"`
-}
-
-type agentHandle struct {
-	IPs []netip.Addr `json:"ips"`
+	nodeapi.CodeNotFound:       ErrNotFound,
+	nodeapi.CodeExists:         ErrExists,
+	nodeapi.CodeConflict:       ErrConflict,
+	nodeapi.CodePoolsExhausted: ErrPoolsExhausted,
+	nodeapi.CodeNoPools:        ErrNoPools,
+	nodeapi.CodeUnavailable:    ErrUnavailable,
 }
 
 // agentBackend is Backend over the node socket. What the agent does not serve (listing every
@@ -96,7 +63,7 @@ func DialAgent(ctx context.Context, socket, node string, direct func(context.Con
 	b := &agentBackend{socket: socket, node: node, tr: tr, hc: &http.Client{Transport: tr}, direct: direct}
 	pctx, cancel := context.WithTimeout(ctx, agentProbeTimeout)
 	defer cancel()
-	var info agentInfo
+	var info nodeapi.DatastoreInfo
 	if err := b.do(pctx, http.MethodGet, "/v1/datastore", nil, &info); err != nil {
 		tr.CloseIdleConnections()
 		return nil, fmt.Errorf("probe node agent: %w", err)
@@ -140,7 +107,7 @@ func (b *agentBackend) do(ctx context.Context, method, path string, in, out any)
 		return fmt.Errorf("%w: read answer of node agent: %w", ErrUnavailable, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var ae agentError
+		var ae nodeapi.APIError
 		if json.Unmarshal(data, &ae) != nil || ae.Code == "" {
 			return fmt.Errorf("node agent %s %s: %s", method, path, resp.Status)
 		}
@@ -211,8 +178,8 @@ func (b *agentBackend) DeleteEndpoint(ctx context.Context, namespace, name, reso
 }
 
 func (b *agentBackend) AutoAssign(ctx context.Context, req AssignRequest) (v4, v6 []netip.Addr, err error) {
-	var got agentAssigned
-	err = b.do(ctx, http.MethodPost, "/v1/ipam/assign", agentAssign{
+	var got nodeapi.AssignResponse
+	err = b.do(ctx, http.MethodPost, "/v1/ipam/assign", nodeapi.AssignRequest{
 		Node: req.Node, Handle: req.Handle, Num4: req.Num4, Num6: req.Num6, Attrs: req.Attrs,
 		IPv4Pools: req.IPv4Pools, IPv6Pools: req.IPv6Pools,
 	}, &got)
@@ -226,15 +193,15 @@ func (b *agentBackend) ReleaseIPs(ctx context.Context, ips ...netip.Addr) error 
 	if len(ips) == 0 {
 		return nil
 	}
-	return b.do(ctx, http.MethodPost, "/v1/ipam/release", agentRelease{IPs: ips}, nil)
+	return b.do(ctx, http.MethodPost, "/v1/ipam/release", nodeapi.ReleaseRequest{IPs: ips}, nil)
 }
 
 func (b *agentBackend) ReleaseHandle(ctx context.Context, handle string) error {
-	return b.do(ctx, http.MethodPost, "/v1/ipam/release", agentRelease{Handle: handle}, nil)
+	return b.do(ctx, http.MethodPost, "/v1/ipam/release", nodeapi.ReleaseRequest{Handle: handle}, nil)
 }
 
 func (b *agentBackend) HandleAddrs(ctx context.Context, handle string) ([]netip.Addr, error) {
-	var got agentHandle
+	var got nodeapi.HandleResponse
 	if err := b.do(ctx, http.MethodGet, "/v1/ipam/handles/"+url.PathEscape(handle), nil, &got); err != nil {
 		return nil, err
 	}
