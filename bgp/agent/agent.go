@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"reflect"
 	"slices"
 	"sync"
@@ -209,7 +208,6 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		return err
 	}
 	a.setWarnings(d.Warnings)
-	sessionNextHop(d.Advertised)
 	sp, err := a.ensureSpeaker(ctx, d.Global)
 	if err != nil {
 		a.setErr(err)
@@ -288,13 +286,3 @@ func (a *Agent) setWarnings(ws []string) {
 	}
 }
 
-// sessionNextHop clears the next hops bgp/config sets (the node IP) so that GoBGP announces each
-// prefix with the local address of the session it goes out on. A host dual-homed to two ToRs
-// reaches the second ToR over a link where the node IP is not on-link: that ToR would hold the
-// route as unreachable and never pass it on. Mesh sessions leave from the node IP anyway.
-func sessionNextHop(adv map[netip.Prefix]speaker.Advert) {
-	for p, a := range adv {
-		a.NextHop = netip.Addr{}
-		adv[p] = a
-	}
-}

@@ -101,7 +101,11 @@ func (c *computation) advertise(p netip.Prefix, what string) {
 		c.warnf("%s %v not advertised: this node has no address in its family", what, p)
 		return
 	}
-	c.d.Advertised[p] = speaker.Advert{NextHop: nh}
+	// No explicit next hop: GoBGP then announces the local address of each session. A host
+	// dual-homed to two ToRs reaches the second over a link where the node IP is not on-link, and
+	// that ToR would hold a route via the node IP as unreachable and never pass it on. Mesh sessions
+	// leave from the node IP anyway.
+	c.d.Advertised[p] = speaker.Advert{}
 }
 
 // communities attaches to every advertised prefix the communities of each prefixAdvertisement

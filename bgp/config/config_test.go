@@ -287,7 +287,6 @@ func TestPasswords(t *testing.T) {
 
 func TestAdvertised(t *testing.T) {
 	me := node("host-1", "192.0.2.11/24", "2001:db8::11/64", nil)
-	v4, v6 := ip("192.0.2.11"), ip("2001:db8::11")
 	pools := []*api.IPPool{
 		pool("default", "198.18.0.0/16", false),
 		pool("private", "198.19.0.0/16", true),
@@ -304,9 +303,9 @@ func TestAdvertised(t *testing.T) {
 			in: Input{Blocks: []netip.Prefix{pfx("198.18.0.0/26"), pfx("198.19.0.0/26"), pfx("2001:db8:1000::/122")},
 				Borrowed: []netip.Addr{ip("198.18.1.5"), ip("198.19.1.5"), ip("198.18.0.7")}},
 			want: map[netip.Prefix]speaker.Advert{
-				pfx("198.18.0.0/26"):       {NextHop: v4},
-				pfx("2001:db8:1000::/122"): {NextHop: v6},
-				pfx("198.18.1.5/32"):       {NextHop: v4},
+				pfx("198.18.0.0/26"):       {},
+				pfx("2001:db8:1000::/122"): {},
+				pfx("198.18.1.5/32"):       {},
 			},
 		},
 		{
@@ -327,9 +326,9 @@ func TestAdvertised(t *testing.T) {
 				}
 			})}},
 			want: map[netip.Prefix]speaker.Advert{
-				pfx("198.18.0.0/26"):   {NextHop: v4},
-				pfx("198.18.128.0/20"): {NextHop: v4, Communities: []speaker.Community{65000<<16 | 7, 65000<<16 | 100}},
-				pfx("203.0.113.0/28"):  {NextHop: v4},
+				pfx("198.18.0.0/26"):   {},
+				pfx("198.18.128.0/20"): {Communities: []speaker.Community{65000<<16 | 7, 65000<<16 | 100}},
+				pfx("203.0.113.0/28"):  {},
 			},
 			warn: "large communities are not supported",
 		},
