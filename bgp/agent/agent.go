@@ -285,4 +285,3 @@ func (a *Agent) setWarnings(ws []string) {
 		}
 	}
 }
-
