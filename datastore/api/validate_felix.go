@@ -4,7 +4,11 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"time"
 )
+
+// MinRefreshInterval is the shortest periodic kernel refresh FelixConfiguration may ask for.
+const MinRefreshInterval = time.Second
 
 // TerraceInterfacePrefix is the prefix of Terrace's host-side workload interfaces (CONVENTIONS.md).
 const TerraceInterfacePrefix = "trc"
@@ -31,6 +35,21 @@ func (v *validator) felixConfig(c *FelixConfiguration) {
 		{"spec.ipsetsRefreshInterval", s.IpsetsRefreshInterval}, {"spec.iptablesLockTimeout", s.IptablesLockTimeout},
 	} {
 		v.duration(f.path, f.d)
+	}
+	// Each refresh re-reads the whole table from the kernel (about a second with tens of thousands
+	// of rules on two cores), so a typo like 10ms would keep felix busy doing nothing else; 0 is
+	// Calico's "never".
+	for _, f := range []struct {
+		path string
+		d    *Duration
+	}{
+		{"spec.routeRefreshInterval", s.RouteRefreshInterval},
+		{"spec.iptablesRefreshInterval", s.IptablesRefreshInterval},
+		{"spec.ipsetsRefreshInterval", s.IpsetsRefreshInterval},
+	} {
+		if f.d != nil && f.d.Duration > 0 && f.d.Duration < MinRefreshInterval {
+			v.add(f.path, "%s is below the minimum of %s (0 disables the refresh)", f.d.Duration, MinRefreshInterval)
+		}
 	}
 	enums := []struct {
 		path, val string
@@ -131,8 +150,10 @@ func (v *validator) protoPorts(path string, pps *[]ProtoPort) {
 	}
 }
 
-var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$`)
+var hostLabelRE = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$`)
 
+// hostOrIP checks an address felix listens on: an IP address without zone, or a host name of
+// RFC 1123 labels (felix resolves it when it binds).
 func (v *validator) hostOrIP(path, s string) {
 	if s == "" {
 		return
@@ -140,7 +161,11 @@ func (v *validator) hostOrIP(path, s string) {
 	if _, err := parseAddr(s); err == nil {
 		return
 	}
-	if len(s) > 253 || !hostnameRE.MatchString(s) {
-		v.add(path, "%q is not an IP address or host name", s)
+	bad := len(s) > 253
+	for _, l := range strings.Split(s, ".") {
+		bad = bad || len(l) > 63 || !hostLabelRE.MatchString(l)
+	}
+	if bad {
+		v.add(path, "%q is not an IP address or host name (labels of 1-63 letters, digits and '-', not starting or ending with '-')", s)
 	}
 }

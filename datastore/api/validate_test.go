@@ -272,6 +272,19 @@ func TestValidateFelixConfiguration(t *testing.T) {
 			[]string{"spec.interfacePrefix", "spec.ipipEnabled", "spec.vxlanEnabled", "spec.wireguardEnabled", "spec.bpfEnabled", "spec.floatingIPs"}},
 		{"bad values", fc("default", "  iptablesBackend: nft\n  failsafeOutboundHostPorts: [{protocol: ICMP, port: 0}]\n  healthPort: 0\n  routeRefreshInterval: -1s\n  interfaceExclude: '/[/'\n"),
 			[]string{"spec.routeRefreshInterval", "spec.iptablesBackend", "spec.interfaceExclude", "spec.failsafeOutboundHostPorts[0].protocol", "spec.failsafeOutboundHostPorts[0].port", "spec.healthPort"}},
+		{"refresh below the floor", fc("default", "  iptablesRefreshInterval: 10ms\n  ipsetsRefreshInterval: 999ms\n  routeRefreshInterval: 0s\n"),
+			[]string{"spec.iptablesRefreshInterval", "spec.ipsetsRefreshInterval"}},
+		{"refresh at the floor", fc("node.host-1", "  iptablesRefreshInterval: 1s\n"), nil},
+		{"listen addresses", fc("default", "  healthHost: '::'\n  healthPort: 1\n  prometheusMetricsHost: Node-1.example.com\n  prometheusMetricsPort: 65535\n"), nil},
+		{"listen addresses node", fc("node.host-1", "  healthHost: 0.0.0.0\n  prometheusMetricsHost: '2001:db8::1'\n"), nil},
+		{"listen port out of range", fc("default", "  healthPort: 65536\n  prometheusMetricsPort: -1\n"),
+			[]string{"spec.healthPort", "spec.prometheusMetricsPort"}},
+		{"listen host with zone or port", fc("default", "  healthHost: 'fe80::1%eth0'\n  prometheusMetricsHost: 'localhost:9091'\n"),
+			[]string{"spec.healthHost", "spec.prometheusMetricsHost"}},
+		{"listen host empty label", fc("default", "  healthHost: a..b\n  prometheusMetricsHost: a.-b\n"),
+			[]string{"spec.healthHost", "spec.prometheusMetricsHost"}},
+		{"listen host label too long", fc("node.host-1", "  healthHost: "+strings.Repeat("a", 64)+".example\n  prometheusMetricsHost: '[::1]'\n"),
+			[]string{"spec.healthHost", "spec.prometheusMetricsHost"}},
 	})
 }
 
