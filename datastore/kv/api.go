@@ -43,6 +43,9 @@ const (
 	// OpCheckPrefix writes nothing: no key under the prefix Key may have been created or changed
 	// after Rev (deletions are not seen). It makes "nothing new since I listed" part of a commit.
 	OpCheckPrefix
+	// OpPut writes Value whatever the key holds, if anything: no condition (status keys an agent
+	// alone writes, batched into one transaction).
+	OpPut
 )
 
 // Op is one conditional step of an all-or-nothing Commit.

@@ -319,6 +319,8 @@ func (s *Store) Commit(ctx context.Context, ops ...Op) (int64, error) {
 			thens = append(thens, clientv3.OpDelete(op.Key))
 		case OpCheck:
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.Key), "=", op.Rev))
+		case OpPut:
+			thens = append(thens, clientv3.OpPut(op.Key, string(op.Value)))
 		case OpCheckPrefix:
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.Key), "<", op.Rev+1).WithPrefix())
 			// Only the newest key under the prefix is needed to name the failure.

@@ -141,7 +141,7 @@ func TestCommit(t *testing.T) {
 		failKey string // empty: must succeed
 	}{
 		{"create existing", []Op{{Kind: OpCreate, Key: "/c/new", Value: []byte("n")}, {Kind: OpCreate, Key: "/c/a", Value: []byte("x")}}, "/c/a"},
-		{"stale update", []Op{{Kind: OpCreate, Key: "/c/new", Value: []byte("n")}, {Kind: OpUpdate, Key: "/c/b", Value: []byte("x"), Rev: revA}}, "/c/b"},
+		{"stale update", []Op{{Kind: OpPut, Key: "/c/put", Value: []byte("p")}, {Kind: OpUpdate, Key: "/c/b", Value: []byte("x"), Rev: revA}}, "/c/b"},
 		{"delete wrong rev", []Op{{Kind: OpUpdate, Key: "/c/a", Value: []byte("x"), Rev: revA}, {Kind: OpDelete, Key: "/c/b", Rev: revA}}, "/c/b"},
 		{"check absent fails", []Op{{Kind: OpUpdate, Key: "/c/a", Value: []byte("x"), Rev: revA}, {Kind: OpCheck, Key: "/c/b"}}, "/c/b"},
 		{"prefix changed since", []Op{{Kind: OpCreate, Key: "/c/new", Value: []byte("n")}, {Kind: OpCheckPrefix, Key: "/c/", Rev: revA}}, "/c/b"},
@@ -169,11 +169,12 @@ func TestCommit(t *testing.T) {
 		Op{Kind: OpDelete, Key: "/c/never"},
 		Op{Kind: OpCheck, Key: "/c/absent"},
 		Op{Kind: OpCheckPrefix, Key: "/c/", Rev: revB},
+		Op{Kind: OpPut, Key: "/c/put", Value: []byte("p")},
 	)
 	if err != nil {
 		t.Fatalf("valid commit: %v", err)
 	}
-	want := map[string]string{"/c/a": "a2", "/c/new": "n"}
+	want := map[string]string{"/c/a": "a2", "/c/new": "n", "/c/put": "p"}
 	if diff := cmp.Diff(want, dump(t, s, "/c/")); diff != "" {
 		t.Fatalf("after commit (-want +got):\n%s", diff)
 	}
