@@ -43,7 +43,13 @@ type Registry struct {
 
 	desired map[string]*set
 	actual  map[string]*set // our sets in the kernel; nil = unknown, read before the next apply
-	inSync  bool
+	// primed is a read Prime made ahead of the first apply, adopted when actual is unknown.
+	primed   map[string]*set
+	primedAt time.Time
+	// gen counts changes of actual, so a read made elsewhere (ReadAhead) can tell whether the
+	// registry wrote or read the kernel since.
+	gen    uint64
+	inSync bool
 	// dirty names desired sets changed since the last successful apply, so a label change costs
 	// O(that set) rather than O(every member of every set).
 	dirty    map[string]bool
@@ -182,8 +188,51 @@ func (r *Registry) Apply(ctx context.Context) error {
 
 // Resync forgets the cached kernel state, reads it back and repairs drift.
 func (r *Registry) Resync(ctx context.Context) error {
-	r.actual = nil
+	r.setActual(nil)
+	r.primed = nil
 	return r.Apply(ctx)
+}
+
+func (r *Registry) setActual(sets map[string]*set) {
+	r.actual = sets
+	r.gen++
+}
+
+// ReadAhead splits a Resync in two so the slow part need not hold up the caller's loop: read
+// runs ipset save and may run on any goroutine (it touches nothing of the registry, so the loop
+// may go on applying meanwhile); finish must run on the registry's goroutine after read returned
+// and repairs drift from that read, deletions included. If the registry wrote or read the kernel
+// in between, the read may no longer match what it knows, and finish does a plain Resync instead.
+func (r *Registry) ReadAhead() (read func(context.Context), finish func(context.Context) error) {
+	gen, cmd := r.gen, r.cmd
+	var sets map[string]*set
+	var err error
+	read = func(ctx context.Context) { sets, err = loadSets(ctx, cmd) }
+	finish = func(ctx context.Context) error {
+		if err != nil || sets == nil || gen != r.gen {
+			return r.Resync(ctx)
+		}
+		r.primed = nil
+		r.adopt(sets)
+		return r.Apply(ctx)
+	}
+	return read, finish
+}
+
+// PrimeMaxAge is how old a Prime's read may be when an apply adopts it; an older one is read again.
+const PrimeMaxAge = 30 * time.Second
+
+// Prime reads the kernel's sets ahead of the first apply, so a caller that still waits for its
+// datastore does not pay for ipset save on the way to programming. It touches only what the
+// apply adopts later, so it may run while the caller sets desired sets, but never at the same
+// time as an apply or Resync.
+func (r *Registry) Prime(ctx context.Context) error {
+	sets, err := r.load(ctx)
+	if err != nil {
+		return err
+	}
+	r.primed, r.primedAt = sets, time.Now()
+	return nil
 }
 
 // ApplyUpdates creates missing sets and brings members of desired sets up to date.
@@ -217,7 +266,7 @@ func (r *Registry) retry(ctx context.Context, what string, updates bool, plan fu
 		r.log.Warn("ipset apply failed", "attempt", attempt+1, "err", err)
 		errs = append(errs, err)
 		// ipset restore is not transactional: lines before the failure took effect.
-		r.actual = nil
+		r.setActual(nil)
 	}
 	return fmt.Errorf("%s: %w", what, errors.Join(errs...))
 }
@@ -241,7 +290,7 @@ func (r *Registry) applyOnce(ctx context.Context, updates bool, plan func(*strin
 		return fmt.Errorf("restore ipsets: %w", err)
 	}
 	r.log.Debug("ipsets applied", "bytes", b.Len(), "took", time.Since(start))
-	r.actual = after
+	r.setActual(after)
 	if updates {
 		r.clean()
 	}
@@ -256,19 +305,42 @@ func (r *Registry) clean() {
 }
 
 func (r *Registry) read(ctx context.Context) error {
-	out, err := r.cmd.Run(ctx, nil, "ipset", "save")
-	if err != nil {
-		return fmt.Errorf("read ipsets: %w", err)
+	sets := r.primed
+	r.primed = nil
+	if sets == nil || time.Since(r.primedAt) >= PrimeMaxAge {
+		var err error
+		if sets, err = r.load(ctx); err != nil {
+			return err
+		}
 	}
-	saved, err := ParseSave(out)
-	if err != nil {
-		return fmt.Errorf("read ipsets: %w", err)
-	}
-	r.actual = map[string]*set{}
+	r.adopt(sets)
+	return nil
+}
+
+// adopt takes sets read from the kernel as the actual state: every desired set is compared in
+// full at the next apply.
+func (r *Registry) adopt(sets map[string]*set) {
+	r.setActual(sets)
 	r.allDirty = true
 	for _, s := range r.desired {
 		s.changed = nil
 	}
+}
+
+func (r *Registry) load(ctx context.Context) (map[string]*set, error) { return loadSets(ctx, r.cmd) }
+
+// loadSets reads our sets from the kernel; it touches no registry state, so it may run on any
+// goroutine.
+func loadSets(ctx context.Context, cmd cmdrun.Runner) (map[string]*set, error) {
+	out, err := cmd.Run(ctx, nil, "ipset", "save")
+	if err != nil {
+		return nil, fmt.Errorf("read ipsets: %w", err)
+	}
+	saved, err := ParseSave(out)
+	if err != nil {
+		return nil, fmt.Errorf("read ipsets: %w", err)
+	}
+	sets := map[string]*set{}
 	for _, s := range saved {
 		if !strings.HasPrefix(s.Name, NamePrefix) {
 			continue
@@ -280,9 +352,9 @@ func (r *Registry) read(ctx context.Context) error {
 			}
 			st.members[m] = struct{}{}
 		}
-		r.actual[s.Name] = st
+		sets[s.Name] = st
 	}
-	return nil
+	return sets, nil
 }
 
 func createLine(name string, m Meta) string {

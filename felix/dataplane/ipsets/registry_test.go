@@ -331,3 +331,67 @@ func TestIncrementalChangesNetOut(t *testing.T) {
 		t.Fatal(diff)
 	}
 }
+
+// TestPrime: a read made ahead is what the first apply plans from (no second ipset save) and it is
+// used once; a Resync reads the kernel again.
+func TestPrime(t *testing.T) {
+	f := newFakeIpset()
+	mustT(t, f.line("create trcA hash:ip family inet hashsize 1024 maxelem 1048576"))
+	mustT(t, f.line("add trcA 198.18.0.9"))
+	r := newTestRegistry(f, 1000)
+	mustT(t, r.Prime(ctx))
+	if f.saves != 1 || len(f.restores) != 0 {
+		t.Fatalf("prime: %d saves, %d restores; want one read and no write", f.saves, len(f.restores))
+	}
+	mustT(t, r.AddOrReplace(metaA, []string{"198.18.0.1"}))
+	mustT(t, r.ApplyUpdates(ctx))
+	if f.saves != 1 {
+		t.Errorf("first apply read the kernel again (%d saves)", f.saves)
+	}
+	want := []string{"del trcA 198.18.0.9\nadd trcA 198.18.0.1\n"}
+	if diff := cmp.Diff(want, f.restores); diff != "" {
+		t.Fatalf("payload planned from the primed read (-want +got):\n%s", diff)
+	}
+	mustT(t, r.Prime(ctx))
+	mustT(t, f.line("del trcA 198.18.0.1")) // tampering after the read
+	mustT(t, r.Resync(ctx))
+	if !f.sets["trcA"].members["198.18.0.1"] {
+		t.Error("resync planned from the primed read and missed the tampering")
+	}
+}
+
+// TestReadAhead: a resync read made on another goroutine repairs drift without a second read
+// when nothing was written in between; after a write, finish reads again.
+func TestReadAhead(t *testing.T) {
+	f := newFakeIpset()
+	r := newTestRegistry(f, 1000)
+	mustT(t, r.AddOrReplace(metaA, []string{"198.18.0.1", "198.18.0.2"}))
+	mustT(t, r.Apply(ctx))
+
+	mustT(t, f.line("del trcA 198.18.0.2")) // tampering
+	read, finish := r.ReadAhead()
+	done := make(chan struct{})
+	go func() { read(ctx); close(done) }()
+	<-done
+	saves := f.saves
+	mustT(t, finish(ctx))
+	if f.saves != saves {
+		t.Errorf("finish read again (%d saves) though nothing was written since the read", f.saves-saves)
+	}
+	if !f.sets["trcA"].members["198.18.0.2"] {
+		t.Error("not repaired from the read-ahead")
+	}
+
+	read, finish = r.ReadAhead()
+	read(ctx)
+	mustT(t, r.AddMembers("trcA", []string{"198.18.0.3"}))
+	mustT(t, r.Apply(ctx))
+	saves = f.saves
+	mustT(t, finish(ctx))
+	if f.saves != saves+1 {
+		t.Errorf("finish after a write: %d saves, want a fresh read", f.saves-saves)
+	}
+	if got := len(f.sets["trcA"].members); got != 3 {
+		t.Errorf("trcA has %d members after finish, want 3", got)
+	}
+}

@@ -47,8 +47,17 @@ type Table struct {
 
 	// actual is the kernel's state as last read or written; nil means unknown.
 	actual *SavedTable
+	// primed is a read Prime made ahead of the first Apply, adopted when actual is unknown.
+	primed   *SavedTable
+	primedAt time.Time
+	// gen counts changes of actual, so a read made elsewhere (ReadAhead) can tell whether the
+	// writer wrote or read the table since.
+	gen    uint64
 	inSync bool
 }
+
+// PrimeMaxAge is how old a Prime's read may be when Apply adopts it; an older one is read again.
+const PrimeMaxAge = 30 * time.Second
 
 // NewTable returns a writer for table ("filter", "nat", "raw", "mangle").
 func NewTable(name string, run Runner, opts Options) *Table {
@@ -144,8 +153,22 @@ func (t *Table) SetInSync() { t.inSync = true }
 
 // Resync forgets the cached kernel state, reads it back and repairs any drift.
 func (t *Table) Resync(ctx context.Context) error {
-	t.actual = nil
+	t.setActual(nil)
+	t.primed = nil
 	return t.Apply(ctx)
+}
+
+// Prime reads the kernel's table ahead of the first Apply, so a caller that still waits for its
+// datastore does not pay for iptables-save (hundreds of milliseconds with tens of thousands of
+// rules present) on the way to programming. It touches only what Apply adopts later, so it may run
+// while the caller sets desired chains, but never at the same time as Apply or Resync.
+func (t *Table) Prime(ctx context.Context) error {
+	st, err := t.load(ctx)
+	if err != nil {
+		return err
+	}
+	t.primed, t.primedAt = st, time.Now()
+	return nil
 }
 
 // Apply writes the difference between desired and actual state in one iptables-restore
@@ -175,27 +198,73 @@ func (t *Table) Apply(ctx context.Context) error {
 		t.log.Warn("iptables apply failed", "attempt", attempt+1, "err", err)
 		errs = append(errs, err)
 		// Whatever made it fail (tampering, another tool) also made our cache suspect.
-		t.actual = nil
+		t.setActual(nil)
 	}
 	return fmt.Errorf("apply iptables table %s: %w", t.name, errors.Join(errs...))
 }
 
 func (t *Table) read(ctx context.Context) error {
-	out, err := t.run.Save(ctx, t.name)
+	primed := t.primed
+	t.primed = nil
+	if primed != nil && time.Since(t.primedAt) < PrimeMaxAge {
+		t.setActual(primed)
+		return nil
+	}
+	st, err := t.load(ctx)
 	if err != nil {
-		return fmt.Errorf("read table %s: %w", t.name, err)
+		return err
+	}
+	t.setActual(st)
+	return nil
+}
+
+func (t *Table) setActual(st *SavedTable) {
+	t.actual = st
+	t.gen++
+}
+
+func (t *Table) load(ctx context.Context) (*SavedTable, error) {
+	return readSavedTable(ctx, t.run, t.name)
+}
+
+// readSavedTable reads one table; it touches no writer state, so it may run on any goroutine.
+func readSavedTable(ctx context.Context, run Runner, name string) (*SavedTable, error) {
+	out, err := run.Save(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("read table %s: %w", name, err)
 	}
 	tables, err := ParseSave(out)
 	if err != nil {
-		return fmt.Errorf("read table %s: %w", t.name, err)
+		return nil, fmt.Errorf("read table %s: %w", name, err)
 	}
-	t.actual = &SavedTable{Name: t.name, Chains: map[string]*SavedChain{}}
+	st := &SavedTable{Name: name, Chains: map[string]*SavedChain{}}
 	for _, tb := range tables {
-		if tb.Name == t.name {
-			t.actual = tb
+		if tb.Name == name {
+			st = tb
 		}
 	}
-	return nil
+	return st, nil
+}
+
+// ReadAhead splits a Resync in two so the slow part need not hold up the caller's loop: read
+// reads the kernel and may run on any goroutine (it touches nothing of the writer, so the loop
+// may go on applying meanwhile); finish must run on the writer's goroutine after read returned,
+// and repairs drift from that read. If the writer wrote or read the table in between, the read
+// may no longer match what the writer knows, and finish does a plain Resync instead.
+func (t *Table) ReadAhead() (read func(context.Context), finish func(context.Context) error) {
+	gen, run, name := t.gen, t.run, t.name
+	var st *SavedTable
+	var err error
+	read = func(ctx context.Context) { st, err = readSavedTable(ctx, run, name) }
+	finish = func(ctx context.Context) error {
+		if err != nil || st == nil || gen != t.gen {
+			return t.Resync(ctx)
+		}
+		t.primed = nil
+		t.setActual(st)
+		return t.Apply(ctx)
+	}
+	return read, finish
 }
 
 // applyOnce writes one transaction and reports whether it tried to delete chains.
@@ -214,7 +283,7 @@ func (t *Table) applyOnce(ctx context.Context, skipDeletes bool) (bool, error) {
 		return len(p.deleteChains) > 0, fmt.Errorf("restore table %s: %w", t.name, err)
 	}
 	t.log.Debug("iptables applied", "chains", len(p.touched), "deleted", len(p.deleteChains), "took", time.Since(start))
-	t.actual = p.after
+	t.setActual(p.after)
 	return len(p.deleteChains) > 0, nil
 }
 

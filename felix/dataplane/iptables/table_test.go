@@ -434,3 +434,104 @@ func TestChainName(t *testing.T) {
 		t.Errorf("chain names not distinct/stable: %s %s", a, b)
 	}
 }
+
+// TestPrime: a read made ahead is what the first Apply plans from (no second iptables-save), it
+// is used once, and a stale one or a Resync reads the kernel again.
+func TestPrime(t *testing.T) {
+	k := newFakeKernel("filter", "INPUT", "FORWARD", "OUTPUT")
+	k.rule("FORWARD", "-j FOREIGN-RULE")
+	tb := newTestTable(k)
+	if err := tb.Prime(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if k.saves != 1 || len(k.restores) != 0 {
+		t.Fatalf("prime: %d saves, %d restores; want one read and no write", k.saves, len(k.restores))
+	}
+	setup(t, tb) // desired state arrives after the read, as while a datastore is still listed
+	if err := tb.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if k.saves != 1 {
+		t.Errorf("first apply read the kernel again (%d saves)", k.saves)
+	}
+	if got := k.table.Chains["FORWARD"].Rules; len(got) != 2 || got[1].Spec != "-j FOREIGN-RULE" {
+		t.Errorf("FORWARD after apply: %+v; want our jump above the foreign rule", got)
+	}
+
+	// A read older than PrimeMaxAge is not trusted.
+	k2 := newFakeKernel("filter", "INPUT", "FORWARD", "OUTPUT")
+	tb2 := newTestTable(k2)
+	if err := tb2.Prime(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tb2.primedAt = time.Now().Add(-PrimeMaxAge - time.Second)
+	setup(t, tb2)
+	if err := tb2.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if k2.saves != 2 {
+		t.Errorf("stale prime: %d saves, want the prime's and a fresh one", k2.saves)
+	}
+
+	// Resync never plans from a primed read.
+	if err := tb2.Prime(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k2.table.Chains["trc-from-wl"].Rules = nil // tampering after the read
+	if err := tb2.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(k2.table.Chains["trc-from-wl"].Rules); got != len(wlRules) {
+		t.Errorf("resync planned from the primed read: trc-from-wl has %d rules, want %d", got, len(wlRules))
+	}
+}
+
+// TestReadAhead: a resync read made on another goroutine repairs drift without a second read
+// when nothing was written in between, and is not trusted when something was: then finish reads
+// again, so a change applied meanwhile is neither lost nor applied twice.
+func TestReadAhead(t *testing.T) {
+	k := newFakeKernel("filter", "INPUT", "FORWARD", "OUTPUT")
+	tb := newTestTable(k)
+	setup(t, tb)
+	if err := tb.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := k.table.Render()
+
+	k.table.Chains["trc-from-wl"].Rules = nil // tampering
+	read, finish := tb.ReadAhead()
+	done := make(chan struct{})
+	go func() { read(ctx); close(done) }()
+	<-done
+	saves := k.saves
+	if err := finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if k.saves != saves {
+		t.Errorf("finish read again (%d saves) though nothing was written since the read", k.saves-saves)
+	}
+	if got := k.table.Render(); got != want {
+		t.Errorf("not repaired from the read-ahead:\n%s\nwant:\n%s", got, want)
+	}
+
+	// A write between the read and finish makes the read stale.
+	read, finish = tb.ReadAhead()
+	read(ctx)
+	more := append(slices.Clone(wlRules), Rule{Match: "-p udp --dport 53", Action: "-j ACCEPT"})
+	if err := tb.UpdateChain(Chain{Name: "trc-from-wl", Rules: more}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	saves = k.saves
+	if err := finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if k.saves != saves+1 {
+		t.Errorf("finish after a write: %d saves, want a fresh read", k.saves-saves)
+	}
+	if got := len(k.table.Chains["trc-from-wl"].Rules); got != len(more) {
+		t.Errorf("trc-from-wl has %d rules after finish, want %d", got, len(more))
+	}
+}
