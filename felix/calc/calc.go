@@ -15,8 +15,8 @@ import (
 // Config fixes what a Calculator cannot learn from resources.
 type Config struct {
 	NodeName string
-	// IPv6 renders the IPv6 tables and sets too (the agent reads FelixConfiguration ipv6Support
-	// at start; changing it means a new Calculator).
+	// IPv6 renders the IPv6 tables and sets too. It is fixed for a Calculator's life: the
+	// component decides it at start from --felix-ipv6 and the node's addresses.
 	IPv6 bool
 }
 
@@ -30,9 +30,12 @@ type Calculator struct {
 	policies map[string]*policy
 	locals   map[string]*localEP
 	byChains map[[2]string]map[string]bool // local endpoints by their chain names
-	pools    map[string]api.IPPoolSpec
-	felix    map[string]*api.FelixConfigurationSpec // "default" and "node"
-	blocks   map[netip.Prefix]bool
+	// Shared policy-list chains: users of each list, and each endpoint's [ingress, egress] lists.
+	listUsers map[string]map[string]bool
+	epLists   map[string][2]string
+	pools     map[string]api.IPPoolSpec
+	felix     map[string]*api.FelixConfigurationSpec // "default" and "node"
+	blocks    map[netip.Prefix]bool
 
 	dirtyPolicies map[string]bool
 	dirtyEPs      map[string]bool
@@ -65,6 +68,8 @@ func New(cfg Config) *Calculator {
 		policies:      map[string]*policy{},
 		locals:        map[string]*localEP{},
 		byChains:      map[[2]string]map[string]bool{},
+		listUsers:     map[string]map[string]bool{},
+		epLists:       map[string][2]string{},
 		pools:         map[string]api.IPPoolSpec{},
 		felix:         map[string]*api.FelixConfigurationSpec{},
 		blocks:        map[netip.Prefix]bool{},

@@ -50,15 +50,22 @@
 // Dataplane layout (filter table of each IP version): FORWARD, INPUT and OUTPUT jump to
 // trc-FORWARD, trc-INPUT and trc-OUTPUT. Workload traffic is dispatched on the trc+11hex interface
 // names to trc-fw-<hex> (from workload = egress policy) and trc-tw-<hex> (to workload = ingress
-// policy); host endpoint traffic to trc-fh-* (from host endpoint = ingress, INPUT) and trc-th-*
-// (to host endpoint = egress, OUTPUT), each starting with the failsafe chains that no policy can
-// close. Policy chains are trc-pi-* and trc-po-*. Traffic from a workload to the host first passes
-// the workload's egress policy and then FelixConfiguration defaultEndpointToHostAction (Drop by
-// default, as in Calico). Host-to-local-workload traffic is not filtered (kubelet probes), as in
-// Calico. Every endpoint chain accepts established flows first. Policy verdicts travel back to the
-// endpoint chain in mark bits 0x10000 (accept) and 0x20000 (pass): an Allow rule is one rule that
-// goes (-g) to trc-allow, which sets the mark and so returns straight to the endpoint chain; Pass
-// likewise goes to trc-pass; Deny is a DROP; Log is a LOG with prefix trc-ingress:/trc-egress:.
+// policy); with more than 16 workloads the dispatch chains branch on the next hex digit of the
+// name (trc-from-wl-dispatch-<digits>, trc-to-wl-dispatch-<digits>), so a packet meets a few dozen
+// interface matches rather than one per endpoint. Host endpoint traffic goes to trc-fh-* (from
+// host endpoint = ingress, INPUT) and trc-th-* (to host endpoint = egress, OUTPUT), each starting
+// with the failsafe chains that no policy can close. Policy chains are trc-pi-* and trc-po-*.
+// Traffic from a workload to the host first passes the workload's egress policy and then
+// FelixConfiguration defaultEndpointToHostAction (Drop by default, as in Calico).
+// Host-to-local-workload traffic is not filtered (kubelet probes), as in Calico. Every endpoint
+// chain accepts established flows first, clears the verdict marks and, when policies select the
+// endpoint in that direction, goes (-g) to the policy-list chain trc-pl-<hash of the ordered
+// policy chains>, shared by every endpoint with the same list (1,000 endpoints under 50 distinct
+// lists are 50 lists, not 1,000 copies). The list jumps to each policy chain in turn; policy
+// verdicts travel back in mark bits 0x10000 (accept: the list returns) and 0x20000 (pass: the
+// remaining policies and the final drop are skipped). An Allow rule is one rule that goes (-g) to
+// trc-allow, which sets the mark and so returns straight to the list; Pass likewise goes to
+// trc-pass; Deny is a DROP; Log is a LOG with prefix trc-ingress:/trc-egress:.
 // In nat POSTROUTING, traffic from a pool with natOutgoing (not disabled) to a destination outside
 // every pool is masqueraded (or SNATed to natOutgoingAddress).
 //

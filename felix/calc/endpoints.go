@@ -78,6 +78,7 @@ func (c *Calculator) updateLocal(key string, l *labelled, ep *localEP, labelsSam
 		}
 		delete(c.locals, key)
 		delete(c.dirtyEPs, key)
+		c.useLists(key, [2]string{}, [2][]iptables.Rule{})
 		c.removedEPs[key] = true
 		c.dispatchDirty, c.routesDirty = true, true
 		return
@@ -169,6 +170,7 @@ func (c *Calculator) ownsChains(ep *localEP) bool {
 // renderEndpoint renders the endpoint's chains and its policy revision.
 func (c *Calculator) renderEndpoint(ep *localEP) {
 	if !c.ownsChains(ep) {
+		c.useLists(ep.key, [2]string{}, [2][]iptables.Rule{})
 		if _, ok := c.out.eps[ep.key]; ok {
 			delete(c.out.eps, ep.key)
 			c.out.changedEPs[ep.key] = true
@@ -184,12 +186,21 @@ func (c *Calculator) renderEndpoint(ep *localEP) {
 			}
 		}
 	}
+	var lists [2]string
+	var listRules [2][]iptables.Rule
+	for d := range 2 {
+		if len(pols[d]) > 0 {
+			slices.SortFunc(pols[d], comparePolicies)
+			lists[d] = policyListName(d, pols[d])
+			listRules[d] = policyListRules(d, pols[d])
+		}
+	}
+	c.useLists(ep.key, lists, listRules)
 	h := sha256.New()
 	names := ep.chainNames()
 	for _, f := range c.families() {
 		for d := range 2 {
-			slices.SortFunc(pols[d], comparePolicies)
-			rules := c.endpointChain(ep, d, pols[d])
+			rules := c.endpointChain(ep, d, lists[d])
 			c.setChain(ChainRef{Table: TableID{famVersion(f), "filter"}, Name: names[d]}, rules)
 			for _, r := range rules {
 				h.Write([]byte(r.Match + "\x00" + r.Action + "\x00" + r.Comment + "\n"))
@@ -207,7 +218,9 @@ func (c *Calculator) renderEndpoint(ep *localEP) {
 	}
 }
 
-func (c *Calculator) endpointChain(ep *localEP, d int, pols []*policy) []iptables.Rule {
+// endpointChain renders one direction of an endpoint's chain: conntrack first, then (when
+// policies select the endpoint in that direction) a goto to the shared chain of its policy list.
+func (c *Calculator) endpointChain(ep *localEP, d int, list string) []iptables.Rule {
 	rules := []iptables.Rule{
 		{Match: "-m conntrack --ctstate INVALID", Action: "-j DROP"},
 		{Match: "-m conntrack --ctstate RELATED,ESTABLISHED", Action: "-j ACCEPT"},
@@ -220,15 +233,77 @@ func (c *Calculator) endpointChain(ep *localEP, d int, pols []*policy) []iptable
 		rules = append(rules, iptables.Rule{Action: "-j " + fs})
 	}
 	rules = append(rules, clearMarks)
-	if len(pols) == 0 {
+	if list == "" {
 		// Not isolated in this direction: fall off the end, which allows.
 		return rules
 	}
+	// A goto: the list's RETURN and its end come back to where the endpoint chain was entered,
+	// exactly as if its rules stood here.
+	return append(rules, iptables.Rule{Action: "-g " + list})
+}
+
+// policyListRules runs policies in order: the first verdict decides, accept returns, and a packet
+// no policy allowed or passed is dropped. A Pass skips the drop and falls off the end: Terrace's
+// implicit profile allows.
+func policyListRules(d int, pols []*policy) []iptables.Rule {
+	var rules []iptables.Rule
 	for _, p := range pols {
 		rules = append(rules, iptables.Rule{Match: notPassed, Action: "-j " + p.chain[d]}, returnAccept)
 	}
-	// A Pass skips the drop and falls off the end: Terrace's implicit profile allows.
 	return append(rules, iptables.Rule{Match: notPassed, Action: "-j DROP", Comment: "no policy allowed the packet"})
+}
+
+// policyListName names the shared chain of one ordered list of policy chains (which encode the
+// direction), so endpoints selected by the same policies share it.
+func policyListName(d int, pols []*policy) string {
+	var id strings.Builder
+	for _, p := range pols {
+		id.WriteString(p.chain[d] + "\n")
+	}
+	return iptables.ChainName("pl", id.String())
+}
+
+// useLists makes endpoint key use the policy-list chains lists ("" for none) per direction,
+// creating a list chain with its first user and removing it with its last, so a thousand
+// endpoints selected by the same policies cost one list, not a thousand copies of it.
+func (c *Calculator) useLists(key string, lists [2]string, rules [2][]iptables.Rule) {
+	old := c.epLists[key]
+	for d := range 2 {
+		if old[d] == lists[d] {
+			continue
+		}
+		if lists[d] != "" {
+			users := c.listUsers[lists[d]]
+			if users == nil {
+				users = map[string]bool{}
+				c.listUsers[lists[d]] = users
+				for _, f := range c.families() {
+					c.setChain(ChainRef{Table: TableID{famVersion(f), "filter"}, Name: lists[d]}, rules[d])
+				}
+			}
+			users[key] = true
+		}
+		if old[d] != "" {
+			c.releaseList(key, old[d])
+		}
+	}
+	if lists == [2]string{} {
+		delete(c.epLists, key)
+	} else {
+		c.epLists[key] = lists
+	}
+}
+
+func (c *Calculator) releaseList(key, list string) {
+	users := c.listUsers[list]
+	delete(users, key)
+	if len(users) > 0 {
+		return
+	}
+	delete(c.listUsers, list)
+	for _, f := range c.families() {
+		c.removeChain(ChainRef{Table: TableID{famVersion(f), "filter"}, Name: list})
+	}
 }
 
 func (c *Calculator) renderDispatch() {
@@ -253,14 +328,18 @@ func (c *Calculator) renderDispatch() {
 	}
 	slices.SortFunc(wls, byIface)
 	slices.SortFunc(heps, byIface)
-	var from, to, fromHost, toHost []iptables.Rule
-	for _, e := range wls {
+	var fromHost, toHost []iptables.Rule
+	fromEntries := make([]dispatchEntry, len(wls))
+	toEntries := make([]dispatchEntry, len(wls))
+	for i, e := range wls {
 		n := c.locals[e.key].chainNames()
-		from = append(from, iptables.Rule{Match: "-i " + e.iface, Action: "-g " + n[dirEgress]})
-		to = append(to, iptables.Rule{Match: "-o " + e.iface, Action: "-g " + n[dirIngress]})
+		fromEntries[i] = dispatchEntry{e.iface, n[dirEgress]}
+		toEntries[i] = dispatchEntry{e.iface, n[dirIngress]}
 	}
-	unknown := iptables.Rule{Action: "-j DROP", Comment: "unknown workload interface"}
-	from, to = append(from, unknown), append(to, unknown)
+	from := map[string][]iptables.Rule{}
+	to := map[string][]iptables.Rule{}
+	dispatchTree(from, ChainFromWlDispatch, "-i", "", fromEntries)
+	dispatchTree(to, ChainToWlDispatch, "-o", "", toEntries)
 	var all *entry
 	for i, e := range heps {
 		if e.iface == "*" {
@@ -281,11 +360,82 @@ func (c *Calculator) renderDispatch() {
 	}
 	for _, f := range c.families() {
 		t := TableID{famVersion(f), "filter"}
-		c.setChain(ChainRef{t, ChainFromWlDispatch}, from)
-		c.setChain(ChainRef{t, ChainToWlDispatch}, to)
+		for ref := range c.out.chains {
+			_, inFrom := from[ref.Name]
+			_, inTo := to[ref.Name]
+			if ref.Table == t && !inFrom && !inTo && isDispatchSubChain(ref.Name) {
+				c.removeChain(ref)
+			}
+		}
+		for _, chains := range []map[string][]iptables.Rule{from, to} {
+			for name, rules := range chains {
+				c.setChain(ChainRef{t, name}, rules)
+			}
+		}
 		c.setChain(ChainRef{t, ChainFromHostEp}, fromHost)
 		c.setChain(ChainRef{t, ChainToHostEp}, toHost)
 	}
+}
+
+// dispatchLeaf is the most interfaces a dispatch chain matches one by one. Beyond it the chain
+// branches on the next hex digit of the trc+11-hex interface names, so a packet passes a few dozen
+// rules to reach its endpoint's chain instead of up to one per endpoint: with 1,000 endpoints a
+// flat list costs every forwarded packet up to 1,000 interface matches, which showed as throughput.
+const dispatchLeaf = 16
+
+// dispatchDepth bounds the branching so sub-chain names stay within iptables.MaxChainNameLen:
+// "trc-from-wl-dispatch" plus "-" and up to 7 hex digits is 28 characters.
+const dispatchDepth = 7
+
+type dispatchEntry struct{ iface, target string }
+
+// dispatchTree renders the dispatch chain name for entries (sorted by interface), all of whose
+// Terrace-style names start with "trc"+prefix, into out, with the sub-chains it branches to. flag
+// is "-i" or "-o". Interfaces not named in Terrace's pattern are matched first, one by one, at the
+// root; every chain ends by dropping what it does not know, as the flat list did.
+func dispatchTree(out map[string][]iptables.Rule, name, flag, prefix string, entries []dispatchEntry) {
+	var rules []iptables.Rule
+	var hex []dispatchEntry
+	for _, e := range entries {
+		if terraceIface.MatchString(e.iface) {
+			hex = append(hex, e)
+		} else {
+			rules = append(rules, iptables.Rule{Match: flag + " " + e.iface, Action: "-g " + e.target})
+		}
+	}
+	if len(hex) <= dispatchLeaf || len(prefix) >= dispatchDepth {
+		for _, e := range hex {
+			rules = append(rules, iptables.Rule{Match: flag + " " + e.iface, Action: "-g " + e.target})
+		}
+	} else {
+		for len(hex) > 0 {
+			digit := hex[0].iface[3+len(prefix)]
+			n := 1
+			for n < len(hex) && hex[n].iface[3+len(prefix)] == digit {
+				n++
+			}
+			sub := prefix + string(digit)
+			subName := dispatchRoot(name) + "-" + sub
+			rules = append(rules, iptables.Rule{Match: flag + " trc" + sub + "+", Action: "-g " + subName})
+			dispatchTree(out, subName, flag, sub, hex[:n])
+			hex = hex[n:]
+		}
+	}
+	out[name] = append(rules, iptables.Rule{Action: "-j DROP", Comment: "unknown workload interface"})
+}
+
+// dispatchRoot is the root dispatch chain a (sub-)chain belongs to.
+func dispatchRoot(name string) string {
+	for _, root := range []string{ChainFromWlDispatch, ChainToWlDispatch} {
+		if strings.HasPrefix(name, root) {
+			return root
+		}
+	}
+	return name
+}
+
+func isDispatchSubChain(name string) bool {
+	return strings.HasPrefix(name, ChainFromWlDispatch+"-") || strings.HasPrefix(name, ChainToWlDispatch+"-")
 }
 
 // felixString returns the per-node value of a setting, else the cluster-wide one, else def.

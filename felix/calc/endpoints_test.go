@@ -1,7 +1,9 @@
 package calc
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/terracenet/terrace/datastore/api"
@@ -45,9 +47,9 @@ func TestIsolation(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			d := newCalc(append([]update{web}, tc.policies...)...).Desired()
-			diff(t, "to-workload", tc.tw, chainOf(t, d, v4f, "trc-tw-0123456789a"))
-			diff(t, "from-workload", tc.fw, chainOf(t, d, v4f, "trc-fw-0123456789a"))
-			diff(t, "to-workload v6", tc.tw, chainOf(t, d, v6f, "trc-tw-0123456789a"))
+			diff(t, "to-workload", tc.tw, endpointRules(t, d, v4f, "trc-tw-0123456789a"))
+			diff(t, "from-workload", tc.fw, endpointRules(t, d, v4f, "trc-fw-0123456789a"))
+			diff(t, "to-workload v6", tc.tw, endpointRules(t, d, v6f, "trc-tw-0123456789a"))
 		})
 	}
 }
@@ -76,7 +78,7 @@ func TestPolicyOrder(t *testing.T) {
 		jump(g("z-no-order")), retAccept,
 		dropEnd,
 	}
-	diff(t, "endpoint chain", want, chainOf(t, d, v4f, "trc-tw-0123456789a"))
+	diff(t, "endpoint chain", want, endpointRules(t, d, v4f, "trc-tw-0123456789a"))
 	diff(t, "pass then deny", []iptables.Rule{
 		rule("-p tcp", "-g trc-pass"),
 		rule("", "-j DROP"),
@@ -122,9 +124,9 @@ func TestHostEndpointFailsafes(t *testing.T) {
 			diff(t, "failsafe in v6", tc.in6, chainOf(t, d, v6f, ChainFailsafeIn))
 			g := func(n string, dir int) string { return policyChain(api.KindGlobalNetworkPolicy, "", n, dir) }
 			diff(t, "host ingress chain", []iptables.Rule{ctInvalid, ctEstab, rule("", "-j "+ChainFailsafeIn), clearMk, jump(g("hp", dirIngress)), retAccept, dropEnd},
-				chainOf(t, d, v4f, fh))
+				endpointRules(t, d, v4f, fh))
 			diff(t, "host egress chain", []iptables.Rule{ctInvalid, ctEstab, rule("", "-j "+ChainFailsafeOut), clearMk, jump(g("hp", dirEgress)), retAccept, dropEnd},
-				chainOf(t, d, v4f, th))
+				endpointRules(t, d, v4f, th))
 			diff(t, "dispatch in", []iptables.Rule{rule("-i eth0", "-g "+fh)}, chainOf(t, d, v4f, ChainFromHostEp))
 			diff(t, "dispatch out", []iptables.Rule{rule("-o eth0", "-g "+th)}, chainOf(t, d, v4f, ChainToHostEp))
 			wl := chainOf(t, d, v4f, ChainWlToHost)
@@ -243,4 +245,59 @@ func TestStaticChains(t *testing.T) {
 	if _, ok := c.Desired().Tables[v6f]; ok {
 		t.Error("IPv6 table rendered with IPv6 off")
 	}
+}
+
+// TestPolicyListsShared: endpoints selected by the same policies in the same order share one
+// policy-list chain; an endpoint whose labels change moves to another list; a list goes with its
+// last user, and an endpoint no policy selects uses none.
+func TestPolicyListsShared(t *testing.T) {
+	var us []update
+	for i := range 6 {
+		app := []string{"web", "db"}[i%2]
+		us = append(us, wep("ns1", fmt.Sprintf("e%d", i), testNode, fmt.Sprintf("trc%011x", i), map[string]string{"app": app}, fmt.Sprintf("198.18.0.%d/32", i+1)))
+	}
+	us = append(us,
+		gnp("all", ptrTo(1.0), "has(app)", []api.Rule{{Action: "Allow", Protocol: tcp()}}, nil),
+		gnp("web", ptrTo(2.0), "app == 'web'", []api.Rule{{Action: "Allow"}}, nil))
+	c := newCalc(us...)
+	g := func(n string) string { return policyChain(api.KindGlobalNetworkPolicy, "", n, dirIngress) }
+	webList, dbList := listChain(g("all"), g("web")), listChain(g("all"))
+	lists := func(d *Desired) map[string]int {
+		out := map[string]int{}
+		for name, rules := range d.Tables[v4f].Chains {
+			if strings.HasPrefix(name, "trc-tw-") && rules[len(rules)-1].Match == "" && strings.HasPrefix(rules[len(rules)-1].Action, "-g ") {
+				out[strings.TrimPrefix(rules[len(rules)-1].Action, "-g ")]++
+			}
+		}
+		return out
+	}
+	d := c.Desired()
+	diff(t, "users per list", map[string]int{webList: 3, dbList: 3}, lists(d))
+	diff(t, "web list", []iptables.Rule{jump(g("all")), retAccept, jump(g("web")), retAccept, dropEnd}, chainOf(t, d, v4f, webList))
+	diff(t, "db list v6", []iptables.Rule{jump(g("all")), retAccept, dropEnd}, chainOf(t, d, v6f, dbList))
+
+	// Every db endpoint becomes web: the db list goes in the same flush.
+	for _, i := range []int{1, 3, 5} {
+		feed(c, wep("ns1", fmt.Sprintf("e%d", i), testNode, fmt.Sprintf("trc%011x", i), map[string]string{"app": "web"}, fmt.Sprintf("198.18.0.%d/32", i+1)))
+	}
+	delta := c.Flush()
+	d = c.Desired()
+	diff(t, "users after relabel", map[string]int{webList: 6}, lists(d))
+	var removed []string
+	for _, r := range delta.ChainsRemoved {
+		removed = append(removed, fmt.Sprint(r.Table.IPVersion, " ", r.Name))
+	}
+	diff(t, "removed", []string{"4 " + dbList, "6 " + dbList}, removed)
+
+	// No policy left: no list, endpoints fall off their chains open.
+	feed(c, del(gnp("all", nil, "", nil, nil)), del(gnp("web", nil, "", nil, nil)))
+	c.Flush()
+	d = c.Desired()
+	diff(t, "users without policy", map[string]int{}, lists(d))
+	for name := range d.Tables[v4f].Chains {
+		if strings.HasPrefix(name, "trc-pl-") {
+			t.Errorf("list %s left behind", name)
+		}
+	}
+	diff(t, "open chain", []iptables.Rule{ctInvalid, ctEstab, clearMk}, chainOf(t, d, v4f, "trc-tw-00000000000"))
 }

@@ -1,6 +1,8 @@
 package calc
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -133,6 +135,24 @@ func chainOf(t *testing.T, d *Desired, tb TableID, name string) []iptables.Rule 
 	rules, ok := ts.Chains[name]
 	if !ok {
 		t.Fatalf("chain %s missing from %v", name, tb)
+	}
+	return rules
+}
+
+// listChain is the name of the shared chain of a list of policy chains.
+func listChain(policyChains ...string) string {
+	return iptables.ChainName("pl", strings.Join(policyChains, "\n")+"\n")
+}
+
+// endpointRules is an endpoint chain with its goto to a policy-list chain replaced by the list's
+// rules: what a packet meets, whichever way the rules are shared.
+func endpointRules(t *testing.T, d *Desired, tb TableID, name string) []iptables.Rule {
+	t.Helper()
+	rules := chainOf(t, d, tb, name)
+	if n := len(rules); n > 0 {
+		if list, ok := strings.CutPrefix(rules[n-1].Action, "-g "+iptables.ChainPrefix+"pl-"); ok && rules[n-1].Match == "" {
+			return append(slices.Clone(rules[:n-1]), chainOf(t, d, tb, iptables.ChainPrefix+"pl-"+list)...)
+		}
 	}
 	return rules
 }

@@ -60,7 +60,9 @@ func TestIncrementalLabelChangeLocal(t *testing.T) {
 		changed = append(changed, fmt.Sprint(cu.Table.IPVersion, " ", cu.Chain.Name))
 	}
 	dbChain := policyChain(api.KindGlobalNetworkPolicy, "", "db", dirIngress)
-	diff(t, "changed chains", []string{"4 " + dbChain, "4 trc-tw-00000000004", "6 " + dbChain, "6 trc-tw-00000000004"}, changed)
+	// l4 is the first endpoint only db selects: its policy list is new too.
+	dbList := listChain(dbChain)
+	diff(t, "changed chains", []string{"4 " + dbChain, "4 " + dbList, "4 trc-tw-00000000004", "6 " + dbChain, "6 " + dbList, "6 trc-tw-00000000004"}, changed)
 	diff(t, "status", 1, len(d.Endpoints))
 	// The db policy's source set is new: created in full, without l4 which left app == 'web'.
 	webSet := selSet(ipsets.FamilyInet, "app == 'web'", "", "")

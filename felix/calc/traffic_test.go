@@ -145,6 +145,10 @@ func TestTrafficSemantics(t *testing.T) {
 	portRule := func(ps ...string) api.Rule {
 		return api.Rule{Action: "Allow", Protocol: tcp(), Destination: api.EntityRule{Ports: ports(ps...)}}
 	}
+	var others []update
+	for i := range 300 {
+		others = append(others, wep("ns1", fmt.Sprintf("o%d", i), testNode, spreadIface(i), map[string]string{"app": "o"}, fmt.Sprintf("198.18.%d.%d/32", 1+i/200, i%200)))
+	}
 	cases := []struct {
 		name     string
 		us       []update
@@ -181,6 +185,10 @@ func TestTrafficSemantics(t *testing.T) {
 		{"notPorts", []update{epA("ns1"), epB, gnp("n", nil, "app == 'b'", []api.Rule{{Action: "Allow", Protocol: tcp(),
 			Destination: api.EntityRule{NotPorts: ports("8080")}}}, nil)}, false},
 		{"other protocol allowed only", []update{epA("ns1"), epB, gnp("n", nil, "app == 'b'", []api.Rule{{Action: "Allow", Protocol: udp()}}, nil)}, false},
+		// Enough endpoints for the dispatch chains to branch twice on the way to a and b.
+		{"many endpoints: dispatch reaches both pods", append([]update{epA("ns1"), epB}, others...), true},
+		{"many endpoints: dispatch reaches b's ingress policy", append([]update{epA("ns1"), epB,
+			gnp("d", nil, "app == 'b'", []api.Rule{tcpRule("Deny")}, nil)}, others...), false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
