@@ -41,8 +41,14 @@ type Agent struct {
 	health  *health
 	metrics *metrics
 	status  *statusWriter // nil: no status reporting
+	primed  chan struct{} // closed when startPriming's reads are done; nil: nothing to wait for
+	bg      *sync.WaitGroup
+	aheadC  chan map[string]func(context.Context) error // a periodic resync's reads are done
+	live    *live                                       // health and metrics endpoints, resync ticker; follows FelixConfiguration
 
 	// Everything below is owned by the loop goroutine.
+	resyncing              bool                                   // a periodic resync's reads are under way
+	finishes               map[string]func(context.Context) error // this resync cycle's writers' finish, by name
 	dsInSync, blocksInSync bool
 	blocksRequired         bool
 	everInSync             bool
@@ -74,6 +80,7 @@ func New(cfg Config, dp Dataplane, c Calculator) *Agent {
 		cfg: cfg, log: cfg.Logger, calc: c, dp: dp,
 		events:         make(chan event, 64),
 		resyncReq:      make(chan chan error),
+		aheadC:         make(chan map[string]func(context.Context) error, 1),
 		quit:           make(chan struct{}),
 		metrics:        newMetrics(),
 		blocksRequired: cfg.Client != nil || cfg.WaitForBlocks,
@@ -85,7 +92,8 @@ func New(cfg Config, dp Dataplane, c Calculator) *Agent {
 		chainRules:     map[calc.ChainRef]int{},
 		setMembers:     map[string]int{},
 	}
-	a.health = newHealth(cfg.OnState, 2*max(cfg.ResyncInterval, time.Minute))
+	a.health = newHealth(cfg.OnState, liveWindow(cfg.ResyncInterval))
+	a.live = a.newLive()
 	if cfg.Status != nil {
 		a.status = newStatusWriter(cfg.Status, datastore.EndpointStatusPrefix(cfg.NodeName), a.log, a.metrics, a.health)
 	}
@@ -197,21 +205,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	for _, s := range []struct {
-		addr string
-		kind string
-	}{{a.cfg.HealthListen, "health"}, {a.cfg.MetricsListen, "metrics"}} {
-		if s.addr == "" {
-			continue
-		}
-		srv, err := a.listen(s.kind, s.addr)
-		if err != nil {
-			// A busy port must not take the dataplane down with it; say so loudly.
-			a.log.Error("serving felix endpoint failed", "what", s.kind, "addr", s.addr, "err", err)
-			continue
-		}
-		goRun(s.kind+" server", srv)
-	}
+	goRun("health and metrics endpoints", a.live.serve)
 	if a.status != nil {
 		goRun("endpoint status writer", a.status.run)
 	}
@@ -220,6 +214,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		prefix := ipam.AffinityPrefix + a.cfg.NodeName + "/"
 		goRun("IPAM affinity syncer", kv.NewSyncer(a.cfg.Client.Store(), []string{prefix}, a.BlockCallbacks(), a.log).Run)
 	}
+	a.bg = &wg
+	a.startPriming(ctx, &wg)
 	a.log.Info("felix agent starting", "node", a.cfg.NodeName, "apply_interval", a.cfg.ApplyInterval.String(),
 		"resync_interval", a.cfg.ResyncInterval.String())
 	err := a.loop(ctx, errc)
@@ -231,12 +227,8 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) loop(ctx context.Context, errc <-chan error) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	var resyncC <-chan time.Time
-	if a.cfg.ResyncInterval > 0 {
-		t := time.NewTicker(a.cfg.ResyncInterval)
-		defer t.Stop()
-		resyncC = t.C
-	}
+	a.live.resync.set(a.cfg.ResyncInterval)
+	defer a.live.resync.stop()
 	// Liveness is judged by the loop's heartbeat, so an idle loop must still beat.
 	beat := time.NewTicker(10 * time.Second)
 	defer beat.Stop()
@@ -275,10 +267,12 @@ func (a *Agent) loop(ctx context.Context, errc <-chan error) error {
 			a.linkChanged(name)
 		case <-timerC:
 			a.cycle(ctx, false)
-		case <-resyncC:
+		case <-a.live.resync.C():
 			if a.everInSync {
-				a.cycle(ctx, true)
+				a.startResync(ctx)
 			}
+		case fin := <-a.aheadC:
+			a.finishResync(ctx, fin)
 		case reply := <-a.resyncReq:
 			if !a.everInSync {
 				reply <- errors.New("force resync: not in sync with the datastore yet")
@@ -338,6 +332,7 @@ func (a *Agent) handle(ev event) {
 			a.calc.OnUpdate(u.Kind, u.Namespace, u.Name, u.Resource)
 			a.trackEndpoint(u)
 		}
+		a.live.observe(ev.updates)
 		a.dirty = true
 	case ev.blocks != nil:
 		a.trackBlocks(ev.blocks)

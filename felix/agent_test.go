@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -146,7 +148,8 @@ func TestNothingBeforeInSync(t *testing.T) {
 
 func routesTarget(dev string) routesTargetT { return routesTargetT{Dev: dev} }
 
-// TestApplyOrder: per cycle, set updates come before every table and set deletions after them.
+// TestApplyOrder: per cycle, set updates come before every table and set deletions after them;
+// the tables, routes and interface settings are independent of each other, so their order is free.
 func TestApplyOrder(t *testing.T) {
 	h := newHarness(t, nil)
 	h.status(kv.StatusInSync)
@@ -158,12 +161,19 @@ func TestApplyOrder(t *testing.T) {
 	var cycle []string
 	checked := 0
 	for _, c := range calls {
+		if !strings.HasPrefix(c, "ipsets.Apply") && !strings.HasPrefix(c, "iptables-") {
+			continue
+		}
 		if c == "ipsets.ApplyUpdates" {
 			cycle = nil
 		}
 		cycle = append(cycle, c)
 		if c != "ipsets.ApplyDeletions" {
 			continue
+		}
+		if len(cycle) == 4 {
+			// The two tables run at the same time: either order is right.
+			slices.Sort(cycle[1:3])
 		}
 		want := []string{"ipsets.ApplyUpdates", "iptables-filter-v4.Apply", "iptables-nat-v4.Apply", "ipsets.ApplyDeletions"}
 		if d := cmp.Diff(want, cycle); d != "" {
@@ -173,6 +183,41 @@ func TestApplyOrder(t *testing.T) {
 	}
 	if checked < 2 {
 		t.Errorf("only %d complete cycles seen: %v", checked, calls)
+	}
+}
+
+// TestWritersOverlap: independent writers run at the same time. The filter table's apply is held
+// until the nat table's and the routes' applies have started; run one after the other, it would
+// wait in vain.
+func TestWritersOverlap(t *testing.T) {
+	h := newHarness(t, nil)
+	natStarted, routesStarted := make(chan struct{}), make(chan struct{})
+	var natOnce, routesOnce sync.Once
+	h.dp.r.hooks.Store("iptables-nat-v4.Apply", func() { natOnce.Do(func() { close(natStarted) }) })
+	h.dp.r.hooks.Store("routes.Apply", func() { routesOnce.Do(func() { close(routesStarted) }) })
+	var waited atomic.Bool
+	h.dp.r.hooks.Store("iptables-filter-v4.Apply", func() {
+		if waited.Swap(true) {
+			return
+		}
+		for _, c := range []chan struct{}{natStarted, routesStarted} {
+			select {
+			case <-c:
+			case <-time.After(2 * time.Second):
+				h.dp.r.setFail("iptables-filter-v4", errors.New("applied alone: nat or routes did not start beside it"))
+				return
+			}
+		}
+	})
+	h.status(kv.StatusInSync)
+	h.putR(gnp("allow"))
+	waitFor(t, "first cycle", func() bool { return waited.Load() && h.dp.r.count("iptables-filter-v4.Apply") > 0 })
+	waitFor(t, "policy programmed", func() bool { _, ok := h.dp.filter4.inKernel("trc-pi-allow"); return ok })
+	h.dp.r.mu.Lock()
+	failed := h.dp.r.fail["iptables-filter-v4"]
+	h.dp.r.mu.Unlock()
+	if failed != nil {
+		t.Fatal(failed)
 	}
 }
 
@@ -416,4 +461,36 @@ func TestHealthEndpoints(t *testing.T) {
 	waitFor(t, "ready", func() bool { code, _ := get("/readiness"); return code == http.StatusOK })
 	h.status(kv.StatusResyncInProgress)
 	waitFor(t, "not ready while resyncing", func() bool { code, _ := get("/readiness"); return code == http.StatusServiceUnavailable })
+}
+
+// TestStatusBatched: the status keys of a start with many endpoints go to etcd in transactions of
+// statusBatch keys, not one request per key.
+func TestStatusBatched(t *testing.T) {
+	h := newHarness(t, nil)
+	const n = 250
+	var ups []datastore.ResourceUpdate
+	for i := range n {
+		r, kind, ns, name := wep(testNode, "ns1", fmt.Sprintf("w%d", i), fmt.Sprintf("trc%011x", i), fmt.Sprintf("198.18.%d.%d/32", i/200, i%200))
+		h.rev++
+		ups = append(ups, datastore.ResourceUpdate{Type: kv.UpdatePut, Kind: kind, Namespace: ns, Name: name, Resource: r, Revision: h.rev})
+	}
+	h.a.ResourceCallbacks().OnUpdates(ups)
+	h.status(kv.StatusInSync)
+	waitFor(t, "every status written", func() bool {
+		h.store.mu.Lock()
+		defer h.store.mu.Unlock()
+		return h.store.puts >= n
+	})
+	time.Sleep(50 * time.Millisecond) // a follow-up cycle must not write them again
+	h.store.mu.Lock()
+	puts, commits := h.store.puts, h.store.commits
+	h.store.mu.Unlock()
+	if want := (n + statusBatch - 1) / statusBatch; puts != n || commits != want {
+		t.Errorf("%d keys in %d transactions, want %d in %d", puts, commits, n, want)
+	}
+	for _, i := range []int{0, n - 1} {
+		if v, ok := h.store.get(datastore.EndpointStatusKey(testNode, "ns1", fmt.Sprintf("w%d", i))); !ok || !strings.Contains(v, `"programmed":true`) {
+			t.Errorf("status of w%d = %q %v", i, v, ok)
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/terracenet/terrace/felix/calc"
@@ -90,43 +91,66 @@ func (a *Agent) setInSync(name string) {
 }
 
 // applyAll applies every writer in the order they require: set updates before the rules that
-// use them, set deletions after no rule references them. A failing writer does not stop the
-// others. policyOK says whether ipsets and every table are now as calculated.
+// use them, set deletions after no rule references them. Writers that share nothing run at the
+// same time: routes and interface settings beside the policy writers, and the tables (each its
+// own writer and its own iptables-restore transaction) beside each other, so a start costs the
+// slowest chain of dependent steps rather than the sum of all of them. A failing writer does not
+// stop the others. policyOK says whether ipsets and every table are now as calculated.
 func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, bool) {
-	res := map[string]error{}
-	run := func(name string, apply, resyncf func(context.Context) error) {
+	a.waitPrimed()
+	run := func(name string, apply, resyncf func(context.Context) error) error {
 		f := apply
 		if resync {
 			f = resyncf
+			if fin := a.finishes[name]; fin != nil {
+				f = fin // repair from a read made off the loop (startResync)
+			}
 		}
 		start := time.Now()
-		if err := f(ctx); err != nil {
-			res[name] = errors.Join(res[name], err)
-		}
+		err := f(ctx)
 		// Per-writer cost is what tells a slow apply's cause apart (kernel tool vs calculation).
 		a.log.Debug("writer applied", "writer", name, "resync", resync, "took", time.Since(start).String())
+		return err
 	}
+	var side sync.WaitGroup
+	var routesErr, sysctlErr error
+	side.Go(func() { routesErr = run("routes", a.dp.Routes.Apply, a.dp.Routes.Resync) })
+	if a.dp.Sysctls != nil {
+		side.Go(func() { sysctlErr = run("sysctl", a.dp.Sysctls.Apply, a.dp.Sysctls.Resync) })
+	}
+
+	res := map[string]error{}
 	// Resync also destroys unwanted sets; in steady state no rule references those any more.
-	run("ipsets", a.dp.IPSets.ApplyUpdates, a.dp.IPSets.Resync)
-	setsOK := res["ipsets"] == nil
-	tablesOK := true
-	for _, id := range a.sortedTables() {
+	setsErr := run("ipsets", a.dp.IPSets.ApplyUpdates, a.dp.IPSets.Resync)
+	ids := a.sortedTables()
+	tableErrs := make([]error, len(ids))
+	var tables sync.WaitGroup
+	for i, id := range ids {
 		t := a.dp.Tables[id]
-		name := tableWriterName(id)
-		run(name, t.Apply, t.Resync)
-		tablesOK = tablesOK && res[name] == nil
+		tables.Go(func() { tableErrs[i] = run(tableWriterName(id), t.Apply, t.Resync) })
 	}
-	if !resync {
-		if tablesOK {
-			run("ipsets", a.dp.IPSets.ApplyDeletions, a.dp.IPSets.ApplyDeletions)
-		} else if a.writers["ipsets"].inSync {
-			// A table that failed may still reference a set we would destroy.
-			res["ipsets"] = errors.Join(res["ipsets"], errors.New("set deletions postponed: an iptables table failed"))
+	tables.Wait()
+	tablesOK := true
+	for i, id := range ids {
+		if tableErrs[i] != nil {
+			res[tableWriterName(id)] = tableErrs[i]
+			tablesOK = false
 		}
 	}
-	run("routes", a.dp.Routes.Apply, a.dp.Routes.Resync)
-	if a.dp.Sysctls != nil {
-		run("sysctl", a.dp.Sysctls.Apply, a.dp.Sysctls.Resync)
+	setsOK := setsErr == nil
+	if !resync {
+		if tablesOK {
+			setsErr = errors.Join(setsErr, run("ipsets", a.dp.IPSets.ApplyDeletions, a.dp.IPSets.ApplyDeletions))
+		} else if a.writers["ipsets"].inSync {
+			// A table that failed may still reference a set we would destroy.
+			setsErr = errors.Join(setsErr, errors.New("set deletions postponed: an iptables table failed"))
+		}
+	}
+	side.Wait()
+	for name, err := range map[string]error{"ipsets": setsErr, "routes": routesErr, "sysctl": sysctlErr} {
+		if err != nil {
+			res[name] = err
+		}
 	}
 	return res, setsOK && tablesOK && !a.hasPolicyPushErrs()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os/exec"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/terracenet/terrace/node"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 // DataplaneConfig says how to reach one network namespace's kernel.
@@ -119,7 +121,22 @@ func ParseIPv6Mode(s string) (string, error) {
 }
 
 // Component runs felix inside terrace-node on the host's own namespace.
-type Component struct{ cfg ComponentConfig }
+type Component struct {
+	cfg ComponentConfig
+	// kernel, when set, replaces this process's namespace (tests run the component against a
+	// namespace of their own).
+	kernel *componentKernel
+}
+
+// componentKernel is how the component reaches a namespace other than its own.
+type componentKernel struct {
+	cmd     cmdrun.Runner
+	netlink *netlink.Handle
+	ns      *netns.NsHandle // for link updates
+	sysctl  sysctl.FS
+	backend iptables.Backend
+	listen  func(addr string) (net.Listener, error)
+}
 
 // NewComponent returns felix as a node.Component.
 func NewComponent(cfg ComponentConfig) *Component { return &Component{cfg: cfg} }
@@ -130,11 +147,14 @@ func (c *Component) Name() string { return "felix" }
 // Run implements node.Component.
 func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 	log := env.Log
-	cc := c.cfg
+	base := c.cfg
+	cc := base
+	// Read now so the endpoints bind where they belong from the start; later changes reach the
+	// agent through its syncer and are applied in place.
 	if specs, err := readFelixConfig(ctx, env.Client, env.Node.Metadata.Name); err != nil {
-		log.Warn("using flag values for felix settings", "err", err)
+		log.Warn("using flag values for felix settings until FelixConfiguration arrives", "err", err)
 	} else {
-		cc = applyFelixConfig(cc, specs)
+		cc = applyFelixConfig(base, specs)
 	}
 	ipv6, why := WantIPv6(cc.IPv6, env.Node)
 	log.Info("felix IPv6 dataplane", "enabled", ipv6, "mode", cc.IPv6, "reason", why)
@@ -144,18 +164,22 @@ func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 			ipv6 = false
 		}
 	}
-	h, err := netlink.NewHandle()
-	if err != nil {
-		return fmt.Errorf("open netlink: %w", err)
+	k := c.kernel
+	if k == nil {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return fmt.Errorf("open netlink: %w", err)
+		}
+		defer h.Close()
+		k = &componentKernel{cmd: cmdrun.Exec{}, netlink: h, sysctl: sysctl.ProcFS{}}
 	}
-	defer h.Close()
 	dp, backend, err := NewDataplane(ctx, DataplaneConfig{
-		Cmd: cmdrun.Exec{}, Netlink: h, Sysctl: sysctl.ProcFS{}, IPv6: ipv6, HostSysctls: true, Logger: log,
+		Cmd: k.cmd, Netlink: k.netlink, Sysctl: k.sysctl, Backend: k.backend, IPv6: ipv6, HostSysctls: true, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
-	links, err := SubscribeLinks(ctx, nil, log)
+	links, err := SubscribeLinks(ctx, k.ns, log)
 	if err != nil {
 		// Routes of re-created interfaces then come back at the pending poll or resync.
 		log.Warn("no link updates", "err", err)
@@ -170,6 +194,7 @@ func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 		NodeName: nodeName, Client: env.Client, LinkEvents: links,
 		ApplyInterval: cc.ApplyInterval, ResyncInterval: cc.ResyncInterval,
 		HealthListen: cc.HealthListen, MetricsListen: cc.MetricsListen,
+		FelixConfigBase: &base, Listen: k.listen,
 		Logger: log,
 		OnState: func(st State) {
 			if board == nil {

@@ -3,6 +3,7 @@ package felix
 import (
 	"context"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/terracenet/terrace/datastore"
@@ -30,7 +31,6 @@ var Kinds = []string{
 // StatusStore is the slice of *kv.Store the agent writes endpoint status through.
 type StatusStore interface {
 	List(ctx context.Context, prefix string) ([]kv.KV, int64, error)
-	Put(ctx context.Context, key string, value []byte) (int64, error)
 	Commit(ctx context.Context, ops ...kv.Op) (int64, error)
 }
 
@@ -65,6 +65,14 @@ type Config struct {
 	// HealthListen and MetricsListen are TCP addresses for /liveness+/readiness and /metrics;
 	// "" disables the server.
 	HealthListen, MetricsListen string
+	// FelixConfigBase, when set, makes the agent follow FelixConfiguration "default" and
+	// "node.<NodeName>" while it runs: HealthListen, MetricsListen and ResyncInterval above are
+	// the values to start with, and on every change of those resources they are recomputed from
+	// FelixConfigBase (the operator's flags, which win where Explicit) and applied in place.
+	FelixConfigBase *ComponentConfig
+	// Listen binds the health and metrics endpoints (default net.Listen("tcp", addr)); tests
+	// pass one that binds inside their network namespace.
+	Listen func(addr string) (net.Listener, error)
 
 	// OnState, when set, is called (from the agent's goroutine) whenever readiness changes.
 	OnState func(State)

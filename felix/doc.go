@@ -7,12 +7,18 @@
 // This package holds the agent that runs the "compute, then apply" loop: a datastore syncer over
 // Kinds and a kv syncer over this node's IPAM affinities feed felix/calc from one goroutine; at
 // most every ApplyInterval the calculated delta is pushed into the writers and applied in the
-// order they require (ipset updates, each iptables table, ipset deletions; routes and sysctls
-// independently). Nothing is programmed before the datastore is in sync, and a writer may delete
-// stale objects only after its first complete apply (SetInSync), so a restart never opens a gap.
+// order they require (ipset updates, then the iptables tables side by side, then ipset
+// deletions; routes and sysctls beside all of that). While the datastore is still being listed
+// the iptables and ipset writers read the kernel ahead (Prime), so a restart does not pay for
+// iptables-save between "in sync" and "programmed". Nothing is programmed before the datastore is
+// in sync, and a writer may delete stale objects only after its first complete apply
+// (SetInSync), so a restart never opens a gap.
 // A periodic Resync repairs drift; a failing writer is retried with backoff and reported in
 // readiness while the others go on. Once a local workload endpoint's policy is in the kernel its
 // status key (datastore.EndpointStatusKey) is written, from a separate goroutine. Health and
-// Prometheus metrics are served over HTTP on loopback by default. The agent must never write
+// Prometheus metrics are served over HTTP on loopback by default. FelixConfiguration is followed
+// while the agent runs: the calculation reads its runtime settings, and changes of the agent's own
+// (endpoint addresses, resync interval) move a listener or reset the resync ticker in place,
+// never restarting the loop or flushing the dataplane. The agent must never write
 // desired state to the datastore, only status under /terrace/status/v1/<node>/.
 package felix

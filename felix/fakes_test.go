@@ -2,6 +2,7 @@ package felix
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -23,6 +24,16 @@ type recorder struct {
 	mu   sync.Mutex
 	log  []string
 	fail map[string]error // writer name => error of its apply calls
+	// hooks run at the start of writer.op, before the lock is taken, so a test can hold one
+	// writer's apply until another one has started.
+	hooks sync.Map // "writer.op" => func()
+}
+
+// before runs the hook registered for writer.op, if any.
+func (r *recorder) before(writer, op string) {
+	if h, ok := r.hooks.Load(writer + "." + op); ok {
+		h.(func())()
+	}
 }
 
 func newRecorder() *recorder { return &recorder{fail: map[string]error{}} }
@@ -197,6 +208,7 @@ func (f fakeTable) SetInSync() {
 	f.inSync = true
 }
 func (f fakeTable) Apply(context.Context) error {
+	f.r.before(f.name, "Apply")
 	f.r.mu.Lock()
 	defer f.r.mu.Unlock()
 	return f.apply("Apply")
@@ -236,6 +248,7 @@ func (f *fakeRoutes) SetInSync() {
 }
 func (f *fakeRoutes) Pending() []netip.Prefix { return nil }
 func (f *fakeRoutes) Apply(context.Context) error {
+	f.r.before(f.name, "Apply")
 	f.r.mu.Lock()
 	defer f.r.mu.Unlock()
 	return f.apply("Apply")
@@ -266,6 +279,7 @@ func (f *fakeSysctls) RemoveInterface(ifname string) {
 func (f *fakeSysctls) InterfaceChanged(string) {}
 func (f *fakeSysctls) Pending() []string       { return nil }
 func (f *fakeSysctls) Apply(context.Context) error {
+	f.r.before("sysctl", "Apply")
 	f.r.mu.Lock()
 	defer f.r.mu.Unlock()
 	return f.r.call("sysctl", "Apply")
@@ -386,11 +400,12 @@ func (c *fakeCalc) flushCount() int {
 
 // fakeStore is an in-memory StatusStore.
 type fakeStore struct {
-	mu   sync.Mutex
-	data map[string][]byte
-	rev  int64
-	fail error
-	puts int
+	mu      sync.Mutex
+	data    map[string][]byte
+	rev     int64
+	fail    error
+	puts    int // keys written
+	commits int // transactions
 }
 
 func newFakeStore() *fakeStore { return &fakeStore{data: map[string][]byte{}} }
@@ -410,18 +425,6 @@ func (s *fakeStore) List(_ context.Context, prefix string) ([]kv.KV, int64, erro
 	return out, s.rev, nil
 }
 
-func (s *fakeStore) Put(_ context.Context, key string, value []byte) (int64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.fail != nil {
-		return 0, s.fail
-	}
-	s.rev++
-	s.puts++
-	s.data[key] = slices.Clone(value)
-	return s.rev, nil
-}
-
 func (s *fakeStore) Commit(_ context.Context, ops ...kv.Op) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -429,9 +432,16 @@ func (s *fakeStore) Commit(_ context.Context, ops ...kv.Op) (int64, error) {
 		return 0, s.fail
 	}
 	s.rev++
+	s.commits++
 	for _, op := range ops {
-		if op.Kind == kv.OpDelete {
+		switch op.Kind {
+		case kv.OpDelete:
 			delete(s.data, op.Key)
+		case kv.OpPut:
+			s.puts++
+			s.data[op.Key] = slices.Clone(op.Value)
+		default:
+			return 0, fmt.Errorf("fake store: op kind %d not modelled", op.Kind)
 		}
 	}
 	return s.rev, nil

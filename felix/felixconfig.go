@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
@@ -36,9 +38,10 @@ func readFelixConfig(ctx context.Context, c *datastore.Client, nodeName string) 
 	return out, nil
 }
 
-// applyFelixConfig resolves the start-time settings FelixConfiguration may carry (health and
-// metrics addresses, iptablesRefreshInterval as the resync interval), later specs (the node's)
-// overriding earlier ones field by field. Changing them takes a restart of terrace-node.
+// applyFelixConfig resolves the settings FelixConfiguration may carry for the agent itself
+// (health and metrics addresses, iptablesRefreshInterval as the resync interval), later specs
+// (the node's) overriding earlier ones field by field and explicit flags overriding both. It is
+// pure: Component.Run uses it for the start and the agent (live) again on every change.
 func applyFelixConfig(cc ComponentConfig, specs []*api.FelixConfigurationSpec) ComponentConfig {
 	healthOn, healthHost, healthPort := cc.HealthListen != "", "", 0
 	metricsOn, metricsHost, metricsPort := cc.MetricsListen != "", "", 0
@@ -98,4 +101,153 @@ func applyFelixConfig(cc ComponentConfig, specs []*api.FelixConfigurationSpec) C
 		}
 	}
 	return cc
+}
+
+// effectiveConfig is applyFelixConfig with the agent's defaults filled in, so equal settings
+// compare equal however they were expressed.
+func effectiveConfig(base ComponentConfig, specs []*api.FelixConfigurationSpec) ComponentConfig {
+	cc := applyFelixConfig(base, specs)
+	if cc.ResyncInterval == 0 {
+		cc.ResyncInterval = DefaultResyncInterval
+	}
+	return cc
+}
+
+// live follows FelixConfiguration "default" and "node.<name>" while the agent runs and applies
+// changes of the agent's own settings in place: the health and metrics endpoints move (see
+// endpointServer) and the resync ticker changes its period. None of this touches the dataplane;
+// settings the calculation reads (defaultEndpointToHostAction, failsafe ports, natOutgoingAddress)
+// reach it through the calculator's own FelixConfiguration updates. Apart from the endpoint
+// servers, which run on their own goroutines, live belongs to the agent's loop.
+type live struct {
+	base  *ComponentConfig // nil: the settings are fixed by Config
+	node  string
+	specs map[string]*api.FelixConfigurationSpec // by slot: "default", "node"
+	cur   ComponentConfig
+
+	health, metrics *endpointServer
+	resync          resyncTicker
+	hl              *health
+	log             *slog.Logger
+}
+
+func (a *Agent) newLive() *live {
+	cfg := a.cfg
+	l := &live{
+		base: cfg.FelixConfigBase, node: cfg.NodeName, specs: map[string]*api.FelixConfigurationSpec{},
+		cur: ComponentConfig{HealthListen: cfg.HealthListen, MetricsListen: cfg.MetricsListen, ResyncInterval: cfg.ResyncInterval},
+		hl:  a.health, log: a.log,
+	}
+	l.health = newEndpointServer("health", "healthListen", cfg.HealthListen, a.healthHandler(), cfg.Listen, a.log, a.health, cfg.RetryMin, cfg.RetryMax)
+	l.metrics = newEndpointServer("metrics", "metricsListen", cfg.MetricsListen, a.metricsHandler(), cfg.Listen, a.log, a.health, cfg.RetryMin, cfg.RetryMax)
+	return l
+}
+
+// serve runs both HTTP endpoints until ctx is done.
+func (l *live) serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- l.health.run(ctx) }()
+	go func() { errc <- l.metrics.run(ctx) }()
+	return errors.Join(<-errc, <-errc)
+}
+
+// observe takes the FelixConfiguration updates among ups and applies what they change.
+func (l *live) observe(ups []datastore.ResourceUpdate) {
+	if l.base == nil {
+		return
+	}
+	seen := false
+	for _, u := range ups {
+		if u.Kind != api.KindFelixConfiguration {
+			continue
+		}
+		var slot string
+		switch u.Name {
+		case api.DefaultConfigName:
+			slot = "default"
+		case api.NodeConfigPrefix + l.node:
+			slot = "node"
+		default:
+			continue // another node's
+		}
+		seen = true
+		if fc, _ := u.Resource.(*api.FelixConfiguration); fc != nil {
+			spec := fc.Spec
+			l.specs[slot] = &spec
+		} else {
+			delete(l.specs, slot)
+		}
+	}
+	if !seen {
+		return
+	}
+	var specs []*api.FelixConfigurationSpec
+	for _, slot := range []string{"default", "node"} { // the node's wins
+		if s := l.specs[slot]; s != nil {
+			specs = append(specs, s)
+		}
+	}
+	l.apply(effectiveConfig(*l.base, specs))
+}
+
+// apply restarts only the pieces whose setting changed. The endpoint servers log their own
+// change once it is in effect (a bind may fail and be retried).
+func (l *live) apply(next ComponentConfig) {
+	if next.HealthListen != l.cur.HealthListen {
+		l.health.set(next.HealthListen)
+	}
+	if next.MetricsListen != l.cur.MetricsListen {
+		l.metrics.set(next.MetricsListen)
+	}
+	if next.ResyncInterval != l.cur.ResyncInterval {
+		l.resync.set(next.ResyncInterval)
+		l.hl.setLiveWindow(liveWindow(next.ResyncInterval))
+		l.log.Info("applied felix setting change", "setting", "resyncInterval",
+			"old", intervalString(l.cur.ResyncInterval), "new", intervalString(next.ResyncInterval))
+	}
+	l.cur.HealthListen, l.cur.MetricsListen, l.cur.ResyncInterval = next.HealthListen, next.MetricsListen, next.ResyncInterval
+}
+
+func intervalString(d time.Duration) string {
+	if d < 0 {
+		return "disabled"
+	}
+	return d.String()
+}
+
+// resyncTicker is the loop's resync clock; its period may change while the loop runs.
+type resyncTicker struct {
+	t     *time.Ticker
+	every time.Duration // <= 0: stopped
+}
+
+func (r *resyncTicker) set(d time.Duration) {
+	if d == r.every && (d <= 0) == (r.t == nil) {
+		return
+	}
+	r.every = d
+	switch {
+	case d <= 0:
+		r.stop()
+	case r.t == nil:
+		r.t = time.NewTicker(d)
+	default:
+		// The next resync is one new period from now, not from the last tick.
+		r.t.Reset(d)
+	}
+}
+
+// C is the channel to select on; nil (never ready) while stopped.
+func (r *resyncTicker) C() <-chan time.Time {
+	if r.t == nil {
+		return nil
+	}
+	return r.t.C
+}
+
+func (r *resyncTicker) stop() {
+	if r.t != nil {
+		r.t.Stop()
+		r.t = nil
+	}
 }

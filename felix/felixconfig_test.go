@@ -6,7 +6,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/kv"
 )
 
 func TestApplyFelixConfig(t *testing.T) {
@@ -36,11 +38,115 @@ func TestApplyFelixConfig(t *testing.T) {
 			[]*api.FelixConfigurationSpec{{HealthPort: ptr(2), PrometheusMetricsEnabled: &yes, IptablesRefreshInterval: &api.Duration{Duration: time.Hour}}},
 			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", ResyncInterval: time.Second,
 				Explicit: Explicit{HealthListen: true, MetricsListen: true, ResyncInterval: true}}},
+		{"one explicit flag wins, the others follow the node over the default",
+			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: DefaultMetricsListen, ResyncInterval: time.Second,
+				Explicit: Explicit{HealthListen: true}},
+			[]*api.FelixConfigurationSpec{
+				{HealthPort: ptr(2), PrometheusMetricsPort: ptr(3), IptablesRefreshInterval: &api.Duration{Duration: time.Hour}},
+				{HealthPort: ptr(4), PrometheusMetricsPort: ptr(5)},
+			},
+			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "127.0.0.1:5", ResyncInterval: time.Hour,
+				Explicit: Explicit{HealthListen: true}}},
+		{"node re-enables what the default disabled", base, []*api.FelixConfigurationSpec{
+			{HealthEnabled: &no, PrometheusMetricsEnabled: &no},
+			{HealthEnabled: &yes, HealthHost: "::1"},
+		}, ComponentConfig{HealthListen: "[::1]:9099", MetricsListen: "", ResyncInterval: 90 * time.Second}},
 	}
 	for _, tt := range tests {
 		got := applyFelixConfig(tt.cc, tt.specs)
 		if d := cmp.Diff(tt.want, got); d != "" {
 			t.Errorf("%s (-want +got):\n%s", tt.name, d)
 		}
+	}
+}
+
+func felixConfigUpdate(name string, spec *api.FelixConfigurationSpec) datastore.ResourceUpdate {
+	u := datastore.ResourceUpdate{Type: kv.UpdateDelete, Kind: api.KindFelixConfiguration, Name: name}
+	if spec != nil {
+		u.Type = kv.UpdatePut
+		u.Resource = &api.FelixConfiguration{Metadata: api.ObjectMeta{Name: name}, Spec: *spec}
+	}
+	return u
+}
+
+// TestLiveFollowsFelixConfiguration feeds FelixConfiguration updates as the syncer delivers them
+// and checks what the agent would then serve and how often it would resync.
+func TestLiveFollowsFelixConfiguration(t *testing.T) {
+	ptr := func(v int) *int { return &v }
+	no := false
+	type want struct {
+		health, metrics string
+		resync          time.Duration
+	}
+	type step struct {
+		what string
+		ups  []datastore.ResourceUpdate
+		want want
+	}
+	flags := ComponentConfig{HealthListen: DefaultHealthListen, MetricsListen: DefaultMetricsListen, ResyncInterval: DefaultResyncInterval}
+	defaults := want{DefaultHealthListen, DefaultMetricsListen, DefaultResyncInterval}
+	tests := []struct {
+		name  string
+		base  *ComponentConfig
+		start ComponentConfig
+		steps []step
+	}{
+		{"precedence node over default over flags", &flags, flags, []step{
+			{"default sets ports and refresh", []datastore.ResourceUpdate{felixConfigUpdate("default",
+				&api.FelixConfigurationSpec{HealthPort: ptr(9199), IptablesRefreshInterval: &api.Duration{Duration: 10 * time.Second}})},
+				want{"127.0.0.1:9199", DefaultMetricsListen, 10 * time.Second}},
+			{"another node's configuration is not ours", []datastore.ResourceUpdate{felixConfigUpdate("node.other",
+				&api.FelixConfigurationSpec{HealthPort: ptr(1), PrometheusMetricsEnabled: &no})},
+				want{"127.0.0.1:9199", DefaultMetricsListen, 10 * time.Second}},
+			{"this node's overrides the default", []datastore.ResourceUpdate{felixConfigUpdate("node."+testNode,
+				&api.FelixConfigurationSpec{HealthPort: ptr(9299), PrometheusMetricsEnabled: &no})},
+				want{"127.0.0.1:9299", "", 10 * time.Second}},
+			{"default changes host and disables the refresh", []datastore.ResourceUpdate{felixConfigUpdate("default",
+				&api.FelixConfigurationSpec{HealthHost: "0.0.0.0", IptablesRefreshInterval: &api.Duration{}})},
+				want{"0.0.0.0:9299", "", -1}},
+			{"node's deleted: the default alone", []datastore.ResourceUpdate{felixConfigUpdate("node."+testNode, nil)},
+				want{"0.0.0.0:9099", DefaultMetricsListen, -1}},
+			{"default deleted: back to the flags", []datastore.ResourceUpdate{felixConfigUpdate("default", nil)}, defaults},
+			{"both in one batch", []datastore.ResourceUpdate{
+				felixConfigUpdate("node."+testNode, &api.FelixConfigurationSpec{PrometheusMetricsPort: ptr(9391)}),
+				felixConfigUpdate("default", &api.FelixConfigurationSpec{PrometheusMetricsPort: ptr(9191), HealthPort: ptr(9199)}),
+			}, want{"127.0.0.1:9199", "127.0.0.1:9391", DefaultResyncInterval}},
+		}},
+		{"explicit flags win over both", &ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", ResyncInterval: time.Minute,
+			Explicit: Explicit{HealthListen: true, MetricsListen: true, ResyncInterval: true}},
+			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", ResyncInterval: time.Minute}, []step{
+				{"default and node try", []datastore.ResourceUpdate{
+					felixConfigUpdate("default", &api.FelixConfigurationSpec{HealthPort: ptr(2), IptablesRefreshInterval: &api.Duration{Duration: time.Hour}}),
+					felixConfigUpdate("node."+testNode, &api.FelixConfigurationSpec{PrometheusMetricsPort: ptr(3)}),
+				}, want{"127.0.0.1:1", "", time.Minute}},
+			}},
+		{"no base: settings fixed by Config", nil, flags, []step{
+			{"ignored", []datastore.ResourceUpdate{felixConfigUpdate("default", &api.FelixConfigurationSpec{HealthPort: ptr(9199)})}, defaults},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := &Agent{cfg: Config{NodeName: testNode, FelixConfigBase: tt.base, HealthListen: tt.start.HealthListen,
+				MetricsListen: tt.start.MetricsListen, ResyncInterval: tt.start.ResyncInterval}, log: testLogger(t),
+				metrics: newMetrics()}
+			a.cfg.setDefaults()
+			a.health = newHealth(nil, liveWindow(a.cfg.ResyncInterval))
+			l := a.newLive()
+			l.resync.set(a.cfg.ResyncInterval)
+			defer l.resync.stop()
+			for _, st := range tt.steps {
+				l.observe(st.ups)
+				got := want{l.health.wanted(), l.metrics.wanted(), l.resync.every}
+				if d := cmp.Diff(st.want, got, cmp.AllowUnexported(want{})); d != "" {
+					t.Errorf("%s (-want +got):\n%s", st.what, d)
+				}
+				if ticking := l.resync.C() != nil; ticking != (st.want.resync > 0) {
+					t.Errorf("%s: resync ticker running = %v for interval %v", st.what, ticking, st.want.resync)
+				}
+				if lw := a.health.liveWindow; lw != liveWindow(st.want.resync) {
+					t.Errorf("%s: liveness window %v, want %v", st.what, lw, liveWindow(st.want.resync))
+				}
+			}
+		})
 	}
 }

@@ -1,0 +1,231 @@
+package felix
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/terracenet/terrace/datastore"
+	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/embedded"
+	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/felix/calc"
+	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
+	"github.com/terracenet/terrace/internal/nstest"
+	"github.com/terracenet/terrace/node"
+)
+
+var resyncsRE = regexp.MustCompile(`(?m)^terrace_felix_resyncs_total (\d+)$`)
+
+// TestComponentFollowsFelixConfiguration runs the felix component (real calc, writers, iptables,
+// embedded etcd) against a fresh namespace and changes FelixConfiguration under it: the health
+// and metrics endpoints move or stop, the resync cadence changes, and the runtime settings the
+// calculation reads reach the kernel, all without restarting the component.
+func TestComponentFollowsFelixConfiguration(t *testing.T) {
+	ns := nstest.New(t, "ipset", "iptables-save", "iptables-restore", "ss")
+	const nodeName = "host-1"
+	srv := embedded.StartForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	client := datastore.New(store, testLogger(t))
+	apply := func(doc string) {
+		t.Helper()
+		if _, _, err := client.Apply(ctx, decodeOne(t, doc)); err != nil {
+			t.Fatalf("apply %s: %v", doc, err)
+		}
+	}
+	felixConfig := func(name, spec string) {
+		t.Helper()
+		apply("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: " + name + "}\nspec: " + spec + "\n")
+	}
+	// Present before the start: read at start, so the endpoints bind there from the beginning.
+	felixConfig("default", "{prometheusMetricsPort: 9191, iptablesRefreshInterval: 1h}")
+
+	nsh, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	nl, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	inNS := func(f func() error) error { return nstest.Enter(ns, f) }
+	comp := NewComponent(ComponentConfig{HealthListen: DefaultHealthListen, MetricsListen: DefaultMetricsListen,
+		ResyncInterval: DefaultResyncInterval, ApplyInterval: 10 * time.Millisecond, IPv6: IPv6Off})
+	comp.kernel = &componentKernel{cmd: cmdrun.InNetns(ns), netlink: nl, ns: &nsh, sysctl: nsFS{ns},
+		listen: func(addr string) (ln net.Listener, err error) {
+			err = inNS(func() error { ln, err = net.Listen("tcp", addr); return err })
+			return ln, err
+		}}
+	board := node.NewStatusBoard(node.Status{})
+	env := node.ComponentEnv{Client: client, Node: &api.Node{Metadata: api.ObjectMeta{Name: nodeName}}, Board: board, Log: testLogger(t)}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- comp.Run(runCtx, env) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	httpc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = inNS(func() error {
+				c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}}}
+	// get returns the status and body of GET http://addr/path inside the namespace; 0 when
+	// nothing listens there.
+	get := func(addr, path string) (int, string) {
+		resp, err := httpc.Get("http://" + addr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	serves := func(addr, path string) bool { code, _ := get(addr, path); return code == http.StatusOK }
+	closed := func(addr string) bool { code, _ := get(addr, "/"); return code == 0 }
+	listening := func() string { return nstest.Run(t, ns, "ss", "-Hltn") }
+	felixState := func() node.ComponentStatus { return board.Snapshot().Components["felix"] }
+	save := func() string { return nstest.Run(t, ns, "iptables-save", "-t", "filter") }
+	wait := func(t *testing.T, what string, d time.Duration, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(d)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s\nfelix: %+v\nlistening:\n%s", what, felixState(), listening())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	resyncs := func(t *testing.T, metricsAddr string) int {
+		t.Helper()
+		code, body := get(metricsAddr, "/metrics")
+		m := resyncsRE.FindStringSubmatch(body)
+		if code != http.StatusOK || m == nil {
+			t.Fatalf("GET %s/metrics = %d, no resync counter:\n%s", metricsAddr, code, body)
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+
+	wait(t, "felix ready", 30*time.Second, func() bool { return felixState().State == "ready" })
+	if !serves("127.0.0.1:9099", "/liveness") || !serves("127.0.0.1:9191", "/metrics") {
+		t.Fatalf("endpoints not where the configuration at start put them:\n%s", listening())
+	}
+	if !closed(DefaultMetricsListen) {
+		t.Errorf("metrics also served on the flag default %s", DefaultMetricsListen)
+	}
+
+	t.Run("health port moves", func(t *testing.T) {
+		felixConfig("node."+nodeName, "{healthPort: 9199}")
+		wait(t, "liveness on the new port only", 10*time.Second, func() bool {
+			return serves("127.0.0.1:9199", "/liveness") && closed("127.0.0.1:9099")
+		})
+	})
+
+	t.Run("resync cadence follows iptablesRefreshInterval", func(t *testing.T) {
+		before := resyncs(t, "127.0.0.1:9191")
+		time.Sleep(2 * time.Second)
+		if n := resyncs(t, "127.0.0.1:9191"); n != before {
+			t.Fatalf("%d resyncs in 2 s with a 1 h interval", n-before)
+		}
+		felixConfig("default", "{prometheusMetricsPort: 9191, iptablesRefreshInterval: 1s}")
+		start := resyncs(t, "127.0.0.1:9191")
+		wait(t, "resyncs every second", 10*time.Second, func() bool { return resyncs(t, "127.0.0.1:9191") >= start+3 })
+		felixConfig("default", "{prometheusMetricsPort: 9191, iptablesRefreshInterval: 0s}")
+		time.Sleep(1500 * time.Millisecond) // a tick already due may still run
+		off := resyncs(t, "127.0.0.1:9191")
+		time.Sleep(2500 * time.Millisecond)
+		if n := resyncs(t, "127.0.0.1:9191"); n != off {
+			t.Errorf("%d resyncs in 2.5 s after iptablesRefreshInterval: 0 disabled them", n-off)
+		}
+	})
+
+	t.Run("runtime settings reach the kernel", func(t *testing.T) {
+		if s := save(); !regexp.MustCompile(`(?m)^-A ` + calc.ChainWlToHost + ` .*defaultEndpointToHostAction.* -j DROP$`).MatchString(s) {
+			t.Fatalf("no default Drop in %s:\n%s", calc.ChainWlToHost, s)
+		}
+		felixConfig("default", "{prometheusMetricsPort: 9191, iptablesRefreshInterval: 0s, defaultEndpointToHostAction: Accept, "+
+			"failsafeInboundHostPorts: [{protocol: TCP, port: 2222}]}")
+		wait(t, "Accept and the new failsafe port in the kernel", 10*time.Second, func() bool {
+			s := save()
+			return regexp.MustCompile(`(?m)^-A `+calc.ChainWlToHost+` .*defaultEndpointToHostAction.* -j ACCEPT$`).MatchString(s) &&
+				regexp.MustCompile(`(?m)^-A `+calc.ChainFailsafeIn+` .*--dport 2222 `).MatchString(s) &&
+				!regexp.MustCompile(`(?m)^-A `+calc.ChainFailsafeIn+` .*--dport 22 `).MatchString(s)
+		})
+	})
+
+	t.Run("an address that cannot be bound is reported and retried", func(t *testing.T) {
+		felixConfig("node."+nodeName, "{healthPort: 9199, healthHost: 192.0.2.1}")
+		wait(t, "not ready because of the health endpoint", 10*time.Second, func() bool {
+			st := felixState()
+			return st.State == "not-ready" && strings.Contains(st.Detail, "health endpoint not served") && strings.Contains(st.Detail, "192.0.2.1:9199")
+		})
+		// The old listener is kept, and liveness is not what fails.
+		if !serves("127.0.0.1:9199", "/liveness") {
+			t.Errorf("old health endpoint gone after a failed move:\n%s", listening())
+		}
+		if code, body := get("127.0.0.1:9199", "/readiness"); code != http.StatusServiceUnavailable || !strings.Contains(body, "192.0.2.1") {
+			t.Errorf("/readiness = %d %q, want 503 naming the address", code, body)
+		}
+		nstest.Run(t, ns, "ip", "addr", "add", "192.0.2.1/32", "dev", "lo")
+		wait(t, "moved once the address exists", 40*time.Second, func() bool {
+			return serves("192.0.2.1:9199", "/liveness") && closed("127.0.0.1:9199") && felixState().State == "ready"
+		})
+	})
+
+	t.Run("same port, wider host", func(t *testing.T) {
+		felixConfig("node."+nodeName, "{healthPort: 9199, healthHost: 0.0.0.0}")
+		wait(t, "health on 0.0.0.0:9199", 10*time.Second, func() bool {
+			// Go binds 0.0.0.0 dual-stack, which ss shows as *.
+			l := listening()
+			return strings.Contains(l, "*:9199") && !strings.Contains(l, "192.0.2.1:9199") &&
+				serves("127.0.0.1:9199", "/liveness")
+		})
+		if st := felixState(); st.State != "ready" {
+			t.Errorf("felix %s after the hand-over: %s", st.State, st.Detail)
+		}
+	})
+
+	t.Run("metrics disabled", func(t *testing.T) {
+		felixConfig("default", "{prometheusMetricsEnabled: false, iptablesRefreshInterval: 0s, defaultEndpointToHostAction: Accept}")
+		wait(t, "metrics port closed", 10*time.Second, func() bool { return closed("127.0.0.1:9191") })
+		if l := listening(); strings.Contains(l, ":9191") || strings.Contains(l, ":9091") {
+			t.Errorf("a metrics port is still open:\n%s", l)
+		}
+		if !serves("127.0.0.1:9199", "/liveness") {
+			t.Errorf("health went with metrics")
+		}
+	})
+
+	t.Run("node configuration deleted", func(t *testing.T) {
+		if _, err := client.Delete(ctx, api.KindFelixConfiguration, "", "node."+nodeName, ""); err != nil {
+			t.Fatal(err)
+		}
+		wait(t, "health back on the flag default", 10*time.Second, func() bool {
+			return serves(DefaultHealthListen, "/liveness") && !strings.Contains(listening(), ":9199")
+		})
+	})
+}
