@@ -21,7 +21,9 @@ var once sync.Once
 
 // BenchmarkDataPath: iperf3 TCP and 64-byte UDP from a pod on host-1 to a pod on host-2, against
 // host-1 -> host-2 over the same underlay and against the same pods through a VXLAN tunnel.
-// Environment: TERRACE_BENCH_DATAPATH_ROUNDS (default 3), TERRACE_BENCH_DATAPATH_SECONDS (default 3).
+// Figures are medians over interleaved rounds; the spread, per-round ratios, the sender's CPU cost
+// per unit and the load average are printed as notes.
+// Environment: TERRACE_BENCH_DATAPATH_ROUNDS (default 5), TERRACE_BENCH_DATAPATH_SECONDS (default 4).
 func BenchmarkDataPath(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("data path benchmark needs root (network namespaces); make bench runs as root")
@@ -47,8 +49,9 @@ func envInt(name string, def int) int {
 
 func dataPath(b *testing.B) {
 	ctx := context.Background()
-	rounds := envInt("TERRACE_BENCH_DATAPATH_ROUNDS", 3)
-	secs := envInt("TERRACE_BENCH_DATAPATH_SECONDS", 3)
+	// 5 rounds of 4 s over 3 paths and 2 kinds, plus warm-up: ≈ 2.5 minutes with the testbed.
+	rounds := envInt("TERRACE_BENCH_DATAPATH_ROUNDS", 5)
+	secs := envInt("TERRACE_BENCH_DATAPATH_SECONDS", 4)
 	tb := testbed.StartForTest(b, testbed.Options{Hosts: 2})
 	for _, w := range tb.Warnings() {
 		b.Logf("testbed warning: %s", w)
@@ -73,7 +76,7 @@ func dataPath(b *testing.B) {
 		b.Fatalf("pods without IPv4 addresses: %+v %+v", podA, podB)
 	}
 	note := benchfmt.Printer{W: os.Stdout, Scenario: "datapath"}
-	note.Note("pods %s (%s, wired by %s) and %s (%s); %d rounds of %ds per measurement, best round reported",
+	note.Note("pods %s (%s, wired by %s) and %s (%s); %d rounds of %ds per measurement, median reported",
 		podA.Host+"/"+podA.Name, podA.IPv4, podA.Mode, podB.Host+"/"+podB.Name, podB.IPv4, rounds, secs)
 
 	routes := ensurePodRoutes(ctx, b, tb, h1, h2, podA, podB)
@@ -126,14 +129,54 @@ func dataPath(b *testing.B) {
 		rules["legacy"], rules["nft"])
 
 	ip := Iperf{Duration: time.Duration(secs) * time.Second, Port: 5201}
-	best := map[string]float64{}
-	// Per-round ratios of back-to-back runs: on a shared box the load moves between rounds, so the
-	// paired ratio is a useful cross-check of the best-of ratio in the BENCH line.
-	paired := map[string][]string{}
-	record := func(key string, v float64) {
-		if v > best[key] {
-			best[key] = v
+	paths := []string{"host", "pod"}
+	if vx != nil {
+		paths = append(paths, "vxlan")
+	}
+	// measure runs one iperf3 test on one path and checks that the traffic took that path.
+	measure := func(ip Iperf, path string, udp bool) Result {
+		var r Result
+		var err error
+		switch path {
+		case "host":
+			r, err = ip.Measure(ctx, hostA, hostB, udp)
+		case "pod":
+			var tx0 uint64
+			if vx != nil {
+				tx0 = mustTx(ctx, b, h1.NS)
+			}
+			r, err = ip.Measure(ctx, pA, pB, udp)
+			if err == nil && vx != nil {
+				// A handful of packets (IPv6 link-local chatter of the tunnel device) is not traffic.
+				if d := mustTx(ctx, b, h1.NS) - tx0; d > 1000 {
+					b.Fatalf("routed pod traffic went through %s (%d packets)", VXLANDev, d)
+				}
+			}
+		case "vxlan":
+			if err := vx.Enable(ctx); err != nil {
+				b.Fatal(err)
+			}
+			tx0 := mustTx(ctx, b, h1.NS)
+			r, err = ip.Measure(ctx, pA, pB, udp)
+			tx1 := mustTx(ctx, b, h1.NS)
+			if derr := vx.Disable(ctx); derr != nil {
+				b.Fatal(derr)
+			}
+			if err == nil && tx1-tx0 < 1000 {
+				b.Fatalf("VXLAN anchor did not go through %s: only %d packets sent on it", VXLANDev, tx1-tx0)
+			}
 		}
+		if err != nil {
+			b.Fatalf("%s path: %v", path, err)
+		}
+		return r
+	}
+	kinds := []struct {
+		name, metric, unit, costUnit string
+		udp                          bool
+	}{
+		{"tcp", "throughput", "Gbit/s", "ms CPU per Gbit", false},
+		{"udp64", "rate", "pps", "µs CPU per datagram", true},
 	}
 	value := func(r Result, udp bool) float64 {
 		if udp {
@@ -141,85 +184,115 @@ func dataPath(b *testing.B) {
 		}
 		return r.BitsPerSec / 1e9
 	}
-	for round := 1; round <= rounds; round++ {
-		for _, udp := range []bool{false, true} {
-			kind := "tcp"
-			if udp {
-				kind = "udp64"
-			}
-			r, err := ip.Measure(ctx, hostA, hostB, udp)
-			if err != nil {
-				b.Fatal(err)
-			}
-			hostV := value(r, udp)
-			record("host-"+kind, hostV)
 
-			var tx0 uint64
-			if vx != nil {
-				tx0 = mustTx(ctx, b, h1.NS)
+	// Warm-up, discarded: the first run on a path pays for neighbour resolution, route and socket
+	// caches and the CPU frequency/scheduler settling.
+	warm := Iperf{Duration: time.Second, Port: ip.Port}
+	for _, k := range kinds {
+		for _, path := range paths {
+			measure(warm, path, k.udp)
+		}
+	}
+
+	load0 := loadAvg()
+	vals := map[string][]float64{}   // path-kind -> received Gbit/s or pps per round
+	cost := map[string][]float64{}   // path-kind -> sender CPU per Gbit or per datagram
+	sent := map[string][]float64{}   // path-udp64 -> sent pps
+	loss := map[string][]float64{}   // path-udp64 -> % of datagrams lost (receiver socket full)
+	paired := map[string][]float64{} // kind-pod/anchor -> ratio within one round
+	for round := 1; round <= rounds; round++ {
+		for _, k := range kinds {
+			// Rotate the order each round so that no path always runs first or right after another
+			// path's traffic; paired ratios then compare runs seconds apart.
+			got := map[string]float64{}
+			for i := range paths {
+				path := paths[(i+round-1)%len(paths)]
+				r := measure(ip, path, k.udp)
+				key := path + "-" + k.name
+				v := value(r, k.udp)
+				got[path] = v
+				vals[key] = append(vals[key], v)
+				if c := r.SenderCPUPerUnit(k.udp); c > 0 {
+					cost[key] = append(cost[key], c)
+				}
+				if k.udp {
+					sent[key] = append(sent[key], float64(r.SentPackets())/r.Seconds)
+					loss[key] = append(loss[key], r.LossPercent())
+				}
+				b.Logf("round %d %s %s: %.4g (sender CPU %.0f%%, receiver CPU %.0f%%, loss %.1f%%)",
+					round, k.name, path, v, r.SenderCPU, r.ReceiverCPU, r.LossPercent())
 			}
-			r, err = ip.Measure(ctx, pA, pB, udp)
-			if err != nil {
-				b.Fatal(err)
-			}
-			record("pod-"+kind, value(r, udp))
-			if vx != nil {
-				// A handful of packets (IPv6 link-local chatter of the tunnel device) is not traffic.
-				if d := mustTx(ctx, b, h1.NS) - tx0; d > 1000 {
-					b.Fatalf("routed pod traffic went through %s (%d packets)", VXLANDev, d)
+			for _, anchor := range paths {
+				if anchor != "pod" && got[anchor] > 0 {
+					paired[k.name+"-pod/"+anchor] = append(paired[k.name+"-pod/"+anchor], got["pod"]/got[anchor])
 				}
 			}
-			podV := value(r, udp)
-			if hostV > 0 {
-				paired[kind+"-pod/host"] = append(paired[kind+"-pod/host"], benchfmt.FormatRatio(podV/hostV))
-			}
-			b.Logf("round %d %s: host %.4g, pod %.4g", round, kind, hostV, podV)
-
-			if vx == nil {
-				continue
-			}
-			if err := vx.Enable(ctx); err != nil {
-				b.Fatal(err)
-			}
-			tx0 = mustTx(ctx, b, h1.NS)
-			r, err = ip.Measure(ctx, pA, pB, udp)
-			tx1 := mustTx(ctx, b, h1.NS)
-			if derr := vx.Disable(ctx); derr != nil {
-				b.Fatal(derr)
-			}
-			if err != nil {
-				b.Fatalf("vxlan path: %v", err)
-			}
-			if tx1-tx0 < 1000 {
-				b.Fatalf("VXLAN anchor did not go through %s: only %d packets sent on it", VXLANDev, tx1-tx0)
-			}
-			record("vxlan-"+kind, value(r, udp))
-			if v := value(r, udp); v > 0 {
-				paired[kind+"-pod/vxlan"] = append(paired[kind+"-pod/vxlan"], benchfmt.FormatRatio(podV/v))
-			}
-			b.Logf("round %d %s: vxlan %.4g", round, kind, value(r, udp))
 		}
 	}
+	load1 := loadAvg()
 
 	out := os.Stdout
-	for _, k := range []struct{ kind, metric, unit string }{
-		{"tcp", "throughput", "Gbit/s"},
-		{"udp64", "rate", "pps"},
-	} {
-		pod := best["pod-"+k.kind]
-		benchfmt.Fprint(out, benchfmt.New("datapath-"+k.kind+"-pod-vs-host", k.metric, pod, k.unit).WithAnchor(best["host-"+k.kind]))
-		if vx != nil {
-			benchfmt.Fprint(out, benchfmt.New("datapath-"+k.kind+"-pod-vs-vxlan", k.metric, pod, k.unit).WithAnchor(best["vxlan-"+k.kind]))
+	for _, k := range kinds {
+		pod := SpreadOf(vals["pod-"+k.name]).Median
+		for _, anchor := range paths {
+			if anchor == "pod" {
+				continue
+			}
+			benchfmt.Fprint(out, benchfmt.New("datapath-"+k.name+"-pod-vs-"+anchor, k.metric, pod, k.unit).
+				WithAnchor(SpreadOf(vals[anchor+"-"+k.name]).Median))
 		}
 	}
-	for _, k := range []string{"tcp-pod/host", "tcp-pod/vxlan", "udp64-pod/host", "udp64-pod/vxlan"} {
-		if len(paired[k]) > 0 {
-			note.Note("per-round %s ratios (back to back): %s", k, strings.Join(paired[k], " "))
+	note.Note("figures are medians of %d rounds of %ds (a 1s warm-up per path discarded, path order rotated per round); load average %s before, %s after",
+		rounds, secs, load0, load1)
+	for _, k := range kinds {
+		for _, path := range paths {
+			key := path + "-" + k.name
+			note.Note("%s %s %s: %s", k.name, path, k.unit, SpreadOf(vals[key]))
 		}
 	}
+	for _, k := range kinds {
+		for _, anchor := range paths {
+			if key := k.name + "-pod/" + anchor; len(paired[key]) > 0 {
+				note.Note("per-round %s ratios (back to back): %s, median %s", key, FormatRatios(paired[key]),
+					benchfmt.FormatRatio(SpreadOf(paired[key]).Median))
+			}
+		}
+	}
+	// Every hop of a packet on this testbed runs in the sender's softirq on the sender's CPU, so the
+	// sender's CPU per unit is the path's cost, and it moves less with the neighbours' load than the rate.
+	for _, k := range kinds {
+		var parts []string
+		for _, path := range paths {
+			if c := cost[path+"-"+k.name]; len(c) > 0 {
+				parts = append(parts, fmt.Sprintf("%s %s", path, benchfmt.FormatValue(SpreadOf(c).Median)))
+			}
+		}
+		if len(parts) > 0 {
+			note.Note("%s sender cost (median, %s): %s", k.name, k.costUnit, strings.Join(parts, ", "))
+		}
+	}
+	var parts []string
+	for _, path := range paths {
+		key := path + "-udp64"
+		parts = append(parts, fmt.Sprintf("%s sent %s pps, lost %s%%", path,
+			benchfmt.FormatValue(SpreadOf(sent[key]).Median), benchfmt.FormatValue(SpreadOf(loss[key]).Median)))
+	}
+	note.Note("udp64 (medians; losses are datagrams the receiving socket had no room for): %s", strings.Join(parts, "; "))
 	if strings.HasPrefix(routes, "static") {
 		note.Note("figures above used routes installed by the benchmark, not BGP-learned routes")
 	}
+}
+
+// loadAvg is the 1-minute load average, to print beside figures taken on a shared machine.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "unknown"
 }
 
 func mustTx(ctx context.Context, b *testing.B, ns string) uint64 {

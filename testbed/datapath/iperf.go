@@ -21,6 +21,37 @@ type Result struct {
 	BitsPerSec  float64
 	Packets     int64 // UDP: datagrams received (sent minus lost)
 	LostPackets int64 // UDP
+	// SenderCPU and ReceiverCPU are the iperf3 processes' CPU use in percent of one CPU (0 when
+	// iperf3 did not report it). Softirq work done in a process's context is charged to it, and on
+	// veths every hop of a packet runs in the sender's softirq, so SenderCPU per packet is the cost
+	// of the whole path, which stays comparable when other load steals time from the run.
+	SenderCPU, ReceiverCPU float64
+}
+
+// SentPackets is the number of UDP datagrams the client sent.
+func (r Result) SentPackets() int64 { return r.Packets + r.LostPackets }
+
+// LossPercent is the share of sent UDP datagrams that did not arrive.
+func (r Result) LossPercent() float64 {
+	if r.SentPackets() == 0 {
+		return 0
+	}
+	return 100 * float64(r.LostPackets) / float64(r.SentPackets())
+}
+
+// SenderCPUPerUnit is the sender's CPU time per sent datagram (UDP, in µs) or per Gbit received
+// (TCP, in ms); 0 when iperf3 reported no CPU figure.
+func (r Result) SenderCPUPerUnit(udp bool) float64 {
+	cpuSec := r.SenderCPU / 100 * r.Seconds
+	switch {
+	case cpuSec <= 0:
+		return 0
+	case udp && r.SentPackets() > 0:
+		return cpuSec / float64(r.SentPackets()) * 1e6
+	case !udp && r.BitsPerSec > 0:
+		return cpuSec / (r.BitsPerSec * r.Seconds / 1e9) * 1e3
+	}
+	return 0
 }
 
 // PacketsPerSec is the UDP receive rate.
@@ -46,6 +77,10 @@ type iperfOutput struct {
 	End   struct {
 		Sum         *iperfSum `json:"sum"`
 		SumReceived *iperfSum `json:"sum_received"`
+		CPU         *struct {
+			HostTotal   float64 `json:"host_total"`
+			RemoteTotal float64 `json:"remote_total"`
+		} `json:"cpu_utilization_percent"`
 	} `json:"end"`
 }
 
@@ -71,6 +106,12 @@ func ParseIperf(data []byte, udp bool) (Result, error) {
 		return Result{}, fmt.Errorf("parse iperf3 output: implausible summary (seconds %v, bits/s %v, bytes %d)", s.Seconds, s.BitsPerSec, s.Bytes)
 	}
 	r := Result{Seconds: s.Seconds, BitsPerSec: s.BitsPerSec}
+	if c := out.End.CPU; c != nil {
+		// Only a sane percentage of a few CPUs is kept; anything else is dropped, not trusted.
+		if c.HostTotal >= 0 && c.HostTotal <= 1e4 && c.RemoteTotal >= 0 && c.RemoteTotal <= 1e4 {
+			r.SenderCPU, r.ReceiverCPU = c.HostTotal, c.RemoteTotal
+		}
+	}
 	if udp {
 		if s.Packets == nil || s.LostPackets == nil {
 			return Result{}, errors.New("parse iperf3 output: UDP summary without packets/lost_packets")
