@@ -5,19 +5,20 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/terracenet/terrace/testbed"
+	"github.com/terracenet/terrace/testbed/datapath"
 )
 
 // The scale benchmark's shape (issue 7): 1,000 local endpoints and 500 policies of 20 rules on
@@ -57,6 +58,13 @@ func addN(a netip.Addr, n int) netip.Addr {
 // label change moving an endpoint in and out of a 10,000-member ipset, and iperf3 pod-to-pod
 // across hosts with all of it active against the same without policy. The endpoints are
 // WorkloadEndpoints in etcd with host-side veths in host-1's namespace (no pods behind them).
+//
+// Throughput on two shared cores swings by tens of percent from one moment to the next, so the
+// policy path (host-1/ip1 → host-2/ip2, host-1 carrying all of it) and a path without policy
+// through the same fabric (host-3/ip3 → host-4/ip4, no policy selects those pods and their hosts
+// carry no bench endpoints) are measured in alternating rounds of the same length, after a warm-up
+// round each that is discarded, and compared by their medians. The same rounds before any of the
+// bench load exists calibrate the two paths against each other.
 func BenchmarkFelixScale(b *testing.B) {
 	if b.N > 1 {
 		b.Skip("one run is the measurement (make bench runs -benchtime 1x)")
@@ -66,7 +74,7 @@ func BenchmarkFelixScale(b *testing.B) {
 	if keep != "" {
 		level = "debug"
 	}
-	tb := testbed.StartForTest(b, testbed.Options{Hosts: 2, LogLevel: level})
+	tb := testbed.StartForTest(b, testbed.Options{Hosts: 4, LogLevel: level})
 	ctx := context.Background()
 	if keep != "" {
 		h1, _ := tb.Host("host-1")
@@ -83,23 +91,32 @@ func BenchmarkFelixScale(b *testing.B) {
 			}
 		})
 	}
-	labels := map[string]string{"role": "iperf", "app": "a0", "tier": "web"}
-	add := func(host, name string) testbed.PodState {
+	add := func(host, name string, labels map[string]string) testbed.PodState {
 		p, err := tb.AddPod(ctx, testbed.PodSpec{Host: host, Name: name, Namespace: benchNamespace, Labels: labels})
 		if err != nil || p.IPv4 == "" {
 			b.Fatalf("add pod %s/%s: %v %+v", host, name, err, p)
 		}
 		return p
 	}
-	add("host-1", "ip1")
-	srv := add("host-2", "ip2")
-	// Cross-host routes come from BGP a moment after the pods' blocks are claimed.
-	for i := 0; i < 40 && ping(tb, "host-1/ip1", srv.IPv4, 1) != nil; i++ {
-		time.Sleep(500 * time.Millisecond)
+	policyLabels := map[string]string{"role": "iperf", "app": "a0", "tier": "web"}
+	plainLabels := map[string]string{"role": "plain"} // selected by no bench policy
+	add("host-1", "ip1", policyLabels)
+	srvPolicy := add("host-2", "ip2", policyLabels)
+	add("host-3", "ip3", plainLabels)
+	srvPlain := add("host-4", "ip4", plainLabels)
+	paths := [2]iperfPath{
+		{client: "host-1/ip1", server: "host-2/ip2", addr: srvPolicy.IPv4},
+		{client: "host-3/ip3", server: "host-4/ip4", addr: srvPlain.IPv4},
 	}
-	base, baseErr := iperf(tb, srv.IPv4)
-	if baseErr != nil {
-		b.Logf("iperf3 without policy: %v (cross-host routes missing?)", baseErr)
+	// Cross-host routes come from BGP a moment after the pods' blocks are claimed.
+	for _, p := range paths {
+		for i := 0; i < 40 && ping(tb, p.client, p.addr, 1) != nil; i++ {
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	calib, calibErr := iperfRounds(tb, paths, benchCalibRounds)
+	if calibErr != nil {
+		b.Logf("iperf3 before the bench load: %v (cross-host routes missing?)", calibErr)
 	}
 
 	if err := tb.StopNode(ctx, "host-1"); err != nil {
@@ -117,65 +134,171 @@ func BenchmarkFelixScale(b *testing.B) {
 	felixInitial(b, tb, out)
 	benchHelper(b, tb, "changes", nil)
 
-	if baseErr != nil {
-		fmt.Println("# BENCH felix-iperf skipped: no cross-host pod traffic without policy")
+	if calibErr != nil {
+		fmt.Println("# BENCH felix-iperf skipped: no cross-host pod traffic before the bench load")
 		return
 	}
-	with, err := iperf(tb, srv.IPv4)
+	// What felix does while traffic flows: its CPU and its applies and resyncs in the window.
+	before, cpuBefore := felixCounters(b, tb), nodeCPU(b, tb, "host-1")
+	windowStart := time.Now()
+	res, err := iperfRounds(tb, paths, benchRounds)
 	if err != nil {
-		b.Fatalf("iperf3 with policy: %v", err)
+		b.Fatalf("iperf3 with the bench load: %v", err)
 	}
-	fmt.Printf("BENCH felix-iperf-1000ep-500pol throughput=%.2fGbit/s anchor=%.2fGbit/s ratio=%.3f\n", with, base, with/base)
+	window := time.Since(windowStart)
+	after, cpuAfter := felixCounters(b, tb), nodeCPU(b, tb, "host-1")
+	withPol, without := median(res[0]), median(res[1])
+	ratio := withPol / without
+	calibRatio := median(calib[0]) / median(calib[1])
+	b.Logf("iperf3 Gbit/s, policy path %v, plain path %v; before the load: %v / %v", res[0], res[1], calib[0], calib[1])
+	fmt.Printf("BENCH felix-iperf-1000ep-500pol throughput=%.2fGbit/s anchor=%.2fGbit/s ratio=%.3f\n", withPol, without, ratio)
+	fmt.Printf("BENCH felix-iperf-1000ep-500pol spread=%.1f%% anchor-spread=%.1f%% rounds=%d seconds=%d\n",
+		spread(res[0]), spread(res[1]), benchRounds, benchRoundSeconds)
+	fmt.Printf("BENCH felix-iperf-calibration throughput=%.2fGbit/s anchor=%.2fGbit/s ratio=%.3f corrected-ratio=%.3f\n",
+		median(calib[0]), median(calib[1]), calibRatio, ratio/calibRatio)
+	fmt.Printf("BENCH felix-iperf-window node-cpu=%.0fms window=%.0fs cpu-share=%.3f applies=%.0f resyncs=%.0f\n",
+		float64(cpuAfter-cpuBefore)/float64(time.Millisecond), window.Seconds(), float64(cpuAfter-cpuBefore)/float64(window),
+		after[0]-before[0], after[1]-before[1])
 }
 
-// iperf returns the best of three 3-second iperf3 runs from host-1/ip1 to the server pod, in
-// Gbit/s received: the two cores are shared, and the best run is the least disturbed one.
-func iperf(tb *testbed.Testbed, server string) (float64, error) {
-	best := 0.0
-	for i := 0; i < 3; i++ {
-		g, err := iperfOnce(tb, server)
+const (
+	benchRounds       = 5 // measured rounds per path, after one discarded warm-up round each
+	benchCalibRounds  = 3
+	benchRoundSeconds = 5
+)
+
+// iperfPath is one client pod sending to one server pod on another host.
+type iperfPath struct{ client, server, addr string }
+
+// iperfRounds runs a discarded warm-up round on each path, then rounds × each path in ABBA order
+// (so a drift in the machine's load weighs on both alike), and returns Gbit/s per path. Each
+// path's iperf3 server runs for the whole series.
+func iperfRounds(tb *testbed.Testbed, paths [2]iperfPath, rounds int) ([2][]float64, error) {
+	var out [2][]float64
+	for _, p := range paths {
+		stop, err := iperfServer(tb, p.server)
 		if err != nil {
-			return 0, err
+			return out, err
 		}
-		best = max(best, g)
+		defer stop()
 	}
-	return best, nil
+	for i, p := range paths {
+		if _, err := iperfOnce(tb, p, 2); err != nil {
+			return out, fmt.Errorf("warm-up %s: %w", paths[i].client, err)
+		}
+	}
+	for r := range rounds {
+		order := []int{0, 1}
+		if r%2 == 1 {
+			order = []int{1, 0}
+		}
+		for _, i := range order {
+			g, err := iperfOnce(tb, paths[i], benchRoundSeconds)
+			if err != nil {
+				return out, err
+			}
+			out[i] = append(out[i], g)
+		}
+	}
+	return out, nil
 }
 
-func iperfOnce(tb *testbed.Testbed, server string) (float64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := tb.Command(ctx, "host-2/ip2", "iperf3", "-s", "-1")
+// iperfServer starts iperf3 -s in the server pod and returns how to stop it (by its own pid).
+func iperfServer(tb *testbed.Testbed, pod string) (func(), error) {
+	s, err := tb.Command(context.Background(), pod, "iperf3", "-s")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	s.Stdin, s.Stdout, s.Stderr = nil, nil, nil
 	if err := s.Start(); err != nil {
-		return 0, fmt.Errorf("start iperf3 server: %w", err)
+		return nil, fmt.Errorf("start iperf3 server in %s: %w", pod, err)
 	}
-	defer func() { _ = s.Process.Kill(); _ = s.Wait() }()
+	return func() { _ = s.Process.Kill(); _ = s.Wait() }, nil
+}
+
+// iperfOnce runs one iperf3 client for seconds and returns the receiver's Gbit/s.
+func iperfOnce(tb *testbed.Testbed, p iperfPath, seconds int) (float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+25)*time.Second)
+	defer cancel()
 	var out string
+	var err error
 	for i := 0; i < 20; i++ {
-		time.Sleep(250 * time.Millisecond)
-		out, err = tb.Output(ctx, "host-1/ip1", "iperf3", "-c", server, "-t", "3", "-J", "--connect-timeout", "2000")
+		out, err = tb.Output(ctx, p.client, "iperf3", "-c", p.addr, "-t", strconv.Itoa(seconds), "-J", "--connect-timeout", "2000")
 		if err == nil {
 			break
 		}
+		time.Sleep(250 * time.Millisecond) // the server may not listen yet
 	}
 	if err != nil {
-		return 0, fmt.Errorf("iperf3 client: %w: %s", err, lastLines(out, 3))
+		return 0, fmt.Errorf("iperf3 client in %s: %w: %s", p.client, err, lastLines(out, 3))
 	}
-	var r struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
+	r, err := datapath.ParseIperf([]byte(out), false)
+	if err != nil {
+		return 0, err
 	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		return 0, fmt.Errorf("decode iperf3 output: %w", err)
+	return r.BitsPerSec / 1e9, nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
 	}
-	return r.End.SumReceived.BitsPerSecond / 1e9, nil
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// spread is (max-min)/median in percent.
+func spread(v []float64) float64 {
+	if len(v) == 0 || median(v) == 0 {
+		return 0
+	}
+	return 100 * (slices.Max(v) - slices.Min(v)) / median(v)
+}
+
+var countersLine = regexp.MustCompile(`(?m)^COUNTERS applies=([0-9.e+]+) resyncs=([0-9.e+]+)$`)
+
+// felixCounters reads host-1's felix apply and resync counts (through the helper inside host-1).
+func felixCounters(b *testing.B, tb *testbed.Testbed) [2]float64 {
+	out := benchHelper(b, tb, "counters", nil)
+	m := countersLine.FindStringSubmatch(out)
+	if m == nil {
+		b.Fatalf("no counters from felix:\n%s", out)
+	}
+	a, _ := strconv.ParseFloat(m[1], 64)
+	r, _ := strconv.ParseFloat(m[2], 64)
+	return [2]float64{a, r}
+}
+
+// nodeCPU is the user+system CPU time terrace-node on host has used so far, with that of the
+// tools it ran and waited for (iptables-save, ipset ...).
+func nodeCPU(b *testing.B, tb *testbed.Testbed, host string) time.Duration {
+	h, err := tb.Host(host)
+	if err != nil || h.Node == nil {
+		b.Fatalf("host %s: %v", host, err)
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", h.Node.Pid))
+	if err != nil {
+		b.Fatalf("read terrace-node's CPU time: %v", err)
+	}
+	// Fields after the command name (which ends at the last ')'), counted from state as 0:
+	// utime 11, stime 12, cutime 13, cstime 14, in clock ticks (USER_HZ, 100 on Linux).
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	if len(f) < 15 {
+		b.Fatalf("short /proc stat: %q", data)
+	}
+	var ticks int64
+	for _, i := range []int{11, 12, 13, 14} {
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			b.Fatalf("/proc stat field %d: %v", i, err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / 100
 }
 
 func lastLines(s string, n int) string {

@@ -49,6 +49,12 @@ func TestFelixBenchHelper(t *testing.T) {
 	case "changes":
 		benchPolicyChange(t, c)
 		benchLabelChange(t, c)
+	case "counters":
+		m, err := felixMetrics()
+		if err != nil {
+			t.Fatalf("read felix metrics: %v", err)
+		}
+		fmt.Printf("COUNTERS applies=%.0f resyncs=%.0f\n", m[applyCount], m[resyncCount])
 	default:
 		t.Fatalf("unknown phase %q", phase)
 	}
@@ -160,7 +166,10 @@ func felixMetrics() (map[string]float64, error) {
 	return m, sc.Err()
 }
 
-const applyCount = `terrace_felix_apply_duration_seconds_count{resync="false"}`
+const (
+	applyCount  = `terrace_felix_apply_duration_seconds_count{resync="false"}`
+	resyncCount = `terrace_felix_apply_duration_seconds_count{resync="true"}`
+)
 
 // iptablesSave reads host-1's filter table through the back end felix chose (the first one
 // holding trc-FORWARD).

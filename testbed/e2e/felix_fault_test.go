@@ -58,11 +58,14 @@ func TestFelixTamperRepaired(t *testing.T) {
 	}
 	run := func(argv ...string) { output(t, tb, "host-2", argv...) }
 	for _, l := range strings.Split(want.rules, "\n") {
-		if c, ok := strings.CutPrefix(l, ":trc-tw-"); ok {
-			run(b.cmd, "-t", "filter", "-F", "trc-tw-"+strings.Fields(c)[0])
+		for _, kind := range []string{"trc-tw-", "trc-pl-"} {
+			if c, ok := strings.CutPrefix(l, ":"+kind); ok {
+				run(b.cmd, "-t", "filter", "-F", kind+strings.Fields(c)[0])
+			}
 		}
 	}
-	// With the endpoint chains flushed nothing references the policy chains: delete them outright.
+	// With the endpoint chains and the policy lists flushed nothing references the policy
+	// chains: delete them outright.
 	deleted := 0
 	for _, l := range strings.Split(want.rules, "\n") {
 		if c, ok := strings.CutPrefix(l, ":trc-pi-"); ok {
