@@ -220,23 +220,22 @@ func iperfServer(tb *testbed.Testbed, pod string) (func(), error) {
 func iperfOnce(tb *testbed.Testbed, p iperfPath, seconds int) (float64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+25)*time.Second)
 	defer cancel()
-	var out string
 	var err error
 	for i := 0; i < 20; i++ {
+		var out string
 		out, err = tb.Output(ctx, p.client, "iperf3", "-c", p.addr, "-t", strconv.Itoa(seconds), "-J", "--connect-timeout", "2000")
-		if err == nil {
-			break
+		if err != nil {
+			err = fmt.Errorf("iperf3 client in %s: %w: %s", p.client, err, lastLines(out, 3))
+		} else {
+			// iperf3 -J may report a refused connection in its JSON with exit status 0.
+			var r datapath.Result
+			if r, err = datapath.ParseIperf([]byte(out), false); err == nil {
+				return r.BitsPerSec / 1e9, nil
+			}
 		}
 		time.Sleep(250 * time.Millisecond) // the server may not listen yet
 	}
-	if err != nil {
-		return 0, fmt.Errorf("iperf3 client in %s: %w: %s", p.client, err, lastLines(out, 3))
-	}
-	r, err := datapath.ParseIperf([]byte(out), false)
-	if err != nil {
-		return 0, err
-	}
-	return r.BitsPerSec / 1e9, nil
+	return 0, err
 }
 
 func median(v []float64) float64 {
