@@ -14,10 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
-	"github.com/terracenet/terrace/datastore/embedded"
-	"github.com/terracenet/terrace/datastore/kv"
 	"github.com/terracenet/terrace/felix/calc"
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
 	"github.com/terracenet/terrace/internal/nstest"
@@ -33,15 +30,9 @@ var resyncsRE = regexp.MustCompile(`(?m)^terrace_felix_resyncs_total (\d+)$`)
 func TestComponentFollowsFelixConfiguration(t *testing.T) {
 	ns := nstest.New(t, "ipset", "iptables-save", "iptables-restore", "ss")
 	const nodeName = "host-1"
-	srv := embedded.StartForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	client := datastore.New(store, testLogger(t))
+	_, client := startTestDatastore(t, ctx)
 	apply := func(doc string) {
 		t.Helper()
 		if _, _, err := client.Apply(ctx, decodeOne(t, doc)); err != nil {

@@ -17,15 +17,9 @@ import (
 // TestAgentWithEtcd runs the agent's own syncers against a real embedded etcd (no root needed):
 // resources and this node's affinities reach the calculator, and status keys land in etcd.
 func TestAgentWithEtcd(t *testing.T) {
-	srv := embedded.StartForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	client := datastore.New(store, testLogger(t))
+	store, client := startTestDatastore(t, ctx)
 	block := mustPrefix(t, "198.18.0.64/26")
 	if _, err := store.Put(ctx, ipam.AffinityKey(testNode, block), fmt.Appendf(nil, `{"state":"confirmed","node":%q,"cidr":%q}`, testNode, block)); err != nil {
 		t.Fatal(err)
@@ -79,4 +73,17 @@ func mustPrefix(t *testing.T, s string) netip.Prefix {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// startTestDatastore starts an embedded etcd for the test and returns a store and client on it,
+// both closed when the test ends.
+func startTestDatastore(t *testing.T, ctx context.Context) (*kv.Store, *datastore.Client) {
+	t.Helper()
+	srv := embedded.StartForTest(t)
+	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, testLogger(t))
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store, datastore.New(store, testLogger(t))
 }

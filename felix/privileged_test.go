@@ -14,7 +14,6 @@ import (
 
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
-	"github.com/terracenet/terrace/datastore/embedded"
 	"github.com/terracenet/terrace/datastore/kv"
 	"github.com/terracenet/terrace/felix/calc"
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
@@ -79,15 +78,9 @@ func testAgentInNamespace(t *testing.T, backend iptables.Backend) {
 	} {
 		nstest.Run(t, ns, c...)
 	}
-	srv := embedded.StartForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	client := datastore.New(store, testLogger(t))
+	store, client := startTestDatastore(t, ctx)
 
 	// Present before the agent starts, as after a restart.
 	wepRes, err := client.Create(ctx, decodeOne(t, fmt.Sprintf(`
