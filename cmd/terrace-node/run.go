@@ -63,6 +63,12 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 			} else {
 				log.Info("bgp disabled by configuration: nothing is advertised and no routes are learned")
 			}
+			if dbg := cfg.String("debug-pprof-listen"); dbg != "" {
+				if err := parseDebugListen(dbg); err != nil {
+					return usageError{err}
+				}
+				nc.Components = append(nc.Components, debugComponent{listen: dbg, log: log})
+			}
 			log.Info("terrace-node starting", "version", nc.Version)
 			return node.Run(cmd.Context(), nc, log)
 		},
@@ -77,6 +83,7 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 	f.String("node-socket", node.DefaultSocket, "local API socket")
 	f.String("state-dir", node.DefaultStateDir, "persistent state directory")
 	f.String("run-dir", node.DefaultRunDir, "runtime state directory")
+	f.String("debug-pprof-listen", "", "loopback address (e.g. 127.0.0.1:6060) serving Go's profiler at /debug/pprof/; empty: none")
 	addFelixFlags(f)
 	addBGPFlags(f)
 	cliconf.AddEtcdFlags(f, 5*time.Second)
