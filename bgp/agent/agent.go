@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/terracenet/terrace/bgp"
 	"github.com/terracenet/terrace/bgp/config"
@@ -100,9 +100,11 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Password = bgp.PasswordReader(cfg.StateDir)
 	}
 	if cfg.Netlink == nil {
-		h, err := netlink.NewHandle()
+		// Learned routes arrive by the ten thousand: the batching handle sends them to the kernel
+		// many per system call.
+		h, err := routes.NewBatched(netns.None())
 		if err != nil {
-			return nil, fmt.Errorf("open netlink: %w", err)
+			return nil, fmt.Errorf("create bgp agent: %w", err)
 		}
 		cfg.Netlink = h
 	}

@@ -11,12 +11,18 @@ import (
 
 // BenchmarkInstall10k: 10k /32 workload routes onto one device in an empty namespace.
 func BenchmarkInstall10k(b *testing.B) {
+	for _, k := range netlinkKinds {
+		b.Run(k.name, func(b *testing.B) { benchInstall10k(b, k.open) })
+	}
+}
+
+func benchInstall10k(b *testing.B, open func(testing.TB, string) Netlink) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		ns := nstest.New(b)
 		nstest.Run(b, ns, "ip", "link", "add", "trc0123456789a", "type", "veth", "peer", "name", "wl0")
 		nstest.Run(b, ns, "ip", "link", "set", "trc0123456789a", "up")
-		h := handleIn(b, ns)
+		h := open(b, ns)
 		w, err := New(h, Config{Protocol: ProtocolTerrace})
 		if err != nil {
 			b.Fatal(err)

@@ -1,8 +1,11 @@
 package routes
 
 import (
+	"errors"
+	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -20,6 +23,28 @@ func handleIn(t testing.TB, ns string) *netlink.Handle {
 	mustT(t, err)
 	t.Cleanup(h.Close)
 	return h
+}
+
+// batchedIn opens a batching handle in the named namespace.
+func batchedIn(t testing.TB, ns string) *Batched {
+	t.Helper()
+	nsh, err := netns.GetFromName(ns)
+	mustT(t, err)
+	t.Cleanup(func() { nsh.Close() })
+	b, err := NewBatched(nsh)
+	mustT(t, err)
+	t.Cleanup(b.Close)
+	return b
+}
+
+// netlinkKinds are the two ways the writer reaches the kernel: a plain handle (one request per
+// route) and a Batched one; the privileged tests run against both.
+var netlinkKinds = []struct {
+	name string
+	open func(testing.TB, string) Netlink
+}{
+	{"one-by-one", func(t testing.TB, ns string) Netlink { return handleIn(t, ns) }},
+	{"batched", func(t testing.TB, ns string) Netlink { return batchedIn(t, ns) }},
 }
 
 func routesOf(t testing.TB, ns string, args ...string) string {
@@ -40,6 +65,12 @@ func routesOf(t testing.TB, ns string, args ...string) string {
 // fresh namespace, tampers with them using ip(8) and checks Resync repairs them while routes of
 // other protocols, including one for the same prefix, survive.
 func TestRealRoutes(t *testing.T) {
+	for _, k := range netlinkKinds {
+		t.Run(k.name, func(t *testing.T) { testRealRoutes(t, k.open) })
+	}
+}
+
+func testRealRoutes(t *testing.T, open func(testing.TB, string) Netlink) {
 	ns := nstest.New(t)
 	for _, c := range [][]string{
 		{"ip", "link", "add", "trc0123456789a", "type", "veth", "peer", "name", "wl0"},
@@ -55,7 +86,7 @@ func TestRealRoutes(t *testing.T) {
 	} {
 		nstest.Run(t, ns, c...)
 	}
-	h := handleIn(t, ns)
+	h := open(t, ns)
 	local, err := New(h, Config{Protocol: ProtocolTerrace})
 	mustT(t, err)
 	bgp, err := New(h, Config{Protocol: ProtocolTerraceBGP})
@@ -145,6 +176,12 @@ func (r *recording) RouteDel(rt *netlink.Route) error { r.writes++; return r.Net
 // and checks the kernel no longer has them: a delete that does not match the route's scope is
 // answered "no such process", which must not be mistaken for "already gone".
 func TestRealDeleteEveryKind(t *testing.T) {
+	for _, k := range netlinkKinds {
+		t.Run(k.name, func(t *testing.T) { testRealDeleteEveryKind(t, k.open) })
+	}
+}
+
+func testRealDeleteEveryKind(t *testing.T, open func(testing.TB, string) Netlink) {
 	ns := nstest.New(t)
 	for _, c := range [][]string{
 		{"ip", "link", "add", "trc0a1b2c3d4e5", "type", "veth", "peer", "name", "wl0"},
@@ -157,7 +194,7 @@ func TestRealDeleteEveryKind(t *testing.T) {
 	} {
 		nstest.Run(t, ns, c...)
 	}
-	h := handleIn(t, ns)
+	h := open(t, ns)
 	w, err := New(h, Config{Protocol: ProtocolTerrace})
 	mustT(t, err)
 	want := map[netip.Prefix]Target{
@@ -180,5 +217,64 @@ func TestRealDeleteEveryKind(t *testing.T) {
 	mustT(t, w.Apply(ctx))
 	if got := routesOf(t, ns, "proto", "80"); got != "" {
 		t.Fatalf("deleted routes still in the kernel:\n%s", got)
+	}
+}
+
+// TestBatchedPerRouteErrors: in one batch larger than a sendmsg's share, each route gets its own
+// answer; a failing route neither hides nor stops the others.
+func TestBatchedPerRouteErrors(t *testing.T) {
+	ns := nstest.New(t)
+	for _, c := range [][]string{
+		{"ip", "link", "add", "under0", "type", "veth", "peer", "name", "under1"},
+		{"ip", "link", "set", "under0", "up"},
+		{"ip", "link", "set", "under1", "up"},
+		{"ip", "addr", "add", "192.0.2.1/24", "dev", "under0"},
+	} {
+		nstest.Run(t, ns, c...)
+	}
+	b := batchedIn(t, ns)
+	route := func(p string, gw string) *netlink.Route {
+		return &netlink.Route{Dst: ipNet(pfx(p)), Gw: net.ParseIP(gw), Protocol: ProtocolTerraceBGP, Family: netlink.FAMILY_V4}
+	}
+	var ops []RouteOp
+	base := netip.MustParseAddr("198.18.0.0")
+	for i := range 3*batchSize + 7 {
+		gw := "192.0.2.2"
+		if i == 5 || i == batchSize+1 {
+			gw = "203.0.113.9" // no route to this gateway
+		}
+		ops = append(ops, RouteOp{Kind: OpAdd, Route: route(netip.PrefixFrom(base, 32).String(), gw)})
+		base = base.Next()
+	}
+	ops = append(ops,
+		RouteOp{Kind: OpAdd, Route: route("198.18.0.0/32", "192.0.2.2")},     // exists by now
+		RouteOp{Kind: OpDel, Route: route("198.19.9.0/24", "192.0.2.2")},     // never existed
+		RouteOp{Kind: OpReplace, Route: route("198.18.0.1/32", "192.0.2.3")}, // moves
+	)
+	errs := b.RouteBatch(ops)
+	if len(errs) != len(ops) {
+		t.Fatalf("%d answers for %d ops", len(errs), len(ops))
+	}
+	n := len(ops)
+	for i, err := range errs {
+		var want error
+		switch i {
+		case 5, batchSize + 1:
+			want = syscall.ENETUNREACH
+		case n - 3:
+			want = syscall.EEXIST
+		case n - 2:
+			want = syscall.ESRCH
+		}
+		if !errors.Is(err, want) && !(want == nil && err == nil) {
+			t.Errorf("op %d: %v, want %v", i, err, want)
+		}
+	}
+	got := routesOf(t, ns, "proto", "81")
+	if c := strings.Count(got, "\n") + 1; c != n-3-2 {
+		t.Errorf("%d routes installed, want %d", c, n-3-2)
+	}
+	if !strings.Contains(got, "198.18.0.1 via 192.0.2.3") {
+		t.Errorf("replaced route not moved:\n%s", got)
 	}
 }

@@ -307,32 +307,63 @@ func (w *Writer) toNetlink(p netip.Prefix, t Target, linkIndex int) *netlink.Rou
 	return r
 }
 
-// Apply programs the difference between desired and actual routes. Routes fail independently:
-// the error joins every failure and failed prefixes are retried on the next Apply.
+// Apply programs the difference between desired and actual routes, many changes per system call
+// when the Netlink is also a Batcher. Routes fail independently: the error joins every failure
+// and failed prefixes are retried on the next Apply.
 func (w *Writer) Apply(ctx context.Context) error {
 	if w.actual == nil {
 		if err := w.read(); err != nil {
 			return fmt.Errorf("apply routes: %w", err)
 		}
 	}
+	batcher, ok := w.nl.(Batcher)
+	if !ok {
+		batcher = oneByOne{w.nl}
+	}
 	links := map[string]int{}
 	var errs []error
 	var done int
+	var queue []queued
+	flush := func() {
+		if len(queue) == 0 {
+			return
+		}
+		ops := make([]RouteOp, len(queue))
+		for i, q := range queue {
+			ops[i] = q.op
+		}
+		for i, err := range batcher.RouteBatch(ops) {
+			settled, err := w.settle(queue[i].p, queue[i].op, err)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if settled {
+				delete(w.dirty, queue[i].p)
+				done++
+			}
+		}
+		queue = queue[:0]
+	}
 	for _, p := range sortedPrefixes(w.dirty) {
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, err)
 			break
 		}
-		ok, err := w.applyOne(p, links)
-		if err != nil {
+		settled, op, err := w.plan(p, links)
+		switch {
+		case err != nil:
 			errs = append(errs, err)
-			continue
-		}
-		if ok {
+		case op != nil:
+			queue = append(queue, queued{p, *op})
+			if len(queue) >= batchSize {
+				flush()
+			}
+		case settled:
 			delete(w.dirty, p)
 			done++
 		}
 	}
+	flush()
 	if done > 0 {
 		w.log.Debug("routes applied", "changed", done, "dirty", len(w.dirty))
 	}
@@ -342,18 +373,42 @@ func (w *Writer) Apply(ctx context.Context) error {
 	return nil
 }
 
-// applyOne brings one prefix in line and reports whether it is settled (false: keep it dirty).
-func (w *Writer) applyOne(p netip.Prefix, links map[string]int) (bool, error) {
+type queued struct {
+	p  netip.Prefix
+	op RouteOp
+}
+
+// oneByOne is the Batcher of a Netlink that has no batching: one call per route.
+type oneByOne struct{ nl Netlink }
+
+func (o oneByOne) RouteBatch(ops []RouteOp) []error {
+	errs := make([]error, len(ops))
+	for i, op := range ops {
+		switch op.Kind {
+		case OpAdd:
+			errs[i] = o.nl.RouteAdd(op.Route)
+		case OpReplace:
+			errs[i] = o.nl.RouteReplace(op.Route)
+		case OpDel:
+			errs[i] = o.nl.RouteDel(op.Route)
+		}
+	}
+	return errs
+}
+
+// plan decides what one prefix needs: nothing (settled reports whether it is in line; false keeps
+// it dirty) or the kernel change op.
+func (w *Writer) plan(p netip.Prefix, links map[string]int) (settled bool, op *RouteOp, err error) {
 	t, want := w.desired[p]
 	have, exists := w.actual[p]
 	delete(w.conflicts, p)
 	if !want {
 		delete(w.pending, p)
 		if !exists {
-			return true, nil
+			return true, nil, nil
 		}
 		if !w.inSync {
-			return false, nil // held until in sync so a restart never removes a live route
+			return false, nil, nil // held until in sync so a restart never removes a live route
 		}
 		// SCOPE_NOWHERE is the kernel's "any scope" for deletions; the zero value would mean
 		// universe, never match a scope-link device route, and come back as ESRCH ("already gone").
@@ -361,11 +416,7 @@ func (w *Writer) applyOne(p netip.Prefix, links map[string]int) (bool, error) {
 		if have.blackhole {
 			r.Type = unix.RTN_BLACKHOLE
 		}
-		if err := w.nl.RouteDel(r); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return false, fmt.Errorf("delete route %s: %w", p, err)
-		}
-		delete(w.actual, p)
-		return true, nil
+		return false, &RouteOp{Kind: OpDel, Route: r}, nil
 	}
 	linkIndex := 0
 	if t.Dev != "" {
@@ -376,9 +427,9 @@ func (w *Writer) applyOne(p netip.Prefix, links map[string]int) (bool, error) {
 				var nf netlink.LinkNotFoundError
 				if errors.As(err, &nf) || errors.Is(err, syscall.ENODEV) {
 					w.pending[p] = true
-					return false, nil
+					return false, nil, nil
 				}
-				return false, fmt.Errorf("look up device %s for route %s: %w", t.Dev, p, err)
+				return false, nil, fmt.Errorf("look up device %s for route %s: %w", t.Dev, p, err)
 			}
 			idx = l.Attrs().Index
 			links[t.Dev] = idx
@@ -387,21 +438,38 @@ func (w *Writer) applyOne(p netip.Prefix, links map[string]int) (bool, error) {
 	}
 	delete(w.pending, p)
 	if exists && matches(t, linkIndex, have) {
-		return true, nil
+		return true, nil, nil
 	}
-	r := w.toNetlink(p, t, linkIndex)
+	kind := OpAdd
 	if exists {
-		if err := w.nl.RouteReplace(r); err != nil {
+		kind = OpReplace
+	}
+	return false, &RouteOp{Kind: kind, Route: w.toNetlink(p, t, linkIndex)}, nil
+}
+
+// settle records the outcome of a planned change and reports whether the prefix is in line.
+func (w *Writer) settle(p netip.Prefix, op RouteOp, err error) (bool, error) {
+	switch op.Kind {
+	case OpDel:
+		if err != nil && !errors.Is(err, syscall.ESRCH) {
+			return false, fmt.Errorf("delete route %s: %w", p, err)
+		}
+		delete(w.actual, p)
+		return true, nil
+	case OpReplace:
+		if err != nil {
 			return false, fmt.Errorf("replace route %s: %w", p, err)
 		}
-	} else if err := w.nl.RouteAdd(r); err != nil {
+	default:
 		if errors.Is(err, syscall.EEXIST) {
 			// Another protocol's route holds this key: report it, never override it.
 			w.conflicts[p] = true
 			return false, nil
 		}
-		return false, fmt.Errorf("add route %s: %w", p, err)
+		if err != nil {
+			return false, fmt.Errorf("add route %s: %w", p, err)
+		}
 	}
-	w.actual[p] = fromNetlink(*r)
+	w.actual[p] = fromNetlink(*op.Route)
 	return true, nil
 }
