@@ -34,21 +34,24 @@ type RouteWriter interface {
 	SetInSync()
 }
 
-// programmer turns the speaker's learned-route snapshots into kernel routes. The speaker calls
-// SetLearnedRoutes from its own goroutine; run owns the writer, which is not safe for concurrent use.
+// programmer turns the speaker's learned-route deliveries into kernel routes. The speaker calls
+// UpdateLearnedRoutes from its own goroutine; run owns the writer, which is not safe for
+// concurrent use.
 type programmer struct {
 	log *slog.Logger
 	w   RouteWriter
 	nl  Netlink
 
-	mu      sync.Mutex
-	latest  map[netip.Prefix][]netip.Addr
-	kickC   chan struct{}
-	stats   RouteStats
-	applied bool // an Apply has happened since start
+	mu          sync.Mutex
+	pending     map[netip.Prefix][]netip.Addr // delivered, not yet programmed
+	pendingFull bool                          // pending is a whole table
+	kickC       chan struct{}
+	stats       RouteStats
+	applied     bool // an Apply has happened since start
 
+	// Owned by run.
+	learned    map[netip.Prefix][]netip.Addr
 	programmed map[netip.Prefix]routes.Target
-	seen       map[netip.Prefix][]netip.Addr // the snapshot last programmed
 	unresolved map[netip.Prefix]struct{}
 	inSync     bool
 }
@@ -65,14 +68,26 @@ type RouteStats struct {
 
 func newProgrammer(w RouteWriter, nl Netlink, log *slog.Logger) *programmer {
 	return &programmer{log: log, w: w, nl: nl, kickC: make(chan struct{}, 1),
+		learned:    map[netip.Prefix][]netip.Addr{},
 		programmed: map[netip.Prefix]routes.Target{}, unresolved: map[netip.Prefix]struct{}{}}
 }
 
-// SetLearnedRoutes implements speaker.RouteSink: it only records the latest snapshot, so a slow
-// kernel never backs the speaker up.
-func (p *programmer) SetLearnedRoutes(m map[netip.Prefix][]netip.Addr) {
+// UpdateLearnedRoutes implements speaker.RouteSink: it only merges the delivery into what is
+// pending, so a slow kernel never backs the speaker up.
+func (p *programmer) UpdateLearnedRoutes(m map[netip.Prefix][]netip.Addr, full bool) {
 	p.mu.Lock()
-	p.latest = m
+	switch {
+	case full:
+		p.pending, p.pendingFull = m, true
+	case p.pending == nil:
+		p.pending, p.pendingFull = m, false
+	default:
+		// A withdrawal stays in a pending whole table as a prefix without next hops, which the
+		// programming of a whole table counts as absent.
+		for pfx, nhs := range m {
+			p.pending[pfx] = nhs
+		}
+	}
 	p.mu.Unlock()
 	p.kick()
 }
@@ -90,7 +105,7 @@ func (p *programmer) Stats() RouteStats {
 	return p.stats
 }
 
-// run applies snapshots until ctx ends. mayDelete reports whether stale routes of ours may go:
+// run applies deliveries until ctx ends. mayDelete reports whether stale routes of ours may go:
 // it is polled every tick until it first says yes.
 func (p *programmer) run(ctx context.Context, resync time.Duration, mayDelete func() bool) {
 	rt := time.NewTicker(resync)
@@ -126,52 +141,47 @@ func (p *programmer) appliedOnce() bool {
 	return p.applied
 }
 
-// sync programs the latest snapshot: the difference to what was set before goes to the writer,
-// which applies it in one batch. The speaker shares a prefix's next-hop slice between snapshots
-// while it does not change, so unless full is set (after a resync: the underlay may have moved)
-// only prefixes with a new slice are resolved again; at 100k routes that keeps a snapshot cheap.
-func (p *programmer) sync(ctx context.Context, full bool) {
+// sync programs what was delivered since the last sync; the difference goes to the writer, which
+// applies it in one batch. Only changed prefixes are resolved and set again, so one changed route
+// costs the same with 100k learned; unless all is set (after a resync: the underlay may have
+// moved), when every learned prefix is resolved again.
+func (p *programmer) sync(ctx context.Context, all bool) {
 	p.mu.Lock()
-	learned := p.latest
+	changes, full := p.pending, p.pendingFull
+	p.pending, p.pendingFull = nil, false
 	p.mu.Unlock()
-	for pfx := range p.programmed {
-		if _, ok := learned[pfx]; !ok {
-			p.w.Delete(pfx)
-			delete(p.programmed, pfx)
-		}
-	}
-	for pfx := range p.unresolved {
-		if _, ok := learned[pfx]; !ok {
-			delete(p.unresolved, pfx)
-		}
-	}
+
 	r := resolver{nl: p.nl, cache: map[netip.Addr][]netip.Addr{}, sets: map[string][]netip.Addr{}}
 	var errs []error
-	for pfx, nhs := range learned {
-		if old, ok := p.seen[pfx]; ok && !full && sameSlice(old, nhs) {
-			continue
-		}
-		gws := r.gateways(nhs)
-		if len(gws) == 0 {
-			p.unresolved[pfx] = struct{}{}
-			if _, ok := p.programmed[pfx]; ok {
-				p.w.Delete(pfx)
-				delete(p.programmed, pfx)
+	if full {
+		for pfx := range p.learned {
+			if len(changes[pfx]) == 0 {
+				p.forget(pfx)
 			}
-			continue
 		}
-		delete(p.unresolved, pfx)
-		t := routes.Target{Gateways: gws}
-		if old, ok := p.programmed[pfx]; ok && sameTarget(old, t) {
-			continue
-		}
-		if err := p.w.Set(pfx, t); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		p.programmed[pfx] = t
 	}
-	p.seen = learned
+	for pfx, nhs := range changes {
+		if len(nhs) == 0 {
+			p.forget(pfx)
+			continue
+		}
+		// A whole table shares a prefix's next-hop slice with the previous delivery while it does
+		// not change: nothing to do for it.
+		if old, ok := p.learned[pfx]; ok && !all && sameSlice(old, nhs) {
+			if _, done := p.programmed[pfx]; done {
+				continue
+			}
+		}
+		p.learned[pfx] = nhs
+		if !all {
+			errs = append(errs, p.program(&r, pfx, nhs)...)
+		}
+	}
+	if all {
+		for pfx, nhs := range p.learned {
+			errs = append(errs, p.program(&r, pfx, nhs)...)
+		}
+	}
 	if err := p.w.Apply(ctx); err != nil {
 		errs = append(errs, err)
 	}
@@ -184,12 +194,45 @@ func (p *programmer) sync(ctx context.Context, full bool) {
 	}
 	p.mu.Lock()
 	p.applied = true
-	p.stats = RouteStats{Learned: len(learned), Installed: len(p.programmed), Unresolved: len(p.unresolved),
+	p.stats = RouteStats{Learned: len(p.learned), Installed: len(p.programmed), Unresolved: len(p.unresolved),
 		InSync: p.inSync, LastApply: time.Now()}
 	if err != nil {
 		p.stats.LastError = err.Error()
 	}
 	p.mu.Unlock()
+}
+
+// forget drops a prefix no peer offers any more.
+func (p *programmer) forget(pfx netip.Prefix) {
+	delete(p.learned, pfx)
+	delete(p.unresolved, pfx)
+	if _, ok := p.programmed[pfx]; ok {
+		p.w.Delete(pfx)
+		delete(p.programmed, pfx)
+	}
+}
+
+// program resolves one learned prefix and hands the writer what changed.
+func (p *programmer) program(r *resolver, pfx netip.Prefix, nhs []netip.Addr) []error {
+	gws := r.gateways(nhs)
+	if len(gws) == 0 {
+		p.unresolved[pfx] = struct{}{}
+		if _, ok := p.programmed[pfx]; ok {
+			p.w.Delete(pfx)
+			delete(p.programmed, pfx)
+		}
+		return nil
+	}
+	delete(p.unresolved, pfx)
+	t := routes.Target{Gateways: gws}
+	if old, ok := p.programmed[pfx]; ok && sameTarget(old, t) {
+		return nil
+	}
+	if err := p.w.Set(pfx, t); err != nil {
+		return []error{err}
+	}
+	p.programmed[pfx] = t
+	return nil
 }
 
 // sameSlice reports whether two next-hop slices are the same slice (the speaker's sharing).

@@ -154,7 +154,7 @@ func TestProgrammerTargets(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newFakeWriter()
 			p := newProgrammer(w, underlay(), slog.New(slog.DiscardHandler))
-			p.SetLearnedRoutes(tc.learned)
+			p.UpdateLearnedRoutes(tc.learned, true)
 			p.sync(context.Background(), true)
 			if diff := cmp.Diff(tc.want, w.desired, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 				t.Errorf("routes (-want +got):\n%s", diff)
@@ -174,7 +174,7 @@ func TestProgrammerDiffs(t *testing.T) {
 	p := newProgrammer(w, nl, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	a, b := netip.MustParsePrefix("198.18.0.64/26"), netip.MustParsePrefix("198.18.0.128/26")
-	p.SetLearnedRoutes(map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0"), b: addrs("192.0.2.0")})
+	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0"), b: addrs("192.0.2.0")}, true)
 	p.sync(ctx, false)
 	if w.sets != 2 || w.applies != 1 {
 		t.Fatalf("first sync: %d sets, %d applies; want 2, 1", w.sets, w.applies)
@@ -188,7 +188,7 @@ func TestProgrammerDiffs(t *testing.T) {
 	if w.sets != 2 || nl.gets == gets {
 		t.Fatalf("full sync: %d sets, %d lookups; want 2 sets and new lookups", w.sets, nl.gets-gets)
 	}
-	p.SetLearnedRoutes(map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0", "198.51.100.0")})
+	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0", "198.51.100.0")}, true)
 	p.sync(ctx, false)
 	want := map[netip.Prefix]routes.Target{a: {Gateways: addrs("192.0.2.0", "198.51.100.0")}}
 	if diff := cmp.Diff(want, w.desired, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
@@ -203,6 +203,32 @@ func TestProgrammerDiffs(t *testing.T) {
 	}
 	if w.inSync {
 		t.Error("writer declared in sync by sync alone; only run may do that")
+	}
+
+	// Deliveries of changes only: b comes back, then a is withdrawn; nothing else is touched.
+	sets, deletes := w.sets, w.deletes
+	gets = nl.gets
+	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{b: addrs("192.0.2.0")}, false)
+	p.sync(ctx, false)
+	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{a: nil}, false)
+	p.sync(ctx, false)
+	want = map[netip.Prefix]routes.Target{b: {Gateways: addrs("192.0.2.0")}}
+	if diff := cmp.Diff(want, w.desired, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
+		t.Errorf("after changes only (-want +got):\n%s", diff)
+	}
+	if w.sets-sets != 1 || w.deletes-deletes != 1 || nl.gets-gets != 1 {
+		t.Errorf("changes only: %d sets, %d deletes, %d lookups; want 1 each", w.sets-sets, w.deletes-deletes, nl.gets-gets)
+	}
+
+	// Changes delivered on top of a whole table not yet programmed are merged into it.
+	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0")}, true)
+	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{b: addrs("192.0.2.0"), a: nil}, false)
+	p.sync(ctx, false)
+	if diff := cmp.Diff(want, w.desired, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
+		t.Errorf("whole table plus changes (-want +got):\n%s", diff)
+	}
+	if st := p.Stats(); st.Learned != 1 || st.Installed != 1 {
+		t.Errorf("stats = %+v, want learned 1, installed 1", st)
 	}
 }
 
@@ -222,7 +248,7 @@ func TestProgrammerRunWaitsForInSync(t *testing.T) {
 	}
 	done := make(chan struct{})
 	go func() { p.run(ctx, 3600e9, may); close(done) }()
-	p.SetLearnedRoutes(map[netip.Prefix][]netip.Addr{})
+	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{}, true)
 	waitFor(t, func() bool { return p.appliedOnce() })
 	// run owns the writer: read its state only through Stats.
 	if p.Stats().InSync {

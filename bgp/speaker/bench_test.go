@@ -28,19 +28,22 @@ type countingSink struct {
 	want  int
 	done  chan time.Time
 	mu    sync.Mutex
+	table map[netip.Prefix][]netip.Addr
 	first time.Time // first delivery that carried routes
 }
 
-func (c *countingSink) SetLearnedRoutes(m map[netip.Prefix][]netip.Addr) {
-	if os.Getenv("BGP_BENCH_TRACE") != "" {
-		fmt.Fprintf(os.Stderr, "%s sink %d\n", time.Now().Format("15:04:05.000"), len(m))
-	}
+func (c *countingSink) UpdateLearnedRoutes(m map[netip.Prefix][]netip.Addr, full bool) {
 	c.mu.Lock()
-	if c.first.IsZero() && len(m) > 0 {
+	c.table = ApplyRouteChanges(c.table, m, full)
+	n := len(c.table)
+	if c.first.IsZero() && n > 0 {
 		c.first = time.Now()
 	}
 	c.mu.Unlock()
-	if len(m) >= c.want {
+	if os.Getenv("BGP_BENCH_TRACE") != "" {
+		fmt.Fprintf(os.Stderr, "%s sink %d\n", time.Now().Format("15:04:05.000"), n)
+	}
+	if n >= c.want {
 		select {
 		case c.done <- time.Now():
 		default:

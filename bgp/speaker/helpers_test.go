@@ -32,9 +32,9 @@ func newRecordingSink() *recordingSink {
 	return &recordingSink{routes: map[netip.Prefix][]netip.Addr{}, ch: make(chan struct{}, 1)}
 }
 
-func (r *recordingSink) SetLearnedRoutes(m map[netip.Prefix][]netip.Addr) {
+func (r *recordingSink) UpdateLearnedRoutes(m map[netip.Prefix][]netip.Addr, full bool) {
 	r.mu.Lock()
-	r.routes = m
+	r.routes = ApplyRouteChanges(r.routes, m, full)
 	r.calls++
 	r.mu.Unlock()
 	select {

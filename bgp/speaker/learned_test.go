@@ -14,13 +14,15 @@ import (
 type slowSink struct {
 	mu    sync.Mutex
 	delay time.Duration
-	calls []int // size of each delivered map
+	table map[netip.Prefix][]netip.Addr
+	calls []int // size of the table after each delivery
 }
 
-func (s *slowSink) SetLearnedRoutes(m map[netip.Prefix][]netip.Addr) {
+func (s *slowSink) UpdateLearnedRoutes(m map[netip.Prefix][]netip.Addr, full bool) {
 	time.Sleep(s.delay)
 	s.mu.Lock()
-	s.calls = append(s.calls, len(m))
+	s.table = ApplyRouteChanges(s.table, m, full)
+	s.calls = append(s.calls, len(s.table))
 	s.mu.Unlock()
 }
 
@@ -98,4 +100,58 @@ func TestSteadyChangesStillDelivered(t *testing.T) {
 
 type sinkFunc func(map[netip.Prefix][]netip.Addr)
 
-func (f sinkFunc) SetLearnedRoutes(m map[netip.Prefix][]netip.Addr) { f(m) }
+func (f sinkFunc) UpdateLearnedRoutes(m map[netip.Prefix][]netip.Addr, _ bool) { f(m) }
+
+// TestLearnedDeliversChanges: the first delivery is the whole table, later ones only the prefixes
+// changed since (a withdrawn one without next hops), and a change of this host's addresses makes
+// the next one whole again, with the local next hops filtered out.
+func TestLearnedDeliversChanges(t *testing.T) {
+	l := newLearnedRoutes(nil, time.Millisecond, time.Millisecond)
+	p0, p1 := pathFor(t, 0), pathFor(t, 1)
+	pfx := func(i int) netip.Prefix {
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 32)
+	}
+	l.apply([]*api.Path{p0})
+	l.apply([]*api.Path{p1})
+	got, full := l.take()
+	if !full || len(got) != 2 {
+		t.Fatalf("first delivery: full %v, %d prefixes; want the whole table of 2", full, len(got))
+	}
+	if got, full := l.take(); full || len(got) != 0 {
+		t.Fatalf("nothing changed, yet a delivery of %d (full %v)", len(got), full)
+	}
+
+	w := pathFor(t, 1)
+	w.IsWithdraw = true
+	l.apply([]*api.Path{w})
+	got, full = l.take()
+	if full || len(got) != 1 {
+		t.Fatalf("after one withdrawal: full %v, %v", full, got)
+	}
+	if nhs, ok := got[pfx(1)]; !ok || len(nhs) != 0 {
+		t.Fatalf("withdrawn prefix delivered as %v (present %v); want present without next hops", nhs, ok)
+	}
+
+	l.setLocal(map[netip.Addr]bool{addrB: true})
+	got, full = l.take()
+	if !full || len(got) != 0 {
+		t.Fatalf("after the local addresses changed: full %v, %v; want a whole, empty table (the only next hop is local)", full, got)
+	}
+
+	// A sink keeping the whole table through ApplyRouteChanges ends where the speaker is.
+	var table map[netip.Prefix][]netip.Addr
+	l.setLocal(map[netip.Addr]bool{})
+	for _, step := range [][]*api.Path{{pathFor(t, 2)}, {pathFor(t, 3)}, {w}} {
+		l.apply(step)
+		changes, full := l.take()
+		table = ApplyRouteChanges(table, changes, full)
+	}
+	if want := l.snapshot(); len(table) != len(want) || len(table) != 3 {
+		t.Fatalf("sink table %v, speaker %v; want the same 3 prefixes", table, want)
+	}
+	for p := range l.snapshot() {
+		if _, ok := table[p]; !ok {
+			t.Errorf("sink table lacks %s", p)
+		}
+	}
+}

@@ -102,12 +102,30 @@ type Advert struct {
 type Community uint32
 
 // RouteSink receives the learned routes: every prefix for which peers have a best path, with the
-// ECMP set of next hops (this host's own addresses removed). Each call carries the complete state
-// and the map is owned by the sink afterwards; the next-hop slices may be shared between calls and
-// must not be modified. Calls are serialised and debounced: a slow sink
-// only delays the next call, which then carries the latest state.
+// ECMP set of next hops (this host's own addresses removed). A call with full set carries the
+// complete table, replacing everything delivered before (the first call is always one); any other
+// call carries only the prefixes that changed since the previous call, a prefix with no next hops
+// being gone. The map is owned by the sink afterwards; the next-hop slices may be shared between
+// calls and must not be modified. Calls are serialised and debounced: a slow sink only delays the
+// next call, which then carries every change made meanwhile.
 type RouteSink interface {
-	SetLearnedRoutes(routes map[netip.Prefix][]netip.Addr)
+	UpdateLearnedRoutes(changes map[netip.Prefix][]netip.Addr, full bool)
+}
+
+// ApplyRouteChanges applies one RouteSink delivery to table (a full one replaces it) and returns
+// the table: what a sink that wants the complete state keeps.
+func ApplyRouteChanges(table, changes map[netip.Prefix][]netip.Addr, full bool) map[netip.Prefix][]netip.Addr {
+	if full || table == nil {
+		table = make(map[netip.Prefix][]netip.Addr, len(changes))
+	}
+	for pfx, nhs := range changes {
+		if len(nhs) == 0 {
+			delete(table, pfx)
+		} else {
+			table[pfx] = nhs
+		}
+	}
+	return table
 }
 
 // PeerStatus describes one configured session.
