@@ -63,6 +63,9 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 			} else {
 				log.Info("bgp disabled by configuration: nothing is advertised and no routes are learned")
 			}
+			if err := applyMemoryLimit(cfg, log); err != nil {
+				return usageError{err}
+			}
 			if dbg := cfg.String("debug-pprof-listen"); dbg != "" {
 				if err := parseDebugListen(dbg); err != nil {
 					return usageError{err}
@@ -83,6 +86,7 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 	f.String("node-socket", node.DefaultSocket, "local API socket")
 	f.String("state-dir", node.DefaultStateDir, "persistent state directory")
 	f.String("run-dir", node.DefaultRunDir, "runtime state directory")
+	f.String("go-memory-limit", defaultMemoryLimit, "soft limit on the Go heap (GOMEMLIMIT notation, e.g. 512MiB; 'off': none): the collector works harder near it instead of letting the heap double")
 	f.String("debug-pprof-listen", "", "loopback address (e.g. 127.0.0.1:6060) serving Go's profiler at /debug/pprof/; empty: none")
 	addFelixFlags(f)
 	addBGPFlags(f)
