@@ -156,6 +156,15 @@ func TestPeers(t *testing.T) {
 			warn: "no address in the family of 2001:db8::1",
 		},
 		{
+			name: "mesh skips a node without addresses and says so",
+			in:   Input{NodeName: "host-1", Nodes: append(threeNodes()[:2], node("ghost", "", "", nil))},
+			want: []speaker.Peer{
+				{Address: ip("192.0.2.12"), ASN: 64512, Type: speaker.PeerTypeMesh, SourceAddress: ip("192.0.2.11"),
+					GracefulRestart: gr, Families: speaker.Families{IPv4: true}},
+			},
+			warn: "mesh peer ghost skipped: the Node has no BGP address",
+		},
+		{
 			name: "IPv6-only nodes mesh over IPv6",
 			in: Input{NodeName: "host-1", Nodes: []*api.Node{
 				node("host-1", "", "2001:db8::11/64", nil), node("host-2", "", "2001:db8::12/64", nil),

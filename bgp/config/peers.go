@@ -116,10 +116,13 @@ func (c *computation) nodeSession(n *api.Node, source string) (speaker.Peer, boo
 	case c.me.v6.IsValid() && v6.IsValid():
 		p.Address, p.SourceAddress = v6, c.me.v6
 		p.Families = speaker.Families{IPv6: true}
+	case v4.IsValid() || v6.IsValid():
+		c.warnf("%s peer %s skipped: no address family in common with this node", source, n.Metadata.Name)
+		return speaker.Peer{}, false
 	default:
-		if v4.IsValid() || v6.IsValid() {
-			c.warnf("%s peer %s skipped: no address family in common with this node", source, n.Metadata.Name)
-		}
+		// Said, not just skipped: a node that never registered an address is a node that other
+		// hosts cannot reach, which is worth an operator's look.
+		c.warnf("%s peer %s skipped: the Node has no BGP address (spec.bgp.ipv4Address/ipv6Address)", source, n.Metadata.Name)
 		return speaker.Peer{}, false
 	}
 	if p.Address == p.SourceAddress {
