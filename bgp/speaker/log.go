@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/osrg/gobgp/v3/pkg/log"
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
@@ -18,12 +19,17 @@ type gobgpLogger struct {
 
 	mu        sync.Mutex
 	level     log.LogLevel
-	lastError map[string]string // neighbour address -> last error
+	lastError map[string]string    // neighbour address -> last error
+	lastAt    map[string]time.Time // when it was recorded
+	now       func() time.Time
 }
 
 func newGobgpLogger(l *slog.Logger) *gobgpLogger {
-	return &gobgpLogger{log: l, level: log.InfoLevel, lastError: map[string]string{}}
+	return &gobgpLogger{log: l, level: log.InfoLevel, lastError: map[string]string{}, lastAt: map[string]time.Time{}, now: time.Now}
 }
+
+// causeWindow is how recent an error must be to count as the cause of a session going down.
+const causeWindow = 30 * time.Second
 
 func (g *gobgpLogger) emit(level slog.Level, msg string, fields log.Fields) {
 	if !g.log.Enabled(context.Background(), level) {
@@ -104,11 +110,26 @@ func (g *gobgpLogger) record(msg string, fields log.Fields) {
 	case "Closed an accepted connection", "Can't find configuration for a new passive connection":
 		// Routine while a session waits in idle hold; it would hide the error that caused it.
 		return
+	case "Peer Down":
+		if fmt.Sprint(fields["Reason"]) == "dying" {
+			// The session of a peer we deconfigured (or reconfigured: GoBGP logs it after the
+			// new peer exists) ending; not an error of the peer now at that address.
+			return
+		}
 	}
 	reason := describe(msg, fields)
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	if msg == "Peer Down" && fmt.Sprint(fields["Reason"]) == "graceful-restart" {
+		// GoBGP reports a session lost under graceful restart by that name alone; the cause
+		// (hold timer expired, connection reset ...) was logged just before.
+		reason = "session down, routes kept for graceful restart"
+		if prev, ok := g.lastError[key]; ok && g.now().Sub(g.lastAt[key]) < causeWindow {
+			reason += ": " + prev
+		}
+	}
 	g.lastError[key] = reason
-	g.mu.Unlock()
+	g.lastAt[key] = g.now()
 }
 
 func describe(msg string, fields log.Fields) string {
@@ -117,14 +138,11 @@ func describe(msg string, fields log.Fields) string {
 		if e, ok := fields["Data"].(*bgp.MessageError); ok {
 			return fmt.Sprintf("sent notification: %s (%s)", bgp.NewNotificationErrorCode(e.TypeCode, e.SubTypeCode), e.Message)
 		}
-	case "received notification":
-		code, _ := fields["Code"].(uint8)
-		sub, _ := fields["Subcode"].(uint8)
-		s := "received notification: " + bgp.NewNotificationErrorCode(code, sub).String()
-		if r, ok := fields["Communicated-Reason"].(string); ok && r != "" {
-			s += " (" + r + ")"
+		if _, ok := fields["Code"].(uint8); ok {
+			return notification(msg, fields)
 		}
-		return s
+	case "received notification":
+		return notification(msg, fields)
 	case "Peer Down":
 		return fmt.Sprintf("session down: %v", fields["Reason"])
 	}
@@ -145,5 +163,17 @@ func (g *gobgpLogger) lastErrorOf(addr string) string {
 func (g *gobgpLogger) forget(addr string) {
 	g.mu.Lock()
 	delete(g.lastError, addr)
+	delete(g.lastAt, addr)
 	g.mu.Unlock()
+}
+
+// notification describes a NOTIFICATION GoBGP logged with its code and subcode fields.
+func notification(msg string, fields log.Fields) string {
+	code, _ := fields["Code"].(uint8)
+	sub, _ := fields["Subcode"].(uint8)
+	s := msg + ": " + bgp.NewNotificationErrorCode(code, sub).String()
+	if r, ok := fields["Communicated-Reason"].(string); ok && r != "" {
+		s += " (" + r + ")"
+	}
+	return s
 }

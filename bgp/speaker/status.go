@@ -54,6 +54,11 @@ func (s *Speaker) PeerStatus(ctx context.Context) ([]PeerStatus, error) {
 				st.Advertised += af.GetState().GetAdvertised()
 			}
 		}
+		if st.State != "established" && st.LastError == "" && p.Password != "" {
+			// With TCP MD5 the kernel drops segments whose signature does not match, so a wrong
+			// password on either side never produces an error message, only silence.
+			st.LastError = "not established; TCP MD5 is configured for this peer: a password mismatch shows only as unanswered connections"
+		}
 		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Address.Less(out[j].Address) })
