@@ -20,15 +20,16 @@ type birdPeer struct {
 }
 
 type birdConf struct {
-	RouterID string
-	AS       uint32
-	HostAS   uint32
-	Log      string
-	Inject   string
-	PoolV4   string
-	PoolV6   string
-	Password string
-	Peers    []birdPeer
+	RouterID    string
+	AS          uint32
+	HostAS      uint32
+	Log         string
+	Inject      string
+	PoolV4      string
+	PoolV6      string
+	Password    string
+	RestartTime int // graceful restart time; 0: BIRD's default
+	Peers       []birdPeer
 }
 
 // The ToR accepts only pod ranges from hosts and gives hosts the pod ranges plus whatever a test
@@ -73,6 +74,9 @@ template bgp hosts {
 	connect retry time 5;
 	error wait time 1, 10;
 	graceful restart on;
+{{- if .RestartTime}}
+	graceful restart time {{.RestartTime}};
+{{- end}}
 {{- if .Password}}
 	password "{{.Password}}";
 {{- end}}
@@ -122,7 +126,7 @@ func (tb *Testbed) writeTorConfig(t *TorState) error {
 	c := birdConf{
 		RouterID: t.RouterID, AS: t.AS, HostAS: tb.st.Options.HostAS,
 		Log: t.Dir + "/bird.log", Inject: t.Inject, PoolV4: PoolV4, PoolV6: PoolV6,
-		Password: tb.st.Options.BGPPassword,
+		Password: tb.st.Options.BGPPassword, RestartTime: tb.st.Options.TorRestartTime,
 	}
 	for _, h := range tb.st.Hosts {
 		for _, u := range h.Uplinks {

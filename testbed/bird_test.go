@@ -73,6 +73,14 @@ func TestRenderBirdConf(t *testing.T) {
 			t.Errorf("bird config lacks %q:\n%s", want, conf)
 		}
 	}
+	if strings.Contains(conf, "graceful restart time") {
+		t.Errorf("restart time set without being asked for:\n%s", conf)
+	}
+	c := testBirdConf(nil)
+	c.RestartTime = 7
+	if conf, _ := renderBirdConf(c); !strings.Contains(conf, "graceful restart time 7;") {
+		t.Errorf("bird config lacks the restart time:\n%s", conf)
+	}
 }
 
 // TestBirdAcceptsConfig has BIRD itself parse the generated configuration (bird -p parses and exits).
@@ -88,6 +96,7 @@ func TestBirdAcceptsConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := testBirdConf([]birdPeer{{Name: "host_1", Addr: "192.0.2.1", AS: 64512}, {Name: "host_1_v6", Addr: "2001:db8:0:101::2", AS: 64512, V6: true}})
+	c.RestartTime = 5 // the option fault tests use must be one BIRD accepts
 	c.Inject = inject
 	c.Log = filepath.Join(dir, "bird.log")
 	conf, err := renderBirdConf(c)

@@ -66,6 +66,10 @@ type Options struct {
 	// per-uplink BGPPeers name that secret. Letters, digits and -_.:+= only (it goes into BIRD's
 	// configuration); a host BIRD (StartHostBird) does not use it.
 	BGPPassword string `json:"bgpPassword,omitempty"`
+	// TorRestartTime, when non-zero, is the graceful-restart time (seconds) the ToRs announce:
+	// how long a host keeps a silent ToR's routes before withdrawing them (BIRD's default 120 s
+	// otherwise). Fault tests shorten it.
+	TorRestartTime int `json:"torRestartTime,omitempty"`
 	// NodeArgs are extra flags for every terrace-node run (e.g. a short --felix-resync-interval in tests).
 	NodeArgs []string `json:"nodeArgs,omitempty"`
 	// Logger receives progress; nil discards.
@@ -119,6 +123,9 @@ func (o *Options) validate() error {
 	}
 	if o.HostAS == o.TorAS {
 		errs = append(errs, fmt.Errorf("host AS and ToR AS are both %d; the ToR peers over eBGP", o.HostAS))
+	}
+	if o.TorRestartTime < 0 || o.TorRestartTime > 4095 {
+		errs = append(errs, fmt.Errorf("ToR restart time %d s out of range 0..4095 (the capability's 12 bits)", o.TorRestartTime))
 	}
 	if o.BGPPassword != "" && !passwordRE.MatchString(o.BGPPassword) {
 		// Never echo the password itself.

@@ -233,12 +233,74 @@ func TestMD5(t *testing.T) {
 			t.Errorf("tor-1 lacks %s over the MD5 session:\n%s", b, out)
 		}
 	}
+	// A wrong password on host-1 (its secret file changed, the BGPPeer touched so the agent reads
+	// it again): that session never comes up, and host-2's is unaffected.
+	const wrong = "trc-md5-Wrong"
+	h1, _ := tb.Host("host-1")
+	torAddr := netip.MustParseAddr(strings.Split(h1.Uplinks[0].TorAddr, "/")[0])
+	secretFile := filepath.Join(h1.StateDir, "secrets", "bgp", "tor")
+	if err := os.WriteFile(secretFile, []byte(wrong+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	touch := func(label string) {
+		doc := fmt.Sprintf("apiVersion: terrace.dev/v1\nkind: BGPPeer\nmetadata: {name: host-1-tor-1, labels: {try: %s}}\n"+
+			"spec: {node: host-1, peerIP: %q, asNumber: %d, sourceAddress: None, password: {secretKeyRef: {name: bgp, key: tor}}}\n",
+			label, torAddr, testbed.DefaultTorAS)
+		path := filepath.Join(h1.Dir, "peer-"+label+".yaml")
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		output(t, tb, "host-1", "terracectl", "apply", "-f", path)
+	}
+	touch("wrong")
+	torState := func() map[string]string {
+		ss, _ := tb.TorSessions(context.Background(), "tor-1")
+		m := map[string]string{}
+		for _, s := range ss {
+			m[s.Name] = s.Info
+		}
+		return m
+	}
+	eventually(t, waitTimeout, func() string {
+		st, _ := bgpStatus(t, tb, "host-1")
+		for _, p := range st.Peers {
+			if p.Address == torAddr && p.State == "established" {
+				return "host-1's ToR session still established with the wrong password"
+			}
+		}
+		return ""
+	})
+	time.Sleep(3 * time.Second) // connection attempts with the wrong signature run meanwhile
+	if st := torState(); st["host_2"] != "Established" || st["host_1"] == "Established" {
+		t.Errorf("tor-1 sessions with host-1 on a wrong password: %v; want host_1 down, host_2 established", st)
+	}
+	st, _ := bgpStatus(t, tb, "host-1")
+	for _, p := range st.Peers {
+		if p.Address == torAddr {
+			t.Logf("host-1's ToR peer with the wrong password: state %s, last error %q", p.State, p.LastError)
+			if !strings.Contains(p.LastError, "MD5") {
+				t.Errorf("status of a session failing on its password does not point at MD5: %q", p.LastError)
+			}
+		}
+	}
+	if err := os.WriteFile(secretFile, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	touch("right")
+	eventually(t, waitTimeout, func() string {
+		if st := torState(); st["host_1"] != "Established" {
+			return fmt.Sprintf("host-1's session did not come back with the right password: %v", st)
+		}
+		return ""
+	})
 	for _, h := range tb.Hosts() {
 		hs, _ := tb.Host(h)
 		logs, _ := os.ReadFile(hs.LogFile)
 		status := output(t, tb, h, "terracectl", "node", "status", "-o", "json")
-		if strings.Contains(string(logs), secret) || strings.Contains(status, secret) {
-			t.Errorf("%s leaks the BGP password in its log or status", h)
+		for _, pw := range []string{secret, wrong} {
+			if strings.Contains(string(logs), pw) || strings.Contains(status, pw) {
+				t.Errorf("%s leaks a BGP password in its log or status", h)
+			}
 		}
 	}
 }
