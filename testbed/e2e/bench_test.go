@@ -3,15 +3,19 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/terracenet/terrace/bgp/speaker"
 	"github.com/terracenet/terrace/internal/benchfmt"
 	"github.com/terracenet/terrace/testbed"
 )
@@ -176,55 +180,104 @@ func peakRSS(pid int) float64 {
 }
 
 // BenchmarkBGPMeshConvergence: 20 hosts in a full mesh; in each trial the first pod on one more
-// host gives it a new block, and the clock runs from the pod add until the block is in every
-// other host's kernel (an upper bound: it includes the CNI ADD that claims the block). Reports
-// p50 and p99 over the 20 trials.
+// host gives it a new block. The clock runs from the moment the CNI ADD has returned (the block is
+// claimed by then) until the block is in every other host's kernel, read through netlink in each
+// host's namespace every 2 ms; the time from the start of the pod add is reported too, as an upper
+// bound that includes the ADD. Trials start once every mesh session is established. Reports p50
+// and p99 over the 20 trials.
 func BenchmarkBGPMeshConvergence(b *testing.B) {
 	const hosts = 20
 	tb := testbed.StartForTest(b, testbed.Options{Hosts: hosts, LogLevel: "warn"})
 	ctx := context.Background()
-	var nss []string
+	handles := make([]*netlink.Handle, 0, hosts)
 	for _, h := range tb.Hosts() {
 		ns, err := tb.Namespace(h)
 		if err != nil {
 			b.Fatal(err)
 		}
-		nss = append(nss, ns)
+		nsh, err := netns.GetFromName(ns)
+		if err != nil {
+			b.Fatalf("open namespace of %s: %v", h, err)
+		}
+		hd, err := netlink.NewHandleAt(nsh)
+		nsh.Close()
+		if err != nil {
+			b.Fatalf("open netlink in %s: %v", h, err)
+		}
+		b.Cleanup(hd.Close)
+		handles = append(handles, hd)
 	}
+	waitMesh(b, tb, hosts-1)
 	for range b.N {
-		var times []time.Duration
+		var fromAdded, fromStart []time.Duration
 		for i, h := range tb.Hosts() {
 			start := time.Now()
 			p, err := tb.AddPod(ctx, testbed.PodSpec{Host: h, Name: "conv"})
 			if err != nil {
 				b.Fatal(err)
 			}
-			block := netip.PrefixFrom(netip.MustParseAddr(p.IPv4), 26).Masked().String()
-			var others []string
-			for j, ns := range nss {
-				if j != i {
-					others = append(others, ns)
-				}
-			}
-			script := `for n in ` + strings.Join(others, " ") + `; do ip -n $n -4 route show ` + block +
-				` proto 81 | grep -q . || exit 1; done`
+			added := time.Now()
+			block := netip.PrefixFrom(netip.MustParseAddr(p.IPv4), 26).Masked()
 			deadline := start.Add(30 * time.Second)
-			for {
-				if exec.Command("sh", "-c", script).Run() == nil {
-					break
-				}
+			for !blockEverywhere(b, handles, i, block) {
 				if time.Now().After(deadline) {
 					b.Fatalf("block %s of %s not in every kernel after 30s", block, h)
 				}
-				time.Sleep(5 * time.Millisecond)
+				time.Sleep(2 * time.Millisecond)
 			}
-			times = append(times, time.Since(start))
+			fromAdded = append(fromAdded, time.Since(added))
+			fromStart = append(fromStart, time.Since(start))
 		}
-		slices.Sort(times)
-		p50, p99 := times[len(times)/2], times[len(times)-1] // 20 samples: p99 is the worst
-		_ = benchfmt.Fprint(os.Stdout, benchfmt.New("bgp-mesh-convergence-20", "p50", float64(p50.Milliseconds()), "ms"))
-		_ = benchfmt.Fprint(os.Stdout, benchfmt.New("bgp-mesh-convergence-20", "p99", float64(p99.Milliseconds()), "ms").
-			WithNote("20 trials, one new block each, from pod add (includes CNI ADD) to the block in all 19 other kernels"))
-		b.ReportMetric(float64(p99.Milliseconds()), "p99-ms")
+		slices.Sort(fromAdded)
+		slices.Sort(fromStart)
+		last := len(fromAdded) - 1 // 20 samples: p99 is the worst
+		_ = benchfmt.Fprint(os.Stdout, benchfmt.New("bgp-mesh-convergence-20", "p50", float64(fromAdded[last/2+last%2].Milliseconds()), "ms"))
+		_ = benchfmt.Fprint(os.Stdout, benchfmt.New("bgp-mesh-convergence-20", "p99", float64(fromAdded[last].Milliseconds()), "ms").
+			WithNote("20 trials, one new block each, from the CNI ADD's return (block claimed) to the block in all 19 other kernels"))
+		_ = benchfmt.Fprint(os.Stdout, benchfmt.New("bgp-mesh-convergence-20-from-pod-add", "p99", float64(fromStart[last].Milliseconds()), "ms").
+			WithNote(fmt.Sprintf("upper bound including the pod add; p50 %d ms", fromStart[last/2+last%2].Milliseconds())))
+		b.ReportMetric(float64(fromAdded[last].Milliseconds()), "p99-ms")
+	}
+}
+
+// blockEverywhere reports whether every host but skip has a BGP route (protocol 81) for block.
+func blockEverywhere(b *testing.B, handles []*netlink.Handle, skip int, block netip.Prefix) bool {
+	dst := &net.IPNet{IP: net.IP(block.Addr().AsSlice()), Mask: net.CIDRMask(block.Bits(), 32)}
+	for j, hd := range handles {
+		if j == skip {
+			continue
+		}
+		rs, err := hd.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: dst, Protocol: 81},
+			netlink.RT_FILTER_DST|netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			b.Fatalf("list routes: %v", err)
+		}
+		if len(rs) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// waitMesh waits until every host reports want established mesh sessions.
+func waitMesh(b *testing.B, tb *testbed.Testbed, want int) {
+	deadline := time.Now().Add(120 * time.Second)
+	for _, h := range tb.Hosts() {
+		for {
+			st, ok := bgpStatus(b, tb, h)
+			up := 0
+			for _, p := range st.Peers {
+				if p.Type == speaker.PeerTypeMesh && p.State == "established" {
+					up++
+				}
+			}
+			if ok && up >= want {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%s has %d of %d mesh sessions established after 120s", h, up, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 	}
 }

@@ -83,7 +83,7 @@ func addPod(t *testing.T, tb *testbed.Testbed, host, name string) testbed.PodSta
 }
 
 // bgpStatus reads a host's BGP status through terracectl, as an operator would.
-func bgpStatus(t *testing.T, tb *testbed.Testbed, host string) (agent.Status, bool) {
+func bgpStatus(t testing.TB, tb *testbed.Testbed, host string) (agent.Status, bool) {
 	t.Helper()
 	out, err := tb.Output(context.Background(), host, "terracectl", "node", "status", "-o", "json")
 	if err != nil {
