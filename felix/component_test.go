@@ -11,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/felix/calc"
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
@@ -46,16 +43,7 @@ func TestComponentFollowsFelixConfiguration(t *testing.T) {
 	// Present before the start: read at start, so the endpoints bind there from the beginning.
 	felixConfig("default", "{prometheusMetricsPort: 9191, iptablesRefreshInterval: 1h}")
 
-	nsh, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	nl, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nl.Close()
+	nsh, nl := nstest.Handle(t, ns)
 	inNS := func(f func() error) error { return nstest.Enter(ns, f) }
 	comp := NewComponent(ComponentConfig{HealthListen: DefaultHealthListen, MetricsListen: DefaultMetricsListen,
 		ResyncInterval: DefaultResyncInterval, ApplyInterval: 10 * time.Millisecond, IPv6: IPv6Off})

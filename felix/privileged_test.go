@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/kv"
@@ -97,16 +94,7 @@ spec: {node: %s, orchestrator: k8s, workload: web, pod: web, endpoint: eth0, int
 		t.Fatal(err)
 	}
 
-	nsh, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsh.Close()
-	nl, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nl.Close()
+	nsh, nl := nstest.Handle(t, ns)
 	cmd := cmdrun.InNetns(ns)
 	dp, _, err := NewDataplane(ctx, DataplaneConfig{Cmd: cmd, Netlink: nl, Sysctl: nsFS{ns}, Backend: backend, HostSysctls: true, Logger: testLogger(t)})
 	if err != nil {

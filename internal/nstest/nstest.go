@@ -9,6 +9,7 @@ import (
 
 	"crypto/rand"
 	"encoding/hex"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"os"
 	"os/exec"
@@ -92,4 +93,20 @@ func Enter(ns string, f func() error) error {
 		done <- f()
 	}()
 	return <-done
+}
+
+// Handle opens the named namespace and a netlink handle in it, both closed when the test ends.
+func Handle(t testing.TB, ns string) (netns.NsHandle, *netlink.Handle) {
+	t.Helper()
+	nsh, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatalf("open namespace %s: %v", ns, err)
+	}
+	t.Cleanup(func() { nsh.Close() })
+	h, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		t.Fatalf("open netlink in %s: %v", ns, err)
+	}
+	t.Cleanup(h.Close)
+	return nsh, h
 }

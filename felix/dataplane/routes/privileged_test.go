@@ -16,12 +16,7 @@ import (
 
 func handleIn(t testing.TB, ns string) *netlink.Handle {
 	t.Helper()
-	nsh, err := netns.GetFromName(ns)
-	mustT(t, err)
-	t.Cleanup(func() { nsh.Close() })
-	h, err := netlink.NewHandleAt(nsh)
-	mustT(t, err)
-	t.Cleanup(h.Close)
+	_, h := nstest.Handle(t, ns)
 	return h
 }
 
