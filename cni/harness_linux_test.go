@@ -78,6 +78,7 @@ func buildPlugin(t testing.TB) string {
 		tags += "," + extra
 	}
 	cmd := exec.Command(goBin(), "build", "-tags", tags, "-o", out, "github.com/terracenet/terrace/cmd/terrace-cni")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build does
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build plugin: %v\n%s", err, b)
 	}
