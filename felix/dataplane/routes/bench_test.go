@@ -73,3 +73,42 @@ func BenchmarkRawRouteAdd10k(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkInstallGateway100k: 100k /24 routes through one gateway, as BGP hands them over: four
+// deliveries of 25k, each set and applied in one Apply, through the batching handle. It is the
+// writer's part of the route-scale scenario (docs/benchmarks.md) without the speaker.
+func BenchmarkInstallGateway100k(b *testing.B) {
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		ns := nstest.New(b)
+		nstest.Run(b, ns, "ip", "link", "add", "under0", "type", "veth", "peer", "name", "under1")
+		nstest.Run(b, ns, "ip", "link", "set", "under0", "up")
+		nstest.Run(b, ns, "ip", "addr", "add", "192.0.2.1/24", "dev", "under0")
+		h := batchedIn(b, ns)
+		w, err := New(h, Config{Protocol: ProtocolTerraceBGP})
+		if err != nil {
+			b.Fatal(err)
+		}
+		w.SetInSync()
+		gw := []netip.Addr{netip.MustParseAddr("192.0.2.9")}
+		b.StartTimer()
+		for d := 0; d < 4; d++ {
+			for j := 0; j < 25000; j++ {
+				n := d*25000 + j
+				p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}), 32)
+				if err := w.Set(p, Target{Gateways: gw}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := w.Apply(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		if n := strings.Count(nstest.Run(b, ns, "ip", "-4", "route", "show", "proto", "81"), "\n"); n != 100000 {
+			b.Fatalf("%d routes installed, want 100000", n)
+		}
+		b.StartTimer()
+	}
+}

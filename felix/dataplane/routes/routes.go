@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"sort"
-	"strings"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -68,8 +66,22 @@ type Config struct {
 // kroute is a route reduced to what the writer compares.
 type kroute struct {
 	blackhole bool
-	linkIndex int      // device routes, or the outgoing interface a gateway route asked for
-	gws       []string // sorted "addr" or "addr@ifindex"
+	linkIndex int   // device routes, or the outgoing interface a gateway route asked for
+	gws       []kgw // sorted by address, then interface
+}
+
+// kgw is one next hop of a kernel route: a gateway and the interface the route names for it (0
+// when it named none).
+type kgw struct {
+	addr      netip.Addr
+	linkIndex int
+}
+
+func (a kgw) compare(b kgw) int {
+	if c := a.addr.Compare(b.addr); c != 0 {
+		return c
+	}
+	return a.linkIndex - b.linkIndex
 }
 
 // Writer keeps one owner's routes. It is not safe for concurrent use.
@@ -85,6 +97,7 @@ type Writer struct {
 	pending   map[netip.Prefix]bool // waiting for their device to appear
 	conflicts map[netip.Prefix]bool // the key is held by a route of another protocol
 	inSync    bool
+	scratch   [batchSize]netlink.Route // the routes of the batch being built
 }
 
 // New returns a writer for cfg.Protocol in cfg.Table.
@@ -117,12 +130,25 @@ func (w *Writer) Set(p netip.Prefix, t Target) error {
 	if err := t.validate(p); err != nil {
 		return err
 	}
-	t.Gateways = slices.Clone(t.Gateways)
-	slices.SortFunc(t.Gateways, func(a, b netip.Addr) int { return a.Compare(b) })
-	t.Gateways = slices.Compact(t.Gateways)
-	w.desired[p.Masked()] = t
+	// Callers hand over sorted, distinct gateways (one, mostly) and may share the slice between
+	// prefixes; only another order or duplicates cost a copy, which is never modified later.
+	if !strictlySorted(t.Gateways) {
+		t.Gateways = slices.Clone(t.Gateways)
+		slices.SortFunc(t.Gateways, netip.Addr.Compare)
+		t.Gateways = slices.Compact(t.Gateways)
+	}
+	w.desired[p] = t
 	w.dirty[p] = true
 	return nil
+}
+
+func strictlySorted(gws []netip.Addr) bool {
+	for i := 1; i < len(gws); i++ {
+		if gws[i-1].Compare(gws[i]) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Delete drops p from the desired routes; the kernel route goes once in sync.
@@ -158,7 +184,7 @@ func (w *Writer) Pending() []netip.Prefix { return sortedPrefixes(w.pending) }
 func (w *Writer) Conflicts() []netip.Prefix { return sortedPrefixes(w.conflicts) }
 
 func sortedPrefixes(m map[netip.Prefix]bool) []netip.Prefix {
-	out := slices.Collect(maps.Keys(m))
+	out := slices.AppendSeq(make([]netip.Prefix, 0, len(m)), maps.Keys(m))
 	slices.SortFunc(out, func(a, b netip.Prefix) int {
 		if c := a.Addr().Compare(b.Addr()); c != 0 {
 			return c
@@ -222,9 +248,9 @@ func prefixOf(dst *net.IPNet, fam int) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a, ones).Masked(), true
 }
 
-func gwKey(ip net.IP, linkIndex int) string {
+func gwOf(ip net.IP, linkIndex int) kgw {
 	a, _ := netip.AddrFromSlice(ip)
-	return a.Unmap().String() + "@" + fmt.Sprint(linkIndex)
+	return kgw{a.Unmap(), linkIndex}
 }
 
 func fromNetlink(r netlink.Route) kroute {
@@ -234,15 +260,16 @@ func fromNetlink(r netlink.Route) kroute {
 	var k kroute
 	switch {
 	case len(r.MultiPath) > 0:
+		k.gws = make([]kgw, 0, len(r.MultiPath))
 		for _, nh := range r.MultiPath {
-			k.gws = append(k.gws, gwKey(nh.Gw, nh.LinkIndex))
+			k.gws = append(k.gws, gwOf(nh.Gw, nh.LinkIndex))
 		}
+		slices.SortFunc(k.gws, kgw.compare)
 	case r.Gw != nil:
-		k.gws = []string{gwKey(r.Gw, r.LinkIndex)}
+		k.gws = []kgw{gwOf(r.Gw, r.LinkIndex)}
 	default:
 		k.linkIndex = r.LinkIndex
 	}
-	sort.Strings(k.gws)
 	return k
 }
 
@@ -260,21 +287,13 @@ func matches(t Target, linkIndex int, k kroute) bool {
 	if len(k.gws) != len(t.Gateways) {
 		return false
 	}
-	want := make([]string, len(t.Gateways))
-	got := make([]string, len(k.gws))
+	// Both are sorted by address (t.Gateways distinct, by Set), so they match pairwise.
 	for i, g := range t.Gateways {
-		want[i] = g.String()
-		if t.Dev != "" {
-			want[i] += "@" + fmt.Sprint(linkIndex)
-		}
-		got[i] = k.gws[i]
-		if t.Dev == "" {
-			got[i], _, _ = strings.Cut(got[i], "@")
+		if k.gws[i].addr != g || (t.Dev != "" && k.gws[i].linkIndex != linkIndex) {
+			return false
 		}
 	}
-	sort.Strings(want)
-	sort.Strings(got)
-	return slices.Equal(want, got)
+	return true
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {
@@ -288,8 +307,10 @@ func family(p netip.Prefix) int {
 	return netlink.FAMILY_V6
 }
 
-func (w *Writer) toNetlink(p netip.Prefix, t Target, linkIndex int) *netlink.Route {
-	r := &netlink.Route{Dst: ipNet(p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(p), Type: unix.RTN_UNICAST}
+// toNetlink fills r (reused between batches, so everything in it is overwritten) with the kernel
+// route for p.
+func (w *Writer) toNetlink(p netip.Prefix, t Target, linkIndex int, r *netlink.Route) *netlink.Route {
+	*r = netlink.Route{Dst: ipNet(p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(p), Type: unix.RTN_UNICAST}
 	switch {
 	case t.Blackhole:
 		r.Type = unix.RTN_BLACKHOLE
@@ -349,7 +370,9 @@ func (w *Writer) Apply(ctx context.Context) error {
 			errs = append(errs, err)
 			break
 		}
-		settled, op, err := w.plan(p, links)
+		// The batch's routes live in one reused array: at 100k routes a fresh netlink.Route
+		// each was half of what Apply allocated.
+		settled, op, err := w.plan(p, links, &w.scratch[len(queue)])
 		switch {
 		case err != nil:
 			errs = append(errs, err)
@@ -398,7 +421,7 @@ func (o oneByOne) RouteBatch(ops []RouteOp) []error {
 
 // plan decides what one prefix needs: nothing (settled reports whether it is in line; false keeps
 // it dirty) or the kernel change op.
-func (w *Writer) plan(p netip.Prefix, links map[string]int) (settled bool, op *RouteOp, err error) {
+func (w *Writer) plan(p netip.Prefix, links map[string]int, r *netlink.Route) (settled bool, op *RouteOp, err error) {
 	t, want := w.desired[p]
 	have, exists := w.actual[p]
 	delete(w.conflicts, p)
@@ -412,7 +435,7 @@ func (w *Writer) plan(p netip.Prefix, links map[string]int) (settled bool, op *R
 		}
 		// SCOPE_NOWHERE is the kernel's "any scope" for deletions; the zero value would mean
 		// universe, never match a scope-link device route, and come back as ESRCH ("already gone").
-		r := &netlink.Route{Dst: ipNet(p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(p), Scope: netlink.SCOPE_NOWHERE}
+		*r = netlink.Route{Dst: ipNet(p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(p), Scope: netlink.SCOPE_NOWHERE}
 		if have.blackhole {
 			r.Type = unix.RTN_BLACKHOLE
 		}
@@ -444,7 +467,7 @@ func (w *Writer) plan(p netip.Prefix, links map[string]int) (settled bool, op *R
 	if exists {
 		kind = OpReplace
 	}
-	return false, &RouteOp{Kind: kind, Route: w.toNetlink(p, t, linkIndex)}, nil
+	return false, &RouteOp{Kind: kind, Route: w.toNetlink(p, t, linkIndex, r)}, nil
 }
 
 // settle records the outcome of a planned change and reports whether the prefix is in line.

@@ -210,3 +210,36 @@ func TestValidation(t *testing.T) {
 		t.Error("New without a protocol accepted")
 	}
 }
+
+// TestMatches: a desired target against kernel routes as read back. The kernel names the outgoing
+// interface of every gateway route; it only counts when the target named a device.
+func TestMatches(t *testing.T) {
+	a, b := addr("192.0.2.2"), addr("192.0.2.3")
+	gw := func(x netip.Addr, idx int) kgw { return kgw{x, idx} }
+	cases := []struct {
+		name string
+		t    Target
+		link int
+		k    kroute
+		want bool
+	}{
+		{"one gateway, kernel names its interface", Target{Gateways: []netip.Addr{a}}, 0, kroute{gws: []kgw{gw(a, 4)}}, true},
+		{"other gateway", Target{Gateways: []netip.Addr{a}}, 0, kroute{gws: []kgw{gw(b, 4)}}, false},
+		{"gateway via the named device", Target{Dev: "d", Gateways: []netip.Addr{a}}, 4, kroute{gws: []kgw{gw(a, 4)}}, true},
+		{"gateway via another device", Target{Dev: "d", Gateways: []netip.Addr{a}}, 5, kroute{gws: []kgw{gw(a, 4)}}, false},
+		{"ECMP same set", Target{Gateways: []netip.Addr{a, b}}, 0, kroute{gws: []kgw{gw(a, 4), gw(b, 4)}}, true},
+		{"ECMP one missing", Target{Gateways: []netip.Addr{a, b}}, 0, kroute{gws: []kgw{gw(a, 4)}}, false},
+		{"ECMP same gateway twice in the kernel", Target{Gateways: []netip.Addr{a, b}}, 0, kroute{gws: []kgw{gw(a, 4), gw(a, 5)}}, false},
+		{"device route", Target{Dev: "d"}, 7, kroute{linkIndex: 7}, true},
+		{"device route, other device", Target{Dev: "d"}, 7, kroute{linkIndex: 8}, false},
+		{"device route, kernel has a gateway", Target{Dev: "d"}, 7, kroute{linkIndex: 7, gws: []kgw{gw(a, 7)}}, false},
+		{"blackhole", Target{Blackhole: true}, 0, kroute{blackhole: true}, true},
+		{"blackhole wanted, gateway route there", Target{Blackhole: true}, 0, kroute{gws: []kgw{gw(a, 4)}}, false},
+		{"gateway wanted, blackhole there", Target{Gateways: []netip.Addr{a}}, 0, kroute{blackhole: true}, false},
+	}
+	for _, c := range cases {
+		if got := matches(c.t, c.link, c.k); got != c.want {
+			t.Errorf("%s: matches = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
