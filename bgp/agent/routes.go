@@ -150,6 +150,7 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 	changes, full := p.pending, p.pendingFull
 	p.pending, p.pendingFull = nil, false
 	p.mu.Unlock()
+	start := time.Now()
 
 	r := resolver{nl: p.nl, cache: map[netip.Addr][]netip.Addr{}, sets: map[string][]netip.Addr{}}
 	var errs []error
@@ -192,6 +193,8 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 	if len(p.unresolved) > 0 {
 		p.log.Debug("learned routes without a reachable next hop", "count", len(p.unresolved))
 	}
+	p.log.Debug("bgp routes programmed", "changes", len(changes), "whole", full, "all", all,
+		"learned", len(p.learned), "installed", len(p.programmed), "took", time.Since(start))
 	p.mu.Lock()
 	p.applied = true
 	p.stats = RouteStats{Learned: len(p.learned), Installed: len(p.programmed), Unresolved: len(p.unresolved),
