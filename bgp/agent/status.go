@@ -67,12 +67,16 @@ func (a *Agent) Status(ctx context.Context) Status {
 		st.ASN, st.RouterID, st.Restarting = g.ASN, g.RouterID.String(), sp.Restarting()
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		if ps, err := sp.PeerStatus(ctx); err == nil {
+		if ps, err := sp.PeerStatusCached(ctx, advertisedMaxAge); err == nil {
 			st.Peers = ps
 		}
 	}
 	return st
 }
+
+// advertisedMaxAge bounds how old the published advertised counts may be while nothing changes;
+// a new session, a changed peer or a changed advertisement is counted at the next publish.
+const advertisedMaxAge = 30 * time.Second
 
 func (a *Agent) publish(state string) {
 	if a.cfg.Publish == nil {

@@ -42,6 +42,7 @@ func (s *Speaker) SetAdvertised(ctx context.Context, desired map[netip.Prefix]Ad
 			continue
 		}
 		delete(s.advertised, p)
+		s.forgetAdvertised()
 	}
 	// Sorted so that a large initial advertisement goes out in a stable order.
 	for _, p := range slices.SortedFunc(maps.Keys(want), func(a, b netip.Prefix) int { return comparePrefix(a, b) }) {
@@ -58,6 +59,7 @@ func (s *Speaker) SetAdvertised(ctx context.Context, desired map[netip.Prefix]Ad
 			continue
 		}
 		s.advertised[p] = Advert{NextHop: a.NextHop, Communities: slices.Clone(a.Communities)}
+		s.forgetAdvertised()
 	}
 	return errors.Join(errs...)
 }

@@ -57,6 +57,7 @@ func (s *Speaker) SetPeers(ctx context.Context, desired []Peer) error {
 			continue
 		}
 		delete(s.peers, addr)
+		s.forgetAdvertised()
 		s.log.Info("bgp peer removed", "peer", addr, "type", old.Type)
 	}
 	for addr, p := range want {
@@ -74,6 +75,7 @@ func (s *Speaker) SetPeers(ctx context.Context, desired []Peer) error {
 			continue
 		}
 		s.peers[addr] = p
+		s.forgetAdvertised()
 		if p.Password != "" && s.global.ListenPort >= 0 && (&net.ListenConfig{}).MultipathTCP() {
 			// The session is configured (outbound connections carry MD5) but the listener cannot
 			// verify it: say so instead of leaving a silently half-working session.
@@ -83,8 +85,12 @@ func (s *Speaker) SetPeers(ctx context.Context, desired []Peer) error {
 			"md5", p.Password != "", "gracefulRestart", s.gracefulRestart(p).Enabled)
 	}
 	s.refreshLocal()
+	policy := s.policyKey
 	if err := s.applyPolicy(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	if s.policyKey != policy {
+		s.forgetAdvertised()
 	}
 	return errors.Join(errs...)
 }

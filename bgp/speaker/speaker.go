@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
@@ -52,6 +53,12 @@ type Speaker struct {
 	cancel     context.CancelFunc
 	learned    *learnedRoutes
 	done       chan struct{}
+
+	advMu sync.Mutex // guards the advertised counts PeerStatusCached reuses; held while counting
+	advAt time.Time
+	adv   map[netip.Addr]advCount
+	// advCounts is how often GoBGP was asked to count advertised prefixes.
+	advCounts atomic.Int64
 }
 
 // New returns a speaker that is not started yet.

@@ -490,3 +490,44 @@ func TestInputErrors(t *testing.T) {
 		t.Errorf("advertised after partial failure (-want +got):\n%s", diff)
 	}
 }
+
+// TestPeerStatusCachedAdvertised: the cached status asks GoBGP to count advertised prefixes only
+// when the last count is too old or something it depends on changed; everything else is current.
+func TestPeerStatusCachedAdvertised(t *testing.T) {
+	a, b := pair(t)
+	advertise(t, a, map[netip.Prefix]Advert{pfx("198.18.0.0/26"): {NextHop: addrA}, pfx("198.18.5.7/32"): {NextHop: addrA}})
+	b.sink.waitFor(t, 10*time.Second, "both prefixes at B", func(m map[netip.Prefix][]netip.Addr) bool { return len(m) == 2 })
+	cached := func(maxAge time.Duration) PeerStatus {
+		t.Helper()
+		sts, err := a.PeerStatusCached(context.Background(), maxAge)
+		if err != nil || len(sts) != 1 {
+			t.Fatalf("cached peer status: %v %v", sts, err)
+		}
+		return sts[0]
+	}
+	n := a.advCounts.Load()
+	if st := cached(time.Hour); st.Advertised != 2 || a.advCounts.Load() != n+1 {
+		t.Fatalf("first cached status: advertised %d after %d counts, want 2 after 1", st.Advertised, a.advCounts.Load()-n)
+	}
+	if st := cached(time.Hour); st.Advertised != 2 || a.advCounts.Load() != n+1 {
+		t.Errorf("second cached status: advertised %d after %d counts, want 2 without counting again", st.Advertised, a.advCounts.Load()-n)
+	}
+	// Received is current even while advertised is reused.
+	advertise(t, b, map[netip.Prefix]Advert{pfx("198.18.9.0/26"): {NextHop: addrB}})
+	a.sink.waitFor(t, 10*time.Second, "B's prefix at A", func(m map[netip.Prefix][]netip.Addr) bool { return len(m) == 1 })
+	if st := cached(time.Hour); st.Received != 1 || a.advCounts.Load() != n+1 {
+		t.Errorf("cached status after B advertised: received %d after %d counts, want 1 without counting", st.Received, a.advCounts.Load()-n)
+	}
+	// A changed advertisement is counted at once.
+	advertise(t, a, map[netip.Prefix]Advert{pfx("198.18.0.0/26"): {NextHop: addrA}, pfx("198.18.5.7/32"): {NextHop: addrA}, pfx("198.18.5.8/32"): {NextHop: addrA}})
+	if st := cached(time.Hour); st.Advertised != 3 || a.advCounts.Load() != n+2 {
+		t.Errorf("cached status after A's advertisement changed: advertised %d after %d counts, want 3 after 2", st.Advertised, a.advCounts.Load()-n)
+	}
+	// An expired count is renewed; the uncached status always counts.
+	m := a.advCounts.Load()
+	cached(time.Nanosecond)
+	statusOf(t, a, addrB)
+	if got := a.advCounts.Load() - m; got != 2 {
+		t.Errorf("expired cached status and uncached status counted %d times, want 2", got)
+	}
+}

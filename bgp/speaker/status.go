@@ -12,8 +12,21 @@ import (
 	api "github.com/osrg/gobgp/v3/api"
 )
 
-// PeerStatus reports every configured session, sorted by address.
+// PeerStatus reports every configured session, sorted by address, with the prefixes advertised to
+// each counted now.
 func (s *Speaker) PeerStatus(ctx context.Context) ([]PeerStatus, error) {
+	return s.peerStatus(ctx, 0)
+}
+
+// PeerStatusCached is PeerStatus with advertised counts up to maxAge old. GoBGP counts what it
+// advertises to a peer by running the peer's export over its whole table, on the goroutine that
+// also takes in updates: with 100k routes learned that is over 100 ms during which no update is
+// processed, too dear for a status refreshed every few seconds. Everything else is current.
+func (s *Speaker) PeerStatusCached(ctx context.Context, maxAge time.Duration) ([]PeerStatus, error) {
+	return s.peerStatus(ctx, maxAge)
+}
+
+func (s *Speaker) peerStatus(ctx context.Context, maxAge time.Duration) ([]PeerStatus, error) {
 	s.mu.Lock()
 	if !s.started {
 		s.mu.Unlock()
@@ -26,14 +39,37 @@ func (s *Speaker) PeerStatus(ctx context.Context) ([]PeerStatus, error) {
 	}
 	s.mu.Unlock()
 
-	got := map[netip.Addr]*api.Peer{}
-	err := srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
-		if a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress()); err == nil {
-			got[a.Unmap()] = p
+	list := func(advertised bool) (map[netip.Addr]*api.Peer, error) {
+		if advertised {
+			s.advCounts.Add(1)
 		}
-	})
+		got := map[netip.Addr]*api.Peer{}
+		err := srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: advertised}, func(p *api.Peer) {
+			if a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress()); err == nil {
+				got[a.Unmap()] = p
+			}
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list peers: %w", err)
+		}
+		return got, nil
+	}
+	s.advMu.Lock()
+	defer s.advMu.Unlock()
+	count := maxAge <= 0 || s.adv == nil || time.Since(s.advAt) >= maxAge
+	got, err := list(count)
 	if err != nil {
-		return nil, fmt.Errorf("list peers: %w", err)
+		return nil, err
+	}
+	if !count && s.advStale(got) {
+		// A session came up (or went down) since the last count: what it was sent is news.
+		count = true
+		if got, err = list(true); err != nil {
+			return nil, err
+		}
+	}
+	if count {
+		s.advAt, s.adv = time.Now(), map[netip.Addr]advCount{}
 	}
 	out := make([]PeerStatus, 0, len(peers))
 	now := time.Now()
@@ -53,6 +89,11 @@ func (s *Speaker) PeerStatus(ctx context.Context) ([]PeerStatus, error) {
 				st.Accepted += af.GetState().GetAccepted()
 				st.Advertised += af.GetState().GetAdvertised()
 			}
+			if count {
+				s.adv[addr] = advCount{n: st.Advertised, since: st.EstablishedAt}
+			} else {
+				st.Advertised = s.adv[addr].n
+			}
 		}
 		if st.State != "established" && st.LastError == "" && p.Password != "" {
 			// With TCP MD5 the kernel drops segments whose signature does not match, so a wrong
@@ -63,4 +104,36 @@ func (s *Speaker) PeerStatus(ctx context.Context) ([]PeerStatus, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Address.Less(out[j].Address) })
 	return out, nil
+}
+
+// advCount is the prefixes advertised to a peer when last counted, and the start of the session
+// they were counted on (zero: not established then).
+type advCount struct {
+	n     uint64
+	since time.Time
+}
+
+// advStale reports whether a session is established now that was not, or not the same one, when
+// advertised prefixes were last counted. Called with advMu held.
+func (s *Speaker) advStale(got map[netip.Addr]*api.Peer) bool {
+	for addr, ap := range got {
+		var since time.Time
+		if ap.GetState().GetSessionState() == api.PeerState_ESTABLISHED {
+			if up := ap.GetTimers().GetState().GetUptime(); up != nil {
+				since = up.AsTime()
+			}
+		}
+		if !since.Equal(s.adv[addr].since) {
+			return true
+		}
+	}
+	return false
+}
+
+// forgetAdvertised makes the next status count advertised prefixes again: what this host offers
+// or whom it offers it to has changed.
+func (s *Speaker) forgetAdvertised() {
+	s.advMu.Lock()
+	s.adv = nil
+	s.advMu.Unlock()
 }
