@@ -65,24 +65,25 @@ func goBin() string {
 	return "/usr/local/go/bin/go"
 }
 
-// envTags adds build tags to the plugin under test (e.g. terrace_agentonly, to measure the plugin
-// built without the etcd client).
+// envTags adds build tags to the plugin under test.
 const envTags = "TRC_CNI_TEST_TAGS"
 
-// buildPlugin compiles cmd/terrace-cni with the failure points compiled in.
+// buildPlugin compiles cmd/terrace-cni and, beside it as installed, its etcd fallback
+// cmd/terrace-cni-etcd, with the failure points compiled in. It returns terrace-cni's path.
 func buildPlugin(t testing.TB) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "terrace-cni")
+	dir := t.TempDir()
 	tags := "terrace_failpoints"
 	if extra := os.Getenv(envTags); extra != "" {
 		tags += "," + extra
 	}
-	cmd := exec.Command(goBin(), "build", "-tags", tags, "-o", out, "github.com/terracenet/terrace/cmd/terrace-cni")
+	cmd := exec.Command(goBin(), "build", "-tags", tags, "-o", dir+"/",
+		"github.com/terracenet/terrace/cmd/terrace-cni", "github.com/terracenet/terrace/cmd/terrace-cni-etcd")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build does
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build plugin: %v\n%s", err, b)
 	}
-	return out
+	return filepath.Join(dir, "terrace-cni")
 }
 
 // hostEnv is the re-executed child's view: a host namespace with etcd and an IP pool.

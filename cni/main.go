@@ -15,7 +15,9 @@ var SupportedVersions = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
 // (bin/terrace-ipam is a link to terrace-cni), anything else the full plugin. It never returns
 // on error: skel prints the CNI error JSON on stdout and exits 1.
 func Main(connect Connector, dp Dataplane) {
-	p := &Plugin{Connect: connect, Dataplane: dp, UseAgent: true, FailAt: failpoint()}
+	// A fallback process was started because the agent did not answer (or the command needs etcd
+	// itself): asking the agent again would only add its probe timeout.
+	p := &Plugin{Connect: connect, Dataplane: dp, UseAgent: os.Getenv(FallbackEnv) == "", FailAt: failpoint()}
 	if filepath.Base(os.Args[0]) == IPAMType {
 		ip := IPAMPlugin{p}
 		skel.PluginMainFuncs(skel.CNIFuncs{Add: ip.Add, Del: ip.Del, Check: ip.Check, Status: ip.Status, GC: ip.GC},

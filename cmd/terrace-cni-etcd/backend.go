@@ -1,5 +1,3 @@
-//go:build !terrace_agentonly
-
 package main
 
 import (
