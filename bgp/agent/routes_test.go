@@ -51,6 +51,12 @@ func (f *fakeWriter) Apply(context.Context) error {
 	f.applies++
 	return nil
 }
+func (f *fakeWriter) Desired(p netip.Prefix) (routes.Target, bool) { return f.get(p) }
+func (f *fakeWriter) Len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.desired)
+}
 func (f *fakeWriter) Resync(context.Context) error { return nil }
 func (f *fakeWriter) SetInSync()                   { f.inSync = true }
 

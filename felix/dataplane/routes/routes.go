@@ -151,6 +151,15 @@ func strictlySorted(gws []netip.Addr) bool {
 	return true
 }
 
+// Desired returns what p was last Set to, unless it was deleted since.
+func (w *Writer) Desired(p netip.Prefix) (Target, bool) {
+	t, ok := w.desired[p.Masked()]
+	return t, ok
+}
+
+// Len is the number of desired routes.
+func (w *Writer) Len() int { return len(w.desired) }
+
 // Delete drops p from the desired routes; the kernel route goes once in sync.
 func (w *Writer) Delete(p netip.Prefix) {
 	p = p.Masked()
