@@ -23,6 +23,7 @@ type learnedRoutes struct {
 
 	mu      sync.Mutex
 	routes  map[netip.Prefix][]netip.Addr // next hops as learned, local ones not yet removed
+	single  map[netip.Addr][]netip.Addr   // one shared set per lone next hop: most prefixes have one
 	changed map[netip.Prefix]struct{}     // since the last delivery
 	full    bool                          // the next delivery must carry the whole table
 	local   atomic.Pointer[map[netip.Addr]bool]
@@ -37,6 +38,7 @@ func newLearnedRoutes(sink RouteSink, debounce, maxDelay time.Duration) *learned
 		debounce: debounce,
 		maxDelay: maxDelay,
 		routes:   map[netip.Prefix][]netip.Addr{},
+		single:   map[netip.Addr][]netip.Addr{},
 		changed:  map[netip.Prefix]struct{}{},
 		full:     true,
 		kick:     make(chan struct{}, 1),
@@ -111,7 +113,15 @@ func (l *learnedRoutes) applyOne(p *api.Path) {
 	keep := !p.GetIsWithdraw() && !isLocalPath(p) && nh.IsValid()
 	l.mu.Lock()
 	if keep {
-		l.routes[pfx] = []netip.Addr{nh}
+		set, ok := l.single[nh]
+		if !ok {
+			if len(l.single) >= 1024 {
+				clear(l.single) // next hops come and go with peers; never let this grow unbounded
+			}
+			set = []netip.Addr{nh}
+			l.single[nh] = set
+		}
+		l.routes[pfx] = set
 	} else {
 		delete(l.routes, pfx)
 	}
