@@ -54,6 +54,8 @@ type programmer struct {
 	applied     bool // an Apply has happened since start
 
 	// Owned by run.
+	res        *resolver // next-hop resolutions, reused for resolverTTL
+	resAt      time.Time
 	learned    map[netip.Prefix][]netip.Addr
 	unresolved map[netip.Prefix]struct{}
 	inSync     bool
@@ -147,6 +149,13 @@ func (p *programmer) appliedOnce() bool {
 // applies it in one batch. Only changed prefixes are resolved and set again, so one changed route
 // costs the same with 100k learned; unless all is set (after a resync: the underlay may have
 // moved), when every learned prefix is resolved again.
+// resolverTTL is how long next-hop resolutions are reused between programming passes. A next hop
+// behind the underlay's routing (a mesh peer in another rack) is resolved against a listing of
+// the whole main table, our own routes included: with 100k learned routes that listing, done on
+// every pass, cost more than the pass. An underlay change reaches routes changed later within
+// this time, and every route at the next resync.
+const resolverTTL = 5 * time.Second
+
 func (p *programmer) sync(ctx context.Context, all bool) {
 	p.mu.Lock()
 	changes, full := p.pending, p.pendingFull
@@ -154,7 +163,11 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 	p.mu.Unlock()
 	start := time.Now()
 
-	r := resolver{nl: p.nl, cache: map[netip.Addr][]netip.Addr{}, sets: map[string][]netip.Addr{}}
+	if all || p.res == nil || time.Since(p.resAt) >= resolverTTL {
+		p.res, p.resAt = &resolver{nl: p.nl, cache: map[netip.Addr][]netip.Addr{}, sets: map[string][]netip.Addr{}}, time.Now()
+	}
+	r := p.res
+	defer func() { r.table = nil }() // the main table as listed: only good for this pass
 	var errs []error
 	if full {
 		for pfx := range p.learned {
@@ -177,12 +190,12 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 		}
 		p.learned[pfx] = nhs
 		if !all {
-			errs = append(errs, p.program(&r, pfx, nhs)...)
+			errs = append(errs, p.program(r, pfx, nhs)...)
 		}
 	}
 	if all {
 		for pfx, nhs := range p.learned {
-			errs = append(errs, p.program(&r, pfx, nhs)...)
+			errs = append(errs, p.program(r, pfx, nhs)...)
 		}
 	}
 	if err := p.w.Apply(ctx); err != nil {
