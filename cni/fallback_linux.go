@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -48,6 +49,13 @@ func PrepareFallback() *Fallback {
 		return f
 	}
 	f.path = filepath.Join(filepath.Dir(exe), FallbackBinary)
+	switch os.Getenv("CNI_COMMAND") {
+	case "", "VERSION":
+		// Never handed over; and without a command (someone looking at the binary in a
+		// terminal) skel prints what the plugin is without reading standard input.
+		f.err = fmt.Errorf("%s needs no fallback", cmp.Or(os.Getenv("CNI_COMMAND"), "no command"))
+		return f
+	}
 	data, err := io.ReadAll(os.Stdin)
 	if err != nil {
 		f.err = fmt.Errorf("read standard input: %w", err)
@@ -90,9 +98,9 @@ func memoryFile(data []byte) (*os.File, error) {
 }
 
 // Connector returns the thin plugin's Connector: it never returns a Backend, it execs the
-// fallback binary, which runs the whole command again against etcd. It is reached only before
-// the command has changed anything (connecting is every command's first step), so running the
-// command again from the start is safe. If the exec fails, the command fails with ErrUnavailable
+// fallback binary, which runs the whole command again against etcd. Every command connects
+// before it changes anything in the datastore, and what one may do before (DEL removes the
+// host-side interface) is idempotent, so running the command again from the start is safe. If the exec fails, the command fails with ErrUnavailable
 // (CNI "try again later").
 func (f *Fallback) Connector() Connector {
 	return func(ctx context.Context, cfg EtcdConfig, log *slog.Logger) (Backend, error) {

@@ -1,10 +1,13 @@
 package cni
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 )
@@ -74,5 +77,35 @@ func TestBinaryFallbackLargeInput(t *testing.T) {
 	}
 	if got := e.backendsLogged(); got["etcd"] != 2 {
 		t.Errorf("backends used: %v, want etcd twice", got)
+	}
+}
+
+// TestBinaryAboutWithoutInput: run without a command (an operator looking at the binary), the
+// plugin says what it is at once; it must not wait for standard input, which it keeps for the
+// fallback only when there is a command to hand over.
+func TestBinaryAboutWithoutInput(t *testing.T) {
+	plugin := buildPlugin(t)
+	cmd := exec.Command(plugin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	stdin, err := cmd.StdinPipe() // never written to or closed until the end
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out // skel prints it on stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil || !strings.Contains(out.String(), "CNI protocol versions supported") {
+			t.Fatalf("terrace-cni without a command: %v, output %q", err, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("terrace-cni without a command waited for standard input")
 	}
 }
