@@ -272,7 +272,13 @@ func appendRouteMessage(buf []byte, op RouteOp, seq uint32) ([]byte, error) {
 		return ip.To16()
 	}
 	ones, _ := r.Dst.Mask.Size()
+	// The library's new-route message starts as unicast, its delete message as type 0, which the
+	// kernel reads as "any type": a delete must not ask for unicast, or a protocol-81 unreachable
+	// route would never match (ESRCH, read as already gone) and stay.
 	rtype := uint8(unix.RTN_UNICAST)
+	if op.Kind == OpDel {
+		rtype = 0
+	}
 	if r.Type != 0 {
 		rtype = uint8(r.Type)
 	}

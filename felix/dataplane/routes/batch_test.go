@@ -114,6 +114,9 @@ func TestAppendRouteMessageMatchesLibrary(t *testing.T) {
 				op := RouteOp{Kind: kind, Route: testRoute(v6, c.bits, c.table, c.gws, c.link, c.blackhole)}
 				if kind == OpDel {
 					op.Route.Scope = netlink.SCOPE_NOWHERE
+					if !c.blackhole {
+						op.Route.Type = 0 // as the writer's plan deletes: any type but blackhole
+					}
 				}
 				name := fmt.Sprintf("kind%d/v6=%v/%+v", kind, v6, c)
 				got, err := appendRouteMessage([]byte("prefix"), op, 42)
@@ -147,10 +150,12 @@ func TestAppendRouteMessageRejects(t *testing.T) {
 
 // FuzzAppendRouteMessage: any route of the writer's shapes encodes as the library would.
 func FuzzAppendRouteMessage(f *testing.F) {
-	f.Add(uint8(0), false, uint8(24), uint32(0), uint8(1), int32(0), false, uint32(1))
-	f.Add(uint8(2), true, uint8(64), uint32(300), uint8(3), int32(4), false, uint32(1<<31))
-	f.Fuzz(func(t *testing.T, kind uint8, v6 bool, bits uint8, table uint32, gws uint8, link int32, blackhole bool, seq uint32) {
+	f.Add(uint8(0), false, uint8(24), uint32(0), uint8(1), int32(0), false, uint32(1), uint8(1))
+	f.Add(uint8(2), true, uint8(64), uint32(300), uint8(3), int32(4), false, uint32(1<<31), uint8(0))
+	f.Add(uint8(2), false, uint8(26), uint32(0), uint8(0), int32(0), true, uint32(7), uint8(6))
+	f.Fuzz(func(t *testing.T, kind uint8, v6 bool, bits uint8, table uint32, gws uint8, link int32, blackhole bool, seq uint32, typ uint8) {
 		op := RouteOp{Kind: OpKind(kind % 3), Route: testRoute(v6, int(bits%129), int(table), int(gws%4), int(link&0xffff), blackhole)}
+		op.Route.Type = int(typ % 8) // 0 (unset, as the writer's deletes), unicast, blackhole, others
 		got, err := appendRouteMessage(nil, op, seq)
 		if err != nil {
 			t.Fatal(err)

@@ -167,8 +167,9 @@ func (r *recording) RouteReplace(rt *netlink.Route) error {
 }
 func (r *recording) RouteDel(rt *netlink.Route) error { r.writes++; return r.Netlink.RouteDel(rt) }
 
-// TestRealDeleteEveryKind deletes a wanted device route (scope link), a blackhole and an ECMP route
-// and checks the kernel no longer has them: a delete that does not match the route's scope is
+// TestRealDeleteEveryKind deletes a wanted device route (scope link), a blackhole and an ECMP route,
+// and stale routes of our protocol of types the writer never makes (unreachable, prohibit), and
+// checks the kernel no longer has them: a delete that does not match the route's scope or type is
 // answered "no such process", which must not be mistaken for "already gone".
 func TestRealDeleteEveryKind(t *testing.T) {
 	for _, k := range netlinkKinds {
@@ -186,6 +187,8 @@ func testRealDeleteEveryKind(t *testing.T, open func(testing.TB, string) Netlink
 		{"ip", "link", "set", "under0", "up"},
 		{"ip", "link", "set", "under1", "up"},
 		{"ip", "addr", "add", "192.0.2.1/24", "dev", "under0"},
+		{"ip", "route", "add", "unreachable", "198.18.3.0/26", "proto", "80"},
+		{"ip", "route", "add", "prohibit", "198.18.4.0/26", "proto", "80"},
 	} {
 		nstest.Run(t, ns, c...)
 	}

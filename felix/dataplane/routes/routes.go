@@ -121,7 +121,8 @@ func New(nl Netlink, cfg Config) (*Writer, error) {
 	}, nil
 }
 
-// Set makes p go to t.
+// Set makes p go to t. The writer may keep t.Gateways as given (when already sorted and
+// distinct), and Desired returns it: callers must not modify the slice afterwards.
 func (w *Writer) Set(p netip.Prefix, t Target) error {
 	if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
 		return fmt.Errorf("set route %s: invalid prefix (IPv4-mapped and zoned addresses are not routes)", p)
