@@ -167,7 +167,7 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 		p.res, p.resAt = &resolver{nl: p.nl, cache: map[netip.Addr][]netip.Addr{}, sets: map[string][]netip.Addr{}}, time.Now()
 	}
 	r := p.res
-	defer func() { r.table = nil }() // the main table as listed: only good for this pass
+	defer r.endPass()
 	var errs []error
 	if full {
 		for pfx := range p.learned {
@@ -283,6 +283,23 @@ func (r *resolver) gateways(nhs []netip.Addr) []netip.Addr {
 	gws = slices.Compact(gws)
 	r.sets[key.String()] = gws
 	return gws
+}
+
+// endPass drops what must not outlive one programming pass: the main table as listed, and failed
+// resolutions (a lookup may fail for a moment; a later pass tries again rather than keep a route
+// unresolved until the next resync).
+func (r *resolver) endPass() {
+	r.table = nil
+	for nh, gws := range r.cache {
+		if len(gws) == 0 {
+			delete(r.cache, nh)
+		}
+	}
+	for k, gws := range r.sets {
+		if len(gws) == 0 {
+			delete(r.sets, k)
+		}
+	}
 }
 
 // resolver looks next hops up in the kernel's FIB, caching per batch.

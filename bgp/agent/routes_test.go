@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 
@@ -235,6 +236,19 @@ func TestProgrammerDiffs(t *testing.T) {
 	p.sync(ctx, false)
 	if nl.gets-gets != 1 {
 		t.Errorf("after resolverTTL: %d lookups, want 1", nl.gets-gets)
+	}
+	// A next hop that cannot be resolved is tried again by the next pass, not kept as failed.
+	c := netip.MustParsePrefix("2001:db8:77::/64")
+	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{c: addrs("2001:db8:9::1")}, false)
+	p.sync(ctx, false)
+	if st := p.Stats(); st.Unresolved != 1 {
+		t.Fatalf("unreachable next hop: stats %+v, want 1 unresolved", st)
+	}
+	nl.table = append(nl.table, netlink.Route{Dst: cidr("2001:db8:9::/64"), Type: unix.RTN_UNICAST})
+	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{c: addrs("2001:db8:9::1", "2001:db8::5")}, false)
+	p.sync(ctx, false)
+	if got, ok := w.get(c); !ok || !slices.Contains(got.Gateways, netip.MustParseAddr("2001:db8:9::1")) {
+		t.Errorf("next hop reachable again within resolverTTL: route %v (set %v), want it through 2001:db8:9::1", got, ok)
 	}
 
 	// Changes delivered on top of a whole table not yet programmed are merged into it.
