@@ -279,7 +279,11 @@ func (b *agentBackend) Close() error {
 func (p *Plugin) connectBackend(ctx context.Context, cfg *Config, log *slog.Logger) (Backend, string, error) {
 	direct := func(ctx context.Context) (Backend, error) { return p.Connect(ctx, cfg.Etcd, log) }
 	if p.UseAgent {
-		be, err := DialAgent(ctx, cfg.NodeSocket, cfg.Node, direct)
+		later := direct
+		if p.ConnectLater != nil {
+			later = func(ctx context.Context) (Backend, error) { return p.ConnectLater(ctx, cfg.Etcd, log) }
+		}
+		be, err := DialAgent(ctx, cfg.NodeSocket, cfg.Node, later)
 		if err == nil {
 			log.Debug("datastore work goes through the node agent", "socket", cfg.NodeSocket)
 			return be, "agent", nil

@@ -3,6 +3,7 @@ package cni
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -209,3 +210,45 @@ func (e *etcdLike) GetRaw(ctx context.Context, key string) ([]byte, bool, error)
 }
 
 func (e *etcdLike) Close() error { return nil }
+
+// TestConnectLaterServesAgentGaps: with the agent serving, the calls it does not serve go to
+// ConnectLater when set (the thin plugin's refusal), never to Connect (which replaces the process),
+// and to Connect otherwise.
+func TestConnectLaterServesAgentGaps(t *testing.T) {
+	srv := embedded.StartForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	sock := serveAgent(t, "host-a", st, datastore.New(st, embedded.TestLogger()))
+	cfg := &Config{Node: "host-a", NodeSocket: sock}
+	for _, withLater := range []bool{true, false} {
+		var connects, laters int
+		p := &Plugin{UseAgent: true,
+			Connect: func(context.Context, EtcdConfig, *slog.Logger) (Backend, error) {
+				connects++
+				return nil, errors.New("connect called")
+			}}
+		if withLater {
+			p.ConnectLater = func(context.Context, EtcdConfig, *slog.Logger) (Backend, error) {
+				laters++
+				return nil, ErrUnavailable
+			}
+		}
+		be, via, err := p.connectBackend(ctx, cfg, embedded.TestLogger())
+		if err != nil || via != "agent" {
+			t.Fatalf("connect: via %q, %v", via, err)
+		}
+		_, err = be.ListEndpoints(ctx)
+		be.Close()
+		switch {
+		case withLater && (!errors.Is(err, ErrUnavailable) || laters != 1 || connects != 0):
+			t.Errorf("with ConnectLater: list err %v, %d later, %d connect calls; want ErrUnavailable from 1 later call", err, laters, connects)
+		case !withLater && (err == nil || connects != 1):
+			t.Errorf("without ConnectLater: list err %v, %d connect calls; want Connect's error from 1 call", err, connects)
+		}
+	}
+}

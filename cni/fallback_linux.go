@@ -109,6 +109,15 @@ func (f *Fallback) Connector() Connector {
 	}
 }
 
+// Later returns the thin plugin's Plugin.ConnectLater: a datastore call the agent does not serve,
+// made once a command has started, fails with ErrUnavailable; replacing the process then would
+// drop the undo of what the command has done.
+func (f *Fallback) Later() Connector {
+	return func(context.Context, EtcdConfig, *slog.Logger) (Backend, error) {
+		return nil, fmt.Errorf("%w: this terrace-cni links no etcd client and the node agent does not serve this call", ErrUnavailable)
+	}
+}
+
 func (f *Fallback) exec(log *slog.Logger) error {
 	if f.err != nil {
 		return f.err

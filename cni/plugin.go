@@ -47,6 +47,10 @@ type Plugin struct {
 	// UseAgent lets commands hand their datastore work to the node agent on the node socket when
 	// it answers (one warm allocator and etcd connection per node); Connect is the fallback.
 	UseAgent bool
+	// ConnectLater, when set, replaces Connect for the datastore calls the agent does not serve
+	// that come once a command is under way: the thin plugin's Connect replaces the process, which
+	// is only safe before a command has changed anything.
+	ConnectLater Connector
 	// FailAt names an ADD step at which to fail on purpose (tests only; see failpoint*.go).
 	FailAt string
 }

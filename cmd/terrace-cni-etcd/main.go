@@ -7,5 +7,5 @@ package main
 import "github.com/terracenet/terrace/cni"
 
 func main() {
-	cni.Main(connect, cni.NewLinuxDataplane())
+	cni.Main(connect, nil, cni.NewLinuxDataplane())
 }

@@ -9,5 +9,5 @@ import "github.com/terracenet/terrace/cni"
 
 func main() {
 	fb := cni.PrepareFallback()
-	cni.Main(fb.Connector(), cni.NewLinuxDataplane())
+	cni.Main(fb.Connector(), fb.Later(), cni.NewLinuxDataplane())
 }
