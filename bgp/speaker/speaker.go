@@ -54,9 +54,11 @@ type Speaker struct {
 	learned    *learnedRoutes
 	done       chan struct{}
 
-	advMu sync.Mutex // guards the advertised counts PeerStatusCached reuses; held while counting
-	advAt time.Time
-	adv   map[netip.Addr]advCount
+	advMu    sync.Mutex // guards the advertised counts PeerStatusCached reuses; held while counting
+	advAt    time.Time
+	advAtGen uint64        // advGen when the counts were taken
+	advGen   atomic.Uint64 // bumped when what is advertised, or to whom, changes
+	adv      map[netip.Addr]advCount
 	// advCounts is how often GoBGP was asked to count advertised prefixes.
 	advCounts atomic.Int64
 }

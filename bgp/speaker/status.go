@@ -21,7 +21,10 @@ func (s *Speaker) PeerStatus(ctx context.Context) ([]PeerStatus, error) {
 // PeerStatusCached is PeerStatus with advertised counts up to maxAge old. GoBGP counts what it
 // advertises to a peer by running the peer's export over its whole table, on the goroutine that
 // also takes in updates: with 100k routes learned that is over 100 ms during which no update is
-// processed, too dear for a status refreshed every few seconds. Everything else is current.
+// processed, too dear for a status refreshed every few seconds. Counts are renewed at once when
+// a session comes up or goes down, or the peers or this host's own advertisement change; on a
+// route reflector the reflected routes' share follows what is learned and may be maxAge old.
+// Everything else is current.
 func (s *Speaker) PeerStatusCached(ctx context.Context, maxAge time.Duration) ([]PeerStatus, error) {
 	return s.peerStatus(ctx, maxAge)
 }
@@ -56,7 +59,8 @@ func (s *Speaker) peerStatus(ctx context.Context, maxAge time.Duration) ([]PeerS
 	}
 	s.advMu.Lock()
 	defer s.advMu.Unlock()
-	count := maxAge <= 0 || s.adv == nil || time.Since(s.advAt) >= maxAge
+	gen := s.advGen.Load()
+	count := maxAge <= 0 || s.adv == nil || s.advAtGen != gen || time.Since(s.advAt) >= maxAge
 	got, err := list(count)
 	if err != nil {
 		return nil, err
@@ -69,7 +73,8 @@ func (s *Speaker) peerStatus(ctx context.Context, maxAge time.Duration) ([]PeerS
 		}
 	}
 	if count {
-		s.advAt, s.adv = time.Now(), map[netip.Addr]advCount{}
+		// A change during the count bumps the generation again, so its result is not reused.
+		s.advAt, s.advAtGen, s.adv = time.Now(), gen, map[netip.Addr]advCount{}
 	}
 	out := make([]PeerStatus, 0, len(peers))
 	now := time.Now()
@@ -132,8 +137,5 @@ func (s *Speaker) advStale(got map[netip.Addr]*api.Peer) bool {
 
 // forgetAdvertised makes the next status count advertised prefixes again: what this host offers
 // or whom it offers it to has changed.
-func (s *Speaker) forgetAdvertised() {
-	s.advMu.Lock()
-	s.adv = nil
-	s.advMu.Unlock()
-}
+// It never waits for a count in progress: callers hold s.mu.
+func (s *Speaker) forgetAdvertised() { s.advGen.Add(1) }
