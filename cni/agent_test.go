@@ -61,7 +61,9 @@ func TestDialAgentRefuses(t *testing.T) {
 	}
 }
 
-func TestAgentBackend(t *testing.T) {
+// testStore starts an embedded etcd for one test and opens the raw and typed clients on it.
+func testStore(t *testing.T) (*kv.Store, *datastore.Client) {
+	t.Helper()
 	srv := embedded.StartForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -70,7 +72,13 @@ func TestAgentBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ds := datastore.New(st, embedded.TestLogger())
+	return st, datastore.New(st, embedded.TestLogger())
+}
+
+func TestAgentBackend(t *testing.T) {
+	st, ds := testStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	pool := &api.IPPool{TypeMeta: api.TypeMeta{Kind: "IPPool", APIVersion: api.GroupVersion},
 		Metadata: api.ObjectMeta{Name: "p4"}, Spec: api.IPPoolSpec{CIDR: "198.18.0.0/30", BlockSize: 30}}
 	if _, err := ds.Create(ctx, pool); err != nil {
@@ -215,15 +223,10 @@ func (e *etcdLike) Close() error { return nil }
 // ConnectLater when set (the thin plugin's refusal), never to Connect (which replaces the process),
 // and to Connect otherwise.
 func TestConnectLaterServesAgentGaps(t *testing.T) {
-	srv := embedded.StartForTest(t)
+	st, ds := testStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	sock := serveAgent(t, "host-a", st, datastore.New(st, embedded.TestLogger()))
+	sock := serveAgent(t, "host-a", st, ds)
 	cfg := &Config{Node: "host-a", NodeSocket: sock}
 	for _, withLater := range []bool{true, false} {
 		var connects, laters int
