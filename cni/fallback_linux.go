@@ -75,24 +75,20 @@ func PrepareFallback() *Fallback {
 	return f
 }
 
-// memoryFile returns a file holding data, positioned at its start: a memfd, or an unlinked
-// temporary file where memfd_create is not available.
+// memoryFile returns a memfd holding data, positioned at its start.
 func memoryFile(data []byte) (*os.File, error) {
-	var f *os.File
-	if fd, err := unix.MemfdCreate("terrace-cni-stdin", unix.MFD_CLOEXEC); err == nil {
-		f = os.NewFile(uintptr(fd), "stdin")
-	} else if f, err = os.CreateTemp("", "terrace-cni-stdin-*"); err == nil {
-		os.Remove(f.Name())
-	} else {
-		return nil, err
+	fd, err := unix.MemfdCreate("terrace-cni-stdin", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("create memfd: %w", err)
 	}
+	f := os.NewFile(uintptr(fd), "stdin")
 	if _, err := f.Write(data); err != nil {
 		f.Close()
-		return nil, err
+		return nil, fmt.Errorf("write memfd: %w", err)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		f.Close()
-		return nil, err
+		return nil, fmt.Errorf("rewind memfd: %w", err)
 	}
 	return f, nil
 }
@@ -100,8 +96,8 @@ func memoryFile(data []byte) (*os.File, error) {
 // Connector returns the thin plugin's Connector: it never returns a Backend, it execs the
 // fallback binary, which runs the whole command again against etcd. Every command connects
 // before it changes anything in the datastore, and what one may do before (DEL removes the
-// host-side interface) is idempotent, so running the command again from the start is safe. If the exec fails, the command fails with ErrUnavailable
-// (CNI "try again later").
+// host-side interface) is idempotent, so running the command again from the start is safe. If
+// the exec fails, the command fails with ErrUnavailable (CNI "try again later").
 func (f *Fallback) Connector() Connector {
 	return func(ctx context.Context, cfg EtcdConfig, log *slog.Logger) (Backend, error) {
 		err := f.exec(log)

@@ -222,16 +222,11 @@ func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_
 func rtaAlign(n int) int   { return (n + unix.RTA_ALIGNTO - 1) &^ (unix.RTA_ALIGNTO - 1) }
 
 // appendRtAttr appends one attribute: length, type, data, padding.
-func appendRtAttr(buf []byte, typ uint16, data ...[]byte) []byte {
-	n := unix.SizeofRtAttr
-	for _, d := range data {
-		n += len(d)
-	}
+func appendRtAttr(buf []byte, typ uint16, data []byte) []byte {
+	n := unix.SizeofRtAttr + len(data)
 	buf = binary.NativeEndian.AppendUint16(buf, uint16(n))
 	buf = binary.NativeEndian.AppendUint16(buf, typ)
-	for _, d := range data {
-		buf = append(buf, d...)
-	}
+	buf = append(buf, data...)
 	return append(buf, make([]byte, rtaAlign(n)-n)...)
 }
 
