@@ -41,8 +41,8 @@ var agentCodes = map[string]error{
 // endpoint or allocation, for GC) goes to etcd through a backend opened only when needed.
 type agentBackend struct {
 	socket, node string
-	tr           *http.Transport
 	hc           *http.Client
+	closeIdle    func()
 	direct       func(context.Context) (Backend, error)
 
 	mu sync.Mutex
@@ -60,7 +60,7 @@ func DialAgent(ctx context.Context, socket, node string, direct func(context.Con
 		},
 		MaxIdleConnsPerHost: 4,
 	}
-	b := &agentBackend{socket: socket, node: node, tr: tr, hc: &http.Client{Transport: tr}, direct: direct}
+	b := &agentBackend{socket: socket, node: node, hc: &http.Client{Transport: tr}, closeIdle: tr.CloseIdleConnections, direct: direct}
 	pctx, cancel := context.WithTimeout(ctx, agentProbeTimeout)
 	defer cancel()
 	var info nodeapi.DatastoreInfo
@@ -265,7 +265,7 @@ func (b *agentBackend) etcd(ctx context.Context) (Backend, error) {
 }
 
 func (b *agentBackend) Close() error {
-	b.tr.CloseIdleConnections()
+	b.closeIdle()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.db != nil {
@@ -278,12 +278,8 @@ func (b *agentBackend) Close() error {
 // agent answers as ready for this node, etcd directly otherwise. It logs which, and why.
 func (p *Plugin) connectBackend(ctx context.Context, cfg *Config, log *slog.Logger) (Backend, string, error) {
 	direct := func(ctx context.Context) (Backend, error) { return p.Connect(ctx, cfg.Etcd, log) }
-	if p.UseAgent {
-		later := direct
-		if p.ConnectLater != nil {
-			later = func(ctx context.Context) (Backend, error) { return p.ConnectLater(ctx, cfg.Etcd, log) }
-		}
-		be, err := DialAgent(ctx, cfg.NodeSocket, cfg.Node, later)
+	if p.UseAgent && !p.agentAbsent {
+		be, err := DialAgent(ctx, cfg.NodeSocket, cfg.Node, direct)
 		if err == nil {
 			log.Debug("datastore work goes through the node agent", "socket", cfg.NodeSocket)
 			return be, "agent", nil

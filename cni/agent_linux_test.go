@@ -3,6 +3,7 @@ package cni
 import (
 	"context"
 	"fmt"
+	"github.com/terracenet/terrace/cni/shim"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -95,7 +96,7 @@ func TestBinaryAgentFailureAtEachStep(t *testing.T) {
 		t.Errorf("backends used: %v, want the agent 5 times", got)
 	}
 	if log, err := os.ReadFile(filepath.Join(e.logDir, "cni.log")); err != nil || strings.Contains(string(log), "handing the command") {
-		t.Errorf("with the agent serving, the plugin handed a command to %s (log read: %v)", FallbackBinary, err)
+		t.Errorf("with the agent serving, the plugin handed a command to %s (log read: %v)", shim.FallbackBinary, err)
 	}
 }
 

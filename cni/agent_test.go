@@ -3,7 +3,6 @@ package cni
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -24,6 +23,14 @@ import (
 // unless store is nil, and returns the socket's path.
 func serveAgent(t testing.TB, nodeName string, store *kv.Store, ds *datastore.Client) string {
 	t.Helper()
+	return serveAgentWith(t, nodeName, store, ds, true)
+}
+
+// serveAgentWith serves the node agent's API for nodeName on a fresh socket; with commands, it
+// also runs whole CNI commands (with failure points, as terrace-node never does), as terrace-node
+// does; without, it is an agent that serves only the datastore calls.
+func serveAgentWith(t testing.TB, nodeName string, store *kv.Store, ds *datastore.Client, commands bool) string {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "node.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -32,6 +39,10 @@ func serveAgent(t testing.TB, nodeName string, store *kv.Store, ds *datastore.Cl
 	a := node.NewDatastoreAPI(nodeName, embedded.TestLogger())
 	if store != nil {
 		a.SetDatastore(store, ds)
+	}
+	if commands {
+		cs := &CommandServer{Node: nodeName, Dataplane: NewLinuxDataplane(), Datastore: a.Handler(http.NotFoundHandler()), FailPoints: true}
+		a.SetCommandRunner(cs.Run)
 	}
 	srv := &http.Server{Handler: a.Handler(node.NewStatusBoard(node.Status{NodeName: nodeName}).Handler())}
 	go srv.Serve(ln)
@@ -218,40 +229,3 @@ func (e *etcdLike) GetRaw(ctx context.Context, key string) ([]byte, bool, error)
 }
 
 func (e *etcdLike) Close() error { return nil }
-
-// TestConnectLaterServesAgentGaps: with the agent serving, the calls it does not serve go to
-// ConnectLater when set (the thin plugin's refusal), never to Connect (which replaces the process),
-// and to Connect otherwise.
-func TestConnectLaterServesAgentGaps(t *testing.T) {
-	st, ds := testStore(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	sock := serveAgent(t, "host-a", st, ds)
-	cfg := &Config{Node: "host-a", NodeSocket: sock}
-	for _, withLater := range []bool{true, false} {
-		var connects, laters int
-		p := &Plugin{UseAgent: true,
-			Connect: func(context.Context, EtcdConfig, *slog.Logger) (Backend, error) {
-				connects++
-				return nil, errors.New("connect called")
-			}}
-		if withLater {
-			p.ConnectLater = func(context.Context, EtcdConfig, *slog.Logger) (Backend, error) {
-				laters++
-				return nil, ErrUnavailable
-			}
-		}
-		be, via, err := p.connectBackend(ctx, cfg, embedded.TestLogger())
-		if err != nil || via != "agent" {
-			t.Fatalf("connect: via %q, %v", via, err)
-		}
-		_, err = be.ListEndpoints(ctx)
-		be.Close()
-		switch {
-		case withLater && (!errors.Is(err, ErrUnavailable) || laters != 1 || connects != 0):
-			t.Errorf("with ConnectLater: list err %v, %d later, %d connect calls; want ErrUnavailable from 1 later call", err, laters, connects)
-		case !withLater && (err == nil || connects != 1):
-			t.Errorf("without ConnectLater: list err %v, %d connect calls; want Connect's error from 1 call", err, connects)
-		}
-	}
-}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/terracenet/terrace/cni/shim"
 )
 
 // Plugin types this binary answers to.
@@ -21,8 +23,8 @@ const (
 // Defaults used when neither the network configuration nor the environment says otherwise.
 const (
 	DefaultEtcdEndpoint = "http://127.0.0.1:2379"
-	DefaultNodeSocket   = "/var/run/terrace/node.sock"
-	DefaultLogFile      = "/var/log/terrace/cni.log"
+	DefaultNodeSocket   = shim.DefaultNodeSocket
+	DefaultLogFile      = shim.DefaultLogFile
 	DefaultMTU          = 1500
 )
 
@@ -33,9 +35,9 @@ const (
 	EnvEtcdCert      = "TERRACE_ETCD_CERT"
 	EnvEtcdKey       = "TERRACE_ETCD_KEY"
 	EnvNodeName      = "TERRACE_NODE_NAME"
-	EnvNodeSocket    = "TERRACE_NODE_SOCKET"
+	EnvNodeSocket    = shim.EnvNodeSocket
 	EnvLogLevel      = "TERRACE_LOG_LEVEL"
-	EnvLogFile       = "TERRACE_LOG_FILE"
+	EnvLogFile       = shim.EnvLogFile
 )
 
 // NetConf is the network configuration as the runtime sends it on stdin. Keys follow Calico's

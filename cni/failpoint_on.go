@@ -2,9 +2,13 @@
 
 package cni
 
-import "os"
+import (
+	"os"
+
+	"github.com/terracenet/terrace/cni/shim"
+)
 
 // EnvFailAt names the ADD step to fail at in test builds: ipam, veth, host, pod, route, endpoint, policy.
-const EnvFailAt = "TERRACE_CNI_FAIL_AT"
+const EnvFailAt = shim.EnvFailAt
 
 func failpoint() string { return os.Getenv(EnvFailAt) }

@@ -2,6 +2,7 @@ package cni
 
 import (
 	"bytes"
+	"github.com/terracenet/terrace/cni/shim"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,8 +41,8 @@ func TestBinaryFallbackBroken(t *testing.T) {
 		name, want string
 		names      []string
 	}{
-		{"missing", FallbackBinary + " is not installed beside terrace-cni", []string{"terrace-cni"}},
-		{"thin in its place", "must link the etcd client", []string{"terrace-cni", FallbackBinary}},
+		{"missing", shim.FallbackBinary + " is not installed beside terrace-cni", []string{"terrace-cni"}},
+		{"thin in its place", "must be the etcd-linked plugin", []string{"terrace-cni", shim.FallbackBinary}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			plugin := installAs(t, e.plugin, c.names...)
@@ -72,7 +73,7 @@ func TestBinaryFallbackLargeInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(string(log), "handing the command to the etcd-linked plugin"); n != 2 {
+	if n := strings.Count(string(log), "handing it to "+shim.FallbackBinary); n != 2 {
 		t.Errorf("the thin plugin handed over %d commands, want 2 (ADD, DEL)", n)
 	}
 	if got := e.backendsLogged(); got["etcd"] != 2 {

@@ -5,20 +5,20 @@ import (
 	"path/filepath"
 
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/terracenet/terrace/cni/shim"
 )
 
 // SupportedVersions are the CNI spec versions the plugins answer for.
-var SupportedVersions = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
+var SupportedVersions = shim.SupportedVersions
 
-// Main runs the plugin the executable's name asks for: terrace-ipam is the IPAM plugin alone
-// (bin/terrace-ipam is a link to terrace-cni), anything else the full plugin. It never returns
-// on error: skel prints the CNI error JSON on stdout and exits 1.
-// later, if not nil, is Plugin.ConnectLater.
-func Main(connect, later Connector, dp Dataplane) {
-	// A fallback process was started because the agent did not answer (or the command needs etcd
-	// itself): asking the agent again would only add its probe timeout.
-	p := &Plugin{Connect: connect, ConnectLater: later, Dataplane: dp, UseAgent: os.Getenv(FallbackEnv) == "", FailAt: failpoint()}
+// Main runs the complete plugin (terrace-cni-etcd) as the executable's name asks: terrace-ipam is
+// the IPAM plugin alone, anything else the full plugin. It never returns on error: skel prints the
+// CNI error JSON on stdout and exits 1.
+func Main(connect Connector, dp Dataplane) {
+	// Started by the shim because the agent did not answer: asking it again would only cost
+	// another wait. Started for a command the shim does not send: the agent may serve its calls.
+	p := &Plugin{Connect: connect, Dataplane: dp, UseAgent: os.Getenv(shim.FallbackEnv) != shim.FallbackNoAgent, FailAt: failpoint()}
 	if filepath.Base(os.Args[0]) == IPAMType {
 		ip := IPAMPlugin{p}
 		skel.PluginMainFuncs(skel.CNIFuncs{Add: ip.Add, Del: ip.Del, Check: ip.Check, Status: ip.Status, GC: ip.GC},

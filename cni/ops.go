@@ -49,6 +49,9 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 		return err
 	}
 	defer inv.done()
+	if handled, err := p.viaAgent(inv); handled {
+		return err
+	}
 	prev, err := prevResult(args.StdinData)
 	if err != nil {
 		return err

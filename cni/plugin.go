@@ -47,12 +47,14 @@ type Plugin struct {
 	// UseAgent lets commands hand their datastore work to the node agent on the node socket when
 	// it answers (one warm allocator and etcd connection per node); Connect is the fallback.
 	UseAgent bool
-	// ConnectLater, when set, replaces Connect for the datastore calls the agent does not serve
-	// that come once a command is under way: the thin plugin's Connect replaces the process, which
-	// is only safe before a command has changed anything.
-	ConnectLater Connector
 	// FailAt names an ADD step at which to fail on purpose (tests only; see failpoint*.go).
 	FailAt string
+	// InAgent is set when the node agent runs the command (agentrun.go): Connect is its own API
+	// in memory, and there is no process start-up to report.
+	InAgent bool
+	// agentAbsent records that the node agent did not take the command, so connecting does not
+	// ask it again.
+	agentAbsent bool
 }
 
 // invocation is the state shared by one command's steps.
@@ -62,6 +64,9 @@ type invocation struct {
 	pod  PodArgs
 	log  *slog.Logger
 	done func()
+	cmd  string
+	// inAgent: the node agent runs this command for a plugin process.
+	inAgent bool
 	// identity of the attachment
 	orch, namespace, podName, wepName, hostIf, handle string
 	// phases collects how long each step took, logged with the outcome so an operator (and the
@@ -72,6 +77,14 @@ type invocation struct {
 // processStart is when the plugin process began running Go code: the time before a command starts
 // is the cost of being a fresh process each call.
 var processStart = time.Now()
+
+// startup records the time from the process's start to the command's, unless the node agent runs
+// the command (it has no start-up of its own).
+func (inv *invocation) startup() {
+	if !inv.inAgent {
+		inv.phase("startup", processStart)
+	}
+}
 
 func (inv *invocation) phase(name string, since time.Time) {
 	inv.phases = append(inv.phases, name, time.Since(since))
@@ -87,7 +100,7 @@ func (p *Plugin) begin(cmd string, args *skel.CmdArgs) (*invocation, error) {
 		return nil, err
 	}
 	log, done := p.logger(cfg)
-	inv := &invocation{cfg: cfg, args: args, pod: pod, done: done}
+	inv := &invocation{cfg: cfg, args: args, pod: pod, done: done, cmd: cmd, inAgent: p.InAgent}
 	inv.orch, inv.namespace, inv.podName = OrchestratorCNI, "default", args.ContainerID
 	if pod.Name != "" {
 		inv.orch, inv.podName = OrchestratorK8s, pod.Name
@@ -147,6 +160,9 @@ func (p *Plugin) fail(step string) error {
 
 func (p *Plugin) connect(ctx context.Context, inv *invocation) (Backend, error) {
 	be, via, err := p.connectBackend(ctx, inv.cfg, inv.log)
+	if p.InAgent {
+		via = "agent"
+	}
 	if err != nil {
 		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("connect to the datastore at %v: %v", inv.cfg.Etcd.Endpoints, err), "")
 	}
@@ -193,7 +209,10 @@ func (p *Plugin) Add(args *skel.CmdArgs) (retErr error) {
 		return err
 	}
 	defer inv.done()
-	inv.phase("startup", processStart)
+	if handled, err := p.viaAgent(inv); handled {
+		return err
+	}
+	inv.startup()
 	log := inv.log
 	defer func() {
 		if retErr != nil {
@@ -433,7 +452,10 @@ func (p *Plugin) Del(args *skel.CmdArgs) (retErr error) {
 		return err
 	}
 	defer inv.done()
-	inv.phase("startup", processStart)
+	if handled, err := p.viaAgent(inv); handled {
+		return err
+	}
+	inv.startup()
 	log := inv.log
 	defer func() {
 		if retErr != nil {

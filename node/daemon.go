@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -39,6 +40,9 @@ type Config struct {
 	Version    string
 	Lister     Lister      // nil => SystemLister
 	Components []Component // run once the node is registered
+	// CNI, when set, makes the runner of whole CNI commands from the node's name and its
+	// datastore API (served in memory); without it the plugin does the work itself.
+	CNI func(node string, datastore http.Handler) CommandRunner
 }
 
 // Component is a part of the daemon (felix, the BGP speaker) that runs once the node is registered.
@@ -246,6 +250,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// The CNI plugin's datastore work is served by this warm process (see ipamapi.go); it answers
 	// "unavailable" until etcd does.
 	dsAPI := NewDatastoreAPI(reg.Name, log)
+	if cfg.CNI != nil {
+		dsAPI.SetCommandRunner(cfg.CNI(reg.Name, dsAPI.Handler(http.NotFoundHandler())))
+	}
 	go func() { defer wg.Done(); errc <- ServeHandler(ctx, ln, dsAPI.Handler(board.Handler()), log) }()
 	// finish stops whatever runs, and returns err joined with what the goroutines reported.
 	finish := func(err error) error {

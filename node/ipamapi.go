@@ -34,6 +34,8 @@ import (
 //	POST   /v1/endpoints                         create; PUT updates (CAS on resourceVersion)
 //	DELETE /v1/endpoints/{namespace}/{name}[?resourceVersion=N]
 //	GET    /v1/endpoints/{namespace}/{name}/status  the raw endpoint status value felix writes
+//	POST   /v1/cni                               CNIRequest -> CNIResponse: a whole ADD, DEL or CHECK
+//	                                             run here (404 when no runner is set)
 //
 // Only this node's resources are served: an assignment, endpoint or status of another node is
 // refused, so a local caller cannot use the agent to write other hosts' state.
@@ -77,7 +79,15 @@ type DatastoreAPI struct {
 	node string
 	log  *slog.Logger
 	st   atomic.Pointer[dsState]
+	run  atomic.Pointer[CommandRunner]
 }
+
+// SetCommandRunner makes POST /v1/cni run commands with r.
+func (a *DatastoreAPI) SetCommandRunner(r CommandRunner) { a.run.Store(&r) }
+
+// CommandRunner runs one whole CNI command inside the agent (package cni provides it; node does
+// not link the plugin's code). A *nodeapi.Refusal means the command was not started.
+type CommandRunner func(ctx context.Context, req nodeapi.CNIRequest) (nodeapi.CNIResponse, error)
 
 type dsState struct {
 	store  *kv.Store
@@ -109,6 +119,7 @@ func (a *DatastoreAPI) Handler(next http.Handler) http.Handler {
 	mux.HandleFunc("POST /v1/endpoints", a.ready(a.writeEndpoint(true)))
 	mux.HandleFunc("PUT /v1/endpoints", a.ready(a.writeEndpoint(false)))
 	mux.HandleFunc("DELETE /v1/endpoints/{namespace}/{name}", a.ready(a.deleteEndpoint))
+	mux.HandleFunc("POST /v1/cni", a.ready(a.cniCommand))
 	return mux
 }
 
@@ -159,9 +170,18 @@ func (a *DatastoreAPI) ready(f apiFunc) http.HandlerFunc {
 func classify(err error) (int, string) {
 	var he *httpError
 	var ve *api.ValidationError
+	var ref *nodeapi.Refusal
 	switch {
 	case errors.As(err, &he):
 		return he.status, he.code
+	case errors.As(err, &ref):
+		switch ref.Code {
+		case CodeWrongNode:
+			return http.StatusForbidden, ref.Code
+		case CodeUnavailable:
+			return http.StatusServiceUnavailable, ref.Code
+		}
+		return http.StatusBadRequest, CodeInvalid
 	case errors.As(err, &ve):
 		return http.StatusUnprocessableEntity, CodeInvalid
 	case errors.Is(err, ipam.ErrPoolsExhausted):
@@ -389,5 +409,24 @@ func (a *DatastoreAPI) deleteEndpoint(ctx context.Context, st *dsState, w http.R
 		return fmt.Errorf("delete workload endpoint %s/%s: %w", ns, name, err)
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// cniCommand runs a whole CNI command for the plugin. The command's own failures are a CNI error in
+// a 200 answer; only a command not started at all is an API error.
+func (a *DatastoreAPI) cniCommand(ctx context.Context, _ *dsState, w http.ResponseWriter, r *http.Request) error {
+	run := a.run.Load()
+	if run == nil {
+		return &httpError{http.StatusNotFound, CodeNotFound, errors.New("this agent does not run CNI commands")}
+	}
+	var req nodeapi.CNIRequest
+	if err := decode(r, w, &req); err != nil {
+		return err
+	}
+	resp, err := (*run)(ctx, req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, resp)
 	return nil
 }

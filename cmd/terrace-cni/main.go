@@ -1,13 +1,9 @@
 // Command terrace-cni is the Terrace CNI plugin (type "terrace"); invoked as terrace-ipam (a link
-// made by `make build`) it is the IPAM plugin alone. It links no etcd client: the node agent does
-// its datastore work, and when the agent does not answer (or for GC and STATUS, which read etcd
-// themselves) it execs terrace-cni-etcd from its own directory with the same command. All logic
-// lives in package cni; this file only wires the kernel and the fallback into it.
+// made by `make build`) it is the IPAM plugin alone. It is a shim: the node agent runs ADD, DEL
+// and CHECK, and everything else, or any command when the agent does not take it, goes to
+// terrace-cni-etcd from the same directory (package cni/shim).
 package main
 
-import "github.com/terracenet/terrace/cni"
+import "github.com/terracenet/terrace/cni/shim"
 
-func main() {
-	fb := cni.PrepareFallback()
-	cni.Main(fb.Connector(), fb.Later(), cni.NewLinuxDataplane())
-}
+func main() { shim.Main() }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"io"
+	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/terracenet/terrace/cmd/internal/cliconf"
+	"github.com/terracenet/terrace/cni"
 	"github.com/terracenet/terrace/node"
 )
 
@@ -38,6 +40,10 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 				StateDir:   cfg.String("state-dir"),
 				RunDir:     cfg.String("run-dir"),
 				Version:    cliconf.VersionString(),
+				// The CNI plugin hands ADD, DEL and CHECK to this warm process (cni/agentrun.go).
+				CNI: func(name string, ds http.Handler) node.CommandRunner {
+					return (&cni.CommandServer{Node: name, Dataplane: cni.NewLinuxDataplane(), Datastore: ds}).Run
+				},
 			}
 			if err := nc.Check(); err != nil {
 				return usageError{err}

@@ -64,3 +64,45 @@ type ReleaseResponse struct {
 type HandleResponse struct {
 	IPs []netip.Addr `json:"ips"`
 }
+
+// CNIRequest is the body of POST /v1/cni: one whole CNI command (ADD, DEL or CHECK) that the
+// plugin process hands to the agent to run, as the runtime gave it to the plugin.
+type CNIRequest struct {
+	Command     string `json:"command"`
+	ContainerID string `json:"containerID"`
+	Netns       string `json:"netns"`
+	IfName      string `json:"ifName"`
+	Args        string `json:"args,omitempty"`
+	Path        string `json:"path,omitempty"`
+	// StdinData is the network configuration exactly as the runtime wrote it.
+	StdinData []byte `json:"stdinData"`
+	// Env holds the TERRACE_* variables of the plugin's environment, which the configuration
+	// falls back on; Hostname is the plugin's host name, the default node name.
+	Env      map[string]string `json:"env,omitempty"`
+	Hostname string            `json:"hostname,omitempty"`
+	// FailAt names a step of ADD to fail on purpose; agents built without failure points refuse it.
+	FailAt string `json:"failAt,omitempty"`
+}
+
+// CNIResponse is the outcome of a command the agent ran: Result (what the plugin prints) on
+// success, Error (the CNI error the plugin prints) on failure.
+type CNIResponse struct {
+	Result []byte    `json:"result,omitempty"`
+	Error  *CNIError `json:"error,omitempty"`
+}
+
+// CNIError is a CNI error as the spec prints it.
+type CNIError struct {
+	Code    uint   `json:"code"`
+	Msg     string `json:"msg"`
+	Details string `json:"details,omitempty"`
+}
+
+// Refusal is an error for a request the agent did not act on at all (wrong node, malformed), with
+// the API code to answer; the plugin then does the command itself.
+type Refusal struct {
+	Code    string
+	Message string
+}
+
+func (r *Refusal) Error() string { return r.Message }

@@ -1,0 +1,134 @@
+package cni
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/containernetworking/cni/pkg/skel"
+
+	"github.com/terracenet/terrace/node/nodeapi"
+)
+
+// The agent side of a whole command. A plugin process is a fresh Go program each call: on two cores
+// its own start-up, netlink work and HTTP round trips were most of what eight concurrent ADDs
+// cost. The thin plugin now sends the command to terrace-node, which runs the very same Plugin
+// code here, warm, with the datastore calls going to its own API in memory instead of over the
+// socket. The plugin still does everything itself when the agent is absent (fallback_linux.go).
+
+// CommandServer runs ADD, DEL and CHECK inside the node agent for node Node. Datastore is the
+// agent's own datastore API (node.DatastoreAPI's handler), called in memory. FailPoints lets a
+// request name a step to fail at; only tests set it.
+type CommandServer struct {
+	Node       string
+	Dataplane  Dataplane
+	Datastore  http.Handler
+	FailPoints bool
+}
+
+// Run runs one command. Its failures come back as the CNI error the plugin prints; a command that
+// was not started (malformed, or for another node) is a *nodeapi.Refusal.
+func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (nodeapi.CNIResponse, error) {
+	switch req.Command {
+	case "ADD", "DEL", "CHECK":
+	default:
+		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeInvalid, Message: fmt.Sprintf("command %q is not run by the node agent (ADD, DEL and CHECK are)", req.Command)}
+	}
+	if req.FailAt != "" && !s.FailPoints {
+		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeInvalid, Message: "this node agent is built without failure points"}
+	}
+	getenv := func(k string) string { return req.Env[k] }
+	hostname := func() (string, error) {
+		if req.Hostname == "" {
+			return "", fmt.Errorf("the plugin sent no host name")
+		}
+		return req.Hostname, nil
+	}
+	cfg, err := ParseConfig(req.StdinData, getenv, hostname)
+	if err != nil {
+		return fail(err), nil
+	}
+	if cfg.Node != s.Node {
+		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeWrongNode, Message: fmt.Sprintf("the network's node is %q; this agent serves %q", cfg.Node, s.Node)}
+	}
+	// The request's context ends when the plugin goes away; the command must not: it finishes, or
+	// undoes what it did, on its own time budget, and the runtime's DEL cleans up after it.
+	var out bytes.Buffer
+	p := &Plugin{
+		Connect: func(context.Context, EtcdConfig, *slog.Logger) (Backend, error) {
+			return s.backend(), nil
+		},
+		Dataplane: s.Dataplane,
+		Stdout:    &out,
+		Getenv:    getenv,
+		Hostname:  hostname,
+		FailAt:    req.FailAt,
+		InAgent:   true,
+	}
+	args := &skel.CmdArgs{ContainerID: req.ContainerID, Netns: req.Netns, IfName: req.IfName, Args: req.Args, Path: req.Path, StdinData: req.StdinData}
+	switch req.Command {
+	case "ADD":
+		err = p.Add(args)
+	case "DEL":
+		err = p.Del(args)
+	case "CHECK":
+		err = p.Check(args)
+	}
+	if err != nil {
+		return fail(err), nil
+	}
+	return nodeapi.CNIResponse{Result: out.Bytes()}, nil
+}
+
+func fail(err error) nodeapi.CNIResponse {
+	e := toCNIError(err)
+	return nodeapi.CNIResponse{Error: &nodeapi.CNIError{Code: e.Code, Msg: e.Msg, Details: e.Details}}
+}
+
+// backend is the agent's datastore API as a Backend, served in memory: the same checks (this
+// node's resources only) and error codes as over the socket, without the socket.
+func (s *CommandServer) backend() Backend {
+	return &agentBackend{socket: "(in memory)", node: s.Node, hc: &http.Client{Transport: handlerTransport{s.Datastore}}, closeIdle: func() {}}
+}
+
+// handlerTransport answers requests by calling a handler directly.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	w := &memResponse{header: http.Header{}}
+	t.h.ServeHTTP(w, req)
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return &http.Response{
+		Status: fmt.Sprintf("%d %s", w.status, http.StatusText(w.status)), StatusCode: w.status,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: w.header, Body: io.NopCloser(&w.body), ContentLength: int64(w.body.Len()), Request: req,
+	}, nil
+}
+
+// memResponse is the http.ResponseWriter of an in-memory request.
+type memResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (w *memResponse) Header() http.Header { return w.header }
+
+func (w *memResponse) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+
+func (w *memResponse) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.body.Write(b)
+}

@@ -1,0 +1,46 @@
+package shim
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// execFallback replaces the process with terrace-cni-etcd from the shim's own directory: the same
+// argv (so terrace-ipam stays terrace-ipam), the environment plus FallbackEnv=mode, and the runtime's
+// standard input, which skel has consumed, given again from a memory file. It returns only on
+// failure.
+func execFallback(stdin []byte, mode string) error {
+	if os.Getenv(FallbackEnv) != "" {
+		return fmt.Errorf("this terrace-cni was itself started as %s, which must be the etcd-linked plugin", FallbackBinary)
+	}
+	exe, err := os.Executable() // the real file, also when called through a terrace-ipam link
+	if err != nil {
+		return fmt.Errorf("find %s: %w", FallbackBinary, err)
+	}
+	path := filepath.Join(filepath.Dir(exe), FallbackBinary)
+	if err := unix.Access(path, unix.X_OK); err != nil {
+		return fmt.Errorf("%s is not installed beside terrace-cni: %w", path, err)
+	}
+	fd, err := unix.MemfdCreate("terrace-cni-stdin", unix.MFD_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("keep standard input: create memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "stdin")
+	defer f.Close()
+	if _, err := f.Write(stdin); err != nil {
+		return fmt.Errorf("keep standard input: %w", err)
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		return fmt.Errorf("keep standard input: rewind: %w", err)
+	}
+	// dup3 without O_CLOEXEC: the memory file becomes the new program's standard input.
+	if err := unix.Dup3(fd, 0, 0); err != nil {
+		return fmt.Errorf("pass standard input: %w", err)
+	}
+	err = syscall.Exec(path, os.Args, append(os.Environ(), FallbackEnv+"="+mode))
+	return fmt.Errorf("exec %s: %w", path, err)
+}
