@@ -3,6 +3,7 @@ package cni
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,6 +40,13 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (nodeapi.
 	}
 	if req.FailAt != "" && !s.FailPoints {
 		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeInvalid, Message: "this node agent is built without failure points"}
+	}
+	if req.Command != "DEL" && req.Netns != "" {
+		// An agent in another mount namespace than the runtime may not see the path the runtime
+		// gave; the plugin can, so it does the command itself (and says so if the path is bad).
+		if _, err := s.Dataplane.PodInterfaceExists(req.Netns, req.IfName); errors.Is(err, ErrNetNSMissing) {
+			return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeUnavailable, Message: fmt.Sprintf("the node agent cannot see the network namespace %s", req.Netns)}
+		}
 	}
 	getenv := func(k string) string { return req.Env[k] }
 	hostname := func() (string, error) {

@@ -208,7 +208,7 @@ func (e *hostEnv) exec(c call) outcome {
 	}
 	cmd := exec.Command(path)
 	cmd.Env = append([]string{"CNI_COMMAND=" + c.cmd, "CNI_CONTAINERID=" + c.cid, "CNI_NETNS=" + c.netns,
-		"CNI_IFNAME=" + c.ifname, "CNI_ARGS=" + c.args, "CNI_PATH=" + filepath.Dir(path), "PATH=" + os.Getenv("PATH"), os.Getenv("TRC_EXTRA_ENV")}, c.env...)
+		"CNI_IFNAME=" + c.ifname, "CNI_ARGS=" + c.args, "CNI_PATH=" + filepath.Dir(path), "PATH=" + os.Getenv("PATH")}, c.env...)
 	cmd.Stdin = bytes.NewReader(c.stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -21,6 +21,7 @@ import (
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/embedded"
 	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/node/nodeapi"
 )
 
 // apiEnv is the datastore API of node "host-a" on a real embedded etcd with one small pool.
@@ -442,5 +443,67 @@ func TestRunServesDatastoreAPI(t *testing.T) {
 	hs, _, err := st.List(context.Background(), "/terrace/ipam/v1/handles/net.c1")
 	if err != nil || len(hs) != 1 {
 		t.Errorf("handle in etcd: %v %v", hs, err)
+	}
+}
+
+// TestCNICommandRoute: POST /v1/cni hands the decoded request to the runner and answers what it
+// gives; without a runner, or when the runner refuses, the status tells the plugin to do the
+// command itself (404, 403) or that the request was wrong (400).
+func TestCNICommandRoute(t *testing.T) {
+	e := newAPIEnv(t)
+	e.api.SetDatastore(e.store, e.ds)
+	body := `{"command":"ADD","containerID":"c1","netns":"/run/netns/p","ifName":"eth0","stdinData":"e30="}`
+	if status, data := e.call("POST", "/v1/cni", body); status != http.StatusNotFound || errCode(t, data) != CodeNotFound {
+		t.Errorf("without a runner: %d %s, want 404 not-found", status, data)
+	}
+	var got []nodeapi.CNIRequest
+	e.api.SetCommandRunner(func(_ context.Context, req nodeapi.CNIRequest) (nodeapi.CNIResponse, error) {
+		got = append(got, req)
+		switch req.ContainerID {
+		case "other-node":
+			return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: CodeWrongNode, Message: "serves host-a"}
+		case "malformed":
+			return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: CodeInvalid, Message: "no such command"}
+		case "failed":
+			return nodeapi.CNIResponse{Error: &nodeapi.CNIError{Code: 11, Msg: "try again"}}, nil
+		}
+		return nodeapi.CNIResponse{Result: []byte(`{"cniVersion":"1.1.0"}`)}, nil
+	})
+	tests := []struct {
+		name, body string
+		wantStatus int
+		wantCode   string // API error code, when not 200
+		want       nodeapi.CNIResponse
+	}{
+		{"result", body, 200, "", nodeapi.CNIResponse{Result: []byte(`{"cniVersion":"1.1.0"}`)}},
+		{"the command's failure", strings.Replace(body, `"c1"`, `"failed"`, 1), 200, "", nodeapi.CNIResponse{Error: &nodeapi.CNIError{Code: 11, Msg: "try again"}}},
+		{"another node's", strings.Replace(body, `"c1"`, `"other-node"`, 1), 403, CodeWrongNode, nodeapi.CNIResponse{}},
+		{"refused as malformed", strings.Replace(body, `"c1"`, `"malformed"`, 1), 400, CodeInvalid, nodeapi.CNIResponse{}},
+		{"unknown field", strings.Replace(body, `"ifName"`, `"ifname2"`, 1), 400, CodeInvalid, nodeapi.CNIResponse{}},
+		{"not JSON", `{"command":`, 400, CodeInvalid, nodeapi.CNIResponse{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, data := e.call("POST", "/v1/cni", tc.body)
+			if status != tc.wantStatus {
+				t.Fatalf("status %d (%s), want %d", status, data, tc.wantStatus)
+			}
+			if tc.wantCode != "" {
+				if c := errCode(t, data); c != tc.wantCode {
+					t.Fatalf("code %q, want %q", c, tc.wantCode)
+				}
+				return
+			}
+			var resp nodeapi.CNIResponse
+			if err := json.Unmarshal(data, &resp); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, resp); diff != "" {
+				t.Errorf("answer (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if len(got) == 0 || got[0].Netns != "/run/netns/p" || string(got[0].StdinData) != "{}" {
+		t.Errorf("the runner got %+v, want the request as sent", got)
 	}
 }
