@@ -117,6 +117,31 @@ func TestBinaryAgentFallback(t *testing.T) {
 	}
 }
 
+// TestBinaryAgentWithoutCommands: an agent that serves the datastore calls but runs no commands
+// (an older terrace-node) still gets them: the shim hands the command to terrace-cni-etcd, which
+// does the kernel work itself and the datastore work through the agent.
+func TestBinaryAgentWithoutCommands(t *testing.T) {
+	e := inHost(t, "-test.run")
+	if e == nil {
+		return
+	}
+	sock := serveAgentWith(e.t, "host-a", e.store, e.ds, false)
+	stdin := e.conf("1.1.0", `,"node_socket":"`+sock+`"`)
+	pod := e.newPod()
+	res := parseResult(t, e.mustOK(call{cmd: "ADD", cid: "old-agent", netns: pod, stdin: stdin}))
+	v4, _ := resultIPs(t, res)
+	ping(t, v4[0])
+	e.mustOK(call{cmd: "DEL", cid: "old-agent", netns: pod, stdin: stdin})
+	e.assertClean()
+	if got := e.backendsLogged(); got["agent"] != 2 || got["etcd"] != 0 {
+		t.Errorf("backends used: %v, want the agent twice", got)
+	}
+	data, err := os.ReadFile(filepath.Join(e.logDir, "cni.log"))
+	if n := strings.Count(string(data), "handing it to "+shim.FallbackBinary); err != nil || n != 2 {
+		t.Errorf("the shim handed over %d commands (log read: %v), want 2", n, err)
+	}
+}
+
 func TestBinaryAgentConcurrentAdds(t *testing.T) {
 	e := inHost(t, "-test.run")
 	if e == nil {
