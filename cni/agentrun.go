@@ -41,13 +41,6 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (nodeapi.
 	if req.FailAt != "" && !s.FailPoints {
 		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeInvalid, Message: "this node agent is built without failure points"}
 	}
-	if req.Command != "DEL" && req.Netns != "" {
-		// An agent in another mount namespace than the runtime may not see the path the runtime
-		// gave; the plugin can, so it does the command itself (and says so if the path is bad).
-		if _, err := s.Dataplane.PodInterfaceExists(req.Netns, req.IfName); errors.Is(err, ErrNetNSMissing) {
-			return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeUnavailable, Message: fmt.Sprintf("the node agent cannot see the network namespace %s", req.Netns)}
-		}
-	}
 	getenv := func(k string) string { return req.Env[k] }
 	hostname := func() (string, error) {
 		if req.Hostname == "" {
@@ -85,11 +78,20 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (nodeapi.
 	case "CHECK":
 		err = p.Check(args)
 	}
+	if errors.Is(err, errNetNSUnseen) {
+		// An agent in another mount namespace than the runtime may not see the path the runtime
+		// gave; the plugin can, so it does the command itself (and says so if the path is bad).
+		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeUnavailable, Message: fmt.Sprintf("the node agent cannot see the network namespace %s", req.Netns)}
+	}
 	if err != nil {
 		return fail(err), nil
 	}
 	return nodeapi.CNIResponse{Result: out.Bytes()}, nil
 }
+
+// errNetNSUnseen: run in the agent, ADD or CHECK found no network namespace at the runtime's
+// path, before changing anything.
+var errNetNSUnseen = errors.New("the node agent cannot see the network namespace")
 
 func fail(err error) nodeapi.CNIResponse {
 	e := toCNIError(err)

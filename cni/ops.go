@@ -64,6 +64,9 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	w := Wiring{NetNS: args.Netns, PodIf: args.IfName, HostIf: inv.hostIf, MTU: inv.cfg.MTU, IPv4: v4, IPv6: v6}
 	if err := p.Dataplane.Verify(w); err != nil {
 		if errors.Is(err, ErrNetNSMissing) {
+			if p.InAgent {
+				return errNetNSUnseen
+			}
 			return cniErrorf(types.ErrUnknownContainer, "the pod's network namespace %q does not exist", args.Netns)
 		}
 		problems = append(problems, err)

@@ -224,6 +224,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) (retErr error) {
 	exists, err := p.Dataplane.PodInterfaceExists(args.Netns, args.IfName)
 	if err != nil {
 		if errors.Is(err, ErrNetNSMissing) {
+			if p.InAgent {
+				return errNetNSUnseen
+			}
 			return cniErrorf(types.ErrUnknownContainer, "the pod's network namespace %q does not exist", args.Netns)
 		}
 		return toCNIError(err)
