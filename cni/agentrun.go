@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
+	"sync"
 
 	"github.com/containernetworking/cni/pkg/skel"
 
@@ -15,10 +17,10 @@ import (
 )
 
 // The agent side of a whole command. A plugin process is a fresh Go program each call: on two cores
-// its own start-up, netlink work and HTTP round trips were most of what eight concurrent ADDs
-// cost. The thin plugin now sends the command to terrace-node, which runs the very same Plugin
-// code here, warm, with the datastore calls going to its own API in memory instead of over the
-// socket. The plugin still does everything itself when the agent is absent (fallback_linux.go).
+// its start-up, netlink work and HTTP round trips were most of what eight concurrent ADDs cost.
+// The terrace-cni shim (package cni/shim) sends the command to terrace-node, which runs the very
+// same Plugin code here, warm, with the datastore calls going to its own API in memory instead of
+// over the socket. terrace-cni-etcd does everything itself when the agent does not take a command.
 
 // CommandServer runs ADD, DEL and CHECK inside the node agent for node Node. Datastore is the
 // agent's own datastore API (node.DatastoreAPI's handler), called in memory. FailPoints lets a
@@ -28,11 +30,56 @@ type CommandServer struct {
 	Dataplane  Dataplane
 	Datastore  http.Handler
 	FailPoints bool
+
+	// attachments serialises the commands for one attachment: the agent finishes a command the
+	// plugin gave up waiting for, so the runtime's DEL could otherwise run while its ADD still
+	// wires, and the ADD would then recreate what the DEL removed.
+	attachments keyedMutex
+}
+
+// keyedMutex is a mutex per key, kept only while someone holds or waits for it.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedEntry{}
+	}
+	e := k.m[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.m[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
 }
 
 // Run runs one command. Its failures come back as the CNI error the plugin prints; a command that
 // was not started (malformed, or for another node) is a *nodeapi.Refusal.
-func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (nodeapi.CNIResponse, error) {
+func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nodeapi.CNIResponse, err error) {
+	defer func() {
+		// A bug in one command must fail that command, not the agent that runs felix and bgp.
+		if r := recover(); r != nil {
+			resp, err = fail(fmt.Errorf("%s of %s failed inside the node agent: panic: %v\n%s", req.Command, req.ContainerID, r, debug.Stack())), nil
+		}
+	}()
 	switch req.Command {
 	case "ADD", "DEL", "CHECK":
 	default:
@@ -55,6 +102,17 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (nodeapi.
 	if cfg.Node != s.Node {
 		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeWrongNode, Message: fmt.Sprintf("the network's node is %q; this agent serves %q", cfg.Node, s.Node)}
 	}
+	if req.Command != "DEL" && req.NetnsIno != 0 {
+		// A /proc/<pid>/ns/net path names another process's namespace in another PID namespace,
+		// and a bind mount may be another file in another mount namespace: the agent uses the
+		// path only if it leads to the namespace the plugin saw.
+		dev, ino, err := statNetns(req.Netns)
+		if err != nil || dev != req.NetnsDev || ino != req.NetnsIno {
+			return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeNetnsUnseen,
+				Message: fmt.Sprintf("the node agent does not see the plugin's network namespace at %s (%d:%d; the agent sees %d:%d, %v)", req.Netns, req.NetnsDev, req.NetnsIno, dev, ino, err)}
+		}
+	}
+	defer s.attachments.lock(req.ContainerID + "/" + req.IfName)()
 	// The request's context ends when the plugin goes away; the command must not: it finishes, or
 	// undoes what it did, on its own time budget, and the runtime's DEL cleans up after it.
 	var out bytes.Buffer
@@ -68,6 +126,7 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (nodeapi.
 		Hostname:  hostname,
 		FailAt:    req.FailAt,
 		InAgent:   true,
+		CallerPid: req.PluginPid,
 	}
 	args := &skel.CmdArgs{ContainerID: req.ContainerID, Netns: req.Netns, IfName: req.IfName, Args: req.Args, Path: req.Path, StdinData: req.StdinData}
 	switch req.Command {
@@ -81,7 +140,7 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (nodeapi.
 	if errors.Is(err, errNetNSUnseen) {
 		// An agent in another mount namespace than the runtime may not see the path the runtime
 		// gave; the plugin can, so it does the command itself (and says so if the path is bad).
-		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeUnavailable, Message: fmt.Sprintf("the node agent cannot see the network namespace %s", req.Netns)}
+		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeNetnsUnseen, Message: fmt.Sprintf("the node agent cannot see the network namespace %s", req.Netns)}
 	}
 	if err != nil {
 		return fail(err), nil

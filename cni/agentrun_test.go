@@ -9,14 +9,17 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/embedded"
+	"github.com/terracenet/terrace/datastore/kv"
 	"github.com/terracenet/terrace/ipam"
 	"github.com/terracenet/terrace/node"
 
@@ -53,7 +56,8 @@ func TestCommandServerRefuses(t *testing.T) {
 		{"another node's network", nodeapi.CNIRequest{Command: "ADD", StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace","nodename":"host-b"}`)}, nodeapi.CodeWrongNode, 0},
 		{"node from the plugin's environment", nodeapi.CNIRequest{Command: "DEL", Env: map[string]string{EnvNodeName: "host-b"}, StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace"}`)}, nodeapi.CodeWrongNode, 0},
 		{"node from the plugin's host name", nodeapi.CNIRequest{Command: "DEL", Hostname: "HOST-B", StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace"}`)}, nodeapi.CodeWrongNode, 0},
-		{"namespace the agent cannot see", nodeapi.CNIRequest{Command: "ADD", Netns: "/nonexistent/netns", StdinData: conf}, nodeapi.CodeUnavailable, 0},
+		{"namespace the agent cannot see", nodeapi.CNIRequest{Command: "ADD", Netns: "/nonexistent/netns", StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
+		{"path leading the agent to another namespace", nodeapi.CNIRequest{Command: "ADD", Netns: "/proc/self/ns/net", NetnsDev: 1, NetnsIno: 1, StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
 		{"configuration not JSON", nodeapi.CNIRequest{Command: "ADD", StdinData: []byte(`{`)}, "", types.ErrDecodingFailure},
 		{"configuration without a name", nodeapi.CNIRequest{Command: "ADD", StdinData: []byte(`{"cniVersion":"1.1.0","nodename":"host-a"}`)}, "", types.ErrInvalidNetworkConfig},
 	}
@@ -77,12 +81,23 @@ func TestCommandServerRefuses(t *testing.T) {
 	}
 }
 
-// TestCommandServerRunsCommands: ADD, CHECK and DEL run by the agent against a real etcd, with the
-// datastore calls going to the agent's own API in memory; a failure at a step undoes the ADD.
-func TestCommandServerRunsCommands(t *testing.T) {
+// commandEnv is an agent's command runner for node host-a over a real etcd with one pool, its
+// datastore calls going to the agent's API in memory, and a fake kernel.
+type commandEnv struct {
+	t       *testing.T
+	ctx     context.Context
+	st      *kv.Store
+	ds      *datastore.Client
+	dp      Dataplane
+	s       *CommandServer
+	stdin   []byte
+	logFile string
+}
+
+func newCommandEnv(t *testing.T, dp Dataplane) *commandEnv {
 	st, ds := testStore(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
 	pool := &api.IPPool{TypeMeta: api.TypeMeta{Kind: "IPPool", APIVersion: api.GroupVersion},
 		Metadata: api.ObjectMeta{Name: "p4"}, Spec: api.IPPoolSpec{CIDR: "198.18.0.0/26", BlockSize: 28}}
 	if _, err := ds.Create(ctx, pool); err != nil {
@@ -90,29 +105,57 @@ func TestCommandServerRunsCommands(t *testing.T) {
 	}
 	a := node.NewDatastoreAPI("host-a", embedded.TestLogger())
 	a.SetDatastore(st, ds)
-	dp := newFakeDataplane(testNS)
-	s := &CommandServer{Node: "host-a", Dataplane: dp, Datastore: a.Handler(http.NotFoundHandler()), FailPoints: true}
 	logFile := filepath.Join(t.TempDir(), "cni.log")
-	stdin := []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace","nodename":"host-a","log_file_path":"` + logFile + `"}`)
-	run := func(cmd, cid, failAt string, stdin []byte) nodeapi.CNIResponse {
-		t.Helper()
-		resp, err := s.Run(ctx, nodeapi.CNIRequest{Command: cmd, ContainerID: cid, Netns: testNS, IfName: "eth0",
-			Args: "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-" + cid, StdinData: stdin, FailAt: failAt})
-		if err != nil {
-			t.Fatalf("%s %s refused: %v", cmd, cid, err)
-		}
-		return resp
-	}
-	endpoints := func() int {
-		t.Helper()
-		rs, err := ds.List(ctx, "WorkloadEndpoint", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(rs)
-	}
+	return &commandEnv{t: t, ctx: ctx, st: st, ds: ds, dp: dp, logFile: logFile,
+		s:     &CommandServer{Node: "host-a", Dataplane: dp, Datastore: a.Handler(http.NotFoundHandler()), FailPoints: true},
+		stdin: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace","nodename":"host-a","log_file_path":"` + logFile + `"}`)}
+}
 
-	resp := run("ADD", "c1", "", stdin)
+func (e *commandEnv) run(cmd, cid, failAt string, stdin []byte) nodeapi.CNIResponse {
+	e.t.Helper()
+	resp, err := e.s.Run(e.ctx, nodeapi.CNIRequest{Command: cmd, ContainerID: cid, Netns: testNS, IfName: "eth0",
+		Args: "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-" + cid, StdinData: stdin, FailAt: failAt, PluginPid: 4242})
+	if err != nil {
+		e.t.Errorf("%s %s refused: %v", cmd, cid, err)
+	}
+	return resp
+}
+
+func (e *commandEnv) endpoints() int {
+	e.t.Helper()
+	rs, err := e.ds.List(e.ctx, "WorkloadEndpoint", "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return len(rs)
+}
+
+// allocated lists every address IPAM holds.
+func (e *commandEnv) allocated() []netip.Addr {
+	e.t.Helper()
+	blocks, _, err := e.st.List(e.ctx, ipam.BlockPrefix)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []netip.Addr
+	for _, b := range blocks {
+		blk, err := ipam.DecodeBlock(b.Value)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, a := range blk.Allocated() {
+			out = append(out, a.IP)
+		}
+	}
+	return out
+}
+
+// TestCommandServerRunsCommands: ADD, CHECK and DEL run by the agent against a real etcd, with the
+// datastore calls going to the agent's own API in memory; a failure at a step undoes the ADD.
+func TestCommandServerRunsCommands(t *testing.T) {
+	dp := newFakeDataplane(testNS)
+	e := newCommandEnv(t, dp)
+	resp := e.run("ADD", "c1", "", e.stdin)
 	if resp.Error != nil {
 		t.Fatalf("ADD: %+v", resp.Error)
 	}
@@ -120,40 +163,102 @@ func TestCommandServerRunsCommands(t *testing.T) {
 	if err != nil || len(res.IPs) != 1 || !netip.MustParsePrefix("198.18.0.0/26").Contains(netip.MustParseAddr(res.IPs[0].Address.IP.String())) {
 		t.Fatalf("ADD result %s (%v): want one address of the pool", resp.Result, err)
 	}
-	if n := endpoints(); n != 1 {
+	if n := e.endpoints(); n != 1 {
 		t.Fatalf("%d workload endpoints after ADD, want 1", n)
 	}
-	check := []byte(strings.TrimSuffix(string(stdin), "}") + `,"prevResult":` + string(resp.Result) + "}")
-	if resp := run("CHECK", "c1", "", check); resp.Error != nil {
+	check := []byte(strings.TrimSuffix(string(e.stdin), "}") + `,"prevResult":` + string(resp.Result) + "}")
+	if resp := e.run("CHECK", "c1", "", check); resp.Error != nil {
 		t.Fatalf("CHECK: %+v", resp.Error)
 	}
 	for _, cid := range []string{"c1", "c1"} {
-		if resp := run("DEL", cid, "", stdin); resp.Error != nil {
+		if resp := e.run("DEL", cid, "", e.stdin); resp.Error != nil {
 			t.Fatalf("DEL: %+v", resp.Error)
 		}
 	}
-	if resp := run("ADD", "c2", "endpoint", stdin); resp.Error == nil || !strings.Contains(resp.Error.Msg, "injected failure") {
+	if resp := e.run("ADD", "c2", "endpoint", e.stdin); resp.Error == nil || !strings.Contains(resp.Error.Msg, "injected failure") {
 		t.Fatalf("ADD failing at the endpoint step: %+v, want the injected failure", resp.Error)
 	}
-	if n := endpoints(); n != 0 || len(dp.links) != 0 {
-		t.Fatalf("after DEL: %d endpoints, links %v; want nothing", n, dp.links)
+	if n, held := e.endpoints(), e.allocated(); n != 0 || len(dp.links) != 0 || len(held) != 0 {
+		t.Fatalf("after DEL and a failed ADD: %d endpoints, links %v, addresses %v; want nothing", n, dp.links, held)
 	}
-	blocks, _, err := st.List(ctx, ipam.BlockPrefix)
-	if err != nil {
-		t.Fatal(err)
+	data, err := os.ReadFile(e.logFile)
+	if err != nil || strings.Count(string(data), "backend=agent") < 4 || strings.Contains(string(data), "startup=") ||
+		!strings.Contains(string(data), "pid=4242 agentPid=") {
+		t.Errorf("the agent's log of the commands (%v):\n%s\nwant backend=agent on each, the plugin's pid and no process start-up", err, data)
 	}
-	for _, b := range blocks {
-		blk, err := ipam.DecodeBlock(b.Value)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := blk.Allocated(); len(got) != 0 {
-			t.Errorf("block %s still holds %v after the failed ADD and the DEL", b.Key, got)
-		}
+}
+
+// gatedDataplane holds Setup until released, and can panic in it.
+type gatedDataplane struct {
+	*fakeDataplane
+	entered chan string // host interface, when Setup starts
+	release chan struct{}
+	panics  bool
+	removes atomic.Int32
+}
+
+func (d *gatedDataplane) Setup(w Wiring, fail func(string) error) (string, error) {
+	if d.panics {
+		panic("wiring bug")
 	}
-	data, err := os.ReadFile(logFile)
-	if err != nil || strings.Count(string(data), "backend=agent") < 4 || strings.Contains(string(data), "startup=") {
-		t.Errorf("the agent's log of the commands (%v):\n%s\nwant backend=agent on each and no process start-up", err, data)
+	d.entered <- w.HostIf
+	<-d.release
+	return d.fakeDataplane.Setup(w, fail)
+}
+
+func (d *gatedDataplane) Remove(hostIf string) error {
+	d.removes.Add(1)
+	return d.fakeDataplane.Remove(hostIf)
+}
+
+// TestCommandServerSerialisesAnAttachment: the agent finishes an ADD whose plugin gave up waiting,
+// so the runtime's DEL for the same container can arrive while the ADD still wires; the DEL must
+// wait and then remove everything, while commands for other containers go on.
+func TestCommandServerSerialisesAnAttachment(t *testing.T) {
+	dp := &gatedDataplane{fakeDataplane: newFakeDataplane(testNS, "/var/run/netns/other"), entered: make(chan string, 1), release: make(chan struct{})}
+	e := newCommandEnv(t, dp)
+	added := make(chan nodeapi.CNIResponse, 1)
+	go func() { added <- e.run("ADD", "slow", "", e.stdin) }()
+	<-dp.entered
+	deleted := make(chan nodeapi.CNIResponse, 1)
+	go func() { deleted <- e.run("DEL", "slow", "", e.stdin) }()
+	// Another container's DEL is not held up by this one's ADD.
+	other, err := e.s.Run(e.ctx, nodeapi.CNIRequest{Command: "DEL", ContainerID: "other", Netns: "/var/run/netns/other", IfName: "eth0", StdinData: e.stdin})
+	if err != nil || other.Error != nil {
+		t.Fatalf("DEL of another container: %+v, %v", other.Error, err)
+	}
+	select {
+	case r := <-deleted:
+		t.Fatalf("DEL ran while its ADD was still wiring: %+v", r.Error)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(dp.release)
+	if r := <-added; r.Error != nil {
+		t.Fatalf("ADD: %+v", r.Error)
+	}
+	if r := <-deleted; r.Error != nil {
+		t.Fatalf("DEL: %+v", r.Error)
+	}
+	if n, held := e.endpoints(), e.allocated(); n != 0 || len(dp.links) != 0 || len(held) != 0 {
+		t.Fatalf("after ADD then DEL: %d endpoints, links %v, addresses %v; want nothing", n, dp.links, held)
+	}
+}
+
+// TestCommandServerSurvivesPanic: a bug in one command fails that command with a CNI error and
+// leaves nothing behind; the agent goes on.
+func TestCommandServerSurvivesPanic(t *testing.T) {
+	dp := &gatedDataplane{fakeDataplane: newFakeDataplane(testNS), panics: true}
+	e := newCommandEnv(t, dp)
+	resp := e.run("ADD", "c1", "", e.stdin)
+	if resp.Error == nil || resp.Error.Code != types.ErrInternal || !strings.Contains(resp.Error.Msg, "panic: wiring bug") {
+		t.Fatalf("ADD with a panicking dataplane: %+v, want an internal CNI error naming the panic", resp.Error)
+	}
+	// The panic skipped the ADD's undo: the runtime's DEL (which follows a failed ADD) cleans up.
+	if resp := e.run("DEL", "c1", "", e.stdin); resp.Error != nil {
+		t.Fatalf("DEL after the panic: %+v", resp.Error)
+	}
+	if n, held := e.endpoints(), e.allocated(); n != 0 || len(held) != 0 {
+		t.Fatalf("after the DEL: %d endpoints, addresses %v; want nothing", n, held)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 
@@ -37,6 +38,20 @@ func openNS(path string) (ns.NetNS, error) {
 	return n, nil
 }
 
+// inNS runs fn inside podNS. A panic in fn becomes an error: ns.Do runs fn on a goroutine of its
+// own, where nothing else would recover it, and inside terrace-node that would stop the whole
+// agent (felix and bgp with it) instead of failing one command.
+func inNS(podNS ns.NetNS, fn func() error) error {
+	return podNS.Do(func(ns.NetNS) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("panic inside the pod's namespace: %v\n%s", r, debug.Stack())
+			}
+		}()
+		return fn()
+	})
+}
+
 // PodInterfaceExists looks ifName up inside the pod's namespace.
 func (d *LinuxDataplane) PodInterfaceExists(netnsPath, ifName string) (bool, error) {
 	podNS, err := openNS(netnsPath)
@@ -45,7 +60,7 @@ func (d *LinuxDataplane) PodInterfaceExists(netnsPath, ifName string) (bool, err
 	}
 	defer podNS.Close()
 	exists := false
-	err = podNS.Do(func(ns.NetNS) error {
+	err = inNS(podNS, func() error {
 		_, err := netlink.LinkByName(ifName)
 		if err == nil {
 			exists = true
@@ -107,7 +122,7 @@ func (d *LinuxDataplane) Setup(w Wiring, fail func(string) error) (podMAC string
 	if err := fail("host"); err != nil {
 		return "", err
 	}
-	err = podNS.Do(func(ns.NetNS) error {
+	err = inNS(podNS, func() error {
 		var perr error
 		podMAC, perr = configurePodSide(w)
 		return perr
@@ -283,7 +298,7 @@ func (d *LinuxDataplane) Verify(w Wiring) error {
 		return errors.Join(append(errs, err)...)
 	}
 	defer podNS.Close()
-	if err := podNS.Do(func(ns.NetNS) error { return verifyPodSide(w, host.Attrs().Index) }); err != nil {
+	if err := inNS(podNS, func() error { return verifyPodSide(w, host.Attrs().Index) }); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -31,7 +31,7 @@ func installAs(t *testing.T, src string, names ...string) string {
 }
 
 // TestBinaryFallbackBroken: without an agent, a terrace-cni whose etcd fallback is missing, or is
-// another thin plugin, tells the runtime to try again later, says why, and leaves nothing behind.
+// another shim, tells the runtime to try again later, says why, and leaves nothing behind.
 func TestBinaryFallbackBroken(t *testing.T) {
 	e := inHost(t, "-test.run")
 	if e == nil {
@@ -42,7 +42,7 @@ func TestBinaryFallbackBroken(t *testing.T) {
 		names      []string
 	}{
 		{"missing", shim.FallbackBinary + " is not installed beside terrace-cni", []string{"terrace-cni"}},
-		{"thin in its place", "must be the etcd-linked plugin", []string{"terrace-cni", shim.FallbackBinary}},
+		{"shim in its place", "must be the etcd-linked plugin", []string{"terrace-cni", shim.FallbackBinary}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			plugin := installAs(t, e.plugin, c.names...)
@@ -74,7 +74,7 @@ func TestBinaryFallbackLargeInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n := strings.Count(string(log), "handing it to "+shim.FallbackBinary); n != 2 {
-		t.Errorf("the thin plugin handed over %d commands, want 2 (ADD, DEL)", n)
+		t.Errorf("the shim handed over %d commands, want 2 (ADD, DEL)", n)
 	}
 	if got := e.backendsLogged(); got["etcd"] != 2 {
 		t.Errorf("backends used: %v, want etcd twice", got)

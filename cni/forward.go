@@ -17,7 +17,7 @@ func (p *Plugin) viaAgent(inv *invocation) (handled bool, err error) {
 	if !p.UseAgent || p.InAgent {
 		return false, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout+undoTimeout+inv.cfg.PolicySetupTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), shim.CommandBudget+inv.cfg.PolicySetupTimeout)
 	defer cancel()
 	result, taken, why, err := shim.Forward(ctx, inv.cfg.NodeSocket, shim.Request(inv.cmd, inv.args, p.getenv, p.FailAt))
 	if !taken {

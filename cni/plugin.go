@@ -44,14 +44,17 @@ type Plugin struct {
 	Hostname  func() (string, error)
 	// Log, when set, is used instead of the log file named by the configuration.
 	Log *slog.Logger
-	// UseAgent lets commands hand their datastore work to the node agent on the node socket when
-	// it answers (one warm allocator and etcd connection per node); Connect is the fallback.
+	// UseAgent lets ADD, DEL and CHECK go to the node agent on the node socket whole, and
+	// otherwise the datastore calls (one warm allocator and etcd connection per node), when it
+	// answers; Connect is the fallback.
 	UseAgent bool
 	// FailAt names an ADD step at which to fail on purpose (tests only; see failpoint*.go).
 	FailAt string
 	// InAgent is set when the node agent runs the command (agentrun.go): Connect is its own API
-	// in memory, and there is no process start-up to report.
-	InAgent bool
+	// in memory, and there is no process start-up to report. CallerPid is then the plugin
+	// process's pid, which the log lines carry (with the agent's as agentPid).
+	InAgent   bool
+	CallerPid int
 	// agentAbsent records that the node agent did not take the command, so connecting does not
 	// ask it again.
 	agentAbsent bool
@@ -145,7 +148,13 @@ func (p *Plugin) logger(cfg *Config) (*slog.Logger, func()) {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
 	if err := os.MkdirAll(filepath.Dir(cfg.LogFile), 0o755); err == nil {
 		if f, err := os.OpenFile(cfg.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
-			return slog.New(slog.NewTextHandler(f, opts)).With("pid", os.Getpid()), func() { f.Close() }
+			log := slog.New(slog.NewTextHandler(f, opts))
+			if p.InAgent {
+				log = log.With("pid", p.CallerPid, "agentPid", os.Getpid())
+			} else {
+				log = log.With("pid", os.Getpid())
+			}
+			return log, func() { f.Close() }
 		}
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts)), func() {}

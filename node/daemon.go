@@ -45,6 +45,9 @@ type Config struct {
 	CNI func(node string, datastore http.Handler) CommandRunner
 }
 
+// drainTimeout bounds how long stopping waits for CNI commands in flight.
+const drainTimeout = 60 * time.Second
+
 // Component is a part of the daemon (felix, the BGP speaker) that runs once the node is registered.
 type Component interface {
 	Name() string
@@ -247,8 +250,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, len(cfg.Components)+1)
 	wg.Add(1)
-	// The CNI plugin's datastore work is served by this warm process (see ipamapi.go); it answers
-	// "unavailable" until etcd does.
+	// The CNI plugin's commands and datastore work are served by this warm process (see
+	// ipamapi.go); it answers "unavailable" until etcd does.
 	dsAPI := NewDatastoreAPI(reg.Name, log)
 	if cfg.CNI != nil {
 		dsAPI.SetCommandRunner(cfg.CNI(reg.Name, dsAPI.Handler(http.NotFoundHandler())))
@@ -275,6 +278,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return finish(err)
 	}
 	defer store.Close()
+	// Runs before the store closes: CNI commands in flight finish (or undo) with the datastore
+	// still there. Their own budget is 45 s plus any policy wait.
+	defer func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
+		defer dcancel()
+		if err := dsAPI.DrainCommands(dctx); err != nil {
+			log.Error("stopping with CNI commands still running", "err", err)
+		}
+	}()
 	client := datastore.New(store, log)
 	n, err := Register(ctx, client, reg, log)
 	if err != nil {

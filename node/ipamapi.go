@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,7 +21,9 @@ import (
 	"github.com/terracenet/terrace/node/nodeapi"
 )
 
-// The CNI plugin's datastore work, served on the node socket. A plugin process per call cannot
+// The CNI plugin's work, served on the node socket: whole commands (POST /v1/cni, run by the
+// CommandRunner; only root may ask, and stopping waits for those in flight) and the datastore
+// calls a plugin process makes when it does a command itself. A plugin process per call cannot
 // keep an etcd connection, and independent allocators in concurrent plugin processes fight over
 // the node's block key with compare-and-swap; one warm allocator per node batches them instead.
 //
@@ -35,7 +38,8 @@ import (
 //	DELETE /v1/endpoints/{namespace}/{name}[?resourceVersion=N]
 //	GET    /v1/endpoints/{namespace}/{name}/status  the raw endpoint status value felix writes
 //	POST   /v1/cni                               CNIRequest -> CNIResponse: a whole ADD, DEL or CHECK
-//	                                             run here (404 when no runner is set)
+//	                                             run here (404 when no runner is set; 403, 422 or
+//	                                             503 when refused before anything was done)
 //
 // Only this node's resources are served: an assignment, endpoint or status of another node is
 // refused, so a local caller cannot use the agent to write other hosts' state.
@@ -80,6 +84,12 @@ type DatastoreAPI struct {
 	log  *slog.Logger
 	st   atomic.Pointer[dsState]
 	run  atomic.Pointer[CommandRunner]
+
+	// Commands in flight, so stopping can wait for them: a command abandoned half-way would
+	// leave a veth and an address without the undo the command itself would have done.
+	cmdMu       sync.Mutex
+	cmdStopping bool
+	cmdRunning  sync.WaitGroup
 }
 
 // SetCommandRunner makes POST /v1/cni run commands with r.
@@ -176,10 +186,12 @@ func classify(err error) (int, string) {
 		return he.status, he.code
 	case errors.As(err, &ref):
 		switch ref.Code {
-		case CodeWrongNode:
+		case CodeWrongNode, nodeapi.CodeForbidden:
 			return http.StatusForbidden, ref.Code
-		case CodeUnavailable:
+		case CodeUnavailable, nodeapi.CodeStopping:
 			return http.StatusServiceUnavailable, ref.Code
+		case nodeapi.CodeNetnsUnseen:
+			return http.StatusUnprocessableEntity, ref.Code
 		}
 		return http.StatusBadRequest, CodeInvalid
 	case errors.As(err, &ve):
@@ -419,14 +431,51 @@ func (a *DatastoreAPI) cniCommand(ctx context.Context, _ *dsState, w http.Respon
 	if run == nil {
 		return &httpError{http.StatusNotFound, CodeNotFound, errors.New("this agent does not run CNI commands")}
 	}
+	if uid, ok := peerUID(r.Context()); ok && uid != 0 {
+		// The command makes root create interfaces in any namespace and write the log file the
+		// configuration names: only root may ask, whoever else the socket's group admits.
+		return &nodeapi.Refusal{Code: nodeapi.CodeForbidden, Message: fmt.Sprintf("only root may have the node agent run CNI commands (caller uid %d)", uid)}
+	}
 	var req nodeapi.CNIRequest
 	if err := decode(r, w, &req); err != nil {
 		return err
 	}
+	a.cmdMu.Lock()
+	if a.cmdStopping {
+		a.cmdMu.Unlock()
+		return &nodeapi.Refusal{Code: nodeapi.CodeStopping, Message: "terrace-node is stopping"}
+	}
+	a.cmdRunning.Add(1)
+	a.cmdMu.Unlock()
+	defer a.cmdRunning.Done()
+	start := time.Now()
 	resp, err := (*run)(ctx, req)
+	if err == nil {
+		outcome := "ok"
+		if resp.Error != nil {
+			outcome = resp.Error.Msg
+		}
+		a.log.Info("CNI command run", "cmd", req.Command, "containerID", req.ContainerID, "ifname", req.IfName, "pluginPid", req.PluginPid, "took", time.Since(start), "outcome", outcome)
+	}
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, resp)
 	return nil
+}
+
+// DrainCommands refuses new CNI commands (the plugin then does them itself) and waits until the
+// ones running have finished, or ctx ends.
+func (a *DatastoreAPI) DrainCommands(ctx context.Context) error {
+	a.cmdMu.Lock()
+	a.cmdStopping = true
+	a.cmdMu.Unlock()
+	done := make(chan struct{})
+	go func() { a.cmdRunning.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for CNI commands in flight: %w", ctx.Err())
+	}
 }

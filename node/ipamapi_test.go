@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -507,3 +508,97 @@ func TestCNICommandRoute(t *testing.T) {
 		t.Errorf("the runner got %+v, want the request as sent", got)
 	}
 }
+
+// TestCNICommandsDrain: stopping refuses new commands with "stopping" (the plugin then does them
+// itself) and waits for the ones running, which still get their answer.
+func TestCNICommandsDrain(t *testing.T) {
+	e := newAPIEnv(t)
+	e.api.SetDatastore(e.store, e.ds)
+	started, release := make(chan struct{}), make(chan struct{})
+	e.api.SetCommandRunner(func(context.Context, nodeapi.CNIRequest) (nodeapi.CNIResponse, error) {
+		close(started)
+		<-release
+		return nodeapi.CNIResponse{Result: []byte("{}")}, nil
+	})
+	body := `{"command":"ADD","containerID":"c1","netns":"/run/netns/p","ifName":"eth0","stdinData":"e30="}`
+	answered := make(chan int, 1)
+	go func() { status, _ := e.call("POST", "/v1/cni", body); answered <- status }()
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := e.api.DrainCommands(ctx); err == nil {
+		t.Fatal("DrainCommands returned while a command was running")
+	}
+	if status, data := e.call("POST", "/v1/cni", strings.Replace(body, "c1", "c2", 1)); status != http.StatusServiceUnavailable || errCode(t, data) != nodeapi.CodeStopping {
+		t.Errorf("a command while stopping: %d %s, want 503 stopping", status, data)
+	}
+	close(release)
+	if err := e.api.DrainCommands(context.Background()); err != nil {
+		t.Fatalf("DrainCommands after the command ended: %v", err)
+	}
+	if status := <-answered; status != http.StatusOK {
+		t.Errorf("the running command was answered %d, want 200", status)
+	}
+}
+
+// TestCNICommandsOnlyForRoot: a caller on the socket who is not root cannot have the agent run
+// a command; the uid comes from the socket's peer credentials.
+func TestCNICommandsOnlyForRoot(t *testing.T) {
+	a := NewDatastoreAPI("host-a", embedded.TestLogger())
+	ran := 0
+	a.SetCommandRunner(func(context.Context, nodeapi.CNIRequest) (nodeapi.CNIResponse, error) {
+		ran++
+		return nodeapi.CNIResponse{}, nil
+	})
+	e := newAPIEnv(t)
+	a.SetDatastore(e.store, e.ds)
+	h := a.Handler(http.NotFoundHandler())
+	body := `{"command":"DEL","containerID":"c1","ifName":"eth0","stdinData":"e30="}`
+	for _, tc := range []struct {
+		name string
+		uid  *uint32
+		want int
+	}{
+		{"uid 1000", ptr(uint32(1000)), http.StatusForbidden},
+		{"root", ptr(uint32(0)), http.StatusOK},
+		{"not a unix socket (credentials unknown)", nil, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest("POST", "/v1/cni", strings.NewReader(body))
+			if tc.uid != nil {
+				req = req.WithContext(context.WithValue(req.Context(), peerUIDKey{}, *tc.uid))
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			if w.Code != tc.want {
+				t.Fatalf("status %d (%s), want %d", w.Code, w.Body, tc.want)
+			}
+		})
+	}
+	if ran != 2 {
+		t.Errorf("the runner ran %d times, want 2 (root and unknown)", ran)
+	}
+	// The credentials are the real peer's: this test's own uid over a socket pair.
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := net.Dial("unix", ln.Addr().String()); err == nil {
+			defer c.Close()
+			time.Sleep(time.Second)
+		}
+	}()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	uid, ok := peerUID(withPeerUID(context.Background(), c))
+	if !ok || uid != uint32(os.Getuid()) {
+		t.Errorf("peer uid %d (%v), want %d", uid, ok, os.Getuid())
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // AddressInfo is how the node's addresses were chosen, as served by the local API and written to
@@ -137,7 +139,7 @@ func ServeAPI(ctx context.Context, ln net.Listener, b *StatusBoard, log *slog.Lo
 
 // ServeHandler serves h on ln until ctx is done, then shuts down and removes the socket file.
 func ServeHandler(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ConnContext: withPeerUID}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var err error
@@ -198,4 +200,30 @@ func (s Status) ComponentNames() []string {
 	}
 	sort.Strings(n)
 	return n
+}
+
+type peerUIDKey struct{}
+
+// withPeerUID records the uid of the process at the other end of a unix socket connection.
+func withPeerUID(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil || cerr != nil {
+		return ctx
+	}
+	return context.WithValue(ctx, peerUIDKey{}, cred.Uid)
+}
+
+// peerUID is the uid of the caller on the node socket, when known.
+func peerUID(ctx context.Context) (uint32, bool) {
+	uid, ok := ctx.Value(peerUIDKey{}).(uint32)
+	return uid, ok
 }

@@ -35,8 +35,9 @@ type NotTaken struct {
 }
 
 // Forward hands one command to the agent at socket. taken is false when the agent did not take
-// it (why says why): nothing listens, it is not ready, it serves another node, or it is too old
-// to run commands; nothing has been changed then. When taken, the command's outcome is result (on
+// it (why says why): nothing listens, it is not ready or stopping, it serves another node, or it
+// refused the request before doing anything (4xx: too old to run commands, a request it does not
+// understand, a namespace it cannot see); nothing has been changed then. When taken, the command's outcome is result (on
 // success, what the plugin prints) or err, a *types.Error: the command's own CNI error, or "try
 // again later" when the answer was lost, since the command may be half done (the runtime's DEL
 // cleans up).
@@ -55,11 +56,18 @@ func Forward(ctx context.Context, socket string, req nodeapi.CNIRequest) (result
 	if status != 200 {
 		var ae nodeapi.APIError
 		_ = json.Unmarshal(data, &ae)
+		reason := fmt.Sprintf("status %d %s: %s", status, ae.Code, ae.Message)
 		switch {
-		case status == 404, ae.Code == nodeapi.CodeUnavailable, ae.Code == nodeapi.CodeWrongNode:
-			return nil, false, NotTaken{Reason: fmt.Sprintf("status %d: %s", status, ae.Message), AgentUsable: status == 404}, nil
+		case status == 503, ae.Code == nodeapi.CodeWrongNode:
+			// Not ready, stopping, or another node's: not worth asking again.
+			return nil, false, NotTaken{Reason: reason}, nil
+		case status >= 400 && status < 500:
+			// Refused before anything was done (no command runner in an older agent, a request
+			// it does not understand, a namespace it cannot see): it may still serve the
+			// datastore calls.
+			return nil, false, NotTaken{Reason: reason, AgentUsable: true}, nil
 		}
-		return nil, true, why, types.NewError(types.ErrInternal, fmt.Sprintf("node agent refused the command: %s (status %d)", ae.Message, status), "")
+		return nil, true, why, types.NewError(types.ErrInternal, fmt.Sprintf("node agent failed the command: %s (status %d)", ae.Message, status), "")
 	}
 	var out nodeapi.CNIResponse
 	if err := json.Unmarshal(data, &out); err != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 
 	"github.com/terracenet/terrace/node/nodeapi"
 )
@@ -123,9 +125,18 @@ func TestForward(t *testing.T) {
 		{name: "another node's agent", serve: func(w http.ResponseWriter, r *http.Request) {
 			answer(w, 403, nodeapi.APIError{Code: nodeapi.CodeWrongNode, Message: "serves host-b"})
 		}},
-		{name: "refused as malformed", serve: func(w http.ResponseWriter, r *http.Request) {
-			answer(w, 400, nodeapi.APIError{Code: nodeapi.CodeInvalid, Message: "command \"GC\" is not run"})
-		}, wantTaken: true, wantCode: types.ErrInternal, wantMsg: "node agent refused the command"},
+		{name: "refused as malformed (a newer plugin)", serve: func(w http.ResponseWriter, r *http.Request) {
+			answer(w, 400, nodeapi.APIError{Code: nodeapi.CodeInvalid, Message: "unknown field"})
+		}, wantUsable: true},
+		{name: "namespace the agent cannot see", serve: func(w http.ResponseWriter, r *http.Request) {
+			answer(w, 422, nodeapi.APIError{Code: nodeapi.CodeNetnsUnseen, Message: "does not see it"})
+		}, wantUsable: true},
+		{name: "agent stopping", serve: func(w http.ResponseWriter, r *http.Request) {
+			answer(w, 503, nodeapi.APIError{Code: nodeapi.CodeStopping, Message: "terrace-node is stopping"})
+		}},
+		{name: "agent failed", serve: func(w http.ResponseWriter, r *http.Request) {
+			answer(w, 500, nodeapi.APIError{Code: nodeapi.CodeInternal, Message: "boom"})
+		}, wantTaken: true, wantCode: types.ErrInternal, wantMsg: "node agent failed the command"},
 		{name: "connection lost before the answer", serve: func(w http.ResponseWriter, r *http.Request) {
 			c, _, err := w.(http.Hijacker).Hijack()
 			if err == nil {
@@ -185,12 +196,23 @@ func TestRequestCarriesTheEnvironment(t *testing.T) {
 	args := &skel.CmdArgs{ContainerID: "c", Netns: "/n", IfName: "eth0", Args: "K8S_POD_NAME=p", Path: "/opt/cni/bin", StdinData: []byte("{}")}
 	got := Request("DEL", args, func(k string) string { return env[k] }, "veth")
 	want := nodeapi.CNIRequest{Command: "DEL", ContainerID: "c", Netns: "/n", IfName: "eth0", Args: "K8S_POD_NAME=p", Path: "/opt/cni/bin",
-		StdinData: []byte("{}"), Env: map[string]string{"TERRACE_NODE_NAME": "host-a", EnvNodeSocket: "/s.sock"}, FailAt: "veth", Hostname: got.Hostname}
+		StdinData: []byte("{}"), Env: map[string]string{"TERRACE_NODE_NAME": "host-a", EnvNodeSocket: "/s.sock"}, FailAt: "veth", Hostname: got.Hostname,
+		PluginPid: os.Getpid()}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("request (-want +got):\n%s", diff)
 	}
 	if got.Hostname == "" {
 		t.Error("the request carries no host name (the default node name)")
+	}
+	// The namespace is identified as the plugin sees it: here, this process's own.
+	args.Netns = "/proc/self/ns/net"
+	got = Request("ADD", args, func(string) string { return "" }, "")
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		t.Fatal(err)
+	}
+	if got.NetnsDev != st.Dev || got.NetnsIno != st.Ino || got.NetnsIno == 0 {
+		t.Errorf("request identifies the namespace as %d:%d, want %d:%d", got.NetnsDev, got.NetnsIno, st.Dev, st.Ino)
 	}
 }
 

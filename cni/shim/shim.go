@@ -61,9 +61,9 @@ const (
 var TerraceEnv = []string{"TERRACE_ETCD_ENDPOINTS", "TERRACE_ETCD_CA", "TERRACE_ETCD_CERT", "TERRACE_ETCD_KEY",
 	"TERRACE_NODE_NAME", EnvNodeSocket, "TERRACE_LOG_LEVEL", EnvLogFile}
 
-// commandBudget bounds a command the agent runs, beyond the policy wait it may be asked for: the
-// agent's own limits are 30 s for the work and 15 s for undoing it.
-const commandBudget = 50 * time.Second
+// CommandBudget bounds the wait for a command the agent runs, beyond the policy wait it may be
+// asked for: the agent's own limits are 30 s for the work and 15 s for undoing it.
+const CommandBudget = 50 * time.Second
 
 // Main runs the shim; as terrace-ipam every command goes to the fallback.
 func Main() {
@@ -108,7 +108,7 @@ func command(cmd string) func(*skel.CmdArgs) error {
 			return err
 		}
 		req := Request(cmd, args, os.Getenv, failpoint())
-		budget := commandBudget + time.Duration(max(nc.PolicySetupTimeout, 0))*time.Second
+		budget := CommandBudget + time.Duration(max(nc.PolicySetupTimeout, 0))*time.Second
 		ctx, cancel := context.WithTimeout(context.Background(), budget)
 		defer cancel()
 		result, taken, why, err := Forward(ctx, nc.NodeSocket, req)
@@ -146,6 +146,11 @@ func Request(cmd string, args *skel.CmdArgs, getenv func(string) string, failAt 
 	}
 	if h, err := os.Hostname(); err == nil {
 		req.Hostname = h
+	}
+	req.PluginPid = os.Getpid()
+	if args.Netns != "" {
+		// Not seeing it is for the agent to handle: ADD and CHECK then fail with the reason.
+		req.NetnsDev, req.NetnsIno, _ = statNetns(args.Netns)
 	}
 	return req
 }

@@ -16,6 +16,13 @@ const (
 	CodeNoPools        = "no-pools"        // no usable pool (422)
 	CodeUnavailable    = "unavailable"     // not connected yet, or etcd did not answer (503)
 	CodeInternal       = "internal"        // 500
+	// CodeNetnsUnseen: the agent cannot see the pod's network namespace at the path the runtime
+	// gave (another mount or PID namespace than the runtime's); the plugin does the command (422).
+	CodeNetnsUnseen = "netns-unseen"
+	// CodeStopping: the agent is shutting down and takes no new commands (503).
+	CodeStopping = "stopping"
+	// CodeForbidden: only root may have the agent run CNI commands (403).
+	CodeForbidden = "forbidden"
 )
 
 // APIError is the body of every error response.
@@ -82,6 +89,12 @@ type CNIRequest struct {
 	Hostname string            `json:"hostname,omitempty"`
 	// FailAt names a step of ADD to fail on purpose; agents built without failure points refuse it.
 	FailAt string `json:"failAt,omitempty"`
+	// NetnsDev and NetnsIno identify the namespace at Netns as the plugin sees it (0 when it
+	// could not stat it), so an agent that resolves the path to another namespace refuses.
+	NetnsDev uint64 `json:"netnsDev,omitempty"`
+	NetnsIno uint64 `json:"netnsIno,omitempty"`
+	// PluginPid is the plugin process's pid, logged with the command.
+	PluginPid int `json:"pluginPid,omitempty"`
 }
 
 // CNIResponse is the outcome of a command the agent ran: Result (what the plugin prints) on
@@ -98,8 +111,8 @@ type CNIError struct {
 	Details string `json:"details,omitempty"`
 }
 
-// Refusal is an error for a request the agent did not act on at all (wrong node, malformed), with
-// the API code to answer; the plugin then does the command itself.
+// Refusal is an error for a request the agent did not act on at all (wrong node, malformed, a
+// namespace it cannot see), with the API code to answer; the plugin then does the command itself.
 type Refusal struct {
 	Code    string
 	Message string
