@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
@@ -274,5 +275,47 @@ func TestBatchedPerRouteErrors(t *testing.T) {
 	}
 	if !strings.Contains(got, "198.18.0.1 via 192.0.2.3") {
 		t.Errorf("replaced route not moved:\n%s", got)
+	}
+}
+
+// TestRealOwnRouteHoldingTheKey: the kernel holds routes of ours that the writer does not know
+// of (as after lost acknowledgements); adding them meets EEXIST, and the writer recognises its
+// own routes by a FIB match instead of reporting conflicts; a static route stays a conflict.
+func TestRealOwnRouteHoldingTheKey(t *testing.T) {
+	for _, k := range netlinkKinds {
+		t.Run(k.name, func(t *testing.T) {
+			ns := nstest.New(t)
+			for _, c := range [][]string{
+				{"ip", "link", "add", "under0", "type", "veth", "peer", "name", "under1"},
+				{"ip", "link", "set", "under0", "up"},
+				{"ip", "link", "set", "under1", "up"},
+				{"ip", "addr", "add", "192.0.2.1/24", "dev", "under0"},
+			} {
+				nstest.Run(t, ns, c...)
+			}
+			w, err := New(k.open(t, ns), Config{Protocol: ProtocolTerraceBGP})
+			mustT(t, err)
+			w.SetInSync()
+			mustT(t, w.Apply(ctx)) // reads the table while it is empty
+			for _, c := range [][]string{
+				{"ip", "route", "add", "198.18.1.0/26", "via", "192.0.2.2", "proto", "81"},
+				{"ip", "route", "add", "198.18.2.0/26", "via", "192.0.2.9", "proto", "81"},
+				{"ip", "route", "add", "198.18.3.0/26", "via", "192.0.2.2", "proto", "static"},
+			} {
+				nstest.Run(t, ns, c...)
+			}
+			for _, p := range []string{"198.18.1.0/26", "198.18.2.0/26", "198.18.3.0/26"} {
+				mustT(t, w.Set(pfx(p), Target{Gateways: []netip.Addr{addr("192.0.2.2")}}))
+			}
+			mustT(t, w.Apply(ctx))
+			if diff := cmp.Diff([]netip.Prefix{pfx("198.18.3.0/26")}, w.Conflicts(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+				t.Fatalf("conflicts (-want +got):\n%s", diff)
+			}
+			mustT(t, w.Apply(ctx)) // brings 198.18.2.0/26 to the wanted gateway
+			want := "198.18.1.0/26 via 192.0.2.2 dev under0\n198.18.2.0/26 via 192.0.2.2 dev under0"
+			if got := routesOf(t, ns, "proto", "81"); got != want {
+				t.Fatalf("proto 81 routes:\n%s\nwant:\n%s", got, want)
+			}
+		})
 	}
 }

@@ -31,6 +31,8 @@ type Netlink interface {
 	RouteReplace(route *netlink.Route) error
 	RouteDel(route *netlink.Route) error
 	LinkByName(name string) (netlink.Link, error)
+	// RouteGetWithOptions with FIBMatch reads the one route a key holds, without listing a table.
+	RouteGetWithOptions(destination net.IP, options *netlink.RouteGetOptions) ([]netlink.Route, error)
 }
 
 // Target is where a prefix goes: exactly one of Dev alone (a directly attached workload, scope
@@ -480,6 +482,28 @@ func (w *Writer) plan(p netip.Prefix, links map[string]int, r *netlink.Route) (s
 	return false, &RouteOp{Kind: kind, Route: w.toNetlink(p, t, linkIndex, r)}, nil
 }
 
+// ownRoute reads the route that holds p's key in the kernel, if it is one of ours.
+func (w *Writer) ownRoute(p netip.Prefix) (kroute, bool) {
+	rs, err := w.nl.RouteGetWithOptions(net.IP(p.Addr().AsSlice()), &netlink.RouteGetOptions{FIBMatch: true})
+	if err != nil {
+		return kroute{}, false
+	}
+	for _, r := range rs {
+		if q, ok := prefixOf(r.Dst, family(p)); ok && q == p && r.Protocol == w.cfg.Protocol && r.Table == w.cfg.Table {
+			return fromNetlink(r), true
+		}
+	}
+	return kroute{}, false
+}
+
+// linkIndexOf is the outgoing interface a planned route names (0 for none).
+func linkIndexOf(r *netlink.Route) int {
+	if len(r.MultiPath) > 0 {
+		return r.MultiPath[0].LinkIndex
+	}
+	return r.LinkIndex
+}
+
 // settle records the outcome of a planned change and reports whether the prefix is in line.
 func (w *Writer) settle(p netip.Prefix, op RouteOp, err error) (bool, error) {
 	switch op.Kind {
@@ -495,9 +519,18 @@ func (w *Writer) settle(p netip.Prefix, op RouteOp, err error) (bool, error) {
 		}
 	default:
 		if errors.Is(err, syscall.EEXIST) {
-			// Another protocol's route holds this key: report it, never override it.
-			w.conflicts[p] = true
-			return false, nil
+			// Usually another protocol's route holds this key: report it, never override it. But
+			// when a batch's acknowledgements were lost (ENOBUFS) our own add may have succeeded
+			// unseen, and the key is held by us: then it is ours to keep in line.
+			k, ours := w.ownRoute(p)
+			if !ours {
+				w.conflicts[p] = true
+				return false, nil
+			}
+			delete(w.conflicts, p)
+			w.actual[p] = k
+			t, ok := w.desired[p]
+			return ok && matches(t, linkIndexOf(op.Route), k), nil
 		}
 		if err != nil {
 			return false, fmt.Errorf("add route %s: %w", p, err)

@@ -243,3 +243,39 @@ func TestMatches(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnRouteHoldingTheKey: when a batch's acknowledgements are lost, an add that did succeed
+// looks undone; the next add of the same route meets EEXIST from our own route. It is recognised
+// as ours (protocol and table), not reported as a conflict, and brought in line if it differs.
+func TestOwnRouteHoldingTheKey(t *testing.T) {
+	tests := []struct {
+		name          string
+		inKernel      netlink.Route
+		wantConflict  bool
+		wantCallsNext []string // what the following Apply does
+	}{
+		{"ours, as wanted", foreign("198.18.1.0/26", ProtocolTerraceBGP, "192.0.2.2"), false, nil},
+		{"ours, another gateway", foreign("198.18.1.0/26", ProtocolTerraceBGP, "192.0.2.9"), false,
+			[]string{"replace 198.18.1.0/26 proto 81 via 192.0.2.2"}},
+		{"another protocol's", foreign("198.18.1.0/26", unix.RTPROT_STATIC, "192.0.2.2"), true,
+			[]string{"add 198.18.1.0/26 proto 81 via 192.0.2.2", "get 198.18.1.0"}}, // retried, still not ours
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeNetlink()
+			w := newWriter(t, f, ProtocolTerraceBGP)
+			mustT(t, w.Apply(ctx)) // the writer has read an empty table
+			f.routes = append(f.routes, tc.inKernel)
+			mustT(t, w.Set(pfx("198.18.1.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.2")}}))
+			mustT(t, w.Apply(ctx))
+			if got := len(w.Conflicts()) > 0; got != tc.wantConflict {
+				t.Fatalf("conflict %v, want %v (calls %v)", got, tc.wantConflict, f.calls)
+			}
+			f.calls = nil
+			mustT(t, w.Apply(ctx))
+			if diff := cmp.Diff(tc.wantCallsNext, f.calls); diff != "" {
+				t.Errorf("next apply (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
