@@ -13,6 +13,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 
+	"github.com/terracenet/terrace/cni/shim"
 	"github.com/terracenet/terrace/node/nodeapi"
 )
 
@@ -106,7 +107,7 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 		// A /proc/<pid>/ns/net path names another process's namespace in another PID namespace,
 		// and a bind mount may be another file in another mount namespace: the agent uses the
 		// path only if it leads to the namespace the plugin saw.
-		dev, ino, err := statNetns(req.Netns)
+		dev, ino, err := shim.StatNetns(req.Netns)
 		if err != nil || dev != req.NetnsDev || ino != req.NetnsIno {
 			return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeNetnsUnseen,
 				Message: fmt.Sprintf("the node agent does not see the plugin's network namespace at %s (%d:%d; the agent sees %d:%d, %v)", req.Netns, req.NetnsDev, req.NetnsIno, dev, ino, err)}

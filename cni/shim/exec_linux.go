@@ -45,9 +45,9 @@ func execFallback(stdin []byte, mode string) error {
 	return fmt.Errorf("exec %s: %w", path, err)
 }
 
-// statNetns identifies the namespace a path leads to (nsfs device and inode), so the agent can
+// StatNetns identifies the namespace a path leads to (nsfs device and inode), so the agent can
 // check that the path leads it to the same one.
-func statNetns(path string) (dev, ino uint64, err error) {
+func StatNetns(path string) (dev, ino uint64, err error) {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
 		return 0, 0, err

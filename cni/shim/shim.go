@@ -150,7 +150,7 @@ func Request(cmd string, args *skel.CmdArgs, getenv func(string) string, failAt 
 	req.PluginPid = os.Getpid()
 	if args.Netns != "" {
 		// Not seeing it is for the agent to handle: ADD and CHECK then fail with the reason.
-		req.NetnsDev, req.NetnsIno, _ = statNetns(args.Netns)
+		req.NetnsDev, req.NetnsIno, _ = StatNetns(args.Netns)
 	}
 	return req
 }

@@ -222,15 +222,7 @@ func testRealDeleteEveryKind(t *testing.T, open func(testing.TB, string) Netlink
 // TestBatchedPerRouteErrors: in one batch larger than a sendmsg's share, each route gets its own
 // answer; a failing route neither hides nor stops the others.
 func TestBatchedPerRouteErrors(t *testing.T) {
-	ns := nstest.New(t)
-	for _, c := range [][]string{
-		{"ip", "link", "add", "under0", "type", "veth", "peer", "name", "under1"},
-		{"ip", "link", "set", "under0", "up"},
-		{"ip", "link", "set", "under1", "up"},
-		{"ip", "addr", "add", "192.0.2.1/24", "dev", "under0"},
-	} {
-		nstest.Run(t, ns, c...)
-	}
+	ns := underlayNS(t)
 	b := batchedIn(t, ns)
 	route := func(p string, gw string) *netlink.Route {
 		return &netlink.Route{Dst: ipNet(pfx(p)), Gw: net.ParseIP(gw), Protocol: ProtocolTerraceBGP, Family: netlink.FAMILY_V4}
@@ -284,15 +276,7 @@ func TestBatchedPerRouteErrors(t *testing.T) {
 func TestRealOwnRouteHoldingTheKey(t *testing.T) {
 	for _, k := range netlinkKinds {
 		t.Run(k.name, func(t *testing.T) {
-			ns := nstest.New(t)
-			for _, c := range [][]string{
-				{"ip", "link", "add", "under0", "type", "veth", "peer", "name", "under1"},
-				{"ip", "link", "set", "under0", "up"},
-				{"ip", "link", "set", "under1", "up"},
-				{"ip", "addr", "add", "192.0.2.1/24", "dev", "under0"},
-			} {
-				nstest.Run(t, ns, c...)
-			}
+			ns := underlayNS(t)
 			w, err := New(k.open(t, ns), Config{Protocol: ProtocolTerraceBGP})
 			mustT(t, err)
 			w.SetInSync()
@@ -318,4 +302,19 @@ func TestRealOwnRouteHoldingTheKey(t *testing.T) {
 			}
 		})
 	}
+}
+
+// underlayNS is a fresh namespace with an uplink, under0 with 192.0.2.1/24, for gateway routes.
+func underlayNS(t *testing.T) string {
+	t.Helper()
+	ns := nstest.New(t)
+	for _, c := range [][]string{
+		{"ip", "link", "add", "under0", "type", "veth", "peer", "name", "under1"},
+		{"ip", "link", "set", "under0", "up"},
+		{"ip", "link", "set", "under1", "up"},
+		{"ip", "addr", "add", "192.0.2.1/24", "dev", "under0"},
+	} {
+		nstest.Run(t, ns, c...)
+	}
+	return ns
 }
