@@ -44,21 +44,6 @@ func (f *fakeNetlink) RouteListFiltered(fam int, filter *netlink.Route, mask uin
 	return out, nil
 }
 
-// RouteGetWithOptions answers a FIB match: the most specific route of the main table holding dst.
-func (f *fakeNetlink) RouteGetWithOptions(dst net.IP, opts *netlink.RouteGetOptions) ([]netlink.Route, error) {
-	f.calls = append(f.calls, "get "+dst.String())
-	best, bits := -1, -1
-	for i, r := range f.routes {
-		if ones, _ := r.Dst.Mask.Size(); r.Table == TableMain && r.Dst.Contains(dst) && ones > bits {
-			best, bits = i, ones
-		}
-	}
-	if best < 0 || opts == nil || !opts.FIBMatch {
-		return nil, syscall.ENETUNREACH
-	}
-	return []netlink.Route{f.routes[best]}, nil
-}
-
 func (f *fakeNetlink) RouteAdd(r *netlink.Route) error {
 	f.calls = append(f.calls, "add "+describe(r))
 	if f.find(r) >= 0 {

@@ -285,18 +285,21 @@ func TestRealOwnRouteHoldingTheKey(t *testing.T) {
 				{"ip", "route", "add", "198.18.1.0/26", "via", "192.0.2.2", "proto", "81"},
 				{"ip", "route", "add", "198.18.2.0/26", "via", "192.0.2.9", "proto", "81"},
 				{"ip", "route", "add", "198.18.3.0/26", "via", "192.0.2.2", "proto", "static"},
+				{"ip", "route", "add", "blackhole", "198.18.4.0/26", "proto", "81"},
+				{"ip", "-6", "route", "add", "blackhole", "2001:db8:1000::/122", "proto", "81"},
 			} {
 				nstest.Run(t, ns, c...)
 			}
 			for _, p := range []string{"198.18.1.0/26", "198.18.2.0/26", "198.18.3.0/26"} {
 				mustT(t, w.Set(pfx(p), Target{Gateways: []netip.Addr{addr("192.0.2.2")}}))
 			}
-			mustT(t, w.Apply(ctx))
+			mustT(t, w.Set(pfx("198.18.4.0/26"), Target{Blackhole: true}))
+			mustT(t, w.Set(pfx("2001:db8:1000::/122"), Target{Blackhole: true}))
+			mustT(t, w.Apply(ctx)) // also brings 198.18.2.0/26 to the wanted gateway
 			if diff := cmp.Diff([]netip.Prefix{pfx("198.18.3.0/26")}, w.Conflicts(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 				t.Fatalf("conflicts (-want +got):\n%s", diff)
 			}
-			mustT(t, w.Apply(ctx)) // brings 198.18.2.0/26 to the wanted gateway
-			want := "198.18.1.0/26 via 192.0.2.2 dev under0\n198.18.2.0/26 via 192.0.2.2 dev under0"
+			want := "198.18.1.0/26 via 192.0.2.2 dev under0\n198.18.2.0/26 via 192.0.2.2 dev under0\nblackhole 198.18.4.0/26\nblackhole 2001:db8:1000::/122 dev lo metric 1024 pref medium"
 			if got := routesOf(t, ns, "proto", "81"); got != want {
 				t.Fatalf("proto 81 routes:\n%s\nwant:\n%s", got, want)
 			}

@@ -31,8 +31,6 @@ type Netlink interface {
 	RouteReplace(route *netlink.Route) error
 	RouteDel(route *netlink.Route) error
 	LinkByName(name string) (netlink.Link, error)
-	// RouteGetWithOptions with FIBMatch reads the one route a key holds, without listing a table.
-	RouteGetWithOptions(destination net.IP, options *netlink.RouteGetOptions) ([]netlink.Route, error)
 }
 
 // Target is where a prefix goes: exactly one of Dev alone (a directly attached workload, scope
@@ -98,6 +96,10 @@ type Writer struct {
 	actual    map[netip.Prefix]kroute
 	pending   map[netip.Prefix]bool // waiting for their device to appear
 	conflicts map[netip.Prefix]bool // the key is held by a route of another protocol
+	// rechecked holds the prefixes whose EEXIST was followed by a fresh read of the kernel;
+	// reread asks for one at the end of this Apply.
+	rechecked map[netip.Prefix]bool
+	reread    bool
 	inSync    bool
 	scratch   [batchSize]netlink.Route // the routes of the batch being built
 }
@@ -120,6 +122,7 @@ func New(nl Netlink, cfg Config) (*Writer, error) {
 		dirty:     map[netip.Prefix]bool{},
 		pending:   map[netip.Prefix]bool{},
 		conflicts: map[netip.Prefix]bool{},
+		rechecked: map[netip.Prefix]bool{},
 	}, nil
 }
 
@@ -344,6 +347,20 @@ func (w *Writer) toNetlink(p netip.Prefix, t Target, linkIndex int, r *netlink.R
 // when the Netlink is also a Batcher. Routes fail independently: the error joins every failure
 // and failed prefixes are retried on the next Apply.
 func (w *Writer) Apply(ctx context.Context) error {
+	err := w.apply(ctx)
+	if w.reread {
+		// An add met a key held by a route we did not know of. Usually another protocol's, but
+		// after a batch's acknowledgements were lost (ENOBUFS) it can be our own add that did
+		// succeed: read the table once more (our protocol and table only) and go again, so such a
+		// route is recognised and kept in line rather than reported as a conflict.
+		w.reread = false
+		w.actual = nil
+		err = w.apply(ctx)
+	}
+	return err
+}
+
+func (w *Writer) apply(ctx context.Context) error {
 	if w.actual == nil {
 		if err := w.read(); err != nil {
 			return fmt.Errorf("apply routes: %w", err)
@@ -439,6 +456,7 @@ func (w *Writer) plan(p netip.Prefix, links map[string]int, r *netlink.Route) (s
 	delete(w.conflicts, p)
 	if !want {
 		delete(w.pending, p)
+		delete(w.rechecked, p)
 		if !exists {
 			return true, nil, nil
 		}
@@ -482,28 +500,6 @@ func (w *Writer) plan(p netip.Prefix, links map[string]int, r *netlink.Route) (s
 	return false, &RouteOp{Kind: kind, Route: w.toNetlink(p, t, linkIndex, r)}, nil
 }
 
-// ownRoute reads the route that holds p's key in the kernel, if it is one of ours.
-func (w *Writer) ownRoute(p netip.Prefix) (kroute, bool) {
-	rs, err := w.nl.RouteGetWithOptions(net.IP(p.Addr().AsSlice()), &netlink.RouteGetOptions{FIBMatch: true})
-	if err != nil {
-		return kroute{}, false
-	}
-	for _, r := range rs {
-		if q, ok := prefixOf(r.Dst, family(p)); ok && q == p && r.Protocol == w.cfg.Protocol && r.Table == w.cfg.Table {
-			return fromNetlink(r), true
-		}
-	}
-	return kroute{}, false
-}
-
-// linkIndexOf is the outgoing interface a planned route names (0 for none).
-func linkIndexOf(r *netlink.Route) int {
-	if len(r.MultiPath) > 0 {
-		return r.MultiPath[0].LinkIndex
-	}
-	return r.LinkIndex
-}
-
 // settle records the outcome of a planned change and reports whether the prefix is in line.
 func (w *Writer) settle(p netip.Prefix, op RouteOp, err error) (bool, error) {
 	switch op.Kind {
@@ -519,23 +515,20 @@ func (w *Writer) settle(p netip.Prefix, op RouteOp, err error) (bool, error) {
 		}
 	default:
 		if errors.Is(err, syscall.EEXIST) {
-			// Usually another protocol's route holds this key: report it, never override it. But
-			// when a batch's acknowledgements were lost (ENOBUFS) our own add may have succeeded
-			// unseen, and the key is held by us: then it is ours to keep in line.
-			k, ours := w.ownRoute(p)
-			if !ours {
-				w.conflicts[p] = true
-				return false, nil
+			// Another protocol's route holds this key: report it, never override it (once the
+			// table has been read again since, see Apply).
+			w.conflicts[p] = true
+			if !w.rechecked[p] {
+				w.rechecked[p] = true
+				w.reread = true
 			}
-			delete(w.conflicts, p)
-			w.actual[p] = k
-			t, ok := w.desired[p]
-			return ok && matches(t, linkIndexOf(op.Route), k), nil
+			return false, nil
 		}
 		if err != nil {
 			return false, fmt.Errorf("add route %s: %w", p, err)
 		}
 	}
+	delete(w.rechecked, p)
 	w.actual[p] = fromNetlink(*op.Route)
 	return true, nil
 }
