@@ -36,6 +36,9 @@ type CommandServer struct {
 	// plugin gave up waiting for, so the runtime's DEL could otherwise run while its ADD still
 	// wires, and the ADD would then recreate what the DEL removed.
 	attachments keyedMutex
+	// statNetns identifies a namespace path (shim.StatNetns when nil; tests with a fake kernel
+	// set it).
+	statNetns func(path string) (dev, ino uint64, err error)
 }
 
 // keyedMutex is a mutex per key, kept only while someone holds or waits for it.
@@ -103,11 +106,19 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 	if cfg.Node != s.Node {
 		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeWrongNode, Message: fmt.Sprintf("the network's node is %q; this agent serves %q", cfg.Node, s.Node)}
 	}
-	if req.Command != "DEL" && req.NetnsIno != 0 {
+	if req.Command != "DEL" && req.Netns != "" {
 		// A /proc/<pid>/ns/net path names another process's namespace in another PID namespace,
 		// and a bind mount may be another file in another mount namespace: the agent uses the
-		// path only if it leads to the namespace the plugin saw.
-		dev, ino, err := shim.StatNetns(req.Netns)
+		// path only if it leads to the namespace the plugin saw. A plugin that saw none at all
+		// does the command itself, and says what is wrong with the path.
+		stat := s.statNetns
+		if stat == nil {
+			stat = shim.StatNetns
+		}
+		if req.NetnsIno == 0 {
+			return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeNetnsUnseen, Message: fmt.Sprintf("the plugin found no network namespace at %s", req.Netns)}
+		}
+		dev, ino, err := stat(req.Netns)
 		if err != nil || dev != req.NetnsDev || ino != req.NetnsIno {
 			return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeNetnsUnseen,
 				Message: fmt.Sprintf("the node agent does not see the plugin's network namespace at %s (%d:%d; the agent sees %d:%d, %v)", req.Netns, req.NetnsDev, req.NetnsIno, dev, ino, err)}

@@ -56,7 +56,8 @@ func TestCommandServerRefuses(t *testing.T) {
 		{"another node's network", nodeapi.CNIRequest{Command: "ADD", StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace","nodename":"host-b"}`)}, nodeapi.CodeWrongNode, 0},
 		{"node from the plugin's environment", nodeapi.CNIRequest{Command: "DEL", Env: map[string]string{EnvNodeName: "host-b"}, StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace"}`)}, nodeapi.CodeWrongNode, 0},
 		{"node from the plugin's host name", nodeapi.CNIRequest{Command: "DEL", Hostname: "HOST-B", StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace"}`)}, nodeapi.CodeWrongNode, 0},
-		{"namespace the agent cannot see", nodeapi.CNIRequest{Command: "ADD", Netns: "/nonexistent/netns", StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
+		{"namespace the plugin did not see", nodeapi.CNIRequest{Command: "ADD", Netns: "/nonexistent/netns", StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
+		{"namespace the agent cannot see", nodeapi.CNIRequest{Command: "CHECK", Netns: "/nonexistent/netns", NetnsDev: 1, NetnsIno: 2, StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
 		{"path leading the agent to another namespace", nodeapi.CNIRequest{Command: "ADD", Netns: "/proc/self/ns/net", NetnsDev: 1, NetnsIno: 1, StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
 		{"configuration not JSON", nodeapi.CNIRequest{Command: "ADD", StdinData: []byte(`{`)}, "", types.ErrDecodingFailure},
 		{"configuration without a name", nodeapi.CNIRequest{Command: "ADD", StdinData: []byte(`{"cniVersion":"1.1.0","nodename":"host-a"}`)}, "", types.ErrInvalidNetworkConfig},
@@ -107,14 +108,15 @@ func newCommandEnv(t *testing.T, dp Dataplane) *commandEnv {
 	a.SetDatastore(st, ds)
 	logFile := filepath.Join(t.TempDir(), "cni.log")
 	return &commandEnv{t: t, ctx: ctx, st: st, ds: ds, dp: dp, logFile: logFile,
-		s:     &CommandServer{Node: "host-a", Dataplane: dp, Datastore: a.Handler(http.NotFoundHandler()), FailPoints: true},
+		s: &CommandServer{Node: "host-a", Dataplane: dp, Datastore: a.Handler(http.NotFoundHandler()), FailPoints: true,
+			statNetns: func(string) (uint64, uint64, error) { return 1, 2, nil }},
 		stdin: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace","nodename":"host-a","log_file_path":"` + logFile + `"}`)}
 }
 
 func (e *commandEnv) run(cmd, cid, failAt string, stdin []byte) nodeapi.CNIResponse {
 	e.t.Helper()
 	resp, err := e.s.Run(e.ctx, nodeapi.CNIRequest{Command: cmd, ContainerID: cid, Netns: testNS, IfName: "eth0",
-		Args: "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-" + cid, StdinData: stdin, FailAt: failAt, PluginPid: 4242})
+		Args: "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-" + cid, StdinData: stdin, FailAt: failAt, PluginPid: 4242, NetnsDev: 1, NetnsIno: 2})
 	if err != nil {
 		e.t.Errorf("%s %s refused: %v", cmd, cid, err)
 	}

@@ -45,7 +45,8 @@ type Config struct {
 	CNI func(node string, datastore http.Handler) CommandRunner
 }
 
-// drainTimeout bounds how long stopping waits for CNI commands in flight.
+// drainTimeout bounds how long stopping waits for CNI commands in flight: a command's own budget
+// is 45 s plus its network's policy wait, which is rarely more than a few seconds.
 const drainTimeout = 60 * time.Second
 
 // Component is a part of the daemon (felix, the BGP speaker) that runs once the node is registered.
@@ -245,7 +246,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	log.Info("serving local API", "socket", cfg.Socket)
 
-	ctx, cancel := context.WithCancel(ctx)
+	// The server and the components run until Run stops them, not until the signal: CNI commands in
+	// flight must finish with the local API, the datastore and felix (a policy wait) still there.
+	// Waiting for etcd and registering stop at the signal itself.
+	stop := ctx
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(cfg.Components)+1)
@@ -269,28 +274,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return errors.Join(errs...)
 	}
 
-	store, err := Connect(ctx, cfg.Etcd, log)
+	store, err := Connect(stop, cfg.Etcd, log)
 	if err != nil {
-		if ctx.Err() != nil {
+		if stop.Err() != nil {
 			log.Info("stopped before etcd answered")
 			return finish(nil)
 		}
 		return finish(err)
 	}
 	defer store.Close()
-	// Runs before the store closes: CNI commands in flight finish (or undo) with the datastore
-	// still there. Their own budget is 45 s plus any policy wait.
-	defer func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
-		defer dcancel()
-		if err := dsAPI.DrainCommands(dctx); err != nil {
-			log.Error("stopping with CNI commands still running", "err", err)
-		}
-	}()
 	client := datastore.New(store, log)
-	n, err := Register(ctx, client, reg, log)
+	n, err := Register(stop, client, reg, log)
 	if err != nil {
-		if ctx.Err() != nil {
+		if stop.Err() != nil {
 			return finish(nil)
 		}
 		return finish(err)
@@ -316,7 +312,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	var runErr error
 	select {
-	case <-ctx.Done():
+	case <-stop.Done():
 		log.Info("stopping")
 	case runErr = <-errc:
 		if runErr == nil {
@@ -324,6 +320,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		log.Error("stopping after failure", "err", runErr)
 	}
+	// New CNI commands are refused from here (the plugin then does them itself); those in flight
+	// finish, or undo what they did, before anything they use goes away.
+	dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
+	if err := dsAPI.DrainCommands(dctx); err != nil {
+		log.Error("stopping with CNI commands still running", "err", err)
+	}
+	dcancel()
 	if err := finish(runErr); err != nil {
 		return err
 	}

@@ -522,7 +522,16 @@ func TestCNICommandsDrain(t *testing.T) {
 	})
 	body := `{"command":"ADD","containerID":"c1","netns":"/run/netns/p","ifName":"eth0","stdinData":"e30="}`
 	answered := make(chan int, 1)
-	go func() { status, _ := e.call("POST", "/v1/cni", body); answered <- status }()
+	go func() {
+		// Not e.call: it may t.Fatal, which must not happen off the test's goroutine.
+		resp, err := http.Post(e.srv.URL+"/v1/cni", "application/json", strings.NewReader(body))
+		if err != nil {
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
 	<-started
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
