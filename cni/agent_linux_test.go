@@ -142,6 +142,29 @@ func TestBinaryAgentWithoutCommands(t *testing.T) {
 	}
 }
 
+// TestBinaryAgentIPAMAlone: terrace-ipam, called by another plugin, also has the agent do its
+// work, in one process: installed without terrace-cni-etcd, so a hand-over would fail.
+func TestBinaryAgentIPAMAlone(t *testing.T) {
+	e := inHost(t, "-test.run")
+	if e == nil {
+		return
+	}
+	shimOnly := installAs(t, e.plugin, "terrace-cni")
+	link := filepath.Join(filepath.Dir(shimOnly), IPAMType)
+	if err := os.Symlink(shimOnly, link); err != nil {
+		t.Fatal(err)
+	}
+	stdin := e.agentConf("host-a", `,"ipam":{"type":"terrace-ipam","assign_ipv6":"true"}`)
+	c := call{cmd: "ADD", cid: "ipam-agent", netns: e.newPod(), stdin: stdin, argv0: link}
+	res := parseResult(t, e.mustOK(c))
+	if v4, v6 := resultIPs(t, res); len(v4) != 1 || len(v6) != 1 || len(res.Interfaces) != 0 {
+		t.Fatalf("IPAM ADD gave %v %v and interfaces %v; want one address per family, no interface", v4, v6, res.Interfaces)
+	}
+	c.cmd = "DEL"
+	e.mustOK(c)
+	e.assertClean()
+}
+
 func TestBinaryAgentConcurrentAdds(t *testing.T) {
 	e := inHost(t, "-test.run")
 	if e == nil {

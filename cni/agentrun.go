@@ -23,7 +23,8 @@ import (
 // same Plugin code here, warm, with the datastore calls going to its own API in memory instead of
 // over the socket. terrace-cni-etcd does everything itself when the agent does not take a command.
 
-// CommandServer runs ADD, DEL and CHECK inside the node agent for node Node. Datastore is the
+// CommandServer runs ADD, DEL and CHECK of terrace and of terrace-ipam inside the node agent for
+// node Node (the IPAM plugin's namespace is not its concern, so it is not checked). Datastore is the
 // agent's own datastore API (node.DatastoreAPI's handler), called in memory. FailPoints lets a
 // request name a step to fail at; only tests set it.
 type CommandServer struct {
@@ -84,8 +85,10 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 			resp, err = fail(fmt.Errorf("%s of %s failed inside the node agent: panic: %v\n%s", req.Command, req.ContainerID, r, debug.Stack())), nil
 		}
 	}()
-	switch req.Command {
-	case "ADD", "DEL", "CHECK":
+	switch {
+	case req.Plugin != "" && req.Plugin != IPAMType:
+		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeInvalid, Message: fmt.Sprintf("plugin %q is not run by the node agent (terrace and terrace-ipam are)", req.Plugin)}
+	case req.Command == "ADD", req.Command == "DEL", req.Command == "CHECK":
 	default:
 		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeInvalid, Message: fmt.Sprintf("command %q is not run by the node agent (ADD, DEL and CHECK are)", req.Command)}
 	}
@@ -106,7 +109,7 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 	if cfg.Node != s.Node {
 		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeWrongNode, Message: fmt.Sprintf("the network's node is %q; this agent serves %q", cfg.Node, s.Node)}
 	}
-	if req.Command != "DEL" && req.Netns != "" {
+	if req.Command != "DEL" && req.Plugin == "" && req.Netns != "" {
 		// A /proc/<pid>/ns/net path names another process's namespace in another PID namespace,
 		// and a bind mount may be another file in another mount namespace: the agent uses the
 		// path only if it leads to the namespace the plugin saw. A plugin that saw none at all
@@ -141,13 +144,18 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 		CallerPid: req.PluginPid,
 	}
 	args := &skel.CmdArgs{ContainerID: req.ContainerID, Netns: req.Netns, IfName: req.IfName, Args: req.Args, Path: req.Path, StdinData: req.StdinData}
+	add, del, check := p.Add, p.Del, p.Check
+	if req.Plugin == IPAMType {
+		ip := IPAMPlugin{p}
+		add, del, check = ip.Add, ip.Del, ip.Check
+	}
 	switch req.Command {
 	case "ADD":
-		err = p.Add(args)
+		err = add(args)
 	case "DEL":
-		err = p.Del(args)
+		err = del(args)
 	case "CHECK":
-		err = p.Check(args)
+		err = check(args)
 	}
 	if errors.Is(err, errNetNSUnseen) {
 		// An agent in another mount namespace than the runtime may not see the path the runtime

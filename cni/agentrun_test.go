@@ -51,6 +51,7 @@ func TestCommandServerRefuses(t *testing.T) {
 		wantCNI  uint   // or the CNI error code in the answer
 	}{
 		{"GC is not run here", nodeapi.CNIRequest{Command: "GC", StdinData: conf}, nodeapi.CodeInvalid, 0},
+		{"another plugin", nodeapi.CNIRequest{Plugin: "bridge", Command: "ADD", StdinData: conf}, nodeapi.CodeInvalid, 0},
 		{"no command", nodeapi.CNIRequest{StdinData: conf}, nodeapi.CodeInvalid, 0},
 		{"failure point without failure points", nodeapi.CNIRequest{Command: "ADD", StdinData: conf, FailAt: "veth"}, nodeapi.CodeInvalid, 0},
 		{"another node's network", nodeapi.CNIRequest{Command: "ADD", StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace","nodename":"host-b"}`)}, nodeapi.CodeWrongNode, 0},
@@ -187,6 +188,32 @@ func TestCommandServerRunsCommands(t *testing.T) {
 	if err != nil || strings.Count(string(data), "backend=agent") < 4 || strings.Contains(string(data), "startup=") ||
 		!strings.Contains(string(data), "pid=4242 agentPid=") {
 		t.Errorf("the agent's log of the commands (%v):\n%s\nwant backend=agent on each, the plugin's pid and no process start-up", err, data)
+	}
+}
+
+// TestCommandServerRunsIPAM: terrace-ipam's commands, run by the agent, assign and release
+// addresses only: no interface, no endpoint, and no namespace to check.
+func TestCommandServerRunsIPAM(t *testing.T) {
+	dp := newFakeDataplane()
+	e := newCommandEnv(t, dp)
+	run := func(cmd string) nodeapi.CNIResponse {
+		t.Helper()
+		resp, err := e.s.Run(e.ctx, nodeapi.CNIRequest{Plugin: IPAMType, Command: cmd, ContainerID: "c1", Netns: "/not/checked", IfName: "eth0", StdinData: e.stdin})
+		if err != nil || resp.Error != nil {
+			t.Fatalf("IPAM %s: %v %+v", cmd, err, resp.Error)
+		}
+		return resp
+	}
+	res, err := current.NewResultFromResult(mustResult(t, run("ADD").Result))
+	if err != nil || len(res.IPs) != 1 || len(res.Interfaces) != 0 {
+		t.Fatalf("IPAM ADD result %+v (%v): want one address and no interface", res, err)
+	}
+	if held := e.allocated(); len(held) != 1 || e.endpoints() != 0 || len(dp.links) != 0 {
+		t.Fatalf("after IPAM ADD: addresses %v, %d endpoints, links %v; want the address alone", held, e.endpoints(), dp.links)
+	}
+	run("DEL")
+	if held := e.allocated(); len(held) != 0 {
+		t.Fatalf("after IPAM DEL: addresses %v", held)
 	}
 }
 

@@ -65,18 +65,19 @@ var TerraceEnv = []string{"TERRACE_ETCD_ENDPOINTS", "TERRACE_ETCD_CA", "TERRACE_
 // asked for: the agent's own limits are 30 s for the work and 15 s for undoing it.
 const CommandBudget = 50 * time.Second
 
-// Main runs the shim; as terrace-ipam every command goes to the fallback.
+// Main runs the shim, as terrace-cni or (through a link) terrace-ipam.
 func Main() {
 	// One thread does all there is to do (read, one request, wait, write); with more, idle
 	// threads spin looking for work while the agent answers, CPU that eight pods starting at
 	// once on a small host pay for (about 1.5 ms per call here).
 	runtime.GOMAXPROCS(1)
 	if filepath.Base(os.Args[0]) == IPAMName {
-		skel.PluginMainFuncs(skel.CNIFuncs{Add: handOver, Del: handOver, Check: handOver, Status: handOver, GC: handOver},
+		ipam := func(cmd string) func(*skel.CmdArgs) error { return command(IPAMName, cmd) }
+		skel.PluginMainFuncs(skel.CNIFuncs{Add: ipam("ADD"), Del: ipam("DEL"), Check: ipam("CHECK"), Status: handOver, GC: handOver},
 			SupportedVersions, "terrace-ipam: Terrace IPAM plugin")
 		return
 	}
-	skel.PluginMainFuncs(skel.CNIFuncs{Add: command("ADD"), Del: command("DEL"), Check: command("CHECK"), Status: handOver, GC: handOver},
+	skel.PluginMainFuncs(skel.CNIFuncs{Add: command("", "ADD"), Del: command("", "DEL"), Check: command("", "CHECK"), Status: handOver, GC: handOver},
 		SupportedVersions, "terrace-cni: Terrace pure-L3 CNI plugin")
 }
 
@@ -99,15 +100,16 @@ func readConf(stdin []byte) (netConf, error) {
 	return nc, nil
 }
 
-// command returns the skel function for cmd: to the agent, or to the fallback if the agent does
-// not take it.
-func command(cmd string) func(*skel.CmdArgs) error {
+// command returns the skel function for cmd of plugin ("" or IPAMName): to the agent, or to the
+// fallback if the agent does not take it.
+func command(plugin, cmd string) func(*skel.CmdArgs) error {
 	return func(args *skel.CmdArgs) error {
 		nc, err := readConf(args.StdinData)
 		if err != nil {
 			return err
 		}
 		req := Request(cmd, args, os.Getenv, failpoint())
+		req.Plugin = plugin
 		budget := CommandBudget + time.Duration(max(nc.PolicySetupTimeout, 0))*time.Second
 		ctx, cancel := context.WithTimeout(context.Background(), budget)
 		defer cancel()

@@ -75,6 +75,9 @@ type HandleResponse struct {
 // CNIRequest is the body of POST /v1/cni: one whole CNI command (ADD, DEL or CHECK) that the
 // plugin process hands to the agent to run, as the runtime gave it to the plugin.
 type CNIRequest struct {
+	// Plugin is the plugin the runtime called: "" for terrace, "terrace-ipam" for the IPAM
+	// plugin alone (which only assigns and releases addresses).
+	Plugin      string `json:"plugin,omitempty"`
 	Command     string `json:"command"`
 	ContainerID string `json:"containerID"`
 	Netns       string `json:"netns"`
