@@ -18,7 +18,7 @@ var SupportedVersions = shim.SupportedVersions
 func Main(connect Connector, dp Dataplane) {
 	// Started by the shim because the agent did not answer: asking it again would only cost
 	// another wait. Started for a command the shim does not send: the agent may serve its calls.
-	p := &Plugin{Connect: connect, Dataplane: dp, UseAgent: os.Getenv(shim.FallbackEnv) != shim.FallbackNoAgent, FailAt: failpoint()}
+	p := &Plugin{Connect: connect, Dataplane: dp, UseAgent: os.Getenv(shim.FallbackEnv) != shim.FallbackNoAgent, FailAt: shim.FailPoint()}
 	if filepath.Base(os.Args[0]) == IPAMType {
 		ip := IPAMPlugin{p}
 		skel.PluginMainFuncs(skel.CNIFuncs{Add: ip.Add, Del: ip.Del, Check: ip.Check, Status: ip.Status, GC: ip.GC},

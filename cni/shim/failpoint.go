@@ -2,6 +2,6 @@
 
 package shim
 
-// failpoint is empty in normal builds: TERRACE_CNI_FAIL_AT is honoured only by binaries built
+// FailPoint is empty in normal builds: TERRACE_CNI_FAIL_AT is honoured only by binaries built
 // with -tags terrace_failpoints, so a stray variable can never break a production ADD.
-func failpoint() string { return "" }
+func FailPoint() string { return "" }

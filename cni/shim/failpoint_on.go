@@ -7,4 +7,5 @@ import "os"
 // EnvFailAt names the ADD step to fail at in test builds: ipam, veth, host, pod, route, endpoint, policy.
 const EnvFailAt = "TERRACE_CNI_FAIL_AT"
 
-func failpoint() string { return os.Getenv(EnvFailAt) }
+// FailPoint names the step of ADD to fail at, from the environment.
+func FailPoint() string { return os.Getenv(EnvFailAt) }

@@ -108,7 +108,7 @@ func command(plugin, cmd string) func(*skel.CmdArgs) error {
 		if err != nil {
 			return err
 		}
-		req := Request(cmd, args, os.Getenv, failpoint())
+		req := Request(cmd, args, os.Getenv, FailPoint())
 		req.Plugin = plugin
 		budget := CommandBudget + time.Duration(max(nc.PolicySetupTimeout, 0))*time.Second
 		ctx, cancel := context.WithTimeout(context.Background(), budget)

@@ -1,7 +1,0 @@
-//go:build !terrace_failpoints
-
-package cni
-
-// failpoint is empty in normal builds: TERRACE_CNI_FAIL_AT is honoured only by binaries built
-// with -tags terrace_failpoints, so a stray variable can never break a production ADD.
-func failpoint() string { return "" }
