@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/terracenet/terrace/cni/shim"
 	"github.com/terracenet/terrace/node/nodeapi"
@@ -95,6 +96,9 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 	if req.FailAt != "" && !s.FailPoints {
 		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeInvalid, Message: "this node agent is built without failure points"}
 	}
+	if cerr := CheckCall(req); cerr != nil {
+		return nodeapi.CNIResponse{Error: &nodeapi.CNIError{Code: cerr.Code, Msg: cerr.Msg, Details: cerr.Details}}, nil
+	}
 	getenv := func(k string) string { return req.Env[k] }
 	hostname := func() (string, error) {
 		if req.Hostname == "" {
@@ -125,6 +129,12 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 		if err != nil || dev != req.NetnsDev || ino != req.NetnsIno {
 			return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeNetnsUnseen,
 				Message: fmt.Sprintf("the node agent does not see the plugin's network namespace at %s (%d:%d; the agent sees %d:%d, %v)", req.Netns, req.NetnsDev, req.NetnsIno, dev, ino, err)}
+		}
+		// skel refuses a pod namespace that is the plugin's own only after ADD has run; wiring
+		// the host's namespace as a pod's would give the host a pod's default route, so the
+		// agent refuses first.
+		if ownDev, ownIno, err := shim.StatNetns("/proc/self/ns/net"); err == nil && req.Command == "ADD" && ownDev == dev && ownIno == ino {
+			return fail(types.NewError(types.ErrInvalidNetNS, "plugin's netns and netns from CNI_NETNS should not be the same", "")), nil
 		}
 	}
 	defer s.attachments.lock(req.ContainerID + "/" + req.IfName)()

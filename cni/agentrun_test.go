@@ -15,6 +15,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"golang.org/x/sys/unix"
 
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
@@ -44,6 +45,10 @@ func TestCommandServerRefuses(t *testing.T) {
 	dp := newFakeDataplane()
 	s := &CommandServer{Node: "host-a", Dataplane: dp}
 	conf := []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace","nodename":"host-a"}`)
+	var own unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &own); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name     string
 		req      nodeapi.CNIRequest
@@ -53,15 +58,19 @@ func TestCommandServerRefuses(t *testing.T) {
 		{"GC is not run here", nodeapi.CNIRequest{Command: "GC", StdinData: conf}, nodeapi.CodeInvalid, 0},
 		{"another plugin", nodeapi.CNIRequest{Plugin: "bridge", Command: "ADD", StdinData: conf}, nodeapi.CodeInvalid, 0},
 		{"no command", nodeapi.CNIRequest{StdinData: conf}, nodeapi.CodeInvalid, 0},
-		{"failure point without failure points", nodeapi.CNIRequest{Command: "ADD", StdinData: conf, FailAt: "veth"}, nodeapi.CodeInvalid, 0},
-		{"another node's network", nodeapi.CNIRequest{Command: "ADD", StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace","nodename":"host-b"}`)}, nodeapi.CodeWrongNode, 0},
-		{"node from the plugin's environment", nodeapi.CNIRequest{Command: "DEL", Env: map[string]string{EnvNodeName: "host-b"}, StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace"}`)}, nodeapi.CodeWrongNode, 0},
-		{"node from the plugin's host name", nodeapi.CNIRequest{Command: "DEL", Hostname: "HOST-B", StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace"}`)}, nodeapi.CodeWrongNode, 0},
-		{"namespace the plugin did not see", nodeapi.CNIRequest{Command: "ADD", Netns: "/nonexistent/netns", StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
-		{"namespace the agent cannot see", nodeapi.CNIRequest{Command: "CHECK", Netns: "/nonexistent/netns", NetnsDev: 1, NetnsIno: 2, StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
-		{"path leading the agent to another namespace", nodeapi.CNIRequest{Command: "ADD", Netns: "/proc/self/ns/net", NetnsDev: 1, NetnsIno: 1, StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
-		{"configuration not JSON", nodeapi.CNIRequest{Command: "ADD", StdinData: []byte(`{`)}, "", types.ErrDecodingFailure},
-		{"configuration without a name", nodeapi.CNIRequest{Command: "ADD", StdinData: []byte(`{"cniVersion":"1.1.0","nodename":"host-a"}`)}, "", types.ErrInvalidNetworkConfig},
+		{"failure point without failure points", nodeapi.CNIRequest{Command: "ADD", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Netns: "/var/run/netns/p", StdinData: conf, FailAt: "veth"}, nodeapi.CodeInvalid, 0},
+		{"another node's network", nodeapi.CNIRequest{Command: "ADD", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Netns: "/var/run/netns/p", StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace","nodename":"host-b"}`)}, nodeapi.CodeWrongNode, 0},
+		{"node from the plugin's environment", nodeapi.CNIRequest{Command: "DEL", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Env: map[string]string{EnvNodeName: "host-b"}, StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace"}`)}, nodeapi.CodeWrongNode, 0},
+		{"node from the plugin's host name", nodeapi.CNIRequest{Command: "DEL", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Hostname: "HOST-B", StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace"}`)}, nodeapi.CodeWrongNode, 0},
+		{"namespace the plugin did not see", nodeapi.CNIRequest{Command: "ADD", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Netns: "/nonexistent/netns", StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
+		{"namespace the agent cannot see", nodeapi.CNIRequest{Command: "CHECK", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Netns: "/nonexistent/netns", NetnsDev: 1, NetnsIno: 2, StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
+		{"path leading the agent to another namespace", nodeapi.CNIRequest{Command: "ADD", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Netns: "/proc/self/ns/net", NetnsDev: 1, NetnsIno: 1, StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
+		{"configuration not JSON", nodeapi.CNIRequest{Command: "ADD", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Netns: "/var/run/netns/p", StdinData: []byte(`{`)}, "", types.ErrDecodingFailure},
+		{"no CNI_PATH, as skel says", nodeapi.CNIRequest{Command: "DEL", ContainerID: "c1", IfName: "eth0", StdinData: conf}, "", types.ErrInvalidEnvironmentVariables},
+		{"bad container ID, as skel says", nodeapi.CNIRequest{Command: "DEL", ContainerID: "-c1", IfName: "eth0", Path: "/opt/cni/bin", StdinData: conf}, "", types.ErrInvalidEnvironmentVariables},
+		{"unsupported version, as skel says", nodeapi.CNIRequest{Command: "DEL", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", StdinData: []byte(`{"cniVersion":"0.3.1","name":"net1","type":"terrace","nodename":"host-a"}`)}, "", types.ErrIncompatibleCNIVersion},
+		{"the agent's own namespace", nodeapi.CNIRequest{Command: "ADD", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Netns: "/proc/self/ns/net", NetnsDev: own.Dev, NetnsIno: own.Ino, StdinData: conf}, "", types.ErrInvalidNetNS},
+		{"configuration without a name", nodeapi.CNIRequest{Command: "ADD", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Netns: "/var/run/netns/p", StdinData: []byte(`{"cniVersion":"1.1.0","nodename":"host-a"}`)}, "", types.ErrInvalidNetworkConfig},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,7 +125,7 @@ func newCommandEnv(t *testing.T, dp Dataplane) *commandEnv {
 
 func (e *commandEnv) run(cmd, cid, failAt string, stdin []byte) nodeapi.CNIResponse {
 	e.t.Helper()
-	resp, err := e.s.Run(e.ctx, nodeapi.CNIRequest{Command: cmd, ContainerID: cid, Netns: testNS, IfName: "eth0",
+	resp, err := e.s.Run(e.ctx, nodeapi.CNIRequest{Command: cmd, ContainerID: cid, Netns: testNS, IfName: "eth0", Path: "/opt/cni/bin",
 		Args: "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-" + cid, StdinData: stdin, FailAt: failAt, PluginPid: 4242, NetnsDev: 1, NetnsIno: 2})
 	if err != nil {
 		e.t.Errorf("%s %s refused: %v", cmd, cid, err)
@@ -198,7 +207,7 @@ func TestCommandServerRunsIPAM(t *testing.T) {
 	e := newCommandEnv(t, dp)
 	run := func(cmd string) nodeapi.CNIResponse {
 		t.Helper()
-		resp, err := e.s.Run(e.ctx, nodeapi.CNIRequest{Plugin: IPAMType, Command: cmd, ContainerID: "c1", Netns: "/not/checked", IfName: "eth0", StdinData: e.stdin})
+		resp, err := e.s.Run(e.ctx, nodeapi.CNIRequest{Plugin: IPAMType, Command: cmd, ContainerID: "c1", Netns: "/not/checked", IfName: "eth0", Path: "/opt/cni/bin", StdinData: e.stdin})
 		if err != nil || resp.Error != nil {
 			t.Fatalf("IPAM %s: %v %+v", cmd, err, resp.Error)
 		}
@@ -252,7 +261,7 @@ func TestCommandServerSerialisesAnAttachment(t *testing.T) {
 	deleted := make(chan nodeapi.CNIResponse, 1)
 	go func() { deleted <- e.run("DEL", "slow", "", e.stdin) }()
 	// Another container's DEL is not held up by this one's ADD.
-	other, err := e.s.Run(e.ctx, nodeapi.CNIRequest{Command: "DEL", ContainerID: "other", Netns: "/var/run/netns/other", IfName: "eth0", StdinData: e.stdin})
+	other, err := e.s.Run(e.ctx, nodeapi.CNIRequest{Command: "DEL", ContainerID: "other", Netns: "/var/run/netns/other", IfName: "eth0", Path: "/opt/cni/bin", StdinData: e.stdin})
 	if err != nil || other.Error != nil {
 		t.Fatalf("DEL of another container: %+v, %v", other.Error, err)
 	}

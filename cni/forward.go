@@ -1,8 +1,8 @@
 package cni
 
 import (
-	"context"
 	"fmt"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -17,16 +17,17 @@ func (p *Plugin) viaAgent(inv *invocation) (handled bool, err error) {
 	if !p.UseAgent || p.InAgent {
 		return false, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), shim.CommandBudget+inv.cfg.PolicySetupTimeout)
-	defer cancel()
-	result, taken, why, err := shim.Forward(ctx, inv.cfg.NodeSocket, shim.Request(inv.cmd, inv.args, p.getenv, p.FailAt))
+	a := inv.args
+	req := shim.Request(inv.cmd, shim.Args{ContainerID: a.ContainerID, Netns: a.Netns, IfName: a.IfName, Args: a.Args, Path: a.Path, StdinData: a.StdinData},
+		p.getenv, p.FailAt)
+	result, taken, why, cerr := shim.Forward(time.Now().Add(shim.CommandBudget+inv.cfg.PolicySetupTimeout), inv.cfg.NodeSocket, req)
 	if !taken {
 		p.agentAbsent = !why.AgentUsable
 		inv.log.Info("node agent did not take the command; doing it here", "socket", inv.cfg.NodeSocket, "reason", why.Reason)
 		return false, nil
 	}
-	if err != nil {
-		return true, err
+	if cerr != nil {
+		return true, &types.Error{Code: cerr.Code, Msg: cerr.Msg, Details: cerr.Details}
 	}
 	if _, err := p.stdout().Write(result); err != nil {
 		return true, types.NewError(types.ErrIOFailure, fmt.Sprintf("write result: %v", err), "")

@@ -5,12 +5,13 @@ import (
 	"path/filepath"
 
 	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/terracenet/terrace/cni/shim"
 )
 
 // SupportedVersions are the CNI spec versions the plugins answer for.
-var SupportedVersions = shim.SupportedVersions
+var SupportedVersions = version.PluginSupports(shim.SupportedVersions...)
 
 // Main runs the complete plugin (terrace-cni-etcd) as the executable's name asks: terrace-ipam is
 // the IPAM plugin alone, anything else the full plugin. It never returns on error: skel prints the
@@ -22,9 +23,9 @@ func Main(connect Connector, dp Dataplane) {
 	if filepath.Base(os.Args[0]) == IPAMType {
 		ip := IPAMPlugin{p}
 		skel.PluginMainFuncs(skel.CNIFuncs{Add: ip.Add, Del: ip.Del, Check: ip.Check, Status: ip.Status, GC: ip.GC},
-			SupportedVersions, "terrace-ipam: Terrace IPAM plugin")
+			SupportedVersions, shim.About[shim.IPAMName])
 		return
 	}
 	skel.PluginMainFuncs(skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, Status: p.Status, GC: p.GC},
-		SupportedVersions, "terrace-cni: Terrace pure-L3 CNI plugin")
+		SupportedVersions, shim.About[""])
 }

@@ -1,7 +1,7 @@
 package shim
 
 import (
-	"fmt"
+	"errors"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -11,38 +11,38 @@ import (
 
 // execFallback replaces the process with terrace-cni-etcd from the shim's own directory: the same
 // argv (so terrace-ipam stays terrace-ipam), the environment plus FallbackEnv=mode, and the runtime's
-// standard input, which skel has consumed, given again from a memory file. It returns only on
+// standard input, which the shim has consumed, given again from a memory file. It returns only on
 // failure.
 func execFallback(stdin []byte, mode string) error {
 	if os.Getenv(FallbackEnv) != "" {
-		return fmt.Errorf("this terrace-cni was itself started as %s, which must be the etcd-linked plugin", FallbackBinary)
+		return errors.New("this terrace-cni was itself started as " + FallbackBinary + ", which must be the etcd-linked plugin")
 	}
 	exe, err := os.Executable() // the real file, also when called through a terrace-ipam link
 	if err != nil {
-		return fmt.Errorf("find %s: %w", FallbackBinary, err)
+		return errors.New("find " + FallbackBinary + ": " + err.Error())
 	}
 	path := filepath.Join(filepath.Dir(exe), FallbackBinary)
 	if err := unix.Access(path, unix.X_OK); err != nil {
-		return fmt.Errorf("%s is not installed beside terrace-cni: %w", path, err)
+		return errors.New(path + " is not installed beside terrace-cni: " + err.Error())
 	}
 	fd, err := unix.MemfdCreate("terrace-cni-stdin", unix.MFD_CLOEXEC)
 	if err != nil {
-		return fmt.Errorf("keep standard input: create memfd: %w", err)
+		return errors.New("keep standard input: create memfd: " + err.Error())
 	}
 	f := os.NewFile(uintptr(fd), "stdin")
 	defer f.Close()
 	if _, err := f.Write(stdin); err != nil {
-		return fmt.Errorf("keep standard input: %w", err)
+		return errors.New("keep standard input: " + err.Error())
 	}
 	if _, err := f.Seek(0, 0); err != nil {
-		return fmt.Errorf("keep standard input: rewind: %w", err)
+		return errors.New("keep standard input: rewind: " + err.Error())
 	}
 	// dup3 without O_CLOEXEC: the memory file becomes the new program's standard input.
 	if err := unix.Dup3(fd, 0, 0); err != nil {
-		return fmt.Errorf("pass standard input: %w", err)
+		return errors.New("pass standard input: " + err.Error())
 	}
 	err = syscall.Exec(path, os.Args, append(os.Environ(), FallbackEnv+"="+mode))
-	return fmt.Errorf("exec %s: %w", path, err)
+	return errors.New("exec " + path + ": " + err.Error())
 }
 
 // StatNetns identifies the namespace a path leads to (nsfs device and inode), so the agent can

@@ -2,23 +2,21 @@ package shim
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"net"
+	"os"
 	"strconv"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/terracenet/terrace/node/nodeapi"
 )
 
 // The agent is asked with one HTTP/1.0 request on a fresh connection, written and read by hand:
-// net/http costs every plugin process milliseconds of start-up (TLS, HTTP/2 tables) for a call
-// that needs none of it. HTTP/1.0 makes the agent's server close the connection after its answer
+// net/http, and even package net, cost every plugin process start-up time for a call that needs
+// none of what they offer. HTTP/1.0 makes the agent's server close the connection after its answer
 // and never use chunked encoding, so an answer is a status line, headers and the bytes up to EOF.
 
 // DialTimeout bounds the connection to the agent: one that does not accept at once is not there.
@@ -34,29 +32,29 @@ type NotTaken struct {
 	AgentUsable bool
 }
 
-// Forward hands one command to the agent at socket. taken is false when the agent did not take
-// it (why says why): nothing listens, it is not ready or stopping, it serves another node, or it
-// refused the request before doing anything (4xx: too old to run commands, a request it does not
-// understand, a namespace it cannot see); nothing has been changed then. When taken, the command's outcome is result (on
-// success, what the plugin prints) or err, a *types.Error: the command's own CNI error, or "try
-// again later" when the answer was lost, since the command may be half done (the runtime's DEL
-// cleans up).
-func Forward(ctx context.Context, socket string, req nodeapi.CNIRequest) (result []byte, taken bool, why NotTaken, err error) {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return nil, true, why, types.NewError(types.ErrInternal, fmt.Sprintf("encode the command for the node agent: %v", err), "")
+// Forward hands one command to the agent at socket, waiting for it until deadline. taken is false
+// when the agent did not take it (why says why): nothing listens, it is not ready or stopping, it
+// serves another node, or it refused the request before doing anything (4xx: too old to run
+// commands, a request it does not understand, a namespace it cannot see); nothing has been changed
+// then. When taken, the command's outcome is result (on success, what the plugin prints) or err:
+// the command's own CNI error, or "try again later" when the answer was lost, since the command
+// may be half done (the runtime's DEL cleans up).
+func Forward(deadline time.Time, socket string, req nodeapi.CNIRequest) (result []byte, taken bool, why NotTaken, err *Error) {
+	body, jerr := json.Marshal(req)
+	if jerr != nil {
+		return nil, true, why, &Error{Code: ErrInternal, Msg: "encode the command for the node agent: " + jerr.Error()}
 	}
-	status, data, dialled, err := post(ctx, socket, "/v1/cni", body)
+	status, data, dialled, perr := post(deadline, socket, "/v1/cni", body)
 	if !dialled {
-		return nil, false, NotTaken{Reason: err.Error()}, nil
+		return nil, false, NotTaken{Reason: perr.Error()}, nil
 	}
-	if err != nil {
-		return nil, true, why, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("node agent at %s: %v (the command may be partly done; DEL cleans up)", socket, err), "")
+	if perr != nil {
+		return nil, true, why, &Error{Code: ErrTryAgainLater, Msg: "node agent at " + socket + ": " + perr.Error() + " (the command may be partly done; DEL cleans up)"}
 	}
 	if status != 200 {
 		var ae nodeapi.APIError
 		_ = json.Unmarshal(data, &ae)
-		reason := fmt.Sprintf("status %d %s: %s", status, ae.Code, ae.Message)
+		reason := "status " + strconv.Itoa(status) + " " + ae.Code + ": " + ae.Message
 		switch {
 		case status == 503, ae.Code == nodeapi.CodeWrongNode:
 			// Not ready, stopping, or another node's: not worth asking again.
@@ -67,45 +65,67 @@ func Forward(ctx context.Context, socket string, req nodeapi.CNIRequest) (result
 			// datastore calls.
 			return nil, false, NotTaken{Reason: reason, AgentUsable: true}, nil
 		}
-		return nil, true, why, types.NewError(types.ErrInternal, fmt.Sprintf("node agent failed the command: %s (status %d)", ae.Message, status), "")
+		return nil, true, why, &Error{Code: ErrInternal, Msg: "node agent failed the command: " + ae.Message + " (status " + strconv.Itoa(status) + ")"}
 	}
 	var out nodeapi.CNIResponse
-	if err := json.Unmarshal(data, &out); err != nil {
-		return nil, true, why, types.NewError(types.ErrInternal, fmt.Sprintf("decode the node agent's answer: %v", err), "")
+	if jerr := json.Unmarshal(data, &out); jerr != nil {
+		return nil, true, why, &Error{Code: ErrInternal, Msg: "decode the node agent's answer: " + jerr.Error()}
 	}
 	if out.Error != nil {
-		return nil, true, why, &types.Error{Code: out.Error.Code, Msg: out.Error.Msg, Details: out.Error.Details}
+		return nil, true, why, &Error{Code: out.Error.Code, Msg: out.Error.Msg, Details: out.Error.Details}
 	}
 	return out.Result, true, why, nil
 }
 
 // post sends body to path and returns the answer's status and body. dialled tells whether the
 // connection was made, so a caller can tell "nobody there" from "the answer was lost".
-func post(ctx context.Context, socket, path string, body []byte) (status int, answer []byte, dialled bool, err error) {
-	d := net.Dialer{Timeout: DialTimeout}
-	c, err := d.DialContext(ctx, "unix", socket)
+func post(deadline time.Time, socket, path string, body []byte) (status int, answer []byte, dialled bool, err error) {
+	dialBy := time.Now().Add(DialTimeout)
+	if deadline.Before(dialBy) {
+		dialBy = deadline
+	}
+	c, err := dial(socket, dialBy)
 	if err != nil {
-		return 0, nil, false, fmt.Errorf("connect to %s: %w", socket, err)
+		return 0, nil, false, err
 	}
 	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(dl)
+	if err := c.SetDeadline(deadline); err != nil {
+		return 0, nil, true, errors.New("set a deadline: " + err.Error())
 	}
-	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "POST %s HTTP/1.0\r\nHost: terrace-node\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, len(body))
-	buf.Write(body)
-	if _, err := c.Write(buf.Bytes()); err != nil {
-		return 0, nil, true, fmt.Errorf("send request: %w", err)
+	msg := make([]byte, 0, len(body)+128)
+	msg = append(msg, "POST "+path+" HTTP/1.0\r\nHost: terrace-node\r\nContent-Type: application/json\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"...)
+	msg = append(msg, body...)
+	if _, err := c.Write(msg); err != nil {
+		return 0, nil, true, errors.New("send request: " + err.Error())
 	}
 	raw, err := io.ReadAll(io.LimitReader(c, maxAnswer+1))
 	if err != nil {
-		return 0, nil, true, fmt.Errorf("read answer: %w", err)
+		return 0, nil, true, errors.New("read answer: " + err.Error())
 	}
 	if len(raw) > maxAnswer {
-		return 0, nil, true, fmt.Errorf("read answer: longer than %d bytes", maxAnswer)
+		return 0, nil, true, errors.New("read answer: longer than " + strconv.Itoa(maxAnswer) + " bytes")
 	}
 	status, answer, err = parseResponse(raw)
 	return status, answer, true, err
+}
+
+// dial connects a stream socket to the unix socket at path. The socket is non-blocking, so the
+// file the runtime's poller serves honours deadlines; a listener whose queue is full refuses at
+// once (EAGAIN) rather than make the plugin wait, which counts as nobody there.
+func dial(path string, deadline time.Time) (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, errors.New("connect to " + path + ": socket: " + err.Error())
+	}
+	err = unix.Connect(fd, &unix.SockaddrUnix{Name: path})
+	for err == unix.EINTR && time.Now().Before(deadline) {
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: path})
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, errors.New("connect to " + path + ": " + err.Error())
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // parseResponse splits a whole HTTP/1.x answer into its status and body. With a Content-Length
@@ -118,27 +138,27 @@ func parseResponse(raw []byte) (status int, body []byte, err error) {
 	lines := bytes.Split(head, []byte("\r\n"))
 	proto, rest, _ := bytes.Cut(lines[0], []byte(" "))
 	if !bytes.HasPrefix(proto, []byte("HTTP/1.")) || len(proto) != len("HTTP/1.0") {
-		return 0, nil, fmt.Errorf("parse answer: status line %q is not HTTP/1.x", truncate(lines[0]))
+		return 0, nil, errors.New("parse answer: status line " + strconv.Quote(truncate(lines[0])) + " is not HTTP/1.x")
 	}
 	code, _, _ := bytes.Cut(rest, []byte(" "))
 	status, err = strconv.Atoi(string(code))
 	if err != nil || len(code) != 3 || status < 100 {
-		return 0, nil, fmt.Errorf("parse answer: bad status code in %q", truncate(lines[0]))
+		return 0, nil, errors.New("parse answer: bad status code in " + strconv.Quote(truncate(lines[0])))
 	}
 	for _, l := range lines[1:] {
 		name, value, ok := bytes.Cut(l, []byte(":"))
 		if !ok {
-			return 0, nil, fmt.Errorf("parse answer: header line %q has no colon", truncate(l))
+			return 0, nil, errors.New("parse answer: header line " + strconv.Quote(truncate(l)) + " has no colon")
 		}
 		if !bytes.EqualFold(bytes.TrimSpace(name), []byte("Content-Length")) {
 			continue
 		}
 		n, err := strconv.Atoi(string(bytes.TrimSpace(value)))
 		if err != nil || n < 0 {
-			return 0, nil, fmt.Errorf("parse answer: bad Content-Length %q", truncate(value))
+			return 0, nil, errors.New("parse answer: bad Content-Length " + strconv.Quote(truncate(value)))
 		}
 		if n != len(body) {
-			return 0, nil, fmt.Errorf("parse answer: body is %d bytes, Content-Length says %d", len(body), n)
+			return 0, nil, errors.New("parse answer: body is " + strconv.Itoa(len(body)) + " bytes, Content-Length says " + strconv.Itoa(n))
 		}
 	}
 	return status, body, nil

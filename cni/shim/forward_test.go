@@ -2,9 +2,7 @@ package shim
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -13,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
@@ -165,9 +162,7 @@ func TestForward(t *testing.T) {
 					tc.serve(w, r)
 				})
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			res, taken, why, err := Forward(ctx, sock, req)
+			res, taken, why, err := Forward(time.Now().Add(10*time.Second), sock, req)
 			if taken != tc.wantTaken || why.AgentUsable != tc.wantUsable {
 				t.Fatalf("taken %v (usable %v, %q), want %v (usable %v)", taken, why.AgentUsable, why.Reason, tc.wantTaken, tc.wantUsable)
 			}
@@ -183,8 +178,7 @@ func TestForward(t *testing.T) {
 				}
 				return
 			}
-			var ce *types.Error
-			if !errors.As(err, &ce) || ce.Code != tc.wantCode || !strings.Contains(ce.Msg, tc.wantMsg) {
+			if err == nil || err.Code != tc.wantCode || !strings.Contains(err.Msg, tc.wantMsg) {
 				t.Fatalf("Forward error %v, want CNI code %d with %q", err, tc.wantCode, tc.wantMsg)
 			}
 		})
@@ -193,7 +187,7 @@ func TestForward(t *testing.T) {
 
 func TestRequestCarriesTheEnvironment(t *testing.T) {
 	env := map[string]string{"TERRACE_NODE_NAME": "host-a", EnvNodeSocket: "/s.sock", "UNRELATED": "x"}
-	args := &skel.CmdArgs{ContainerID: "c", Netns: "/n", IfName: "eth0", Args: "K8S_POD_NAME=p", Path: "/opt/cni/bin", StdinData: []byte("{}")}
+	args := Args{ContainerID: "c", Netns: "/n", IfName: "eth0", Args: "K8S_POD_NAME=p", Path: "/opt/cni/bin", StdinData: []byte("{}")}
 	got := Request("DEL", args, func(k string) string { return env[k] }, "veth")
 	want := nodeapi.CNIRequest{Command: "DEL", ContainerID: "c", Netns: "/n", IfName: "eth0", Args: "K8S_POD_NAME=p", Path: "/opt/cni/bin",
 		StdinData: []byte("{}"), Env: map[string]string{"TERRACE_NODE_NAME": "host-a", EnvNodeSocket: "/s.sock"}, FailAt: "veth", Hostname: got.Hostname,
@@ -219,24 +213,34 @@ func TestRequestCarriesTheEnvironment(t *testing.T) {
 func TestReadConf(t *testing.T) {
 	tests := []struct {
 		name, conf, envSocket, wantSocket, wantLog string
+		wantValid                                  bool
 	}{
-		{"defaults", `{}`, "", DefaultNodeSocket, DefaultLogFile},
-		{"environment", `{}`, "/env.sock", "/env.sock", DefaultLogFile},
-		{"configuration wins", `{"node_socket":"/conf.sock","log_file_path":"/l.log"}`, "/env.sock", "/conf.sock", "/l.log"},
-		{"camel-case key", `{"nodeSocket":"/alt.sock"}`, "/env.sock", "/alt.sock", DefaultLogFile},
+		{"defaults", `{}`, "", DefaultNodeSocket, DefaultLogFile, true},
+		{"environment", `{}`, "/env.sock", "/env.sock", DefaultLogFile, true},
+		{"configuration wins", `{"node_socket":"/conf.sock","log_file_path":"/l.log"}`, "/env.sock", "/conf.sock", "/l.log", true},
+		{"camel-case key", `{"nodeSocket":"/alt.sock"}`, "/env.sock", "/alt.sock", DefaultLogFile, true},
+		{"not JSON: defaults still filled in", `{not json`, "/env.sock", "/env.sock", DefaultLogFile, false},
+		{"wrong type", `{"node_socket":7}`, "", DefaultNodeSocket, DefaultLogFile, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv(EnvNodeSocket, tc.envSocket)
 			t.Setenv(EnvLogFile, "")
-			nc, err := readConf([]byte(tc.conf))
-			if err != nil || nc.NodeSocket != tc.wantSocket || nc.LogFilePath != tc.wantLog {
-				t.Fatalf("readConf = %+v, %v; want socket %s, log %s", nc, err, tc.wantSocket, tc.wantLog)
+			nc := readConf([]byte(tc.conf))
+			if nc.NodeSocket != tc.wantSocket || nc.LogFilePath != tc.wantLog || nc.valid != tc.wantValid {
+				t.Fatalf("readConf = %+v; want socket %s, log %s, valid %v", nc, tc.wantSocket, tc.wantLog, tc.wantValid)
 			}
 		})
 	}
-	var ce *types.Error
-	if _, err := readConf([]byte(`{not json`)); !errors.As(err, &ce) || ce.Code != types.ErrDecodingFailure {
-		t.Errorf("readConf of bad JSON = %v, want CNI code %d", err, types.ErrDecodingFailure)
+}
+
+// The shim's own error codes are the spec's, which the CNI library names.
+func TestErrorCodesAreTheSpecs(t *testing.T) {
+	for _, c := range []struct{ shim, lib uint }{
+		{ErrIOFailure, types.ErrIOFailure}, {ErrInternal, types.ErrInternal}, {ErrTryAgainLater, types.ErrTryAgainLater},
+	} {
+		if c.shim != c.lib {
+			t.Errorf("shim code %d, CNI library %d", c.shim, c.lib)
+		}
 	}
 }

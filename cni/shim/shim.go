@@ -1,32 +1,34 @@
 // Package shim is the terrace-cni binary: it hands ADD, DEL and CHECK to the node agent, which
 // runs them warm (cni/agentrun.go), and replaces itself with terrace-cni-etcd, the complete
 // plugin, for everything else and whenever the agent does not take a command. Every pod pays this
-// process's start-up, so it must never link netlink, the datastore types, an etcd client or
-// net/http, and it never changes anything itself: each command is done by the agent or by the
-// fallback, never half by each.
+// process's start-up, so it must never link netlink, the datastore types, an etcd client, the CNI
+// library (skel and its types pull in regexp, net and fmt), net, fmt or log/slog; and it never
+// changes anything itself: each command is done by the agent or by the fallback, never half by
+// each. It checks nothing it can leave to them: the agent applies skel's checks to what it is
+// sent (cni.CheckCall), the fallback is skel itself, so the runtime gets the same errors either way.
 package shim
 
 import (
 	"cmp"
-	"context"
 	"encoding/json"
-	"fmt"
-	"log/slog"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
-
-	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
-	"github.com/containernetworking/cni/pkg/version"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/terracenet/terrace/node/nodeapi"
 )
 
-// SupportedVersions are the CNI spec versions Terrace's plugins answer for.
-var SupportedVersions = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
+// SupportedVersions are the CNI spec versions Terrace's plugins answer for; CurrentVersion is the
+// one VERSION reports as its own (the newest).
+var SupportedVersions = []string{"0.4.0", "1.0.0", "1.1.0"}
+
+const CurrentVersion = "1.1.0"
 
 // Names of the installed binaries and the plugin types.
 const (
@@ -35,6 +37,12 @@ const (
 	// IPAMName is the name under which the binary is the IPAM plugin alone (a link to terrace-cni).
 	IPAMName = "terrace-ipam"
 )
+
+// About is what a plugin prints on stderr when run without CNI_COMMAND, by name.
+var About = map[string]string{
+	"":       "terrace-cni: Terrace pure-L3 CNI plugin",
+	IPAMName: "terrace-ipam: Terrace IPAM plugin",
+}
 
 // FallbackEnv is set in the environment of the plugin started in place of the shim, which never
 // hands over again. Its value says whether the agent is worth asking: FallbackNoAgent when the
@@ -65,20 +73,135 @@ var TerraceEnv = []string{"TERRACE_ETCD_ENDPOINTS", "TERRACE_ETCD_CA", "TERRACE_
 // asked for: the agent's own limits are 30 s for the work and 15 s for undoing it.
 const CommandBudget = 50 * time.Second
 
-// Main runs the shim, as terrace-cni or (through a link) terrace-ipam.
+// CNI error codes the shim itself returns (the spec's numbers).
+const (
+	ErrIOFailure     = 5
+	ErrTryAgainLater = 11
+	ErrInternal      = 999
+)
+
+// Error is a CNI error as the spec prints it.
+type Error struct {
+	Code    uint   `json:"code"`
+	Msg     string `json:"msg"`
+	Details string `json:"details,omitempty"`
+}
+
+func (e *Error) Error() string {
+	if e.Details != "" {
+		return e.Msg + "; " + e.Details
+	}
+	return e.Msg
+}
+
+// Args is one invocation as the runtime gave it: the CNI_* variables and the configuration.
+type Args struct {
+	ContainerID, Netns, IfName, Args, Path string
+	StdinData                              []byte
+}
+
+// Main runs the shim, as terrace-cni or (through a link) terrace-ipam, and exits.
 func Main() {
 	// One thread does all there is to do (read, one request, wait, write); with more, idle
 	// threads spin looking for work while the agent answers, CPU that eight pods starting at
 	// once on a small host pay for (about 1.5 ms per call here).
 	runtime.GOMAXPROCS(1)
-	if filepath.Base(os.Args[0]) == IPAMName {
-		ipam := func(cmd string) func(*skel.CmdArgs) error { return command(IPAMName, cmd) }
-		skel.PluginMainFuncs(skel.CNIFuncs{Add: ipam("ADD"), Del: ipam("DEL"), Check: ipam("CHECK"), Status: handOver, GC: handOver},
-			SupportedVersions, "terrace-ipam: Terrace IPAM plugin")
-		return
+	env := environment{getenv: os.Getenv, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, handOver: execFallback}
+	os.Exit(env.run(filepath.Base(os.Args[0])))
+}
+
+// environment is what run touches, so tests can drive it without a process of its own.
+type environment struct {
+	getenv         func(string) string
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	handOver       func(stdin []byte, mode string) error // returns only on failure
+}
+
+// run does one invocation and returns the exit status: 0, or 1 with a CNI error on stdout.
+func (e environment) run(name string) int {
+	plugin := ""
+	if name == IPAMName {
+		plugin = IPAMName
 	}
-	skel.PluginMainFuncs(skel.CNIFuncs{Add: command("", "ADD"), Del: command("", "DEL"), Check: command("", "CHECK"), Status: handOver, GC: handOver},
-		SupportedVersions, "terrace-cni: Terrace pure-L3 CNI plugin")
+	switch cmd := e.getenv("CNI_COMMAND"); cmd {
+	case "":
+		// skel's behaviour, for a person trying the binary by hand.
+		io.WriteString(e.stderr, About[plugin]+"\nCNI protocol versions supported: "+strings.Join(SupportedVersions, ", ")+"\n")
+		return 0
+	case "VERSION":
+		out, _ := json.Marshal(struct {
+			CNIVersion        string   `json:"cniVersion"`
+			SupportedVersions []string `json:"supportedVersions"`
+		}{CurrentVersion, SupportedVersions})
+		if _, err := e.stdout.Write(append(out, '\n')); err != nil {
+			return e.fail(&Error{Code: ErrIOFailure, Msg: "write version: " + err.Error()})
+		}
+		return 0
+	case "ADD", "DEL", "CHECK":
+		return e.command(plugin, cmd)
+	default:
+		// GC, STATUS, and anything unknown: the complete plugin answers (or says what is wrong).
+		stdin, err := io.ReadAll(e.stdin)
+		if err != nil {
+			return e.fail(&Error{Code: ErrIOFailure, Msg: "error reading from stdin: " + err.Error()})
+		}
+		return e.handOverWith(stdin, readConf(stdin).LogFilePath, FallbackUseAgent, "cmd", cmd, "containerID", e.getenv("CNI_CONTAINERID"))
+	}
+}
+
+// command sends cmd of plugin ("" or IPAMName) to the agent, or hands it to the fallback if the
+// agent does not take it.
+func (e environment) command(plugin, cmd string) int {
+	stdin, err := io.ReadAll(e.stdin)
+	if err != nil {
+		return e.fail(&Error{Code: ErrIOFailure, Msg: "error reading from stdin: " + err.Error()})
+	}
+	nc := readConf(stdin)
+	if !nc.valid {
+		// The complete plugin reports what is wrong with it, in skel's words.
+		return e.handOverWith(stdin, nc.LogFilePath, FallbackUseAgent, "cmd", cmd, "containerID", e.getenv("CNI_CONTAINERID"))
+	}
+	args := Args{ContainerID: e.getenv("CNI_CONTAINERID"), Netns: e.getenv("CNI_NETNS"), IfName: e.getenv("CNI_IFNAME"),
+		Args: e.getenv("CNI_ARGS"), Path: e.getenv("CNI_PATH"), StdinData: stdin}
+	req := Request(cmd, args, e.getenv, FailPoint())
+	req.Plugin = plugin
+	budget := CommandBudget + time.Duration(max(nc.PolicySetupTimeout, 0))*time.Second
+	result, taken, why, cerr := Forward(time.Now().Add(budget), nc.NodeSocket, req)
+	if !taken {
+		logTo(nc.LogFilePath, "node agent did not take the command; handing it to "+FallbackBinary,
+			"cmd", cmd, "containerID", args.ContainerID, "socket", nc.NodeSocket, "reason", why.Reason)
+		mode := FallbackNoAgent
+		if why.AgentUsable {
+			mode = FallbackUseAgent
+		}
+		return e.handOverWith(stdin, nc.LogFilePath, mode, "cmd", cmd, "containerID", args.ContainerID)
+	}
+	if cerr != nil {
+		return e.fail(cerr)
+	}
+	if _, err := e.stdout.Write(result); err != nil {
+		return e.fail(&Error{Code: ErrIOFailure, Msg: "write result: " + err.Error()})
+	}
+	return 0
+}
+
+// fail prints a CNI error the way skel does and returns the exit status for it.
+func (e environment) fail(ce *Error) int {
+	out, _ := json.MarshalIndent(ce, "", "    ")
+	e.stdout.Write(out)
+	return 1
+}
+
+// handOverWith replaces the process with the fallback, telling it mode (FallbackEnv); it returns
+// only if that fails, with the CNI error a runtime retries on.
+func (e environment) handOverWith(stdin []byte, logFile, mode string, kv ...string) int {
+	err := e.handOver(stdin, mode)
+	if err == nil {
+		return 0 // only a test's stand-in returns without an error: a real exec does not return
+	}
+	logTo(logFile, "could not hand the command to "+FallbackBinary, append(kv, "err", err.Error())...)
+	return e.fail(&Error{Code: ErrTryAgainLater, Msg: "the node agent did not take the command and the etcd fallback could not run: " + err.Error()})
 }
 
 // netConf is the part of the network configuration the shim needs; the rest is the agent's or the
@@ -88,52 +211,21 @@ type netConf struct {
 	NodeSocketAlt      string `json:"nodeSocket"`
 	LogFilePath        string `json:"log_file_path"`
 	PolicySetupTimeout int    `json:"policy_setup_timeout_seconds"`
+	valid              bool   // the configuration is a JSON object
 }
 
-func readConf(stdin []byte) (netConf, error) {
+// readConf reads what the shim needs, with the defaults filled in also when the configuration is
+// not valid JSON (the log file is still wanted then).
+func readConf(stdin []byte) netConf {
 	var nc netConf
-	if err := json.Unmarshal(stdin, &nc); err != nil {
-		return nc, types.NewError(types.ErrDecodingFailure, "decode network configuration: "+err.Error(), "")
-	}
+	nc.valid = json.Unmarshal(stdin, &nc) == nil
 	nc.NodeSocket = cmp.Or(nc.NodeSocket, nc.NodeSocketAlt, strings.TrimSpace(os.Getenv(EnvNodeSocket)), DefaultNodeSocket)
 	nc.LogFilePath = cmp.Or(nc.LogFilePath, strings.TrimSpace(os.Getenv(EnvLogFile)), DefaultLogFile)
-	return nc, nil
-}
-
-// command returns the skel function for cmd of plugin ("" or IPAMName): to the agent, or to the
-// fallback if the agent does not take it.
-func command(plugin, cmd string) func(*skel.CmdArgs) error {
-	return func(args *skel.CmdArgs) error {
-		nc, err := readConf(args.StdinData)
-		if err != nil {
-			return err
-		}
-		req := Request(cmd, args, os.Getenv, FailPoint())
-		req.Plugin = plugin
-		budget := CommandBudget + time.Duration(max(nc.PolicySetupTimeout, 0))*time.Second
-		ctx, cancel := context.WithTimeout(context.Background(), budget)
-		defer cancel()
-		result, taken, why, err := Forward(ctx, nc.NodeSocket, req)
-		if !taken {
-			logTo(nc.LogFilePath, "node agent did not take the command; handing it to "+FallbackBinary, "cmd", cmd, "containerID", args.ContainerID, "socket", nc.NodeSocket, "reason", why.Reason)
-			mode := FallbackNoAgent
-			if why.AgentUsable {
-				mode = FallbackUseAgent
-			}
-			return handOverWith(args, nc.LogFilePath, mode)
-		}
-		if err != nil {
-			return err
-		}
-		if _, err := os.Stdout.Write(result); err != nil {
-			return types.NewError(types.ErrIOFailure, fmt.Sprintf("write result: %v", err), "")
-		}
-		return nil
-	}
+	return nc
 }
 
 // Request builds the agent's request for one command; getenv supplies the TERRACE_* variables.
-func Request(cmd string, args *skel.CmdArgs, getenv func(string) string, failAt string) nodeapi.CNIRequest {
+func Request(cmd string, args Args, getenv func(string) string, failAt string) nodeapi.CNIRequest {
 	req := nodeapi.CNIRequest{
 		Command: cmd, ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName,
 		Args: args.Args, Path: args.Path, StdinData: args.StdinData, FailAt: failAt,
@@ -157,31 +249,41 @@ func Request(cmd string, args *skel.CmdArgs, getenv func(string) string, failAt 
 	return req
 }
 
-func handOver(args *skel.CmdArgs) error {
-	nc, err := readConf(args.StdinData)
-	if err != nil {
-		return err
-	}
-	return handOverWith(args, nc.LogFilePath, FallbackUseAgent)
-}
-
-// handOverWith replaces the process with the fallback, telling it mode (FallbackEnv); it returns
-// only if that fails, with the CNI error a runtime retries on.
-func handOverWith(args *skel.CmdArgs, logFile, mode string) error {
-	err := execFallback(args.StdinData, mode)
-	logTo(logFile, "could not hand the command to "+FallbackBinary, "containerID", args.ContainerID, "err", err)
-	return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("the node agent did not take the command and the etcd fallback could not run: %v", err), "")
-}
-
-// logTo appends one line to the plugin's log file, opened only when there is something to say;
-// stdout belongs to the CNI protocol, so without the file the line goes to stderr.
-func logTo(path, msg string, kv ...any) {
-	w := os.Stderr
+// logTo appends one line to the plugin's log file, in the plugin's own format (log/slog's text
+// handler), opened only when there is something to say; stdout belongs to the CNI protocol, so
+// without the file the line goes to stderr.
+func logTo(path, msg string, kv ...string) {
+	var w io.Writer = os.Stderr
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
 		if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
 			defer f.Close()
 			w = f
 		}
 	}
-	slog.New(slog.NewTextHandler(w, nil)).Info(msg, append([]any{"pid", os.Getpid(), "via", "terrace-cni"}, kv...)...)
+	io.WriteString(w, logLine(time.Now(), msg, append([]string{"pid", strconv.Itoa(os.Getpid()), "via", "terrace-cni"}, kv...)...))
+}
+
+// logLine formats one INFO record as log/slog's text handler does: key=value pairs, a value
+// quoted when it is empty or holds a space, a quote, an equals sign, an ASCII control character
+// (DEL is not one to slog) or a rune that is not printable or not valid.
+func logLine(t time.Time, msg string, kv ...string) string {
+	var b strings.Builder
+	b.WriteString("time=" + t.Format("2006-01-02T15:04:05.000Z07:00") + " level=INFO msg=" + logValue(msg))
+	for i := 0; i+1 < len(kv); i += 2 {
+		b.WriteString(" " + kv[i] + "=" + logValue(kv[i+1]))
+	}
+	b.WriteByte('\n')
+	return b.String()
+}
+
+func logValue(s string) string {
+	if s == "" || strings.ContainsFunc(s, func(r rune) bool {
+		if r < utf8.RuneSelf {
+			return r <= ' ' || r == '=' || r == '"'
+		}
+		return r == utf8.RuneError || unicode.IsSpace(r) || !unicode.IsPrint(r)
+	}) {
+		return strconv.Quote(s)
+	}
+	return s
 }
