@@ -25,7 +25,9 @@ func TestCheckCallAnswersAsSkel(t *testing.T) {
 		}
 		return r
 	}
-	conf := func(s string) func(*nodeapi.CNIRequest) { return func(r *nodeapi.CNIRequest) { r.StdinData = []byte(s) } }
+	conf := func(s string) func(*nodeapi.CNIRequest) {
+		return func(r *nodeapi.CNIRequest) { r.StdinData = []byte(s) }
+	}
 	tests := []struct {
 		name string
 		req  nodeapi.CNIRequest
