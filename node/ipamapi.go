@@ -90,6 +90,11 @@ type DatastoreAPI struct {
 	cmdMu       sync.Mutex
 	cmdStopping bool
 	cmdRunning  sync.WaitGroup
+	// cmdAttach counts the commands in flight per attachment (container ID and interface).
+	// While stopping, a command for an attachment that still has one is taken, not refused:
+	// refused, it would run in terrace-cni-etcd at the same time as the agent's (a DEL beside
+	// the ADD it follows), where the runner's per-attachment lock cannot order them.
+	cmdAttach map[string]int
 }
 
 // SetCommandRunner makes POST /v1/cni run commands with r.
@@ -440,14 +445,28 @@ func (a *DatastoreAPI) cniCommand(ctx context.Context, _ *dsState, w http.Respon
 	if err := decode(r, w, &req); err != nil {
 		return err
 	}
+	key := req.ContainerID + "/" + req.IfName
 	a.cmdMu.Lock()
-	if a.cmdStopping {
+	if a.cmdStopping && a.cmdAttach[key] == 0 {
 		a.cmdMu.Unlock()
 		return &nodeapi.Refusal{Code: nodeapi.CodeStopping, Message: "terrace-node is stopping"}
 	}
+	// While stopping the counter is above zero here (this attachment's command holds it), so
+	// the Add cannot race the drain's Wait.
 	a.cmdRunning.Add(1)
+	if a.cmdAttach == nil {
+		a.cmdAttach = map[string]int{}
+	}
+	a.cmdAttach[key]++
 	a.cmdMu.Unlock()
-	defer a.cmdRunning.Done()
+	defer func() {
+		a.cmdMu.Lock()
+		if a.cmdAttach[key]--; a.cmdAttach[key] == 0 {
+			delete(a.cmdAttach, key)
+		}
+		a.cmdMu.Unlock()
+		a.cmdRunning.Done()
+	}()
 	start := time.Now()
 	resp, err := (*run)(ctx, req)
 	if err == nil {
@@ -464,8 +483,9 @@ func (a *DatastoreAPI) cniCommand(ctx context.Context, _ *dsState, w http.Respon
 	return nil
 }
 
-// DrainCommands refuses new CNI commands (the plugin then does them itself) and waits until the
-// ones running have finished, or ctx ends.
+// DrainCommands refuses new CNI commands (the plugin then does them itself), except for an
+// attachment with a command still in flight, and waits until the ones running have finished, or
+// ctx ends.
 func (a *DatastoreAPI) DrainCommands(ctx context.Context) error {
 	a.cmdMu.Lock()
 	a.cmdStopping = true

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -515,8 +516,11 @@ func TestCNICommandsDrain(t *testing.T) {
 	e := newAPIEnv(t)
 	e.api.SetDatastore(e.store, e.ds)
 	started, release := make(chan struct{}), make(chan struct{})
-	e.api.SetCommandRunner(func(context.Context, nodeapi.CNIRequest) (nodeapi.CNIResponse, error) {
-		close(started)
+	var ran atomic.Int32
+	e.api.SetCommandRunner(func(_ context.Context, req nodeapi.CNIRequest) (nodeapi.CNIResponse, error) {
+		if ran.Add(1) == 1 {
+			close(started)
+		}
 		<-release
 		return nodeapi.CNIResponse{Result: []byte("{}")}, nil
 	})
@@ -541,12 +545,42 @@ func TestCNICommandsDrain(t *testing.T) {
 	if status, data := e.call("POST", "/v1/cni", strings.Replace(body, "c1", "c2", 1)); status != http.StatusServiceUnavailable || errCode(t, data) != nodeapi.CodeStopping {
 		t.Errorf("a command while stopping: %d %s, want 503 stopping", status, data)
 	}
+	// The DEL of the attachment whose ADD is still running is taken (it queues behind the ADD
+	// in the runner), not handed to the fallback to run beside it; the drain waits for it too.
+	delAnswered := make(chan int, 1)
+	go func() {
+		resp, err := http.Post(e.srv.URL+"/v1/cni", "application/json", strings.NewReader(strings.Replace(body, "ADD", "DEL", 1)))
+		if err != nil {
+			delAnswered <- 0
+			return
+		}
+		resp.Body.Close()
+		delAnswered <- resp.StatusCode
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ran.Load() < 2; time.Sleep(time.Millisecond) {
+		select {
+		case status := <-delAnswered:
+			close(release)
+			t.Fatalf("the DEL of the attachment in flight was answered %d before its ADD finished, want it queued and run by the agent", status)
+		default:
+		}
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatal("the DEL of the attachment in flight never reached the runner")
+		}
+	}
 	close(release)
 	if err := e.api.DrainCommands(context.Background()); err != nil {
 		t.Fatalf("DrainCommands after the command ended: %v", err)
 	}
 	if status := <-answered; status != http.StatusOK {
 		t.Errorf("the running command was answered %d, want 200", status)
+	}
+	if status := <-delAnswered; status != http.StatusOK {
+		t.Errorf("the DEL of the attachment in flight was answered %d, want 200 (run by the agent)", status)
+	}
+	if status, data := e.call("POST", "/v1/cni", strings.Replace(body, "ADD", "DEL", 1)); status != http.StatusServiceUnavailable || errCode(t, data) != nodeapi.CodeStopping {
+		t.Errorf("a DEL once nothing is in flight: %d %s, want 503 stopping", status, data)
 	}
 }
 
