@@ -8,11 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"sync"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/terracenet/terrace/cni/shim"
 	"github.com/terracenet/terrace/node/nodeapi"
@@ -38,9 +40,32 @@ type CommandServer struct {
 	// plugin gave up waiting for, so the runtime's DEL could otherwise run while its ADD still
 	// wires, and the ADD would then recreate what the DEL removed.
 	attachments keyedMutex
-	// statNetns identifies a namespace path (shim.StatNetns when nil; tests with a fake kernel
-	// set it).
-	statNetns func(path string) (dev, ino uint64, err error)
+	// openNetns opens a namespace path and identifies what it opened (openNetnsFile when nil;
+	// tests with a fake kernel set it).
+	openNetns func(path string) (h netnsHandle, err error)
+}
+
+// netnsHandle is an open namespace: the path that leads to it for as long as it is open, and its
+// identity (nsfs device and inode).
+type netnsHandle struct {
+	path     string
+	dev, ino uint64
+	close    func()
+}
+
+// openNetnsFile opens path and keeps it open; its /proc/self/fd path then leads to the namespace
+// that was checked even if path itself is replaced (a bind mount unmounted and another mounted).
+func openNetnsFile(path string) (netnsHandle, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return netnsHandle{}, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return netnsHandle{}, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return netnsHandle{path: fmt.Sprintf("/proc/self/fd/%d", f.Fd()), dev: st.Dev, ino: st.Ino, close: func() { f.Close() }}, nil
 }
 
 // keyedMutex is a mutex per key, kept only while someone holds or waits for it.
@@ -113,27 +138,36 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 	if cfg.Node != s.Node {
 		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeWrongNode, Message: fmt.Sprintf("the network's node is %q; this agent serves %q", cfg.Node, s.Node)}
 	}
+	netnsHandlePath := ""
 	if req.Command != "DEL" && req.Plugin == "" && req.Netns != "" {
 		// A /proc/<pid>/ns/net path names another process's namespace in another PID namespace,
 		// and a bind mount may be another file in another mount namespace: the agent uses the
 		// path only if it leads to the namespace the plugin saw. A plugin that saw none at all
 		// does the command itself, and says what is wrong with the path.
-		stat := s.statNetns
-		if stat == nil {
-			stat = shim.StatNetns
+		open := s.openNetns
+		if open == nil {
+			open = openNetnsFile
 		}
 		if req.NetnsIno == 0 {
 			return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeNetnsUnseen, Message: fmt.Sprintf("the plugin found no network namespace at %s", req.Netns)}
 		}
-		dev, ino, err := stat(req.Netns)
-		if err != nil || dev != req.NetnsDev || ino != req.NetnsIno {
+		// The namespace is opened once, checked through the open descriptor and entered through
+		// it: checking the path and then opening it again would leave a moment in which the
+		// path could come to lead elsewhere.
+		h, err := open(req.Netns)
+		if err != nil || h.dev != req.NetnsDev || h.ino != req.NetnsIno {
+			if err == nil {
+				h.close()
+			}
 			return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeNetnsUnseen,
-				Message: fmt.Sprintf("the node agent does not see the plugin's network namespace at %s (%d:%d; the agent sees %d:%d, %v)", req.Netns, req.NetnsDev, req.NetnsIno, dev, ino, err)}
+				Message: fmt.Sprintf("the node agent does not see the plugin's network namespace at %s (%d:%d; the agent sees %d:%d, %v)", req.Netns, req.NetnsDev, req.NetnsIno, h.dev, h.ino, err)}
 		}
+		defer h.close()
+		netnsHandlePath = h.path
 		// skel refuses a pod namespace that is the plugin's own only after ADD has run; wiring
 		// the host's namespace as a pod's would give the host a pod's default route, so the
 		// agent refuses first.
-		if ownDev, ownIno, err := shim.StatNetns("/proc/self/ns/net"); err == nil && req.Command == "ADD" && ownDev == dev && ownIno == ino {
+		if ownDev, ownIno, err := shim.StatNetns("/proc/self/ns/net"); err == nil && req.Command == "ADD" && ownDev == h.dev && ownIno == h.ino {
 			return fail(types.NewError(types.ErrInvalidNetNS, "plugin's netns and netns from CNI_NETNS should not be the same", "")), nil
 		}
 	}
@@ -145,13 +179,14 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 		Connect: func(context.Context, EtcdConfig, *slog.Logger) (Backend, error) {
 			return s.backend(), nil
 		},
-		Dataplane: s.Dataplane,
-		Stdout:    &out,
-		Getenv:    getenv,
-		Hostname:  hostname,
-		FailAt:    req.FailAt,
-		InAgent:   true,
-		CallerPid: req.PluginPid,
+		Dataplane:   s.Dataplane,
+		Stdout:      &out,
+		Getenv:      getenv,
+		Hostname:    hostname,
+		FailAt:      req.FailAt,
+		InAgent:     true,
+		CallerPid:   req.PluginPid,
+		NetnsHandle: netnsHandlePath,
 	}
 	args := &skel.CmdArgs{ContainerID: req.ContainerID, Netns: req.Netns, IfName: req.IfName, Args: req.Args, Path: req.Path, StdinData: req.StdinData}
 	add, del, check := p.Add, p.Del, p.Check

@@ -119,7 +119,9 @@ func newCommandEnv(t *testing.T, dp Dataplane) *commandEnv {
 	logFile := filepath.Join(t.TempDir(), "cni.log")
 	return &commandEnv{t: t, ctx: ctx, st: st, ds: ds, dp: dp, logFile: logFile,
 		s: &CommandServer{Node: "host-a", Dataplane: dp, Datastore: a.Handler(http.NotFoundHandler()), FailPoints: true,
-			statNetns: func(string) (uint64, uint64, error) { return 1, 2, nil }},
+			openNetns: func(path string) (netnsHandle, error) {
+				return netnsHandle{path: path, dev: 1, ino: 2, close: func() {}}, nil
+			}},
 		stdin: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace","nodename":"host-a","log_file_path":"` + logFile + `"}`)}
 }
 
@@ -307,4 +309,39 @@ func mustResult(t *testing.T, data []byte) types.Result {
 		t.Fatalf("parse result %s: %v", data, err)
 	}
 	return r
+}
+
+// TestCommandServerEntersTheCheckedNamespace: the agent enters the pod's namespace through the
+// descriptor it checked, not the runtime's path again (which could have come to lead elsewhere),
+// keeps it open for the whole command, and still reports the runtime's path.
+func TestCommandServerEntersTheCheckedNamespace(t *testing.T) {
+	const handle = "/proc/self/fd/99"
+	dp := newFakeDataplane(handle) // the runtime's path (testNS) leads nowhere for the kernel
+	e := newCommandEnv(t, dp)
+	var open, closed atomic.Int32
+	e.s.openNetns = func(path string) (netnsHandle, error) {
+		if path != testNS {
+			t.Errorf("opened %s, want the runtime's path %s", path, testNS)
+		}
+		open.Add(1)
+		return netnsHandle{path: handle, dev: 1, ino: 2, close: func() { closed.Add(1) }}, nil
+	}
+	resp := e.run("ADD", "c1", "", e.stdin)
+	if resp.Error != nil {
+		t.Fatalf("ADD: %+v", resp.Error)
+	}
+	res, err := current.NewResultFromResult(mustResult(t, resp.Result))
+	if err != nil || len(res.Interfaces) == 0 || res.Interfaces[len(res.Interfaces)-1].Sandbox != testNS {
+		t.Fatalf("ADD result %s (%v): want the pod interface's sandbox to be the runtime's path %s", resp.Result, err, testNS)
+	}
+	if w, ok := dp.links[res.Interfaces[0].Name]; !ok || w.NetNS != handle {
+		t.Fatalf("wired %+v, want through %s", dp.links, handle)
+	}
+	check := []byte(strings.TrimSuffix(string(e.stdin), "}") + `,"prevResult":` + string(resp.Result) + "}")
+	if resp := e.run("CHECK", "c1", "", check); resp.Error != nil {
+		t.Fatalf("CHECK through the handle: %+v", resp.Error)
+	}
+	if open.Load() != 2 || closed.Load() != 2 {
+		t.Errorf("namespace opened %d times and closed %d, want 2 and 2 (ADD and CHECK)", open.Load(), closed.Load())
+	}
 }

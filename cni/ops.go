@@ -61,7 +61,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrDecodingFailure, err.Error(), "")
 	}
 	var problems []error
-	w := Wiring{NetNS: args.Netns, PodIf: args.IfName, HostIf: inv.hostIf, MTU: inv.cfg.MTU, IPv4: v4, IPv6: v6}
+	w := Wiring{NetNS: p.netnsPath(args), PodIf: args.IfName, HostIf: inv.hostIf, MTU: inv.cfg.MTU, IPv4: v4, IPv6: v6}
 	if err := p.Dataplane.Verify(w); err != nil {
 		if errors.Is(err, ErrNetNSMissing) {
 			if p.InAgent {

@@ -55,6 +55,11 @@ type Plugin struct {
 	// process's pid, which the log lines carry (with the agent's as agentPid).
 	InAgent   bool
 	CallerPid int
+	// NetnsHandle, when set, is the path the command enters the pod's namespace by instead of
+	// CNI_NETNS: the agent's open descriptor of the namespace it checked (/proc/self/fd/N), so a
+	// path replaced after the check cannot lead the command into another namespace. CNI_NETNS
+	// is still what results and messages report.
+	NetnsHandle string
 	// agentAbsent records that the node agent did not take the command, so connecting does not
 	// ask it again.
 	agentAbsent bool
@@ -230,7 +235,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (retErr error) {
 			log.Info("ADD done", append([]any{"took", time.Since(start)}, inv.phases...)...)
 		}
 	}()
-	exists, err := p.Dataplane.PodInterfaceExists(args.Netns, args.IfName)
+	exists, err := p.Dataplane.PodInterfaceExists(p.netnsPath(args), args.IfName)
 	if err != nil {
 		if errors.Is(err, ErrNetNSMissing) {
 			if p.InAgent {
@@ -310,7 +315,7 @@ func (p *Plugin) add(ctx context.Context, inv *invocation, be Backend) (_ *curre
 	}
 
 	t1 := time.Now()
-	w := Wiring{NetNS: args.Netns, PodIf: args.IfName, HostIf: inv.hostIf, MTU: cfg.MTU, IPv4: v4, IPv6: v6}
+	w := Wiring{NetNS: p.netnsPath(args), PodIf: args.IfName, HostIf: inv.hostIf, MTU: cfg.MTU, IPv4: v4, IPv6: v6}
 	podMAC, err := p.Dataplane.Setup(w, p.fail)
 	if err != nil {
 		return nil, fmt.Errorf("wire %s: %w", inv.hostIf, err)
@@ -432,7 +437,7 @@ func (p *Plugin) resultFromEndpoint(inv *invocation, w *api.WorkloadEndpoint) (*
 	if err != nil {
 		return nil, err
 	}
-	wire := Wiring{NetNS: inv.args.Netns, PodIf: inv.args.IfName, HostIf: inv.hostIf, MTU: inv.cfg.MTU, IPv4: v4, IPv6: v6}
+	wire := Wiring{NetNS: p.netnsPath(inv.args), PodIf: inv.args.IfName, HostIf: inv.hostIf, MTU: inv.cfg.MTU, IPv4: v4, IPv6: v6}
 	if err := p.Dataplane.Verify(wire); err != nil {
 		return nil, err
 	}
@@ -536,4 +541,12 @@ func (p *Plugin) print(res types.Result, cniVersion string) error {
 		return types.NewError(types.ErrIOFailure, fmt.Sprintf("write result: %v", err), "")
 	}
 	return nil
+}
+
+// netnsPath is the path the command enters the pod's namespace by (see NetnsHandle).
+func (p *Plugin) netnsPath(args *skel.CmdArgs) string {
+	if p.NetnsHandle != "" {
+		return p.NetnsHandle
+	}
+	return args.Netns
 }
