@@ -79,6 +79,9 @@ func TestCheckCallAnswersAsSkel(t *testing.T) {
 }
 
 // runSkel runs skel's dispatcher on req and reports its error and whether it called the plugin.
+// CNI_NETNS_OVERRIDE is set so skel skips its check after ADD and DEL that CNI_NETNS is not this
+// process's own namespace: CheckCall is the checks before the call; the agent's own-namespace
+// rule has its own test (TestCommandServerOwnNamespace).
 func runSkel(t *testing.T, req nodeapi.CNIRequest) (*types.Error, bool) {
 	t.Helper()
 	for k, v := range map[string]string{"CNI_COMMAND": req.Command, "CNI_CONTAINERID": req.ContainerID, "CNI_NETNS": req.Netns,

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -43,6 +45,8 @@ type CommandServer struct {
 	// openNetns opens a namespace path and identifies what it opened (openNetnsFile when nil;
 	// tests with a fake kernel set it).
 	openNetns func(path string) (h netnsHandle, err error)
+	// ownNetns identifies the agent's own network namespace (threadNetns when nil).
+	ownNetns func() (dev, ino uint64, err error)
 }
 
 // netnsHandle is an open namespace: the path that leads to it for as long as it is open, and its
@@ -138,16 +142,33 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 	if cfg.Node != s.Node {
 		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeWrongNode, Message: fmt.Sprintf("the network's node is %q; this agent serves %q", cfg.Node, s.Node)}
 	}
-	netnsHandlePath := ""
-	if req.Command != "DEL" && req.Plugin == "" && req.Netns != "" {
+	// Commands for one attachment run one at a time, and a queued one checks the namespace only
+	// once its turn comes: opened earlier, the descriptor would keep a namespace the runtime has
+	// meanwhile torn down alive for a command to wire.
+	defer s.attachments.lock(req.ContainerID + "/" + req.IfName)()
+	open := s.openNetns
+	if open == nil {
+		open = openNetnsFile
+	}
+	own := s.ownNetns
+	if own == nil {
+		own = threadNetns
+	}
+	// isOwn reports whether h is the agent's own namespace (which is the plugin's: both run in
+	// the host's).
+	isOwn := func(h netnsHandle) bool {
+		dev, ino, err := own()
+		return err == nil && dev == h.dev && ino == h.ino
+	}
+	override := strings.EqualFold(req.NetnsOverride, "true") || req.NetnsOverride == "1"
+	errOwnNetns := types.NewError(types.ErrInvalidNetNS, "plugin's netns and netns from CNI_NETNS should not be the same", "")
+	netnsHandlePath, ownNetnsDeleted := "", false
+	switch {
+	case req.Command != "DEL" && req.Plugin == "" && req.Netns != "":
 		// A /proc/<pid>/ns/net path names another process's namespace in another PID namespace,
 		// and a bind mount may be another file in another mount namespace: the agent uses the
 		// path only if it leads to the namespace the plugin saw. A plugin that saw none at all
 		// does the command itself, and says what is wrong with the path.
-		open := s.openNetns
-		if open == nil {
-			open = openNetnsFile
-		}
 		if req.NetnsIno == 0 {
 			return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeNetnsUnseen, Message: fmt.Sprintf("the plugin found no network namespace at %s", req.Netns)}
 		}
@@ -167,11 +188,22 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 		// skel refuses a pod namespace that is the plugin's own only after ADD has run; wiring
 		// the host's namespace as a pod's would give the host a pod's default route, so the
 		// agent refuses first.
-		if ownDev, ownIno, err := shim.StatNetns("/proc/self/ns/net"); err == nil && req.Command == "ADD" && ownDev == h.dev && ownIno == h.ino {
-			return fail(types.NewError(types.ErrInvalidNetNS, "plugin's netns and netns from CNI_NETNS should not be the same", "")), nil
+		if req.Command == "ADD" && !override && isOwn(h) {
+			return fail(errOwnNetns), nil
+		}
+	case (req.Command == "ADD" || req.Command == "DEL") && req.Netns != "" && !override:
+		// skel's check of ADD (terrace-ipam's; it never enters the namespace) and of DEL, whose
+		// namespace may be gone already, which is no error. An ADD is refused before it
+		// allocates; a DEL runs and then fails, as skel's does.
+		if h, err := open(req.Netns); err == nil {
+			mine := isOwn(h)
+			h.close()
+			if mine && req.Command == "ADD" {
+				return fail(errOwnNetns), nil
+			}
+			ownNetnsDeleted = mine
 		}
 	}
-	defer s.attachments.lock(req.ContainerID + "/" + req.IfName)()
 	// The request's context ends when the plugin goes away; the command must not: it finishes, or
 	// undoes what it did, on its own time budget, and the runtime's DEL cleans up after it.
 	var out bytes.Buffer
@@ -208,9 +240,28 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeNetnsUnseen, Message: fmt.Sprintf("the node agent cannot see the network namespace %s", req.Netns)}
 	}
 	if err != nil {
-		return fail(err), nil
+		resp := fail(err)
+		if netnsHandlePath != "" {
+			// The kernel steps name the path they were given; the runtime knows its own.
+			resp.Error.Msg = strings.ReplaceAll(resp.Error.Msg, netnsHandlePath, req.Netns)
+			resp.Error.Details = strings.ReplaceAll(resp.Error.Details, netnsHandlePath, req.Netns)
+		}
+		return resp, nil
+	}
+	if ownNetnsDeleted {
+		return fail(errOwnNetns), nil
 	}
 	return nodeapi.CNIResponse{Result: out.Bytes()}, nil
+}
+
+// threadNetns identifies the network namespace of the calling goroutine's thread, which is the
+// agent's own whenever no namespace has been entered on it: ns.Do enters pod namespaces on
+// threads locked to its own goroutines. /proc/self/ns/net would be the main thread's, which
+// may be one of those.
+func threadNetns() (dev, ino uint64, err error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return shim.StatNetns("/proc/thread-self/ns/net")
 }
 
 // errNetNSUnseen: run in the agent, ADD or CHECK found no network namespace at the runtime's

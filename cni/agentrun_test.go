@@ -324,7 +324,16 @@ func TestCommandServerEntersTheCheckedNamespace(t *testing.T) {
 			t.Errorf("opened %s, want the runtime's path %s", path, testNS)
 		}
 		open.Add(1)
-		return netnsHandle{path: handle, dev: 1, ino: 2, close: func() { closed.Add(1) }}, nil
+		dp.mu.Lock()
+		dp.netns[handle] = true
+		dp.mu.Unlock()
+		// Closed, the handle leads nowhere: a use after close fails the command.
+		return netnsHandle{path: handle, dev: 1, ino: 2, close: func() {
+			closed.Add(1)
+			dp.mu.Lock()
+			delete(dp.netns, handle)
+			dp.mu.Unlock()
+		}}, nil
 	}
 	resp := e.run("ADD", "c1", "", e.stdin)
 	if resp.Error != nil {
@@ -341,7 +350,62 @@ func TestCommandServerEntersTheCheckedNamespace(t *testing.T) {
 	if resp := e.run("CHECK", "c1", "", check); resp.Error != nil {
 		t.Fatalf("CHECK through the handle: %+v", resp.Error)
 	}
-	if open.Load() != 2 || closed.Load() != 2 {
-		t.Errorf("namespace opened %d times and closed %d, want 2 and 2 (ADD and CHECK)", open.Load(), closed.Load())
+	if resp := e.run("DEL", "c1", "", e.stdin); resp.Error != nil {
+		t.Fatalf("DEL: %+v", resp.Error)
+	}
+	// A failure in the kernel steps names the runtime's path, not the agent's descriptor.
+	if resp := e.run("ADD", "c2", "pod", e.stdin); resp.Error == nil || !strings.Contains(resp.Error.Msg, "pod step in "+testNS) || strings.Contains(resp.Error.Msg, handle) {
+		t.Errorf("failed ADD: %+v, want a message naming %s and not %s", resp.Error, testNS, handle)
+	}
+	if open.Load() < 3 || closed.Load() != open.Load() {
+		t.Errorf("namespace opened %d times and closed %d, want every opening closed", open.Load(), closed.Load())
+	}
+}
+
+// TestCommandServerOwnNamespace: as skel, the agent fails a command whose CNI_NETNS is the
+// plugin's own namespace (here: the agent's) unless CNI_NETNS_OVERRIDE allows it; an ADD is
+// refused before anything is allocated or wired, a DEL runs and then fails.
+func TestCommandServerOwnNamespace(t *testing.T) {
+	dp := newFakeDataplane(testNS)
+	e := newCommandEnv(t, dp)
+	e.s.ownNetns = func() (uint64, uint64, error) { return 1, 2, nil } // what openNetns reports for testNS
+	call := func(plugin, cmd, cid, override string) nodeapi.CNIResponse {
+		t.Helper()
+		resp, err := e.s.Run(e.ctx, nodeapi.CNIRequest{Plugin: plugin, Command: cmd, ContainerID: cid, Netns: testNS, IfName: "eth0", Path: "/opt/cni/bin",
+			StdinData: e.stdin, NetnsDev: 1, NetnsIno: 2, NetnsOverride: override})
+		if err != nil {
+			t.Fatalf("%s %s refused: %v", cmd, cid, err)
+		}
+		return resp
+	}
+	for _, plugin := range []string{"", IPAMType} {
+		if resp := call(plugin, "ADD", "c1", ""); resp.Error == nil || resp.Error.Code != types.ErrInvalidNetNS {
+			t.Fatalf("%q ADD into the agent's own namespace: %+v, want CNI error %d", plugin, resp.Error, types.ErrInvalidNetNS)
+		}
+		if n, held := e.endpoints(), e.allocated(); n != 0 || len(held) != 0 || len(dp.links) != 0 {
+			t.Fatalf("refused ADD left %d endpoints, addresses %v, links %v", n, held, dp.links)
+		}
+	}
+	if resp := call("", "ADD", "c2", "TRUE"); resp.Error != nil {
+		t.Fatalf("ADD with CNI_NETNS_OVERRIDE: %+v", resp.Error)
+	}
+	if resp := call("", "DEL", "c2", ""); resp.Error == nil || resp.Error.Code != types.ErrInvalidNetNS {
+		t.Fatalf("DEL in the agent's own namespace: %+v, want CNI error %d after it ran", resp.Error, types.ErrInvalidNetNS)
+	}
+	if n, held := e.endpoints(), e.allocated(); n != 0 || len(held) != 0 || len(dp.links) != 0 {
+		t.Fatalf("the DEL did not run: %d endpoints, addresses %v, links %v", n, held, dp.links)
+	}
+	if resp := call("", "DEL", "c2", "1"); resp.Error != nil {
+		t.Fatalf("DEL with CNI_NETNS_OVERRIDE: %+v", resp.Error)
+	}
+}
+
+// The agent's own namespace is its thread's, which is the process's while no pod namespace has
+// been entered on it.
+func TestThreadNetns(t *testing.T) {
+	dev, ino, err := threadNetns()
+	wdev, wino, werr := shim.StatNetns("/proc/self/ns/net")
+	if err != nil || werr != nil || dev != wdev || ino != wino || ino == 0 {
+		t.Fatalf("threadNetns = %d:%d, %v; the process's namespace is %d:%d, %v", dev, ino, err, wdev, wino, werr)
 	}
 }

@@ -230,7 +230,8 @@ func (d *fakeDataplane) Setup(w Wiring, fail func(string) error) (string, error)
 	for _, step := range []string{"veth", "host", "pod", "route"} {
 		if err := fail(step); err != nil {
 			d.Remove(w.HostIf)
-			return "", err
+			// As the kernel steps do, name the namespace by the path they were given.
+			return "", fmt.Errorf("%s step in %s: %w", step, w.NetNS, err)
 		}
 	}
 	return "02:00:00:00:00:01", nil

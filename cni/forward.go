@@ -18,7 +18,8 @@ func (p *Plugin) viaAgent(inv *invocation) (handled bool, err error) {
 		return false, nil
 	}
 	a := inv.args
-	req := shim.Request(inv.cmd, shim.Args{ContainerID: a.ContainerID, Netns: a.Netns, IfName: a.IfName, Args: a.Args, Path: a.Path, StdinData: a.StdinData},
+	req := shim.Request(inv.cmd, shim.Args{ContainerID: a.ContainerID, Netns: a.Netns, IfName: a.IfName, Args: a.Args, Path: a.Path,
+		NetnsOverride: a.NetnsOverride, StdinData: a.StdinData},
 		p.getenv, p.FailAt)
 	result, taken, why, cerr := shim.Forward(time.Now().Add(shim.CommandBudget+inv.cfg.PolicySetupTimeout), inv.cfg.NodeSocket, req)
 	if !taken {

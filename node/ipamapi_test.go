@@ -515,13 +515,17 @@ func TestCNICommandRoute(t *testing.T) {
 func TestCNICommandsDrain(t *testing.T) {
 	e := newAPIEnv(t)
 	e.api.SetDatastore(e.store, e.ds)
-	started, release := make(chan struct{}), make(chan struct{})
+	started, release, releaseDel := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var ran atomic.Int32
 	e.api.SetCommandRunner(func(_ context.Context, req nodeapi.CNIRequest) (nodeapi.CNIResponse, error) {
 		if ran.Add(1) == 1 {
 			close(started)
 		}
-		<-release
+		if req.Command == "DEL" {
+			<-releaseDel
+		} else {
+			<-release
+		}
 		return nodeapi.CNIResponse{Result: []byte("{}")}, nil
 	})
 	body := `{"command":"ADD","containerID":"c1","netns":"/run/netns/p","ifName":"eth0","stdinData":"e30="}`
@@ -561,20 +565,28 @@ func TestCNICommandsDrain(t *testing.T) {
 		select {
 		case status := <-delAnswered:
 			close(release)
+			close(releaseDel)
 			t.Fatalf("the DEL of the attachment in flight was answered %d before its ADD finished, want it queued and run by the agent", status)
 		default:
 		}
 		if time.Now().After(deadline) {
 			close(release)
+			close(releaseDel)
 			t.Fatal("the DEL of the attachment in flight never reached the runner")
 		}
 	}
 	close(release)
-	if err := e.api.DrainCommands(context.Background()); err != nil {
-		t.Fatalf("DrainCommands after the command ended: %v", err)
-	}
 	if status := <-answered; status != http.StatusOK {
 		t.Errorf("the running command was answered %d, want 200", status)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	if err := e.api.DrainCommands(short); err == nil {
+		t.Error("DrainCommands returned while the queued DEL was still running")
+	}
+	close(releaseDel)
+	if err := e.api.DrainCommands(context.Background()); err != nil {
+		t.Fatalf("DrainCommands after the command ended: %v", err)
 	}
 	if status := <-delAnswered; status != http.StatusOK {
 		t.Errorf("the DEL of the attachment in flight was answered %d, want 200 (run by the agent)", status)

@@ -2,10 +2,11 @@
 // runs them warm (cni/agentrun.go), and replaces itself with terrace-cni-etcd, the complete
 // plugin, for everything else and whenever the agent does not take a command. Every pod pays this
 // process's start-up, so it must never link netlink, the datastore types, an etcd client, the CNI
-// library (skel and its types pull in regexp, net and fmt), net, fmt or log/slog; and it never
-// changes anything itself: each command is done by the agent or by the fallback, never half by
-// each. It checks nothing it can leave to them: the agent applies skel's checks to what it is
-// sent (cni.CheckCall), the fallback is skel itself, so the runtime gets the same errors either way.
+// library (skel and its types pull in regexp and net), net or log/slog (fmt comes with
+// encoding/json and is used by nothing else); and it never changes anything itself: each command
+// is done by the agent or by the fallback, never half by each. It checks nothing it can leave to
+// them: the agent applies skel's checks to what it is sent (cni.CheckCall), the fallback is skel
+// itself, so the runtime gets the same errors either way.
 package shim
 
 import (
@@ -96,8 +97,8 @@ func (e *Error) Error() string {
 
 // Args is one invocation as the runtime gave it: the CNI_* variables and the configuration.
 type Args struct {
-	ContainerID, Netns, IfName, Args, Path string
-	StdinData                              []byte
+	ContainerID, Netns, IfName, Args, Path, NetnsOverride string
+	StdinData                                             []byte
 }
 
 // Main runs the shim, as terrace-cni or (through a link) terrace-ipam, and exits.
@@ -163,9 +164,10 @@ func (e environment) command(plugin, cmd string) int {
 		return e.handOverWith(stdin, nc.LogFilePath, FallbackUseAgent, "cmd", cmd, "containerID", e.getenv("CNI_CONTAINERID"))
 	}
 	args := Args{ContainerID: e.getenv("CNI_CONTAINERID"), Netns: e.getenv("CNI_NETNS"), IfName: e.getenv("CNI_IFNAME"),
-		Args: e.getenv("CNI_ARGS"), Path: e.getenv("CNI_PATH"), StdinData: stdin}
+		Args: e.getenv("CNI_ARGS"), Path: e.getenv("CNI_PATH"), NetnsOverride: e.getenv("CNI_NETNS_OVERRIDE"), StdinData: stdin}
 	req := Request(cmd, args, e.getenv, FailPoint())
 	req.Plugin = plugin
+	req.Unchecked = true // see nodeapi.CNIRequest: an agent that does not check refuses it
 	budget := CommandBudget + time.Duration(max(nc.PolicySetupTimeout, 0))*time.Second
 	result, taken, why, cerr := Forward(time.Now().Add(budget), nc.NodeSocket, req)
 	if !taken {
@@ -228,7 +230,7 @@ func readConf(stdin []byte) netConf {
 func Request(cmd string, args Args, getenv func(string) string, failAt string) nodeapi.CNIRequest {
 	req := nodeapi.CNIRequest{
 		Command: cmd, ContainerID: args.ContainerID, Netns: args.Netns, IfName: args.IfName,
-		Args: args.Args, Path: args.Path, StdinData: args.StdinData, FailAt: failAt,
+		Args: args.Args, Path: args.Path, StdinData: args.StdinData, FailAt: failAt, NetnsOverride: args.NetnsOverride,
 	}
 	for _, k := range TerraceEnv {
 		if v := getenv(k); v != "" {

@@ -144,7 +144,7 @@ func TestRunForwards(t *testing.T) {
 			})
 			conf := `{"cniVersion":"1.1.0","name":"n","node_socket":"` + sock + `","log_file_path":"` + filepath.Join(t.TempDir(), "l.log") + `"}`
 			env := map[string]string{"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0",
-				"CNI_ARGS": "K8S_POD_NAME=p", "CNI_PATH": "/opt/cni/bin", "TERRACE_NODE_NAME": "host-a"}
+				"CNI_ARGS": "K8S_POD_NAME=p", "CNI_PATH": "/opt/cni/bin", "CNI_NETNS_OVERRIDE": "true", "TERRACE_NODE_NAME": "host-a"}
 			r := runShim(t, IPAMName, env, conf, nil)
 			if tc.wantMode != "" {
 				if diff := cmp.Diff([]handOverCall{{conf, tc.wantMode}}, r.handedOver); diff != "" {
@@ -157,7 +157,7 @@ func TestRunForwards(t *testing.T) {
 			}
 			want := nodeapi.CNIRequest{Plugin: IPAMName, Command: "ADD", ContainerID: "c1", Netns: "/proc/self/ns/net", IfName: "eth0",
 				Args: "K8S_POD_NAME=p", Path: "/opt/cni/bin", StdinData: []byte(conf), Env: map[string]string{"TERRACE_NODE_NAME": "host-a"},
-				Hostname: got.Hostname, PluginPid: os.Getpid(), NetnsDev: got.NetnsDev, NetnsIno: got.NetnsIno}
+				Hostname: got.Hostname, PluginPid: os.Getpid(), NetnsDev: got.NetnsDev, NetnsIno: got.NetnsIno, NetnsOverride: "true", Unchecked: true}
 			if diff := cmp.Diff(want, got); diff != "" || got.NetnsIno == 0 {
 				t.Errorf("the agent got (-want +got):\n%s (namespace inode %d)", diff, got.NetnsIno)
 			}

@@ -98,6 +98,14 @@ type CNIRequest struct {
 	NetnsIno uint64 `json:"netnsIno,omitempty"`
 	// PluginPid is the plugin process's pid, logged with the command.
 	PluginPid int `json:"pluginPid,omitempty"`
+	// NetnsOverride is CNI_NETNS_OVERRIDE: "1" or "true" lets CNI_NETNS be the plugin's own
+	// namespace, as skel allows.
+	NetnsOverride string `json:"netnsOverride,omitempty"`
+	// Unchecked says the plugin applied none of skel's checks to the invocation, which the agent
+	// then must (the terrace-cni shim links no skel). Always sent by such a plugin: an older agent,
+	// which does not apply them, refuses the unknown field, and the plugin hands the command to
+	// terrace-cni-etcd, which is skel.
+	Unchecked bool `json:"unchecked,omitempty"`
 }
 
 // CNIResponse is the outcome of a command the agent ran: Result (what the plugin prints) on
