@@ -162,7 +162,7 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 	}
 	override := strings.EqualFold(req.NetnsOverride, "true") || req.NetnsOverride == "1"
 	errOwnNetns := types.NewError(types.ErrInvalidNetNS, "plugin's netns and netns from CNI_NETNS should not be the same", "")
-	netnsHandlePath, ownNetnsDeleted := "", false
+	netnsHandlePath, failAfterDel := "", false
 	switch {
 	case req.Command != "DEL" && req.Plugin == "" && req.Netns != "":
 		// A /proc/<pid>/ns/net path names another process's namespace in another PID namespace,
@@ -201,7 +201,7 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 			if mine && req.Command == "ADD" {
 				return fail(errOwnNetns), nil
 			}
-			ownNetnsDeleted = mine
+			failAfterDel = mine
 		}
 	}
 	// The request's context ends when the plugin goes away; the command must not: it finishes, or
@@ -248,7 +248,7 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 		}
 		return resp, nil
 	}
-	if ownNetnsDeleted {
+	if failAfterDel {
 		return fail(errOwnNetns), nil
 	}
 	return nodeapi.CNIResponse{Result: out.Bytes()}, nil
