@@ -126,7 +126,7 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 		return nodeapi.CNIResponse{}, &nodeapi.Refusal{Code: nodeapi.CodeInvalid, Message: "this node agent is built without failure points"}
 	}
 	if cerr := CheckCall(req); cerr != nil {
-		return nodeapi.CNIResponse{Error: &nodeapi.CNIError{Code: cerr.Code, Msg: cerr.Msg, Details: cerr.Details}}, nil
+		return fail(cerr), nil
 	}
 	getenv := func(k string) string { return req.Env[k] }
 	hostname := func() (string, error) {
@@ -145,7 +145,7 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 	// Commands for one attachment run one at a time, and a queued one checks the namespace only
 	// once its turn comes: opened earlier, the descriptor would keep a namespace the runtime has
 	// meanwhile torn down alive for a command to wire.
-	defer s.attachments.lock(req.ContainerID + "/" + req.IfName)()
+	defer s.attachments.lock(req.AttachmentKey())()
 	open := s.openNetns
 	if open == nil {
 		open = openNetnsFile

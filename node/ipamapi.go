@@ -445,7 +445,7 @@ func (a *DatastoreAPI) cniCommand(ctx context.Context, _ *dsState, w http.Respon
 	if err := decode(r, w, &req); err != nil {
 		return err
 	}
-	key := req.ContainerID + "/" + req.IfName
+	key := req.AttachmentKey()
 	a.cmdMu.Lock()
 	if a.cmdStopping && a.cmdAttach[key] == 0 {
 		a.cmdMu.Unlock()

@@ -39,17 +39,17 @@ type NotTaken struct {
 // then. When taken, the command's outcome is result (on success, what the plugin prints) or err:
 // the command's own CNI error, or "try again later" when the answer was lost, since the command
 // may be half done (the runtime's DEL cleans up).
-func Forward(deadline time.Time, socket string, req nodeapi.CNIRequest) (result []byte, taken bool, why NotTaken, err *Error) {
+func Forward(deadline time.Time, socket string, req nodeapi.CNIRequest) (result []byte, taken bool, why NotTaken, err *nodeapi.CNIError) {
 	body, jerr := json.Marshal(req)
 	if jerr != nil {
-		return nil, true, why, &Error{Code: ErrInternal, Msg: "encode the command for the node agent: " + jerr.Error()}
+		return nil, true, why, &nodeapi.CNIError{Code: ErrInternal, Msg: "encode the command for the node agent: " + jerr.Error()}
 	}
 	status, data, dialled, perr := post(deadline, socket, "/v1/cni", body)
 	if !dialled {
 		return nil, false, NotTaken{Reason: perr.Error()}, nil
 	}
 	if perr != nil {
-		return nil, true, why, &Error{Code: ErrTryAgainLater, Msg: "node agent at " + socket + ": " + perr.Error() + " (the command may be partly done; DEL cleans up)"}
+		return nil, true, why, &nodeapi.CNIError{Code: ErrTryAgainLater, Msg: "node agent at " + socket + ": " + perr.Error() + " (the command may be partly done; DEL cleans up)"}
 	}
 	if status != 200 {
 		var ae nodeapi.APIError
@@ -65,14 +65,14 @@ func Forward(deadline time.Time, socket string, req nodeapi.CNIRequest) (result 
 			// datastore calls.
 			return nil, false, NotTaken{Reason: reason, AgentUsable: true}, nil
 		}
-		return nil, true, why, &Error{Code: ErrInternal, Msg: "node agent failed the command: " + ae.Message + " (status " + strconv.Itoa(status) + ")"}
+		return nil, true, why, &nodeapi.CNIError{Code: ErrInternal, Msg: "node agent failed the command: " + ae.Message + " (status " + strconv.Itoa(status) + ")"}
 	}
 	var out nodeapi.CNIResponse
 	if jerr := json.Unmarshal(data, &out); jerr != nil {
-		return nil, true, why, &Error{Code: ErrInternal, Msg: "decode the node agent's answer: " + jerr.Error()}
+		return nil, true, why, &nodeapi.CNIError{Code: ErrInternal, Msg: "decode the node agent's answer: " + jerr.Error()}
 	}
 	if out.Error != nil {
-		return nil, true, why, &Error{Code: out.Error.Code, Msg: out.Error.Msg, Details: out.Error.Details}
+		return nil, true, why, out.Error
 	}
 	return out.Result, true, why, nil
 }

@@ -81,20 +81,6 @@ const (
 	ErrInternal      = 999
 )
 
-// Error is a CNI error as the spec prints it.
-type Error struct {
-	Code    uint   `json:"code"`
-	Msg     string `json:"msg"`
-	Details string `json:"details,omitempty"`
-}
-
-func (e *Error) Error() string {
-	if e.Details != "" {
-		return e.Msg + "; " + e.Details
-	}
-	return e.Msg
-}
-
 // Args is one invocation as the runtime gave it: the CNI_* variables and the configuration.
 type Args struct {
 	ContainerID, Netns, IfName, Args, Path, NetnsOverride string
@@ -136,7 +122,7 @@ func (e environment) run(name string) int {
 			SupportedVersions []string `json:"supportedVersions"`
 		}{CurrentVersion, SupportedVersions})
 		if _, err := e.stdout.Write(append(out, '\n')); err != nil {
-			return e.fail(&Error{Code: ErrIOFailure, Msg: "write version: " + err.Error()})
+			return e.fail(&nodeapi.CNIError{Code: ErrIOFailure, Msg: "write version: " + err.Error()})
 		}
 		return 0
 	case "ADD", "DEL", "CHECK":
@@ -145,7 +131,7 @@ func (e environment) run(name string) int {
 		// GC, STATUS, and anything unknown: the complete plugin answers (or says what is wrong).
 		stdin, err := io.ReadAll(e.stdin)
 		if err != nil {
-			return e.fail(&Error{Code: ErrIOFailure, Msg: "error reading from stdin: " + err.Error()})
+			return e.fail(&nodeapi.CNIError{Code: ErrIOFailure, Msg: "error reading from stdin: " + err.Error()})
 		}
 		return e.handOverWith(stdin, readConf(stdin).LogFilePath, FallbackUseAgent, "cmd", cmd, "containerID", e.getenv("CNI_CONTAINERID"))
 	}
@@ -156,7 +142,7 @@ func (e environment) run(name string) int {
 func (e environment) command(plugin, cmd string) int {
 	stdin, err := io.ReadAll(e.stdin)
 	if err != nil {
-		return e.fail(&Error{Code: ErrIOFailure, Msg: "error reading from stdin: " + err.Error()})
+		return e.fail(&nodeapi.CNIError{Code: ErrIOFailure, Msg: "error reading from stdin: " + err.Error()})
 	}
 	nc := readConf(stdin)
 	if !nc.valid {
@@ -183,13 +169,13 @@ func (e environment) command(plugin, cmd string) int {
 		return e.fail(cerr)
 	}
 	if _, err := e.stdout.Write(result); err != nil {
-		return e.fail(&Error{Code: ErrIOFailure, Msg: "write result: " + err.Error()})
+		return e.fail(&nodeapi.CNIError{Code: ErrIOFailure, Msg: "write result: " + err.Error()})
 	}
 	return 0
 }
 
 // fail prints a CNI error the way skel does and returns the exit status for it.
-func (e environment) fail(ce *Error) int {
+func (e environment) fail(ce *nodeapi.CNIError) int {
 	out, _ := json.MarshalIndent(ce, "", "    ")
 	e.stdout.Write(out)
 	return 1
@@ -203,7 +189,7 @@ func (e environment) handOverWith(stdin []byte, logFile, mode string, kv ...stri
 		return 0 // only a test's stand-in returns without an error: a real exec does not return
 	}
 	logTo(logFile, "could not hand the command to "+FallbackBinary, append(kv, "err", err.Error())...)
-	return e.fail(&Error{Code: ErrTryAgainLater, Msg: "the node agent did not take the command and the etcd fallback could not run: " + err.Error()})
+	return e.fail(&nodeapi.CNIError{Code: ErrTryAgainLater, Msg: "the node agent did not take the command and the etcd fallback could not run: " + err.Error()})
 }
 
 // netConf is the part of the network configuration the shim needs; the rest is the agent's or the

@@ -122,6 +122,17 @@ type CNIError struct {
 	Details string `json:"details,omitempty"`
 }
 
+func (e *CNIError) Error() string {
+	if e.Details != "" {
+		return e.Msg + "; " + e.Details
+	}
+	return e.Msg
+}
+
+// AttachmentKey names the attachment a command is about (container ID and interface): commands
+// for one attachment are ordered, never run side by side.
+func (r CNIRequest) AttachmentKey() string { return r.ContainerID + "/" + r.IfName }
+
 // Refusal is an error for a request the agent did not act on at all (wrong node, malformed, a
 // namespace it cannot see), with the API code to answer; the plugin then does the command itself.
 type Refusal struct {
