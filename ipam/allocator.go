@@ -414,22 +414,89 @@ type AssignIPArgs struct {
 }
 
 // AssignIP assigns args.IP to args.Handle: ErrAddressNotInPool if no pool holds it,
-// ErrPoolDisabled if its pool is disabled, ErrAddressInUse if taken.
+// ErrPoolDisabled if its pool is disabled, ErrAddressInUse if another handle holds it. An
+// address the handle already holds is success, so a repeated request does no harm.
 func (a *Allocator) AssignIP(ctx context.Context, args AssignIPArgs) error {
 	if args.Handle == "" || !args.IP.IsValid() {
 		return fmt.Errorf("assign ip: handle and address are required")
 	}
-	ip := args.IP.Unmap()
 	env, err := a.loadEnv(ctx, args.Node)
 	if err != nil {
-		return fmt.Errorf("assign %v: %w", ip, err)
+		return fmt.Errorf("assign %v: %w", args.IP.Unmap(), err)
 	}
+	_, err = a.assignIP(ctx, env, args)
+	return err
+}
+
+// AssignIPsArgs asks for specific addresses, all under one handle.
+type AssignIPsArgs struct {
+	IPs    []netip.Addr
+	Handle string
+	Node   string // required: the addresses are this node's workload's
+	Attrs  map[string]string
+}
+
+// AssignIPs assigns every address of args.IPs to args.Handle, all or nothing: when one cannot
+// be had (ErrAddressNotInPool, ErrPoolDisabled, ErrAddressInUse), those this call took are
+// released again and the error names the address. Addresses the handle already held count as
+// assigned and are left alone by that release.
+func (a *Allocator) AssignIPs(ctx context.Context, args AssignIPsArgs) (Assigned, error) {
+	var out Assigned
+	if args.Handle == "" || args.Node == "" || len(args.IPs) == 0 {
+		return out, fmt.Errorf("assign addresses: handle, node and at least one address are required")
+	}
+	env, err := a.loadEnv(ctx, args.Node)
+	if err != nil {
+		return out, fmt.Errorf("assign addresses to %s: %w", args.Handle, err)
+	}
+	var taken []netip.Addr
+	for _, ip := range args.IPs {
+		ip = ip.Unmap()
+		if !ip.IsValid() || slices.Contains(out.IPv4, ip) || slices.Contains(out.IPv6, ip) {
+			err = fmt.Errorf("assign %v: invalid or repeated address", ip)
+			break
+		}
+		var added bool
+		added, err = a.assignIP(ctx, env, AssignIPArgs{IP: ip, Handle: args.Handle, Node: args.Node, Attrs: args.Attrs})
+		if err != nil {
+			break
+		}
+		if added {
+			taken = append(taken, ip)
+		}
+		if ip.Is4() {
+			out.IPv4 = append(out.IPv4, ip)
+		} else {
+			out.IPv6 = append(out.IPv6, ip)
+		}
+	}
+	if err == nil {
+		return out, nil
+	}
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var errs []error
+	for _, ip := range taken {
+		if _, rerr := a.releaseIfHandle(uctx, ip, args.Handle); rerr != nil {
+			errs = append(errs, fmt.Errorf("release %v: %w", ip, rerr))
+		}
+	}
+	if len(errs) > 0 {
+		err = errors.Join(err, fmt.Errorf("undo partial assignment to %s: %w", args.Handle, errors.Join(errs...)))
+	}
+	return Assigned{}, fmt.Errorf("assign addresses to %s on %s: %w", args.Handle, args.Node, err)
+}
+
+// assignIP does AssignIP with the pools already read; added is false when the handle already
+// held the address.
+func (a *Allocator) assignIP(ctx context.Context, env *allocEnv, args AssignIPArgs) (added bool, err error) {
+	ip := args.IP.Unmap()
 	p := env.poolFor(ip)
 	if p == nil {
-		return fmt.Errorf("assign %v: %w", ip, ErrAddressNotInPool)
+		return false, fmt.Errorf("assign %v: %w", ip, ErrAddressNotInPool)
 	}
 	if p.spec.Disabled {
-		return fmt.Errorf("assign %v: pool %s: %w", ip, p.name, ErrPoolDisabled)
+		return false, fmt.Errorf("assign %v: pool %s: %w", ip, p.name, ErrPoolDisabled)
 	}
 	cidr := p.blockFor(ip)
 	if args.Node != "" {
@@ -442,20 +509,26 @@ func (a *Allocator) AssignIP(ctx context.Context, args AssignIPArgs) error {
 	for attempt := 0; attempt < a.MaxRetries; attempt++ {
 		e, b, err := a.readBlock(ctx, cidr, true)
 		if err != nil {
-			return fmt.Errorf("assign %v: %w", ip, err)
+			return false, fmt.Errorf("assign %v: %w", ip, err)
 		}
 		if b == nil {
 			if err := a.createBlockFor(ctx, cidr, args.Node, env); err != nil {
-				return fmt.Errorf("assign %v: %w", ip, err)
+				return false, fmt.Errorf("assign %v: %w", ip, err)
 			}
 			continue
 		}
+		if at, ok := b.HandleOf(ip); ok {
+			if at.Handle == hs.id {
+				return false, nil
+			}
+			return false, fmt.Errorf("assign %v: %w (held by handle %s)", ip, ErrAddressInUse, at.Handle)
+		}
 		if err := b.AssignIP(ip, hs.id, attrs); err != nil {
-			return err
+			return false, err
 		}
 		if !hs.loaded {
 			if err := a.loadHandle(ctx, hs); err != nil {
-				return fmt.Errorf("assign %v: %w", ip, err)
+				return false, fmt.Errorf("assign %v: %w", ip, err)
 			}
 		}
 		h := &Handle{ID: hs.id, Created: a.now().UTC()}
@@ -465,7 +538,7 @@ func (a *Allocator) AssignIP(ctx context.Context, args AssignIPArgs) error {
 		h.Add(cidr, 1)
 		val, err := EncodeBlock(b)
 		if err != nil {
-			return err
+			return false, err
 		}
 		rev, err := a.store.Commit(ctx, kv.Op{Kind: kv.OpUpdate, Key: e.Key, Value: val, Rev: e.Revision}, hs.op(h))
 		if errors.Is(err, kv.ErrConflict) {
@@ -474,12 +547,12 @@ func (a *Allocator) AssignIP(ctx context.Context, args AssignIPArgs) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("assign %v: write block %v: %w", ip, cidr, err)
+			return false, fmt.Errorf("assign %v: write block %v: %w", ip, cidr, err)
 		}
 		a.remember(cidr, kv.KV{Key: e.Key, Value: val, Revision: rev})
-		return nil
+		return true, nil
 	}
-	return fmt.Errorf("assign %v: %w", ip, ErrTooManyRetries)
+	return false, fmt.Errorf("assign %v: %w", ip, ErrTooManyRetries)
 }
 
 // createBlockFor creates the block holding a specifically requested address: claimed for node

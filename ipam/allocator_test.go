@@ -3,6 +3,7 @@ package ipam
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -496,5 +497,93 @@ func TestShow(t *testing.T) {
 	blocks, err := a.ShowBlocks(ctx)
 	if err != nil || len(blocks) != 2 || blocks[0].Pool != "p4" || blocks[0].Used != 2 || blocks[1].Free != 63 {
 		t.Fatalf("blocks %+v %v", blocks, err)
+	}
+}
+
+func TestAssignIPs(t *testing.T) {
+	e := newTestEnv(t)
+	e.res.addPool("v4", "198.18.0.0/24", 0)
+	e.res.addPool("v6", "2001:db8:1000::/120", 0)
+	a := e.allocator()
+	ctx := ctxT(t)
+	ip := netip.MustParseAddr
+	// h2 owns the block of 198.18.0.64/26 first, so a request for an address in it borrows.
+	if _, err := a.AutoAssign(ctx, AutoAssignArgs{Node: "h2", Handle: "h2pod", Num4: 1}); err != nil {
+		t.Fatal(err)
+	}
+	h2addr := snapshot(t, e.store())
+	var h2ip netip.Addr
+	for k := range h2addr {
+		h2ip = k
+	}
+	borrowed := h2ip.Next()
+
+	want := Assigned{IPv4: []netip.Addr{ip("198.18.0.200"), borrowed}, IPv6: []netip.Addr{ip("2001:db8:1000::10")}}
+	args := AssignIPsArgs{IPs: []netip.Addr{ip("198.18.0.200"), ip("2001:db8:1000::10"), borrowed}, Handle: "a", Node: "h1",
+		Attrs: map[string]string{AttrPod: "web"}}
+	got, err := a.AssignIPs(ctx, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
+		t.Fatalf("AssignIPs (-want +got):\n%s", diff)
+	}
+	// A repeated request is success and changes nothing.
+	before := snapshot(t, e.store())
+	if got, err := a.AssignIPs(ctx, args); err != nil || len(got.IPv4) != 2 || len(got.IPv6) != 1 {
+		t.Fatalf("repeated AssignIPs = %v, %v", got, err)
+	}
+	if diff := cmp.Diff(before, snapshot(t, e.store())); diff != "" {
+		t.Fatalf("repeated AssignIPs changed allocations (-before +after):\n%s", diff)
+	}
+	for _, addr := range []netip.Addr{ip("198.18.0.200"), borrowed, ip("2001:db8:1000::10")} {
+		if before[addr] != "a" {
+			t.Errorf("%v held by %q, want a", addr, before[addr])
+		}
+	}
+	// The borrowed address's block stays h2's.
+	_, b, err := a.readBlock(ctx, netip.MustParsePrefix(h2ip.String()+"/26").Masked(), true)
+	if err != nil || b == nil || b.Host() != "h2" {
+		t.Fatalf("block of %v: %v (err %v), want h2's", borrowed, b, err)
+	}
+
+	failing := []struct {
+		name   string
+		args   AssignIPsArgs
+		want   error
+		inText string
+	}{
+		{"one address taken", AssignIPsArgs{IPs: []netip.Addr{ip("198.18.0.201"), ip("198.18.0.200")}, Handle: "b", Node: "h1"},
+			ErrAddressInUse, "held by handle a"},
+		{"one address in no pool", AssignIPsArgs{IPs: []netip.Addr{ip("198.18.0.202"), ip("203.0.113.1")}, Handle: "c", Node: "h1"},
+			ErrAddressNotInPool, "203.0.113.1"},
+		{"held before, new, then bad", AssignIPsArgs{IPs: []netip.Addr{ip("198.18.0.200"), ip("198.18.0.203"), ip("203.0.113.1")}, Handle: "a", Node: "h1"},
+			ErrAddressNotInPool, "203.0.113.1"},
+		{"repeated address", AssignIPsArgs{IPs: []netip.Addr{ip("198.18.0.204"), ip("198.18.0.204")}, Handle: "d", Node: "h1"},
+			nil, "repeated"},
+	}
+	for _, tt := range failing {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := a.AssignIPs(ctx, tt.args)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("err %q is not %q", err, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.inText) {
+				t.Errorf("err %q does not say %q", err, tt.inText)
+			}
+			// Nothing this call took stays; what the handle held before stays.
+			if diff := cmp.Diff(before, snapshot(t, e.store())); diff != "" {
+				t.Fatalf("failed AssignIPs changed allocations (-before +after):\n%s", diff)
+			}
+		})
+	}
+	if _, err := a.AssignIPs(ctx, AssignIPsArgs{Handle: "e", Node: "h1"}); err == nil {
+		t.Error("AssignIPs without addresses: no error")
+	}
+	if released, err := a.ReleaseByHandle(ctx, "a"); err != nil || len(released) != 3 {
+		t.Fatalf("ReleaseByHandle(a) = %v, %v", released, err)
 	}
 }
