@@ -34,6 +34,8 @@ var agentCodes = map[string]error{
 	nodeapi.CodeConflict:       ErrConflict,
 	nodeapi.CodePoolsExhausted: ErrPoolsExhausted,
 	nodeapi.CodeNoPools:        ErrNoPools,
+	nodeapi.CodeAddressInUse:   ErrAddressInUse,
+	nodeapi.CodeNotInPool:      ErrAddressNotInPool,
 	nodeapi.CodeUnavailable:    ErrUnavailable,
 }
 
@@ -180,7 +182,7 @@ func (b *agentBackend) DeleteEndpoint(ctx context.Context, namespace, name, reso
 func (b *agentBackend) AutoAssign(ctx context.Context, req AssignRequest) (v4, v6 []netip.Addr, err error) {
 	var got nodeapi.AssignResponse
 	err = b.do(ctx, http.MethodPost, "/v1/ipam/assign", nodeapi.AssignRequest{
-		Node: req.Node, Handle: req.Handle, Num4: req.Num4, Num6: req.Num6, Attrs: req.Attrs,
+		Node: req.Node, Handle: req.Handle, Num4: req.Num4, Num6: req.Num6, IPs: req.IPs, Attrs: req.Attrs,
 		IPv4Pools: req.IPv4Pools, IPv6Pools: req.IPv6Pools,
 	}, &got)
 	if err != nil {

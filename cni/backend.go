@@ -8,10 +8,13 @@ import (
 	"github.com/terracenet/terrace/datastore/api"
 )
 
-// AssignRequest asks IPAM for the addresses of one attachment.
+// AssignRequest asks IPAM for the addresses of one attachment: Num4 and Num6 addresses of its
+// choosing, or, when IPs is set, exactly those addresses (all or nothing; Num4 and Num6 are then
+// zero).
 type AssignRequest struct {
 	Node, Handle         string
 	Num4, Num6           int
+	IPs                  []netip.Addr
 	Attrs                map[string]string
 	IPv4Pools, IPv6Pools []string
 }

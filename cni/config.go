@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -67,8 +69,15 @@ type NetConf struct {
 	Args *struct {
 		CNI struct {
 			Labels []Label `json:"labels"`
+			// IPs are requested addresses (the CNI "args" convention).
+			IPs []string `json:"ips"`
 		} `json:"cni"`
 	} `json:"args,omitempty"`
+	// RuntimeConfig carries what the runtime fills in for the capabilities the plugin declares
+	// in its conflist; "ips" (requested addresses) is the one Terrace reads.
+	RuntimeConfig *struct {
+		IPs []string `json:"ips"`
+	} `json:"runtimeConfig,omitempty"`
 
 	RawPrevResult    map[string]any       `json:"prevResult,omitempty"`
 	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
@@ -139,6 +148,10 @@ type Config struct {
 	IPv4Pools          []string
 	IPv6Pools          []string
 	Labels             map[string]string
+	// IPs are the addresses the pod asks for (runtimeConfig.ips, else args.cni.ips); IPsFrom
+	// says which key gave them. The ones of CNI_ARGS IP= are in PodArgs.
+	IPs     []netip.Addr
+	IPsFrom string
 }
 
 // ParseConfig decodes and resolves a network configuration. getenv supplies the TERRACE_*
@@ -266,10 +279,66 @@ func ParseConfig(data []byte, getenv func(string) string, hostname func() (strin
 			c.Labels[l.Key] = l.Value
 		}
 	}
+	// runtimeConfig (the runtime's, per pod) wins over args (the configuration's).
+	if nc.RuntimeConfig != nil && len(nc.RuntimeConfig.IPs) > 0 {
+		c.IPs, c.IPsFrom = parseRequested(nc.RuntimeConfig.IPs, "runtimeConfig.ips", bad), "runtimeConfig.ips"
+	} else if nc.Args != nil && len(nc.Args.CNI.IPs) > 0 {
+		c.IPs, c.IPsFrom = parseRequested(nc.Args.CNI.IPs, "args.cni.ips", bad), "args.cni.ips"
+	}
 	if len(errs) > 0 {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid network configuration: "+strings.Join(errs, "; "), "")
 	}
 	return c, nil
+}
+
+// maxRequested bounds the addresses one attachment may ask for.
+const maxRequested = 16
+
+// parseRequested reads requested pod addresses: each an address, or an address with a prefix
+// length as the CNI conventions write them ("10.1.2.3/24"; a Terrace pod gets the address as a
+// /32 or /128 whatever the length says). Every problem is reported through bad, naming where.
+func parseRequested(entries []string, where string, bad func(string, ...any)) []netip.Addr {
+	if len(entries) > maxRequested {
+		bad("%s: %d addresses requested, at most %d", where, len(entries), maxRequested)
+		return nil
+	}
+	var out []netip.Addr
+	for i, e := range entries {
+		ip, err := parseRequestedAddr(e)
+		if err != nil {
+			bad("%s[%d]: %v", where, i, err)
+			continue
+		}
+		if slices.Contains(out, ip) {
+			bad("%s[%d]: %s is requested twice", where, i, ip)
+			continue
+		}
+		out = append(out, ip)
+	}
+	return out
+}
+
+func parseRequestedAddr(s string) (netip.Addr, error) {
+	t := strings.TrimSpace(s)
+	var ip netip.Addr
+	var err error
+	if strings.Contains(t, "/") {
+		var p netip.Prefix
+		if p, err = netip.ParsePrefix(t); err == nil {
+			ip = p.Addr()
+		}
+	} else {
+		ip, err = netip.ParseAddr(t)
+	}
+	if err != nil || ip.Zone() != "" {
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address (or address/length)", s)
+	}
+	ip = ip.Unmap()
+	switch {
+	case ip.IsUnspecified(), ip.IsLoopback(), ip.IsMulticast(), ip.IsLinkLocalUnicast(), ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return netip.Addr{}, fmt.Errorf("%s cannot be a pod's address", ip)
+	}
+	return ip, nil
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -286,16 +355,18 @@ func parseLevel(s string) (slog.Level, error) {
 	return 0, fmt.Errorf("%q is not one of debug, info, warning, error", s)
 }
 
-// PodArgs are the CNI_ARGS a Kubernetes runtime passes.
+// PodArgs are the CNI_ARGS Terrace reads: the pod a Kubernetes runtime names, and requested
+// addresses.
 type PodArgs struct {
-	Namespace string // K8S_POD_NAMESPACE
-	Name      string // K8S_POD_NAME
-	UID       string // K8S_POD_UID
+	Namespace string       // K8S_POD_NAMESPACE
+	Name      string       // K8S_POD_NAME
+	UID       string       // K8S_POD_UID
+	IPs       []netip.Addr // IP: comma-separated addresses (or address/length), as the static IPAM plugin takes them
 }
 
-// ParseCNIArgs parses CNI_ARGS ("K=V;K=V"). Keys other than the K8S_POD_* ones are ignored, as
-// runtimes pass IgnoreUnknown=1 and keys for other plugins. A malformed pair is
-// ErrInvalidEnvironmentVariables.
+// ParseCNIArgs parses CNI_ARGS ("K=V;K=V"). Keys other than the K8S_POD_* ones and IP are
+// ignored, as runtimes pass IgnoreUnknown=1 and keys for other plugins. A malformed pair or
+// address is ErrInvalidEnvironmentVariables.
 func ParseCNIArgs(s string) (PodArgs, error) {
 	var a PodArgs
 	if strings.TrimSpace(s) == "" {
@@ -316,6 +387,14 @@ func ParseCNIArgs(s string) (PodArgs, error) {
 			a.Name = v
 		case "K8S_POD_UID":
 			a.UID = v
+		case "IP":
+			var errs []string
+			a.IPs = parseRequested(strings.Split(v, ","), "CNI_ARGS IP", func(format string, args ...any) {
+				errs = append(errs, fmt.Sprintf(format, args...))
+			})
+			if len(errs) > 0 {
+				return PodArgs{}, types.NewError(types.ErrInvalidEnvironmentVariables, strings.Join(errs, "; "), "")
+			}
 		}
 	}
 	return a, nil

@@ -3,6 +3,7 @@ package cni
 import (
 	"errors"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -78,6 +79,33 @@ func TestParseConfig(t *testing.T) {
 		{name: "negative timeout", conf: `{"cniVersion":"1.1.0","name":"n","policy_setup_timeout_seconds":-1}`, code: types.ErrInvalidNetworkConfig, inMsg: "negative"},
 		{name: "bad node name", conf: `{"cniVersion":"1.1.0","name":"n","nodename":"Host_A"}`, code: types.ErrInvalidNetworkConfig, inMsg: "RFC 1123"},
 		{name: "label without key", conf: `{"cniVersion":"1.1.0","name":"n","args":{"cni":{"labels":[{"value":"x"}]}}}`, code: types.ErrInvalidNetworkConfig, inMsg: "labels[0]"},
+		{name: "requested in runtimeConfig", conf: `{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["198.18.0.7/24"," 2001:db8:1000::7 "]}}`,
+			want: func(c *Config) {
+				c.IPs, c.IPsFrom = []netip.Addr{netip.MustParseAddr("198.18.0.7"), netip.MustParseAddr("2001:db8:1000::7")}, "runtimeConfig.ips"
+			}},
+		{name: "requested in args", conf: `{"cniVersion":"1.1.0","name":"n","args":{"cni":{"ips":["198.18.0.8"]}}}`,
+			want: func(c *Config) { c.IPs, c.IPsFrom = []netip.Addr{netip.MustParseAddr("198.18.0.8")}, "args.cni.ips" }},
+		{name: "runtimeConfig wins over args", conf: `{"cniVersion":"1.1.0","name":"n","args":{"cni":{"ips":["198.18.0.8"]}},"runtimeConfig":{"ips":["198.18.0.9"]}}`,
+			want: func(c *Config) {
+				c.IPs, c.IPsFrom = []netip.Addr{netip.MustParseAddr("198.18.0.9")}, "runtimeConfig.ips"
+			}},
+		{name: "IPv4-mapped address unmapped", conf: `{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["::ffff:198.18.0.9"]}}`,
+			want: func(c *Config) {
+				c.IPs, c.IPsFrom = []netip.Addr{netip.MustParseAddr("198.18.0.9")}, "runtimeConfig.ips"
+			}},
+		{name: "empty runtimeConfig ips leaves args", conf: `{"cniVersion":"1.1.0","name":"n","args":{"cni":{"ips":["198.18.0.8"]}},"runtimeConfig":{"ips":[]}}`,
+			want: func(c *Config) { c.IPs, c.IPsFrom = []netip.Addr{netip.MustParseAddr("198.18.0.8")}, "args.cni.ips" }},
+		{name: "requested not an address", conf: `{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["198.18.0.1","web"]}}`,
+			code: types.ErrInvalidNetworkConfig, inMsg: `runtimeConfig.ips[1]: "web" is not an IP address`},
+		{name: "requested twice", conf: `{"cniVersion":"1.1.0","name":"n","args":{"cni":{"ips":["198.18.0.1","198.18.0.1/32"]}}}`,
+			code: types.ErrInvalidNetworkConfig, inMsg: "args.cni.ips[1]: 198.18.0.1 is requested twice"},
+		{name: "requested link-local", conf: `{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["169.254.1.1"]}}`,
+			code: types.ErrInvalidNetworkConfig, inMsg: "169.254.1.1 cannot be a pod's address"},
+		{name: "requested zone", conf: `{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["2001:db8::1%eth0"]}}`,
+			code: types.ErrInvalidNetworkConfig, inMsg: "is not an IP address"},
+		{name: "requested too many", conf: `{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["198.18.0.1","198.18.0.2","198.18.0.3","198.18.0.4","198.18.0.5","198.18.0.6","198.18.0.7","198.18.0.8","198.18.0.9","198.18.0.10","198.18.0.11","198.18.0.12","198.18.0.13","198.18.0.14","198.18.0.15","198.18.0.16","198.18.0.17"]}}`,
+			code: types.ErrInvalidNetworkConfig, inMsg: "17 addresses requested, at most 16"},
+		{name: "requested ips not a list", conf: `{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":"198.18.0.1"}}`, code: types.ErrDecodingFailure},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -98,7 +126,7 @@ func TestParseConfig(t *testing.T) {
 			want := base
 			want.Network = got.Network
 			tc.want(&want)
-			if diff := cmp.Diff(want, *got, cmpopts.IgnoreFields(Config{}, "Raw"), cmpopts.EquateEmpty()); diff != "" {
+			if diff := cmp.Diff(want, *got, cmpopts.IgnoreFields(Config{}, "Raw"), cmpopts.EquateEmpty(), cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 				t.Fatalf("config (-want +got):\n%s", diff)
 			}
 		})
@@ -117,6 +145,12 @@ func TestParseCNIArgs(t *testing.T) {
 		{in: "K8S_POD_NAME=a=b", want: PodArgs{Name: "a=b"}},
 		{in: "K8S_POD_NAME", bad: true},
 		{in: "=x", bad: true},
+		{in: "IgnoreUnknown=1;IP=198.18.0.5/24,2001:db8:1000::5", want: PodArgs{IPs: []netip.Addr{netip.MustParseAddr("198.18.0.5"), netip.MustParseAddr("2001:db8:1000::5")}}},
+		{in: "IP=198.18.0.5,198.18.0.5", bad: true},
+		{in: "IP=198.18.0", bad: true},
+		{in: "IP=", bad: true},
+		{in: "IP=0.0.0.0", bad: true},
+		{in: "IP=ff02::1", bad: true},
 	}
 	for _, tc := range tests {
 		got, err := ParseCNIArgs(tc.in)
@@ -131,7 +165,7 @@ func TestParseCNIArgs(t *testing.T) {
 			t.Errorf("ParseCNIArgs(%q): %v", tc.in, err)
 			continue
 		}
-		if diff := cmp.Diff(tc.want, got); diff != "" {
+		if diff := cmp.Diff(tc.want, got, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 			t.Errorf("ParseCNIArgs(%q) (-want +got):\n%s", tc.in, diff)
 		}
 	}
@@ -146,6 +180,7 @@ func FuzzParseConfig(f *testing.F) {
 		`{"cniVersion":"0.4.0","name":"n","etcd_endpoints":"http://a:1,https://b:2","args":{"cni":{"labels":[{"key":"k","value":"v"}]}}}`,
 		`{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[{"containerID":"c","ifname":"eth0"}]}`,
 		`[]`, `null`, `{"ipam":{"assign_ipv4":1}}`,
+		`{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["198.18.0.1/24","2001:db8::1"]},"args":{"cni":{"ips":["x"]}}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -164,5 +199,45 @@ func FuzzParseConfig(f *testing.F) {
 		if c.MTU < 68 || c.MTU > 65535 || (!c.AssignIPv4 && !c.AssignIPv6) || c.PolicySetupTimeout < 0 {
 			t.Fatalf("accepted config out of range: %+v", c)
 		}
+		checkRequested(t, c.IPs)
+	})
+}
+
+// checkRequested fails unless ips could be a pod's addresses: valid, plain (no zone, not
+// IPv4-mapped), unicast, distinct, and not too many.
+func checkRequested(t *testing.T, ips []netip.Addr) {
+	t.Helper()
+	if len(ips) > maxRequested {
+		t.Fatalf("accepted %d requested addresses", len(ips))
+	}
+	for i, ip := range ips {
+		if !ip.IsValid() || ip.Zone() != "" || ip.Is4In6() || ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast() || ip.IsLinkLocalUnicast() {
+			t.Fatalf("accepted requested address %v", ip)
+		}
+		for _, o := range ips[:i] {
+			if o == ip {
+				t.Fatalf("accepted %v twice", ip)
+			}
+		}
+	}
+}
+
+// FuzzParseCNIArgs: CNI_ARGS either parses (and any requested address is usable) or fails with
+// ErrInvalidEnvironmentVariables and a message; it never panics.
+func FuzzParseCNIArgs(f *testing.F) {
+	for _, s := range []string{"", "IgnoreUnknown=1;K8S_POD_NAMESPACE=a;K8S_POD_NAME=b", "IP=198.18.0.1/24,2001:db8::1",
+		"IP=198.18.0.1;IP=198.18.0.2", "K8S_POD_NAME=x=y;;", "IP=::ffff:198.18.0.1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := ParseCNIArgs(s)
+		if err != nil {
+			e := asCNIError(err)
+			if e == nil || e.Code != types.ErrInvalidEnvironmentVariables || e.Msg == "" {
+				t.Fatalf("error %v is not an invalid-environment CNI error", err)
+			}
+			return
+		}
+		checkRequested(t, a.IPs)
 	})
 }

@@ -18,6 +18,8 @@ const (
 	CodePolicyTimeout uint = 102
 	// CodeCheckFailed: CHECK found the attachment differing from what ADD made.
 	CodeCheckFailed uint = 103
+	// CodeAddressInUse: a requested address is held by another attachment.
+	CodeAddressInUse uint = 104
 )
 
 // Sentinels the backends wrap so the plugin can pick an error code without knowing them.
@@ -28,6 +30,10 @@ var (
 	ErrPoolsExhausted = errors.New("IP pools exhausted")
 	// ErrNoPools: no usable pool for this node and family (or a named pool does not exist or is disabled).
 	ErrNoPools = errors.New("no usable IP pool")
+	// ErrAddressInUse: a requested address is held by another attachment.
+	ErrAddressInUse = errors.New("requested address in use")
+	// ErrAddressNotInPool: a requested address is in no IP pool.
+	ErrAddressNotInPool = errors.New("requested address in no IP pool")
 	// ErrNotFound: the object does not exist. The plugin's own sentinels, not kv's, so that the
 	// package links no etcd client; the direct backend marks datastore errors with them.
 	ErrNotFound = errors.New("not found")
@@ -50,7 +56,9 @@ func toCNIError(err error) *types.Error {
 	switch {
 	case errors.Is(err, ErrPoolsExhausted):
 		code = CodePoolsExhausted
-	case errors.Is(err, ErrNoPools):
+	case errors.Is(err, ErrAddressInUse):
+		code = CodeAddressInUse
+	case errors.Is(err, ErrNoPools), errors.Is(err, ErrAddressNotInPool):
 		code = types.ErrInvalidNetworkConfig
 	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		code = types.ErrTryAgainLater

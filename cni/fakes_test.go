@@ -125,11 +125,27 @@ func (f *fakeBackend) AutoAssign(_ context.Context, req AssignRequest) (v4, v6 [
 	if f.assignE != nil {
 		return nil, nil, f.assignE
 	}
+	attrs := map[string]string{"node": req.Node}
+	maps.Copy(attrs, req.Attrs)
+	if len(req.IPs) > 0 {
+		for _, ip := range req.IPs {
+			if a, held := f.allocs[ip]; held && a.Handle != req.Handle {
+				return nil, nil, fmt.Errorf("assign %v: %w", ip, ErrAddressInUse)
+			}
+		}
+		for _, ip := range req.IPs {
+			f.allocs[ip] = Allocation{IP: ip, Handle: req.Handle, Attrs: attrs}
+			if ip.Is4() {
+				v4 = append(v4, ip)
+			} else {
+				v6 = append(v6, ip)
+			}
+		}
+		return v4, v6, nil
+	}
 	if req.Num4 > f.free4 {
 		return nil, nil, fmt.Errorf("assign: %w", ErrPoolsExhausted)
 	}
-	attrs := map[string]string{"node": req.Node}
-	maps.Copy(attrs, req.Attrs)
 	for range req.Num4 {
 		f.allocs[f.next4] = Allocation{IP: f.next4, Handle: req.Handle, Attrs: attrs}
 		v4 = append(v4, f.next4)

@@ -44,17 +44,12 @@ func (p IPAMPlugin) Add(args *skel.CmdArgs) error {
 		Attrs:     map[string]string{"namespace": inv.namespace, "pod": inv.podName, "containerID": args.ContainerID, "ifname": args.IfName},
 		IPv4Pools: inv.cfg.IPv4Pools, IPv6Pools: inv.cfg.IPv6Pools,
 	}
-	if inv.cfg.AssignIPv4 {
-		req.Num4 = 1
-	}
-	if inv.cfg.AssignIPv6 {
-		req.Num6 = 1
-	}
+	inv.assignCounts(&req)
 	start := time.Now()
 	v4, v6, err := be.AutoAssign(ctx, req)
 	if err != nil {
 		inv.log.Error("IPAM ADD failed", "err", err)
-		return toCNIError(fmt.Errorf("assign addresses (handle %s): %w", inv.handle, err))
+		return toCNIError(fmt.Errorf("assign %s (handle %s): %w", inv.assignWhat(), inv.handle, err))
 	}
 	if err := p.print(BuildIPAMResult(v4, v6), inv.cfg.CNIVersion); err != nil {
 		// The caller never learns the addresses, so they must not stay assigned.

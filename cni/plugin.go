@@ -77,6 +77,9 @@ type invocation struct {
 	inAgent bool
 	// identity of the attachment
 	orch, namespace, podName, wepName, hostIf, handle string
+	// requested are the addresses the pod asks for (none: IPAM picks), from requestedFrom
+	requested     []netip.Addr
+	requestedFrom string
 	// phases collects how long each step took, logged with the outcome so an operator (and the
 	// benchmark) can see where the time goes.
 	phases []any
@@ -119,6 +122,10 @@ func (p *Plugin) begin(cmd string, args *skel.CmdArgs) (*invocation, error) {
 	inv.wepName = WorkloadEndpointName(cfg.Node, inv.orch, inv.podName, args.IfName)
 	inv.hostIf = HostInterfaceName(cfg.Network, args.ContainerID, args.IfName)
 	inv.handle = HandleID(cfg.Network, args.ContainerID)
+	inv.requested, inv.requestedFrom = cfg.IPs, cfg.IPsFrom
+	if len(inv.requested) == 0 && len(pod.IPs) > 0 {
+		inv.requested, inv.requestedFrom = pod.IPs, "CNI_ARGS IP"
+	}
 	inv.log = log.With("cmd", cmd, "network", cfg.Network, "containerID", args.ContainerID, "ifname", args.IfName)
 	return inv, nil
 }
@@ -296,15 +303,10 @@ func (p *Plugin) add(ctx context.Context, inv *invocation, be Backend) (_ *curre
 		Attrs:     map[string]string{"namespace": inv.namespace, "pod": inv.podName, "containerID": args.ContainerID, "wep": inv.wepName, "ifname": args.IfName},
 		IPv4Pools: cfg.IPv4Pools, IPv6Pools: cfg.IPv6Pools,
 	}
-	if cfg.AssignIPv4 {
-		req.Num4 = 1
-	}
-	if cfg.AssignIPv6 {
-		req.Num6 = 1
-	}
+	inv.assignCounts(&req)
 	v4, v6, err := be.AutoAssign(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("assign addresses (handle %s): %w", inv.handle, err)
+		return nil, fmt.Errorf("assign %s (handle %s): %w", inv.assignWhat(), inv.handle, err)
 	}
 	assigned := slices.Concat(v4, v6)
 	undo.push("address assignment", func(ctx context.Context) error { return be.ReleaseIPs(ctx, assigned...) })
@@ -365,6 +367,29 @@ func (p *Plugin) add(ctx context.Context, inv *invocation, be Backend) (_ *curre
 		return nil, err
 	}
 	return BuildResult(Attachment{HostIf: inv.hostIf, PodIf: args.IfName, PodMAC: podMAC, Sandbox: args.Netns, IPv4: v4, IPv6: v6}), nil
+}
+
+// assignCounts fills in what to ask IPAM for: the requested addresses, or one address of each
+// family the configuration enables.
+func (inv *invocation) assignCounts(req *AssignRequest) {
+	if len(inv.requested) > 0 {
+		req.IPs = inv.requested
+		return
+	}
+	if inv.cfg.AssignIPv4 {
+		req.Num4 = 1
+	}
+	if inv.cfg.AssignIPv6 {
+		req.Num6 = 1
+	}
+}
+
+// assignWhat names what ADD asked IPAM for, for its error message.
+func (inv *invocation) assignWhat() string {
+	if len(inv.requested) == 0 {
+		return "addresses"
+	}
+	return fmt.Sprintf("the requested addresses %v (%s)", inv.requested, inv.requestedFrom)
 }
 
 // waitProgrammed polls the endpoint's status key until the node agent reports the policy of

@@ -383,16 +383,23 @@ func TestCNITool(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The "ips" capability makes the runtime (here libcni in cnitool) pass requested addresses in
+	// runtimeConfig.ips.
 	conflist := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"toolnet","plugins":[{"type":"terrace","nodename":"host-a",
+		"capabilities":{"ips":true},
 		"etcd_endpoints":%q,"log_file_path":%q,"ipam":{"type":"terrace-ipam","assign_ipv6":"true"}}]}`,
 		e.srv.Endpoints()[0], filepath.Join(e.logDir, "cni.log"))
 	if err := os.WriteFile(filepath.Join(netDir, "10-toolnet.conflist"), []byte(conflist), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	pod := e.newPod()
+	capArgs := ""
 	tool1 := func(args ...string) string {
 		cmd := exec.Command(tool, args...)
 		cmd.Env = append(os.Environ(), "CNI_PATH="+binDir, "NETCONFPATH="+netDir, "CNI_ARGS=K8S_POD_NAMESPACE=tools;K8S_POD_NAME=tool-pod")
+		if capArgs != "" {
+			cmd.Env = append(cmd.Env, "CAP_ARGS="+capArgs)
+		}
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("cnitool %v: %v\n%s", args, err, out)
@@ -406,6 +413,20 @@ func TestCNITool(t *testing.T) {
 	}
 	ping(t, v4[0])
 	ping(t, v6[0])
+	tool1("check", "toolnet", pod)
+	tool1("del", "toolnet", pod)
+	e.assertClean()
+
+	// Requested addresses through the runtime's capability arguments.
+	want := []netip.Addr{netip.MustParseAddr("198.18.201.5"), netip.MustParseAddr("2001:db8:1000::c9:5")}
+	capArgs = `{"ips":["198.18.201.5/24","2001:db8:1000::c9:5/64"]}`
+	out = tool1("add", "toolnet", pod)
+	v4, v6 = resultIPs(t, parseResult(t, []byte(out)))
+	if got := append(v4, v6...); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("cnitool add with requested %v gave %s", want, out)
+	}
+	ping(t, want[0])
+	ping(t, want[1])
 	tool1("check", "toolnet", pod)
 	tool1("del", "toolnet", pod)
 	e.assertClean()

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -64,6 +65,8 @@ const (
 	CodeConflict       = nodeapi.CodeConflict
 	CodePoolsExhausted = nodeapi.CodePoolsExhausted
 	CodeNoPools        = nodeapi.CodeNoPools
+	CodeAddressInUse   = nodeapi.CodeAddressInUse
+	CodeNotInPool      = nodeapi.CodeNotInPool
 	CodeUnavailable    = nodeapi.CodeUnavailable
 	CodeInternal       = nodeapi.CodeInternal
 )
@@ -205,6 +208,10 @@ func classify(err error) (int, string) {
 		return http.StatusConflict, CodePoolsExhausted
 	case errors.Is(err, ipam.ErrNoPools), errors.Is(err, ipam.ErrPoolDisabled):
 		return http.StatusUnprocessableEntity, CodeNoPools
+	case errors.Is(err, ipam.ErrAddressInUse):
+		return http.StatusConflict, CodeAddressInUse
+	case errors.Is(err, ipam.ErrAddressNotInPool):
+		return http.StatusUnprocessableEntity, CodeNotInPool
 	case errors.Is(err, kv.ErrNotFound), errors.Is(err, ipam.ErrHandleNotFound):
 		return http.StatusNotFound, CodeNotFound
 	case errors.Is(err, kv.ErrExists):
@@ -252,6 +259,16 @@ func (a *DatastoreAPI) CheckAssign(req AssignRequest) error {
 		return a.wrongNode("the assignment", req.Node)
 	case req.Handle == "":
 		return badRequest("assign: handle is required")
+	case len(req.IPs) > 0 && req.Num4+req.Num6 != 0:
+		return badRequest("assign: give either ips or num4/num6, not both")
+	case len(req.IPs) > maxAssign:
+		return badRequest("assign: at most %d addresses may be requested (got %d)", maxAssign, len(req.IPs))
+	case len(req.IPs) > 0:
+		for i, ip := range req.IPs {
+			if !ip.IsValid() || slices.Contains(req.IPs[:i], ip) {
+				return badRequest("assign: ips[%d] is missing or repeated", i)
+			}
+		}
 	case req.Num4 < 0 || req.Num6 < 0 || req.Num4 > maxAssign || req.Num6 > maxAssign:
 		return badRequest("assign: num4 and num6 must be within 0-%d (got %d, %d)", maxAssign, req.Num4, req.Num6)
 	case req.Num4+req.Num6 == 0:
@@ -273,10 +290,16 @@ func (a *DatastoreAPI) assign(ctx context.Context, st *dsState, w http.ResponseW
 	if err := a.CheckAssign(req); err != nil {
 		return err
 	}
-	got, err := st.alloc.AutoAssign(ctx, ipam.AutoAssignArgs{
-		Node: req.Node, Handle: req.Handle, Num4: req.Num4, Num6: req.Num6, Attrs: req.Attrs,
-		IPv4Pools: req.IPv4Pools, IPv6Pools: req.IPv6Pools,
-	})
+	var got ipam.Assigned
+	var err error
+	if len(req.IPs) > 0 {
+		got, err = st.alloc.AssignIPs(ctx, ipam.AssignIPsArgs{IPs: req.IPs, Handle: req.Handle, Node: req.Node, Attrs: req.Attrs})
+	} else {
+		got, err = st.alloc.AutoAssign(ctx, ipam.AutoAssignArgs{
+			Node: req.Node, Handle: req.Handle, Num4: req.Num4, Num6: req.Num6, Attrs: req.Attrs,
+			IPv4Pools: req.IPv4Pools, IPv6Pools: req.IPv6Pools,
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("assign addresses for %s: %w", req.Handle, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,6 +155,11 @@ func TestDatastoreAPIBadInput(t *testing.T) {
 		{"empty pool name", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","num4":1,"ipv4Pools":[""]}`, 400, CodeInvalid},
 		{"other node", "POST", "/v1/ipam/assign", `{"node":"host-b","handle":"h","num4":1}`, 403, CodeWrongNode},
 		{"unknown pool", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","num4":1,"ipv4Pools":["nope"]}`, 422, CodeNoPools},
+		{"ips and numbers", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","num4":1,"ips":["198.18.0.9"]}`, 400, CodeInvalid},
+		{"ips repeated", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","ips":["198.18.0.9","198.18.0.9"]}`, 400, CodeInvalid},
+		{"ips not addresses", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","ips":["198.18.0"]}`, 400, CodeInvalid},
+		{"ips too many", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","ips":[` + manyIPs(maxAssign+1) + `]}`, 400, CodeInvalid},
+		{"ips in no pool", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","ips":["203.0.113.9"]}`, 422, CodeNotInPool},
 		{"release both", "POST", "/v1/ipam/release", `{"handle":"h","ips":["198.18.0.1"]}`, 400, CodeInvalid},
 		{"release neither", "POST", "/v1/ipam/release", `{}`, 400, CodeInvalid},
 		{"release bad address", "POST", "/v1/ipam/release", `{"ips":["198.18.0.300"]}`, 400, CodeInvalid},
@@ -264,11 +270,31 @@ func TestDatastoreAPIAssignRelease(t *testing.T) {
 	if status != 200 || !bytes.Contains(data, []byte(`"ips":[]`)) {
 		t.Errorf("released handle = %d %s, want no addresses", status, data)
 	}
-	// Both freed addresses can be assigned again.
-	for _, hd := range []string{"net.y1", "net.y2"} {
+	// A freed address can be asked for by name (with an IPv6 one beside it), once.
+	want := AssignResponse{IPv4: got[1].IPv4, IPv6: []netip.Addr{netip.MustParseAddr("2001:db8:1000::9")}}
+	body, _ = json.Marshal(AssignRequest{Node: "host-a", Handle: "net.req", IPs: slices.Concat(want.IPv4, want.IPv6)})
+	status, data = e.call("POST", "/v1/ipam/assign", string(body))
+	var req AssignResponse
+	if status != 200 || json.Unmarshal(data, &req) != nil {
+		t.Fatalf("assign requested addresses = %d %s", status, data)
+	}
+	if diff := cmp.Diff(want, req, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("requested addresses (-want +got):\n%s", diff)
+	}
+	body, _ = json.Marshal(AssignRequest{Node: "host-a", Handle: "net.req2", IPs: want.IPv6})
+	if status, data := e.call("POST", "/v1/ipam/assign", string(body)); status != 409 || errCode(t, data) != CodeAddressInUse ||
+		!bytes.Contains(data, []byte("net.req")) {
+		t.Errorf("assign a held address = %d %s, want 409 %s naming the holder", status, data, CodeAddressInUse)
+	}
+	// The other freed address can be assigned again; then the pool is full.
+	for i, hd := range []string{"net.y1", "net.y2"} {
 		body, _ := json.Marshal(AssignRequest{Node: "host-a", Handle: hd, Num4: 1})
-		if status, data := e.call("POST", "/v1/ipam/assign", string(body)); status != 200 {
+		status, data := e.call("POST", "/v1/ipam/assign", string(body))
+		if i == 0 && status != 200 {
 			t.Errorf("assign after release = %d %s", status, data)
+		}
+		if i == 1 && status != 409 {
+			t.Errorf("assign on a full pool = %d %s, want 409", status, data)
 		}
 	}
 }
@@ -657,3 +683,14 @@ func TestCNICommandsOnlyForRoot(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// manyIPs is n distinct quoted addresses, comma-separated.
+func manyIPs(n int) string {
+	var out []string
+	a := netip.MustParseAddr("198.18.1.0")
+	for range n {
+		out = append(out, `"`+a.String()+`"`)
+		a = a.Next()
+	}
+	return strings.Join(out, ",")
+}

@@ -124,11 +124,22 @@ func ipamErr(err error) error {
 		return fmt.Errorf("%w: %w", cni.ErrPoolsExhausted, err)
 	case errors.Is(err, ipam.ErrNoPools), errors.Is(err, ipam.ErrPoolDisabled):
 		return fmt.Errorf("%w: %w", cni.ErrNoPools, err)
+	case errors.Is(err, ipam.ErrAddressInUse):
+		return fmt.Errorf("%w: %w", cni.ErrAddressInUse, err)
+	case errors.Is(err, ipam.ErrAddressNotInPool):
+		return fmt.Errorf("%w: %w", cni.ErrAddressNotInPool, err)
 	}
 	return mark(err)
 }
 
 func (b *backend) AutoAssign(ctx context.Context, req cni.AssignRequest) (v4, v6 []netip.Addr, err error) {
+	if len(req.IPs) > 0 {
+		got, err := b.alloc.AssignIPs(ctx, ipam.AssignIPsArgs{IPs: req.IPs, Handle: req.Handle, Node: req.Node, Attrs: req.Attrs})
+		if err != nil {
+			return nil, nil, ipamErr(err)
+		}
+		return got.IPv4, got.IPv6, nil
+	}
 	got, err := b.alloc.AutoAssign(ctx, ipam.AutoAssignArgs{
 		Node: req.Node, Handle: req.Handle, Num4: req.Num4, Num6: req.Num6, Attrs: req.Attrs,
 		IPv4Pools: req.IPv4Pools, IPv6Pools: req.IPv6Pools,

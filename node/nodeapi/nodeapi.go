@@ -14,6 +14,8 @@ const (
 	CodeConflict       = "conflict"        // resourceVersion mismatch (409)
 	CodePoolsExhausted = "pools-exhausted" // no free address (409)
 	CodeNoPools        = "no-pools"        // no usable pool (422)
+	CodeAddressInUse   = "address-in-use"  // a requested address is held by another handle (409)
+	CodeNotInPool      = "not-in-pool"     // a requested address is in no pool (422)
 	CodeUnavailable    = "unavailable"     // not connected yet, or etcd did not answer (503)
 	CodeInternal       = "internal"        // 500
 	// CodeNetnsUnseen: the agent cannot see the pod's network namespace at the path the runtime
@@ -37,12 +39,14 @@ type DatastoreInfo struct {
 	Ready    bool   `json:"ready"`
 }
 
-// AssignRequest is the body of POST /v1/ipam/assign.
+// AssignRequest is the body of POST /v1/ipam/assign: Num4 and Num6 addresses IPAM picks, or
+// exactly the addresses IPs (all or nothing).
 type AssignRequest struct {
 	Node      string            `json:"node"`
 	Handle    string            `json:"handle"`
 	Num4      int               `json:"num4,omitempty"`
 	Num6      int               `json:"num6,omitempty"`
+	IPs       []netip.Addr      `json:"ips,omitempty"`
 	Attrs     map[string]string `json:"attrs,omitempty"`
 	IPv4Pools []string          `json:"ipv4Pools,omitempty"`
 	IPv6Pools []string          `json:"ipv6Pools,omitempty"`
