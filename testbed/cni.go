@@ -158,10 +158,19 @@ func loadConfList(h *HostState, labels map[string]string) (*libcni.NetworkConfig
 }
 
 func runtimeConf(pod PodState) *libcni.RuntimeConf {
+	var caps map[string]any
+	if len(pod.Requested) > 0 {
+		ips := make([]string, len(pod.Requested))
+		for i, a := range pod.Requested {
+			ips[i] = a.String()
+		}
+		caps = map[string]any{"ips": ips}
+	}
 	return &libcni.RuntimeConf{
-		ContainerID: pod.ContainerID,
-		NetNS:       filepath.Join(netnsDir, pod.NS),
-		IfName:      "eth0",
+		CapabilityArgs: caps,
+		ContainerID:    pod.ContainerID,
+		NetNS:          filepath.Join(netnsDir, pod.NS),
+		IfName:         "eth0",
 		Args: [][2]string{
 			{"IgnoreUnknown", "1"},
 			{"K8S_POD_NAMESPACE", pod.Namespace},

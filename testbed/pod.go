@@ -24,6 +24,28 @@ type PodSpec struct {
 	Name      string
 	Namespace string // Kubernetes-style namespace; "default" when empty
 	Labels    map[string]string
+	// IPs are addresses the pod asks for, passed as the runtime's "ips" capability argument
+	// (runtimeConfig.ips); none: IPAM picks. Only terrace-cni honours them.
+	IPs []netip.Addr
+}
+
+// ParseAddrs parses "198.18.0.5,2001:db8:1000::5" (an empty string is no address).
+func ParseAddrs(s string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	for _, f := range strings.Split(s, ",") {
+		a, err := netip.ParseAddr(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("parse addresses %q: %w: %q is not an IP address", s, ErrInvalid, f)
+		}
+		if slices.Contains(out, a) {
+			return nil, fmt.Errorf("parse addresses %q: %w: %s given twice", s, ErrInvalid, a)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // ParseLabels parses "k=v,k2=v2".
@@ -79,8 +101,11 @@ func (tb *Testbed) AddPod(ctx context.Context, spec PodSpec) (PodState, error) {
 		}
 		id := make([]byte, 16)
 		_, _ = rand.Read(id)
+		if len(spec.IPs) > 0 && mode != CNIPlugin {
+			return fmt.Errorf("add pod %s/%s: %w: requested addresses need terrace-cni, and this testbed wires pods itself", spec.Host, spec.Name, ErrInvalid)
+		}
 		pod = PodState{Host: spec.Host, Name: spec.Name, Namespace: spec.Namespace, NS: ns,
-			ContainerID: hex.EncodeToString(id), Labels: spec.Labels, Mode: mode}
+			ContainerID: hex.EncodeToString(id), Labels: spec.Labels, Mode: mode, Requested: spec.IPs}
 		if err := addNamespace(ctx, ns); err != nil {
 			return fmt.Errorf("add pod %s/%s: %w", spec.Host, spec.Name, err)
 		}
@@ -276,6 +301,8 @@ func (tb *Testbed) writeCNIConfig() error {
 				"log_file_path": filepath.Join(h.Dir, "cni.log"), "ipam": ipam,
 				// A pod must never run before its policy is in the kernel (Calico lets it: #9706).
 				"policy_setup_timeout_seconds": 10,
+				// Requested addresses (pod add --ip) come as the runtime's capability argument.
+				"capabilities": map[string]any{"ips": true},
 			}},
 		}
 		b, err := json.MarshalIndent(conf, "", "  ")

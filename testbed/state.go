@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -93,6 +94,8 @@ type PodState struct {
 	IPv6        string            `json:"ipv6,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Mode        CNIMode           `json:"mode"`
+	// Requested are the addresses the pod asked for (PodSpec.IPs).
+	Requested []netip.Addr `json:"requested,omitempty"`
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }

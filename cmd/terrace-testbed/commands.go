@@ -178,9 +178,9 @@ func newExecCmd(e *env) *cobra.Command {
 
 func newPodCmd(e *env) *cobra.Command {
 	pod := &cobra.Command{Use: "pod", Short: "Add, delete and list pods"}
-	var ns, labels string
+	var ns, labels, ips string
 	add := &cobra.Command{
-		Use:   "add HOST NAME [--namespace NS] [--labels k=v,...]",
+		Use:   "add HOST NAME [--namespace NS] [--labels k=v,...] [--ip ADDR,...]",
 		Short: "Create a pod on a host through terrace-cni (or the testbed's own wiring until it works)",
 		Args:  exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -188,11 +188,15 @@ func newPodCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			addrs, err := testbed.ParseAddrs(ips)
+			if err != nil {
+				return err
+			}
 			tb, err := e.load()
 			if err != nil {
 				return err
 			}
-			p, err := tb.AddPod(cmd.Context(), testbed.PodSpec{Host: args[0], Name: args[1], Namespace: ns, Labels: ls})
+			p, err := tb.AddPod(cmd.Context(), testbed.PodSpec{Host: args[0], Name: args[1], Namespace: ns, Labels: ls, IPs: addrs})
 			if err != nil {
 				return err
 			}
@@ -206,6 +210,7 @@ func newPodCmd(e *env) *cobra.Command {
 	}
 	add.Flags().StringVar(&ns, "namespace", "default", "the pod's (Kubernetes-style) namespace")
 	add.Flags().StringVar(&labels, "labels", "", "pod labels, k=v,k2=v2")
+	add.Flags().StringVar(&ips, "ip", "", "addresses the pod asks for instead of IPAM's choice, ADDR[,ADDR] (in any pool, also in another host's block)")
 	del := &cobra.Command{
 		Use:   "del HOST NAME",
 		Short: "Delete a pod (CNI DEL, then its namespace)",

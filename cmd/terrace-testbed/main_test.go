@@ -56,6 +56,8 @@ func TestUsageErrors(t *testing.T) {
 		{"exec without command", []string{"exec", "host-1", "--state-dir", state}, 2},
 		{"pod add one arg", []string{"pod", "add", "host-1", "--state-dir", state}, 2},
 		{"bad labels", []string{"pod", "add", "host-1", "web", "--labels", "nokey", "--state-dir", state}, 2},
+		{"bad ip", []string{"pod", "add", "host-1", "web", "--ip", "198.18.0", "--state-dir", state}, 2},
+		{"ip twice", []string{"pod", "add", "host-1", "web", "--ip", "198.18.0.9,198.18.0.9", "--state-dir", state}, 2},
 		{"fault arity", []string{"link-down", "--state-dir", state}, 2},
 		{"bad inject count", []string{"inject-routes", "tor-1", "many", "--state-dir", state}, 2},
 		{"nothing up", []string{"status", "--state-dir", state}, 1},

@@ -154,6 +154,8 @@ func (e environment) command(plugin, cmd string) int {
 	req := Request(cmd, args, e.getenv, FailPoint())
 	req.Plugin = plugin
 	req.Unchecked = true // see nodeapi.CNIRequest: an agent that does not check refuses it
+	// Likewise an agent that knows no requested addresses.
+	req.RequestsAddresses = len(nc.RuntimeConfig.IPs) > 0 || len(nc.Args.CNI.IPs) > 0 || argsRequestIP(args.Args)
 	budget := CommandBudget + time.Duration(max(nc.PolicySetupTimeout, 0))*time.Second
 	result, taken, why, cerr := Forward(time.Now().Add(budget), nc.NodeSocket, req)
 	if !taken {
@@ -199,7 +201,16 @@ type netConf struct {
 	NodeSocketAlt      string `json:"nodeSocket"`
 	LogFilePath        string `json:"log_file_path"`
 	PolicySetupTimeout int    `json:"policy_setup_timeout_seconds"`
-	valid              bool   // the configuration is a JSON object
+	// Requested addresses are only looked for, not read: the agent (or the fallback) parses them.
+	RuntimeConfig struct {
+		IPs []json.RawMessage `json:"ips"`
+	} `json:"runtimeConfig"`
+	Args struct {
+		CNI struct {
+			IPs []json.RawMessage `json:"ips"`
+		} `json:"cni"`
+	} `json:"args"`
+	valid bool // the configuration is a JSON object
 }
 
 // readConf reads what the shim needs, with the defaults filled in also when the configuration is
@@ -210,6 +221,16 @@ func readConf(stdin []byte) netConf {
 	nc.NodeSocket = cmp.Or(nc.NodeSocket, nc.NodeSocketAlt, strings.TrimSpace(os.Getenv(EnvNodeSocket)), DefaultNodeSocket)
 	nc.LogFilePath = cmp.Or(nc.LogFilePath, strings.TrimSpace(os.Getenv(EnvLogFile)), DefaultLogFile)
 	return nc
+}
+
+// argsRequestIP tells whether CNI_ARGS ("K=V;K=V") has an IP key.
+func argsRequestIP(cniArgs string) bool {
+	for _, kv := range strings.Split(cniArgs, ";") {
+		if k, _, _ := strings.Cut(kv, "="); k == "IP" {
+			return true
+		}
+	}
+	return false
 }
 
 // Request builds the agent's request for one command; getenv supplies the TERRACE_* variables.

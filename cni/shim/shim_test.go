@@ -204,3 +204,36 @@ func slogLine(t *testing.T, msg, v string) string {
 	}
 	return b.String()
 }
+
+// A request that asks for specific addresses says so, so an agent that predates them refuses it
+// (unknown field) instead of giving the pod other addresses.
+func TestRunMarksRequestedAddresses(t *testing.T) {
+	tests := []struct {
+		name, extra, cniArgs string
+		want                 bool
+	}{
+		{"none", "", "K8S_POD_NAME=p", false},
+		{"empty lists", `,"runtimeConfig":{"ips":[]},"args":{"cni":{"ips":[],"labels":[{"key":"a","value":"b"}]}}`, "", false},
+		{"runtimeConfig", `,"runtimeConfig":{"ips":["198.18.0.5/24"]}`, "", true},
+		{"args", `,"args":{"cni":{"ips":["198.18.0.5"]}}`, "", true},
+		{"CNI_ARGS", "", "IgnoreUnknown=1;IP=198.18.0.5", true},
+		{"CNI_ARGS other key", "", "IgnoreUnknown=1;IPS=198.18.0.5;K8S_POD_IP=x", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got nodeapi.CNIRequest
+			sock := agent(t, func(w http.ResponseWriter, r *http.Request) {
+				_ = json.NewDecoder(r.Body).Decode(&got)
+				answer(w, 200, nodeapi.CNIResponse{Result: []byte(`{}`)})
+			})
+			conf := `{"cniVersion":"1.1.0","name":"n","node_socket":"` + sock + `","log_file_path":"` + filepath.Join(t.TempDir(), "l.log") + `"` + tc.extra + `}`
+			env := map[string]string{"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0", "CNI_ARGS": tc.cniArgs}
+			if r := runShim(t, "terrace-cni", env, conf, nil); r.status != 0 || len(r.handedOver) != 0 {
+				t.Fatalf("status %d, handed over %v", r.status, r.handedOver)
+			}
+			if got.RequestsAddresses != tc.want {
+				t.Errorf("requestsAddresses = %v, want %v", got.RequestsAddresses, tc.want)
+			}
+		})
+	}
+}

@@ -110,6 +110,11 @@ type CNIRequest struct {
 	// which does not apply them, refuses the unknown field, and the plugin hands the command to
 	// terrace-cni-etcd, which is skel.
 	Unchecked bool `json:"unchecked,omitempty"`
+	// RequestsAddresses says the invocation asks for specific pod addresses (runtimeConfig.ips,
+	// args.cni.ips or CNI_ARGS IP=). An agent from before requested addresses would quietly
+	// give the pod others; it refuses the unknown field instead, and terrace-cni-etcd, which
+	// honours them, runs the command.
+	RequestsAddresses bool `json:"requestsAddresses,omitempty"`
 }
 
 // CNIResponse is the outcome of a command the agent ran: Result (what the plugin prints) on

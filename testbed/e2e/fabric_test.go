@@ -305,6 +305,70 @@ func TestMD5(t *testing.T) {
 	}
 }
 
+// TestRequestedAddress: a pod that asks for an address in another host's block (pod add --ip,
+// the runtime's "ips" capability argument) gets it, its host advertises it as a borrowed /32 that
+// the owner of the block and the ToR learn, and it is reachable both ways. A second pod asking for
+// the same address is refused with the reason and leaves nothing behind; deleting the first pod
+// withdraws the /32.
+func TestRequestedAddress(t *testing.T) {
+	tb := testbed.StartForTest(t, testbed.Options{Hosts: 2, LogLevel: "info"})
+	ctx := context.Background()
+	owner := addPod(t, tb, "host-2", "b")
+	want := netip.MustParseAddr(owner.IPv4)
+	for range 7 {
+		want = want.Next()
+	}
+	if blockOf(t, want.String()) != blockOf(t, owner.IPv4) {
+		t.Fatalf("test set-up: %s is not in host-2's block %s", want, blockOf(t, owner.IPv4))
+	}
+	p, err := tb.AddPod(ctx, testbed.PodSpec{Host: "host-1", Name: "static", IPs: []netip.Addr{want}})
+	if err != nil {
+		t.Fatalf("add pod asking for %s: %v", want, err)
+	}
+	if p.IPv4 != want.String() {
+		t.Fatalf("pod asking for %s got %q", want, p.IPv4)
+	}
+	addr := want.String()
+	eventually(t, waitTimeout, func() string {
+		if _, ok := kernelRoutes(t, tb, "host-2", "4")[addr]; !ok {
+			return fmt.Sprintf("host-2 (owner of %s) has no /32 route for %s: %v", blockOf(t, addr), addr, kernelRoutes(t, tb, "host-2", "4"))
+		}
+		if out, _ := tb.TorRoutes(ctx, "tor-1"); !strings.Contains(out, addr+"/32") {
+			return fmt.Sprintf("tor-1 lacks %s/32:\n%s", addr, out)
+		}
+		return ""
+	})
+	if err := ping(tb, "host-2/b", addr, 2); err != nil {
+		t.Errorf("host-2/b cannot reach the requested address %s on host-1: %v", addr, err)
+	}
+	if err := ping(tb, "host-1/static", owner.IPv4, 2); err != nil {
+		t.Errorf("host-1/static (%s) cannot reach host-2/b: %v", addr, err)
+	}
+
+	_, err = tb.AddPod(ctx, testbed.PodSpec{Host: "host-2", Name: "dup", IPs: []netip.Addr{want}})
+	if err == nil || !strings.Contains(err.Error(), "already in use") || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("second pod asking for %s: err = %v, want one saying it is already in use", addr, err)
+	}
+	for _, pod := range tb.Pods() {
+		if pod.Name == "dup" {
+			t.Errorf("refused pod recorded: %+v", pod)
+		}
+	}
+	if out := output(t, tb, "host-2", "ip", "-o", "link", "show"); strings.Count(out, "trc") != 1 {
+		t.Errorf("host-2 should have one workload interface after the refused pod:\n%s", out)
+	}
+
+	if err := tb.DelPod(ctx, "host-1", "static"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitTimeout, func() string {
+		if r, ok := kernelRoutes(t, tb, "host-2", "4")[addr]; ok {
+			return "host-2 still routes the deleted pod's " + addr + ": " + r
+		}
+		return ""
+	})
+}
+
 // TestBorrowedAddress: a host that may own only one block and has filled it borrows an address
 // from another host's block; it advertises that address as a /32, which wins over the owner's
 // block route everywhere (the owner included) and reaches the pod.
