@@ -35,6 +35,7 @@ func TestKeyRoundTrip(t *testing.T) {
 		{"gnp", "", "deny.all", "/terrace/v1/globalnetworkpolicies/deny.all"},
 		{"wep", "ns1", "host--1-k8s-pod-eth0", "/terrace/v1/workloadendpoints/ns1/host--1-k8s-pod-eth0"},
 		{"node", "", "host-1", "/terrace/v1/nodes/host-1"},
+		{"filter", "", "my-filter", "/terrace/v1/bgpfilters/my-filter"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.key, func(t *testing.T) {
@@ -242,6 +243,55 @@ func TestWritesValidate(t *testing.T) {
 	}
 	if _, err := c.Create(ctx, pool("b", "198.19.0.0/24")); err != nil {
 		t.Fatalf("disjoint pool: %v", err)
+	}
+}
+
+// TestBGPFilterStored checks a BGPFilter is written, read back and listed before the BGPPeer that
+// names it, which is the order in which a dump of the store applies cleanly.
+func TestBGPFilterStored(t *testing.T) {
+	c := newClient(t)
+	ctx := context.Background()
+	peer := &api.BGPPeer{
+		Metadata: api.ObjectMeta{Name: "tor-1"},
+		Spec:     api.BGPPeerSpec{PeerIP: "192.0.2.254", ASNumber: 65001, Filters: []string{"no-transit"}},
+	}
+	filter := &api.BGPFilter{
+		Metadata: api.ObjectMeta{Name: "no-transit"},
+		Spec: api.BGPFilterSpec{ExportV4: []api.BGPFilterRule{
+			{Action: api.BGPFilterReject, Source: api.BGPFilterSourceRemotePeers},
+			{Action: api.BGPFilterAccept, MatchOperator: api.BGPFilterIn, CIDR: "198.18.0.0/15"},
+		}},
+	}
+	if _, err := c.Create(ctx, peer); err != nil {
+		t.Fatalf("create peer: %v", err)
+	}
+	created, err := c.Create(ctx, filter)
+	if err != nil {
+		t.Fatalf("create filter: %v", err)
+	}
+	got, err := c.Get(ctx, "bgpfilters", "", "no-transit")
+	if err != nil {
+		t.Fatalf("get filter: %v", err)
+	}
+	if diff := cmp.Diff(created, got); diff != "" {
+		t.Errorf("get (-created +got):\n%s", diff)
+	}
+	all, err := c.List(ctx, "", "")
+	if err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	var kinds []string
+	for _, r := range all {
+		kinds = append(kinds, r.GetTypeMeta().Kind)
+	}
+	if diff := cmp.Diff([]string{api.KindBGPFilter, api.KindBGPPeer}, kinds); diff != "" {
+		t.Errorf("list order (-want +got):\n%s", diff)
+	}
+	bad := &api.BGPFilter{Metadata: api.ObjectMeta{Name: "bad"},
+		Spec: api.BGPFilterSpec{ImportV4: []api.BGPFilterRule{{Action: api.BGPFilterAccept, Interface: "eth0"}}}}
+	var ve *api.ValidationError
+	if _, err := c.Create(ctx, bad); !errors.As(err, &ve) || !strings.Contains(err.Error(), "spec.importV4[0].interface") {
+		t.Errorf("create of a filter matching by interface: got %v, want a validation error on spec.importV4[0].interface", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -131,7 +132,11 @@ func printTable(w io.Writer, rs []api.Resource, o printOptions) error {
 			}
 			row = append(row, meta.Name)
 			for _, c := range cols {
-				row = append(row, cell(lookup(m, c.path)))
+				v := lookup(m, c.path)
+				if l, ok := v.([]any); ok && c.count {
+					v = strconv.Itoa(len(l))
+				}
+				row = append(row, cell(v))
 			}
 			fmt.Fprintln(tw, strings.Join(row, "\t"))
 		}
@@ -144,6 +149,7 @@ type column struct {
 	header string
 	path   string
 	wide   bool // only with -o wide
+	count  bool // a list shown as its length (rules do not fit a cell; -o yaml shows them)
 }
 
 var kindColumns = map[string][]column{
@@ -177,6 +183,12 @@ var kindColumns = map[string][]column{
 		{header: "LISTENPORT", path: "spec.listenPort"},
 		{header: "LOGSEVERITY", path: "spec.logSeverityScreen", wide: true},
 		{header: "SERVICECLUSTERIPS", path: "spec.serviceClusterIPs", wide: true},
+	},
+	api.KindBGPFilter: {
+		{header: "EXPORTV4-RULES", path: "spec.exportV4", count: true},
+		{header: "IMPORTV4-RULES", path: "spec.importV4", count: true},
+		{header: "EXPORTV6-RULES", path: "spec.exportV6", count: true},
+		{header: "IMPORTV6-RULES", path: "spec.importV6", count: true},
 	},
 	api.KindBGPPeer: {
 		{header: "PEERIP", path: "spec.peerIP"},

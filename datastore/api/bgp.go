@@ -64,6 +64,49 @@ type SecretKeySelector struct {
 	Optional *bool  `json:"optional,omitempty"`
 }
 
+// BGPFilter is a named list of import and export rules for BGP routes, per address family; a
+// BGPPeer applies the filters it names (spec.filters), in order, before Terrace's own export rules.
+type BGPFilter struct {
+	TypeMeta `json:",inline"`
+	Metadata ObjectMeta    `json:"metadata"`
+	Spec     BGPFilterSpec `json:"spec"`
+}
+
+// BGPFilterSpec follows Calico's BGPFilterSpec.
+type BGPFilterSpec struct {
+	ExportV4 []BGPFilterRule `json:"exportV4,omitempty"`
+	ImportV4 []BGPFilterRule `json:"importV4,omitempty"`
+	ExportV6 []BGPFilterRule `json:"exportV6,omitempty"`
+	ImportV6 []BGPFilterRule `json:"importV6,omitempty"`
+}
+
+// BGPFilterRule matches routes and accepts or rejects them; the first matching rule decides.
+type BGPFilterRule struct {
+	CIDR          string                 `json:"cidr,omitempty"`
+	PrefixLength  *BGPFilterPrefixLength `json:"prefixLength,omitempty"`
+	Source        string                 `json:"source,omitempty"`
+	Interface     string                 `json:"interface,omitempty"`
+	MatchOperator string                 `json:"matchOperator,omitempty"`
+	Action        string                 `json:"action"`
+}
+
+// BGPFilterPrefixLength bounds the prefix length of routes an In or NotIn rule matches.
+type BGPFilterPrefixLength struct {
+	Min *int32 `json:"min,omitempty"`
+	Max *int32 `json:"max,omitempty"`
+}
+
+// BGPFilter enumerations, spelled as in Calico.
+const (
+	BGPFilterAccept            = "Accept"
+	BGPFilterReject            = "Reject"
+	BGPFilterEqual             = "Equal"
+	BGPFilterNotEqual          = "NotEqual"
+	BGPFilterIn                = "In"
+	BGPFilterNotIn             = "NotIn"
+	BGPFilterSourceRemotePeers = "RemotePeers"
+)
+
 // BGPConfiguration holds BGP settings: "default" for the cluster, "node.<name>" for one node.
 type BGPConfiguration struct {
 	TypeMeta `json:",inline"`

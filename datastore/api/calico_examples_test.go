@@ -113,6 +113,42 @@ spec:
   peerIP: 192.168.1.1
   asNumber: 63400
 `, nil},
+	{"BGPFilter", `apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata:
+  name: my-filter
+spec:
+  exportV4:
+    - action: Accept
+      matchOperator: In
+      cidr: 77.0.0.0/16
+    - action: Reject
+      source: RemotePeers
+  importV4:
+    - action: Reject
+      matchOperator: NotIn
+      cidr: 44.0.0.0/16
+  exportV6:
+    - action: Reject
+      source: RemotePeers
+  importV6:
+    - action: Accept
+      matchOperator: Equal
+      cidr: 5000::0/64
+`, nil},
+	{"BGPFilter (prefixLength)", `apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata:
+  name: my-filter
+spec:
+  exportV4:
+    - action: Accept
+      matchOperator: In
+      cidr: 77.0.0.0/16
+      prefixLength:
+        min: 24
+        max: 28
+`, nil},
 	{"Node (the IPIP tunnel address is refused)", `apiVersion: projectcalico.org/v3
 kind: Node
 metadata:

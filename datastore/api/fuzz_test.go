@@ -14,6 +14,8 @@ func FuzzDecode(f *testing.F) {
 		f.Add([]byte(ex.manifest))
 	}
 	f.Add([]byte(`{"apiVersion":"terrace.dev/v1","kind":"BGPPeer","metadata":{"name":"t"},"spec":{"peerIP":"192.0.2.1","asNumber":"1.10"}}`))
+	f.Add([]byte(`{"apiVersion":"terrace.dev/v1","kind":"BGPPeer","metadata":{"name":"t"},"spec":{"peerSelector":"all()","filters":["a","b.c"]}}`))
+	f.Add([]byte(hdr + "kind: BGPFilter\nmetadata: {name: f}\nspec:\n  importV6:\n  - {action: Accept, matchOperator: NotIn, cidr: '2001:db8::/32', prefixLength: {min: 48, max: 64}}\n  exportV4: [{action: Reject, source: RemotePeers, interface: eth0}]\n"))
 	f.Add([]byte("apiVersion: v1\nkind: List\nitems:\n- apiVersion: terrace.dev/v1\n  kind: Node\n  metadata: {name: a}\n---\n[]\n"))
 	f.Add([]byte(hdr + "kind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n  ingress:\n  - action: Deny\n    protocol: UDP\n    notProtocol: 17\n    destination: {ports: ['1:2', http], notNets: [198.18.0.0/15]}\n    icmp: {type: 3}\n"))
 	f.Add([]byte(hdr + "kind: FelixConfiguration\nmetadata: {name: default}\nspec: {failsafeInboundHostPorts: [], natPortRange: '1:2'}\n"))

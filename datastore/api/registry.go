@@ -11,6 +11,7 @@ const (
 	KindIPPool              = "IPPool"
 	KindIPAMConfiguration   = "IPAMConfiguration"
 	KindBGPConfiguration    = "BGPConfiguration"
+	KindBGPFilter           = "BGPFilter"
 	KindBGPPeer             = "BGPPeer"
 	KindFelixConfiguration  = "FelixConfiguration"
 	KindWorkloadEndpoint    = "WorkloadEndpoint"
@@ -34,6 +35,8 @@ var kinds = []KindInfo{
 	{Kind: KindBGPConfiguration, Plural: "bgpconfigurations",
 		Aliases: []string{"bgpconfiguration", "bgpconfig", "bgpconfigs"},
 		New:     func() Resource { return &BGPConfiguration{TypeMeta: tm(KindBGPConfiguration)} }},
+	{Kind: KindBGPFilter, Plural: "bgpfilters", Aliases: []string{"bgpfilter", "filter", "filters"},
+		New: func() Resource { return &BGPFilter{TypeMeta: tm(KindBGPFilter)} }},
 	{Kind: KindBGPPeer, Plural: "bgppeers", Aliases: []string{"bgppeer", "peer", "peers", "bgpp"},
 		New: func() Resource { return &BGPPeer{TypeMeta: tm(KindBGPPeer)} }},
 	{Kind: KindFelixConfiguration, Plural: "felixconfigurations",
@@ -108,6 +111,8 @@ func KindOf(r Resource) (KindInfo, error) {
 		name = KindIPAMConfiguration
 	case *BGPConfiguration:
 		name = KindBGPConfiguration
+	case *BGPFilter:
+		name = KindBGPFilter
 	case *BGPPeer:
 		name = KindBGPPeer
 	case *FelixConfiguration:
@@ -138,6 +143,8 @@ func (r *IPAMConfiguration) GetTypeMeta() *TypeMeta     { return &r.TypeMeta }
 func (r *IPAMConfiguration) GetObjectMeta() *ObjectMeta { return &r.Metadata }
 func (r *BGPConfiguration) GetTypeMeta() *TypeMeta      { return &r.TypeMeta }
 func (r *BGPConfiguration) GetObjectMeta() *ObjectMeta  { return &r.Metadata }
+func (r *BGPFilter) GetTypeMeta() *TypeMeta             { return &r.TypeMeta }
+func (r *BGPFilter) GetObjectMeta() *ObjectMeta         { return &r.Metadata }
 func (r *BGPPeer) GetTypeMeta() *TypeMeta               { return &r.TypeMeta }
 func (r *BGPPeer) GetObjectMeta() *ObjectMeta           { return &r.Metadata }
 func (r *FelixConfiguration) GetTypeMeta() *TypeMeta    { return &r.TypeMeta }

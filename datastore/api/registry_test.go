@@ -12,6 +12,7 @@ func TestLookupKind(t *testing.T) {
 		"ippool": KindIPPool, "ippools": KindIPPool, "pool": KindIPPool, "IPPool": KindIPPool,
 		"ipamconfig": KindIPAMConfiguration, "ipamconfiguration": KindIPAMConfiguration,
 		"bgpconfig": KindBGPConfiguration, "bgpconfigurations": KindBGPConfiguration,
+		"bgpfilter": KindBGPFilter, "BGPFilters": KindBGPFilter, "filter": KindBGPFilter, "filters": KindBGPFilter,
 		"bgppeer": KindBGPPeer, "BGPPeers": KindBGPPeer,
 		"felixconfig": KindFelixConfiguration, "felixconfiguration": KindFelixConfiguration,
 		"wep": KindWorkloadEndpoint, "workloadendpoints": KindWorkloadEndpoint,
@@ -21,6 +22,7 @@ func TestLookupKind(t *testing.T) {
 		"netset": KindNetworkSet, "networksets": KindNetworkSet,
 		"gnetset": KindGlobalNetworkSet, "globalnetworksets": KindGlobalNetworkSet,
 		"globalnetworkpolicies.projectcalico.org": KindGlobalNetworkPolicy,
+		"bgpfilters.projectcalico.org":            KindBGPFilter,
 		// calicoctl's short names, which scripts written for Calico use.
 		"ipps": KindIPPool, "pol": KindNetworkPolicy, "pols": KindNetworkPolicy,
 	}
@@ -57,8 +59,8 @@ func TestKindsRegistry(t *testing.T) {
 			seen[n] = k.Kind
 		}
 	}
-	want := []string{"Node", "IPPool", "IPAMConfiguration", "BGPConfiguration", "BGPPeer", "FelixConfiguration",
-		"WorkloadEndpoint", "HostEndpoint", "NetworkPolicy", "GlobalNetworkPolicy", "NetworkSet", "GlobalNetworkSet"}
+	want := []string{"Node", "IPPool", "IPAMConfiguration", "BGPConfiguration", "BGPFilter", "BGPPeer",
+		"FelixConfiguration", "WorkloadEndpoint", "HostEndpoint", "NetworkPolicy", "GlobalNetworkPolicy", "NetworkSet", "GlobalNetworkSet"}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("Kinds() order (-want +got):\n%s", diff)
 	}

@@ -82,6 +82,8 @@ func Validate(r Resource) error {
 		v.ipamConfig(x)
 	case *BGPConfiguration:
 		v.bgpConfig(x)
+	case *BGPFilter:
+		v.bgpFilter(&x.Spec)
 	case *BGPPeer:
 		v.bgpPeer(&x.Spec)
 	case *FelixConfiguration:

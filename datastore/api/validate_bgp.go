@@ -206,8 +206,17 @@ func (v *validator) bgpPeer(s *BGPPeerSpec) {
 	if s.ReachableBy != "" {
 		v.add("spec.reachableBy", "Terrace does not install a route to reach the peer; must be empty")
 	}
-	if len(s.Filters) > 0 {
-		v.add("spec.filters", "Terrace has no BGPFilter resource; must be empty")
+	seen := map[string]int{}
+	for i, name := range s.Filters {
+		p := idx("spec.filters", i)
+		if e := subdomainError(name); e != "" {
+			v.add(p, "BGPFilter name %q %s", name, e)
+		} else if j, dup := seen[name]; dup {
+			// A second application of the same filter can never match anything the first did not.
+			v.add(p, "%q is already listed at spec.filters[%d]", name, j)
+		} else {
+			seen[name] = i
+		}
 	}
 	if s.LocalWorkloadSelector != "" {
 		v.add("spec.localWorkloadSelector", "Terrace does not peer with workloads; must be empty")
@@ -216,6 +225,102 @@ func (v *validator) bgpPeer(s *BGPPeerSpec) {
 	case "", "Auto", "Manual":
 	default:
 		v.add("spec.reversePeering", "%q is not one of Auto, Manual", s.ReversePeering)
+	}
+}
+
+// maxBGPFilterRules bounds each rule list: far more than anyone writes by hand, so a longer list
+// is a generator gone wrong, and every rule costs work on each route the speaker considers.
+const maxBGPFilterRules = 1000
+
+func (v *validator) bgpFilter(s *BGPFilterSpec) {
+	for _, l := range []struct {
+		path   string
+		rules  []BGPFilterRule
+		family int
+		export bool
+	}{
+		{"spec.exportV4", s.ExportV4, 4, true}, {"spec.importV4", s.ImportV4, 4, false},
+		{"spec.exportV6", s.ExportV6, 6, true}, {"spec.importV6", s.ImportV6, 6, false},
+	} {
+		if len(l.rules) > maxBGPFilterRules {
+			// Checking each rule of such a list would only bury this one message.
+			v.add(l.path, "has %d rules; at most %d are allowed", len(l.rules), maxBGPFilterRules)
+			continue
+		}
+		for i := range l.rules {
+			v.bgpFilterRule(idx(l.path, i), l.path, &l.rules[i], l.family, l.export)
+		}
+	}
+}
+
+func (v *validator) bgpFilterRule(path, list string, r *BGPFilterRule, fam int, export bool) {
+	switch r.Action {
+	case BGPFilterAccept, BGPFilterReject:
+	case "":
+		v.add(path+".action", "is required: Accept or Reject")
+	default:
+		v.add(path+".action", "%q is not one of Accept, Reject", r.Action)
+	}
+	maxBits := 32
+	if fam == 6 {
+		maxBits = 128
+	}
+	// Without a valid cidr, prefixLength bounds are still checked against the whole family.
+	minBits, why := 0, ""
+	switch {
+	case r.CIDR == "" && r.MatchOperator != "":
+		v.add(path+".cidr", "is required with matchOperator")
+	case r.CIDR != "" && r.MatchOperator == "":
+		v.add(path+".matchOperator", "is required with cidr")
+	}
+	if r.CIDR != "" {
+		p, err := netip.ParsePrefix(r.CIDR)
+		switch {
+		case err != nil:
+			v.add(path+".cidr", "%q is not a CIDR", r.CIDR)
+		case family(p.Addr()) != fam:
+			v.add(path+".cidr", "%q is IPv%d but %s holds IPv%d routes", r.CIDR, family(p.Addr()), list, fam)
+		case p != p.Masked():
+			v.add(path+".cidr", "%q has host bits set; the network address is %s", r.CIDR, p.Masked())
+		default:
+			// A route shorter than the cidr cannot lie inside it.
+			minBits, why = p.Bits(), " (from the cidr's prefix length to the longest IPv"+strconv.Itoa(fam)+" prefix)"
+		}
+	}
+	switch r.MatchOperator {
+	case "", BGPFilterEqual, BGPFilterNotEqual, BGPFilterIn, BGPFilterNotIn:
+	default:
+		v.add(path+".matchOperator", "%q is not one of Equal, NotEqual, In, NotIn", r.MatchOperator)
+	}
+	if pl := r.PrefixLength; pl != nil {
+		if r.CIDR == "" || (r.MatchOperator != BGPFilterIn && r.MatchOperator != BGPFilterNotIn) {
+			// Equal and NotEqual compare the whole prefix, so a length range would mean nothing.
+			v.add(path+".prefixLength", "requires cidr and matchOperator In or NotIn")
+		}
+		for _, b := range []struct {
+			name string
+			val  *int32
+		}{{"min", pl.Min}, {"max", pl.Max}} {
+			if b.val != nil && (int(*b.val) < minBits || int(*b.val) > maxBits) {
+				v.add(path+".prefixLength."+b.name, "%d is outside %d-%d%s", *b.val, minBits, maxBits, why)
+			}
+		}
+		if pl.Min != nil && pl.Max != nil && *pl.Min > *pl.Max {
+			v.add(path+".prefixLength", "min %d is greater than max %d", *pl.Min, *pl.Max)
+		}
+	}
+	switch r.Source {
+	case "":
+	case BGPFilterSourceRemotePeers:
+		if !export {
+			// Every imported route comes from a peer, so the match would say nothing.
+			v.add(path+".source", "RemotePeers is allowed only in exportV4 and exportV6 (it matches routes learned from BGP peers)")
+		}
+	default:
+		v.add(path+".source", "%q is not a known source: only RemotePeers is", r.Source)
+	}
+	if r.Interface != "" {
+		v.add(path+".interface", "Terrace does not match routes by interface; must be empty")
 	}
 }
 
