@@ -14,7 +14,7 @@ import (
 )
 
 // Kinds are the resource kinds the agent follows.
-var Kinds = []string{"Node", "BGPPeer", "BGPConfiguration", "IPPool"}
+var Kinds = []string{"Node", "BGPPeer", "BGPFilter", "BGPConfiguration", "IPPool"}
 
 // inputs is the agent's cache of everything bgp/config.Compute looks at. The two syncers write it
 // from their own goroutines; the compute loop reads it.
@@ -115,6 +115,8 @@ func (in *inputs) snapshot(pw config.PasswordFunc) config.Input {
 			ci.Nodes = append(ci.Nodes, r)
 		case *api.BGPPeer:
 			ci.Peers = append(ci.Peers, r)
+		case *api.BGPFilter:
+			ci.Filters = append(ci.Filters, r)
 		case *api.BGPConfiguration:
 			ci.Configs = append(ci.Configs, r)
 		case *api.IPPool:

@@ -25,6 +25,8 @@ type Input struct {
 	NodeName string
 	Nodes    []*api.Node
 	Peers    []*api.BGPPeer
+	// Filters are the BGPFilters peers may name.
+	Filters []*api.BGPFilter
 	// Configs holds the BGPConfigurations: "default" and, optionally, "node.<NodeName>" which
 	// overrides the default's fields it sets.
 	Configs []*api.BGPConfiguration

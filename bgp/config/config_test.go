@@ -529,3 +529,50 @@ func FuzzParsePeerIP(f *testing.F) {
 		}
 	})
 }
+
+func TestPeerFilters(t *testing.T) {
+	i32 := func(n int32) *int32 { return &n }
+	tor := api.BGPFilter{Metadata: api.ObjectMeta{Name: "tor"}, Spec: api.BGPFilterSpec{
+		ImportV4: []api.BGPFilterRule{
+			{Action: api.BGPFilterReject, MatchOperator: api.BGPFilterEqual, CIDR: "0.0.0.0/0"},
+			{Action: api.BGPFilterAccept, MatchOperator: api.BGPFilterIn, CIDR: "10.0.0.0/8", PrefixLength: &api.BGPFilterPrefixLength{Min: i32(16), Max: i32(24)}},
+		},
+		ExportV4: []api.BGPFilterRule{{Action: api.BGPFilterReject, MatchOperator: api.BGPFilterNotIn, CIDR: "198.18.0.0/16"}},
+		ExportV6: []api.BGPFilterRule{{Action: api.BGPFilterReject, Source: api.BGPFilterSourceRemotePeers}},
+	}}
+	more := api.BGPFilter{Metadata: api.ObjectMeta{Name: "more"}, Spec: api.BGPFilterSpec{
+		ImportV6: []api.BGPFilterRule{{Action: api.BGPFilterReject, MatchOperator: api.BGPFilterNotEqual, CIDR: "2001:db8::/32"}},
+	}}
+	in := Input{NodeName: "host-1", Nodes: threeNodes()[:1], Filters: []*api.BGPFilter{&tor, &more},
+		Peers: []*api.BGPPeer{
+			peer("tor", api.BGPPeerSpec{PeerIP: "192.0.2.1", ASNumber: 65000, Filters: []string{"more", "missing", "tor"}}),
+			peer("plain", api.BGPPeerSpec{PeerIP: "192.0.2.2", ASNumber: 65000}),
+		}}
+	d, err := Compute(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &speaker.Filters{
+		Import: []speaker.FilterRule{
+			{Filter: "more", Family: 6, Prefix: pfx("2001:db8::/32"), Exact: true, Negate: true, MinLen: 32, MaxLen: 128},
+			{Filter: "tor", Family: 4, Prefix: pfx("0.0.0.0/0"), Exact: true, MinLen: 0, MaxLen: 32},
+			{Filter: "tor", Family: 4, Accept: true, Prefix: pfx("10.0.0.0/8"), MinLen: 16, MaxLen: 24},
+		},
+		Export: []speaker.FilterRule{
+			{Filter: "tor", Family: 4, Prefix: pfx("198.18.0.0/16"), Negate: true, MinLen: 16, MaxLen: 32},
+			{Filter: "tor", Family: 6, RemoteOnly: true},
+		},
+	}
+	if len(d.Peers) != 2 {
+		t.Fatalf("peers: %+v", d.Peers)
+	}
+	if diff := cmp.Diff(want, d.Peers[0].Filters, netOpts); diff != "" {
+		t.Errorf("filters of the tor peer (-want +got):\n%s", diff)
+	}
+	if d.Peers[1].Filters != nil {
+		t.Errorf("a peer naming no filter got %+v", d.Peers[1].Filters)
+	}
+	if !strings.Contains(strings.Join(d.Warnings, "\n"), `BGPFilter "missing" does not exist`) {
+		t.Errorf("no warning for the missing filter: %v", d.Warnings)
+	}
+}

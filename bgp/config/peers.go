@@ -292,6 +292,59 @@ func (c *computation) applyPeerSpec(p *speaker.Peer, bp *api.BGPPeer, name strin
 	if strings.EqualFold(s.RestartMode, api.RestartLongLivedGraceful) {
 		c.warnf("%s: long-lived graceful restart is not supported, using graceful restart", name)
 	}
+	p.Filters = c.filters(s.Filters, name)
+}
+
+// filters turns the BGPFilters a peer names, in its order, into the speaker's rules. A filter that
+// does not exist is skipped with a warning: failing the whole peer for it would take routing down
+// over a typo, and the rest of its filters still apply.
+func (c *computation) filters(names []string, peer string) *speaker.Filters {
+	if len(names) == 0 {
+		return nil
+	}
+	f := &speaker.Filters{}
+	for _, n := range names {
+		i := slices.IndexFunc(c.in.Filters, func(bf *api.BGPFilter) bool { return bf != nil && bf.Metadata.Name == n })
+		if i < 0 {
+			c.warnf("%s: BGPFilter %q does not exist; its rules are not applied", peer, n)
+			continue
+		}
+		spec := c.in.Filters[i].Spec
+		f.Import = append(f.Import, filterRules(n, 4, spec.ImportV4)...)
+		f.Import = append(f.Import, filterRules(n, 6, spec.ImportV6)...)
+		f.Export = append(f.Export, filterRules(n, 4, spec.ExportV4)...)
+		f.Export = append(f.Export, filterRules(n, 6, spec.ExportV6)...)
+	}
+	return f
+}
+
+// filterRules converts validated BGPFilter rules of one family.
+func filterRules(name string, family int, rules []api.BGPFilterRule) []speaker.FilterRule {
+	out := make([]speaker.FilterRule, 0, len(rules))
+	maxLen := 32
+	if family == 6 {
+		maxLen = 128
+	}
+	for _, r := range rules {
+		fr := speaker.FilterRule{Filter: name, Family: family, Accept: r.Action == api.BGPFilterAccept,
+			RemoteOnly: r.Source == api.BGPFilterSourceRemotePeers}
+		if p, err := netip.ParsePrefix(r.CIDR); err == nil {
+			fr.Prefix = p.Masked()
+			fr.Exact = r.MatchOperator == api.BGPFilterEqual || r.MatchOperator == api.BGPFilterNotEqual
+			fr.Negate = r.MatchOperator == api.BGPFilterNotEqual || r.MatchOperator == api.BGPFilterNotIn
+			fr.MinLen, fr.MaxLen = fr.Prefix.Bits(), maxLen
+			if pl := r.PrefixLength; pl != nil {
+				if pl.Min != nil {
+					fr.MinLen = int(*pl.Min)
+				}
+				if pl.Max != nil {
+					fr.MaxLen = int(*pl.Max)
+				}
+			}
+		}
+		out = append(out, fr)
+	}
+	return out
 }
 
 // reflection decides the route-reflector role of a session to another node: a node with a

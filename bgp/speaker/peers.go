@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 const (
 	exportPolicy   = "terrace-export"
+	importPolicy   = "terrace-import"
 	nhsNeighbors   = "terrace-next-hop-self"
 	ibgpNeighbors  = "terrace-ibgp"
 	defaultRestart = 120
@@ -178,10 +180,13 @@ func (s *Speaker) toAPIPeer(p Peer, localRestart bool) *api.Peer {
 	return ap
 }
 
-// applyPolicy installs the global export policy. The host is not a transit router: it exports
-// what it originates, and, only when it reflects for iBGP clients, iBGP-learned routes to iBGP
-// peers (optionally with next-hop-self). Routes from external peers are never re-exported.
-func (s *Speaker) applyPolicy(ctx context.Context) error {
+// applyPolicy installs the global export policy, and the global import policy once a peer has
+// import filters. The host is not a transit router: it exports what it originates, and, only
+// when it reflects for iBGP clients, iBGP-learned routes to iBGP peers (optionally with
+// next-hop-self). Routes from external peers are never re-exported. Peers' BGPFilter rules come
+// first in both directions (GoBGP applies per-neighbour policies only in route-server mode, so
+// each rule is a statement of the global policy limited to its peer).
+func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 	var nhs, ibgp []string
 	reflector := false
 	for _, p := range s.peers {
@@ -200,16 +205,41 @@ func (s *Speaker) applyPolicy(ctx context.Context) error {
 	}
 	slices.Sort(nhs)
 	slices.Sort(ibgp)
-	key := fmt.Sprintf("%v|%s|%s", reflector, strings.Join(nhs, ","), strings.Join(ibgp, ","))
+	filtered := slices.SortedFunc(maps.Values(s.peers), func(a, b Peer) int { return a.Address.Compare(b.Address) })
+	filtered = slices.DeleteFunc(filtered, func(p Peer) bool { return p.Filters == nil })
+	exportSets, exportFilters := filterStatements("export", filtered)
+	importSets, importFilters := filterStatements("import", filtered)
+	key := fmt.Sprintf("%v|%s|%s|%s|%s", reflector, strings.Join(nhs, ","), strings.Join(ibgp, ","),
+		statementsKey(exportSets, exportFilters), statementsKey(importSets, importFilters))
+	exportFilterMap := make(map[netip.Addr]*Filters, len(s.peers))
+	for addr, p := range s.peers {
+		exportFilterMap[addr] = p.Filters
+	}
 	if key == s.policyKey {
+		s.exportFilters = exportFilterMap // new peers, same policy
 		return nil
 	}
-	stmts := []*api.Statement{{
+	// GoBGP v3 never withdraws what it sent before and a changed export policy now refuses: its
+	// soft reset out only re-sends what is accepted. So this host's own routes that a peer's new
+	// rules refuse are withdrawn while the old policy is still in force (the withdrawal reaches
+	// every peer that had them) and advertised again under the new one. Routes learned from
+	// peers (sent only when reflecting, or by an explicit Accept) are not covered: a peer keeps
+	// those until its session restarts.
+	resetPeers := s.refusedRemote(exportFilterMap, ibgp)
+	refused, err := s.withdrawLocal(ctx, s.newlyRefused(exportFilterMap))
+	// Advertised again under whatever policy is in force when this returns: the new one, or,
+	// if installing it failed, the old one (and the change is retried with the next call).
+	defer func() { retErr = errors.Join(retErr, s.readvertise(ctx, refused)) }()
+	if err != nil {
+		return err
+	}
+	local := &api.Statement{
 		Name:       "terrace-local",
 		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
 		Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
-	}}
-	var sets []*api.DefinedSet
+	}
+	stmts := append(exportFilters, local)
+	sets := append(exportSets, importSets...)
 	// An empty neighbour set matches every neighbour in GoBGP, so a statement is only added
 	// together with a non-empty set.
 	if len(nhs) > 0 {
@@ -234,10 +264,22 @@ func (s *Speaker) applyPolicy(ctx context.Context) error {
 			Actions: &api.Actions{RouteAction: api.RouteAction_ACCEPT},
 		})
 	}
-	pol := &api.Policy{Name: exportPolicy, Statements: stmts}
-	if err := s.srv.SetPolicies(ctx, &api.SetPoliciesRequest{DefinedSets: sets, Policies: []*api.Policy{pol}}); err != nil {
-		return fmt.Errorf("set export policy: %w", err)
+	policies := []*api.Policy{{Name: exportPolicy, Statements: stmts}}
+	// The import policy exists only once a peer has had import rules: every learned path goes
+	// through it, which costs at 100k routes. Its first statement keeps this host's own paths
+	// (a global import policy also sees them).
+	needImport := s.importAssigned || len(importFilters) > 0
+	if needImport {
+		policies = append(policies, &api.Policy{Name: importPolicy, Statements: append([]*api.Statement{{
+			Name:       "terrace-import-local",
+			Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
+			Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
+		}}, importFilters...)})
 	}
+	if err := s.srv.SetPolicies(ctx, &api.SetPoliciesRequest{DefinedSets: sets, Policies: policies}); err != nil {
+		return fmt.Errorf("set bgp policies: %w", err)
+	}
+	resetIn := false
 	if s.policyKey == "" {
 		err := s.srv.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
 			Name:          "global",
@@ -248,18 +290,282 @@ func (s *Speaker) applyPolicy(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("assign export policy: %w", err)
 		}
+		s.importAssigned = false
 	} else if len(s.peers) > 0 {
-		// A policy change does not re-evaluate what was already sent; a soft reset out does,
-		// without taking sessions down.
+		// A policy change does not re-evaluate what was already sent; a soft reset out re-sends
+		// what the policy now accepts, without taking sessions down (what it now refuses was
+		// withdrawn above).
 		if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: "all", Soft: true, Direction: api.ResetPeerRequest_OUT}); err != nil {
 			return fmt.Errorf("re-send routes after policy change: %w", err)
 		}
+		// Routes learned from peers cannot be withdrawn and put back like our own: a peer that
+		// an Accept rule sent some of them, and whose rules no longer do, is reset.
+		for _, addr := range resetPeers {
+			s.log.Warn("bgp session reset: its export rules no longer accept routes it was sent from other peers", "peer", addr)
+			if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Communication: "export filter changed"}); err != nil {
+				return fmt.Errorf("reset peer %v after its export rules changed: %w", addr, err)
+			}
+		}
+		resetIn = s.importAssigned
+	}
+	s.exportFilters = exportFilterMap
+	if needImport && !s.importAssigned {
+		err := s.srv.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			Name:          "global",
+			Direction:     api.PolicyDirection_IMPORT,
+			Policies:      []*api.Policy{{Name: importPolicy}},
+			DefaultAction: api.RouteAction_ACCEPT,
+		}})
+		if err != nil {
+			return fmt.Errorf("assign import policy: %w", err)
+		}
+		s.importAssigned, resetIn = true, len(s.peers) > 0
+	}
+	if resetIn {
+		// Paths already received are re-run through the changed import policy from the
+		// Adj-RIB-In GoBGP keeps; sessions stay up.
+		if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: "all", Soft: true, Direction: api.ResetPeerRequest_IN}); err != nil {
+			return fmt.Errorf("re-apply import policy: %w", err)
+		}
 	}
 	s.policyKey = key
-	s.log.Debug("bgp export policy set", "reflector", reflector, "nextHopSelf", nhs)
+	s.log.Debug("bgp policies set", "reflector", reflector, "nextHopSelf", nhs,
+		"exportFilterStatements", len(exportFilters), "importFilterStatements", len(importFilters))
 	return nil
+}
+
+// filterStatements turns the peers' filter rules of one direction into statements of the global
+// policy, in peer order then rule order, each limited to its peer by a neighbour set (which, for
+// export, GoBGP matches against the peer a route is sent to, and for import the peer it came
+// from), with the defined sets they use.
+func filterStatements(dir string, peers []Peer) ([]*api.DefinedSet, []*api.Statement) {
+	var sets []*api.DefinedSet
+	var stmts []*api.Statement
+	for _, p := range peers {
+		rules := p.Filters.Import
+		if dir == "export" {
+			rules = p.Filters.Export
+		}
+		if len(rules) == 0 {
+			continue
+		}
+		base := "terrace-" + dir + "-" + p.Address.String()
+		peerSet := base + "-peer"
+		sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: peerSet, List: []string{hostPrefix(p.Address)}})
+		for i, r := range rules {
+			name := fmt.Sprintf("%s-%d-%s", base, i, r.Filter)
+			afi := api.Family_AFI_IP
+			if r.Family == 6 {
+				afi = api.Family_AFI_IP6
+			}
+			cond := func() *api.Conditions {
+				c := &api.Conditions{
+					NeighborSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: peerSet},
+					AfiSafiIn:   []*api.Family{{Afi: afi, Safi: api.Family_SAFI_UNICAST}},
+				}
+				if r.Prefix.IsValid() {
+					c.PrefixSet = &api.MatchSet{Type: api.MatchSet_ANY, Name: name}
+					if r.Negate {
+						c.PrefixSet.Type = api.MatchSet_INVERT
+					}
+				}
+				return c
+			}
+			if r.Prefix.IsValid() {
+				lo, hi := r.Prefix.Bits(), r.Prefix.Bits()
+				if !r.Exact {
+					lo, hi = r.MinLen, r.MaxLen
+				}
+				sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: name, Prefixes: []*api.Prefix{{
+					IpPrefix: r.Prefix.String(), MaskLengthMin: uint32(lo), MaskLengthMax: uint32(hi),
+				}}})
+			}
+			action := &api.Actions{RouteAction: api.RouteAction_REJECT}
+			if r.Accept {
+				action.RouteAction = api.RouteAction_ACCEPT
+			}
+			if !r.RemoteOnly {
+				stmts = append(stmts, &api.Statement{Name: name, Conditions: cond(), Actions: action})
+				continue
+			}
+			// Learned from peers: iBGP or eBGP, which GoBGP tells apart as two route types.
+			for _, rt := range []api.Conditions_RouteType{api.Conditions_ROUTE_TYPE_INTERNAL, api.Conditions_ROUTE_TYPE_EXTERNAL} {
+				c := cond()
+				c.RouteType = rt
+				stmts = append(stmts, &api.Statement{Name: name + "-" + strings.ToLower(rt.String()), Conditions: c, Actions: action})
+			}
+		}
+	}
+	return sets, stmts
+}
+
+// statementsKey identifies a list of statements and their sets, to tell whether policy changed.
+func statementsKey(sets []*api.DefinedSet, stmts []*api.Statement) string {
+	var b strings.Builder
+	for _, d := range sets {
+		fmt.Fprintf(&b, "%s=%v%v;", d.Name, d.List, prefixesKey(d.Prefixes))
+	}
+	for _, st := range stmts {
+		fmt.Fprintf(&b, "%s:%v:%v:%v:%v:%v;", st.Name, st.Conditions.GetNeighborSet().GetName(), st.Conditions.GetPrefixSet().GetType(),
+			st.Conditions.GetRouteType(), st.Conditions.GetAfiSafiIn(), st.Actions.GetRouteAction())
+	}
+	return b.String()
+}
+
+func prefixesKey(ps []*api.Prefix) string {
+	var b strings.Builder
+	for _, p := range ps {
+		fmt.Fprintf(&b, "%s/%d-%d", p.IpPrefix, p.MaskLengthMin, p.MaskLengthMax)
+	}
+	return b.String()
 }
 
 func hostPrefix(a netip.Addr) string {
 	return netip.PrefixFrom(a, a.BitLen()).String()
+}
+
+// newlyRefused lists this host's own advertised prefixes that a peer's export rules accepted
+// before (in s.exportFilters) and refuse now (in next). Peers new to the policy have sent nothing.
+func (s *Speaker) newlyRefused(next map[netip.Addr]*Filters) []netip.Prefix {
+	var out []netip.Prefix
+	for p := range s.advertised {
+		for addr, f := range next {
+			old, known := s.exportFilters[addr]
+			if known && exportsLocal(old, p) && !exportsLocal(f, p) {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	slices.SortFunc(out, comparePrefix)
+	return out
+}
+
+// refusedRemote lists the peers to which the old filters (s.exportFilters) sent routes learned
+// from other peers by an Accept rule, and the new ones (next) do not, nor does the policy's own
+// reflection (ibgp: the peers reflected to).
+func (s *Speaker) refusedRemote(next map[netip.Addr]*Filters, ibgp []string) []netip.Addr {
+	var learned map[netip.Prefix][]netip.Addr
+	var out []netip.Addr
+	for addr, f := range next {
+		old := s.exportFilters[addr]
+		if old == nil || slices.Contains(ibgp, hostPrefix(addr)) {
+			continue
+		}
+		if learned == nil {
+			if s.learned == nil {
+				return nil
+			}
+			learned = s.learned.snapshot()
+		}
+		for p := range learned {
+			if acceptsRemote(old, p) && !acceptsRemote(f, p) {
+				out = append(out, addr)
+				break
+			}
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// acceptsRemote tells whether filters f send a route learned from a peer: only an Accept rule
+// does (the export policy's own statements do not, outside reflection).
+func acceptsRemote(f *Filters, p netip.Prefix) bool {
+	if f == nil {
+		return false
+	}
+	fam := 4
+	if p.Addr().Is6() {
+		fam = 6
+	}
+	for _, r := range f.Export {
+		if r.Family == fam && r.matches(p) {
+			return r.Accept
+		}
+	}
+	return false
+}
+
+// exportsLocal tells whether filters f let this host's own prefix p out: the first rule of p's
+// family that matches decides; no match (or no filters) lets it out, as the export policy's own
+// statements accept every local route.
+func exportsLocal(f *Filters, p netip.Prefix) bool {
+	if f == nil {
+		return true
+	}
+	fam := 4
+	if p.Addr().Is6() {
+		fam = 6
+	}
+	for _, r := range f.Export {
+		if r.Family != fam || r.RemoteOnly {
+			continue
+		}
+		if r.matches(p) {
+			return r.Accept
+		}
+	}
+	return true
+}
+
+// matches is GoBGP's prefix-set match as filterStatements configures it: Prefix exactly, or
+// a prefix inside Prefix with a length in MinLen..MaxLen; Negate inverts; no Prefix matches all.
+func (r FilterRule) matches(p netip.Prefix) bool {
+	if !r.Prefix.IsValid() {
+		return true
+	}
+	var m bool
+	if r.Exact {
+		m = p == r.Prefix
+	} else {
+		m = p.Bits() >= r.Prefix.Bits() && r.Prefix.Contains(p.Addr()) && p.Bits() >= r.MinLen && p.Bits() <= r.MaxLen
+	}
+	return m != r.Negate
+}
+
+// withdrawLocal withdraws this host's own paths for prefixes and returns what it withdrew, which
+// leaves s.advertised until readvertise puts it back; whatever is not put back (an error in
+// between) is advertised again by the next SetAdvertised, which diffs against s.advertised.
+func (s *Speaker) withdrawLocal(ctx context.Context, prefixes []netip.Prefix) (map[netip.Prefix]Advert, error) {
+	out := map[netip.Prefix]Advert{}
+	var errs []error
+	for _, p := range prefixes {
+		a := s.advertised[p]
+		path, err := buildPath(p, a)
+		if err == nil {
+			err = s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("withdraw %v before an export policy change: %w", p, err))
+			continue
+		}
+		out[p] = a
+		delete(s.advertised, p)
+	}
+	if len(out) > 0 {
+		s.forgetAdvertised()
+	}
+	return out, errors.Join(errs...)
+}
+
+// readvertise advertises again what withdrawLocal withdrew.
+func (s *Speaker) readvertise(ctx context.Context, withdrawn map[netip.Prefix]Advert) error {
+	var errs []error
+	for _, p := range slices.SortedFunc(maps.Keys(withdrawn), comparePrefix) {
+		a := withdrawn[p]
+		path, err := buildPath(p, a)
+		if err == nil {
+			_, err = s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("advertise %v after an export policy change: %w", p, err))
+			continue
+		}
+		s.advertised[p] = a
+	}
+	if len(withdrawn) > 0 {
+		s.forgetAdvertised()
+	}
+	return errors.Join(errs...)
 }

@@ -49,10 +49,14 @@ type Speaker struct {
 	firstPeers bool
 	peers      map[netip.Addr]Peer
 	policyKey  string
-	advertised map[netip.Prefix]Advert
-	cancel     context.CancelFunc
-	learned    *learnedRoutes
-	done       chan struct{}
+	// importAssigned: the import policy is assigned (from the first import filter on).
+	importAssigned bool
+	// exportFilters are the peers' filters the export policy was last built from.
+	exportFilters map[netip.Addr]*Filters
+	advertised    map[netip.Prefix]Advert
+	cancel        context.CancelFunc
+	learned       *learnedRoutes
+	done          chan struct{}
 
 	advMu    sync.Mutex // guards the advertised counts PeerStatusCached reuses; held while counting
 	advAt    time.Time
@@ -131,7 +135,7 @@ func (s *Speaker) Start(ctx context.Context, g Global) error {
 	}
 	s.srv, s.global, s.started = srv, g, true
 	s.restarting, s.firstPeers = restarting, true
-	s.policyKey = ""
+	s.policyKey, s.importAssigned = "", false
 	if err := s.applyPolicy(ctx); err != nil {
 		srv.Stop()
 		s.started = false

@@ -67,14 +67,43 @@ type Peer struct {
 	// Passive only accepts the peer's connection and never dials it.
 	Passive  bool
 	Families Families
+	// Filters (nil: none) are applied by the speaker's global import and export policies.
+	Filters *Filters
 }
 
 // sessionKey is the part of Peer whose change requires the session to be re-created; fields
-// outside it (Type, NextHopSelf) change status or export policy only.
+// outside it (Type, NextHopSelf, Filters) change status or policy only.
 func (p Peer) sessionKey() Peer {
 	p.Type = ""
 	p.NextHopSelf = false
+	p.Filters = nil
 	return p
+}
+
+// Filters are the BGPFilter rules a peer applies, in order, to the routes it sends us (Import)
+// and the routes we send it (Export): the first rule that matches a route accepts or rejects it;
+// a route no rule matches gets the speaker's own treatment. Filters is read-only once given to
+// the speaker (Peer holds a pointer to keep Peer comparable).
+type Filters struct {
+	Import, Export []FilterRule
+}
+
+// FilterRule is one BGPFilter rule.
+type FilterRule struct {
+	// Filter names the BGPFilter the rule comes from (for logs and policy names).
+	Filter string
+	// Family is 4 or 6: the rule only ever matches routes of that family.
+	Family int
+	Accept bool
+	// Prefix is what the rule compares routes with; the zero value matches every route.
+	Prefix netip.Prefix
+	// Exact matches Prefix itself only (Equal); otherwise routes inside Prefix whose length is
+	// within MinLen..MaxLen (In). Negate inverts the match (NotEqual, NotIn).
+	Exact          bool
+	Negate         bool
+	MinLen, MaxLen int
+	// RemoteOnly (export only) matches only routes learned from BGP peers, not this host's own.
+	RemoteOnly bool
 }
 
 // Global configures the speaker itself.

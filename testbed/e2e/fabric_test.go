@@ -418,3 +418,86 @@ spec: {cidr: 198.18.0.0/24, blockSize: 30, ipipMode: Never, vxlanMode: Never, na
 		t.Errorf("owner's pod cannot reach the borrowed address %s on host-1: %v", addr, err)
 	}
 }
+
+// TestBGPFilter: a BGPFilter on host-1's ToR session keeps one of host-1's blocks from the ToR
+// (export: traffic to it through the ToR then stops) and the ToR's injected routes out of
+// host-1's kernel (import), while host-2, whose session names no filter, is unaffected and the
+// session stays up throughout; taking the filter off brings both back.
+func TestBGPFilter(t *testing.T) {
+	tb := testbed.StartForTest(t, testbed.Options{Hosts: 2, LogLevel: "info"})
+	ctx := context.Background()
+	a, b := addPod(t, tb, "host-1", "a"), addPod(t, tb, "host-2", "b")
+	blockA, blockB := blockOf(t, a.IPv4), blockOf(t, b.IPv4)
+	injected, err := testbed.InjectPrefixes(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.InjectTorRoutes(ctx, "tor-1", injected); err != nil {
+		t.Fatal(err)
+	}
+	inj := injected[0].Addr().String() // ip route prints a /32 without its length
+	state := func(wantA bool, wantInjected bool) func() string {
+		return func() string {
+			out, _ := tb.TorRoutes(ctx, "tor-1")
+			if strings.Contains(out, blockA) != wantA || !strings.Contains(out, blockB) {
+				return fmt.Sprintf("tor-1 routes (want %s: %v, %s: true):\n%s", blockA, wantA, blockB, out)
+			}
+			if _, ok := kernelRoutes(t, tb, "host-1", "4")[inj]; ok != wantInjected {
+				return fmt.Sprintf("host-1 has the injected %s: %v, want %v", inj, ok, wantInjected)
+			}
+			if _, ok := kernelRoutes(t, tb, "host-2", "4")[inj]; !ok {
+				return "host-2 lacks the injected " + inj
+			}
+			return ""
+		}
+	}
+	eventually(t, waitTimeout, state(true, true))
+	since := func() string {
+		ss, _ := tb.TorSessions(ctx, "tor-1")
+		for _, s := range ss {
+			if s.Name == "host_1" && s.Info == "Established" {
+				return s.Since
+			}
+		}
+		return ""
+	}
+	before := since()
+
+	h1, _ := tb.Host("host-1")
+	torAddr := strings.Split(h1.Uplinks[0].TorAddr, "/")[0]
+	apply := func(name, filters string) {
+		doc := fmt.Sprintf(`apiVersion: terrace.dev/v1
+kind: BGPFilter
+metadata: {name: edge}
+spec:
+  exportV4:
+  - {action: Reject, matchOperator: Equal, cidr: %s}
+  importV4:
+  - {action: Reject, matchOperator: In, cidr: 198.18.64.0/24, prefixLength: {min: 32}}
+---
+apiVersion: terrace.dev/v1
+kind: BGPPeer
+metadata: {name: host-1-tor-1}
+spec: {node: host-1, peerIP: %q, asNumber: %d, sourceAddress: None, filters: %s}
+`, blockA, torAddr, testbed.DefaultTorAS, filters)
+		path := filepath.Join(h1.Dir, name+".yaml")
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		output(t, tb, "host-1", "terracectl", "apply", "-f", path)
+	}
+	apply("filter-on", "[edge]")
+	eventually(t, waitTimeout, state(false, false))
+	// Hosts reach each other only through the ToR, a router: without blockA it drops the traffic.
+	if err := ping(tb, "host-2/b", a.IPv4, 2); err == nil {
+		t.Errorf("host-2/b reaches %s although tor-1 was not told where it is", a.IPv4)
+	}
+	apply("filter-off", "[]")
+	eventually(t, waitTimeout, state(true, true))
+	if err := ping(tb, "host-2/b", a.IPv4, 2); err != nil {
+		t.Errorf("host-2/b cannot reach %s once the filter is off: %v", a.IPv4, err)
+	}
+	if after := since(); before == "" || after != before {
+		t.Errorf("host-1's ToR session was reset by filter changes: established since %q, then %q", before, after)
+	}
+}

@@ -1,0 +1,177 @@
+package speaker
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// TestFilters: a peer's filter rules decide, first match wins, which of its routes the host
+// takes in and which of the host's routes it is sent; other peers are untouched, rules of the
+// other family never match, and changing the rules re-evaluates routes already exchanged: in
+// place for import rules, and by a session reset for a peer whose export rules changed (GoBGP
+// would otherwise never withdraw what it sent before).
+func TestFilters(t *testing.T) {
+	port := freePort(t, addrA, addrB, addrC)
+	tor := startSpeaker(t, addrA, 65001, port, nil)
+	host := startSpeaker(t, addrB, 65002, port, nil)
+	other := startSpeaker(t, addrC, 65003, port, nil)
+	setPeers(t, tor, peerOf(tor, host))
+	setPeers(t, other, peerOf(other, host))
+
+	torA, torB := pfx("198.18.10.0/24"), pfx("198.18.11.0/24")
+	own1, own2, borrowed := pfx("198.18.20.0/26"), pfx("198.18.21.0/26"), pfx("198.18.30.5/32")
+	advertise(t, tor, map[netip.Prefix]Advert{torA: {NextHop: addrA}, torB: {NextHop: addrA}})
+	advertise(t, host, map[netip.Prefix]Advert{own1: {}, own2: {}, borrowed: {}})
+
+	withFilters := func(f *Filters) {
+		t.Helper()
+		toTor := peerOf(host, tor)
+		toTor.Filters = f
+		setPeers(t, host, toTor, peerOf(host, other))
+	}
+	has := func(m map[netip.Prefix][]netip.Addr, ps ...netip.Prefix) bool {
+		for _, p := range ps {
+			if _, ok := m[p]; !ok {
+				return false
+			}
+		}
+		return true
+	}
+	lacks := func(m map[netip.Prefix][]netip.Addr, ps ...netip.Prefix) bool {
+		for _, p := range ps {
+			if _, ok := m[p]; ok {
+				return false
+			}
+		}
+		return true
+	}
+
+	withFilters(&Filters{
+		Import: []FilterRule{
+			{Filter: "v6-only", Family: 6}, // rejects every IPv6 route: must not touch IPv4 ones
+			{Filter: "tor-in", Family: 4, Prefix: torB, Exact: true},
+			{Filter: "tor-in", Family: 4, Accept: true}, // ends the list for IPv4: nothing after it applies
+			{Filter: "tor-in", Family: 4, Prefix: torA, Exact: true},
+		},
+		Export: []FilterRule{
+			{Filter: "tor-out", Family: 4, Prefix: pfx("198.18.21.0/24"), MinLen: 24, MaxLen: 32},
+		},
+	})
+	waitEstablished(t, host, addrA)
+	waitEstablished(t, host, addrC)
+	sessionsBefore := []PeerStatus{statusOf(t, host, addrA), statusOf(t, host, addrC)}
+
+	host.sink.waitFor(t, 10*time.Second, "host takes torA, not torB", func(m map[netip.Prefix][]netip.Addr) bool {
+		return has(m, torA) && lacks(m, torB)
+	})
+	tor.sink.waitFor(t, 10*time.Second, "tor gets own1 and the borrowed /32, not own2", func(m map[netip.Prefix][]netip.Addr) bool {
+		return has(m, own1, borrowed) && lacks(m, own2)
+	})
+	other.sink.waitFor(t, 10*time.Second, "the other peer gets everything the host owns", func(m map[netip.Prefix][]netip.Addr) bool {
+		return has(m, own1, own2, borrowed)
+	})
+	if st := statusOf(t, host, addrA); st.Received != 2 {
+		t.Errorf("host's status for the tor: received %d, want 2", st.Received)
+	}
+
+	// Import rules alone change: routes already received are re-evaluated, sessions stay up.
+	withFilters(&Filters{
+		Import: []FilterRule{{Filter: "tor-in", Family: 4, Prefix: torA, Exact: true}},
+		Export: []FilterRule{{Filter: "tor-out", Family: 4, Prefix: pfx("198.18.21.0/24"), MinLen: 24, MaxLen: 32}},
+	})
+	host.sink.waitFor(t, 10*time.Second, "host takes torB, not torA", func(m map[netip.Prefix][]netip.Addr) bool {
+		return has(m, torB) && lacks(m, torA)
+	})
+	for i, addr := range []netip.Addr{addrA, addrC} {
+		if st := statusOf(t, host, addr); st.State != "established" || !st.EstablishedAt.Equal(sessionsBefore[i].EstablishedAt) {
+			t.Errorf("session to %v was reset by an import rule change: %+v, before %+v", addr, st, sessionsBefore[i])
+		}
+	}
+
+	// NotIn, and an explicit Accept of routes learned from peers: the host then passes the tor's
+	// route on to the other peer, which it never does by itself.
+	withFilters(&Filters{
+		Export: []FilterRule{{Filter: "tor-out", Family: 4, Prefix: pfx("198.18.20.0/24"), MinLen: 24, MaxLen: 32, Negate: true}},
+	})
+	toOther := peerOf(host, other)
+	toOther.Filters = &Filters{Export: []FilterRule{{Filter: "transit", Family: 4, Accept: true, RemoteOnly: true}}}
+	toTor := peerOf(host, tor)
+	toTor.Filters = &Filters{Export: []FilterRule{{Filter: "tor-out", Family: 4, Prefix: pfx("198.18.20.0/24"), MinLen: 24, MaxLen: 32, Negate: true}}}
+	setPeers(t, host, toTor, toOther)
+	host.sink.waitFor(t, 10*time.Second, "host takes torB again once the import rule is gone", func(m map[netip.Prefix][]netip.Addr) bool {
+		return has(m, torA, torB)
+	})
+	tor.sink.waitFor(t, 10*time.Second, "tor gets own1 only", func(m map[netip.Prefix][]netip.Addr) bool {
+		return has(m, own1) && lacks(m, own2, borrowed)
+	})
+	other.sink.waitFor(t, 10*time.Second, "the other peer gets the tor's routes too", func(m map[netip.Prefix][]netip.Addr) bool {
+		return has(m, own1, own2, borrowed, torA, torB)
+	})
+
+	// No filters: back to the speaker's own rules (no transit).
+	setPeers(t, host, peerOf(host, tor), peerOf(host, other))
+	tor.sink.waitFor(t, 10*time.Second, "tor gets everything the host owns", func(m map[netip.Prefix][]netip.Addr) bool {
+		return has(m, own1, own2, borrowed)
+	})
+	// The other peer's session is reset to take back the tor's routes (GoBGP cannot withdraw
+	// them otherwise); it comes back after GoBGP's idle hold.
+	other.sink.waitFor(t, 60*time.Second, "the other peer loses the tor's routes", func(m map[netip.Prefix][]netip.Addr) bool {
+		return has(m, own1, own2, borrowed) && lacks(m, torA, torB)
+	})
+}
+
+// The speaker's own reading of a rule must agree with how GoBGP applies it (TestFilters): it
+// decides which of this host's routes are withdrawn before an export rule change.
+func TestFilterRuleMatches(t *testing.T) {
+	in24 := FilterRule{Family: 4, Prefix: pfx("198.18.20.0/24"), MinLen: 24, MaxLen: 32}
+	tests := []struct {
+		name string
+		rule FilterRule
+		p    string
+		want bool
+	}{
+		{"no prefix matches all", FilterRule{Family: 4}, "203.0.113.0/24", true},
+		{"equal", FilterRule{Prefix: pfx("198.18.20.0/24"), Exact: true}, "198.18.20.0/24", true},
+		{"equal, longer", FilterRule{Prefix: pfx("198.18.20.0/24"), Exact: true}, "198.18.20.0/26", false},
+		{"not equal", FilterRule{Prefix: pfx("198.18.20.0/24"), Exact: true, Negate: true}, "198.18.20.0/26", true},
+		{"in", in24, "198.18.20.64/26", true},
+		{"in, the prefix itself", in24, "198.18.20.0/24", true},
+		{"in, shorter", in24, "198.18.0.0/16", false},
+		{"in, outside", in24, "198.18.21.0/26", false},
+		{"in, length above max", FilterRule{Prefix: pfx("198.18.20.0/24"), MinLen: 24, MaxLen: 26}, "198.18.20.5/32", false},
+		{"in, length below min", FilterRule{Prefix: pfx("198.18.0.0/16"), MinLen: 26, MaxLen: 32}, "198.18.20.0/24", false},
+		{"not in", FilterRule{Prefix: pfx("198.18.20.0/24"), MinLen: 24, MaxLen: 32, Negate: true}, "198.18.30.5/32", true},
+		{"v6 in", FilterRule{Family: 6, Prefix: pfx("2001:db8::/32"), MinLen: 32, MaxLen: 128}, "2001:db8:1::/64", true},
+	}
+	for _, tc := range tests {
+		if got := tc.rule.matches(pfx(tc.p)); got != tc.want {
+			t.Errorf("%s: %+v matches %s = %v, want %v", tc.name, tc.rule, tc.p, got, tc.want)
+		}
+	}
+	f := &Filters{Export: []FilterRule{
+		{Family: 6, Accept: false},
+		{Family: 4, Prefix: pfx("198.18.21.0/24"), MinLen: 24, MaxLen: 32},
+		{Family: 4, Accept: true, RemoteOnly: true},
+		{Family: 4, Accept: true, Prefix: pfx("198.18.0.0/16"), MinLen: 16, MaxLen: 32},
+	}}
+	for _, tc := range []struct {
+		p             string
+		local, remote bool
+	}{
+		{"198.18.21.0/26", false, false}, // the Reject rule comes first for both
+		{"198.18.20.0/26", true, true},   // local: no rule but the last matches; remote: RemoteOnly Accept
+		{"203.0.113.0/24", true, true},   // local: no rule matches, the policy's own accept; remote: RemoteOnly Accept
+		{"2001:db8::/64", false, false},
+	} {
+		if got := exportsLocal(f, pfx(tc.p)); got != tc.local {
+			t.Errorf("exportsLocal(%s) = %v, want %v", tc.p, got, tc.local)
+		}
+		if got := acceptsRemote(f, pfx(tc.p)); got != tc.remote {
+			t.Errorf("acceptsRemote(%s) = %v, want %v", tc.p, got, tc.remote)
+		}
+	}
+	if !exportsLocal(nil, pfx("198.18.0.0/26")) || acceptsRemote(nil, pfx("198.18.0.0/26")) {
+		t.Error("no filters: local routes go out, learned ones do not")
+	}
+}
