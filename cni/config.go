@@ -152,6 +152,9 @@ type Config struct {
 	// says which key gave them. The ones of CNI_ARGS IP= are in PodArgs.
 	IPs     []netip.Addr
 	IPsFrom string
+	// IPsErr is what is wrong with the requested addresses (a CNI error, code 7). Only ADD fails
+	// on it: DEL and CHECK must still be able to clean up and look at a pod whose request was bad.
+	IPsErr error
 }
 
 // ParseConfig decodes and resolves a network configuration. getenv supplies the TERRACE_*
@@ -280,10 +283,16 @@ func ParseConfig(data []byte, getenv func(string) string, hostname func() (strin
 		}
 	}
 	// runtimeConfig (the runtime's, per pod) wins over args (the configuration's).
+	var ipErrs []string
+	badIP := func(format string, a ...any) { ipErrs = append(ipErrs, fmt.Sprintf(format, a...)) }
 	if nc.RuntimeConfig != nil && len(nc.RuntimeConfig.IPs) > 0 {
-		c.IPs, c.IPsFrom = parseRequested(nc.RuntimeConfig.IPs, "runtimeConfig.ips", bad), "runtimeConfig.ips"
+		c.IPs, c.IPsFrom = parseRequested(nc.RuntimeConfig.IPs, "runtimeConfig.ips", badIP), "runtimeConfig.ips"
 	} else if nc.Args != nil && len(nc.Args.CNI.IPs) > 0 {
-		c.IPs, c.IPsFrom = parseRequested(nc.Args.CNI.IPs, "args.cni.ips", bad), "args.cni.ips"
+		c.IPs, c.IPsFrom = parseRequested(nc.Args.CNI.IPs, "args.cni.ips", badIP), "args.cni.ips"
+	}
+	if len(ipErrs) > 0 {
+		c.IPs = nil
+		c.IPsErr = types.NewError(types.ErrInvalidNetworkConfig, "invalid requested addresses: "+strings.Join(ipErrs, "; "), "")
 	}
 	if len(errs) > 0 {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid network configuration: "+strings.Join(errs, "; "), "")
@@ -362,11 +371,13 @@ type PodArgs struct {
 	Name      string       // K8S_POD_NAME
 	UID       string       // K8S_POD_UID
 	IPs       []netip.Addr // IP: comma-separated addresses (or address/length), as the static IPAM plugin takes them
+	// IPsErr says what is wrong with IP (a CNI error, code 4); as Config.IPsErr, only ADD fails on it.
+	IPsErr error
 }
 
 // ParseCNIArgs parses CNI_ARGS ("K=V;K=V"). Keys other than the K8S_POD_* ones and IP are
-// ignored, as runtimes pass IgnoreUnknown=1 and keys for other plugins. A malformed pair or
-// address is ErrInvalidEnvironmentVariables.
+// ignored, as runtimes pass IgnoreUnknown=1 and keys for other plugins. A malformed pair is
+// ErrInvalidEnvironmentVariables; a bad address in IP is PodArgs.IPsErr.
 func ParseCNIArgs(s string) (PodArgs, error) {
 	var a PodArgs
 	if strings.TrimSpace(s) == "" {
@@ -393,7 +404,7 @@ func ParseCNIArgs(s string) (PodArgs, error) {
 				errs = append(errs, fmt.Sprintf(format, args...))
 			})
 			if len(errs) > 0 {
-				return PodArgs{}, types.NewError(types.ErrInvalidEnvironmentVariables, strings.Join(errs, "; "), "")
+				a.IPs, a.IPsErr = nil, types.NewError(types.ErrInvalidEnvironmentVariables, strings.Join(errs, "; "), "")
 			}
 		}
 	}

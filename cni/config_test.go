@@ -34,6 +34,7 @@ func TestParseConfig(t *testing.T) {
 		want  func(c *Config)
 		code  uint
 		inMsg string
+		ipErr string // the configuration parses, requested addresses carry this error (code 7)
 	}{
 		{name: "minimal", conf: `{"cniVersion":"1.1.0","name":"net1","type":"terrace"}`, want: func(*Config) {}},
 		{name: "all keys", conf: `{"cniVersion":"1.0.0","name":"net1","type":"terrace",
@@ -96,15 +97,15 @@ func TestParseConfig(t *testing.T) {
 		{name: "empty runtimeConfig ips leaves args", conf: `{"cniVersion":"1.1.0","name":"n","args":{"cni":{"ips":["198.18.0.8"]}},"runtimeConfig":{"ips":[]}}`,
 			want: func(c *Config) { c.IPs, c.IPsFrom = []netip.Addr{netip.MustParseAddr("198.18.0.8")}, "args.cni.ips" }},
 		{name: "requested not an address", conf: `{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["198.18.0.1","web"]}}`,
-			code: types.ErrInvalidNetworkConfig, inMsg: `runtimeConfig.ips[1]: "web" is not an IP address`},
+			want: func(*Config) {}, ipErr: `runtimeConfig.ips[1]: "web" is not an IP address`},
 		{name: "requested twice", conf: `{"cniVersion":"1.1.0","name":"n","args":{"cni":{"ips":["198.18.0.1","198.18.0.1/32"]}}}`,
-			code: types.ErrInvalidNetworkConfig, inMsg: "args.cni.ips[1]: 198.18.0.1 is requested twice"},
+			want: func(*Config) {}, ipErr: "args.cni.ips[1]: 198.18.0.1 is requested twice"},
 		{name: "requested link-local", conf: `{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["169.254.1.1"]}}`,
-			code: types.ErrInvalidNetworkConfig, inMsg: "169.254.1.1 cannot be a pod's address"},
+			want: func(*Config) {}, ipErr: "169.254.1.1 cannot be a pod's address"},
 		{name: "requested zone", conf: `{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["2001:db8::1%eth0"]}}`,
-			code: types.ErrInvalidNetworkConfig, inMsg: "is not an IP address"},
+			want: func(*Config) {}, ipErr: "is not an IP address"},
 		{name: "requested too many", conf: `{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["198.18.0.1","198.18.0.2","198.18.0.3","198.18.0.4","198.18.0.5","198.18.0.6","198.18.0.7","198.18.0.8","198.18.0.9","198.18.0.10","198.18.0.11","198.18.0.12","198.18.0.13","198.18.0.14","198.18.0.15","198.18.0.16","198.18.0.17"]}}`,
-			code: types.ErrInvalidNetworkConfig, inMsg: "17 addresses requested, at most 16"},
+			want: func(*Config) {}, ipErr: "17 addresses requested, at most 16"},
 		{name: "requested ips not a list", conf: `{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":"198.18.0.1"}}`, code: types.ErrDecodingFailure},
 	}
 	for _, tc := range tests {
@@ -123,6 +124,19 @@ func TestParseConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if tc.ipErr != "" {
+				var e *types.Error
+				if !errors.As(got.IPsErr, &e) || e.Code != types.ErrInvalidNetworkConfig || !strings.Contains(e.Msg, tc.ipErr) {
+					t.Fatalf("IPsErr = %v, want code %d containing %q", got.IPsErr, types.ErrInvalidNetworkConfig, tc.ipErr)
+				}
+				if got.IPs != nil {
+					t.Fatalf("requested addresses kept beside an error: %v", got.IPs)
+				}
+				return
+			}
+			if got.IPsErr != nil {
+				t.Fatalf("IPsErr = %v", got.IPsErr)
+			}
 			want := base
 			want.Network = got.Network
 			tc.want(&want)
@@ -135,9 +149,10 @@ func TestParseConfig(t *testing.T) {
 
 func TestParseCNIArgs(t *testing.T) {
 	tests := []struct {
-		in   string
-		want PodArgs
-		bad  bool
+		in    string
+		want  PodArgs
+		bad   bool
+		badIP bool // parses, with PodArgs.IPsErr (code 4)
 	}{
 		{in: "", want: PodArgs{}},
 		{in: "IgnoreUnknown=1;K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u1",
@@ -146,11 +161,11 @@ func TestParseCNIArgs(t *testing.T) {
 		{in: "K8S_POD_NAME", bad: true},
 		{in: "=x", bad: true},
 		{in: "IgnoreUnknown=1;IP=198.18.0.5/24,2001:db8:1000::5", want: PodArgs{IPs: []netip.Addr{netip.MustParseAddr("198.18.0.5"), netip.MustParseAddr("2001:db8:1000::5")}}},
-		{in: "IP=198.18.0.5,198.18.0.5", bad: true},
-		{in: "IP=198.18.0", bad: true},
-		{in: "IP=", bad: true},
-		{in: "IP=0.0.0.0", bad: true},
-		{in: "IP=ff02::1", bad: true},
+		{in: "IP=198.18.0.5,198.18.0.5", badIP: true},
+		{in: "IP=198.18.0", badIP: true},
+		{in: "IP=", badIP: true},
+		{in: "IP=0.0.0.0", badIP: true},
+		{in: "IP=ff02::1", badIP: true},
 	}
 	for _, tc := range tests {
 		got, err := ParseCNIArgs(tc.in)
@@ -163,6 +178,13 @@ func TestParseCNIArgs(t *testing.T) {
 		}
 		if err != nil {
 			t.Errorf("ParseCNIArgs(%q): %v", tc.in, err)
+			continue
+		}
+		if tc.badIP {
+			var e *types.Error
+			if !errors.As(got.IPsErr, &e) || e.Code != types.ErrInvalidEnvironmentVariables || got.IPs != nil {
+				t.Errorf("ParseCNIArgs(%q) IPsErr = %v, IPs %v; want code %d and no addresses", tc.in, got.IPsErr, got.IPs, types.ErrInvalidEnvironmentVariables)
+			}
 			continue
 		}
 		if diff := cmp.Diff(tc.want, got, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
@@ -200,6 +222,9 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("accepted config out of range: %+v", c)
 		}
 		checkRequested(t, c.IPs)
+		if e := asCNIError(c.IPsErr); c.IPsErr != nil && (e == nil || e.Code != types.ErrInvalidNetworkConfig || e.Msg == "") {
+			t.Fatalf("requested-address error %v is not a config CNI error", c.IPsErr)
+		}
 	})
 }
 
@@ -231,12 +256,10 @@ func FuzzParseCNIArgs(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		a, err := ParseCNIArgs(s)
-		if err != nil {
-			e := asCNIError(err)
-			if e == nil || e.Code != types.ErrInvalidEnvironmentVariables || e.Msg == "" {
+		for _, err := range []error{err, a.IPsErr} {
+			if e := asCNIError(err); err != nil && (e == nil || e.Code != types.ErrInvalidEnvironmentVariables || e.Msg == "") {
 				t.Fatalf("error %v is not an invalid-environment CNI error", err)
 			}
-			return
 		}
 		checkRequested(t, a.IPs)
 	})

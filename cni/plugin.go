@@ -123,8 +123,13 @@ func (p *Plugin) begin(cmd string, args *skel.CmdArgs) (*invocation, error) {
 	inv.hostIf = HostInterfaceName(cfg.Network, args.ContainerID, args.IfName)
 	inv.handle = HandleID(cfg.Network, args.ContainerID)
 	inv.requested, inv.requestedFrom = cfg.IPs, cfg.IPsFrom
-	if len(inv.requested) == 0 && len(pod.IPs) > 0 {
-		inv.requested, inv.requestedFrom = pod.IPs, "CNI_ARGS IP"
+	ipsErr := cfg.IPsErr
+	if len(inv.requested) == 0 && cfg.IPsErr == nil {
+		inv.requested, inv.requestedFrom, ipsErr = pod.IPs, "CNI_ARGS IP", pod.IPsErr
+	}
+	if ipsErr != nil && (cmd == "ADD" || cmd == "IPAM-ADD") {
+		done()
+		return nil, ipsErr
 	}
 	inv.log = log.With("cmd", cmd, "network", cfg.Network, "containerID", args.ContainerID, "ifname", args.IfName)
 	return inv, nil

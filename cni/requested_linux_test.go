@@ -131,6 +131,22 @@ func TestBinaryRequestedAddresses(t *testing.T) {
 						}
 					})
 				}
+				// A malformed request fails ADD only: DEL with the same input must still clean up.
+				for _, bad := range []struct {
+					extra, args string
+					code        uint
+				}{
+					{`,"runtimeConfig":{"ips":["web"]}`, "", types.ErrInvalidNetworkConfig},
+					{"", "IgnoreUnknown=1;IP=198.18.0", types.ErrInvalidEnvironmentVariables},
+				} {
+					e.t = t
+					c := call{cmd: "ADD", cid: "req-bad-" + be.name, netns: e.newPod(), stdin: be.conf(bad.extra), args: bad.args}
+					if o := e.exec(c); o.err == nil || o.err.Code != bad.code {
+						t.Errorf("ADD with %q %q = %+v, want code %d", bad.extra, bad.args, o.err, bad.code)
+					}
+					c.cmd = "DEL"
+					e.mustOK(c)
+				}
 				e.t = t
 				holder.cmd = "DEL"
 				e.mustOK(holder)
