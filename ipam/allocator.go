@@ -439,7 +439,8 @@ type AssignIPsArgs struct {
 // AssignIPs assigns every address of args.IPs to args.Handle, all or nothing: when one cannot
 // be had (ErrAddressNotInPool, ErrPoolDisabled, ErrAddressInUse), those this call took are
 // released again and the error names the address. Addresses the handle already held count as
-// assigned and are left alone by that release.
+// assigned and are left alone by that release. A block claimed for an address on the way stays
+// the node's, empty, as AutoAssign leaves the blocks it claims.
 func (a *Allocator) AssignIPs(ctx context.Context, args AssignIPsArgs) (Assigned, error) {
 	var out Assigned
 	if args.Handle == "" || args.Node == "" || len(args.IPs) == 0 {

@@ -541,7 +541,11 @@ func TestPeerFilters(t *testing.T) {
 		ExportV6: []api.BGPFilterRule{{Action: api.BGPFilterReject, Source: api.BGPFilterSourceRemotePeers}},
 	}}
 	more := api.BGPFilter{Metadata: api.ObjectMeta{Name: "more"}, Spec: api.BGPFilterSpec{
-		ImportV6: []api.BGPFilterRule{{Action: api.BGPFilterReject, MatchOperator: api.BGPFilterNotEqual, CIDR: "2001:db8::/32"}},
+		ImportV6: []api.BGPFilterRule{
+			{Action: api.BGPFilterReject, MatchOperator: api.BGPFilterNotEqual, CIDR: "2001:db8::/32"},
+			// Never written through validation; a damaged store must not make it match everything.
+			{Action: api.BGPFilterAccept, MatchOperator: api.BGPFilterIn, CIDR: "garbage"},
+		},
 	}}
 	in := Input{NodeName: "host-1", Nodes: threeNodes()[:1], Filters: []*api.BGPFilter{&tor, &more},
 		Peers: []*api.BGPPeer{
@@ -572,7 +576,9 @@ func TestPeerFilters(t *testing.T) {
 	if d.Peers[1].Filters != nil {
 		t.Errorf("a peer naming no filter got %+v", d.Peers[1].Filters)
 	}
-	if !strings.Contains(strings.Join(d.Warnings, "\n"), `BGPFilter "missing" does not exist`) {
-		t.Errorf("no warning for the missing filter: %v", d.Warnings)
+	for _, w := range []string{`BGPFilter "missing" does not exist`, `BGPFilter more: rule with cidr "garbage" left out`} {
+		if !strings.Contains(strings.Join(d.Warnings, "\n"), w) {
+			t.Errorf("no warning %q: %v", w, d.Warnings)
+		}
 	}
 }

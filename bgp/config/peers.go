@@ -310,16 +310,18 @@ func (c *computation) filters(names []string, peer string) *speaker.Filters {
 			continue
 		}
 		spec := c.in.Filters[i].Spec
-		f.Import = append(f.Import, filterRules(n, 4, spec.ImportV4)...)
-		f.Import = append(f.Import, filterRules(n, 6, spec.ImportV6)...)
-		f.Export = append(f.Export, filterRules(n, 4, spec.ExportV4)...)
-		f.Export = append(f.Export, filterRules(n, 6, spec.ExportV6)...)
+		f.Import = append(f.Import, c.filterRules(n, 4, spec.ImportV4)...)
+		f.Import = append(f.Import, c.filterRules(n, 6, spec.ImportV6)...)
+		f.Export = append(f.Export, c.filterRules(n, 4, spec.ExportV4)...)
+		f.Export = append(f.Export, c.filterRules(n, 6, spec.ExportV6)...)
 	}
 	return f
 }
 
-// filterRules converts validated BGPFilter rules of one family.
-func filterRules(name string, family int, rules []api.BGPFilterRule) []speaker.FilterRule {
+// filterRules converts BGPFilter rules of one family. A rule whose cidr does not read (it was
+// validated when written, so only a damaged store gets here) is left out with a warning rather
+// than turned into a rule that matches every route.
+func (c *computation) filterRules(name string, family int, rules []api.BGPFilterRule) []speaker.FilterRule {
 	out := make([]speaker.FilterRule, 0, len(rules))
 	maxLen := 32
 	if family == 6 {
@@ -328,7 +330,12 @@ func filterRules(name string, family int, rules []api.BGPFilterRule) []speaker.F
 	for _, r := range rules {
 		fr := speaker.FilterRule{Filter: name, Family: family, Accept: r.Action == api.BGPFilterAccept,
 			RemoteOnly: r.Source == api.BGPFilterSourceRemotePeers}
-		if p, err := netip.ParsePrefix(r.CIDR); err == nil {
+		if r.CIDR != "" {
+			p, err := netip.ParsePrefix(r.CIDR)
+			if err != nil {
+				c.warnf("BGPFilter %s: rule with cidr %q left out: %v", name, r.CIDR, err)
+				continue
+			}
 			fr.Prefix = p.Masked()
 			fr.Exact = r.MatchOperator == api.BGPFilterEqual || r.MatchOperator == api.BGPFilterNotEqual
 			fr.Negate = r.MatchOperator == api.BGPFilterNotEqual || r.MatchOperator == api.BGPFilterNotIn

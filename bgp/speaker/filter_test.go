@@ -8,9 +8,10 @@ import (
 
 // TestFilters: a peer's filter rules decide, first match wins, which of its routes the host
 // takes in and which of the host's routes it is sent; other peers are untouched, rules of the
-// other family never match, and changing the rules re-evaluates routes already exchanged: in
-// place for import rules, and by a session reset for a peer whose export rules changed (GoBGP
-// would otherwise never withdraw what it sent before).
+// other family never match, and changing the rules re-evaluates routes already exchanged without
+// a session reset (import: re-run over what was received; export: this host's own routes now
+// refused are withdrawn), except for a peer that an Accept rule had sent routes learned from
+// others, whose session is reset (GoBGP cannot withdraw those alone).
 func TestFilters(t *testing.T) {
 	port := freePort(t, addrA, addrB, addrC)
 	tor := startSpeaker(t, addrA, 65001, port, nil)
@@ -108,6 +109,11 @@ func TestFilters(t *testing.T) {
 	other.sink.waitFor(t, 10*time.Second, "the other peer gets the tor's routes too", func(m map[netip.Prefix][]netip.Addr) bool {
 		return has(m, own1, own2, borrowed, torA, torB)
 	})
+	for i, addr := range []netip.Addr{addrA, addrC} {
+		if st := statusOf(t, host, addr); st.State != "established" || !st.EstablishedAt.Equal(sessionsBefore[i].EstablishedAt) {
+			t.Errorf("session to %v was reset by an export rule change: %+v, before %+v", addr, st, sessionsBefore[i])
+		}
+	}
 
 	// No filters: back to the speaker's own rules (no transit).
 	setPeers(t, host, peerOf(host, tor), peerOf(host, other))
@@ -173,5 +179,32 @@ func TestFilterRuleMatches(t *testing.T) {
 	}
 	if !exportsLocal(nil, pfx("198.18.0.0/26")) || acceptsRemote(nil, pfx("198.18.0.0/26")) {
 		t.Error("no filters: local routes go out, learned ones do not")
+	}
+}
+
+// An Accept rule ends evaluation before the export policy's own next-hop-self statement, so for a
+// next-hop-self peer the filter's statement for iBGP-learned routes must set it itself.
+func TestFilterStatementsNextHopSelf(t *testing.T) {
+	p := Peer{Address: addrA, Filters: &Filters{Export: []FilterRule{
+		{Filter: "f", Family: 4, Accept: true, Prefix: pfx("198.18.0.0/16"), MinLen: 16, MaxLen: 32},
+		{Filter: "f", Family: 4},
+	}}}
+	for _, nhs := range [][]string{nil, {hostPrefix(addrA)}} {
+		_, stmts := filterStatements("export", []Peer{p}, nhs)
+		self := 0
+		for _, st := range stmts {
+			if st.Actions.GetNexthop().GetSelf() {
+				self++
+				if st.Conditions.GetRouteType().String() != "ROUTE_TYPE_INTERNAL" || st.Actions.GetRouteAction().String() != "ACCEPT" {
+					t.Errorf("next-hop-self on %v", st)
+				}
+			}
+		}
+		if want := len(nhs); self != want {
+			t.Errorf("next-hop-self peers %v: %d statements set next-hop-self, want %d", nhs, self, want)
+		}
+		if n := len(stmts); n != 2+len(nhs) {
+			t.Errorf("next-hop-self peers %v: %d statements, want %d", nhs, n, 2+len(nhs))
+		}
 	}
 }

@@ -59,6 +59,8 @@ func (s *Speaker) SetPeers(ctx context.Context, desired []Peer) error {
 			continue
 		}
 		delete(s.peers, addr)
+		// A re-created session starts with nothing sent: no withdrawal or reset is owed to it.
+		delete(s.exportFilters, addr)
 		s.forgetAdvertised()
 		s.log.Info("bgp peer removed", "peer", addr, "type", old.Type)
 	}
@@ -207,26 +209,32 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 	slices.Sort(ibgp)
 	filtered := slices.SortedFunc(maps.Values(s.peers), func(a, b Peer) int { return a.Address.Compare(b.Address) })
 	filtered = slices.DeleteFunc(filtered, func(p Peer) bool { return p.Filters == nil })
-	exportSets, exportFilters := filterStatements("export", filtered)
-	importSets, importFilters := filterStatements("import", filtered)
-	key := fmt.Sprintf("%v|%s|%s|%s|%s", reflector, strings.Join(nhs, ","), strings.Join(ibgp, ","),
-		statementsKey(exportSets, exportFilters), statementsKey(importSets, importFilters))
+	exportSets, exportFilters := filterStatements("export", filtered, nhs)
+	importSets, importFilters := filterStatements("import", filtered, nil)
+	exportKey := fmt.Sprintf("%v|%s|%s|%s", reflector, strings.Join(nhs, ","), strings.Join(ibgp, ","),
+		statementsKey(exportSets, exportFilters))
+	importKey := statementsKey(importSets, importFilters)
 	exportFilterMap := make(map[netip.Addr]*Filters, len(s.peers))
 	for addr, p := range s.peers {
 		exportFilterMap[addr] = p.Filters
 	}
-	if key == s.policyKey {
+	if s.policyKey != "" && exportKey == s.exportKey && importKey == s.importKey {
 		s.exportFilters = exportFilterMap // new peers, same policy
 		return nil
 	}
+	exportChanged, importChanged := exportKey != s.exportKey, importKey != s.importKey
 	// GoBGP v3 never withdraws what it sent before and a changed export policy now refuses: its
 	// soft reset out only re-sends what is accepted. So this host's own routes that a peer's new
 	// rules refuse are withdrawn while the old policy is still in force (the withdrawal reaches
 	// every peer that had them) and advertised again under the new one. Routes learned from
 	// peers (sent only when reflecting, or by an explicit Accept) are not covered: a peer keeps
 	// those until its session restarts.
-	resetPeers := s.refusedRemote(exportFilterMap, ibgp)
-	refused, err := s.withdrawLocal(ctx, s.newlyRefused(exportFilterMap))
+	var resetPeers []netip.Addr
+	var toWithdraw []netip.Prefix
+	if exportChanged {
+		resetPeers, toWithdraw = s.refusedRemote(exportFilterMap, ibgp), s.newlyRefused(exportFilterMap)
+	}
+	refused, err := s.withdrawLocal(ctx, toWithdraw)
 	// Advertised again under whatever policy is in force when this returns: the new one, or,
 	// if installing it failed, the old one (and the change is retried with the next call).
 	defer func() { retErr = errors.Join(retErr, s.readvertise(ctx, refused)) }()
@@ -279,6 +287,12 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 	if err := s.srv.SetPolicies(ctx, &api.SetPoliciesRequest{DefinedSets: sets, Policies: policies}); err != nil {
 		return fmt.Errorf("set bgp policies: %w", err)
 	}
+	// At once: peers are without these routes until then (a few of this host's own prefixes).
+	err = s.readvertise(ctx, refused)
+	refused = nil
+	if err != nil {
+		return err
+	}
 	resetIn := false
 	if s.policyKey == "" {
 		err := s.srv.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
@@ -291,7 +305,7 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 			return fmt.Errorf("assign export policy: %w", err)
 		}
 		s.importAssigned = false
-	} else if len(s.peers) > 0 {
+	} else if len(s.peers) > 0 && exportChanged {
 		// A policy change does not re-evaluate what was already sent; a soft reset out re-sends
 		// what the policy now accepts, without taking sessions down (what it now refuses was
 		// withdrawn above).
@@ -306,8 +320,8 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 				return fmt.Errorf("reset peer %v after its export rules changed: %w", addr, err)
 			}
 		}
-		resetIn = s.importAssigned
 	}
+	resetIn = s.importAssigned && importChanged && len(s.peers) > 0
 	s.exportFilters = exportFilterMap
 	if needImport && !s.importAssigned {
 		err := s.srv.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
@@ -328,7 +342,7 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 			return fmt.Errorf("re-apply import policy: %w", err)
 		}
 	}
-	s.policyKey = key
+	s.policyKey, s.exportKey, s.importKey = exportKey+"||"+importKey, exportKey, importKey
 	s.log.Debug("bgp policies set", "reflector", reflector, "nextHopSelf", nhs,
 		"exportFilterStatements", len(exportFilters), "importFilterStatements", len(importFilters))
 	return nil
@@ -338,10 +352,13 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 // policy, in peer order then rule order, each limited to its peer by a neighbour set (which, for
 // export, GoBGP matches against the peer a route is sent to, and for import the peer it came
 // from), with the defined sets they use.
-func filterStatements(dir string, peers []Peer) ([]*api.DefinedSet, []*api.Statement) {
+func filterStatements(dir string, peers []Peer, nhs []string) ([]*api.DefinedSet, []*api.Statement) {
 	var sets []*api.DefinedSet
 	var stmts []*api.Statement
 	for _, p := range peers {
+		// An Accept ends evaluation before the policy's own next-hop-self statement, so for a
+		// next-hop-self peer an accepted iBGP-learned route gets next-hop-self here.
+		nhsPeer := slices.Contains(nhs, hostPrefix(p.Address))
 		rules := p.Filters.Import
 		if dir == "export" {
 			rules = p.Filters.Export
@@ -380,19 +397,29 @@ func filterStatements(dir string, peers []Peer) ([]*api.DefinedSet, []*api.State
 					IpPrefix: r.Prefix.String(), MaskLengthMin: uint32(lo), MaskLengthMax: uint32(hi),
 				}}})
 			}
-			action := &api.Actions{RouteAction: api.RouteAction_REJECT}
-			if r.Accept {
-				action.RouteAction = api.RouteAction_ACCEPT
+			action := func(internal bool) *api.Actions {
+				if !r.Accept {
+					return &api.Actions{RouteAction: api.RouteAction_REJECT}
+				}
+				a := &api.Actions{RouteAction: api.RouteAction_ACCEPT}
+				if internal && nhsPeer {
+					a.Nexthop = &api.NexthopAction{Self: true}
+				}
+				return a
 			}
-			if !r.RemoteOnly {
-				stmts = append(stmts, &api.Statement{Name: name, Conditions: cond(), Actions: action})
-				continue
-			}
-			// Learned from peers: iBGP or eBGP, which GoBGP tells apart as two route types.
-			for _, rt := range []api.Conditions_RouteType{api.Conditions_ROUTE_TYPE_INTERNAL, api.Conditions_ROUTE_TYPE_EXTERNAL} {
+			typed := func(rt api.Conditions_RouteType) *api.Statement {
 				c := cond()
 				c.RouteType = rt
-				stmts = append(stmts, &api.Statement{Name: name + "-" + strings.ToLower(rt.String()), Conditions: c, Actions: action})
+				return &api.Statement{Name: name + "-" + strings.ToLower(rt.String()), Conditions: c, Actions: action(rt == api.Conditions_ROUTE_TYPE_INTERNAL)}
+			}
+			switch {
+			case r.RemoteOnly:
+				// Learned from peers: iBGP or eBGP, which GoBGP tells apart as two route types.
+				stmts = append(stmts, typed(api.Conditions_ROUTE_TYPE_INTERNAL), typed(api.Conditions_ROUTE_TYPE_EXTERNAL))
+			case r.Accept && nhsPeer:
+				stmts = append(stmts, typed(api.Conditions_ROUTE_TYPE_INTERNAL), &api.Statement{Name: name, Conditions: cond(), Actions: action(false)})
+			default:
+				stmts = append(stmts, &api.Statement{Name: name, Conditions: cond(), Actions: action(false)})
 			}
 		}
 	}
@@ -406,8 +433,8 @@ func statementsKey(sets []*api.DefinedSet, stmts []*api.Statement) string {
 		fmt.Fprintf(&b, "%s=%v%v;", d.Name, d.List, prefixesKey(d.Prefixes))
 	}
 	for _, st := range stmts {
-		fmt.Fprintf(&b, "%s:%v:%v:%v:%v:%v;", st.Name, st.Conditions.GetNeighborSet().GetName(), st.Conditions.GetPrefixSet().GetType(),
-			st.Conditions.GetRouteType(), st.Conditions.GetAfiSafiIn(), st.Actions.GetRouteAction())
+		fmt.Fprintf(&b, "%s:%v:%v:%v:%v:%v:%v;", st.Name, st.Conditions.GetNeighborSet().GetName(), st.Conditions.GetPrefixSet().GetType(),
+			st.Conditions.GetRouteType(), st.Conditions.GetAfiSafiIn(), st.Actions.GetRouteAction(), st.Actions.GetNexthop().GetSelf())
 	}
 	return b.String()
 }
@@ -458,7 +485,11 @@ func (s *Speaker) refusedRemote(next map[netip.Addr]*Filters, ibgp []string) []n
 			}
 			learned = s.learned.snapshot()
 		}
-		for p := range learned {
+		for p, hops := range learned {
+			// GoBGP never sends a peer back what it learned from that peer.
+			if slices.Contains(hops, addr) {
+				continue
+			}
 			if acceptsRemote(old, p) && !acceptsRemote(f, p) {
 				out = append(out, addr)
 				break

@@ -51,12 +51,14 @@ type Speaker struct {
 	policyKey  string
 	// importAssigned: the import policy is assigned (from the first import filter on).
 	importAssigned bool
-	// exportFilters are the peers' filters the export policy was last built from.
-	exportFilters map[netip.Addr]*Filters
-	advertised    map[netip.Prefix]Advert
-	cancel        context.CancelFunc
-	learned       *learnedRoutes
-	done          chan struct{}
+	// exportFilters are the peers' filters the export policy was last built from; exportKey and
+	// importKey identify the two policies as last installed (policyKey is both).
+	exportFilters        map[netip.Addr]*Filters
+	exportKey, importKey string
+	advertised           map[netip.Prefix]Advert
+	cancel               context.CancelFunc
+	learned              *learnedRoutes
+	done                 chan struct{}
 
 	advMu    sync.Mutex // guards the advertised counts PeerStatusCached reuses; held while counting
 	advAt    time.Time
@@ -135,7 +137,7 @@ func (s *Speaker) Start(ctx context.Context, g Global) error {
 	}
 	s.srv, s.global, s.started = srv, g, true
 	s.restarting, s.firstPeers = restarting, true
-	s.policyKey, s.importAssigned = "", false
+	s.policyKey, s.importAssigned, s.exportKey, s.importKey, s.exportFilters = "", false, "", "", nil
 	if err := s.applyPolicy(ctx); err != nil {
 		srv.Stop()
 		s.started = false
