@@ -503,41 +503,33 @@ func (s *Speaker) refusedRemote(next map[netip.Addr]*Filters, ibgp []string) []n
 // acceptsRemote tells whether filters f send a route learned from a peer: only an Accept rule
 // does (the export policy's own statements do not, outside reflection).
 func acceptsRemote(f *Filters, p netip.Prefix) bool {
-	if f == nil {
-		return false
-	}
-	fam := 4
-	if p.Addr().Is6() {
-		fam = 6
-	}
-	for _, r := range f.Export {
-		if r.Family == fam && r.matches(p) {
-			return r.Accept
-		}
-	}
-	return false
+	accept, matched := f.decide(p, false)
+	return matched && accept
 }
 
-// exportsLocal tells whether filters f let this host's own prefix p out: the first rule of p's
-// family that matches decides; no match (or no filters) lets it out, as the export policy's own
-// statements accept every local route.
+// exportsLocal tells whether filters f let this host's own prefix p out: no match (or no
+// filters) lets it out, as the export policy's own statements accept every local route.
 func exportsLocal(f *Filters, p netip.Prefix) bool {
+	accept, matched := f.decide(p, true)
+	return accept || !matched
+}
+
+// decide is the export rules' verdict on p: the first rule of p's family that matches (a
+// RemoteOnly rule never matches a local route) accepts or rejects it.
+func (f *Filters) decide(p netip.Prefix, local bool) (accept, matched bool) {
 	if f == nil {
-		return true
+		return false, false
 	}
 	fam := 4
 	if p.Addr().Is6() {
 		fam = 6
 	}
 	for _, r := range f.Export {
-		if r.Family != fam || r.RemoteOnly {
-			continue
-		}
-		if r.matches(p) {
-			return r.Accept
+		if r.Family == fam && !(local && r.RemoteOnly) && r.matches(p) {
+			return r.Accept, true
 		}
 	}
-	return true
+	return false, false
 }
 
 // matches is GoBGP's prefix-set match as filterStatements configures it: Prefix exactly, or

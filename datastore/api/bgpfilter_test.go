@@ -1,7 +1,6 @@
 package api
 
 import (
-	"errors"
 	"strings"
 	"testing"
 
@@ -16,17 +15,12 @@ type fieldError struct{ Path, Reason string }
 // the expected substring when it contains it, so that tables compare with cmp.
 func fieldErrors(t *testing.T, r Resource, want []fieldError) []fieldError {
 	t.Helper()
-	SetDefaults(r)
-	err := Validate(r)
-	if err == nil {
+	fields := validationFields(t, r)
+	if fields == nil {
 		return nil
 	}
-	var ve *ValidationError
-	if !errors.As(err, &ve) {
-		t.Fatalf("Validate returned %T, want *ValidationError: %v", err, err)
-	}
 	var out []fieldError
-	for i, f := range ve.Fields {
+	for i, f := range fields {
 		got := fieldError{f.Path, f.Reason}
 		if i < len(want) && want[i].Reason != "" && strings.Contains(f.Reason, want[i].Reason) {
 			got.Reason = want[i].Reason

@@ -24,6 +24,17 @@ func decodeOne(t *testing.T, manifest string) Resource {
 // fieldPaths runs defaults and validation and returns the paths of the field errors (nil if valid).
 func fieldPaths(t *testing.T, r Resource) []string {
 	t.Helper()
+	var paths []string
+	for _, f := range validationFields(t, r) {
+		paths = append(paths, f.Path)
+	}
+	return paths
+}
+
+// validationFields runs defaults and validation and returns the field errors (nil if valid),
+// checking that the error names the resource and each field with its reason.
+func validationFields(t *testing.T, r Resource) []FieldError {
+	t.Helper()
 	SetDefaults(r)
 	err := Validate(r)
 	if err == nil {
@@ -38,7 +49,6 @@ func fieldPaths(t *testing.T, r Resource) []string {
 		t.Errorf("ValidationError names %s %s/%s, want %s %s/%s", ve.Kind, ve.Namespace, ve.Name,
 			info.Kind, r.GetObjectMeta().Namespace, r.GetObjectMeta().Name)
 	}
-	var paths []string
 	for _, f := range ve.Fields {
 		if f.Reason == "" {
 			t.Errorf("field %s has no reason", f.Path)
@@ -46,9 +56,8 @@ func fieldPaths(t *testing.T, r Resource) []string {
 		if !strings.Contains(err.Error(), f.Path+": "+f.Reason) {
 			t.Errorf("Error() %q does not name %s: %s", err.Error(), f.Path, f.Reason)
 		}
-		paths = append(paths, f.Path)
 	}
-	return paths
+	return ve.Fields
 }
 
 type validationCase struct {
