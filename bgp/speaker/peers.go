@@ -227,8 +227,7 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 	// soft reset out only re-sends what is accepted. So this host's own routes that a peer's new
 	// rules refuse are withdrawn while the old policy is still in force (the withdrawal reaches
 	// every peer that had them) and advertised again under the new one. Routes learned from
-	// peers (sent only when reflecting, or by an explicit Accept) are not covered: a peer keeps
-	// those until its session restarts.
+	// peers cannot be taken back that way: the peers owed such a withdrawal are reset below.
 	var resetPeers []netip.Addr
 	var toWithdraw []netip.Prefix
 	if exportChanged {
