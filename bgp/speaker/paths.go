@@ -33,11 +33,7 @@ func (s *Speaker) SetAdvertised(ctx context.Context, desired map[netip.Prefix]Ad
 		if _, ok := want[p]; ok {
 			continue
 		}
-		path, err := buildPath(p, old)
-		if err == nil {
-			err = s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path})
-		}
-		if err != nil {
+		if err := s.withdrawPath(ctx, p, old); err != nil {
 			errs = append(errs, fmt.Errorf("withdraw %v: %w", p, err))
 			continue
 		}
@@ -50,11 +46,7 @@ func (s *Speaker) SetAdvertised(ctx context.Context, desired map[netip.Prefix]Ad
 		if old, ok := s.advertised[p]; ok && old.NextHop == a.NextHop && slices.Equal(old.Communities, a.Communities) {
 			continue
 		}
-		path, err := buildPath(p, a)
-		if err == nil {
-			_, err = s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
-		}
-		if err != nil {
+		if err := s.addPath(ctx, p, a); err != nil {
 			errs = append(errs, fmt.Errorf("advertise %v: %w", p, err))
 			continue
 		}
@@ -62,6 +54,25 @@ func (s *Speaker) SetAdvertised(ctx context.Context, desired map[netip.Prefix]Ad
 		s.forgetAdvertised()
 	}
 	return errors.Join(errs...)
+}
+
+// withdrawPath withdraws this host's own path for p, advertised as a: with its own path, never an
+// empty DeletePath (that would drop every local path).
+func (s *Speaker) withdrawPath(ctx context.Context, p netip.Prefix, a Advert) error {
+	path, err := buildPath(p, a)
+	if err == nil {
+		err = s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path})
+	}
+	return err
+}
+
+// addPath originates p as a, replacing an older version of p.
+func (s *Speaker) addPath(ctx context.Context, p netip.Prefix, a Advert) error {
+	path, err := buildPath(p, a)
+	if err == nil {
+		_, err = s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
+	}
+	return err
 }
 
 // Advertised returns a copy of what this speaker currently originates.

@@ -554,11 +554,7 @@ func (s *Speaker) withdrawLocal(ctx context.Context, prefixes []netip.Prefix) (m
 	var errs []error
 	for _, p := range prefixes {
 		a := s.advertised[p]
-		path, err := buildPath(p, a)
-		if err == nil {
-			err = s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path})
-		}
-		if err != nil {
+		if err := s.withdrawPath(ctx, p, a); err != nil {
 			errs = append(errs, fmt.Errorf("withdraw %v before an export policy change: %w", p, err))
 			continue
 		}
@@ -576,11 +572,7 @@ func (s *Speaker) readvertise(ctx context.Context, withdrawn map[netip.Prefix]Ad
 	var errs []error
 	for _, p := range slices.SortedFunc(maps.Keys(withdrawn), comparePrefix) {
 		a := withdrawn[p]
-		path, err := buildPath(p, a)
-		if err == nil {
-			_, err = s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
-		}
-		if err != nil {
+		if err := s.addPath(ctx, p, a); err != nil {
 			errs = append(errs, fmt.Errorf("advertise %v after an export policy change: %w", p, err))
 			continue
 		}
