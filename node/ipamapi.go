@@ -301,7 +301,7 @@ func (a *DatastoreAPI) assign(ctx context.Context, st *dsState, w http.ResponseW
 		})
 	}
 	if err != nil {
-		return fmt.Errorf("assign addresses for %s: %w", req.Handle, err)
+		return err // ipam's error already names the handle and the node
 	}
 	writeJSON(w, http.StatusOK, AssignResponse{IPv4: nonNil(got.IPv4), IPv6: nonNil(got.IPv6)})
 	return nil
