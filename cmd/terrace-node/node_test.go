@@ -169,7 +169,9 @@ func TestRunRegistersAndServes(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "state", "nodename")); err != nil || string(b) != "test-node" {
 		t.Errorf("nodename file: %q %v", b, err)
 	}
-	for _, w := range []string{"IPv4 address chosen", "address=192.0.2.10/32", "method=flag", "node registered", "felix disabled by configuration"} {
+	// The daemon logs the registration after etcd has answered, so the Node can be seen first.
+	waitFor(t, "the registration's log line", logs, func() bool { return strings.Contains(logs.String(), "node registered") })
+	for _, w := range []string{"IPv4 address chosen", "address=192.0.2.10/32", "method=flag", "felix disabled by configuration"} {
 		if !strings.Contains(logs.String(), w) {
 			t.Errorf("log lacks %q:\n%s", w, logs)
 		}
