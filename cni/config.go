@@ -283,16 +283,12 @@ func ParseConfig(data []byte, getenv func(string) string, hostname func() (strin
 		}
 	}
 	// runtimeConfig (the runtime's, per pod) wins over args (the configuration's).
-	var ipErrs []string
-	badIP := func(format string, a ...any) { ipErrs = append(ipErrs, fmt.Sprintf(format, a...)) }
 	if nc.RuntimeConfig != nil && len(nc.RuntimeConfig.IPs) > 0 {
-		c.IPs, c.IPsFrom = parseRequested(nc.RuntimeConfig.IPs, "runtimeConfig.ips", badIP), "runtimeConfig.ips"
+		c.IPsFrom = "runtimeConfig.ips"
+		c.IPs, c.IPsErr = parseRequested(nc.RuntimeConfig.IPs, c.IPsFrom, types.ErrInvalidNetworkConfig)
 	} else if nc.Args != nil && len(nc.Args.CNI.IPs) > 0 {
-		c.IPs, c.IPsFrom = parseRequested(nc.Args.CNI.IPs, "args.cni.ips", badIP), "args.cni.ips"
-	}
-	if len(ipErrs) > 0 {
-		c.IPs = nil
-		c.IPsErr = types.NewError(types.ErrInvalidNetworkConfig, "invalid requested addresses: "+strings.Join(ipErrs, "; "), "")
+		c.IPsFrom = "args.cni.ips"
+		c.IPs, c.IPsErr = parseRequested(nc.Args.CNI.IPs, c.IPsFrom, types.ErrInvalidNetworkConfig)
 	}
 	if len(errs) > 0 {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid network configuration: "+strings.Join(errs, "; "), "")
@@ -305,26 +301,29 @@ const maxRequested = 16
 
 // parseRequested reads requested pod addresses: each an address, or an address with a prefix
 // length as the CNI conventions write them ("10.1.2.3/24"; a Terrace pod gets the address as a
-// /32 or /128 whatever the length says). Every problem is reported through bad, naming where.
-func parseRequested(entries []string, where string, bad func(string, ...any)) []netip.Addr {
+// /32 or /128 whatever the length says). Problems come back together as one CNI error of code,
+// each naming where, and no addresses.
+func parseRequested(entries []string, where string, code uint) ([]netip.Addr, error) {
 	if len(entries) > maxRequested {
-		bad("%s: %d addresses requested, at most %d", where, len(entries), maxRequested)
-		return nil
+		return nil, types.NewError(code, fmt.Sprintf("invalid requested addresses: %s: %d addresses requested, at most %d", where, len(entries), maxRequested), "")
 	}
 	var out []netip.Addr
+	var bad []string
 	for i, e := range entries {
 		ip, err := parseRequestedAddr(e)
-		if err != nil {
-			bad("%s[%d]: %v", where, i, err)
-			continue
+		switch {
+		case err != nil:
+			bad = append(bad, fmt.Sprintf("%s[%d]: %v", where, i, err))
+		case slices.Contains(out, ip):
+			bad = append(bad, fmt.Sprintf("%s[%d]: %s is requested twice", where, i, ip))
+		default:
+			out = append(out, ip)
 		}
-		if slices.Contains(out, ip) {
-			bad("%s[%d]: %s is requested twice", where, i, ip)
-			continue
-		}
-		out = append(out, ip)
 	}
-	return out
+	if len(bad) > 0 {
+		return nil, types.NewError(code, "invalid requested addresses: "+strings.Join(bad, "; "), "")
+	}
+	return out, nil
 }
 
 func parseRequestedAddr(s string) (netip.Addr, error) {
@@ -399,13 +398,7 @@ func ParseCNIArgs(s string) (PodArgs, error) {
 		case "K8S_POD_UID":
 			a.UID = v
 		case "IP":
-			var errs []string
-			a.IPs = parseRequested(strings.Split(v, ","), "CNI_ARGS IP", func(format string, args ...any) {
-				errs = append(errs, fmt.Sprintf(format, args...))
-			})
-			if len(errs) > 0 {
-				a.IPs, a.IPsErr = nil, types.NewError(types.ErrInvalidEnvironmentVariables, strings.Join(errs, "; "), "")
-			}
+			a.IPs, a.IPsErr = parseRequested(strings.Split(v, ","), "CNI_ARGS IP", types.ErrInvalidEnvironmentVariables)
 		}
 	}
 	return a, nil
