@@ -292,18 +292,10 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 	if err != nil {
 		return err
 	}
-	resetIn := false
 	if s.policyKey == "" {
-		err := s.srv.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-			Name:          "global",
-			Direction:     api.PolicyDirection_EXPORT,
-			Policies:      []*api.Policy{{Name: exportPolicy}},
-			DefaultAction: api.RouteAction_REJECT,
-		}})
-		if err != nil {
-			return fmt.Errorf("assign export policy: %w", err)
+		if err := s.assignGlobal(ctx, api.PolicyDirection_EXPORT, exportPolicy, api.RouteAction_REJECT); err != nil {
+			return err
 		}
-		s.importAssigned = false
 	} else if len(s.peers) > 0 && exportChanged {
 		// A policy change does not re-evaluate what was already sent; a soft reset out re-sends
 		// what the policy now accepts, without taking sessions down (what it now refuses was
@@ -320,17 +312,11 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 			}
 		}
 	}
-	resetIn = s.importAssigned && importChanged && len(s.peers) > 0
+	resetIn := s.importAssigned && importChanged && len(s.peers) > 0
 	s.exportFilters = exportFilterMap
 	if needImport && !s.importAssigned {
-		err := s.srv.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-			Name:          "global",
-			Direction:     api.PolicyDirection_IMPORT,
-			Policies:      []*api.Policy{{Name: importPolicy}},
-			DefaultAction: api.RouteAction_ACCEPT,
-		}})
-		if err != nil {
-			return fmt.Errorf("assign import policy: %w", err)
+		if err := s.assignGlobal(ctx, api.PolicyDirection_IMPORT, importPolicy, api.RouteAction_ACCEPT); err != nil {
+			return err
 		}
 		s.importAssigned, resetIn = true, len(s.peers) > 0
 	}
@@ -344,6 +330,17 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 	s.policyKey, s.exportKey, s.importKey = exportKey+"||"+importKey, exportKey, importKey
 	s.log.Debug("bgp policies set", "reflector", reflector, "nextHopSelf", nhs,
 		"exportFilterStatements", len(exportFilters), "importFilterStatements", len(importFilters))
+	return nil
+}
+
+// assignGlobal makes policy the global one for direction, with def for routes no statement decides.
+func (s *Speaker) assignGlobal(ctx context.Context, dir api.PolicyDirection, policy string, def api.RouteAction) error {
+	err := s.srv.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: dir, Policies: []*api.Policy{{Name: policy}}, DefaultAction: def,
+	}})
+	if err != nil {
+		return fmt.Errorf("assign %s policy: %w", strings.ToLower(dir.String()), err)
+	}
 	return nil
 }
 
