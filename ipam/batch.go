@@ -33,10 +33,38 @@ type assignReq struct {
 	done chan struct{}
 }
 
+// batcher is this Allocator's state for one block: the queue of assignments waiting for the next
+// batch, and the turn writers take (see lockBlock).
 type batcher struct {
 	mu      sync.Mutex
 	queue   []*assignReq
 	running bool
+	turn    chan struct{} // holds a token while one of this Allocator's writers owns the block
+}
+
+func (a *Allocator) batcherOf(cidr netip.Prefix) *batcher {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	bt := a.batchers[cidr]
+	if bt == nil {
+		bt = &batcher{turn: make(chan struct{}, 1)}
+		a.batchers[cidr] = bt
+	}
+	return bt
+}
+
+// lockBlock makes this Allocator's writers of one block (assignment batches, releases, specific
+// addresses, affinity changes) take turns. Two of them would only conflict in etcd and retry, and
+// with many at once (concurrent DELs at the node agent) one could lose the race often enough to
+// give up; taking turns leaves compare-and-swap to settle races between processes only.
+func (a *Allocator) lockBlock(ctx context.Context, cidr netip.Prefix) (unlock func(), err error) {
+	bt := a.batcherOf(cidr)
+	select {
+	case bt.turn <- struct{}{}:
+		return func() { <-bt.turn }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for block %v: %w", cidr, ctx.Err())
+	}
 }
 
 // cachedFree returns the free count of the cached block, if cached.
@@ -77,13 +105,7 @@ func (a *Allocator) assignFromBlock(ctx context.Context, cidr netip.Prefix, n in
 		}
 	}
 	req := &assignReq{n: n, owner: owner, hs: hs, attrs: attrs, done: make(chan struct{})}
-	a.mu.Lock()
-	bt := a.batchers[cidr]
-	if bt == nil {
-		bt = &batcher{}
-		a.batchers[cidr] = bt
-	}
-	a.mu.Unlock()
+	bt := a.batcherOf(cidr)
 	bt.mu.Lock()
 	bt.queue = append(bt.queue, req)
 	lead := !bt.running
@@ -102,7 +124,16 @@ func (a *Allocator) assignFromBlock(ctx context.Context, cidr netip.Prefix, n in
 				break
 			}
 			bt.mu.Unlock()
+			unlock, err := a.lockBlock(ctx, cidr)
+			if err != nil {
+				for _, r := range batch {
+					r.err = err
+					close(r.done)
+				}
+				continue
+			}
 			a.writeBatch(ctx, cidr, batch)
+			unlock()
 		}
 	}
 	<-req.done
@@ -187,7 +218,10 @@ func (a *Allocator) writeBatch(ctx context.Context, cidr netip.Prefix, batch []*
 			}
 		}
 		if errors.Is(err, kv.ErrConflict) {
-			a.retries.Add(1)
+			if err := a.lostRace(ctx, attempt); err != nil {
+				setErr(now, fmt.Errorf("write block %v: %w", cidr, err))
+				return
+			}
 			fresh = true
 			for _, r := range now {
 				if err := a.loadHandle(ctx, r.hs); err != nil {

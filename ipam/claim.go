@@ -86,7 +86,9 @@ func (a *Allocator) claimBlock(ctx context.Context, node string, pools []*pool) 
 		err = a.claim(ctx, node, cidr)
 		if errors.Is(err, kv.ErrConflict) {
 			// Another host won this block; look again.
-			a.retries.Add(1)
+			if err := a.lostRace(ctx, attempt); err != nil {
+				return netip.Prefix{}, fmt.Errorf("claim block for %s: %w", node, err)
+			}
 			continue
 		}
 		if err != nil {
@@ -261,6 +263,11 @@ func comparePrefix(x, y netip.Prefix) int {
 // releaseAffinity drops node's claim on one block in one transaction with the block write.
 func (a *Allocator) releaseAffinity(ctx context.Context, node string, cidr netip.Prefix) (bool, *BlockUsage, error) {
 	affKey := AffinityKey(node, cidr)
+	unlock, err := a.lockBlock(ctx, cidr)
+	if err != nil {
+		return false, nil, err
+	}
+	defer unlock()
 	for attempt := 0; attempt < a.MaxRetries; attempt++ {
 		var ops []kv.Op
 		ae, err := a.store.Get(ctx, affKey)
@@ -299,7 +306,9 @@ func (a *Allocator) releaseAffinity(ctx context.Context, node string, cidr netip
 		}
 		_, err = a.store.Commit(ctx, ops...)
 		if errors.Is(err, kv.ErrConflict) {
-			a.retries.Add(1)
+			if err := a.lostRace(ctx, attempt); err != nil {
+				return false, nil, fmt.Errorf("release block %v of %s: %w", cidr, node, err)
+			}
 			continue
 		}
 		if err != nil {
@@ -343,6 +352,11 @@ func (a *Allocator) ReleasePoolBlocks(ctx context.Context, cidr netip.Prefix) (f
 
 // deleteEmptyBlock deletes a block and its owner's affinity if the block is still empty.
 func (a *Allocator) deleteEmptyBlock(ctx context.Context, cidr netip.Prefix) (bool, error) {
+	unlock, err := a.lockBlock(ctx, cidr)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
 	for attempt := 0; attempt < a.MaxRetries; attempt++ {
 		e, b, err := a.readBlock(ctx, cidr, true)
 		if err != nil {
@@ -364,7 +378,9 @@ func (a *Allocator) deleteEmptyBlock(ctx context.Context, cidr netip.Prefix) (bo
 		}
 		_, err = a.store.Commit(ctx, ops...)
 		if errors.Is(err, kv.ErrConflict) {
-			a.retries.Add(1)
+			if err := a.lostRace(ctx, attempt); err != nil {
+				return false, fmt.Errorf("delete block %v: %w", cidr, err)
+			}
 			continue
 		}
 		if err != nil {

@@ -106,7 +106,9 @@ func (a *Allocator) DeletePool(ctx context.Context, name, resourceVersion string
 		}
 		_, err = a.store.Commit(ctx, ops...)
 		if errors.Is(err, kv.ErrConflict) {
-			a.retries.Add(1)
+			if err := a.lostRace(ctx, attempt); err != nil {
+				return out, fmt.Errorf("delete IP pool %s: %w", name, err)
+			}
 			continue
 		}
 		if err != nil {

@@ -91,6 +91,11 @@ func (a *Allocator) groupByBlock(ctx context.Context, ips []netip.Addr) (map[net
 // owner is deleted, returning it to the pool.
 func (a *Allocator) releaseInBlock(ctx context.Context, cidr netip.Prefix, ips []netip.Addr,
 	release func(*Block) (map[string]int, []netip.Addr)) ([]netip.Addr, error) {
+	unlock, err := a.lockBlock(ctx, cidr)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	for attempt := 0; attempt < a.MaxRetries; attempt++ {
 		e, b, err := a.readBlock(ctx, cidr, true)
 		if err != nil {
@@ -128,7 +133,9 @@ func (a *Allocator) releaseInBlock(ctx context.Context, cidr netip.Prefix, ips [
 		}
 		rev, err := a.store.Commit(ctx, ops...)
 		if errors.Is(err, kv.ErrConflict) {
-			a.retries.Add(1)
+			if err := a.lostRace(ctx, attempt); err != nil {
+				return nil, fmt.Errorf("write block %v: %w", cidr, err)
+			}
 			continue
 		}
 		if err != nil {
@@ -179,7 +186,9 @@ func (a *Allocator) ReleaseByHandle(ctx context.Context, handle string) ([]netip
 		cidr := netip.MustParsePrefix(sortedKeys(hs.h.Blocks)[0])
 		ips, err := a.releaseHandleInBlock(ctx, cidr, hs)
 		if errors.Is(err, kv.ErrConflict) {
-			a.retries.Add(1)
+			if err := a.lostRace(ctx, attempt); err != nil {
+				return released, fmt.Errorf("release handle %s: %w", handle, err)
+			}
 			if err := a.loadHandle(ctx, hs); err != nil {
 				return released, fmt.Errorf("release handle %s: %w", handle, err)
 			}
@@ -197,6 +206,11 @@ func (a *Allocator) ReleaseByHandle(ctx context.Context, handle string) ([]netip
 // releaseHandleInBlock frees the handle's addresses in one block and drops the block from the
 // handle in the same transaction. hs is updated on success.
 func (a *Allocator) releaseHandleInBlock(ctx context.Context, cidr netip.Prefix, hs *handleState) ([]netip.Addr, error) {
+	unlock, err := a.lockBlock(ctx, cidr)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	e, b, err := a.readBlock(ctx, cidr, true)
 	if err != nil {
 		return nil, err
