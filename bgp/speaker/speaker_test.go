@@ -531,3 +531,64 @@ func TestPeerStatusCachedAdvertised(t *testing.T) {
 		t.Errorf("expired cached status and uncached status counted %d times, want 2", got)
 	}
 }
+
+// TestReflectorStops: a host that stops reflecting (its only client becomes an ordinary iBGP peer,
+// or goes) must not leave what it reflected at its other iBGP peers. The client's session is
+// re-created or deleted, which withdraws the client's routes everywhere, and the host does not
+// pass them on again between non-clients.
+func TestReflectorStops(t *testing.T) {
+	for _, how := range []string{"client becomes a mesh peer", "client removed"} {
+		t.Run(how, func(t *testing.T) {
+			port := freePort(t, addrA, addrB, addrC)
+			client := startSpeaker(t, addrA, asn, port, nil)
+			other := startSpeaker(t, addrB, asn, port, nil)
+			rr := startSpeaker(t, addrC, asn, port, nil)
+			toClient, toOther := peerOf(rr, client), peerOf(rr, other)
+			toClient.Type, toClient.RouteReflectorClient, toClient.RRClusterID = PeerTypeRRClient, true, "224.0.0.1"
+			setPeers(t, rr, toClient, toOther)
+			fromClient := peerOf(client, rr)
+			fromClient.Type = PeerTypeReflector
+			setPeers(t, client, fromClient)
+			setPeers(t, other, peerOf(other, rr))
+			waitEstablished(t, rr, addrA)
+			waitEstablished(t, rr, addrB)
+
+			pc, po := pfx("198.18.0.0/26"), pfx("198.18.0.64/26")
+			advertise(t, client, map[netip.Prefix]Advert{pc: {NextHop: addrA}})
+			advertise(t, other, map[netip.Prefix]Advert{po: {NextHop: addrB}})
+			other.sink.waitFor(t, 10*time.Second, "the client's block reflected to the non-client", func(m map[netip.Prefix][]netip.Addr) bool {
+				return cmp.Equal(m, map[netip.Prefix][]netip.Addr{pc: {addrA}}, netOpts)
+			})
+			client.sink.waitFor(t, 10*time.Second, "the non-client's block reflected to the client", func(m map[netip.Prefix][]netip.Addr) bool {
+				return cmp.Equal(m, map[netip.Prefix][]netip.Addr{po: {addrB}}, netOpts)
+			})
+
+			if how == "client removed" {
+				setPeers(t, rr, toOther)
+			} else {
+				plain := peerOf(rr, client)
+				setPeers(t, rr, plain, toOther)
+				fromClient.Type = PeerTypeMesh
+				setPeers(t, client, fromClient)
+				waitEstablished(t, rr, addrA)
+				rr.sink.waitFor(t, 10*time.Second, "the former client's block learned again", func(m map[netip.Prefix][]netip.Addr) bool {
+					return cmp.Equal(m[pc], []netip.Addr{addrA}, netOpts)
+				})
+			}
+			other.sink.waitFor(t, 15*time.Second, "the reflected block withdrawn from the non-client", func(m map[netip.Prefix][]netip.Addr) bool {
+				return len(m) == 0
+			})
+			client.sink.waitFor(t, 15*time.Second, "the reflected block withdrawn from the former client", func(m map[netip.Prefix][]netip.Addr) bool {
+				return len(m) == 0
+			})
+			// Nothing comes back: between non-clients nothing is passed on.
+			time.Sleep(2 * time.Second)
+			if m := other.sink.get(); len(m) != 0 {
+				t.Errorf("non-client holds %v after the host stopped reflecting", m)
+			}
+			if m := client.sink.get(); len(m) != 0 {
+				t.Errorf("former client holds %v after the host stopped reflecting", m)
+			}
+		})
+	}
+}
