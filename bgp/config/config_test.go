@@ -118,7 +118,25 @@ func TestPeers(t *testing.T) {
 					peer("rack-b", api.BGPPeerSpec{NodeSelector: "rack == 'b'", PeerIP: "192.0.2.2", ASNumber: 65000}),
 				}},
 			want: []speaker.Peer{
-				{Address: ip("192.0.2.1"), ASN: 65000, LocalASN: 65100, Type: speaker.PeerTypeNode, NextHopSelf: true,
+				{Address: ip("192.0.2.1"), ASN: 65000, LocalASN: 65100, Type: speaker.PeerTypeNode, NextHop: speaker.NextHopSelf,
+					GracefulRestart: gr, Families: speaker.Families{IPv4: true}},
+			},
+		},
+		{
+			name: "next hop kept: keepOriginalNextHop, or nextHopMode Keep",
+			in: Input{NodeName: "host-1", Nodes: []*api.Node{node("host-1", "192.0.2.11", "", nil)},
+				Configs: []*api.BGPConfiguration{bgpConfig("default", meshOff)},
+				Peers: []*api.BGPPeer{
+					peer("tor-1", api.BGPPeerSpec{PeerIP: "192.0.2.1", ASNumber: 65000, KeepOriginalNextHop: true}),
+					peer("tor-2", api.BGPPeerSpec{PeerIP: "192.0.2.2", ASNumber: 65000, NextHopMode: "Keep"}),
+					peer("tor-3", api.BGPPeerSpec{PeerIP: "192.0.2.3", ASNumber: 65000, NextHopMode: "Auto"}),
+				}},
+			want: []speaker.Peer{
+				{Address: ip("192.0.2.1"), ASN: 65000, Type: speaker.PeerTypeGlobal, SourceAddress: ip("192.0.2.11"),
+					NextHop: speaker.NextHopKeep, GracefulRestart: gr, Families: speaker.Families{IPv4: true}},
+				{Address: ip("192.0.2.2"), ASN: 65000, Type: speaker.PeerTypeGlobal, SourceAddress: ip("192.0.2.11"),
+					NextHop: speaker.NextHopKeep, GracefulRestart: gr, Families: speaker.Families{IPv4: true}},
+				{Address: ip("192.0.2.3"), ASN: 65000, Type: speaker.PeerTypeGlobal, SourceAddress: ip("192.0.2.11"),
 					GracefulRestart: gr, Families: speaker.Families{IPv4: true}},
 			},
 		},

@@ -284,7 +284,12 @@ func (c *computation) applyPeerSpec(p *speaker.Peer, bp *api.BGPPeer, name strin
 	if s.LocalASNumber != nil {
 		p.LocalASN = uint32(*s.LocalASNumber)
 	}
-	p.NextHopSelf = strings.EqualFold(s.NextHopMode, api.NextHopSelf)
+	switch {
+	case s.KeepOriginalNextHop || strings.EqualFold(s.NextHopMode, api.NextHopKeep):
+		p.NextHop = speaker.NextHopKeep
+	case strings.EqualFold(s.NextHopMode, api.NextHopSelf):
+		p.NextHop = speaker.NextHopSelf
+	}
 	p.GracefulRestart = speaker.GracefulRestart{Enabled: true, RestartTime: defaultRestartTime, NotificationEnabled: true}
 	if s.MaxRestartTime != nil && s.MaxRestartTime.Duration > 0 {
 		p.GracefulRestart.RestartTime = uint32(s.MaxRestartTime.Seconds())

@@ -1,9 +1,12 @@
 package speaker
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestFilters: a peer's filter rules decide, first match wins, which of its routes the host
@@ -182,29 +185,83 @@ func TestFilterRuleMatches(t *testing.T) {
 	}
 }
 
-// An Accept rule ends evaluation before the export policy's own next-hop-self statement, so for a
-// next-hop-self peer the filter's statement for iBGP-learned routes must set it itself.
-func TestFilterStatementsNextHopSelf(t *testing.T) {
-	p := Peer{Address: addrA, Filters: &Filters{Export: []FilterRule{
+// An export Accept rule ends evaluation before the policy's own statements, so the filter's
+// statements set the peer's next hop mode themselves: on every route an Accept passes (this host's
+// own too, where self and keep both give the session address), never on a Reject, never on import.
+func TestFilterStatementsNextHop(t *testing.T) {
+	rules := []FilterRule{
 		{Filter: "f", Family: 4, Accept: true, Prefix: pfx("198.18.0.0/16"), MinLen: 16, MaxLen: 32},
+		{Filter: "f", Family: 4, Accept: true, RemoteOnly: true},
 		{Filter: "f", Family: 4},
-	}}}
-	for _, nhs := range [][]string{nil, {hostPrefix(addrA)}} {
-		_, stmts := filterStatements("export", []Peer{p}, nhs)
-		self := 0
+	}
+	type nh struct{ Self, Unchanged int }
+	for _, c := range []struct {
+		mode NextHopMode
+		dir  string
+		want nh
+	}{
+		{NextHopAuto, "export", nh{}},
+		{NextHopSelf, "export", nh{Self: 3}}, // the Accept, and the RemoteOnly Accept's two route types
+		{NextHopKeep, "export", nh{Unchanged: 3}},
+		{NextHopSelf, "import", nh{}},
+		{NextHopKeep, "import", nh{}},
+	} {
+		p := Peer{Address: addrA, NextHop: c.mode, Filters: &Filters{Export: rules, Import: rules}}
+		_, stmts := filterStatements(c.dir, []Peer{p})
+		var got nh
 		for _, st := range stmts {
+			if st.Actions.GetNexthop() != nil && st.Actions.GetRouteAction().String() != "ACCEPT" {
+				t.Errorf("mode %v %s: next hop set on %v", c.mode, c.dir, st)
+			}
 			if st.Actions.GetNexthop().GetSelf() {
-				self++
-				if st.Conditions.GetRouteType().String() != "ROUTE_TYPE_INTERNAL" || st.Actions.GetRouteAction().String() != "ACCEPT" {
-					t.Errorf("next-hop-self on %v", st)
-				}
+				got.Self++
+			}
+			if st.Actions.GetNexthop().GetUnchanged() {
+				got.Unchanged++
 			}
 		}
-		if want := len(nhs); self != want {
-			t.Errorf("next-hop-self peers %v: %d statements set next-hop-self, want %d", nhs, self, want)
+		if got != c.want {
+			t.Errorf("mode %v %s: %+v statements set the next hop, want %+v", c.mode, c.dir, got, c.want)
 		}
-		if n := len(stmts); n != 2+len(nhs) {
-			t.Errorf("next-hop-self peers %v: %d statements, want %d", nhs, n, 2+len(nhs))
+		if len(stmts) != 4 {
+			t.Errorf("mode %v %s: %d statements, want 4", c.mode, c.dir, len(stmts))
+		}
+	}
+}
+
+// TestNextHopModes: a peer's next hop mode decides the next hop of routes passed on to it (here
+// by a filter's Accept rule, from an eBGP ToR to another eBGP peer): Auto and Self give this
+// host's address, Keep the ToR's. This host's own routes always carry its address. Changing the
+// mode re-sends the routes without resetting the session.
+func TestNextHopModes(t *testing.T) {
+	port := freePort(t, addrA, addrB, addrC)
+	tor := startSpeaker(t, addrA, 65001, port, nil)
+	host := startSpeaker(t, addrB, 65002, port, nil)
+	other := startSpeaker(t, addrC, 65003, port, nil)
+	setPeers(t, tor, peerOf(tor, host))
+	setPeers(t, other, peerOf(other, host))
+	fromTor, own := pfx("198.18.10.0/24"), pfx("198.18.20.0/26")
+	advertise(t, tor, map[netip.Prefix]Advert{fromTor: {NextHop: addrA}})
+	advertise(t, host, map[netip.Prefix]Advert{own: {}})
+
+	var established time.Time
+	for _, c := range []struct {
+		mode NextHopMode
+		want netip.Addr
+	}{{NextHopAuto, addrB}, {NextHopKeep, addrA}, {NextHopSelf, addrB}, {NextHopKeep, addrA}} {
+		toOther := peerOf(host, other)
+		toOther.NextHop = c.mode
+		toOther.Filters = &Filters{Export: []FilterRule{{Filter: "transit", Family: 4, Accept: true, RemoteOnly: true}}}
+		setPeers(t, host, peerOf(host, tor), toOther)
+		want := map[netip.Prefix][]netip.Addr{fromTor: {c.want}, own: {addrB}}
+		other.sink.waitFor(t, 10*time.Second, fmt.Sprintf("mode %v: the ToR's route via %v", c.mode, c.want), func(m map[netip.Prefix][]netip.Addr) bool {
+			return cmp.Equal(m, want, netOpts)
+		})
+		st := statusOf(t, host, addrC)
+		if established.IsZero() {
+			established = st.EstablishedAt
+		} else if st.State != "established" || !st.EstablishedAt.Equal(established) {
+			t.Errorf("mode %v: session reset by a next hop mode change: %+v", c.mode, st)
 		}
 	}
 }

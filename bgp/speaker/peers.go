@@ -197,7 +197,7 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 		}
 		if s.localASN(p) == p.ASN {
 			ibgp = append(ibgp, hostPrefix(p.Address))
-			if p.NextHopSelf {
+			if p.NextHop == NextHopSelf {
 				nhs = append(nhs, hostPrefix(p.Address))
 			}
 		}
@@ -209,8 +209,8 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 	slices.Sort(ibgp)
 	filtered := slices.SortedFunc(maps.Values(s.peers), func(a, b Peer) int { return a.Address.Compare(b.Address) })
 	filtered = slices.DeleteFunc(filtered, func(p Peer) bool { return p.Filters == nil })
-	exportSets, exportFilters := filterStatements("export", filtered, nhs)
-	importSets, importFilters := filterStatements("import", filtered, nil)
+	exportSets, exportFilters := filterStatements("export", filtered)
+	importSets, importFilters := filterStatements("import", filtered)
 	exportKey := fmt.Sprintf("%v|%s|%s|%s", reflector, strings.Join(nhs, ","), strings.Join(ibgp, ","),
 		statementsKey(exportSets, exportFilters))
 	importKey := statementsKey(importSets, importFilters)
@@ -347,14 +347,12 @@ func (s *Speaker) assignGlobal(ctx context.Context, dir api.PolicyDirection, pol
 // filterStatements turns the peers' filter rules of one direction into statements of the global
 // policy, in peer order then rule order, each limited to its peer by a neighbour set (which, for
 // export, GoBGP matches against the peer a route is sent to, and for import the peer it came
-// from), with the defined sets they use.
-func filterStatements(dir string, peers []Peer, nhs []string) ([]*api.DefinedSet, []*api.Statement) {
+// from), with the defined sets they use. An export Accept ends evaluation before the policy's own
+// statements, so it sets the peer's next hop mode itself.
+func filterStatements(dir string, peers []Peer) ([]*api.DefinedSet, []*api.Statement) {
 	var sets []*api.DefinedSet
 	var stmts []*api.Statement
 	for _, p := range peers {
-		// An Accept ends evaluation before the policy's own next-hop-self statement, so for a
-		// next-hop-self peer an accepted iBGP-learned route gets next-hop-self here.
-		nhsPeer := slices.Contains(nhs, hostPrefix(p.Address))
 		rules := p.Filters.Import
 		if dir == "export" {
 			rules = p.Filters.Export
@@ -393,29 +391,31 @@ func filterStatements(dir string, peers []Peer, nhs []string) ([]*api.DefinedSet
 					IpPrefix: r.Prefix.String(), MaskLengthMin: uint32(lo), MaskLengthMax: uint32(hi),
 				}}})
 			}
-			action := func(internal bool) *api.Actions {
+			action := func() *api.Actions {
 				if !r.Accept {
 					return &api.Actions{RouteAction: api.RouteAction_REJECT}
 				}
 				a := &api.Actions{RouteAction: api.RouteAction_ACCEPT}
-				if internal && nhsPeer {
-					a.Nexthop = &api.NexthopAction{Self: true}
+				if dir == "export" {
+					switch p.NextHop {
+					case NextHopSelf:
+						a.Nexthop = &api.NexthopAction{Self: true}
+					case NextHopKeep:
+						a.Nexthop = &api.NexthopAction{Unchanged: true}
+					}
 				}
 				return a
 			}
 			typed := func(rt api.Conditions_RouteType) *api.Statement {
 				c := cond()
 				c.RouteType = rt
-				return &api.Statement{Name: name + "-" + strings.ToLower(rt.String()), Conditions: c, Actions: action(rt == api.Conditions_ROUTE_TYPE_INTERNAL)}
+				return &api.Statement{Name: name + "-" + strings.ToLower(rt.String()), Conditions: c, Actions: action()}
 			}
-			switch {
-			case r.RemoteOnly:
+			if r.RemoteOnly {
 				// Learned from peers: iBGP or eBGP, which GoBGP tells apart as two route types.
 				stmts = append(stmts, typed(api.Conditions_ROUTE_TYPE_INTERNAL), typed(api.Conditions_ROUTE_TYPE_EXTERNAL))
-			case r.Accept && nhsPeer:
-				stmts = append(stmts, typed(api.Conditions_ROUTE_TYPE_INTERNAL), &api.Statement{Name: name, Conditions: cond(), Actions: action(false)})
-			default:
-				stmts = append(stmts, &api.Statement{Name: name, Conditions: cond(), Actions: action(false)})
+			} else {
+				stmts = append(stmts, &api.Statement{Name: name, Conditions: cond(), Actions: action()})
 			}
 		}
 	}
@@ -429,8 +429,9 @@ func statementsKey(sets []*api.DefinedSet, stmts []*api.Statement) string {
 		fmt.Fprintf(&b, "%s=%v%v;", d.Name, d.List, prefixesKey(d.Prefixes))
 	}
 	for _, st := range stmts {
-		fmt.Fprintf(&b, "%s:%v:%v:%v:%v:%v:%v;", st.Name, st.Conditions.GetNeighborSet().GetName(), st.Conditions.GetPrefixSet().GetType(),
-			st.Conditions.GetRouteType(), st.Conditions.GetAfiSafiIn(), st.Actions.GetRouteAction(), st.Actions.GetNexthop().GetSelf())
+		fmt.Fprintf(&b, "%s:%v:%v:%v:%v:%v:%v:%v;", st.Name, st.Conditions.GetNeighborSet().GetName(), st.Conditions.GetPrefixSet().GetType(),
+			st.Conditions.GetRouteType(), st.Conditions.GetAfiSafiIn(), st.Actions.GetRouteAction(), st.Actions.GetNexthop().GetSelf(),
+			st.Actions.GetNexthop().GetUnchanged())
 	}
 	return b.String()
 }

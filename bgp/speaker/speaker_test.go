@@ -116,7 +116,7 @@ func TestSetPeersKeepsUnchangedSessions(t *testing.T) {
 	// Same B; C's hold time changes; B's label and next-hop-self (policy only) change.
 	pb := peerOf(a, b)
 	pb.Type = PeerTypeNode
-	pb.NextHopSelf = true
+	pb.NextHop = NextHopSelf
 	pc := peerOf(a, c)
 	pc.HoldSeconds = 12
 	setPeers(t, a, pb, pc)
@@ -436,7 +436,7 @@ func TestReflectorNextHopSelfIsPolicyOnly(t *testing.T) {
 	b.sink.waitFor(t, 10*time.Second, "reflected with the originator's next hop", func(m map[netip.Prefix][]netip.Addr) bool {
 		return cmp.Equal(m[p], []netip.Addr{addrA}, netOpts)
 	})
-	toB.NextHopSelf = true
+	toB.NextHop = NextHopSelf
 	setPeers(t, rr, toA, toB)
 	b.sink.waitFor(t, 10*time.Second, "reflected with the reflector as next hop", func(m map[netip.Prefix][]netip.Addr) bool {
 		return cmp.Equal(m[p], []netip.Addr{addrC}, netOpts)
@@ -445,7 +445,7 @@ func TestReflectorNextHopSelfIsPolicyOnly(t *testing.T) {
 		t.Errorf("next-hop-self change reset the session: before %v, after %v", before.EstablishedAt, after.EstablishedAt)
 	}
 	// Turning it off again restores the originator's next hop.
-	toB.NextHopSelf = false
+	toB.NextHop = NextHopAuto
 	setPeers(t, rr, toA, toB)
 	b.sink.waitFor(t, 10*time.Second, "original next hop restored", func(m map[netip.Prefix][]netip.Addr) bool {
 		return cmp.Equal(m[p], []netip.Addr{addrA}, netOpts)

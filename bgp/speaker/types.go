@@ -62,8 +62,9 @@ type Peer struct {
 	// RouteReflectorClient makes this host a route reflector for the peer, in cluster RRClusterID.
 	RouteReflectorClient bool
 	RRClusterID          string
-	// NextHopSelf rewrites the next hop of reflected (iBGP-learned) routes sent to this peer.
-	NextHopSelf bool
+	// NextHop says which next hop routes passed on to this peer (reflected, or sent by a filter's
+	// Accept rule) carry; this host's own routes carry its session address whatever it says.
+	NextHop NextHopMode
 	// Passive only accepts the peer's connection and never dials it.
 	Passive  bool
 	Families Families
@@ -72,13 +73,25 @@ type Peer struct {
 }
 
 // sessionKey is the part of Peer whose change requires the session to be re-created; fields
-// outside it (Type, NextHopSelf, Filters) change status or policy only.
+// outside it (Type, NextHop, Filters) change status or policy only.
 func (p Peer) sessionKey() Peer {
 	p.Type = ""
-	p.NextHopSelf = false
+	p.NextHop = NextHopAuto
 	p.Filters = nil
 	return p
 }
+
+// NextHopMode is Calico's BGPPeer nextHopMode.
+type NextHopMode uint8
+
+const (
+	// NextHopAuto leaves the next hop to BGP: kept towards iBGP peers, this host's towards eBGP ones.
+	NextHopAuto NextHopMode = iota
+	// NextHopSelf sends this host's session address (BIRD's "next hop self").
+	NextHopSelf
+	// NextHopKeep sends the next hop the route came with, to eBGP peers too ("next hop keep").
+	NextHopKeep
+)
 
 // Filters are the BGPFilter rules a peer applies, in order, to the routes it sends us (Import)
 // and the routes we send it (Export): the first rule that matches a route accepts or rejects it;
