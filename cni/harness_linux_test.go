@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,7 +109,15 @@ func inHost(t testing.TB, runFlag string) *hostEnv {
 		hostNS := "trctest-h-" + randHex(4)
 		run(t, "ip", "netns", "add", hostNS)
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", hostNS).Run() })
-		args := []string{"netns", "exec", hostNS, os.Args[0], runFlag, "^" + t.Name() + "$", "-test.v", "-test.count=1", "-test.timeout=20m"}
+		// The child must time out before this process does, or the parent's timeout kills both
+		// and the child's output, with its stacks, is lost.
+		timeout := 20 * time.Minute
+		if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+			if dl, ok := d.Deadline(); ok {
+				timeout = max(time.Minute, time.Until(dl)-time.Minute)
+			}
+		}
+		args := []string{"netns", "exec", hostNS, os.Args[0], runFlag, "^" + t.Name() + "$", "-test.v", "-test.count=1", "-test.timeout=" + timeout.String()}
 		if runFlag == "-test.bench" {
 			args = append(args, "-test.run", "^$", "-test.benchtime", "1x")
 		}
@@ -206,7 +215,13 @@ func (e *hostEnv) exec(c call) outcome {
 	if c.argv0 != "" {
 		path = c.argv0
 	}
-	cmd := exec.Command(path)
+	// A plugin call that hangs gets SIGQUIT (a Go program prints its stacks) instead of hanging
+	// the test until the package's timeout loses every output.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = 10 * time.Second
 	cmd.Env = append([]string{"CNI_COMMAND=" + c.cmd, "CNI_CONTAINERID=" + c.cid, "CNI_NETNS=" + c.netns,
 		"CNI_IFNAME=" + c.ifname, "CNI_ARGS=" + c.args, "CNI_PATH=" + filepath.Dir(path), "PATH=" + os.Getenv("PATH")}, c.env...)
 	cmd.Stdin = bytes.NewReader(c.stdin)

@@ -229,13 +229,17 @@ func TestCoalescing(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	before := h.calc.flushCount()
 	const n = 60
+	start := time.Now()
 	for i := range n {
 		h.putR(gnp(fmt.Sprintf("p%d", i)))
 		time.Sleep(2 * time.Millisecond)
 	}
+	// At most one apply per interval the burst lasted, plus the one in flight and the last: a
+	// loaded machine stretches the burst (nominally 120 ms), which must not fail the test.
+	most := int(time.Since(start)/(150*time.Millisecond)) + 2
 	waitFor(t, "every chain", func() bool { return len(h.dp.filter4.kernelKeys()) == n })
-	if got := h.calc.flushCount() - before; got > 3 || got < 1 {
-		t.Errorf("%d updates took %d applies, want 1..3", n, got)
+	if got := h.calc.flushCount() - before; got > most || got < 1 {
+		t.Errorf("%d updates took %d applies, want 1..%d", n, got, most)
 	}
 }
 

@@ -134,8 +134,15 @@ func TestComponentFollowsFelixConfiguration(t *testing.T) {
 		start := resyncs(t, "127.0.0.1:9191")
 		wait(t, "resyncs every second", 10*time.Second, func() bool { return resyncs(t, "127.0.0.1:9191") >= start+3 })
 		felixConfig("default", "{prometheusMetricsPort: 9191, iptablesRefreshInterval: 0s}")
-		time.Sleep(1500 * time.Millisecond) // a tick already due may still run
-		off := resyncs(t, "127.0.0.1:9191")
+		// The change takes a moment to arrive and a tick already due may still run: wait until
+		// the counter holds still for longer than the old interval, then watch it stay still.
+		var off int
+		wait(t, "resyncs stop", 15*time.Second, func() bool {
+			a := resyncs(t, "127.0.0.1:9191")
+			time.Sleep(1500 * time.Millisecond)
+			off = resyncs(t, "127.0.0.1:9191")
+			return off == a
+		})
 		time.Sleep(2500 * time.Millisecond)
 		if n := resyncs(t, "127.0.0.1:9191"); n != off {
 			t.Errorf("%d resyncs in 2.5 s after iptablesRefreshInterval: 0 disabled them", n-off)

@@ -50,16 +50,20 @@ func TestSlowSinkGetsLatestStateOnly(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	const n = 2000
+	start := time.Now()
 	for i := range n {
 		l.apply([]*api.Path{pathFor(t, i)})
 	}
+	// At most one call per sink delay the burst lasted, plus the last ones: a loaded machine
+	// stretches the burst (nominally a few ms), which must not fail the test.
+	most := int(time.Since(start)/sink.delay) + 4
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		calls := sink.get()
 		if len(calls) > 0 && calls[len(calls)-1] == n {
 			// 2000 changes while the sink is busy must collapse into a handful of calls.
-			if len(calls) > 5 {
-				t.Errorf("sink called %d times for one burst: %v", len(calls), calls)
+			if len(calls) > most {
+				t.Errorf("sink called %d times for one burst, want at most %d: %v", len(calls), most, calls)
 			}
 			return
 		}
@@ -84,17 +88,21 @@ func TestSteadyChangesStillDelivered(t *testing.T) {
 	go func() { defer close(done); l.run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	// A change every 5 ms never leaves 20 ms of quiet; maxDelay must still force deliveries.
+	// A change every 5 ms never leaves 20 ms of quiet; maxDelay must still force deliveries:
+	// three are due within 300 ms, and the changes go on until they came (or 3 s, on a loaded
+	// machine) so every one counted was made while changes were still arriving.
+	delivered := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(times)
+	}
 	start := time.Now()
-	for i := 0; time.Since(start) < 600*time.Millisecond; i++ {
+	for i := 0; delivered() < 3 && time.Since(start) < 3*time.Second; i++ {
 		l.apply([]*api.Path{pathFor(t, i)})
 		time.Sleep(5 * time.Millisecond)
 	}
-	mu.Lock()
-	got := len(times)
-	mu.Unlock()
-	if got < 3 {
-		t.Errorf("only %d deliveries during 600 ms of continuous change with maxDelay 100 ms", got)
+	if got := delivered(); got < 3 {
+		t.Errorf("only %d deliveries during %v of continuous change with maxDelay 100 ms", got, time.Since(start))
 	}
 }
 

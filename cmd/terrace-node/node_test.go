@@ -316,10 +316,10 @@ func TestRunConfigPrecedence(t *testing.T) {
 	if st.NodeName != "env-node" || st.IPv4 != "192.0.2.12/32" {
 		t.Errorf("status: name %q ip %q, want env-node 192.0.2.12/32", st.NodeName, st.IPv4)
 	}
+	// The lines are written before the socket opens, but the goroutine copying the daemon's
+	// output may not have stored them yet.
 	for _, w := range []string{"name=node-name value=env-node source=env", "name=ip value=192.0.2.12 source=flag"} {
-		if !strings.Contains(logs.String(), w) {
-			t.Errorf("log lacks %q:\n%s", w, logs)
-		}
+		waitFor(t, "log line "+w, logs, func() bool { return strings.Contains(logs.String(), w) })
 	}
 	stop(t, cmd, done, logs)
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -74,15 +75,21 @@ func TestMeshDualStack(t *testing.T) {
 		defer cancel()
 		filter := fmt.Sprintf("icmp and src host %s and dst host %s", src, dst)
 		cap := exec.CommandContext(cctx, "ip", "netns", "exec", ns, "tcpdump", "-n", "-l", "-c", "3", "-i", h1.Uplinks[0].HostIf, filter)
-		var buf strings.Builder
-		cap.Stdout, cap.Stderr = &buf, &buf
+		buf := &lockedBuffer{}
+		cap.Stdout, cap.Stderr = buf, buf
 		if _, err := exec.LookPath("tcpdump"); err != nil {
 			t.Skip("tcpdump not installed (make deps): cannot capture on the uplink")
 		}
 		if err := cap.Start(); err != nil {
 			t.Fatalf("start tcpdump: %v", err)
 		}
-		time.Sleep(time.Second) // tcpdump needs a moment to attach its filter
+		// tcpdump says "listening on" once its filter is attached; pings sent before are not seen.
+		eventually(t, 10*time.Second, func() string {
+			if !strings.Contains(buf.String(), "listening on") {
+				return "tcpdump not listening yet: " + buf.String()
+			}
+			return ""
+		})
 		if err := ping(tb, "host-1/p", dst, 5); err != nil {
 			t.Errorf("ping during capture: %v", err)
 		}
@@ -124,4 +131,22 @@ func TestMeshDualStack(t *testing.T) {
 			t.Errorf("node routes lacks %s:\n%s", b, routes)
 		}
 	})
+}
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -262,11 +262,21 @@ func TestMD5(t *testing.T) {
 		return m
 	}
 	eventually(t, waitTimeout, func() string {
-		st, _ := bgpStatus(t, tb, "host-1")
+		st, ok := bgpStatus(t, tb, "host-1")
+		if !ok {
+			return "no bgp status on host-1" // not an answer: the session may still be up
+		}
+		seen := false
 		for _, p := range st.Peers {
-			if p.Address == torAddr && p.State == "established" {
-				return "host-1's ToR session still established with the wrong password"
+			if p.Address == torAddr {
+				seen = true
+				if p.State == "established" {
+					return "host-1's ToR session still established with the wrong password"
+				}
 			}
+		}
+		if !seen {
+			return "no status line for host-1's ToR session"
 		}
 		return ""
 	})

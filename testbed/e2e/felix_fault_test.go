@@ -145,7 +145,9 @@ func TestFelixRestartNoGap(t *testing.T) {
 		r := &result{}
 		results[from] = r
 		// One long-lived loop per flow: a process per probe would be too slow to see a short gap.
-		script := fmt.Sprintf(`while :; do if timeout 0.5 bash -c 'echo > /dev/tcp/%s/7777' 2>/dev/null; then echo ok; else echo fail; fi; sleep 0.05; done`, be.IPv4)
+		// Each probe gets 0.9 s: room for bash's start on a loaded machine, yet shorter than the
+		// first SYN retransmission (1 s), so a dropped SYN still counts as a failure.
+		script := fmt.Sprintf(`while :; do if timeout 0.9 bash -c 'echo > /dev/tcp/%s/7777' 2>/dev/null; then echo ok; else echo fail; fi; sleep 0.05; done`, be.IPv4)
 		cmd, err := tb.Command(ctx, from, "bash", "-c", script)
 		if err != nil {
 			t.Fatal(err)

@@ -229,7 +229,15 @@ spec:
   ingress:
   - action: Deny
 `, h1.Uplinks[0].HostIf, h1.IPv4))
+	// A connection that merely timed out on a loaded machine must not pass for the policy: the
+	// port must fail twice in a row while the failsafe port answers in between.
 	eventually(t, policyWait, func() string {
+		if tcpOpen(tb, "host-2", h1.IPv4, 7777, time.Second) {
+			return "host-1:7777 still reachable through the deny-all host endpoint"
+		}
+		if !tcpOpen(tb, "host-2", h1.IPv4, 22, 2*time.Second) {
+			return "failsafe TCP 22 on host-1 not answering"
+		}
 		if tcpOpen(tb, "host-2", h1.IPv4, 7777, time.Second) {
 			return "host-1:7777 still reachable through the deny-all host endpoint"
 		}
