@@ -246,8 +246,10 @@ func TestBinaryAgentPolicyWait(t *testing.T) {
 		}
 	}()
 	e.mustOK(call{cmd: "ADD", cid: "apolicy-1", netns: pod, stdin: stdin})
+	returned := time.Now()
 	<-done
-	if wrote.IsZero() || time.Now().Before(wrote) {
+	// wrote is taken just before the status is written: an ADD that waited for it returns later.
+	if wrote.IsZero() || returned.Before(wrote) {
 		t.Fatal("ADD returned before the status was written")
 	}
 	e.mustOK(call{cmd: "DEL", cid: "apolicy-1", netns: pod, stdin: stdin})
