@@ -108,7 +108,13 @@ func (c *computation) nodeSession(n *api.Node, source string) (speaker.Peer, boo
 		c.warnf("%s peer %s skipped: %v", source, n.Metadata.Name, err)
 		return speaker.Peer{}, false
 	}
-	p := speaker.Peer{ASN: nodeASN(n, c.cfg)}
+	// The other node's own view of the configuration (its node.<name> BGPConfiguration may set
+	// its AS or the port it listens on), not this node's.
+	ncfg := mergeConfigs(c.in.Configs, n.Metadata.Name)
+	p := speaker.Peer{ASN: nodeASN(n, ncfg)}
+	if port := ncfg.ListenPort; port != 0 && port != api.DefaultListenPort {
+		p.Port = uint16(port)
+	}
 	switch {
 	case c.me.v4.IsValid() && v4.IsValid():
 		p.Address, p.SourceAddress = v4, c.me.v4
