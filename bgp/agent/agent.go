@@ -231,12 +231,20 @@ func (a *Agent) reconcile(ctx context.Context) error {
 }
 
 // ensureSpeaker starts the speaker, or restarts it when its global settings (AS, router ID,
-// listen port) changed: GoBGP cannot change those on a running server.
+// listen port and addresses, graceful restart) changed: GoBGP cannot change those on a running
+// server. This host's other addresses (LocalAddresses) change in place: a Node gaining an address
+// must not reset every session.
 func (a *Agent) ensureSpeaker(ctx context.Context, g speaker.Global) (*speaker.Speaker, error) {
 	a.mu.Lock()
 	sp, old := a.sp, a.global
 	a.mu.Unlock()
-	if sp != nil && reflect.DeepEqual(old, g) {
+	if sp != nil && reflect.DeepEqual(withoutLocal(old), withoutLocal(g)) {
+		if !slices.Equal(old.LocalAddresses, g.LocalAddresses) {
+			sp.SetLocalAddresses(g.LocalAddresses)
+			a.mu.Lock()
+			a.global = g
+			a.mu.Unlock()
+		}
 		return sp, nil
 	}
 	if sp != nil {
@@ -258,6 +266,12 @@ func (a *Agent) ensureSpeaker(ctx context.Context, g speaker.Global) (*speaker.S
 	a.sp, a.global, a.started = sp, g, time.Now()
 	a.mu.Unlock()
 	return sp, nil
+}
+
+// withoutLocal is g without what a running speaker can change in place.
+func withoutLocal(g speaker.Global) speaker.Global {
+	g.LocalAddresses = nil
+	return g
 }
 
 func (a *Agent) setErr(err error) {

@@ -133,6 +133,29 @@ func TestAgentWithPeer(t *testing.T) {
 		}
 	})
 
+	// The Node gains an address: the speaker learns it in place, the session is not reset.
+	upAt := last.Peers[0].EstablishedAt
+	extra := netip.MustParseAddr("127.0.0.9")
+	mustApply(t, c, &api.Node{Metadata: api.ObjectMeta{Name: "host-1"},
+		Spec: api.NodeSpec{BGP: &api.NodeBGPSpec{IPv4Address: "127.0.0.1/8"}, Addresses: []api.NodeAddress{{Address: extra.String()}}}})
+	waitUntil(t, 15*time.Second, "the agent takes the Node's new address", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return slices.Contains(a.global.LocalAddresses, extra)
+	})
+	if strings.Contains(logs.String(), "restarting the speaker") {
+		t.Error("a new Node address restarted the speaker")
+	}
+	waitUntil(t, 5*time.Second, "status after the address change", func() bool {
+		for {
+			select {
+			case last = <-statusC:
+			default:
+				return len(last.Peers) == 1 && last.Peers[0].State == "established" && last.Peers[0].EstablishedAt.Equal(upAt)
+			}
+		}
+	})
+
 	if _, err := store.Delete(ctx, ipam.BlockKey(blk.CIDR), 0); err != nil {
 		t.Fatal(err)
 	}

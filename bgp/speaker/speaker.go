@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -221,6 +222,15 @@ func (s *Speaker) Learned() map[netip.Prefix][]netip.Addr {
 		return map[netip.Prefix][]netip.Addr{}
 	}
 	return l.snapshot()
+}
+
+// SetLocalAddresses replaces Global.LocalAddresses on a running speaker: they only feed the
+// learned-route filter, so a change of the Node's addresses needs no restart (and no session reset).
+func (s *Speaker) SetLocalAddresses(addrs []netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.global.LocalAddresses = slices.Clone(addrs)
+	s.refreshLocal()
 }
 
 // refreshLocal republishes this host's addresses for the learned-route filter. Called with mu
