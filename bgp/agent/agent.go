@@ -26,6 +26,8 @@ const (
 	DefaultResyncInterval = 60 * time.Second
 	DefaultSyncGrace      = 10 * time.Second
 	DefaultStatusInterval = 2 * time.Second
+	// DefaultRecheckInterval bounds how long a rotated password file waits to be read.
+	DefaultRecheckInterval = 30 * time.Second
 	retryInterval         = 5 * time.Second
 )
 
@@ -44,6 +46,9 @@ type Config struct {
 	SyncGrace time.Duration
 	// StatusInterval is how often peer status is published.
 	StatusInterval time.Duration
+	// RecheckInterval is how often the configuration is computed again with nothing changed in
+	// the datastore: password files live outside it, and a rotated one is read then.
+	RecheckInterval time.Duration
 	// Netlink reaches this namespace's kernel; nil opens a handle on the current namespace.
 	Netlink Netlink
 	// Writer replaces the protocol-81 route writer (tests); nil builds one on Netlink.
@@ -95,6 +100,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = DefaultStatusInterval
+	}
+	if cfg.RecheckInterval <= 0 {
+		cfg.RecheckInterval = DefaultRecheckInterval
 	}
 	if cfg.Password == nil {
 		cfg.Password = bgp.PasswordReader(cfg.StateDir)
@@ -175,6 +183,8 @@ func (a *Agent) mayDeleteRoutes() bool {
 func (a *Agent) loop(ctx context.Context) {
 	status := time.NewTicker(a.cfg.StatusInterval)
 	defer status.Stop()
+	recheck := time.NewTicker(a.cfg.RecheckInterval)
+	defer recheck.Stop()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	// Coalesce bursts of updates (a relist delivers many) into one computation.
@@ -192,6 +202,8 @@ func (a *Agent) loop(ctx context.Context) {
 			}
 			a.publish("")
 		case <-retry.C:
+			a.poke()
+		case <-recheck.C:
 			a.poke()
 		case <-status.C:
 			a.publish("")

@@ -204,3 +204,53 @@ func (s *syncBuf) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestAgentRereadsPasswords: password files live outside the datastore, so the agent reads them
+// again on its own (RecheckInterval) and a rotated password needs no unrelated change to apply.
+func TestAgentRereadsPasswords(t *testing.T) {
+	srv := embedded.StartForTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	c := datastore.New(store, embedded.TestLogger())
+	asn := api.ASNumber(64512)
+	mesh := false
+	mustApply(t, c, &api.BGPConfiguration{Metadata: api.ObjectMeta{Name: "default"},
+		Spec: api.BGPConfigurationSpec{NodeToNodeMeshEnabled: &mesh, ASNumber: &asn, ListenPort: freePort(t)}})
+	mustApply(t, c, &api.Node{Metadata: api.ObjectMeta{Name: "host-1"},
+		Spec: api.NodeSpec{BGP: &api.NodeBGPSpec{IPv4Address: "127.0.0.1/8"}}})
+	mustApply(t, c, &api.BGPPeer{Metadata: api.ObjectMeta{Name: "tor"},
+		Spec: api.BGPPeerSpec{Node: "host-1", PeerIP: fmt.Sprintf("127.0.0.2:%d", freePort(t)), ASNumber: 65000,
+			Password: &api.BGPPassword{File: "/nonexistent/terrace-test-password"}}})
+	var mu sync.Mutex
+	reads := 0
+	a, err := New(Config{NodeName: "host-1", Client: c, Writer: newFakeWriter(), Netlink: &fakeNetlink{table: underlay().table},
+		StopOnExit: true, Logger: embedded.TestLogger(), RecheckInterval: 100 * time.Millisecond,
+		Password: func(*api.BGPPassword) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			reads++
+			return fmt.Sprintf("secret-%d", reads), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return reads
+	}
+	waitUntil(t, 15*time.Second, "the first read of the password", func() bool { return count() > 0 })
+	first := count()
+	waitUntil(t, 5*time.Second, "the password read again with nothing changed in the datastore", func() bool { return count() >= first+3 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+}
