@@ -28,7 +28,7 @@ const (
 	DefaultStatusInterval = 2 * time.Second
 	// DefaultRecheckInterval bounds how long a rotated password file waits to be read.
 	DefaultRecheckInterval = 30 * time.Second
-	retryInterval         = 5 * time.Second
+	retryInterval          = 5 * time.Second
 )
 
 // Config is what the agent needs; Client and NodeName are required.

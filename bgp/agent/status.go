@@ -13,7 +13,7 @@ import (
 // Status is the agent's report, published to terrace-node's status board under the component
 // "bgp" (its fields become ComponentStatus.Details) and read back by `terracectl node status`.
 type Status struct {
-	State      string               `json:"state"` // starting, waiting, running, failed
+	State      string               `json:"state"` // starting, waiting (no speaker: see Detail), running, degraded (running, last change not applied)
 	Detail     string               `json:"detail,omitempty"`
 	ASN        uint32               `json:"asn,omitempty"`
 	RouterID   string               `json:"routerID,omitempty"`

@@ -24,7 +24,7 @@ func addFelixFlags(f *pflag.FlagSet) {
 	f.String("rt-protos-file", routes.ProtocolNamesFile, "iproute2 file naming Terrace's route protocols; empty: do not write it")
 }
 
-// felixComponent resolves felix's settings and writes the route protocol names file.
+// felixComponent resolves felix's settings.
 func felixComponent(cfg *cliconf.Config, log *slog.Logger) (node.Component, error) {
 	resync, err := cfg.Duration("felix-resync-interval")
 	if err != nil {
@@ -37,12 +37,6 @@ func felixComponent(cfg *cliconf.Config, log *slog.Logger) (node.Component, erro
 	ipv6, err := felix.ParseIPv6Mode(cfg.String("felix-ipv6"))
 	if err != nil {
 		return nil, fmt.Errorf("--felix-ipv6: %w", err)
-	}
-	if path := cfg.String("rt-protos-file"); path != "" {
-		// Only names for "ip route" output: never worth failing the daemon over.
-		if err := writeProtocolNames(path); err != nil {
-			log.Warn("could not write route protocol names", "path", path, "err", err)
-		}
 	}
 	return felix.NewComponent(felix.ComponentConfig{
 		HealthListen:   cfg.String("felix-health-listen"),

@@ -51,6 +51,13 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 			for _, k := range []string{"node-name", "ip", "ip6", "ip-autodetection-method", "ip6-autodetection-method", cliconf.FlagEtcdEndpoints, "node-socket"} {
 				log.Debug("setting", "name", k, "value", cfg.String(k), "source", cfg.Source(k))
 			}
+			if path := cfg.String("rt-protos-file"); path != "" && (cfg.Bool("felix") || cfg.Bool("bgp")) {
+				// Names for "ip route" output of either part's routes (80: felix, 81: bgp); never
+				// worth failing the daemon over.
+				if err := writeProtocolNames(path); err != nil {
+					log.Warn("could not write route protocol names", "path", path, "err", err)
+				}
+			}
 			if cfg.Bool("felix") {
 				comp, err := felixComponent(cfg, log)
 				if err != nil {
