@@ -124,17 +124,17 @@ func TestPeers(t *testing.T) {
 		},
 		{
 			// Every node listens where its own configuration says; a mesh session dials that port
-			// (host-1 dials the higher addresses), and a node's AS from its node.<name> config counts.
-			name: "mesh sessions follow the other node's listen port and AS",
+			// (host-1 dials the higher addresses).
+			name: "mesh sessions follow the other node's listen port",
 			in: Input{NodeName: "host-1", Nodes: threeNodes(), Configs: []*api.BGPConfiguration{
 				bgpConfig("default", func(s *api.BGPConfigurationSpec) { s.ListenPort = 1179 }),
 				bgpConfig("node.host-1", func(s *api.BGPConfigurationSpec) { s.ListenPort = 179 }),
-				bgpConfig("node.host-3", func(s *api.BGPConfigurationSpec) { s.ListenPort = 3179; s.ASNumber = asn(65003) }),
+				bgpConfig("node.host-3", func(s *api.BGPConfigurationSpec) { s.ListenPort = 3179 }),
 			}},
 			want: []speaker.Peer{
 				{Address: ip("192.0.2.12"), Port: 1179, ASN: 64512, Type: speaker.PeerTypeMesh, SourceAddress: ip("192.0.2.11"),
 					GracefulRestart: gr, Families: speaker.Families{IPv4: true}},
-				{Address: ip("192.0.2.13"), Port: 3179, ASN: 65003, Type: speaker.PeerTypeMesh, SourceAddress: ip("192.0.2.11"),
+				{Address: ip("192.0.2.13"), Port: 3179, ASN: 64512, Type: speaker.PeerTypeMesh, SourceAddress: ip("192.0.2.11"),
 					GracefulRestart: gr, Families: speaker.Families{IPv4: true}},
 			},
 		},

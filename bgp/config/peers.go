@@ -109,7 +109,7 @@ func (c *computation) nodeSession(n *api.Node, source string) (speaker.Peer, boo
 		return speaker.Peer{}, false
 	}
 	// The other node's own view of the configuration (its node.<name> BGPConfiguration may set
-	// its AS or the port it listens on), not this node's.
+	// the port it listens on), not this node's.
 	ncfg := mergeConfigs(c.in.Configs, n.Metadata.Name)
 	p := speaker.Peer{ASN: nodeASN(n, ncfg)}
 	if port := ncfg.ListenPort; port != 0 && port != api.DefaultListenPort {
