@@ -290,6 +290,35 @@ func TestRouteReflectorTopology(t *testing.T) {
 	}
 }
 
+// TestReflectionFollowsLocalAS: whether a session is iBGP, and so may reflect, is decided by the
+// AS it presents (localASNumber), not the node's own.
+func TestReflectionFollowsLocalAS(t *testing.T) {
+	nodes := []*api.Node{
+		node("rr-1", "192.0.2.1", "", map[string]string{"rr": "true"}, rr("224.0.0.1")),
+		node("host-1", "192.0.2.11", "", nil, func(b *api.NodeBGPSpec) { b.ASNumber = asn(65011) }),
+	}
+	cfgs := []*api.BGPConfiguration{bgpConfig("default", meshOff)}
+	for _, tc := range []struct {
+		name     string
+		local    *api.ASNumber
+		wantType speaker.PeerType
+	}{
+		{"own AS differs: eBGP, no reflection", nil, speaker.PeerTypeNode},
+		{"local AS equal to the peer's: iBGP, a client", asn(65011), speaker.PeerTypeRRClient},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			peers := []*api.BGPPeer{peer("to-hosts", api.BGPPeerSpec{NodeSelector: "rr == 'true'", PeerSelector: "!has(rr)", LocalASNumber: tc.local})}
+			d, err := Compute(Input{NodeName: "rr-1", Nodes: nodes, Peers: peers, Configs: cfgs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(d.Peers) != 1 || d.Peers[0].Type != tc.wantType || d.Peers[0].RouteReflectorClient != (tc.wantType == speaker.PeerTypeRRClient) {
+				t.Errorf("peers %+v, want one of type %s", d.Peers, tc.wantType)
+			}
+		})
+	}
+}
+
 func TestPasswords(t *testing.T) {
 	ref := &api.BGPPassword{SecretKeyRef: &api.SecretKeySelector{Name: "bgp", Key: "tor"}}
 	nodes := threeNodes()[:1]

@@ -369,7 +369,11 @@ func (c *computation) filterRules(name string, family int, rules []api.BGPFilter
 // routeReflectorClusterID reflects for iBGP peers outside its cluster; a node without one is a
 // client of peers that have one.
 func (c *computation) reflection(p *speaker.Peer, peerNode *api.Node) {
-	if peerNode == nil || p.ASN != c.me.asn {
+	local := c.me.asn
+	if p.LocalASN != 0 {
+		local = p.LocalASN // the AS this session presents decides whether it is iBGP
+	}
+	if peerNode == nil || p.ASN != local {
 		return
 	}
 	var theirs string

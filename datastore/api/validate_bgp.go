@@ -10,6 +10,9 @@ import (
 
 var logLevels = []string{"Trace", "Debug", "Info", "Warning", "Error", "Fatal"}
 
+// defaultHoldTime is the hold time of a BGPPeer that sets none (GoBGP's default, as BIRD's).
+const defaultHoldTime = 90 * time.Second
+
 func (v *validator) bgpConfig(c *BGPConfiguration) {
 	global := v.configName(KindBGPConfiguration, c.Metadata.Name)
 	s := &c.Spec
@@ -185,8 +188,11 @@ func (v *validator) bgpPeer(s *BGPPeerSpec) {
 	if s.HoldTime != nil && s.HoldTime.Duration != 0 && s.HoldTime.Duration < 3*time.Second {
 		v.add("spec.holdTime", "must be 0 or at least 3s (RFC 4271)")
 	}
-	if s.HoldTime != nil && s.KeepaliveTime != nil && s.HoldTime.Duration != 0 && s.KeepaliveTime.Duration >= s.HoldTime.Duration {
+	switch {
+	case s.HoldTime != nil && s.KeepaliveTime != nil && s.HoldTime.Duration != 0 && s.KeepaliveTime.Duration >= s.HoldTime.Duration:
 		v.add("spec.keepaliveTime", "must be shorter than holdTime")
+	case (s.HoldTime == nil || s.HoldTime.Duration == 0) && s.KeepaliveTime != nil && s.KeepaliveTime.Duration >= defaultHoldTime:
+		v.add("spec.keepaliveTime", "must be shorter than the hold time (%s when holdTime is not set)", defaultHoldTime)
 	}
 	// BIRD's gateway mode has no equivalent knob: Terrace always installs the next hop it learned.
 	switch s.BIRDGatewayMode {
