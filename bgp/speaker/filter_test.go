@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	api "github.com/osrg/gobgp/v3/api"
 )
 
 // TestFilters: a peer's filter rules decide, first match wins, which of its routes the host
@@ -263,5 +264,58 @@ func TestNextHopModes(t *testing.T) {
 		} else if st.State != "established" || !st.EstablishedAt.Equal(established) {
 			t.Errorf("mode %v: session reset by a next hop mode change: %+v", c.mode, st)
 		}
+	}
+}
+
+// TestRefusedRemote: which peers are owed a reset when export rules change. A peer in the
+// reflection set gets iBGP-learned routes by reflection anyway, so only an eBGP-learned route its
+// old Accept rule sent, and its new rules refuse, makes it owed one; a peer outside it is owed one
+// for any learned route, except those it sent itself.
+func TestRefusedRemote(t *testing.T) {
+	const local = 64512
+	ebgp, ibgpPeer, target := addrA, addrB, addrC
+	fromEBGP, fromIBGP := pfx("198.18.10.0/24"), pfx("198.18.11.0/24")
+	learned := func(routes map[netip.Prefix]netip.Addr) *learnedRoutes {
+		l := newLearnedRoutes(nil, time.Millisecond, time.Millisecond)
+		for p, nh := range routes {
+			path, err := buildPath(p, Advert{NextHop: nh})
+			if err != nil {
+				t.Fatal(err)
+			}
+			path.NeighborIp = nh.String()
+			l.apply([]*api.Path{path})
+		}
+		return l
+	}
+	acceptAll := &Filters{Export: []FilterRule{{Filter: "transit", Family: 4, Accept: true, RemoteOnly: true}}}
+	none := &Filters{}
+	for _, c := range []struct {
+		name      string
+		routes    map[netip.Prefix]netip.Addr
+		reflected bool
+		want      []netip.Addr
+	}{
+		{"outside reflection, an iBGP-learned route", map[netip.Prefix]netip.Addr{fromIBGP: ibgpPeer}, false, []netip.Addr{target}},
+		{"reflected to, an iBGP-learned route only", map[netip.Prefix]netip.Addr{fromIBGP: ibgpPeer}, true, nil},
+		{"reflected to, an eBGP-learned route", map[netip.Prefix]netip.Addr{fromIBGP: ibgpPeer, fromEBGP: ebgp}, true, []netip.Addr{target}},
+		{"its own routes only", map[netip.Prefix]netip.Addr{fromEBGP: target}, false, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := &Speaker{global: Global{ASN: local}, learned: learned(c.routes),
+				peers: map[netip.Addr]Peer{
+					ebgp:     {Address: ebgp, ASN: 65001},
+					ibgpPeer: {Address: ibgpPeer, ASN: local},
+					target:   {Address: target, ASN: local},
+				},
+				exportFilters: map[netip.Addr]*Filters{target: acceptAll}}
+			var ibgp []string
+			if c.reflected {
+				ibgp = []string{hostPrefix(ibgpPeer), hostPrefix(target)}
+			}
+			got := s.refusedRemote(map[netip.Addr]*Filters{target: none}, ibgp)
+			if diff := cmp.Diff(c.want, got, netOpts); diff != "" {
+				t.Errorf("peers owed a reset (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

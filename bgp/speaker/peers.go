@@ -467,15 +467,25 @@ func (s *Speaker) newlyRefused(next map[netip.Addr]*Filters) []netip.Prefix {
 
 // refusedRemote lists the peers to which the old filters (s.exportFilters) sent routes learned
 // from other peers by an Accept rule, and the new ones (next) do not, nor does the policy's own
-// reflection (ibgp: the peers reflected to).
+// reflection (ibgp: the peers reflected to, which get iBGP-learned routes anyway, so only routes
+// from eBGP peers count for them). A route's source is told by its next hops.
 func (s *Speaker) refusedRemote(next map[netip.Addr]*Filters, ibgp []string) []netip.Addr {
 	var learned map[netip.Prefix][]netip.Addr
 	var out []netip.Addr
+	external := func(hops []netip.Addr) bool {
+		for _, h := range hops {
+			if p, ok := s.peers[h]; ok && s.localASN(p) != p.ASN {
+				return true
+			}
+		}
+		return false
+	}
 	for addr, f := range next {
 		old := s.exportFilters[addr]
-		if old == nil || slices.Contains(ibgp, hostPrefix(addr)) {
+		if old == nil {
 			continue
 		}
+		reflected := slices.Contains(ibgp, hostPrefix(addr))
 		if learned == nil {
 			if s.learned == nil {
 				return nil
@@ -484,7 +494,7 @@ func (s *Speaker) refusedRemote(next map[netip.Addr]*Filters, ibgp []string) []n
 		}
 		for p, hops := range learned {
 			// GoBGP never sends a peer back what it learned from that peer.
-			if slices.Contains(hops, addr) {
+			if slices.Contains(hops, addr) || (reflected && !external(hops)) {
 				continue
 			}
 			if acceptsRemote(old, p) && !acceptsRemote(f, p) {
