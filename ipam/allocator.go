@@ -15,6 +15,7 @@ import (
 
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/internal/ctxtime"
 )
 
 // DefaultMaxRetries bounds the compare-and-swap attempts on one block before giving up.
@@ -83,18 +84,10 @@ func conflictPause(attempt int, rnd func(time.Duration) time.Duration) time.Dura
 // lostRace counts a compare-and-swap conflict and waits as conflictPause says, or until ctx ends.
 func (a *Allocator) lostRace(ctx context.Context, attempt int) error {
 	a.retries.Add(1)
-	d := conflictPause(attempt, rand.N[time.Duration])
-	if d <= 0 {
-		return nil
+	if d := conflictPause(attempt, rand.N[time.Duration]); d > 0 {
+		return ctxtime.Sleep(ctx, d)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return nil
 }
 
 // AutoAssignArgs asks for Num4 IPv4 and Num6 IPv6 addresses for Handle on Node.

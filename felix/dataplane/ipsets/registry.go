@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
+	"github.com/terracenet/terrace/internal/ctxtime"
 )
 
 // Options tune a Registry; zero values pick the defaults.
@@ -71,20 +72,9 @@ func New(cmd cmdrun.Runner, opts Options) *Registry {
 		opts.Backoff = 100 * time.Millisecond
 	}
 	if opts.Sleep == nil {
-		opts.Sleep = sleepCtx
+		opts.Sleep = ctxtime.Sleep
 	}
 	return &Registry{cmd: cmd, log: opts.Logger, opts: opts, desired: map[string]*set{}, dirty: map[string]bool{}}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 func canonicalAll(m Meta, members []string) (map[string]struct{}, error) {

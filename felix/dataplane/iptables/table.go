@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/terracenet/terrace/internal/ctxtime"
 )
 
 // Runner reads and writes one iptables back end (ExecRunner in production, a fake in tests).
@@ -71,7 +73,7 @@ func NewTable(name string, run Runner, opts Options) *Table {
 		opts.Backoff = 100 * time.Millisecond
 	}
 	if opts.Sleep == nil {
-		opts.Sleep = sleepCtx
+		opts.Sleep = ctxtime.Sleep
 	}
 	return &Table{
 		name: name, run: run, opts: opts,
@@ -79,17 +81,6 @@ func NewTable(name string, run Runner, opts Options) *Table {
 		chains:  map[string][]Rule{},
 		hashes:  map[string][]string{},
 		inserts: map[string][]Rule{},
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 
