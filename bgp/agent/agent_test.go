@@ -254,3 +254,63 @@ func TestAgentRereadsPasswords(t *testing.T) {
 		t.Errorf("Run = %v", err)
 	}
 }
+
+// TestMeshAcrossListenPorts: two agents in a node-to-node mesh, each listening on the port its
+// own BGPConfiguration gives (the cluster default for one, a node.<name> override for the other):
+// the dialing side must use the other node's port, and each learns the other's block.
+func TestMeshAcrossListenPorts(t *testing.T) {
+	srv := embedded.StartForTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	c := datastore.New(store, embedded.TestLogger())
+	asn := api.ASNumber(64512)
+	mustApply(t, c, &api.IPPool{Metadata: api.ObjectMeta{Name: "pool"}, Spec: api.IPPoolSpec{CIDR: "198.18.0.0/15"}})
+	mustApply(t, c, &api.BGPConfiguration{Metadata: api.ObjectMeta{Name: "default"},
+		Spec: api.BGPConfigurationSpec{ASNumber: &asn, ListenPort: freePort(t)}})
+	mustApply(t, c, &api.BGPConfiguration{Metadata: api.ObjectMeta{Name: "node.host-2"},
+		Spec: api.BGPConfigurationSpec{ListenPort: freePort(t)}})
+	blocks := map[string]netip.Prefix{"host-1": netip.MustParsePrefix("198.18.0.0/26"), "host-2": netip.MustParsePrefix("198.18.0.64/26")}
+	writers := map[string]*fakeWriter{}
+	var wg sync.WaitGroup
+	for i, name := range []string{"host-1", "host-2"} {
+		mustApply(t, c, &api.Node{Metadata: api.ObjectMeta{Name: name},
+			Spec: api.NodeSpec{BGP: &api.NodeBGPSpec{IPv4Address: fmt.Sprintf("127.0.0.%d/8", i+1)}}})
+		blk, err := ipam.NewBlock(blocks[name], name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := ipam.EncodeBlock(blk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.Put(ctx, ipam.BlockKey(blk.CIDR), data); err != nil {
+			t.Fatal(err)
+		}
+		nl := &fakeNetlink{table: append(underlay().table[:0:0], underlay().table[0])}
+		nl.table[0].Dst = cidr("127.0.0.0/8")
+		writers[name] = newFakeWriter()
+		a, err := New(Config{NodeName: name, Client: c, Writer: writers[name], Netlink: nl, StopOnExit: true,
+			Logger: embedded.TestLogger().With("node", name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			if err := a.Run(ctx); err != nil {
+				t.Errorf("%s: Run = %v", name, err)
+			}
+		})
+	}
+	defer wg.Wait()
+	defer cancel()
+	for name, other := range map[string]string{"host-1": "host-2", "host-2": "host-1"} {
+		waitUntil(t, 30*time.Second, name+" installs "+other+"'s block", func() bool {
+			_, ok := writers[name].get(blocks[other])
+			return ok
+		})
+	}
+}
