@@ -531,7 +531,7 @@ func (c *Calculator) renderNAT() {
 				continue
 			}
 			all = append(all, pf.Masked().String())
-			if p.NATOutgoing && !p.Disabled {
+			if p.NATOutgoing { // disabled too: pods left in a pool being drained keep outbound NAT
 				masq = append(masq, pf.Masked().String())
 			}
 		}

@@ -145,16 +145,17 @@ func TestNATOutgoing(t *testing.T) {
 	)
 	d := c.Desired()
 	all := ipsets.NameFor(ipsets.FamilyInet, "pools:all:198.18.0.0/16,198.19.128.0/24,198.19.0.0/16")
-	masq := ipsets.NameFor(ipsets.FamilyInet, "pools:masq:198.18.0.0/16")
+	// A disabled pool still masquerades: pods left in it while it is drained keep outbound NAT.
+	masq := ipsets.NameFor(ipsets.FamilyInet, "pools:masq:198.18.0.0/16,198.19.128.0/24")
 	diff(t, "nat chain", []iptables.Rule{{Match: "-m set --match-set " + masq + " src -m set ! --match-set " + all + " dst",
 		Action: "-j MASQUERADE", Comment: "natOutgoing"}}, chainOf(t, d, v4n, ChainNATOutgoing))
 	diff(t, "all pools", []string{"198.18.0.0/16", "198.19.0.0/16", "198.19.128.0/24"}, d.IPSets[all].Members)
-	diff(t, "masq pools", []string{"198.18.0.0/16"}, d.IPSets[masq].Members)
+	diff(t, "masq pools", []string{"198.18.0.0/16", "198.19.128.0/24"}, d.IPSets[masq].Members)
 	diff(t, "no IPv6 nat", []iptables.Rule(nil), chainOf(t, d, TableID{6, "nat"}, ChainNATOutgoing))
 	diff(t, "postrouting jump", []iptables.Rule{{Action: "-j " + ChainPostrouting}}, d.Tables[v4n].Insertions["POSTROUTING"])
 
 	// Turning natOutgoing off removes the rule and both sets.
-	feed(c, pool("nat", "198.18.0.0/16", false, false))
+	feed(c, pool("nat", "198.18.0.0/16", false, false), pool("nat-disabled", "198.19.128.0/24", false, true))
 	delta := c.Flush()
 	diff(t, "removed sets", []string{masq, all}, delta.IPSetsRemoved)
 	diff(t, "nat chain after", []iptables.Rule(nil), chainOf(t, c.Desired(), v4n, ChainNATOutgoing))
