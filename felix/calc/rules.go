@@ -367,15 +367,20 @@ func portList(ps []api.Port) string {
 	return strings.Join(s, ",")
 }
 
-// protoUDP is UDP's protocol number.
-const protoUDP = 17
+// UDP's and UDPLite's protocol numbers.
+const (
+	protoUDP     = 17
+	protoUDPLite = 136
+)
 
 // portMatch uses the plain --dport form for one port or range and multiport otherwise. UDP always
 // uses multiport: iptables(-restore) parses a UDP --dport/--sport through a lookup that dumps every
 // address of the namespace, about 2 ms per rule on a host with 1,000 workload veths (a 2,500-rule
 // restore took 6 s instead of 1.1 s in the scale benchmark), while multiport costs microseconds.
+// UDPLite too: iptables has no udplite match for the plain form (its restore would fail, and with
+// it every rule of the table), only multiport knows the protocol.
 func portMatch(ps []api.Port, flag string, proto uint8) string {
-	if len(ps) == 1 && proto != protoUDP {
+	if len(ps) == 1 && proto != protoUDP && proto != protoUDPLite {
 		return flag + " " + ps[0].String()
 	}
 	return "-m multiport " + flag + "s " + portList(ps)

@@ -87,6 +87,8 @@ func TestRuleRendering(t *testing.T) {
 		{"named notPort", api.Rule{Action: "Deny", Protocol: udp(), Source: api.EntityRule{NotPorts: ports("dns")}},
 			[]iptables.Rule{rule("-p udp -m set ! --match-set "+npSet(ipsets.FamilyInet, "udp", "dns", "")+" src,src", "-j DROP")},
 			[]iptables.Rule{rule("-p udp -m set ! --match-set "+npSet(ipsets.FamilyInet6, "udp", "dns", "")+" src,src", "-j DROP")}},
+		{"UDPLite ports always through multiport (iptables has no udplite match)", api.Rule{Action: "Allow", Protocol: ptrTo(api.ProtocolFromString("UDPLite")), Destination: api.EntityRule{Ports: ports("5000")}},
+			[]iptables.Rule{rule("-p udplite -m multiport --dports 5000", allowMark)}, []iptables.Rule{rule("-p udplite -m multiport --dports 5000", allowMark)}},
 		{"named port with a protocol ipset cannot hold matches nothing", api.Rule{Action: "Allow", Protocol: ptrTo(api.ProtocolFromString("UDPLite")), Destination: api.EntityRule{Ports: ports("x")}}, nil, nil},
 	}
 	for _, tc := range cases {
