@@ -62,6 +62,11 @@ func (v *validator) globalPolicyExtras(s *GlobalNetworkPolicySpec) {
 	if s.PreDNAT {
 		v.add("spec.preDNAT", "Terrace does not implement pre-DNAT policy; only false is accepted")
 	}
+	// Accepting it without acting on it would let through the forwarded traffic the policy was
+	// written to stop.
+	if s.ApplyOnForward {
+		v.add("spec.applyOnForward", "Terrace applies host endpoint policy to the host's own traffic only, not to traffic it forwards; only false is accepted")
+	}
 }
 
 func (v *validator) rule(path string, r *Rule) {

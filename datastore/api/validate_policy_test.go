@@ -48,7 +48,8 @@ func TestValidatePolicy(t *testing.T) {
     protocol: UDP
     destination: {ports: [53], nets: ['2001:db8::/32']}
 `), nil},
-		{"gnp extras", gnp("  namespaceSelector: env == 'prod'\n  applyOnForward: true\n  doNotTrack: false\n  preDNAT: false\n  tier: default\n  types: [Ingress]\n"), nil},
+		{"gnp extras", gnp("  namespaceSelector: env == 'prod'\n  applyOnForward: false\n  doNotTrack: false\n  preDNAT: false\n  tier: default\n  types: [Ingress]\n"), nil},
+		{"gnp applyOnForward refused", gnp("  applyOnForward: true\n"), []string{"spec.applyOnForward"}},
 		{"unsupported modes", gnp("  doNotTrack: true\n  preDNAT: true\n  tier: security\n"), []string{"spec.tier", "spec.doNotTrack", "spec.preDNAT"}},
 		{"types", gnp("  types: [Ingress, Ingress, Sideways]\n  egress: [{action: Allow}]\n"), []string{"spec.types[1]", "spec.types[2]", "spec.egress"}},
 		{"ingress rules without Ingress type", gnp("  types: [Egress]\n  ingress: [{action: Allow}]\n"), []string{"spec.ingress"}},
