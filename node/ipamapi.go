@@ -218,7 +218,8 @@ func classify(err error) (int, string) {
 		return http.StatusConflict, CodeExists
 	case errors.Is(err, kv.ErrConflict):
 		return http.StatusConflict, CodeConflict
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		errors.Is(err, ipam.ErrTooManyRetries): // lost every race, wrote nothing: try again later
 		return http.StatusServiceUnavailable, CodeUnavailable
 	}
 	return http.StatusInternalServerError, CodeInternal

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -24,6 +26,7 @@ import (
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/embedded"
 	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/ipam"
 	"github.com/terracenet/terrace/node/nodeapi"
 )
 
@@ -693,4 +696,23 @@ func manyIPs(n int) string {
 		a = a.Next()
 	}
 	return strings.Join(out, ",")
+}
+
+// TestClassify: what the plugin can act on gets its own code; running out of compare-and-swap
+// retries wrote nothing, so it is "try again later", not an internal error.
+func TestClassify(t *testing.T) {
+	for _, c := range []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{fmt.Errorf("assign: %w", ipam.ErrPoolsExhausted), http.StatusConflict, CodePoolsExhausted},
+		{fmt.Errorf("release: %w", ipam.ErrTooManyRetries), http.StatusServiceUnavailable, CodeUnavailable},
+		{fmt.Errorf("read: %w", context.DeadlineExceeded), http.StatusServiceUnavailable, CodeUnavailable},
+		{errors.New("something else"), http.StatusInternalServerError, CodeInternal},
+	} {
+		if status, code := classify(c.err); status != c.status || code != c.code {
+			t.Errorf("classify(%v) = %d %s, want %d %s", c.err, status, code, c.status, c.code)
+		}
+	}
 }

@@ -128,6 +128,9 @@ func ipamErr(err error) error {
 		return fmt.Errorf("%w: %w", cni.ErrAddressInUse, err)
 	case errors.Is(err, ipam.ErrAddressNotInPool):
 		return fmt.Errorf("%w: %w", cni.ErrAddressNotInPool, err)
+	case errors.Is(err, ipam.ErrTooManyRetries):
+		// Lost every compare-and-swap race and wrote nothing: the runtime may try again.
+		return fmt.Errorf("%w: %w", cni.ErrUnavailable, err)
 	}
 	return mark(err)
 }
