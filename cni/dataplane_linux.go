@@ -164,6 +164,9 @@ func configureHostSide(host netlink.Link, v6 bool) error {
 		{"net/ipv4/neigh/" + name + "/proxy_delay", "0"},
 		{"net/ipv4/conf/" + name + "/forwarding", "1"},
 		{"net/ipv4/conf/" + name + "/route_localnet", "1"},
+		// Strict reverse-path filtering: a pod may only send from addresses routed to it, so it
+		// cannot pass for another pod in others' policy. felix keeps this setting too.
+		{"net/ipv4/conf/" + name + "/rp_filter", "1"},
 	}
 	v6settings := [][2]string{
 		{"net/ipv6/conf/" + name + "/accept_ra", "0"},

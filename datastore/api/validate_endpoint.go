@@ -104,6 +104,11 @@ func (v *validator) workloadEndpoint(s *WorkloadEndpointSpec) {
 		v.ip(path+".hostIP", p.HostIP, 0)
 	}
 	v.nets("spec.allowSpoofedSourcePrefixes", s.AllowSpoofedSourcePrefixes, 0)
+	if len(s.AllowSpoofedSourcePrefixes) > 0 {
+		// Workload interfaces filter sources strictly (rp_filter); accepting the field would
+		// promise what the kernel then drops.
+		v.add("spec.allowSpoofedSourcePrefixes", "Terrace drops packets a workload sends from addresses not routed to it; must be empty")
+	}
 }
 
 func (v *validator) hostEndpoint(s *HostEndpointSpec) {

@@ -217,6 +217,7 @@ func TestValidateEndpoints(t *testing.T) {
 		{"wep needs node", hdr + "kind: WorkloadEndpoint\nmetadata: {name: w, namespace: p}\nspec: {}\n", []string{"spec.node"}},
 		{"wep bad fields", wep("  interfaceName: this-name-is-too-long\n  mac: zz\n  ipNetworks: [nope]\n  ipv4Gateway: '2001:db8::1'\n  ipNATs: [{internalIP: x}]\n"),
 			[]string{"spec.interfaceName", "spec.ipNetworks[0]", "spec.ipNATs[0].externalIP", "spec.ipNATs[0].internalIP", "spec.ipv4Gateway", "spec.mac"}},
+		{"wep spoofing refused", wep("  allowSpoofedSourcePrefixes: [198.18.0.0/16]\n"), []string{"spec.allowSpoofedSourcePrefixes"}},
 		{"wep ports", wep("  ports:\n  - {name: HTTP, protocol: ICMP, port: 0}\n  - {name: ok, protocol: UDP, port: 53, hostPort: 70000}\n"),
 			[]string{"spec.ports[0].name", "spec.ports[0].protocol", "spec.ports[0].port", "spec.ports[1].hostPort"}},
 		{"hep valid by name", hep("  node: host-1\n  interfaceName: eth0\n"), nil},

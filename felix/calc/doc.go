@@ -82,6 +82,7 @@
 // name and the rule's protocol (TCP, UDP, SCTP); a side's numeric chunks and named-port sets are
 // alternatives, so a rule may render to several iptables rules.
 //
-// Not implemented: applyOnForward host policy, profiles, anti-spoofing of workload source
-// addresses (left to rp_filter).
+// Not implemented: applyOnForward host policy (refused by validation), profiles. Workload source
+// addresses are enforced by the kernel, not here: strict rp_filter on every workload interface
+// (IPv4; set by the CNI plugin and kept by felix's sysctl writer).
 package calc

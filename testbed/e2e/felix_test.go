@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -312,4 +315,48 @@ spec:
 		}
 		return ""
 	})
+}
+
+// TestSpoofedSourceDropped: a pod that takes another pod's address and sends from it is stopped
+// at its own host (strict reverse-path filtering on the workload interface), so it cannot pass for
+// that pod in policy anywhere. Counted at the destination pod: its own address gets through, the
+// borrowed one never arrives.
+func TestSpoofedSourceDropped(t *testing.T) {
+	tb := testbed.StartForTest(t, testbed.Options{Hosts: 2, LogLevel: "info"})
+	p := addPod(t, tb, "host-1", "p")
+	q := addPod(t, tb, "host-1", "q")
+	r := addPod(t, tb, "host-2", "r")
+	for _, src := range []string{p.IPv4, q.IPv4} {
+		output(t, tb, "host-2/r", "iptables", "-I", "INPUT", "-p", "icmp", "-s", src)
+	}
+	arrived := func(src string) int {
+		// iptables-save -c prints "[packets:bytes] -A INPUT -s a.b.c.d/32 -p icmp".
+		out := output(t, tb, "host-2/r", "iptables-save", "-c", "-t", "filter")
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "-A INPUT -s "+src+"/32 ") && strings.HasPrefix(line, "[") {
+				n, err := strconv.Atoi(line[1:strings.Index(line, ":")])
+				if err != nil {
+					t.Fatalf("read counter in %q: %v", line, err)
+				}
+				return n
+			}
+		}
+		t.Fatalf("no counting rule for %s in r's INPUT:\n%s", src, out)
+		return 0
+	}
+	eventually(t, waitTimeout, func() string {
+		if err := ping(tb, "host-1/p", r.IPv4, 1); err != nil {
+			return fmt.Sprintf("p cannot reach r from its own address: %v", err)
+		}
+		return ""
+	})
+	if arrived(p.IPv4) == 0 {
+		t.Fatal("r counted nothing from p's own address: the counter does not work")
+	}
+	output(t, tb, "host-1/p", "ip", "addr", "add", q.IPv4+"/32", "dev", "eth0")
+	// The replies would go to q, so ping fails either way; the counter at r tells.
+	_, _ = tb.Output(context.Background(), "host-1/p", "ping", "-c", "3", "-i", "0.2", "-W", "1", "-I", q.IPv4, r.IPv4)
+	if n := arrived(q.IPv4); n != 0 {
+		t.Errorf("%d packets from p with q's address %s reached r on another host", n, q.IPv4)
+	}
 }

@@ -66,7 +66,9 @@ type Setting struct {
 }
 
 // WorkloadSettings returns what a host-side workload interface needs for pure-L3 wiring: the host
-// answers ARP/NDP for the pod's gateway at once, forwards, and never autoconfigures from the pod.
+// answers ARP/NDP for the pod's gateway at once, forwards, never autoconfigures from the pod, and
+// drops IPv4 packets whose source is not routed to that interface (strict rp_filter), so a pod
+// cannot send as another pod and pass others' policy for it.
 func WorkloadSettings(ifname string, ipv4, ipv6 bool) []Setting {
 	var s []Setting
 	if ipv4 {
@@ -75,6 +77,7 @@ func WorkloadSettings(ifname string, ipv4, ipv6 bool) []Setting {
 			Setting{"net/ipv4/conf/" + ifname + "/route_localnet", "1"},
 			Setting{"net/ipv4/conf/" + ifname + "/proxy_arp", "1"},
 			Setting{"net/ipv4/neigh/" + ifname + "/proxy_delay", "0"},
+			Setting{"net/ipv4/conf/" + ifname + "/rp_filter", "1"},
 		)
 	}
 	if ipv6 {

@@ -62,6 +62,7 @@ func TestApplyWritesOnlyDifferences(t *testing.T) {
 		"net/ipv4/conf/trcaaaaaaaaaaa/route_localnet=1",
 		"net/ipv4/conf/trcaaaaaaaaaaa/proxy_arp=1",
 		"net/ipv4/neigh/trcaaaaaaaaaaa/proxy_delay=0",
+		"net/ipv4/conf/trcaaaaaaaaaaa/rp_filter=1",
 		"net/ipv6/conf/trcaaaaaaaaaaa/accept_ra=0",
 		"net/ipv6/conf/trcaaaaaaaaaaa/accept_dad=0",
 		"net/ipv6/conf/trcaaaaaaaaaaa/forwarding=1",
@@ -116,7 +117,7 @@ func TestPendingAndOtherInterfacesUntouched(t *testing.T) {
 	if err := m.Apply(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Pending()) != 0 || len(f.writes) != 4 {
+	if len(m.Pending()) != 0 || len(f.writes) != 5 {
 		t.Fatalf("pending %v writes %v", m.Pending(), f.writes)
 	}
 	for _, w := range f.writes {
