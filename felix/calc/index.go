@@ -65,6 +65,25 @@ func (v nsView) Get(k string) (string, bool) {
 	return v.l.Get(NamespaceLabelPrefix + k)
 }
 
+// parseNamespaceSelector parses a namespaceSelector. all() there means every namespace, as in
+// Calico, not every entity: host endpoints and global network sets have no namespace and must not
+// match (a GlobalNetworkPolicy with namespaceSelector: all() would otherwise isolate every host).
+func parseNamespaceSelector(s string) (*selector.Selector, error) {
+	if strings.TrimSpace(s) == "all()" {
+		s = "has(" + selector.NamespaceLabel + ")"
+	}
+	return selector.Parse(s)
+}
+
+// parseServiceAccountSelector parses a serviceAccountSelector (or a rule's serviceAccounts
+// selector): all() means every endpoint that has a service account, as in Calico.
+func parseServiceAccountSelector(s string) (*selector.Selector, error) {
+	if strings.TrimSpace(s) == "all()" {
+		s = "has(" + NamespaceNameLabel + ")" // saView answers it with the account's name
+	}
+	return selector.Parse(s)
+}
+
 // saView presents an endpoint's service account labels: projectcalico.org/name is the account's
 // name, other keys are the endpoint's "pcsa.<key>" labels.
 type saView struct{ l *labelled }

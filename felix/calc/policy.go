@@ -54,7 +54,7 @@ func newPolicy(key, namespace, name string, s *api.GlobalNetworkPolicySpec, np *
 		order, sel, types, saSel = s.Order, s.Selector, s.Types, s.ServiceAccountSelector
 		p.rules = [2][]api.Rule{s.Ingress, s.Egress}
 		if s.NamespaceSelector != "" {
-			ns, err := selector.Parse(s.NamespaceSelector)
+			ns, err := parseNamespaceSelector(s.NamespaceSelector)
 			if err != nil {
 				return p.withChains(key) // unparseable: selects nothing
 			}
@@ -65,7 +65,7 @@ func newPolicy(key, namespace, name string, s *api.GlobalNetworkPolicySpec, np *
 		p.order = *order
 	}
 	if saSel != "" {
-		parsed, err := selector.Parse(saSel)
+		parsed, err := parseServiceAccountSelector(saSel)
 		if err != nil {
 			return p.withChains(key) // unparseable: selects nothing
 		}

@@ -223,13 +223,13 @@ func (rr *ruleRenderer) entity(e *api.EntityRule, src bool) (m []string, positiv
 		if sa {
 			sm.saNames = slices.Compact(slices.Sorted(slices.Values(e.ServiceAccounts.Names)))
 			if e.ServiceAccounts.Selector != "" {
-				if sm.saSel, err = selector.Parse(e.ServiceAccounts.Selector); err != nil {
+				if sm.saSel, err = parseServiceAccountSelector(e.ServiceAccounts.Selector); err != nil {
 					return nil, nil, false
 				}
 			}
 		}
 		if e.NamespaceSelector != "" {
-			if sm.nsSel, err = selector.Parse(e.NamespaceSelector); err != nil {
+			if sm.nsSel, err = parseNamespaceSelector(e.NamespaceSelector); err != nil {
 				return nil, nil, false
 			}
 		} else {
