@@ -41,7 +41,9 @@ func (p IPAMPlugin) Add(args *skel.CmdArgs) error {
 	}
 	req := AssignRequest{
 		Node: inv.cfg.Node, Handle: inv.handle,
-		Attrs:     map[string]string{"namespace": inv.namespace, "pod": inv.podName, "containerID": args.ContainerID, "ifname": args.IfName},
+		// ipamOnly: the calling plugin writes no WorkloadEndpoint, so IPAM's leak check must not
+		// take the missing one for a dead pod.
+		Attrs:     map[string]string{"namespace": inv.namespace, "pod": inv.podName, "containerID": args.ContainerID, "ifname": args.IfName, "ipamOnly": "true"},
 		IPv4Pools: inv.cfg.IPv4Pools, IPv6Pools: inv.cfg.IPv6Pools,
 	}
 	inv.assignCounts(&req)

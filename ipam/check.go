@@ -169,6 +169,9 @@ func (w *world) leakReason(ip netip.Addr, attrs map[string]string) string {
 	if node := attrs[AttrNode]; node != "" && !w.nodes[node] {
 		return fmt.Sprintf("node %s does not exist", node)
 	}
+	if attrs[AttrIPAMOnly] == "true" {
+		return "" // no endpoint is ever written for it: only a missing node tells
+	}
 	if identified {
 		return fmt.Sprintf("workload endpoint of %s/%s does not exist", attrs[AttrNamespace], firstNonEmpty(attrs[AttrWorkload], attrs[AttrPod]))
 	}

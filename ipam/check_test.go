@@ -41,6 +41,9 @@ func TestLeakReason(t *testing.T) {
 		{"pod in another namespace", "198.18.0.9", map[string]string{AttrNamespace: "other", AttrPod: "db"}, true},
 		{"no workload, node exists", "198.18.0.9", map[string]string{AttrNode: "h1"}, true},
 		{"no workload, node gone", "198.18.0.9", map[string]string{AttrNode: "gone"}, true},
+		// terrace-ipam for another plugin: no endpoint is ever written, only the node can tell.
+		{"IPAM alone, node exists", "198.18.0.9", map[string]string{AttrNode: "h1", AttrNamespace: "ns", AttrPod: "web2", AttrIPAMOnly: "true"}, false},
+		{"IPAM alone, node gone", "198.18.0.9", map[string]string{AttrNode: "gone", AttrNamespace: "ns", AttrPod: "web2", AttrIPAMOnly: "true"}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

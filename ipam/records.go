@@ -26,6 +26,9 @@ const (
 	AttrPod         = "pod"         // pod / workload name
 	AttrContainerID = "containerID" // orchestrator container ID
 	AttrWorkload    = "wep"         // name of the WorkloadEndpoint resource, when known
+	// AttrIPAMOnly "true": assigned for another CNI plugin through terrace-ipam alone, so no
+	// WorkloadEndpoint will ever name the address and its absence proves nothing.
+	AttrIPAMOnly = "ipamOnly"
 )
 
 // cidrSegment writes a prefix as one key segment ("/" becomes "-").
