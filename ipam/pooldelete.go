@@ -130,8 +130,9 @@ func (a *Allocator) DeletePool(ctx context.Context, name, resourceVersion string
 // releasePoolBlocks frees the empty blocks inside cidr (ReleasePoolBlocks) and takes the
 // remaining ones from their hosts: a host must not keep advertising a whole block of a pool that
 // is gone, and a block owned by nobody is deleted by the release of its last address. The
-// addresses still there are then advertised one by one as borrowed, so their workloads stay
-// reachable.
+// addresses still there are in no pool any more, and BGP advertises nothing outside every pool:
+// their workloads lose their routes on other hosts (why a pool in use must be disabled and the
+// delete forced).
 func (a *Allocator) releasePoolBlocks(ctx context.Context, cidr netip.Prefix) ([]netip.Prefix, int, error) {
 	freed, inUse, err := a.ReleasePoolBlocks(ctx, cidr)
 	if err != nil || inUse == 0 {

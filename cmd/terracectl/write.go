@@ -180,7 +180,9 @@ func newDeleteCmd(e *env) *cobra.Command {
 		Long: "Deleting a Node also releases its address blocks: empty ones return to their pool, ones\n" +
 			"still holding addresses stay until those are released. Deleting an IPPool in which\n" +
 			"addresses are still allocated is refused (exit status 2) unless the pool is disabled\n" +
-			"and --force is given; its empty blocks are freed with it.",
+			"and --force is given; its empty blocks are freed with it. Workloads still holding\n" +
+			"addresses of a force-deleted pool are no longer advertised: other hosts lose their\n" +
+			"routes. Move them to another pool first.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			del := func(ctx context.Context, c *datastore.Client, r api.Resource) (string, error) {
 				return deleteResource(ctx, e, c, r, opts)
