@@ -298,7 +298,7 @@ func (a *Allocator) claimAndUse(ctx context.Context, env *allocEnv, node string,
 		return err
 	}
 	for len(*got) < n {
-		if env.cfg.MaxBlocksPerHost > 0 && len(*own) >= env.cfg.MaxBlocksPerHost {
+		if len(pools) > 0 && env.cfg.MaxBlocksPerHost > 0 && blocksOfFamily(*own, pools[0].cidr.Addr().Is4()) >= env.cfg.MaxBlocksPerHost {
 			return nil
 		}
 		b, err := a.claimBlock(ctx, node, pools)
@@ -315,6 +315,18 @@ func (a *Allocator) claimAndUse(ctx context.Context, env *allocEnv, node string,
 		}
 	}
 	return nil
+}
+
+// blocksOfFamily counts the IPv4 (v4) or IPv6 blocks of a list: maxBlocksPerHost applies to
+// each family on its own, as in Calico, so a dual-stack host with a limit of 1 gets one of each.
+func blocksOfFamily(blocks []netip.Prefix, v4 bool) int {
+	n := 0
+	for _, b := range blocks {
+		if b.Addr().Is4() == v4 {
+			n++
+		}
+	}
+	return n
 }
 
 // borrow takes addresses from blocks this node does not own (other hosts' or orphaned ones).
@@ -598,7 +610,7 @@ func (a *Allocator) createBlockFor(ctx context.Context, cidr netip.Prefix, node 
 		if err != nil {
 			return err
 		}
-		if env.cfg.MaxBlocksPerHost == 0 || len(own) < env.cfg.MaxBlocksPerHost {
+		if env.cfg.MaxBlocksPerHost == 0 || blocksOfFamily(own, cidr.Addr().Is4()) < env.cfg.MaxBlocksPerHost {
 			err := a.claim(ctx, node, cidr)
 			if errors.Is(err, kv.ErrConflict) {
 				return nil

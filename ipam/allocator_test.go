@@ -243,6 +243,17 @@ func TestMaxBlocksPerHost(t *testing.T) {
 	if bl, _ := a.BlocksForNode(ctx, "h1"); len(bl) != 1 {
 		t.Fatalf("h1 owns %v, limit is 1", bl)
 	}
+	// The limit is per family: the IPv4 block does not keep the host from an IPv6 one.
+	e.res.addPool("p6", "2001:db8:1000::/120", 126)
+	if got, err := a.AutoAssign(ctx, AutoAssignArgs{Node: "h1", Handle: "b", Num6: 2}); err != nil || len(got.IPv6) != 2 {
+		t.Fatalf("IPv6 with one IPv4 block owned: %v, %v", got, err)
+	}
+	if bl, _ := a.BlocksForNode(ctx, "h1"); len(bl) != 2 {
+		t.Fatalf("h1 owns %v, want one block per family", bl)
+	}
+	if _, err := a.AutoAssign(ctx, AutoAssignArgs{Node: "h1", Handle: "c", Num6: 3}); !errors.Is(err, ErrPoolsExhausted) {
+		t.Fatalf("a second IPv6 block beyond the limit: %v, want ErrPoolsExhausted", err)
+	}
 }
 
 func TestNodeSelector(t *testing.T) {
