@@ -246,6 +246,7 @@ func printReport(w io.Writer, r *ipam.Report) error {
 func newIPAMReleaseCmd(e *env) *cobra.Command {
 	var ips []string
 	var report, node, output string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "release",
 		Short: "Release leaked addresses (--ip, --from-report) or a removed node's blocks (--node)",
@@ -285,12 +286,21 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 					return usageErrorf("ipam release: %s is not an `ipam check -o json` report: %v", report, err)
 				}
 			}
-			a, _, err := e.allocator(cmd.Context())
+			a, c, err := e.allocator(cmd.Context())
 			if err != nil {
 				return err
 			}
 			switch {
 			case node != "":
+				// A live node's blocks taken away: other hosts may borrow from them and its pods
+				// are reachable only through /32s. Deleting the Node releases them anyway.
+				_, gerr := c.Get(cmd.Context(), "Node", "", node)
+				switch {
+				case gerr == nil && !force:
+					return usageErrorf("ipam release --node %s: the Node still exists; delete it (which releases its blocks) or give --force", node)
+				case gerr != nil && !errors.Is(gerr, datastore.ErrNotFound):
+					return fmt.Errorf("ipam release --node %s: read Node: %w", node, gerr)
+				}
 				res, err := a.ReleaseNode(cmd.Context(), node)
 				if output == outJSON && err == nil {
 					return writeJSON(e.out, res)
@@ -341,7 +351,8 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 	}
 	cmd.Flags().StringSliceVar(&ips, "ip", nil, "address(es) to release if nothing owns them")
 	cmd.Flags().StringVar(&report, "from-report", "", "release the leaks and orphan blocks listed in this `ipam check -o json` report")
-	cmd.Flags().StringVar(&node, "node", "", "release the block affinities of this (removed) node")
+	cmd.Flags().StringVar(&node, "node", "", "release the block affinities of this removed node")
+	cmd.Flags().BoolVar(&force, "force", false, "with --node: release them even though the Node still exists")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: text)")
 	return cmd
 }

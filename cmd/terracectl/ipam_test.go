@@ -93,6 +93,22 @@ func TestIPAMCommands(t *testing.T) {
 		t.Fatalf("release of a free address: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
 
+	// --node refuses a Node that still exists (its pods would be left without their blocks)
+	// unless forced; a removed node's blocks are released.
+	c.mustRun("apiVersion: terrace.dev/v1\nkind: Node\nmetadata: {name: live-node}\n", "apply", "-f", "-")
+	if _, err := a.AutoAssign(ctx, ipam.AutoAssignArgs{Node: "live-node", Handle: "net.c2", Num4: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if res := c.run("", "ipam", "release", "--node", "live-node"); res.code != 2 || !strings.Contains(res.stderr, "still exists") {
+		t.Fatalf("release --node of a live node: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if bl, _ := a.BlocksForNode(ctx, "live-node"); len(bl) != 1 {
+		t.Fatalf("a refused release changed the node's blocks: %v", bl)
+	}
+	if out := c.mustRun("", "ipam", "release", "--node", "live-node", "--force").stdout; !strings.Contains(out, "keeps 1 allocated") {
+		t.Fatalf("release --node --force:\n%s", out)
+	}
+
 	c.mustRun("", "ipam", "configure", "--strict-affinity=true", "--max-blocks-per-host", "4")
 	cfg, err := datastore.New(s, embedded.TestLogger()).Get(ctx, "IPAMConfiguration", "", "default")
 	if err != nil {
