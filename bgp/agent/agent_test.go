@@ -208,15 +208,9 @@ func (s *syncBuf) String() string {
 // TestAgentRereadsPasswords: password files live outside the datastore, so the agent reads them
 // again on its own (RecheckInterval) and a rotated password needs no unrelated change to apply.
 func TestAgentRereadsPasswords(t *testing.T) {
-	srv := embedded.StartForTest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	c := datastore.New(store, embedded.TestLogger())
+	_, c := testDatastore(t)
 	asn := api.ASNumber(64512)
 	mesh := false
 	mustApply(t, c, &api.BGPConfiguration{Metadata: api.ObjectMeta{Name: "default"},
@@ -259,15 +253,9 @@ func TestAgentRereadsPasswords(t *testing.T) {
 // own BGPConfiguration gives (the cluster default for one, a node.<name> override for the other):
 // the dialing side must use the other node's port, and each learns the other's block.
 func TestMeshAcrossListenPorts(t *testing.T) {
-	srv := embedded.StartForTest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	c := datastore.New(store, embedded.TestLogger())
+	store, c := testDatastore(t)
 	asn := api.ASNumber(64512)
 	mustApply(t, c, &api.IPPool{Metadata: api.ObjectMeta{Name: "pool"}, Spec: api.IPPoolSpec{CIDR: "198.18.0.0/15"}})
 	mustApply(t, c, &api.BGPConfiguration{Metadata: api.ObjectMeta{Name: "default"},
@@ -313,4 +301,18 @@ func TestMeshAcrossListenPorts(t *testing.T) {
 			return ok
 		})
 	}
+}
+
+// testDatastore starts an embedded etcd for the test and opens a store and a typed client on it.
+func testDatastore(t *testing.T) (*kv.Store, *datastore.Client) {
+	t.Helper()
+	srv := embedded.StartForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store, datastore.New(store, embedded.TestLogger())
 }
