@@ -55,7 +55,11 @@ func NewDataplane(ctx context.Context, cfg DataplaneConfig) (Dataplane, iptables
 	}
 	for _, v := range versions {
 		run := iptables.NewExecRunner(cfg.Cmd, backend, v)
-		for _, t := range []string{"filter", "nat"} {
+		tables := []string{"filter", "nat"}
+		if v == 6 {
+			tables = append(tables, "raw") // the IPv6 workload source check (calc.ChainPrerouting)
+		}
+		for _, t := range tables {
 			id := calc.TableID{IPVersion: v, Table: t}
 			dp.Tables[id] = iptables.NewTable(t, run, iptables.Options{Logger: log.With("writer", tableWriterName(id))})
 		}

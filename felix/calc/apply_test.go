@@ -17,11 +17,9 @@ func TestRecordIntoRealWriters(t *testing.T) {
 	sets := ipsets.New(nil, ipsets.Options{})
 	tables := map[TableID]TableWriter{}
 	real := map[TableID]*iptables.Table{}
-	for _, v := range []int{4, 6} {
-		for _, n := range []string{"filter", "nat"} {
-			tb := iptables.NewTable(n, nil, iptables.Options{})
-			tables[TableID{v, n}], real[TableID{v, n}] = tb, tb
-		}
+	for _, id := range []TableID{{4, "filter"}, {4, "nat"}, {6, "filter"}, {6, "nat"}, {6, "raw"}} {
+		tb := iptables.NewTable(id.Table, nil, iptables.Options{})
+		tables[id], real[id] = tb, tb
 	}
 	rw, err := routes.New(nil, routes.Config{Protocol: routes.ProtocolTerrace})
 	if err != nil {

@@ -83,6 +83,7 @@
 // alternatives, so a rule may render to several iptables rules.
 //
 // Not implemented: applyOnForward host policy (refused by validation), profiles. Workload source
-// addresses are enforced by the kernel, not here: strict rp_filter on every workload interface
-// (IPv4; set by the CNI plugin and kept by felix's sysctl writer).
+// addresses are checked before any policy: IPv4 by strict rp_filter on every workload interface
+// (set by the CNI plugin and kept by felix's sysctl writer), IPv6 by ChainPrerouting in the raw
+// table (rpfilter match on trc+ interfaces).
 package calc

@@ -20,6 +20,7 @@ const (
 	ChainInput            = "trc-INPUT"
 	ChainOutput           = "trc-OUTPUT"
 	ChainPostrouting      = "trc-POSTROUTING"
+	ChainPrerouting       = "trc-PREROUTING" // raw table, IPv6 only
 	ChainFromWlDispatch   = "trc-from-wl-dispatch"
 	ChainToWlDispatch     = "trc-to-wl-dispatch"
 	ChainFromHostEp       = "trc-from-host-ep"
@@ -513,6 +514,15 @@ func (c *Calculator) renderStatic() {
 		nat := TableID{famVersion(f), "nat"}
 		c.setChain(ChainRef{nat, ChainPostrouting}, []iptables.Rule{{Action: "-j " + ChainNATOutgoing}})
 		c.setInsertions(ChainRef{nat, "POSTROUTING"}, []iptables.Rule{{Action: "-j " + ChainPostrouting}})
+		if f == 1 {
+			// A workload may only send from addresses routed to its interface, so it cannot pass
+			// for another in policy. IPv4 has the interface's rp_filter; IPv6 has no such sysctl,
+			// and the rpfilter match only works before routing, in raw (or mangle) PREROUTING.
+			raw := TableID{6, "raw"}
+			c.setChain(ChainRef{raw, ChainPrerouting}, []iptables.Rule{{Match: "-i " + workloadIfaceMatch + " -m rpfilter --invert",
+				Action: "-j DROP", Comment: "workload source not routed to its interface"}})
+			c.setInsertions(ChainRef{raw, "PREROUTING"}, []iptables.Rule{{Action: "-j " + ChainPrerouting}})
+		}
 	}
 }
 

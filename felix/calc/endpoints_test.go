@@ -302,3 +302,16 @@ func TestPolicyListsShared(t *testing.T) {
 	}
 	diff(t, "open chain", []iptables.Rule{ctInvalid, ctEstab, clearMk}, chainOf(t, d, v4f, "trc-tw-00000000000"))
 }
+
+// TestIPv6SourceCheck: IPv6 workload sources are checked in the raw table (rpfilter) before any
+// policy; IPv4 has the interface's rp_filter and gets no raw table at all.
+func TestIPv6SourceCheck(t *testing.T) {
+	d := newCalc().Desired()
+	raw6 := TableID{6, "raw"}
+	diff(t, "raw PREROUTING chain", []iptables.Rule{{Match: "-i trc+ -m rpfilter --invert", Action: "-j DROP",
+		Comment: "workload source not routed to its interface"}}, chainOf(t, d, raw6, ChainPrerouting))
+	diff(t, "raw PREROUTING jump", []iptables.Rule{{Action: "-j " + ChainPrerouting}}, d.Tables[raw6].Insertions["PREROUTING"])
+	if _, ok := d.Tables[TableID{4, "raw"}]; ok {
+		t.Error("an IPv4 raw table was rendered")
+	}
+}

@@ -113,6 +113,7 @@ func TestKernelAcceptsRendering(t *testing.T) {
 cd %s
 ipset restore < sets
 for tb in filter nat; do iptables-%[2]s-restore < ${tb}4; ip6tables-%[2]s-restore < ${tb}6; done
+ip6tables-%[2]s-restore < raw6
 { iptables-%[2]s-save; ip6tables-%[2]s-save; } | grep -c '^-A trc-'
 `, dir, be)
 			out, err := exec.Command("unshare", "--net", "sh", "-c", script).CombinedOutput()

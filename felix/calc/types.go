@@ -11,7 +11,7 @@ import (
 // TableID names one iptables table of one IP version.
 type TableID struct {
 	IPVersion int    // 4 or 6
-	Table     string // "filter" or "nat"
+	Table     string // "filter", "nat", or (IPv6) "raw"
 }
 
 // IPSet is one desired set; Members are canonical (ipsets.CanonicalMember) and sorted.

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -318,45 +319,58 @@ spec:
 }
 
 // TestSpoofedSourceDropped: a pod that takes another pod's address and sends from it is stopped
-// at its own host (strict reverse-path filtering on the workload interface), so it cannot pass for
-// that pod in policy anywhere. Counted at the destination pod: its own address gets through, the
-// borrowed one never arrives.
+// at its own host, over IPv4 (strict rp_filter on the workload interface) and IPv6 (rpfilter in
+// the raw table), so it cannot pass for that pod in policy anywhere. Counted at the destination
+// pod: its own address gets through, the borrowed one never arrives.
 func TestSpoofedSourceDropped(t *testing.T) {
-	tb := testbed.StartForTest(t, testbed.Options{Hosts: 2, LogLevel: "info"})
+	tb := testbed.StartForTest(t, testbed.Options{Hosts: 2, IPv6: true, LogLevel: "info"})
 	p := addPod(t, tb, "host-1", "p")
 	q := addPod(t, tb, "host-1", "q")
 	r := addPod(t, tb, "host-2", "r")
-	for _, src := range []string{p.IPv4, q.IPv4} {
-		output(t, tb, "host-2/r", "iptables", "-I", "INPUT", "-p", "icmp", "-s", src)
-	}
-	arrived := func(src string) int {
-		// iptables-save -c prints "[packets:bytes] -A INPUT -s a.b.c.d/32 -p icmp".
-		out := output(t, tb, "host-2/r", "iptables-save", "-c", "-t", "filter")
-		for _, line := range strings.Split(out, "\n") {
-			if strings.Contains(line, "-A INPUT -s "+src+"/32 ") && strings.HasPrefix(line, "[") {
-				n, err := strconv.Atoi(line[1:strings.Index(line, ":")])
-				if err != nil {
-					t.Fatalf("read counter in %q: %v", line, err)
-				}
-				return n
+	for _, fam := range []struct {
+		name, ipt, save, proto, bits string
+		own, borrowed, dst           string
+		ping                         []string
+	}{
+		{"IPv4", "iptables", "iptables-save", "icmp", "/32", p.IPv4, q.IPv4, r.IPv4, []string{"ping", "-4"}},
+		{"IPv6", "ip6tables", "ip6tables-save", "ipv6-icmp", "/128", p.IPv6, q.IPv6, r.IPv6, []string{"ping", "-6"}},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			for _, src := range []string{fam.own, fam.borrowed} {
+				output(t, tb, "host-2/r", fam.ipt, "-I", "INPUT", "-p", fam.proto, "-s", src)
 			}
-		}
-		t.Fatalf("no counting rule for %s in r's INPUT:\n%s", src, out)
-		return 0
-	}
-	eventually(t, waitTimeout, func() string {
-		if err := ping(tb, "host-1/p", r.IPv4, 1); err != nil {
-			return fmt.Sprintf("p cannot reach r from its own address: %v", err)
-		}
-		return ""
-	})
-	if arrived(p.IPv4) == 0 {
-		t.Fatal("r counted nothing from p's own address: the counter does not work")
-	}
-	output(t, tb, "host-1/p", "ip", "addr", "add", q.IPv4+"/32", "dev", "eth0")
-	// The replies would go to q, so ping fails either way; the counter at r tells.
-	_, _ = tb.Output(context.Background(), "host-1/p", "ping", "-c", "3", "-i", "0.2", "-W", "1", "-I", q.IPv4, r.IPv4)
-	if n := arrived(q.IPv4); n != 0 {
-		t.Errorf("%d packets from p with q's address %s reached r on another host", n, q.IPv4)
+			arrived := func(src string) int {
+				// *-save -c prints "[packets:bytes] -A INPUT -s ADDR/LEN -p PROTO".
+				out := output(t, tb, "host-2/r", fam.save, "-c", "-t", "filter")
+				for _, line := range strings.Split(out, "\n") {
+					if strings.Contains(line, "-A INPUT -s "+src+fam.bits+" ") && strings.HasPrefix(line, "[") {
+						n, err := strconv.Atoi(line[1:strings.Index(line, ":")])
+						if err != nil {
+							t.Fatalf("read counter in %q: %v", line, err)
+						}
+						return n
+					}
+				}
+				t.Fatalf("no counting rule for %s in r's INPUT:\n%s", src, out)
+				return 0
+			}
+			eventually(t, waitTimeout, func() string {
+				args := append(slices.Clone(fam.ping), "-c", "1", "-W", "2", fam.dst)
+				if out, err := tb.Output(context.Background(), "host-1/p", args...); err != nil {
+					return fmt.Sprintf("p cannot reach r from its own address: %v %s", err, out)
+				}
+				return ""
+			})
+			if arrived(fam.own) == 0 {
+				t.Fatal("r counted nothing from p's own address: the counter does not work")
+			}
+			output(t, tb, "host-1/p", "ip", "addr", "add", fam.borrowed+fam.bits, "dev", "eth0", "nodad")
+			// The replies would go to q, so ping fails either way; the counter at r tells.
+			args := append(slices.Clone(fam.ping), "-c", "3", "-i", "0.2", "-W", "1", "-I", fam.borrowed, fam.dst)
+			_, _ = tb.Output(context.Background(), "host-1/p", args...)
+			if n := arrived(fam.borrowed); n != 0 {
+				t.Errorf("%d packets from p with q's address %s reached r on another host", n, fam.borrowed)
+			}
+		})
 	}
 }
