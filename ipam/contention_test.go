@@ -134,9 +134,6 @@ func TestOneBlockOneProcess(t *testing.T) {
 // TestOneBlockManyProcesses: separate processes (an Allocator and a connection each, as
 // terrace-cni-etcd without an agent) do race; with several callers each, none may give up.
 func TestOneBlockManyProcesses(t *testing.T) {
-	if testing.Short() {
-		t.Skip("contention test; skipped with -short")
-	}
 	e := oneBlockEnv(t)
 	var allocators []*Allocator
 	for range 6 {

@@ -41,7 +41,6 @@ func mustApply(t *testing.T, c *datastore.Client, r api.Resource) {
 // speaker (a stand-in ToR) on loopback high ports: the agent advertises its IPAM block, installs
 // the peer's prefix, and withdraws the block when IPAM drops it. No root needed.
 func TestAgentWithPeer(t *testing.T) {
-	srv := embedded.StartForTest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var logs syncBuf
@@ -51,12 +50,7 @@ func TestAgentWithPeer(t *testing.T) {
 			t.Logf("agent and peer logs:\n%s", logs.String())
 		}
 	})
-	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	c := datastore.New(store, log)
+	store, c := testDatastore(t, log)
 	agentPort, torPort := freePort(t), freePort(t)
 
 	asn := api.ASNumber(64512)
@@ -68,17 +62,7 @@ func TestAgentWithPeer(t *testing.T) {
 		Spec: api.NodeSpec{BGP: &api.NodeBGPSpec{IPv4Address: "127.0.0.1/8"}}})
 	mustApply(t, c, &api.BGPPeer{Metadata: api.ObjectMeta{Name: "tor"},
 		Spec: api.BGPPeerSpec{Node: "host-1", PeerIP: fmt.Sprintf("127.0.0.2:%d", torPort), ASNumber: 65000}})
-	blk, err := ipam.NewBlock(netip.MustParsePrefix("198.18.0.0/26"), "host-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := ipam.EncodeBlock(blk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Put(ctx, ipam.BlockKey(blk.CIDR), data); err != nil {
-		t.Fatal(err)
-	}
+	blk := putBlock(t, store, "198.18.0.0/26", "host-1")
 
 	tor := speaker.New(speaker.Options{Logger: log})
 	if err := tor.Start(ctx, speaker.Global{ASN: 65000, RouterID: netip.MustParseAddr("127.0.0.2"), ListenPort: int32(torPort),
@@ -210,7 +194,7 @@ func (s *syncBuf) String() string {
 func TestAgentRereadsPasswords(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, c := testDatastore(t)
+	_, c := testDatastore(t, embedded.TestLogger())
 	asn := api.ASNumber(64512)
 	mesh := false
 	mustApply(t, c, &api.BGPConfiguration{Metadata: api.ObjectMeta{Name: "default"},
@@ -255,7 +239,7 @@ func TestAgentRereadsPasswords(t *testing.T) {
 func TestMeshAcrossListenPorts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	store, c := testDatastore(t)
+	store, c := testDatastore(t, embedded.TestLogger())
 	asn := api.ASNumber(64512)
 	mustApply(t, c, &api.IPPool{Metadata: api.ObjectMeta{Name: "pool"}, Spec: api.IPPoolSpec{CIDR: "198.18.0.0/15"}})
 	mustApply(t, c, &api.BGPConfiguration{Metadata: api.ObjectMeta{Name: "default"},
@@ -268,17 +252,7 @@ func TestMeshAcrossListenPorts(t *testing.T) {
 	for i, name := range []string{"host-1", "host-2"} {
 		mustApply(t, c, &api.Node{Metadata: api.ObjectMeta{Name: name},
 			Spec: api.NodeSpec{BGP: &api.NodeBGPSpec{IPv4Address: fmt.Sprintf("127.0.0.%d/8", i+1)}}})
-		blk, err := ipam.NewBlock(blocks[name], name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := ipam.EncodeBlock(blk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := store.Put(ctx, ipam.BlockKey(blk.CIDR), data); err != nil {
-			t.Fatal(err)
-		}
+		putBlock(t, store, blocks[name].String(), name)
 		nl := &fakeNetlink{table: append(underlay().table[:0:0], underlay().table[0])}
 		nl.table[0].Dst = cidr("127.0.0.0/8")
 		writers[name] = newFakeWriter()
@@ -304,15 +278,32 @@ func TestMeshAcrossListenPorts(t *testing.T) {
 }
 
 // testDatastore starts an embedded etcd for the test and opens a store and a typed client on it.
-func testDatastore(t *testing.T) (*kv.Store, *datastore.Client) {
+func testDatastore(t *testing.T, log *slog.Logger) (*kv.Store, *datastore.Client) {
 	t.Helper()
 	srv := embedded.StartForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
+	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	return store, datastore.New(store, embedded.TestLogger())
+	return store, datastore.New(store, log)
+}
+
+// putBlock writes an IPAM block affine to host, as IPAM would after a claim.
+func putBlock(t *testing.T, store *kv.Store, cidr, host string) *ipam.Block {
+	t.Helper()
+	blk, err := ipam.NewBlock(netip.MustParsePrefix(cidr), host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := ipam.EncodeBlock(blk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Put(context.Background(), ipam.BlockKey(blk.CIDR), data); err != nil {
+		t.Fatal(err)
+	}
+	return blk
 }

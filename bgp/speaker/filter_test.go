@@ -17,12 +17,7 @@ import (
 // refused are withdrawn), except for a peer that an Accept rule had sent routes learned from
 // others, whose session is reset (GoBGP cannot withdraw those alone).
 func TestFilters(t *testing.T) {
-	port := freePort(t, addrA, addrB, addrC)
-	tor := startSpeaker(t, addrA, 65001, port, nil)
-	host := startSpeaker(t, addrB, 65002, port, nil)
-	other := startSpeaker(t, addrC, 65003, port, nil)
-	setPeers(t, tor, peerOf(tor, host))
-	setPeers(t, other, peerOf(other, host))
+	tor, host, other := transitTrio(t)
 
 	torA, torB := pfx("198.18.10.0/24"), pfx("198.18.11.0/24")
 	own1, own2, borrowed := pfx("198.18.20.0/26"), pfx("198.18.21.0/26"), pfx("198.18.30.5/32")
@@ -235,12 +230,7 @@ func TestFilterStatementsNextHop(t *testing.T) {
 // host's address, Keep the ToR's. This host's own routes always carry its address. Changing the
 // mode re-sends the routes without resetting the session.
 func TestNextHopModes(t *testing.T) {
-	port := freePort(t, addrA, addrB, addrC)
-	tor := startSpeaker(t, addrA, 65001, port, nil)
-	host := startSpeaker(t, addrB, 65002, port, nil)
-	other := startSpeaker(t, addrC, 65003, port, nil)
-	setPeers(t, tor, peerOf(tor, host))
-	setPeers(t, other, peerOf(other, host))
+	tor, host, other := transitTrio(t)
 	fromTor, own := pfx("198.18.10.0/24"), pfx("198.18.20.0/26")
 	advertise(t, tor, map[netip.Prefix]Advert{fromTor: {NextHop: addrA}})
 	advertise(t, host, map[netip.Prefix]Advert{own: {}})
@@ -318,4 +308,17 @@ func TestRefusedRemote(t *testing.T) {
 			}
 		})
 	}
+}
+
+// transitTrio starts three speakers in three ASes: a ToR and another peer, each peering with the
+// host in the middle (whose own peers the test sets).
+func transitTrio(t *testing.T) (tor, host, other *testSpeaker) {
+	t.Helper()
+	port := freePort(t, addrA, addrB, addrC)
+	tor = startSpeaker(t, addrA, 65001, port, nil)
+	host = startSpeaker(t, addrB, 65002, port, nil)
+	other = startSpeaker(t, addrC, 65003, port, nil)
+	setPeers(t, tor, peerOf(tor, host))
+	setPeers(t, other, peerOf(other, host))
+	return tor, host, other
 }

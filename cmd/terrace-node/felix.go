@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -25,7 +24,7 @@ func addFelixFlags(f *pflag.FlagSet) {
 }
 
 // felixComponent resolves felix's settings.
-func felixComponent(cfg *cliconf.Config, log *slog.Logger) (node.Component, error) {
+func felixComponent(cfg *cliconf.Config) (node.Component, error) {
 	resync, err := cfg.Duration("felix-resync-interval")
 	if err != nil {
 		return nil, fmt.Errorf("parse --felix-resync-interval: %w", err)

@@ -59,7 +59,7 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 				}
 			}
 			if cfg.Bool("felix") {
-				comp, err := felixComponent(cfg, log)
+				comp, err := felixComponent(cfg)
 				if err != nil {
 					return usageError{err}
 				}
