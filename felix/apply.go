@@ -219,6 +219,11 @@ func (a *Agent) push(d *calc.Delta) {
 		delete(a.chainRules, ref)
 		note(fmt.Sprintf("chain %s %s", tableWriterName(ref.Table), ref.Name), nil)
 	}
+	if d.AppendInsertions != nil {
+		for _, t := range a.dp.Tables {
+			t.SetAppend(*d.AppendInsertions)
+		}
+	}
 	for _, iu := range d.InsertionsUpdated {
 		obj := fmt.Sprintf("insertions %s %s", tableWriterName(iu.Table), iu.Chain.Name)
 		t, err := a.table(iu.Table)

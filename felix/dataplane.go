@@ -36,6 +36,7 @@ type Table interface {
 	UpdateChain(c iptables.Chain) error
 	RemoveChain(name string)
 	SetInsertions(kernelChain string, rules []iptables.Rule) error
+	SetAppend(atEnd bool)
 	SetInSync()
 	Apply(ctx context.Context) error
 	Resync(ctx context.Context) error

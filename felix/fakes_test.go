@@ -182,6 +182,7 @@ func (f fakeIPSets) Resync(context.Context) error {
 type fakeTable struct {
 	*fakeObjects[[]iptables.Rule]
 	inserts map[string][]iptables.Rule
+	atEnd   *bool
 }
 
 func (f fakeTable) UpdateChain(c iptables.Chain) error {
@@ -200,6 +201,11 @@ func (f fakeTable) SetInsertions(kc string, rules []iptables.Rule) error {
 	defer f.r.mu.Unlock()
 	f.inserts[kc] = rules
 	return nil
+}
+func (f fakeTable) SetAppend(atEnd bool) {
+	f.r.mu.Lock()
+	defer f.r.mu.Unlock()
+	*f.atEnd = atEnd
 }
 func (f fakeTable) SetInSync() {
 	f.r.mu.Lock()
@@ -316,8 +322,8 @@ func newFakeDP() *fakeDP {
 	return &fakeDP{
 		r:       r,
 		ipsets:  fakeIPSets{newFakeObjects[[]string]("ipsets", r)},
-		filter4: fakeTable{newFakeObjects[[]iptables.Rule]("iptables-filter-v4", r), map[string][]iptables.Rule{}},
-		nat4:    fakeTable{newFakeObjects[[]iptables.Rule]("iptables-nat-v4", r), map[string][]iptables.Rule{}},
+		filter4: fakeTable{newFakeObjects[[]iptables.Rule]("iptables-filter-v4", r), map[string][]iptables.Rule{}, new(bool)},
+		nat4:    fakeTable{newFakeObjects[[]iptables.Rule]("iptables-nat-v4", r), map[string][]iptables.Rule{}, new(bool)},
 		routes:  &fakeRoutes{fakeObjects: newFakeObjects[routes.Target]("routes", r)},
 		sysctls: &fakeSysctls{r: r, ifaces: map[string][2]bool{}},
 	}

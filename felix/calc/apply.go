@@ -23,6 +23,7 @@ type TableWriter interface {
 	UpdateChain(c iptables.Chain) error
 	RemoveChain(name string)
 	SetInsertions(kernelChain string, rules []iptables.Rule) error
+	SetAppend(atEnd bool)
 }
 
 // RouteWriter is the desired-state half of *routes.Writer.
@@ -82,6 +83,11 @@ func (d *Delta) RecordInto(w Writers) error {
 	for _, cr := range d.ChainsRemoved {
 		if t := w.Tables[cr.Table]; t != nil {
 			t.RemoveChain(cr.Name)
+		}
+	}
+	if d.AppendInsertions != nil {
+		for _, t := range w.Tables {
+			t.SetAppend(*d.AppendInsertions)
 		}
 	}
 	for _, iu := range d.InsertionsUpdated {

@@ -59,6 +59,9 @@ type outState struct {
 	changedInserts map[ChainRef]bool
 	changedRoutes  map[netip.Prefix]bool
 	changedEPs     map[string]bool
+	// appendInserts is FelixConfiguration chainInsertMode Append: insertions stand at the end
+	// of their kernel chains.
+	appendInserts, changedAppend bool
 }
 
 // New returns an empty Calculator for one node.
@@ -402,6 +405,10 @@ func (c *Calculator) collect() *Delta {
 	}
 	clear(c.out.changedChains)
 	clear(c.out.changedInserts)
+	if c.out.changedAppend {
+		d.AppendInsertions = new(c.out.appendInserts)
+		c.out.changedAppend = false
+	}
 	clear(c.out.changedRoutes)
 	clear(c.out.changedEPs)
 	return d
@@ -415,6 +422,8 @@ func (c *Calculator) Desired() *Desired {
 		Tables:    map[TableID]*TableState{},
 		Routes:    maps.Clone(c.out.routes),
 		Endpoints: maps.Clone(c.out.eps),
+
+		AppendInsertions: c.out.appendInserts,
 	}
 	table := func(id TableID) *TableState {
 		t := d.Tables[id]

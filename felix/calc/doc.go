@@ -65,7 +65,11 @@
 // verdicts travel back in mark bits 0x10000 (accept: the list returns) and 0x20000 (pass: the
 // remaining policies and the final drop are skipped). An Allow rule is one rule that goes (-g) to
 // trc-allow, which sets the mark and so returns straight to the list; Pass likewise goes to
-// trc-pass; Deny is a DROP; Log is a LOG with prefix trc-ingress:/trc-egress:.
+// trc-pass; Deny, and the end of a list, jump to trc-deny, which DROPs or (FelixConfiguration
+// iptablesFilterDenyAction Reject) REJECTs; Log is a LOG with prefix trc-ingress:/trc-egress:.
+// What policy allowed is ACCEPTed at the end of trc-FORWARD, or of trc-INPUT/trc-OUTPUT for host
+// endpoints (by the accept mark), or handed back to the kernel chain (iptablesFilterAllowAction
+// Return); chainInsertMode Append puts Terrace's jumps at the end of the kernel chains.
 // In nat POSTROUTING, traffic from a pool with natOutgoing (not disabled) to a destination outside
 // every pool is masqueraded (or SNATed to natOutgoingAddress).
 //

@@ -31,6 +31,7 @@ const (
 	ChainNATOutgoing      = "trc-nat-outgoing"
 	ChainAllow            = "trc-allow" // policy chains goto it: set the accept mark, return
 	ChainPass             = "trc-pass"  // likewise with the pass mark
+	ChainDeny             = "trc-deny"  // Deny rules and the end of a policy list: DROP or REJECT
 	workloadIfaceMatch    = "trc+"
 	defaultEndpointToHost = "Drop"
 )
@@ -251,7 +252,7 @@ func policyListRules(d int, pols []*policy) []iptables.Rule {
 	for _, p := range pols {
 		rules = append(rules, iptables.Rule{Match: notPassed, Action: "-j " + p.chain[d]}, returnAccept)
 	}
-	return append(rules, iptables.Rule{Match: notPassed, Action: "-j DROP", Comment: "no policy allowed the packet"})
+	return append(rules, iptables.Rule{Match: notPassed, Action: "-j " + ChainDeny, Comment: "no policy allowed the packet"})
 }
 
 // policyListName names the shared chain of one ordered list of policy chains (which encode the
@@ -478,22 +479,47 @@ func (c *Calculator) renderStatic() {
 	action := c.felixString(func(s *api.FelixConfigurationSpec) string { return s.DefaultEndpointToHostAction }, defaultEndpointToHost)
 	in := c.failsafe(func(s *api.FelixConfigurationSpec) *[]api.ProtoPort { return s.FailsafeInboundHostPorts }, api.DefaultFailsafeInboundHostPorts())
 	out := c.failsafe(func(s *api.FelixConfigurationSpec) *[]api.ProtoPort { return s.FailsafeOutboundHostPorts }, api.DefaultFailsafeOutboundHostPorts())
+	// Policy's final verdicts, as Calico's iptablesFilterAllowAction and iptablesFilterDenyAction:
+	// ACCEPT ends the packet's trip through the filter table, RETURN hands it back to the
+	// kernel chain so rules after Terrace's still see it; REJECT answers instead of dropping.
+	allow := "ACCEPT"
+	if c.felixString(func(s *api.FelixConfigurationSpec) string { return s.IptablesFilterAllowAction }, "Accept") == "Return" {
+		allow = "RETURN"
+	}
+	deny := "DROP"
+	if c.felixString(func(s *api.FelixConfigurationSpec) string { return s.IptablesFilterDenyAction }, "Drop") == "Reject" {
+		deny = "REJECT"
+	}
+	if app := c.felixString(func(s *api.FelixConfigurationSpec) string { return s.ChainInsertMode }, "Insert") == "Append"; app != c.out.appendInserts {
+		c.out.appendInserts, c.out.changedAppend = app, true
+	}
 	for _, f := range c.families() {
 		t := TableID{famVersion(f), "filter"}
 		c.setChain(ChainRef{t, ChainForward}, []iptables.Rule{
 			{Match: "-i " + workloadIfaceMatch, Action: "-j " + ChainFromWlDispatch},
 			{Match: "-o " + workloadIfaceMatch, Action: "-j " + ChainToWlDispatch},
-			{Match: "-i " + workloadIfaceMatch, Action: "-j ACCEPT", Comment: "allowed by workload policy"},
-			{Match: "-o " + workloadIfaceMatch, Action: "-j ACCEPT", Comment: "allowed by workload policy"},
+			{Match: "-i " + workloadIfaceMatch, Action: "-j " + allow, Comment: "allowed by workload policy"},
+			{Match: "-o " + workloadIfaceMatch, Action: "-j " + allow, Comment: "allowed by workload policy"},
 		})
+		// A host endpoint chain that allows returns here with the accept mark; one that is not
+		// isolated returns without it. The mark is cleared first so a packet that arrives
+		// carrying the bit from elsewhere, on an interface without a host endpoint, is not taken
+		// for allowed.
+		hostAllowed := iptables.Rule{Match: "-m mark --mark " + hexMark(MarkAccept) + "/" + hexMark(MarkAccept),
+			Action: "-j " + allow, Comment: "allowed by host endpoint policy"}
 		c.setChain(ChainRef{t, ChainInput}, []iptables.Rule{
 			{Match: "-i " + workloadIfaceMatch, Action: "-g " + ChainWlToHost},
+			clearMarks,
 			{Action: "-j " + ChainFromHostEp},
+			hostAllowed,
 		})
 		c.setChain(ChainRef{t, ChainOutput}, []iptables.Rule{
 			{Match: "-o " + workloadIfaceMatch, Action: "-j RETURN", Comment: "host to local workload is not filtered"},
+			clearMarks,
 			{Action: "-j " + ChainToHostEp},
+			hostAllowed,
 		})
+		c.setChain(ChainRef{t, ChainDeny}, []iptables.Rule{{Action: "-j " + deny, Comment: "denied by policy"}})
 		var wl []iptables.Rule
 		if f == 1 {
 			// Pure-L3 IPv6 needs neighbour discovery with the host before any policy applies.
@@ -550,20 +576,54 @@ func (c *Calculator) renderNAT() {
 			allSet := c.x.acquire(f, "pools:all:"+strings.Join(all, ","), nil, membersOf(all)[f])
 			masqSet := c.x.acquire(f, "pools:masq:"+strings.Join(masq, ","), nil, membersOf(masq)[f])
 			c.natSets = append(c.natSets, allSet, masqSet)
-			action := "-j MASQUERADE"
+			match := "-m set --match-set " + masqSet + " src -m set ! --match-set " + allSet + " dst"
+			src := ""
 			if a, err := netip.ParseAddr(c.felixString(func(s *api.FelixConfigurationSpec) string { return s.NATOutgoingAddress }, "")); err == nil && a.Unmap().Is4() == (f == 0) {
-				action = "-j SNAT --to-source " + a.Unmap().String()
+				src = a.Unmap().String()
+				if f == 1 {
+					src = "[" + src + "]" // so a port range can follow
+				}
 			}
-			rules = append(rules, iptables.Rule{
-				Match:  "-m set --match-set " + masqSet + " src -m set ! --match-set " + allSet + " dst",
-				Action: action, Comment: "natOutgoing",
-			})
+			action := func(ports string) string {
+				switch {
+				case src == "" && ports == "":
+					return "-j MASQUERADE"
+				case src == "":
+					return "-j MASQUERADE --to-ports " + ports
+				case ports == "":
+					return "-j SNAT --to-source " + strings.Trim(src, "[]")
+				}
+				return "-j SNAT --to-source " + src + ":" + ports
+			}
+			// natPortRange, as Calico: only protocols with ports can be given one, so TCP, UDP
+			// and SCTP are mapped into it and everything else is translated as before.
+			if pr := c.natPortRange(); pr != "" {
+				for _, proto := range []string{"tcp", "udp", "sctp"} {
+					rules = append(rules, iptables.Rule{Match: "-p " + proto + " " + match, Action: action(pr), Comment: "natOutgoing"})
+				}
+			}
+			rules = append(rules, iptables.Rule{Match: match, Action: action(""), Comment: "natOutgoing"})
 		}
 		c.setChain(ChainRef{TableID{famVersion(f), "nat"}, ChainNATOutgoing}, rules)
 	}
 	for _, s := range old {
 		c.x.release(s)
 	}
+}
+
+// natPortRange is FelixConfiguration natPortRange as iptables writes a NAT port range
+// ("32768-65535"), or "" when unset.
+func (c *Calculator) natPortRange() string {
+	for _, slot := range []string{"node", "default"} {
+		if s := c.felix[slot]; s != nil && s.NATPortRange != nil && s.NATPortRange.PortName == "" && s.NATPortRange.MinPort > 0 {
+			r := s.NATPortRange
+			if r.MinPort == r.MaxPort {
+				return strconv.Itoa(r.MinPort)
+			}
+			return strconv.Itoa(r.MinPort) + "-" + strconv.Itoa(r.MaxPort)
+		}
+	}
+	return ""
 }
 
 // renderRoutes routes each local workload address to its interface and blackholes own blocks.

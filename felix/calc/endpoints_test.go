@@ -3,6 +3,7 @@ package calc
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -16,7 +17,7 @@ var (
 	ctInvalid = rule("-m conntrack --ctstate INVALID", "-j DROP")
 	ctEstab   = rule("-m conntrack --ctstate RELATED,ESTABLISHED", "-j ACCEPT")
 	clearMk   = rule("", "-j MARK --set-xmark 0x0/0x30000")
-	dropEnd   = iptables.Rule{Match: "-m mark --mark 0x0/0x20000", Action: "-j DROP", Comment: "no policy allowed the packet"}
+	dropEnd   = iptables.Rule{Match: "-m mark --mark 0x0/0x20000", Action: "-j " + ChainDeny, Comment: "no policy allowed the packet"}
 )
 
 func jump(chain string) iptables.Rule { return rule("-m mark --mark 0x0/0x20000", "-j "+chain) }
@@ -81,7 +82,7 @@ func TestPolicyOrder(t *testing.T) {
 	diff(t, "endpoint chain", want, endpointRules(t, d, v4f, "trc-tw-0123456789a"))
 	diff(t, "pass then deny", []iptables.Rule{
 		rule("-p tcp", "-g trc-pass"),
-		rule("", "-j DROP"),
+		rule("", "-j "+ChainDeny),
 	}, chainOf(t, d, v4f, g("b-order-10")))
 }
 
@@ -168,6 +169,49 @@ func TestNATOutgoing(t *testing.T) {
 	}
 }
 
+// TestNATPortRange: natPortRange maps TCP, UDP and SCTP into the range (MASQUERADE --to-ports,
+// or SNAT to address:range, bracketed in IPv6) and leaves other protocols to a plain rule after.
+func TestNATPortRange(t *testing.T) {
+	pr := func(lo, hi int) *api.Port { return &api.Port{MinPort: lo, MaxPort: hi} }
+	cases := []struct {
+		name   string
+		spec   api.FelixConfigurationSpec
+		v4, v6 []string // actions in order
+	}{
+		{"unset", api.FelixConfigurationSpec{}, []string{"-j MASQUERADE"}, []string{"-j MASQUERADE"}},
+		{"range, masquerade", api.FelixConfigurationSpec{NATPortRange: pr(32768, 65535)},
+			[]string{"-j MASQUERADE --to-ports 32768-65535", "-j MASQUERADE --to-ports 32768-65535", "-j MASQUERADE --to-ports 32768-65535", "-j MASQUERADE"},
+			[]string{"-j MASQUERADE --to-ports 32768-65535", "-j MASQUERADE --to-ports 32768-65535", "-j MASQUERADE --to-ports 32768-65535", "-j MASQUERADE"}},
+		{"single port, SNAT v4 only", api.FelixConfigurationSpec{NATPortRange: pr(40000, 40000), NATOutgoingAddress: "192.0.2.10"},
+			[]string{"-j SNAT --to-source 192.0.2.10:40000", "-j SNAT --to-source 192.0.2.10:40000", "-j SNAT --to-source 192.0.2.10:40000", "-j SNAT --to-source 192.0.2.10"},
+			[]string{"-j MASQUERADE --to-ports 40000", "-j MASQUERADE --to-ports 40000", "-j MASQUERADE --to-ports 40000", "-j MASQUERADE"}},
+		{"SNAT v6", api.FelixConfigurationSpec{NATPortRange: pr(1024, 2047), NATOutgoingAddress: "2001:db8::10"},
+			[]string{"-j MASQUERADE --to-ports 1024-2047", "-j MASQUERADE --to-ports 1024-2047", "-j MASQUERADE --to-ports 1024-2047", "-j MASQUERADE"},
+			[]string{"-j SNAT --to-source [2001:db8::10]:1024-2047", "-j SNAT --to-source [2001:db8::10]:1024-2047", "-j SNAT --to-source [2001:db8::10]:1024-2047", "-j SNAT --to-source 2001:db8::10"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCalc(pool("nat", "198.18.0.0/16", true, false), pool("nat6", "2001:db8:1000::/48", true, false),
+				felixCfg("default", tc.spec))
+			for _, fam := range []struct {
+				table TableID
+				want  []string
+			}{{v4n, tc.v4}, {TableID{6, "nat"}, tc.v6}} {
+				rules := chainOf(t, c.Desired(), fam.table, ChainNATOutgoing)
+				var got []string
+				for i, r := range rules {
+					got = append(got, r.Action)
+					wantProto := i < len(rules)-1
+					if hasProto := strings.HasPrefix(r.Match, "-p "); hasProto != wantProto {
+						t.Errorf("%v rule %d: protocol match %v, want %v: %+v", fam.table, i, hasProto, wantProto, r)
+					}
+				}
+				diff(t, fmt.Sprintf("%v actions", fam.table), fam.want, got)
+			}
+		})
+	}
+}
+
 func TestRoutes(t *testing.T) {
 	c := newCalc(
 		wep("ns1", "a", testNode, "trc0123456789a", nil, "198.18.0.1/32", "2001:db8:1000::1/128"),
@@ -231,7 +275,12 @@ func TestStaticChains(t *testing.T) {
 			{Match: "-i trc+", Action: "-j ACCEPT", Comment: "allowed by workload policy"},
 			{Match: "-o trc+", Action: "-j ACCEPT", Comment: "allowed by workload policy"},
 		}, chainOf(t, d, tb, ChainForward))
-		diff(t, "input", []iptables.Rule{rule("-i trc+", "-g "+ChainWlToHost), rule("", "-j "+ChainFromHostEp)}, chainOf(t, d, tb, ChainInput))
+		hostAllowed := iptables.Rule{Match: "-m mark --mark 0x10000/0x10000", Action: "-j ACCEPT", Comment: "allowed by host endpoint policy"}
+		diff(t, "input", []iptables.Rule{rule("-i trc+", "-g "+ChainWlToHost), rule("", "-j MARK --set-xmark 0x0/0x30000"),
+			rule("", "-j "+ChainFromHostEp), hostAllowed}, chainOf(t, d, tb, ChainInput))
+		diff(t, "output", []iptables.Rule{{Match: "-o trc+", Action: "-j RETURN", Comment: "host to local workload is not filtered"},
+			rule("", "-j MARK --set-xmark 0x0/0x30000"), rule("", "-j "+ChainToHostEp), hostAllowed}, chainOf(t, d, tb, ChainOutput))
+		diff(t, "deny", []iptables.Rule{{Action: "-j DROP", Comment: "denied by policy"}}, chainOf(t, d, tb, ChainDeny))
 		diff(t, "allow", []iptables.Rule{rule("", "-j MARK --set-xmark 0x10000/0x10000")}, chainOf(t, d, tb, ChainAllow))
 		diff(t, "pass", []iptables.Rule{rule("", "-j MARK --set-xmark 0x20000/0x20000")}, chainOf(t, d, tb, ChainPass))
 		diff(t, "no workloads: dispatch drops", []iptables.Rule{{Action: "-j DROP", Comment: "unknown workload interface"}}, chainOf(t, d, tb, ChainToWlDispatch))
@@ -245,6 +294,87 @@ func TestStaticChains(t *testing.T) {
 	c.Flush()
 	if _, ok := c.Desired().Tables[v6f]; ok {
 		t.Error("IPv6 table rendered with IPv6 off")
+	}
+}
+
+// TestFilterActions: FelixConfiguration iptablesFilterAllowAction and iptablesFilterDenyAction
+// reach the final verdicts (workload FORWARD, host endpoint INPUT/OUTPUT, trc-deny), the node's
+// value over the cluster's, and a change re-renders them without touching policy chains.
+func TestFilterActions(t *testing.T) {
+	cases := []struct {
+		name          string
+		cfg           []update
+		allow, deny   string
+		policyChanges bool
+	}{
+		{"defaults", nil, "-j ACCEPT", "-j DROP", false},
+		{"cluster Return and Reject", []update{felixCfg("default", api.FelixConfigurationSpec{
+			IptablesFilterAllowAction: "Return", IptablesFilterDenyAction: "Reject"})}, "-j RETURN", "-j REJECT", false},
+		{"node overrides cluster", []update{
+			felixCfg("default", api.FelixConfigurationSpec{IptablesFilterAllowAction: "Return", IptablesFilterDenyAction: "Reject"}),
+			felixCfg("node."+testNode, api.FelixConfigurationSpec{IptablesFilterAllowAction: "Accept", IptablesFilterDenyAction: "Drop"})},
+			"-j ACCEPT", "-j DROP", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCalc(wep("ns1", "a", testNode, "trc0123456789a", map[string]string{"app": "a"}, "198.18.0.1/32"),
+				gnp("deny-all", ptrTo(1.0), "all()", []api.Rule{{Action: "Deny"}}, nil))
+			before := c.Stats().PolicyRenders
+			feed(c, tc.cfg...)
+			c.Flush()
+			if got := c.Stats().PolicyRenders - before; got != 0 {
+				t.Errorf("a FelixConfiguration change rendered %d policies again", got)
+			}
+			d := c.Desired()
+			for _, tb := range []TableID{v4f, v6f} {
+				fwd := chainOf(t, d, tb, ChainForward)
+				if len(fwd) != 4 || fwd[2].Action != tc.allow || fwd[3].Action != tc.allow {
+					t.Errorf("%v forward: want final %q, got %+v", tb, tc.allow, fwd)
+				}
+				for _, ch := range []string{ChainInput, ChainOutput} {
+					rs := chainOf(t, d, tb, ch)
+					if last := rs[len(rs)-1]; last.Match != "-m mark --mark 0x10000/0x10000" || last.Action != tc.allow {
+						t.Errorf("%v %s: want host endpoint verdict %q last, got %+v", tb, ch, tc.allow, rs)
+					}
+				}
+				diff(t, "deny chain", []iptables.Rule{{Action: tc.deny, Comment: "denied by policy"}}, chainOf(t, d, tb, ChainDeny))
+				pol := chainOf(t, d, tb, policyChain(api.KindGlobalNetworkPolicy, "", "deny-all", dirIngress))
+				diff(t, "deny rule goes through trc-deny", []iptables.Rule{rule("", "-j "+ChainDeny)}, pol)
+			}
+		})
+	}
+}
+
+// TestChainInsertMode: chainInsertMode Append reaches the Delta once, when it changes, and the
+// desired state; going back to Insert is a change too.
+func TestChainInsertMode(t *testing.T) {
+	c := newCalc()
+	appendOf := func(d *Delta) string {
+		if d.AppendInsertions == nil {
+			return "unchanged"
+		}
+		return strconv.FormatBool(*d.AppendInsertions)
+	}
+	steps := []struct {
+		name    string
+		cfg     update
+		delta   string
+		desired bool
+	}{
+		{"cluster Append", felixCfg("default", api.FelixConfigurationSpec{ChainInsertMode: "Append"}), "true", true},
+		{"other field, same mode", felixCfg("default", api.FelixConfigurationSpec{ChainInsertMode: "Append", IptablesFilterDenyAction: "Reject"}), "unchanged", true},
+		{"node Insert wins", felixCfg("node."+testNode, api.FelixConfigurationSpec{ChainInsertMode: "Insert"}), "false", false},
+		{"node config gone", del(felixCfg("node."+testNode, api.FelixConfigurationSpec{})), "true", true},
+	}
+	for _, st := range steps {
+		feed(c, st.cfg)
+		d := c.Flush()
+		if got := appendOf(d); got != st.delta {
+			t.Errorf("%s: delta AppendInsertions %s, want %s", st.name, got, st.delta)
+		}
+		if got := c.Desired().AppendInsertions; got != st.desired {
+			t.Errorf("%s: desired AppendInsertions %v, want %v", st.name, got, st.desired)
+		}
 	}
 }
 

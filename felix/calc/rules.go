@@ -147,7 +147,9 @@ func (rr *ruleRenderer) render(r *api.Rule) []iptables.Rule {
 		}
 	case api.ActionDeny:
 		for _, mt := range matches {
-			out = append(out, iptables.Rule{Match: mt, Action: "-j DROP"})
+			// Through trc-deny, which drops or rejects per FelixConfiguration
+			// iptablesFilterDenyAction, so that setting never re-renders a policy.
+			out = append(out, iptables.Rule{Match: mt, Action: "-j " + ChainDeny})
 		}
 	case api.ActionLog:
 		prefix := "trc-ingress:"

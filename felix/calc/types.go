@@ -44,6 +44,9 @@ type Desired struct {
 	Tables    map[TableID]*TableState
 	Routes    map[netip.Prefix]routes.Target
 	Endpoints map[string]EndpointStatus // by EndpointKey
+	// AppendInsertions: every table's insertions stand at the end of their kernel chains
+	// (FelixConfiguration chainInsertMode Append) rather than the top.
+	AppendInsertions bool
 }
 
 // IPSetMembers is an incremental change to a set that already existed at the previous Flush.
@@ -76,6 +79,7 @@ type Delta struct {
 	ChainsUpdated     []ChainUpdate
 	ChainsRemoved     []ChainRef
 	InsertionsUpdated []ChainUpdate // Chain.Name is the kernel chain; empty Rules removes them
+	AppendInsertions  *bool         // set when chainInsertMode changed: true moves every table's insertions to the end
 
 	RoutesSet     map[netip.Prefix]routes.Target
 	RoutesRemoved []netip.Prefix
@@ -87,7 +91,7 @@ type Delta struct {
 // Empty reports whether the delta changes nothing.
 func (d *Delta) Empty() bool {
 	return len(d.IPSetsReplaced) == 0 && len(d.IPSetMembers) == 0 && len(d.IPSetsRemoved) == 0 &&
-		len(d.ChainsUpdated) == 0 && len(d.ChainsRemoved) == 0 && len(d.InsertionsUpdated) == 0 &&
+		len(d.ChainsUpdated) == 0 && len(d.ChainsRemoved) == 0 && len(d.InsertionsUpdated) == 0 && d.AppendInsertions == nil &&
 		len(d.RoutesSet) == 0 && len(d.RoutesRemoved) == 0 && len(d.Endpoints) == 0 && len(d.EndpointsRemoved) == 0
 }
 

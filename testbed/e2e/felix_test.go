@@ -374,3 +374,131 @@ func TestSpoofedSourceDropped(t *testing.T) {
 		})
 	}
 }
+
+// TestFelixHostEndpointVerdicts: what Terrace's verdicts mean to the rest of a host's firewall,
+// with a foreign rule in host-1's INPUT chain (appended after Terrace's jump, as another tool
+// would) that drops TCP 7777. A host endpoint policy allowing 7777 ACCEPTs it, so the foreign
+// rule never sees it; iptablesFilterDenyAction Reject turns the policy's drop of 8888 into a
+// refusal; iptablesFilterAllowAction Return, and chainInsertMode Append (Terrace's jump below the
+// foreign rule), each hand 7777 to the foreign rule; back to the defaults it is open again.
+func TestFelixHostEndpointVerdicts(t *testing.T) {
+	tb := testbed.StartForTest(t, testbed.Options{Hosts: 2, LogLevel: "info"})
+	h1, err := tb.Host("host-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []int{22, 7777, 8888} {
+		listener(t, tb, "host-1", port)
+	}
+	b := iptOf(t, tb, "host-1")
+	output(t, tb, "host-1", b.cmd, "-A", "INPUT", "-p", "tcp", "--dport", "7777", "-j", "DROP")
+	reach := func(port int) string { return tcpConnect(tb, "host-2", h1.IPv4, port, time.Second) }
+	eventually(t, policyWait, func() string {
+		if got := reach(8888); got != "open" {
+			return "before any host endpoint, 8888 is " + got
+		}
+		return ""
+	})
+	if got := reach(7777); got == "open" {
+		t.Fatalf("the foreign DROP for 7777 does not work before any host endpoint: %s", got)
+	}
+	applyYAML(t, tb, "hep", fmt.Sprintf(`
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata:
+  name: host-1-uplink
+  labels: {hep: uplink}
+spec:
+  node: host-1
+  interfaceName: %s
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: hep-allow-7777}
+spec:
+  selector: hep == 'uplink'
+  types: [Ingress]
+  ingress:
+  - action: Allow
+    protocol: TCP
+    destination: {ports: [7777]}
+`, h1.Uplinks[0].HostIf))
+	// blocked: never open, twice, with the failsafe port answering in between, so a loaded
+	// machine's slow connect cannot pass for the policy.
+	blocked := func(port int) string {
+		for i := range 2 {
+			if got := reach(port); got == "open" {
+				return fmt.Sprintf("%d is open", port)
+			}
+			if i == 0 && reach(22) != "open" {
+				return "failsafe 22 not answering"
+			}
+		}
+		return ""
+	}
+	inputRules := func() string {
+		var input []string
+		for _, l := range strings.Split(output(t, tb, "host-1", b.save, "-t", "filter"), "\n") {
+			if strings.HasPrefix(l, "-A INPUT ") {
+				input = append(input, l)
+			}
+		}
+		return strings.Join(input, "\n")
+	}
+	step := func(name string, want7777 bool, want8888 string) {
+		t.Helper()
+		eventually(t, policyWait, func() string {
+			if want7777 {
+				if got := reach(7777); got != "open" {
+					return fmt.Sprintf("%s: 7777 is %s, want open", name, got)
+				}
+			} else if msg := blocked(7777); msg != "" {
+				return name + ": " + msg + "; INPUT:\n" + inputRules()
+			}
+			if got := reach(8888); got != want8888 {
+				return fmt.Sprintf("%s: 8888 is %s, want %s", name, got, want8888)
+			}
+			return ""
+		})
+	}
+	step("host endpoint allows 7777 (ACCEPT, before the foreign DROP)", true, "timeout")
+	felixCfg := func(spec string) {
+		applyYAML(t, tb, "felixcfg", "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: "+spec+"\n")
+	}
+	felixCfg("{iptablesFilterDenyAction: Reject}")
+	step("deny action Reject", true, "refused")
+	felixCfg("{iptablesFilterDenyAction: Reject, iptablesFilterAllowAction: Return}")
+	step("allow action Return (the foreign DROP sees 7777)", false, "refused")
+	felixCfg("{iptablesFilterDenyAction: Reject, chainInsertMode: Append}")
+	step("chainInsertMode Append (the foreign DROP comes first)", false, "refused")
+	if input := strings.Split(inputRules(), "\n"); len(input) < 2 || !strings.Contains(input[len(input)-1], "-j trc-INPUT") || !strings.Contains(input[0], "--dport 7777 -j DROP") {
+		t.Errorf("with chainInsertMode Append, INPUT should hold the foreign rule then Terrace's jump:\n%s", strings.Join(input, "\n"))
+	}
+	felixCfg("{}")
+	step("defaults again", true, "timeout")
+}
+
+// tcpConnect tries one TCP connection and says how it ended: "open", "refused" (an RST or an
+// ICMP port unreachable, as REJECT sends), "timeout", or "error <errno>".
+func tcpConnect(tb *testbed.Testbed, target, addr string, port int, timeout time.Duration) string {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+5*time.Second)
+	defer cancel()
+	script := fmt.Sprintf(`import socket
+s = socket.socket()
+s.settimeout(%g)
+try:
+    s.connect((%q, %d))
+    print("open")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+except OSError as e:
+    print("error", e.errno)
+`, timeout.Seconds(), addr, port)
+	out, err := tb.Output(ctx, target, "python3", "-c", script)
+	if err != nil {
+		return "error " + err.Error()
+	}
+	return strings.TrimSpace(out)
+}

@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -140,6 +141,69 @@ func TestRealDetectAndNat(t *testing.T) {
 					t.Errorf("nat table lacks %q:\n%s", want, got)
 				}
 			}
+		})
+	}
+}
+
+// TestRealAppendMode: with SetAppend the jumps stand at the end of the kernel chain, after a
+// foreign rule; a rule another tool appends later is stepped over again at the next resync; and
+// switching back to the top moves them without touching the foreign rules.
+func TestRealAppendMode(t *testing.T) {
+	for _, b := range []Backend{BackendLegacy, BackendNFT} {
+		t.Run(string(b), func(t *testing.T) {
+			base := "iptables-" + string(b)
+			ns := nstest.New(t, base+"-restore", base+"-save", base)
+			nstest.Run(t, ns, base, "-A", "INPUT", "-s", "192.0.2.1/32", "-j", "ACCEPT")
+			tb := NewTable("filter", NewExecRunner(cmdrun.InNetns(ns), b, 4), Options{})
+			must(t, tb.UpdateChain(Chain{Name: "trc-INPUT", Rules: []Rule{{Match: "-p tcp --dport 80", Action: "-j ACCEPT"}}}))
+			must(t, tb.SetInsertions("INPUT", []Rule{{Action: "-j trc-INPUT"}, {Action: "-j RETURN", Comment: "second"}}))
+			tb.SetAppend(true)
+			tb.SetInSync()
+			must(t, tb.Apply(ctx))
+			input := func() []string {
+				var out []string
+				for _, l := range strings.Split(save(t, ns, base), "\n") {
+					if strings.HasPrefix(l, "-A INPUT ") {
+						switch {
+						case strings.Contains(l, "-j trc-INPUT"):
+							out = append(out, "ours1")
+						case strings.Contains(l, "--comment second"):
+							out = append(out, "ours2")
+						default:
+							out = append(out, strings.TrimPrefix(l, "-A INPUT "))
+						}
+					}
+				}
+				return out
+			}
+			check := func(step string, want ...string) {
+				t.Helper()
+				if got := input(); !slices.Equal(got, want) {
+					t.Fatalf("%s: INPUT is %q, want %q", step, got, want)
+				}
+			}
+			foreign1, foreign2 := "-s 192.0.2.1/32 -j ACCEPT", "-s 192.0.2.2/32 -j DROP"
+			check("append", foreign1, "ours1", "ours2")
+			nstest.Run(t, ns, base, "-A", "INPUT", "-s", "192.0.2.2/32", "-j", "DROP")
+			must(t, tb.Resync(ctx))
+			check("resync after a foreign append", foreign1, foreign2, "ours1", "ours2")
+			tb.SetAppend(false)
+			must(t, tb.Apply(ctx))
+			check("back to insert", "ours1", "ours2", foreign1, foreign2)
+			tb.SetAppend(true)
+			must(t, tb.Apply(ctx))
+			check("append again", foreign1, foreign2, "ours1", "ours2")
+
+			// The writer last saw INPUT holding only its own rules, at the top; a rule appended
+			// since must not make "ours are at the end" look true when switching to append.
+			nstest.Run(t, ns, base, "-F", "INPUT")
+			tb.SetAppend(false)
+			must(t, tb.Resync(ctx))
+			check("only ours", "ours1", "ours2")
+			nstest.Run(t, ns, base, "-A", "INPUT", "-s", "192.0.2.3/32", "-j", "DROP")
+			tb.SetAppend(true)
+			must(t, tb.Apply(ctx))
+			check("append after an unseen foreign rule", "-s 192.0.2.3/32 -j DROP", "ours1", "ours2")
 		})
 	}
 }

@@ -46,6 +46,9 @@ type Table struct {
 	chains  map[string][]Rule // desired trc- chains
 	hashes  map[string][]string
 	inserts map[string][]Rule // desired insertions per kernel chain
+	// atEnd keeps the insertions at the end of their kernel chains instead of the top
+	// (FelixConfiguration chainInsertMode: Append), under rules other tools put there.
+	atEnd bool
 
 	// actual is the kernel's state as last read or written; nil means unknown.
 	actual *SavedTable
@@ -118,7 +121,18 @@ func (t *Table) ChainNames() []string {
 	return names
 }
 
-// SetInsertions sets the rules Terrace keeps at the top of a kernel chain (normally jumps to
+// SetAppend chooses where the insertions of every kernel chain stand: false (the default) at the
+// top, true at the end, so rules other tools add to the kernel chain run first. A change moves
+// them at the next Apply, which reads the kernel first: the end is only known from the kernel's
+// own view, which may hold rules added since the last read.
+func (t *Table) SetAppend(atEnd bool) {
+	if atEnd != t.atEnd {
+		t.atEnd = atEnd
+		t.setActual(nil)
+	}
+}
+
+// SetInsertions sets the rules Terrace keeps at the top (or, SetAppend, the end) of a kernel chain (normally jumps to
 // trc- chains). An empty Comment is replaced by DefaultInsertComment.
 func (t *Table) SetInsertions(kernelChain string, rules []Rule) error {
 	if strings.HasPrefix(kernelChain, ChainPrefix) || kernelChain == "" {
@@ -355,9 +369,9 @@ func (t *Table) plan(skipDeletes bool) *plan {
 		p.after.Chains[name] = &SavedChain{Name: name, Policy: "-", Rules: newRules}
 	}
 
-	// Kernel chains: our rules must be exactly the desired list at the top; otherwise remove ours
-	// (by spec, so a foreign rule shifting positions cannot make us delete the wrong one) and
-	// insert the desired list at position 1..n.
+	// Kernel chains: our rules must be exactly the desired list at the top (SetAppend: the end);
+	// otherwise remove ours (by spec, so a foreign rule shifting positions cannot make us delete
+	// the wrong one) and insert the desired list at position 1..n (or append it).
 	kernelChains := map[string]bool{}
 	for c := range t.inserts {
 		kernelChains[c] = true
@@ -397,7 +411,11 @@ func (t *Table) plan(skipDeletes bool) *plan {
 		newRules := make([]SavedRule, 0, len(want)+len(foreign))
 		for i, r := range want {
 			sr := SavedRule{Spec: renderSpec(r, hashes[i]), Hash: hashes[i]}
-			p.ops = append(p.ops, "-I "+kc+" "+strconv.Itoa(i+1)+" "+sr.Spec)
+			if t.atEnd {
+				p.ops = append(p.ops, "-A "+kc+" "+sr.Spec)
+			} else {
+				p.ops = append(p.ops, "-I "+kc+" "+strconv.Itoa(i+1)+" "+sr.Spec)
+			}
 			newRules = append(newRules, sr)
 		}
 		policy := "ACCEPT"
@@ -406,7 +424,12 @@ func (t *Table) plan(skipDeletes bool) *plan {
 		} else {
 			p.after.Order = append(p.after.Order, kc)
 		}
-		p.after.Chains[kc] = &SavedChain{Name: kc, Policy: policy, Rules: append(newRules, foreign...)}
+		if t.atEnd {
+			newRules = append(foreign, newRules...)
+		} else {
+			newRules = append(newRules, foreign...)
+		}
+		p.after.Chains[kc] = &SavedChain{Name: kc, Policy: policy, Rules: newRules}
 	}
 
 	// Stale trc- chains: flush (declare) them all first so references between them vanish, then -X.
@@ -424,8 +447,8 @@ func (t *Table) plan(skipDeletes bool) *plan {
 	return p
 }
 
-// insertsInPlace reports whether the kernel chain starts with exactly our desired rules and holds
-// no other rule of ours further down.
+// insertsInPlace reports whether the kernel chain starts (appending: ends) with exactly our
+// desired rules and holds no other rule of ours elsewhere.
 func (t *Table) insertsInPlace(kc string, hashes []string) bool {
 	c, ok := t.actual.Chains[kc]
 	if !ok {
@@ -434,12 +457,16 @@ func (t *Table) insertsInPlace(kc string, hashes []string) bool {
 	if len(c.Rules) < len(hashes) {
 		return false
 	}
+	ours, others := c.Rules[:len(hashes)], c.Rules[len(hashes):]
+	if t.atEnd {
+		ours, others = c.Rules[len(c.Rules)-len(hashes):], c.Rules[:len(c.Rules)-len(hashes)]
+	}
 	for i, h := range hashes {
-		if c.Rules[i].Hash != h {
+		if ours[i].Hash != h {
 			return false
 		}
 	}
-	for _, r := range c.Rules[len(hashes):] {
+	for _, r := range others {
 		if r.Hash != "" {
 			return false
 		}
