@@ -233,6 +233,7 @@ func (a *Agent) loop(ctx context.Context, errc <-chan error) error {
 	beat := time.NewTicker(10 * time.Second)
 	defer beat.Stop()
 	linkC := a.cfg.LinkEvents
+	hostIfC := a.cfg.HostInterfaces
 	for {
 		a.health.beat()
 		var timerC <-chan time.Time
@@ -265,6 +266,13 @@ func (a *Agent) loop(ctx context.Context, errc <-chan error) error {
 				continue
 			}
 			a.linkChanged(name)
+		case ifs, ok := <-hostIfC:
+			if !ok {
+				hostIfC = nil
+				continue
+			}
+			a.calc.SetHostInterfaces(ifs)
+			a.dirty = true
 		case <-timerC:
 			a.cycle(ctx, false)
 		case <-a.live.resync.C():

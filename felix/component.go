@@ -188,6 +188,11 @@ func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 		// Routes of re-created interfaces then come back at the pending poll or resync.
 		log.Warn("no link updates", "err", err)
 	}
+	hostIfs, err := WatchHostInterfaces(ctx, k.ns, log)
+	if err != nil {
+		// Host endpoints given by expectedIPs alone then stay unplaced (unprotected).
+		log.Warn("no host interface addresses: host endpoints without interfaceName are not enforced", "err", err)
+	}
 	nodeName := env.Node.Metadata.Name
 	log.Info("felix dataplane", "iptables_backend", string(backend), "ipv6", ipv6)
 	board := env.Board
@@ -195,7 +200,7 @@ func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 		board.SetComponent("felix", node.ComponentStatus{State: "starting", Detail: "waiting for the datastore"})
 	}
 	a := New(Config{
-		NodeName: nodeName, Client: env.Client, LinkEvents: links,
+		NodeName: nodeName, Client: env.Client, LinkEvents: links, HostInterfaces: hostIfs,
 		ApplyInterval: cc.ApplyInterval, ResyncInterval: cc.ResyncInterval,
 		HealthListen: cc.HealthListen, MetricsListen: cc.MetricsListen,
 		FelixConfigBase: &base, Listen: k.listen,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/terracenet/terrace/datastore"
@@ -61,6 +62,9 @@ type Config struct {
 
 	// LinkEvents, when set, names host-side interfaces that appeared or changed (SubscribeLinks).
 	LinkEvents <-chan string
+	// HostInterfaces, when set, delivers this host's interface addresses whenever they change
+	// (WatchHostInterfaces), for HostEndpoints given by expectedIPs alone.
+	HostInterfaces <-chan map[string][]netip.Addr
 
 	// HealthListen and MetricsListen are TCP addresses for /liveness+/readiness and /metrics;
 	// "" disables the server.

@@ -16,6 +16,7 @@ import (
 type Calculator interface {
 	OnUpdate(kind, namespace, name string, r api.Resource)
 	SetBlocks(blocks []netip.Prefix)
+	SetHostInterfaces(ifs map[string][]netip.Addr)
 	Flush() *calc.Delta
 }
 

@@ -389,6 +389,8 @@ func (c *fakeCalc) SetBlocks(b []netip.Prefix) {
 	c.blocks = slices.Clone(b)
 }
 
+func (c *fakeCalc) SetHostInterfaces(map[string][]netip.Addr) {}
+
 func (c *fakeCalc) Flush() *calc.Delta {
 	c.mu.Lock()
 	defer c.mu.Unlock()

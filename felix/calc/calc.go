@@ -36,6 +36,7 @@ type Calculator struct {
 	pools     map[string]api.IPPoolSpec
 	felix     map[string]*api.FelixConfigurationSpec // "default" and "node"
 	blocks    map[netip.Prefix]bool
+	hostIfs   map[string][]netip.Addr // this host's interfaces and their addresses (SetHostInterfaces)
 
 	dirtyPolicies map[string]bool
 	dirtyEPs      map[string]bool
@@ -144,8 +145,22 @@ func (c *Calculator) OnUpdate(kind, namespace, name string, r api.Resource) {
 			l.ports = appendNamedPort(l.ports, p.Name, p.Protocol, p.Port)
 		}
 		var ep *localEP
-		if h.Spec.Node == c.cfg.NodeName && h.Spec.InterfaceName != "" {
+		switch {
+		case h.Spec.Node != c.cfg.NodeName:
+		case h.Spec.InterfaceName != "":
 			ep = &localEP{key: key, kind: kind, name: name, iface: h.Spec.InterfaceName, host: true}
+		case len(h.Spec.ExpectedIPs) > 0:
+			// Placed on whichever interfaces hold one of the addresses (SetHostInterfaces).
+			ep = &localEP{key: key, kind: kind, name: name, host: true}
+			for _, s := range h.Spec.ExpectedIPs {
+				if a, err := netip.ParseAddr(s); err == nil {
+					ep.expected = append(ep.expected, a.Unmap())
+				}
+			}
+			c.dispatchDirty = true
+		}
+		if old := c.locals[key]; old != nil && old.host && old.iface == "" {
+			c.dispatchDirty = true
 		}
 		c.updateEntity(key, l, ep)
 	case api.KindNetworkSet:
@@ -220,6 +235,29 @@ func withLabel(m map[string]string, k, v string) map[string]string {
 	maps.Copy(out, m)
 	out[k] = v
 	return out
+}
+
+// SetHostInterfaces sets this host's interfaces (other than workloads' and loopback) and their
+// addresses, so a HostEndpoint given by expectedIPs alone is placed on the interfaces that hold
+// one of them, as Calico does. The map is not retained.
+func (c *Calculator) SetHostInterfaces(ifs map[string][]netip.Addr) {
+	next := make(map[string][]netip.Addr, len(ifs))
+	for name, addrs := range ifs {
+		if name == "lo" || strings.HasPrefix(name, workloadIfacePrefix) {
+			continue
+		}
+		as := make([]netip.Addr, len(addrs))
+		for i, a := range addrs {
+			as[i] = a.Unmap()
+		}
+		slices.SortFunc(as, netip.Addr.Compare)
+		next[name] = as
+	}
+	if maps.EqualFunc(next, c.hostIfs, slices.Equal) {
+		return
+	}
+	c.hostIfs = next
+	c.dispatchDirty = true
 }
 
 // SetBlocks sets this node's IPAM blocks; each gets a blackhole route so traffic to an unassigned

@@ -16,8 +16,8 @@
 //
 // Local endpoints are the WorkloadEndpoints whose spec.node is this node (with an interface name)
 // and this node's HostEndpoints with an interface name ("*" means every interface that is not a
-// workload's; a HostEndpoint identified only by expectedIPs cannot be placed by pure code and is
-// left unprotected, but its IPs still join selector ipsets).
+// workload's) or with expectedIPs alone: those are placed on the host interfaces (SetHostInterfaces)
+// holding one of the addresses, unless an endpoint names the interface; the lowest key wins a tie.
 //
 // Policies apply per direction ("types") in order: spec.order ascending, a missing order last,
 // then the name (namespace/name for NetworkPolicy). A NetworkPolicy selects only workload endpoints

@@ -33,6 +33,7 @@ const (
 	ChainPass             = "trc-pass"  // likewise with the pass mark
 	ChainDeny             = "trc-deny"  // Deny rules and the end of a policy list: DROP or REJECT
 	workloadIfaceMatch    = "trc+"
+	workloadIfacePrefix   = "trc"
 	defaultEndpointToHost = "Drop"
 )
 
@@ -41,7 +42,8 @@ type localEP struct {
 	key             string
 	kind            string
 	namespace, name string
-	iface           string
+	iface           string // "" for a host endpoint given by expectedIPs alone
+	expected        []netip.Addr
 	host            bool
 	obj             *labelled
 	policies        map[string]*policy
@@ -51,6 +53,10 @@ var terraceIface = regexp.MustCompile(`^trc[0-9a-f]{11}$`)
 
 // chainNames returns the endpoint's [ingress, egress] chain names.
 func (ep *localEP) chainNames() [2]string {
+	if ep.host && ep.iface == "" {
+		// Named after the endpoint: it may cover several interfaces, and they may change.
+		return [2]string{iptables.ChainName("fh", "hep:"+ep.key), iptables.ChainName("th", "hep:"+ep.key)}
+	}
 	if ep.host {
 		return [2]string{iptables.ChainName("fh", "if:"+ep.iface), iptables.ChainName("th", "if:"+ep.iface)}
 	}
@@ -310,19 +316,18 @@ func (c *Calculator) releaseList(key, list string) {
 
 func (c *Calculator) renderDispatch() {
 	c.stats.DispatchRenders++
-	type entry struct{ iface, key string }
-	var wls, heps []entry
+	var wls, heps []ifaceEntry
 	for k, ep := range c.locals {
 		if !c.ownsChains(ep) {
 			continue
 		}
 		if ep.host {
-			heps = append(heps, entry{ep.iface, k})
+			heps = append(heps, ifaceEntry{ep.iface, k})
 		} else {
-			wls = append(wls, entry{ep.iface, k})
+			wls = append(wls, ifaceEntry{ep.iface, k})
 		}
 	}
-	byIface := func(a, b entry) int {
+	byIface := func(a, b ifaceEntry) int {
 		if c := strings.Compare(a.iface, b.iface); c != 0 {
 			return c
 		}
@@ -342,7 +347,8 @@ func (c *Calculator) renderDispatch() {
 	to := map[string][]iptables.Rule{}
 	dispatchTree(from, ChainFromWlDispatch, "-i", "", fromEntries)
 	dispatchTree(to, ChainToWlDispatch, "-o", "", toEntries)
-	var all *entry
+	var all *ifaceEntry
+	named := map[string]bool{}
 	for i, e := range heps {
 		if e.iface == "*" {
 			if all == nil {
@@ -350,6 +356,15 @@ func (c *Calculator) renderDispatch() {
 			}
 			continue
 		}
+		if e.iface == "" {
+			continue
+		}
+		named[e.iface] = true
+		n := c.locals[e.key].chainNames()
+		fromHost = append(fromHost, iptables.Rule{Match: "-i " + e.iface, Action: "-g " + n[dirIngress]})
+		toHost = append(toHost, iptables.Rule{Match: "-o " + e.iface, Action: "-g " + n[dirEgress]})
+	}
+	for _, e := range c.placeByAddress(heps, named) {
 		n := c.locals[e.key].chainNames()
 		fromHost = append(fromHost, iptables.Rule{Match: "-i " + e.iface, Action: "-g " + n[dirIngress]})
 		toHost = append(toHost, iptables.Rule{Match: "-o " + e.iface, Action: "-g " + n[dirEgress]})
@@ -377,6 +392,42 @@ func (c *Calculator) renderDispatch() {
 		c.setChain(ChainRef{t, ChainFromHostEp}, fromHost)
 		c.setChain(ChainRef{t, ChainToHostEp}, toHost)
 	}
+}
+
+// ifaceEntry is a local endpoint by interface name and key.
+type ifaceEntry struct{ iface, key string }
+
+// placeByAddress places the host endpoints given by expectedIPs alone (heps, sorted by key within
+// an interface name, "" for these) on the host's interfaces, as Calico does: an interface that
+// holds one of an endpoint's addresses gets it, unless an endpoint names the interface (named);
+// when several match, the lowest key wins. The result is sorted by interface.
+func (c *Calculator) placeByAddress(heps []ifaceEntry, named map[string]bool) []ifaceEntry {
+	var byAddr []string
+	for _, e := range heps {
+		if e.iface == "" {
+			byAddr = append(byAddr, e.key)
+		}
+	}
+	if len(byAddr) == 0 {
+		return nil
+	}
+	slices.Sort(byAddr)
+	var out []ifaceEntry
+	for _, ifname := range sortedKeys(c.hostIfs) {
+		if named[ifname] {
+			continue
+		}
+		for _, k := range byAddr {
+			if slices.ContainsFunc(c.locals[k].expected, func(a netip.Addr) bool {
+				_, found := slices.BinarySearchFunc(c.hostIfs[ifname], a, netip.Addr.Compare)
+				return found
+			}) {
+				out = append(out, ifaceEntry{ifname, k})
+				break
+			}
+		}
+	}
+	return out
 }
 
 // dispatchLeaf is the most interfaces a dispatch chain matches one by one. Beyond it the chain

@@ -445,3 +445,59 @@ func TestIPv6SourceCheck(t *testing.T) {
 		t.Error("an IPv4 raw table was rendered")
 	}
 }
+
+// TestHostEndpointByExpectedIPs: a host endpoint without interfaceName is placed, as in Calico,
+// on every host interface holding one of its expectedIPs; an endpoint naming the interface wins
+// it; of two by address the lower key wins; moving an address, changing the endpoint's
+// addresses or removing it re-renders the dispatch; loopback and workload interfaces are never
+// placed; with no interface addresses known nothing is placed.
+func TestHostEndpointByExpectedIPs(t *testing.T) {
+	addrs := func(ss ...string) []netip.Addr {
+		var out []netip.Addr
+		for _, s := range ss {
+			out = append(out, netip.MustParseAddr(s))
+		}
+		return out
+	}
+	byIPs := func(name string) string {
+		return iptables.ChainName("fh", "hep:"+EndpointKey(api.KindHostEndpoint, "", name))
+	}
+	c := newCalc(hep("b-ips", testNode, "", nil, "192.0.2.1", "2001:db8::1"))
+	dispatch := func() []iptables.Rule {
+		c.Flush()
+		return chainOf(t, c.Desired(), v4f, ChainFromHostEp)
+	}
+	diff(t, "no interfaces known", []iptables.Rule(nil), dispatch())
+	c.SetHostInterfaces(map[string][]netip.Addr{
+		"eth0": addrs("192.0.2.1"), "eth1": addrs("198.51.100.1", "2001:db8::1"), "eth2": addrs("203.0.113.9"),
+		"lo": addrs("127.0.0.1", "192.0.2.1"), "trc0123456789a": addrs("192.0.2.1"),
+	})
+	diff(t, "placed by address, v4 and v6 alike", []iptables.Rule{
+		rule("-i eth0", "-g "+byIPs("b-ips")), rule("-i eth1", "-g "+byIPs("b-ips")),
+	}, dispatch())
+	if n := len(chainOf(t, c.Desired(), v4f, byIPs("b-ips"))); n == 0 {
+		t.Fatal("the endpoint's own chain is missing")
+	}
+
+	feed(c, hep("named", testNode, "eth0", nil), hep("a-ips", testNode, "", nil, "198.51.100.1"))
+	fhNamed := iptables.ChainName("fh", "if:eth0")
+	diff(t, "a named endpoint takes eth0; the lower key takes eth1", []iptables.Rule{
+		rule("-i eth0", "-g "+fhNamed), rule("-i eth1", "-g "+byIPs("a-ips")),
+	}, dispatch())
+
+	c.SetHostInterfaces(map[string][]netip.Addr{"eth0": addrs("192.0.2.1"), "eth1": addrs("198.51.100.1"), "eth2": addrs("203.0.113.9", "2001:db8::1")})
+	diff(t, "an address moved to eth2", []iptables.Rule{
+		rule("-i eth0", "-g "+fhNamed), rule("-i eth1", "-g "+byIPs("a-ips")), rule("-i eth2", "-g "+byIPs("b-ips")),
+	}, dispatch())
+
+	feed(c, hep("b-ips", testNode, "", nil, "203.0.113.9"), del(hep("a-ips", "", "", nil)))
+	diff(t, "expectedIPs changed, a-ips gone", []iptables.Rule{
+		rule("-i eth0", "-g "+fhNamed), rule("-i eth2", "-g "+byIPs("b-ips")),
+	}, dispatch())
+
+	feed(c, hep("b-ips", "host-2", "", nil, "203.0.113.9"))
+	diff(t, "moved to another node", []iptables.Rule{rule("-i eth0", "-g "+fhNamed)}, dispatch())
+	if _, ok := c.Desired().Tables[v4f].Chains[byIPs("b-ips")]; ok {
+		t.Error("chain of an endpoint no longer on this node is still there")
+	}
+}

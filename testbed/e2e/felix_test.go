@@ -380,7 +380,9 @@ func TestSpoofedSourceDropped(t *testing.T) {
 // would) that drops TCP 7777. A host endpoint policy allowing 7777 ACCEPTs it, so the foreign
 // rule never sees it; iptablesFilterDenyAction Reject turns the policy's drop of 8888 into a
 // refusal; iptablesFilterAllowAction Return, and chainInsertMode Append (Terrace's jump below the
-// foreign rule), each hand 7777 to the foreign rule; back to the defaults it is open again.
+// foreign rule), each hand 7777 to the foreign rule; back to the defaults it is open again. The
+// host endpoint is given by its address alone (no interfaceName): felix places it on the
+// interface that holds the address.
 func TestFelixHostEndpointVerdicts(t *testing.T) {
 	tb := testbed.StartForTest(t, testbed.Options{Hosts: 2, LogLevel: "info"})
 	h1, err := tb.Host("host-1")
@@ -410,7 +412,7 @@ metadata:
   labels: {hep: uplink}
 spec:
   node: host-1
-  interfaceName: %s
+  expectedIPs: [%s]
 ---
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
@@ -422,7 +424,7 @@ spec:
   - action: Allow
     protocol: TCP
     destination: {ports: [7777]}
-`, h1.Uplinks[0].HostIf))
+`, h1.IPv4))
 	// blocked: never open, twice, with the failsafe port answering in between, so a loaded
 	// machine's slow connect cannot pass for the policy.
 	blocked := func(port int) string {
