@@ -81,6 +81,20 @@ type NetConf struct {
 
 	RawPrevResult    map[string]any       `json:"prevResult,omitempty"`
 	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
+	// Attachments is the key the CNI 1.1.0 text first gave GC's list (renamed
+	// cni.dev/valid-attachments; libcni sends both): a runtime written from that text sends only it.
+	Attachments []types.GCAttachment `json:"cni.dev/attachments,omitempty"`
+}
+
+// gcAttachments is GC's list of valid attachments from either key. A request with neither is
+// refused rather than read as "nothing is valid", which would tear down every pod of the network
+// on the node; libcni sends an empty list, not none, when nothing is valid.
+func (c *Config) gcAttachments() ([]types.GCAttachment, error) {
+	if c.Raw.ValidAttachments == nil && c.Raw.Attachments == nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			"GC without cni.dev/valid-attachments: refusing to treat every attachment as stale", "")
+	}
+	return slices.Concat(c.Raw.ValidAttachments, c.Raw.Attachments), nil
 }
 
 // IPAMConf is the "ipam" section. assign_ipv4/assign_ipv6 are strings in Calico's configs

@@ -219,6 +219,8 @@ type fakeDataplane struct {
 	podIfs  map[string]bool   // netns + "/" + ifname
 	netns   map[string]bool   // namespaces that exist
 	removed []string
+	// removeErr, when set, makes Remove fail and leave the interface.
+	removeErr error
 }
 
 func newFakeDataplane(netns ...string) *fakeDataplane {
@@ -256,6 +258,9 @@ func (d *fakeDataplane) Setup(w Wiring, fail func(string) error) (string, error)
 func (d *fakeDataplane) Remove(hostIf string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.removeErr != nil {
+		return d.removeErr
+	}
 	if w, ok := d.links[hostIf]; ok {
 		delete(d.podIfs, w.NetNS+"/"+w.PodIf)
 		delete(d.links, hostIf)

@@ -15,7 +15,7 @@ import (
 // (bridge, ptp, macvlan) to delegate to. It shares the configuration keys of the "ipam" section.
 type IPAMPlugin struct{ *Plugin }
 
-// Add assigns addresses under the handle "<network>.<containerID>" and returns them.
+// Add assigns addresses under the attachment's handle (HandleID) and returns them.
 func (p IPAMPlugin) Add(args *skel.CmdArgs) error {
 	inv, err := p.begin("IPAM-ADD", args)
 	if err != nil {
@@ -142,6 +142,10 @@ func (p IPAMPlugin) GC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	attachments, err := cfg.gcAttachments()
+	if err != nil {
+		return err
+	}
 	log, done := p.logger(cfg)
 	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*opTimeout)
@@ -151,7 +155,7 @@ func (p IPAMPlugin) GC(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("connect to the datastore at %v: %v", cfg.Etcd.Endpoints, err), "")
 	}
 	defer be.Close()
-	if err := releaseStale(ctx, be, cfg, log); err != nil {
+	if err := releaseStale(ctx, be, cfg, attachments, log); err != nil {
 		return toCNIError(err)
 	}
 	return nil

@@ -32,9 +32,16 @@ func HostInterfaceName(network, containerID, ifName string) string {
 	return HostIfPrefix + hex.EncodeToString(sum[:])[:11]
 }
 
-// HandleID is the IPAM handle of an attachment: "<network>.<containerID>", as Calico names it, so
-// that a DEL that knows only the container finds the addresses.
-func HandleID(network, containerID string) string { return network + "." + containerID }
+// HandleID is the IPAM handle of an attachment, (containerID, ifName) as the CNI spec identifies
+// it: "<network>.<containerID>" for eth0, as Calico names it, and "<network>.<containerID>.<ifName>"
+// for any other interface, so a container attached to one network twice (Multus) holds two
+// handles and the DEL of one attachment never frees the other's addresses.
+func HandleID(network, containerID, ifName string) string {
+	if ifName == "" || ifName == "eth0" {
+		return network + "." + containerID
+	}
+	return network + "." + containerID + "." + ifName
+}
 
 // Orchestrator names written into WorkloadEndpoints.
 const (

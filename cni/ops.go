@@ -178,6 +178,10 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	attachments, err := cfg.gcAttachments()
+	if err != nil {
+		return err
+	}
 	log, done := p.logger(cfg)
 	defer done()
 	log = log.With("cmd", "GC", "network", cfg.Network)
@@ -189,7 +193,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	}
 	defer be.Close()
 	valid := map[types.GCAttachment]bool{}
-	for _, a := range cfg.Raw.ValidAttachments {
+	for _, a := range attachments {
 		valid[a] = true
 	}
 	var errs []error
@@ -216,7 +220,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		}
 		removed++
 	}
-	if err := releaseStale(ctx, be, cfg, log); err != nil {
+	if err := releaseStale(ctx, be, cfg, attachments, log); err != nil {
 		errs = append(errs, err)
 	}
 	log.Info("GC done", "endpoints", removed, "errors", len(errs))
@@ -226,11 +230,16 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	return nil
 }
 
-// releaseStale releases this node's addresses under this network's handles whose container is not
-// among the valid attachments.
-func releaseStale(ctx context.Context, be Backend, cfg *Config, log *slog.Logger) error {
+// releaseStale releases this node's addresses under this network's handles whose attachment is
+// not among the valid ones. An allocation belongs to this network only if its handle is exactly
+// the one this network gives the attachment its attributes name: network names may contain dots,
+// so cutting "<network>." off a handle would take network "pods" for "pods.v6" and free that
+// network's live addresses.
+func releaseStale(ctx context.Context, be Backend, cfg *Config, attachments []types.GCAttachment, log *slog.Logger) error {
+	valid := map[types.GCAttachment]bool{}
 	validCID := map[string]bool{}
-	for _, a := range cfg.Raw.ValidAttachments {
+	for _, a := range attachments {
+		valid[a] = true
 		validCID[a.ContainerID] = true
 	}
 	allocs, err := be.NodeAllocations(ctx, cfg.Node)
@@ -240,10 +249,26 @@ func releaseStale(ctx context.Context, be Backend, cfg *Config, log *slog.Logger
 	var errs []error
 	released := map[string]bool{}
 	for _, a := range allocs {
-		// A handle is per container, so a container still attached by any interface keeps it.
-		cid, ok := strings.CutPrefix(a.Handle, cfg.Network+".")
-		if !ok || validCID[cid] || released[a.Handle] {
+		cid, ifName := a.Attrs["containerID"], a.Attrs["ifname"]
+		if ifName == "" {
+			ifName = "eth0"
+		}
+		if cid == "" || released[a.Handle] {
 			continue
+		}
+		switch a.Handle {
+		case HandleID(cfg.Network, cid, ifName):
+			if valid[types.GCAttachment{ContainerID: cid, IfName: ifName}] {
+				continue
+			}
+		case HandleID(cfg.Network, cid, "eth0"):
+			// Made before handles were per attachment: one handle for every interface of the
+			// container, kept while any of them is valid.
+			if validCID[cid] {
+				continue
+			}
+		default:
+			continue // another network's
 		}
 		released[a.Handle] = true
 		log.Info("GC: releasing leaked addresses", "handle", a.Handle, "ip", a.IP)

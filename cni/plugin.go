@@ -121,7 +121,7 @@ func (p *Plugin) begin(cmd string, args *skel.CmdArgs) (*invocation, error) {
 	}
 	inv.wepName = WorkloadEndpointName(cfg.Node, inv.orch, inv.podName, args.IfName)
 	inv.hostIf = HostInterfaceName(cfg.Network, args.ContainerID, args.IfName)
-	inv.handle = HandleID(cfg.Network, args.ContainerID)
+	inv.handle = HandleID(cfg.Network, args.ContainerID, args.IfName)
 	inv.requested, inv.requestedFrom = cfg.IPs, cfg.IPsFrom
 	ipsErr := cfg.IPsErr
 	if len(inv.requested) == 0 && cfg.IPsErr == nil {
@@ -513,8 +513,10 @@ func (p *Plugin) Del(args *skel.CmdArgs) (retErr error) {
 	}()
 	var errs []error
 	t := time.Now()
+	vethLeft := false
 	if err := p.Dataplane.Remove(inv.hostIf); err != nil {
 		errs = append(errs, fmt.Errorf("remove veth: %w", err))
+		vethLeft = true
 	}
 	inv.phase("wire", t)
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
@@ -532,7 +534,11 @@ func (p *Plugin) Del(args *skel.CmdArgs) (retErr error) {
 	}
 	inv.phase("endpoint", t)
 	t = time.Now()
-	if err := be.ReleaseHandle(ctx, inv.handle); err != nil {
+	if vethLeft {
+		// Its route still leads to the old pod: the address stays held until a retried DEL
+		// removes the veth, so it cannot be handed to another pod meanwhile.
+		log.Warn("veth not removed; keeping the addresses until DEL is retried", "handle", inv.handle)
+	} else if err := be.ReleaseHandle(ctx, inv.handle); err != nil {
 		errs = append(errs, fmt.Errorf("release addresses of %s: %w", inv.handle, err))
 	}
 	inv.phase("ipam", t)

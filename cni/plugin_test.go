@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -248,18 +249,38 @@ func TestGC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A leaked allocation with no endpoint, and one of another network that GC must not touch.
-	h.be.AutoAssign(t.Context(), AssignRequest{Node: "node-a", Handle: "net1.leaked", Num4: 1})
-	h.be.AutoAssign(t.Context(), AssignRequest{Node: "node-a", Handle: "net2.other", Num4: 1})
-	gc := conf(`,"cni.dev/valid-attachments":[{"containerID":"keep","ifname":"eth0"}]`)
-	if err := h.p.GC(&skel.CmdArgs{StdinData: gc}); err != nil {
+	alloc := func(handle, cid, ifName string) {
+		attrs := map[string]string{"containerID": cid}
+		if ifName != "" {
+			attrs["ifname"] = ifName
+		}
+		if _, _, err := h.be.AutoAssign(t.Context(), AssignRequest{Node: "node-a", Handle: handle, Num4: 1, Attrs: attrs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A leaked allocation with no endpoint; a second attachment of "keep" (net1) that is not
+	// valid; one of another network, and one of a network whose name starts "net1." (handles
+	// "net1.v6.c9"), both of which GC for net1 must not touch; a handle from before handles were
+	// per attachment, shared by a valid container's interfaces.
+	alloc("net1.leaked", "leaked", "eth0")
+	alloc("net1.keep.net1", "keep", "net1")
+	alloc("net2.other", "other", "eth0")
+	alloc("net1.v6.c9", "c9", "eth0")
+	alloc("net1.keep2", "keep2", "net3")
+	gcConf := func(list string) []byte {
+		return conf(`,"cni.dev/valid-attachments":` + list)
+	}
+	if err := h.p.GC(&skel.CmdArgs{StdinData: gcConf(`[{"containerID":"keep","ifname":"eth0"},{"containerID":"keep2","ifname":"eth0"}]`)}); err != nil {
 		t.Fatal(err)
 	}
-	var handles []string
-	for _, a := range h.be.allocs {
-		handles = append(handles, a.Handle)
+	handles := func() []string {
+		var out []string
+		for _, a := range h.be.allocs {
+			out = append(out, a.Handle)
+		}
+		return sortStrings(out)
 	}
-	if diff := cmp.Diff([]string{"net1.keep", "net2.other"}, sortStrings(handles)); diff != "" {
+	if diff := cmp.Diff([]string{"net1.keep", "net1.keep2", "net1.v6.c9", "net2.other"}, handles()); diff != "" {
 		t.Errorf("handles after GC (-want +got):\n%s", diff)
 	}
 	if _, ok := h.be.weps["prod/"+WorkloadEndpointName("node-a", "k8s", "keep", "eth0")]; !ok || len(h.be.weps) != 1 {
@@ -267,6 +288,79 @@ func TestGC(t *testing.T) {
 	}
 	if _, ok := h.dp.links[HostInterfaceName("net1", "drop", "eth0")]; ok {
 		t.Error("stale veth kept")
+	}
+
+	// Without either list GC refuses and changes nothing: read as "nothing is valid" it would
+	// take every pod of the network on the node.
+	err := h.p.GC(&skel.CmdArgs{StdinData: conf("")})
+	var cerr *types.Error
+	if !errors.As(err, &cerr) || cerr.Code != types.ErrInvalidNetworkConfig {
+		t.Fatalf("GC without valid attachments: %v, want code %d", err, types.ErrInvalidNetworkConfig)
+	}
+	if _, ok := h.be.weps["prod/"+WorkloadEndpointName("node-a", "k8s", "keep", "eth0")]; !ok {
+		t.Fatal("GC without a list removed a live endpoint")
+	}
+	// The key as the CNI 1.1.0 text first named it counts too.
+	if err := h.p.GC(&skel.CmdArgs{StdinData: conf(`,"cni.dev/attachments":[{"containerID":"keep","ifname":"eth0"}]`)}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"net1.keep", "net1.v6.c9", "net2.other"}, handles()); diff != "" {
+		t.Errorf("handles after GC with cni.dev/attachments (-want +got):\n%s", diff)
+	}
+	if _, ok := h.be.weps["prod/"+WorkloadEndpointName("node-a", "k8s", "keep", "eth0")]; !ok {
+		t.Error("GC with cni.dev/attachments removed the valid endpoint")
+	}
+}
+
+// TestTwoAttachmentsOneContainer: one container attached to the network twice (eth0 and net1,
+// as Multus does) holds two handles; the DEL of one keeps the other's addresses.
+func TestTwoAttachmentsOneContainer(t *testing.T) {
+	h := newHarness()
+	eth0, net1 := cmdArgs("c1", conf("")), cmdArgs("c1", conf(""))
+	net1.IfName = "net1"
+	for _, a := range []*skel.CmdArgs{eth0, net1} {
+		if err := h.p.Add(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a0, _ := h.be.HandleAddrs(t.Context(), HandleID("net1", "c1", "eth0"))
+	a1, _ := h.be.HandleAddrs(t.Context(), HandleID("net1", "c1", "net1"))
+	if len(a0) != 1 || len(a1) != 1 || a0[0] == a1[0] {
+		t.Fatalf("attachments' addresses: eth0 %v, net1 %v; want one each, distinct", a0, a1)
+	}
+	if err := h.p.Del(net1); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := h.be.HandleAddrs(t.Context(), HandleID("net1", "c1", "eth0")); !slices.Equal(got, a0) {
+		t.Fatalf("eth0's addresses after net1's DEL: %v, want %v", got, a0)
+	}
+	if got, _ := h.be.HandleAddrs(t.Context(), HandleID("net1", "c1", "net1")); len(got) != 0 {
+		t.Fatalf("net1's addresses kept after its DEL: %v", got)
+	}
+}
+
+// TestDelKeepsAddressWhileVethRemains: a DEL that cannot remove the host side keeps the address
+// (its route still leads to the old pod) and fails, so the runtime retries.
+func TestDelKeepsAddressWhileVethRemains(t *testing.T) {
+	h := newHarness()
+	a := cmdArgs("c1", conf(""))
+	if err := h.p.Add(a); err != nil {
+		t.Fatal(err)
+	}
+	held, _ := h.be.HandleAddrs(t.Context(), HandleID("net1", "c1", "eth0"))
+	h.dp.removeErr = errors.New("device busy")
+	if err := h.p.Del(a); err == nil {
+		t.Fatal("DEL succeeded though the veth could not be removed")
+	}
+	if got, _ := h.be.HandleAddrs(t.Context(), HandleID("net1", "c1", "eth0")); !slices.Equal(got, held) || len(held) == 0 {
+		t.Fatalf("addresses after a DEL that left the veth: %v, want %v", got, held)
+	}
+	h.dp.removeErr = nil
+	if err := h.p.Del(a); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := h.be.HandleAddrs(t.Context(), HandleID("net1", "c1", "eth0")); len(got) != 0 {
+		t.Fatalf("addresses after the retried DEL: %v", got)
 	}
 }
 

@@ -78,7 +78,7 @@ func TestBinaryRequestedAddresses(t *testing.T) {
 					for _, a := range w.want {
 						ping(t, a)
 					}
-					if !slices.Contains(e.leftovers(), "address "+w.want[0].String()+" "+HandleID("testnet", c.cid)) {
+					if !slices.Contains(e.leftovers(), "address "+w.want[0].String()+" "+HandleID("testnet", c.cid, "eth0")) {
 						t.Fatalf("IPAM does not hold %v under the attachment's handle: %v", w.want[0], e.leftovers())
 					}
 					// Nothing is auto-assigned beside the requested addresses.
@@ -104,7 +104,7 @@ func TestBinaryRequestedAddresses(t *testing.T) {
 					inMsg     []string
 				}{
 					{"held by another pod", `["` + a4.String() + `"]`, CodeAddressInUse,
-						[]string{a4.String(), "already in use", "held by handle " + HandleID("testnet", holder.cid)}},
+						[]string{a4.String(), "already in use", "held by handle " + HandleID("testnet", holder.cid, "eth0")}},
 					{"in no pool", `["203.0.113.9"]`, types.ErrInvalidNetworkConfig, []string{"203.0.113.9", "not in any ip pool"}},
 					{"one free, one held", `["` + free.String() + `","` + a4.String() + `"]`, CodeAddressInUse, []string{a4.String()}},
 					{"one free, one in no pool", `["` + free.String() + `","203.0.113.9"]`, types.ErrInvalidNetworkConfig, []string{"203.0.113.9"}},
