@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/terracenet/terrace/cni/shim"
+	"github.com/terracenet/terrace/datastore/api"
 )
 
 // Plugin types this binary answers to.
@@ -50,6 +51,9 @@ type NetConf struct {
 	Name       string `json:"name"`
 	Type       string `json:"type"`
 
+	// DatastoreType is Calico's; Terrace's datastore is etcd, so a configuration carried over
+	// with "kubernetes" is refused rather than left to fail as if etcd were briefly down.
+	DatastoreType  string `json:"datastore_type"`
 	EtcdEndpoints  string `json:"etcd_endpoints"`
 	EtcdCACertFile string `json:"etcd_ca_cert_file"`
 	EtcdCertFile   string `json:"etcd_cert_file"`
@@ -238,6 +242,11 @@ func ParseConfig(data []byte, getenv func(string) string, hostname func() (strin
 	}
 	c.NodeSocket = pick(nc.NodeSocket, EnvNodeSocket, DefaultNodeSocket)
 
+	switch nc.DatastoreType {
+	case "", "etcdv3", "etcd":
+	default:
+		bad("datastore_type %q is not supported: Terrace's datastore is etcd (etcdv3); set etcd_endpoints", nc.DatastoreType)
+	}
 	switch {
 	case nc.MTU == 0:
 		c.MTU = DefaultMTU
@@ -273,6 +282,10 @@ func ParseConfig(data []byte, getenv func(string) string, hostname func() (strin
 	if !c.AssignIPv4 && !c.AssignIPv6 {
 		bad("ipam: assign_ipv4 and assign_ipv6 are both false; nothing to assign")
 	}
+	if c.AssignIPv6 && c.MTU < 1280 {
+		// The kernel gives a link below IPv6's minimum MTU no IPv6 at all.
+		bad("mtu %d is below 1280, the least IPv6 allows, and ipam.assign_ipv6 is true", c.MTU)
+	}
 	c.IPv4Pools, c.IPv6Pools = nc.IPAM.IPv4Pools, nc.IPAM.IPv6Pools
 	for _, p := range c.IPv4Pools {
 		if strings.TrimSpace(p) == "" {
@@ -294,6 +307,10 @@ func ParseConfig(data []byte, getenv func(string) string, hostname func() (strin
 				c.Labels = map[string]string{}
 			}
 			c.Labels[l.Key] = l.Value
+		}
+		// Refused here rather than by the datastore after the address and veth exist.
+		if err := api.ValidateLabels("args.cni.labels", c.Labels); err != nil {
+			bad("%v", err)
 		}
 	}
 	// runtimeConfig (the runtime's, per pod) wins over args (the configuration's).

@@ -79,6 +79,12 @@ func TestParseConfig(t *testing.T) {
 		{name: "bad level", conf: `{"cniVersion":"1.1.0","name":"n","log_level":"loud"}`, code: types.ErrInvalidNetworkConfig, inMsg: "log_level"},
 		{name: "negative timeout", conf: `{"cniVersion":"1.1.0","name":"n","policy_setup_timeout_seconds":-1}`, code: types.ErrInvalidNetworkConfig, inMsg: "negative"},
 		{name: "bad node name", conf: `{"cniVersion":"1.1.0","name":"n","nodename":"Host_A"}`, code: types.ErrInvalidNetworkConfig, inMsg: "RFC 1123"},
+		{name: "bad label key", conf: `{"cniVersion":"1.1.0","name":"n","args":{"cni":{"labels":[{"key":"bad key","value":"x"}]}}}`, code: types.ErrInvalidNetworkConfig, inMsg: "args.cni.labels[bad key]"},
+		{name: "label value too long", conf: `{"cniVersion":"1.1.0","name":"n","args":{"cni":{"labels":[{"key":"app","value":"` + strings.Repeat("v", 64) + `"}]}}}`, code: types.ErrInvalidNetworkConfig, inMsg: "at most 63"},
+		{name: "kubernetes datastore", conf: `{"cniVersion":"1.1.0","name":"n","datastore_type":"kubernetes"}`, code: types.ErrInvalidNetworkConfig, inMsg: `datastore_type "kubernetes"`},
+		{name: "etcdv3 datastore", conf: `{"cniVersion":"1.1.0","name":"net1","datastore_type":"etcdv3"}`, want: func(*Config) {}},
+		{name: "mtu below IPv6 minimum", conf: `{"cniVersion":"1.1.0","name":"n","mtu":1200,"ipam":{"assign_ipv6":"true"}}`, code: types.ErrInvalidNetworkConfig, inMsg: "below 1280"},
+		{name: "low mtu without IPv6", conf: `{"cniVersion":"1.1.0","name":"net1","mtu":1200}`, want: func(c *Config) { c.MTU = 1200 }},
 		{name: "label without key", conf: `{"cniVersion":"1.1.0","name":"n","args":{"cni":{"labels":[{"value":"x"}]}}}`, code: types.ErrInvalidNetworkConfig, inMsg: "labels[0]"},
 		{name: "requested in runtimeConfig", conf: `{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["198.18.0.7/24"," 2001:db8:1000::7 "]}}`,
 			want: func(c *Config) {

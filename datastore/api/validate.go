@@ -168,6 +168,22 @@ func (v *validator) meta(info KindInfo, m *ObjectMeta) {
 	}
 }
 
+// ValidateLabels checks labels as a resource's metadata.labels would be checked, naming each bad
+// one under path, so a caller that builds labels from its own input (the CNI plugin's
+// args.cni.labels) can refuse them before it writes anything.
+func ValidateLabels(path string, labels map[string]string) error {
+	v := &validator{}
+	v.labels(path, labels)
+	if len(v.errs) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(v.errs))
+	for i, f := range v.errs {
+		msgs[i] = f.Path + ": " + f.Reason
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
 func (v *validator) labels(path string, labels map[string]string) {
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		val := labels[k]
