@@ -174,6 +174,7 @@ func configureHostSide(host netlink.Link, v6 bool) error {
 	}
 	if v6 {
 		v6settings = append(v6settings,
+			[2]string{"net/ipv6/conf/" + name + "/disable_ipv6", "0"},
 			[2]string{"net/ipv6/conf/" + name + "/proxy_ndp", "1"},
 			[2]string{"net/ipv6/conf/" + name + "/forwarding", "1"})
 	}
@@ -190,6 +191,15 @@ func configureHostSide(host netlink.Link, v6 bool) error {
 	}
 	if err := netlink.LinkSetUp(host); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
+	}
+	if v6 {
+		// The pod's IPv6 gateway. The kernel derives it from HostMAC only on a host whose
+		// addr_gen_mode is EUI-64; stable-privacy or random link-local hosts would leave the pod
+		// without a gateway, so it is set explicitly (replace: on EUI-64 hosts it is there).
+		gw := &netlink.Addr{IPNet: &net.IPNet{IP: gw6, Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD, Scope: unix.RT_SCOPE_LINK}
+		if err := netlink.AddrReplace(host, gw); err != nil {
+			return fmt.Errorf("add gateway address %s to %s: %w", GatewayIPv6, name, err)
+		}
 	}
 	return nil
 }
@@ -278,6 +288,14 @@ func (d *LinuxDataplane) Verify(w Wiring) error {
 	}
 	if host.Attrs().Flags&net.FlagUp == 0 {
 		errs = append(errs, fmt.Errorf("host side %s is down", w.HostIf))
+	}
+	if len(w.IPv6) > 0 {
+		addrs, err := netlink.AddrList(host, netlink.FAMILY_V6)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list addresses of %s: %w", w.HostIf, err))
+		} else if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IP.Equal(gw6) }) {
+			errs = append(errs, fmt.Errorf("host side %s lacks the pod's IPv6 gateway %s", w.HostIf, GatewayIPv6))
+		}
 	}
 	for _, ip := range slices.Concat(w.IPv4, w.IPv6) {
 		want := hostRoute(host.Attrs().Index, ip)

@@ -9,8 +9,9 @@ import (
 )
 
 // Fixed addresses of the pure-L3 wiring (CONVENTIONS.md). The host side answers ARP for the IPv4
-// gateway through proxy_arp; the IPv6 gateway is the link-local address the kernel derives from
-// HostMAC, so neither needs an address configured anywhere.
+// gateway through proxy_arp; the IPv6 gateway is the EUI-64 link-local address of HostMAC, which
+// the plugin adds to the host side itself, since only hosts whose addr_gen_mode is EUI-64 would
+// derive it.
 const (
 	HostMAC     = "ee:ee:ee:ee:ee:ee"
 	GatewayIPv4 = "169.254.1.1"

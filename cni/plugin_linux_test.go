@@ -26,18 +26,28 @@ func TestBinaryAddCheckDel(t *testing.T) {
 	tests := []struct {
 		name, version, ipam string
 		n4, n6              int
+		// addrGenMode, when set, is the host's net.ipv6.conf.default.addr_gen_mode during the
+		// case: with anything but EUI-64 (0) the kernel would not give the host side the
+		// gateway's link-local address by itself.
+		addrGenMode string
 	}{
-		{"v4", "1.1.0", `{"type":"terrace-ipam"}`, 1, 0},
-		{"v6", "1.0.0", `{"type":"terrace-ipam","assign_ipv4":"false","assign_ipv6":"true"}`, 0, 1},
-		{"dual", "0.4.0", `{"type":"terrace-ipam","assign_ipv4":true,"assign_ipv6":true}`, 1, 1},
+		{"v4", "1.1.0", `{"type":"terrace-ipam"}`, 1, 0, ""},
+		{"v6", "1.0.0", `{"type":"terrace-ipam","assign_ipv4":"false","assign_ipv6":"true"}`, 0, 1, ""},
+		{"dual", "0.4.0", `{"type":"terrace-ipam","assign_ipv4":true,"assign_ipv6":true}`, 1, 1, ""},
+		{"v6, stable-privacy host", "1.1.0", `{"type":"terrace-ipam","assign_ipv4":"false","assign_ipv6":"true"}`, 0, 1, "2"},
+		{"v6, random link-local host", "1.1.0", `{"type":"terrace-ipam","assign_ipv4":"false","assign_ipv6":"true"}`, 0, 1, "3"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e.t = t
+			if tc.addrGenMode != "" {
+				run(t, "sysctl", "-qw", "net.ipv6.conf.default.addr_gen_mode="+tc.addrGenMode)
+				t.Cleanup(func() { run(t, "sysctl", "-qw", "net.ipv6.conf.default.addr_gen_mode=0") })
+			}
 			pod := e.newPod()
-			cid := "c-" + tc.name
+			cid := "c-" + strings.NewReplacer(" ", "", ",", "").Replace(tc.name)
 			stdin := e.conf(tc.version, `,"ipam":`+tc.ipam)
-			c := call{cmd: "ADD", cid: cid, netns: pod, stdin: stdin, args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-" + tc.name}
+			c := call{cmd: "ADD", cid: cid, netns: pod, stdin: stdin, args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-" + cid}
 			out := e.mustOK(c)
 			res := parseResult(t, out)
 			if res.CNIVersion != tc.version {
@@ -60,7 +70,7 @@ func TestBinaryAddCheckDel(t *testing.T) {
 				ping(t, ip)
 			}
 			// The endpoint is in the datastore with what felix needs.
-			name := WorkloadEndpointName("host-a", "k8s", "web-"+tc.name, "eth0")
+			name := WorkloadEndpointName("host-a", "k8s", "web-"+cid, "eth0")
 			r, err := e.ds.Get(context.Background(), "WorkloadEndpoint", "shop", name)
 			if err != nil {
 				t.Fatalf("endpoint: %v", err)
@@ -73,6 +83,15 @@ func TestBinaryAddCheckDel(t *testing.T) {
 			check := e.conf(tc.version, `,"ipam":`+tc.ipam+`,"prevResult":`+string(out))
 			c.cmd, c.stdin = "CHECK", check
 			e.mustOK(c)
+			if tc.n6 > 0 {
+				// CHECK notices the host side losing the pod's IPv6 gateway address.
+				hostIf := HostInterfaceName("testnet", cid, "eth0")
+				run(t, "ip", "-6", "addr", "del", GatewayIPv6+"/64", "dev", hostIf)
+				if o := e.exec(c); o.err == nil || o.err.Code != CodeCheckFailed || !strings.Contains(o.err.Msg, "gateway") {
+					t.Errorf("CHECK after the gateway address went = %+v, want code %d naming the gateway", o.err, CodeCheckFailed)
+				}
+				run(t, "ip", "-6", "addr", "add", GatewayIPv6+"/64", "dev", hostIf, "nodad")
+			}
 			// CHECK notices a missing host route.
 			run(t, "ip", "route", "del", prefixFor(append(v4, v6...)[0]), "dev", HostInterfaceName("testnet", cid, "eth0"))
 			if o := e.exec(c); o.err == nil || o.err.Code != CodeCheckFailed || !strings.Contains(o.err.Msg, "no route") {
