@@ -151,6 +151,8 @@ type EtcdConfig struct {
 // Config is a network configuration with every default and environment fallback applied and
 // checked: what a command acts on.
 type Config struct {
+	// Ignored lists what ParseConfigForDel found wrong and let pass (DEL does not use it).
+	Ignored            []string
 	Raw                NetConf
 	Network            string
 	CNIVersion         string
@@ -179,12 +181,32 @@ type Config struct {
 // fallbacks and hostname the default node name (both injectable so tests need no environment).
 // Errors are *types.Error with code ErrDecodingFailure (not JSON) or ErrInvalidNetworkConfig.
 func ParseConfig(data []byte, getenv func(string) string, hostname func() (string, error)) (*Config, error) {
+	return parseConfig(data, getenv, hostname, false)
+}
+
+// ParseConfigForDel is ParseConfig for DEL: a setting only ADD and CHECK use (mtu, log_level,
+// the ipam section, labels, the policy wait) that is wrong does not stop the teardown — the spec
+// wants DEL to complete as far as it can, and a runtime retries a failed DEL for ever, leaving the
+// pod stuck. Such problems are in Config.Ignored; a wrong log_level logs at info.
+func ParseConfigForDel(data []byte, getenv func(string) string, hostname func() (string, error)) (*Config, error) {
+	return parseConfig(data, getenv, hostname, true)
+}
+
+func parseConfig(data []byte, getenv func(string) string, hostname func() (string, error), forDel bool) (*Config, error) {
 	var nc NetConf
 	if err := json.Unmarshal(data, &nc); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, "decode network configuration: "+err.Error(), "")
 	}
 	var errs []string
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
+	var ignored []string
+	later := func(format string, a ...any) {
+		if forDel {
+			ignored = append(ignored, fmt.Sprintf(format, a...))
+		} else {
+			bad(format, a...)
+		}
+	}
 	if nc.CNIVersion == "" {
 		bad("cniVersion is required")
 	}
@@ -251,25 +273,25 @@ func ParseConfig(data []byte, getenv func(string) string, hostname func() (strin
 	case nc.MTU == 0:
 		c.MTU = DefaultMTU
 	case nc.MTU < 68 || nc.MTU > 65535:
-		bad("mtu %d is outside 68-65535", nc.MTU)
+		later("mtu %d is outside 68-65535", nc.MTU)
 	default:
 		c.MTU = nc.MTU
 	}
 	lvl, err := parseLevel(pick(nc.LogLevel, EnvLogLevel, "info"))
 	if err != nil {
-		bad("log_level: %v", err)
+		later("log_level: %v", err)
 	}
 	c.LogLevel = lvl
 	c.LogFile = pick(nc.LogFilePath, EnvLogFile, DefaultLogFile)
 	if nc.PolicySetupTimeoutSeconds < 0 {
-		bad("policy_setup_timeout_seconds %d is negative", nc.PolicySetupTimeoutSeconds)
+		later("policy_setup_timeout_seconds %d is negative", nc.PolicySetupTimeoutSeconds)
 	}
 	c.PolicySetupTimeout = time.Duration(nc.PolicySetupTimeoutSeconds) * time.Second
 
 	switch nc.IPAM.Type {
 	case "", IPAMType:
 	default:
-		bad("ipam.type %q is not supported: only %q", nc.IPAM.Type, IPAMType)
+		later("ipam.type %q is not supported: only %q", nc.IPAM.Type, IPAMType)
 	}
 	// Calico's defaults: IPv4 on, IPv6 off.
 	c.AssignIPv4, c.AssignIPv6 = true, false
@@ -280,27 +302,27 @@ func ParseConfig(data []byte, getenv func(string) string, hostname func() (strin
 		c.AssignIPv6 = bool(*nc.IPAM.AssignIPv6)
 	}
 	if !c.AssignIPv4 && !c.AssignIPv6 {
-		bad("ipam: assign_ipv4 and assign_ipv6 are both false; nothing to assign")
+		later("ipam: assign_ipv4 and assign_ipv6 are both false; nothing to assign")
 	}
 	if c.AssignIPv6 && c.MTU < 1280 {
 		// The kernel gives a link below IPv6's minimum MTU no IPv6 at all.
-		bad("mtu %d is below 1280, the least IPv6 allows, and ipam.assign_ipv6 is true", c.MTU)
+		later("mtu %d is below 1280, the least IPv6 allows, and ipam.assign_ipv6 is true", c.MTU)
 	}
 	c.IPv4Pools, c.IPv6Pools = nc.IPAM.IPv4Pools, nc.IPAM.IPv6Pools
 	for _, p := range c.IPv4Pools {
 		if strings.TrimSpace(p) == "" {
-			bad("ipam.ipv4_pools: empty pool name")
+			later("ipam.ipv4_pools: empty pool name")
 		}
 	}
 	for _, p := range c.IPv6Pools {
 		if strings.TrimSpace(p) == "" {
-			bad("ipam.ipv6_pools: empty pool name")
+			later("ipam.ipv6_pools: empty pool name")
 		}
 	}
 	if nc.Args != nil {
 		for i, l := range nc.Args.CNI.Labels {
 			if l.Key == "" {
-				bad("args.cni.labels[%d]: key is required", i)
+				later("args.cni.labels[%d]: key is required", i)
 				continue
 			}
 			if c.Labels == nil {
@@ -310,7 +332,7 @@ func ParseConfig(data []byte, getenv func(string) string, hostname func() (strin
 		}
 		// Refused here rather than by the datastore after the address and veth exist.
 		if err := api.ValidateLabels("args.cni.labels", c.Labels); err != nil {
-			bad("%v", err)
+			later("%v", err)
 		}
 	}
 	// runtimeConfig (the runtime's, per pod) wins over args (the configuration's).
@@ -324,6 +346,7 @@ func ParseConfig(data []byte, getenv func(string) string, hostname func() (strin
 	if len(errs) > 0 {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid network configuration: "+strings.Join(errs, "; "), "")
 	}
+	c.Ignored = ignored
 	return c, nil
 }
 
@@ -433,6 +456,18 @@ func ParseCNIArgs(s string) (PodArgs, error) {
 		}
 	}
 	return a, nil
+}
+
+// parseCNIArgsLenient is ParseCNIArgs skipping pairs it cannot read.
+func parseCNIArgsLenient(s string) PodArgs {
+	var kept []string
+	for _, kv := range strings.Split(s, ";") {
+		if k, _, ok := strings.Cut(kv, "="); ok && k != "" {
+			kept = append(kept, kv)
+		}
+	}
+	a, _ := ParseCNIArgs(strings.Join(kept, ";"))
+	return a
 }
 
 // asCNIError returns err as a *types.Error, or nil if it is not one.

@@ -102,15 +102,27 @@ func (inv *invocation) phase(name string, since time.Time) {
 }
 
 func (p *Plugin) begin(cmd string, args *skel.CmdArgs) (*invocation, error) {
-	cfg, err := ParseConfig(args.StdinData, p.getenv, p.hostname)
+	del := cmd == "DEL" || cmd == "IPAM-DEL"
+	parse := ParseConfig
+	if del {
+		parse = ParseConfigForDel
+	}
+	cfg, err := parse(args.StdinData, p.getenv, p.hostname)
 	if err != nil {
 		return nil, err
 	}
 	pod, err := ParseCNIArgs(args.Args)
-	if err != nil {
+	var argsErr error
+	if err != nil && del {
+		// Tear down what the readable pairs name rather than leave the pod stuck.
+		pod, argsErr = parseCNIArgsLenient(args.Args), err
+	} else if err != nil {
 		return nil, err
 	}
 	log, done := p.logger(cfg)
+	if len(cfg.Ignored) > 0 || argsErr != nil {
+		log.Warn("DEL goes on despite input ADD would refuse", "ignored", cfg.Ignored, "cniArgs", argsErr)
+	}
 	inv := &invocation{cfg: cfg, args: args, pod: pod, done: done, cmd: cmd, inAgent: p.InAgent}
 	inv.orch, inv.namespace, inv.podName = OrchestratorCNI, "default", args.ContainerID
 	if pod.Name != "" {

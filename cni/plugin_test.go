@@ -389,3 +389,41 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("STATUS with datastore down = %v, want code 50 naming the datastore", err)
 	}
 }
+
+// TestDelDespiteBadInput: input ADD refuses but DEL does not need (a setting only ADD uses, a
+// malformed CNI_ARGS pair) does not stop DEL, which still removes everything the readable parts
+// name; input DEL cannot do without (no network name) still fails, and ADD still refuses both.
+func TestDelDespiteBadInput(t *testing.T) {
+	cases := []struct {
+		name  string
+		stdin []byte
+		args  string
+	}{
+		{"bad mtu and log level", conf(`,"mtu":5,"log_level":"loud"`), "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0"},
+		{"bad ipam section and labels", conf(`,"ipam":{"type":"host-local","assign_ipv4":"false"},"args":{"cni":{"labels":[{"key":"bad key"}]}}`), "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0"},
+		{"malformed CNI_ARGS pair", conf(""), "K8S_POD_NAMESPACE=prod;garbage;K8S_POD_NAME=web-0"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness()
+			if err := h.p.Add(cmdArgs("c1", conf(""))); err != nil {
+				t.Fatal(err)
+			}
+			bad := cmdArgs("c1", tc.stdin)
+			bad.Args = tc.args
+			if err := h.p.Add(bad); err == nil {
+				t.Fatal("ADD accepted the bad input")
+			}
+			if err := h.p.Del(bad); err != nil {
+				t.Fatalf("DEL: %v", err)
+			}
+			if len(h.be.weps) != 0 || len(h.be.allocs) != 0 || len(h.dp.links) != 0 {
+				t.Fatalf("after DEL: endpoints %v, allocations %v, links %v", h.be.weps, h.be.allocs, h.dp.links)
+			}
+		})
+	}
+	h := newHarness()
+	if err := h.p.Del(cmdArgs("c1", []byte(`{"cniVersion":"1.1.0","type":"terrace","nodename":"node-a"}`))); err == nil || code(t, err) != types.ErrInvalidNetworkConfig {
+		t.Fatalf("DEL without a network name: %v, want code %d", err, types.ErrInvalidNetworkConfig)
+	}
+}
