@@ -60,7 +60,8 @@ func toCNIError(err error) *types.Error {
 		code = CodeAddressInUse
 	case errors.Is(err, ErrNoPools), errors.Is(err, ErrAddressNotInPool):
 		code = types.ErrInvalidNetworkConfig
-	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, ErrConflict): // another writer changed the object meanwhile: a retry works
 		code = types.ErrTryAgainLater
 	}
 	return types.NewError(code, err.Error(), "")
