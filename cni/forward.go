@@ -21,6 +21,9 @@ func (p *Plugin) viaAgent(inv *invocation) (handled bool, err error) {
 	req := shim.Request(inv.cmd, shim.Args{ContainerID: a.ContainerID, Netns: a.Netns, IfName: a.IfName, Args: a.Args, Path: a.Path,
 		NetnsOverride: a.NetnsOverride, StdinData: a.StdinData},
 		p.getenv, p.FailAt)
+	// As the shim marks it (skel has checked this invocation, so Unchecked stays false): an
+	// agent from before requested addresses refuses the field rather than give others.
+	req.RequestsAddresses = len(inv.requested) > 0 || inv.cfg.IPsErr != nil
 	result, taken, why, cerr := shim.Forward(time.Now().Add(shim.CommandBudget+inv.cfg.PolicySetupTimeout), inv.cfg.NodeSocket, req)
 	if !taken {
 		p.agentAbsent = !why.AgentUsable
