@@ -11,8 +11,11 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 )
 
-// IPAMPlugin is terrace-ipam: the address half of the plugin alone, for other CNI plugins
-// (bridge, ptp, macvlan) to delegate to. It shares the configuration keys of the "ipam" section.
+// IPAMPlugin is terrace-ipam: the address half of the plugin alone, for other CNI plugins to
+// delegate to. It shares the configuration keys of the "ipam" section. Its result is host
+// addresses (/32, /128) with no gateway or routes, which suits point-to-point wiring (ptp, or a
+// plugin that routes each address itself); plugins that need a shared subnet (bridge, macvlan)
+// do not get one from it.
 type IPAMPlugin struct{ *Plugin }
 
 // Add assigns addresses under the attachment's handle (HandleID) and returns them.
