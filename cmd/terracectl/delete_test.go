@@ -161,8 +161,12 @@ func TestDeletePoolInUse(t *testing.T) {
 	if len(r.BlocksWithoutPool) != 1 || r.BlocksWithoutPool[0].InUse != 2 || r.BlocksWithoutPool[0].Node != "" {
 		t.Errorf("blocks without pool after a forced delete: %+v", r.BlocksWithoutPool)
 	}
-	if table := c.run("", "ipam", "check").stdout; !strings.Contains(table, "BLOCK OUTSIDE EVERY POOL") {
-		t.Errorf("check table:\n%s", table)
+	if res := c.run("", "ipam", "check"); !strings.Contains(res.stdout, "BLOCK OUTSIDE EVERY POOL") || res.code != 0 {
+		t.Errorf("check table (exit %d):\n%s", res.code, res.stdout)
+	}
+	// --exit-code: the same report, and exit 1 because it found a problem.
+	if res := c.run("", "ipam", "check", "--exit-code", "-o", "json"); res.code != 1 || !strings.Contains(res.stdout, `"blocksWithoutPool"`) {
+		t.Errorf("check --exit-code with a problem: exit %d, stdout:\n%s", res.code, res.stdout)
 	}
 	if _, err := a.ReleaseIPs(ctx, got.IPv4...); err != nil {
 		t.Fatal(err)
@@ -171,6 +175,9 @@ func TestDeletePoolInUse(t *testing.T) {
 	c.mustRun("", "delete", "ippool", "p6")
 	if keys := storedKeys(t, srv); strings.Contains(strings.Join(keys, " "), "/terrace/ipam/") {
 		t.Errorf("IPAM keys left: %v", keys)
+	}
+	if res := c.run("", "ipam", "check", "--exit-code"); res.code != 0 {
+		t.Errorf("check --exit-code on a clean datastore: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
 	if r := checkReport(t, c); !r.Clean() {
 		t.Errorf("check not clean at the end: %+v", r)

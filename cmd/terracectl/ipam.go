@@ -163,6 +163,7 @@ func printIPInfo(w io.Writer, info ipam.IPInfo) error {
 
 func newIPAMCheckCmd(e *env) *cobra.Command {
 	var output string
+	var exitOnProblems bool
 	var grace time.Duration
 	cmd := &cobra.Command{
 		Use:   "check",
@@ -191,12 +192,19 @@ func newIPAMCheckCmd(e *env) *cobra.Command {
 				return err
 			}
 			if output == outJSON {
-				return writeJSON(e.out, r)
+				err = writeJSON(e.out, r)
+			} else {
+				err = printReport(e.out, r)
 			}
-			return printReport(e.out, r)
+			if err == nil && exitOnProblems && !r.Clean() {
+				// The report is printed; only the status remains (for monitoring scripts).
+				return reported{code: exitRuntime}
+			}
+			return err
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: table)")
+	cmd.Flags().BoolVar(&exitOnProblems, "exit-code", false, "exit 1 when the check finds any problem (default: 0 whenever the check ran)")
 	cmd.Flags().DurationVar(&grace, "grace-period", ipam.DefaultGracePeriod, "how old an allocation without owner must be to count as leaked")
 	return cmd
 }
