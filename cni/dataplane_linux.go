@@ -352,7 +352,10 @@ func verifyPodSide(w Wiring, hostIndex int) error {
 			errs = append(errs, fmt.Errorf("pod side %s lacks address %s", w.PodIf, want))
 		}
 	}
-	routes, err := netlink.RouteList(link, netlink.FAMILY_ALL)
+	// Every table: a plugin chained after this one (sbr) may move the routes into a table of
+	// their own, which the spec says CHECK must allow.
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_UNSPEC},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("list routes of %s: %w", w.PodIf, err))...)
 	}

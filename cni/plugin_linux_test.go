@@ -92,6 +92,19 @@ func TestBinaryAddCheckDel(t *testing.T) {
 				}
 				run(t, "ip", "-6", "addr", "add", GatewayIPv6+"/64", "dev", hostIf, "nodad")
 			}
+			// A chained plugin moving the pod's routes to a table of its own (as sbr does) is
+			// allowed; the routes are put back after.
+			if tc.n4 > 0 {
+				podNS := filepath.Base(pod)
+				run(t, "ip", "-n", podNS, "route", "del", "default")
+				run(t, "ip", "-n", podNS, "route", "add", "default", "via", GatewayIPv4, "dev", "eth0", "table", "100")
+				e.mustOK(c)
+				run(t, "ip", "-n", podNS, "route", "del", "default", "table", "100")
+				if o := e.exec(c); o.err == nil || o.err.Code != CodeCheckFailed || !strings.Contains(o.err.Msg, "default route") {
+					t.Errorf("CHECK without any default route = %+v, want code %d naming it", o.err, CodeCheckFailed)
+				}
+				run(t, "ip", "-n", podNS, "route", "add", "default", "via", GatewayIPv4, "dev", "eth0")
+			}
 			// CHECK notices a missing host route.
 			run(t, "ip", "route", "del", prefixFor(append(v4, v6...)[0]), "dev", HostInterfaceName("testnet", cid, "eth0"))
 			if o := e.exec(c); o.err == nil || o.err.Code != CodeCheckFailed || !strings.Contains(o.err.Msg, "no route") {
