@@ -284,6 +284,24 @@ func TestFailingWriterDoesNotStopOthers(t *testing.T) {
 	})
 }
 
+// TestFailingNATDoesNotHoldStatus: a failing nat table is reported, but an endpoint's policy
+// (filter) is in the kernel, so its status is written: a CNI ADD waiting for it must not fail for
+// natOutgoing's sake.
+func TestFailingNATDoesNotHoldStatus(t *testing.T) {
+	h := newHarness(t, nil)
+	h.dp.r.setFail("iptables-nat-v4", errors.New("iptables-restore: nat broken"))
+	h.status(kv.StatusInSync)
+	h.putR(gnp("p"))
+	h.putR(wep(testNode, "ns1", "w1", "trc0123456789a", "198.18.2.1/32"))
+	waitFor(t, "endpoint status", func() bool {
+		_, ok := h.store.get(datastore.EndpointStatusKey(testNode, "ns1", "w1"))
+		return ok
+	})
+	if ok, why := h.a.Ready(); ok || !strings.Contains(why, "iptables-nat-v4") {
+		t.Errorf("readiness = %v %q, want the failing nat table named", ok, why)
+	}
+}
+
 // TestEndpointStatus: local endpoints get a status with their revision once programmed, others
 // none; a status of a previous run that no endpoint backs is removed, and so is a deleted one's.
 func TestEndpointStatus(t *testing.T) {
@@ -310,6 +328,17 @@ func TestEndpointStatus(t *testing.T) {
 	}
 	if _, ok := h.dp.sysctls.get("trc00000000000"); ok {
 		t.Error("sysctls asked for a remote endpoint's interface")
+	}
+	// An endpoint naming a host interface gets its status (its policy is programmed) but no
+	// interface settings: proxy_arp or strict rp_filter on eth0 would disturb the host.
+	rEth := h.putR(wep(testNode, "ns1", "odd", "eth0", "198.18.2.9/32"))
+	kEth := datastore.EndpointStatusKey(testNode, "ns1", "odd")
+	waitFor(t, "status of the eth0 endpoint", func() bool {
+		v, _ := h.store.get(kEth)
+		return v == fmt.Sprintf(`{"programmed":true,"revision":%d}`, rEth)
+	})
+	if _, ok := h.dp.sysctls.get("eth0"); ok {
+		t.Error("sysctls set on eth0 for a workload endpoint naming it")
 	}
 
 	r2 := h.putR(wep(testNode, "ns1", "w1", "trc0123456789a", "198.18.2.1/32"))

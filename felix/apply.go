@@ -130,11 +130,15 @@ func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, bo
 		tables.Go(func() { tableErrs[i] = run(tableWriterName(id), t.Apply, t.Resync) })
 	}
 	tables.Wait()
-	tablesOK := true
+	tablesOK, policyTablesOK := true, true
 	for i, id := range ids {
 		if tableErrs[i] != nil {
 			res[tableWriterName(id)] = tableErrs[i]
 			tablesOK = false
+			// The nat table holds natOutgoing, no policy: its failure is reported, but must
+			// not hold back every endpoint's "policy programmed" status (and so every ADD that
+			// waits for it).
+			policyTablesOK = policyTablesOK && id.Table == "nat"
 		}
 	}
 	setsOK := setsErr == nil
@@ -152,12 +156,12 @@ func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, bo
 			res[name] = err
 		}
 	}
-	return res, setsOK && tablesOK && !a.hasPolicyPushErrs()
+	return res, setsOK && policyTablesOK && !a.hasPolicyPushErrs()
 }
 
 func (a *Agent) hasPolicyPushErrs() bool {
 	for k := range a.pushErrs {
-		if !isRouteObj(k) && !strings.HasPrefix(k, "sysctl ") {
+		if !isRouteObj(k) && !strings.HasPrefix(k, "sysctl ") && !strings.Contains(k, " iptables-nat-") {
 			return true
 		}
 	}

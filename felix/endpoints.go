@@ -7,6 +7,7 @@ import (
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/felix/calc"
 )
 
 // localEP is a workload endpoint of this node as the agent needs it: its host-side interface
@@ -64,14 +65,21 @@ func (a *Agent) trackEndpoint(u datastore.ResourceUpdate) {
 	if !had {
 		a.ifUsers[ep.iface]++
 	}
-	if a.dp.Sysctls != nil {
+	owned := strings.HasPrefix(ep.iface, calc.WorkloadIfacePrefix)
+	if !owned {
+		// proxy_arp or strict rp_filter on a host interface (an endpoint naming eth0) would
+		// disturb the host's own network: only Terrace's interfaces are set up.
+		// Logged, not a refused object: that would hold back every endpoint's policy status.
+		a.log.Warn("workload endpoint names an interface that is not Terrace's: no routes or interface settings for it",
+			"endpoint", key, "interface", ep.iface, "want_prefix", calc.WorkloadIfacePrefix)
+	} else if a.dp.Sysctls != nil {
 		if err := a.dp.Sysctls.SetInterface(ep.iface, ep.v4, ep.v6); err != nil {
 			a.pushErrs["sysctl "+ep.iface] = err
 		} else {
 			delete(a.pushErrs, "sysctl "+ep.iface)
 		}
 	}
-	if !had || old.rev != ep.rev {
+	if owned && (!had || old.rev != ep.rev) {
 		// A new revision often means a new pod behind a re-created veth of the same name: its
 		// settings and routes died with the old device.
 		if a.dp.Sysctls != nil {

@@ -113,12 +113,14 @@ func Validate(r Resource) error {
 }
 
 var (
-	dnsLabelRE   = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	labelNameRE  = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
-	portNameRE   = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	secretKeyRE  = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
-	communityRE  = regexp.MustCompile(`^[0-9]+:[0-9]+(:[0-9]+)?$`)
-	ifaceNameBad = regexp.MustCompile(`[\s/:%]`)
+	dnsLabelRE  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	labelNameRE = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+	portNameRE  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	secretKeyRE = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
+	communityRE = regexp.MustCompile(`^[0-9]+:[0-9]+(:[0-9]+)?$`)
+	// Calico's rule for interface names: they reach iptables-restore unquoted, so a quote, a
+	// backslash, a '+' (iptables' wildcard) or a leading '-'/'!' must never get through.
+	ifaceNameRE = regexp.MustCompile(`^[A-Za-z0-9_.][A-Za-z0-9_.-]*$`)
 )
 
 // subdomainError says why s is not an RFC 1123 subdomain (Calico's rule for resource names), or "".
@@ -357,8 +359,8 @@ func (v *validator) interfaceName(path, s string) {
 	if s == "" {
 		return
 	}
-	if len(s) > 15 || s == "." || s == ".." || ifaceNameBad.MatchString(s) {
-		v.add(path, "%q is not a valid interface name (at most 15 characters, no spaces, '/', ':' or '%%')", s)
+	if len(s) > 15 || s == "." || s == ".." || !ifaceNameRE.MatchString(s) {
+		v.add(path, "%q is not a valid interface name (at most 15 letters, digits, '_', '.' and '-', not starting with '-')", s)
 	}
 }
 

@@ -82,6 +82,12 @@ func (v *validator) workloadEndpoint(s *WorkloadEndpointSpec) {
 	}
 	v.interfaceName("spec.interfaceName", s.InterfaceName)
 	v.nets("spec.ipNetworks", s.IPNetworks, 0)
+	for i, n := range s.IPNetworks {
+		// Each network is routed to the workload: a /0 would take the host's default route.
+		if p, err := parsePrefixOrAddr(n); err == nil && p.Bits() == 0 {
+			v.add(idx("spec.ipNetworks", i), "%q covers every address; a workload's networks must be narrower", n)
+		}
+	}
 	for i, n := range s.IPNATs {
 		p := idx("spec.ipNATs", i)
 		if n.InternalIP == "" {

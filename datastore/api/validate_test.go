@@ -224,6 +224,11 @@ func TestValidateEndpoints(t *testing.T) {
 		{"hep all interfaces", hep("  node: host-1\n  interfaceName: '*'\n"), nil},
 		{"hep by expected IP", hep("  node: host-1\n  expectedIPs: [192.0.2.10]\n  ports: [{name: ssh, protocol: TCP, port: 22}]\n"), nil},
 		{"hep needs interface", hep("  node: host-1\n"), []string{"spec.interfaceName"}},
+		{"hep interface with a quote", hep("  node: host-1\n  interfaceName: 'eth\"1'\n"), []string{"spec.interfaceName"}},
+		{"hep interface wildcard", hep("  node: host-1\n  interfaceName: eth+\n"), []string{"spec.interfaceName"}},
+		{"hep interface leading dash", hep("  node: host-1\n  interfaceName: -j\n"), []string{"spec.interfaceName"}},
+		{"hep vlan interface", hep("  node: host-1\n  interfaceName: eth0.100\n"), nil},
+		{"wep network /0", wep("  interfaceName: trc0123456789a\n  ipNetworks: [0.0.0.0/0, '::/0', 198.18.0.5/32]\n"), []string{"spec.ipNetworks[0]", "spec.ipNetworks[1]"}},
 		{"hep bad", hep("  interfaceName: 'a b'\n  expectedIPs: [x]\n"), []string{"spec.node", "spec.interfaceName", "spec.expectedIPs[0]"}},
 	})
 }

@@ -243,7 +243,7 @@ func withLabel(m map[string]string, k, v string) map[string]string {
 func (c *Calculator) SetHostInterfaces(ifs map[string][]netip.Addr) {
 	next := make(map[string][]netip.Addr, len(ifs))
 	for name, addrs := range ifs {
-		if name == "lo" || strings.HasPrefix(name, workloadIfacePrefix) {
+		if name == "lo" || strings.HasPrefix(name, WorkloadIfacePrefix) {
 			continue
 		}
 		as := make([]netip.Addr, len(addrs))

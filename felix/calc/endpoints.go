@@ -16,24 +16,26 @@ import (
 
 // Chains with fixed names.
 const (
-	ChainForward          = "trc-FORWARD"
-	ChainInput            = "trc-INPUT"
-	ChainOutput           = "trc-OUTPUT"
-	ChainPostrouting      = "trc-POSTROUTING"
-	ChainPrerouting       = "trc-PREROUTING" // raw table, IPv6 only
-	ChainFromWlDispatch   = "trc-from-wl-dispatch"
-	ChainToWlDispatch     = "trc-to-wl-dispatch"
-	ChainFromHostEp       = "trc-from-host-ep"
-	ChainToHostEp         = "trc-to-host-ep"
-	ChainWlToHost         = "trc-wl-to-host"
-	ChainFailsafeIn       = "trc-failsafe-in"
-	ChainFailsafeOut      = "trc-failsafe-out"
-	ChainNATOutgoing      = "trc-nat-outgoing"
-	ChainAllow            = "trc-allow" // policy chains goto it: set the accept mark, return
-	ChainPass             = "trc-pass"  // likewise with the pass mark
-	ChainDeny             = "trc-deny"  // Deny rules and the end of a policy list: DROP or REJECT
-	workloadIfaceMatch    = "trc+"
-	workloadIfacePrefix   = "trc"
+	ChainForward        = "trc-FORWARD"
+	ChainInput          = "trc-INPUT"
+	ChainOutput         = "trc-OUTPUT"
+	ChainPostrouting    = "trc-POSTROUTING"
+	ChainPrerouting     = "trc-PREROUTING" // raw table, IPv6 only
+	ChainFromWlDispatch = "trc-from-wl-dispatch"
+	ChainToWlDispatch   = "trc-to-wl-dispatch"
+	ChainFromHostEp     = "trc-from-host-ep"
+	ChainToHostEp       = "trc-to-host-ep"
+	ChainWlToHost       = "trc-wl-to-host"
+	ChainFailsafeIn     = "trc-failsafe-in"
+	ChainFailsafeOut    = "trc-failsafe-out"
+	ChainNATOutgoing    = "trc-nat-outgoing"
+	ChainAllow          = "trc-allow" // policy chains goto it: set the accept mark, return
+	ChainPass           = "trc-pass"  // likewise with the pass mark
+	ChainDeny           = "trc-deny"  // Deny rules and the end of a policy list: DROP or REJECT
+	workloadIfaceMatch  = "trc+"
+	// WorkloadIfacePrefix starts every workload interface Terrace owns (CONVENTIONS.md): only
+	// those get routes and interface settings, whatever name an endpoint gives.
+	WorkloadIfacePrefix   = "trc"
 	defaultEndpointToHost = "Drop"
 )
 
@@ -688,7 +690,9 @@ func (c *Calculator) renderRoutes() {
 	}
 	for _, k := range sortedKeys(c.locals) {
 		ep := c.locals[k]
-		if ep.host {
+		if ep.host || !strings.HasPrefix(ep.iface, WorkloadIfacePrefix) {
+			// Not Terrace's interface (a WorkloadEndpoint naming eth0, say): routing its
+			// networks there could take the host's own traffic.
 			continue
 		}
 		for _, f := range c.families() {

@@ -217,6 +217,8 @@ func TestRoutes(t *testing.T) {
 		wep("ns1", "a", testNode, "trc0123456789a", nil, "198.18.0.1/32", "2001:db8:1000::1/128"),
 		wep("ns1", "b", "host-2", "trc0123456789b", nil, "198.18.1.1/32"),
 		hep("h", testNode, "eth0", nil, "192.0.2.1"),
+		// Not Terrace's interface: routing its network there could take the host's traffic.
+		wep("ns1", "odd", testNode, "eth1", nil, "198.18.0.9/32"),
 	)
 	c.SetBlocks([]netip.Prefix{netip.MustParsePrefix("198.18.0.0/26"), netip.MustParsePrefix("2001:db8:1000::/122")})
 	c.Flush()

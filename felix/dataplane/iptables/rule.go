@@ -53,6 +53,13 @@ func (r Rule) validate() error {
 	if strings.TrimSpace(r.Action) == "" && strings.TrimSpace(r.Match) == "" {
 		return fmt.Errorf("validate rule: empty match and action")
 	}
+	// An unbalanced quote would swallow the rest of the restore input: refuse this rule alone
+	// rather than break the whole table's transaction.
+	for _, s := range []string{r.Match, r.Action} {
+		if _, err := splitArgs(s); err != nil {
+			return fmt.Errorf("validate rule: %w", err)
+		}
+	}
 	return nil
 }
 

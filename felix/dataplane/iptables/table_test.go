@@ -345,6 +345,8 @@ func TestValidation(t *testing.T) {
 		{Name: "trc-ok", Rules: []Rule{{Match: "-p tcp\n-A INPUT", Action: "-j DROP"}}},
 		{Name: "trc-ok", Rules: []Rule{{Action: "-j DROP", Comment: `a"b`}}},
 		{Name: "trc-ok", Rules: []Rule{{}}},
+		{Name: "trc-ok", Rules: []Rule{{Match: `-i eth"1`, Action: "-j ACCEPT"}}},
+		{Name: "trc-ok", Rules: []Rule{{Action: `-j LOG --log-prefix "x`}}},
 	}
 	for _, c := range bad {
 		if err := tb.UpdateChain(c); err == nil {
