@@ -64,6 +64,9 @@ func NewDataplane(ctx context.Context, cfg DataplaneConfig) (Dataplane, iptables
 			dp.Tables[id] = iptables.NewTable(t, run, iptables.Options{Logger: log.With("writer", tableWriterName(id))})
 		}
 	}
+	if !cfg.IPv6 {
+		cleanIPv6(ctx, cfg.Cmd, backend, log)
+	}
 	rw, err := routes.New(cfg.Netlink, routes.Config{Protocol: routes.ProtocolTerrace, Logger: log.With("writer", "routes")})
 	if err != nil {
 		return Dataplane{}, "", fmt.Errorf("build dataplane: %w", err)
@@ -77,6 +80,28 @@ func NewDataplane(ctx context.Context, cfg DataplaneConfig) (Dataplane, iptables
 		dp.Sysctls = m
 	}
 	return dp, backend, nil
+}
+
+// cleanIPv6 removes Terrace's ip6tables chains and jumps left by an earlier run that programmed
+// IPv6, when this one does not: nothing else would, and their dispatch chains would go on
+// dropping the IPv6 traffic of every pod created since (and hold on to the trc6- sets the ipset
+// writer means to destroy). Only Terrace's objects go; a table the kernel or tools do not have
+// is nothing to clean. Failures are logged: they must not stop the IPv4 dataplane.
+func cleanIPv6(ctx context.Context, cmd cmdrun.Runner, backend iptables.Backend, log *slog.Logger) {
+	run := iptables.NewExecRunner(cmd, backend, 6)
+	if _, err := exec.LookPath(run.RestoreBin); err != nil {
+		return
+	}
+	for _, t := range []string{"filter", "nat", "raw"} {
+		if _, err := run.Save(ctx, t); err != nil {
+			continue // no such table here
+		}
+		tb := iptables.NewTable(t, run, iptables.Options{Logger: log.With("writer", "ip6tables-cleanup-"+t)})
+		tb.SetInSync() // the desired state, nothing, is complete
+		if err := tb.Apply(ctx); err != nil {
+			log.Warn("could not remove Terrace's ip6tables rules left by an earlier run", "table", t, "err", err)
+		}
+	}
 }
 
 // ComponentConfig is felix's part of terrace-node's configuration.

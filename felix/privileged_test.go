@@ -240,3 +240,57 @@ spec:
 		t.Errorf("blackhole for the node's block went with the endpoint:\n%s", routesOut())
 	}
 }
+
+// TestIPv6OffCleansStaleRules: ip6tables state a run with IPv6 left (trc- chains in filter, nat
+// and raw, and the jumps to them) is removed when a run without IPv6 builds its dataplane, while
+// a foreign ip6tables rule and chain stay.
+func TestIPv6OffCleansStaleRules(t *testing.T) {
+	for _, b := range []iptables.Backend{iptables.BackendNFT, iptables.BackendLegacy} {
+		t.Run(string(b), func(t *testing.T) {
+			base := "ip6tables-" + string(b)
+			if _, err := exec.LookPath(base + "-restore"); err != nil {
+				t.Skipf("skipping: %s-restore not installed", base)
+			}
+			ns := nstest.New(t, base+"-restore", base+"-save", base)
+			cmd := cmdrun.InNetns(ns)
+			ctx := context.Background()
+			nstest.Run(t, ns, base, "-N", "OTHER")
+			nstest.Run(t, ns, base, "-A", "INPUT", "-s", "2001:db8::1/128", "-j", "OTHER")
+			// What an earlier run with IPv6 left behind.
+			run := iptables.NewExecRunner(cmd, b, 6)
+			for _, tbl := range []struct{ table, kernel string }{{"filter", "FORWARD"}, {"nat", "POSTROUTING"}, {"raw", "PREROUTING"}} {
+				tb := iptables.NewTable(tbl.table, run, iptables.Options{})
+				if err := tb.UpdateChain(iptables.Chain{Name: "trc-x", Rules: []iptables.Rule{{Action: "-j RETURN"}}}); err != nil {
+					t.Fatal(err)
+				}
+				if err := tb.SetInsertions(tbl.kernel, []iptables.Rule{{Action: "-j trc-x"}}); err != nil {
+					t.Fatal(err)
+				}
+				if err := tb.Apply(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			all := func() string {
+				var out []string
+				for _, tbl := range []string{"filter", "nat", "raw"} {
+					out = append(out, nstest.Run(t, ns, base+"-save", "-t", tbl))
+				}
+				return strings.Join(out, "\n")
+			}
+			if s := all(); strings.Count(s, "-j trc-x") != 3 {
+				t.Fatalf("set-up: want three jumps to trc-x:\n%s", s)
+			}
+			_, nl := nstest.Handle(t, ns)
+			if _, _, err := NewDataplane(ctx, DataplaneConfig{Cmd: cmd, Netlink: nl, Backend: b, IPv6: false, Logger: testLogger(t)}); err != nil {
+				t.Fatal(err)
+			}
+			s := all()
+			if strings.Contains(s, "trc") {
+				t.Errorf("Terrace's ip6tables state left after a run without IPv6:\n%s", s)
+			}
+			if !strings.Contains(s, ":OTHER") || !strings.Contains(s, "-A INPUT -s 2001:db8::1/128 -j OTHER") {
+				t.Errorf("foreign ip6tables state touched:\n%s", s)
+			}
+		})
+	}
+}
