@@ -321,3 +321,33 @@ func underlayNS(t *testing.T) string {
 	}
 	return ns
 }
+
+// TestRealDownDevice: a route to a device that is down is pending, not a failure, and goes in
+// once the device is up (the next Apply, as the agent's pending poll does).
+func TestRealDownDevice(t *testing.T) {
+	for _, k := range netlinkKinds {
+		t.Run(k.name, func(t *testing.T) {
+			ns := underlayNS(t)
+			nstest.Run(t, ns, "ip", "link", "add", "trc0000000001", "type", "veth", "peer", "name", "pod1")
+			w, err := New(k.open(t, ns), Config{Protocol: ProtocolTerrace})
+			mustT(t, err)
+			w.SetInSync()
+			mustT(t, w.Set(pfx("198.18.0.7/32"), Target{Dev: "trc0000000001"}))
+			mustT(t, w.Set(pfx("198.18.0.8/32"), Target{Dev: "under0"}))
+			if err := w.Apply(ctx); err != nil {
+				t.Fatalf("Apply with a down device failed: %v", err)
+			}
+			if diff := cmp.Diff([]netip.Prefix{pfx("198.18.0.7/32")}, w.Pending(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+				t.Fatalf("pending (-want +got):\n%s", diff)
+			}
+			if got := routesOf(t, ns, "proto", "80"); !strings.Contains(got, "198.18.0.8 dev under0") {
+				t.Fatalf("the other route is missing:\n%s", got)
+			}
+			nstest.Run(t, ns, "ip", "link", "set", "trc0000000001", "up")
+			mustT(t, w.Apply(ctx))
+			if got := routesOf(t, ns, "proto", "80"); !strings.Contains(got, "198.18.0.7 dev trc0000000001") || len(w.Pending()) != 0 {
+				t.Fatalf("after the device came up: pending %v, routes:\n%s", w.Pending(), got)
+			}
+		})
+	}
+}

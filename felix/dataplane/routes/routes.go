@@ -500,6 +500,14 @@ func (w *Writer) plan(p netip.Prefix, links map[string]int, r *netlink.Route) (s
 	return false, &RouteOp{Kind: kind, Route: w.toNetlink(p, t, linkIndex, r)}, nil
 }
 
+// downDevice reports the kernel refusing a route because its device is down (or went away
+// meanwhile): the route waits, as for a device not there yet, and is retried with the pending
+// ones, instead of failing the writer (and so its readiness and in-sync) while a pod's veth is
+// briefly down.
+func downDevice(err error) bool {
+	return errors.Is(err, syscall.ENETDOWN) || errors.Is(err, syscall.ENODEV)
+}
+
 // settle records the outcome of a planned change and reports whether the prefix is in line.
 func (w *Writer) settle(p netip.Prefix, op RouteOp, err error) (bool, error) {
 	switch op.Kind {
@@ -510,10 +518,18 @@ func (w *Writer) settle(p netip.Prefix, op RouteOp, err error) (bool, error) {
 		delete(w.actual, p)
 		return true, nil
 	case OpReplace:
+		if downDevice(err) {
+			w.pending[p] = true
+			return false, nil
+		}
 		if err != nil {
 			return false, fmt.Errorf("replace route %s: %w", p, err)
 		}
 	default:
+		if downDevice(err) {
+			w.pending[p] = true
+			return false, nil
+		}
 		if errors.Is(err, syscall.EEXIST) {
 			// Another protocol's route holds this key: report it, never override it (once the
 			// table has been read again since, see Apply).
