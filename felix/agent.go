@@ -57,11 +57,12 @@ type Agent struct {
 	retryAt, pollAt        time.Time
 	retryDelay             time.Duration
 
-	writers  map[string]*writerState
-	pushErrs map[string]error // model objects a writer refused, by object
-	blocks   map[netip.Prefix]bool
-	locals   map[string]localEP // local workload endpoints by namespace/name
-	ifUsers  map[string]int     // local endpoints per host-side interface
+	writers   map[string]*writerState
+	pushErrs  map[string]error // model objects a writer refused, by object
+	blocks    map[netip.Prefix]bool
+	locals    map[string]localEP    // local workload endpoints by namespace/name
+	ifUsers   map[string]int        // local endpoints per host-side interface
+	conflicts map[netip.Prefix]bool // route keys another protocol holds, as last logged
 
 	chainRules map[calc.ChainRef]int
 	setMembers map[string]int

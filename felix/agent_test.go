@@ -284,6 +284,28 @@ func TestFailingWriterDoesNotStopOthers(t *testing.T) {
 	})
 }
 
+// TestRouteConflictRetried: while another protocol's route holds one of felix's keys, the routes
+// writer is applied again at the pending poll, without any other event; once the conflict is
+// gone the polling stops.
+func TestRouteConflictRetried(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.PendingPoll = 100 * time.Millisecond })
+	h.dp.r.mu.Lock()
+	h.dp.routes.conflicts = []netip.Prefix{netip.MustParsePrefix("198.18.2.1/32")}
+	h.dp.r.mu.Unlock()
+	h.status(kv.StatusInSync)
+	h.putR(wep(testNode, "ns1", "w1", "trc0123456789a", "198.18.2.1/32"))
+	waitFor(t, "routes applied again at the poll", func() bool { return h.dp.r.count("routes.Apply") >= 6 })
+	h.dp.r.mu.Lock()
+	h.dp.routes.conflicts = nil
+	h.dp.r.mu.Unlock()
+	time.Sleep(300 * time.Millisecond) // let a poll already due run
+	n := h.dp.r.count("routes.Apply")
+	time.Sleep(500 * time.Millisecond)
+	if m := h.dp.r.count("routes.Apply"); m != n {
+		t.Errorf("routes applied %d more times after the conflict went", m-n)
+	}
+}
+
 // TestFailingNATDoesNotHoldStatus: a failing nat table is reported, but an endpoint's policy
 // (filter) is in the kernel, so its status is written: a CNI ADD waiting for it must not fail for
 // natOutgoing's sake.

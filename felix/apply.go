@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -63,7 +64,11 @@ func (a *Agent) cycle(ctx context.Context, resync bool) error {
 		a.retryDelay, a.retryAt = 0, time.Time{}
 	}
 	a.pollAt = time.Time{}
-	if len(a.dp.Routes.Pending()) > 0 || (a.dp.Sysctls != nil && len(a.dp.Sysctls.Pending()) > 0) {
+	conflicts := a.dp.Routes.Conflicts()
+	a.noteConflicts(conflicts)
+	// A route whose key another protocol's route holds (often BGP's for a block moving between
+	// hosts, gone a moment later) is tried again at the poll, not only at the next resync.
+	if len(a.dp.Routes.Pending()) > 0 || len(conflicts) > 0 || (a.dp.Sysctls != nil && len(a.dp.Sysctls.Pending()) > 0) {
 		a.pollAt = a.lastApply.Add(a.cfg.PendingPoll)
 	}
 	if followUp {
@@ -71,6 +76,24 @@ func (a *Agent) cycle(ctx context.Context, resync bool) error {
 	}
 	a.log.Debug("dataplane applied", "resync", resync, "took", elapsed.String(), "ok", err == nil)
 	return err
+}
+
+// noteConflicts logs each prefix once when another protocol's route starts holding its key, and
+// once when that ends, so an operator sees why a pod or block is not routed here.
+func (a *Agent) noteConflicts(now []netip.Prefix) {
+	cur := make(map[netip.Prefix]bool, len(now))
+	for _, p := range now {
+		cur[p] = true
+		if !a.conflicts[p] {
+			a.log.Warn("route not programmed: another protocol's route holds its key; retrying", "prefix", p.String())
+		}
+	}
+	for p := range a.conflicts {
+		if !cur[p] {
+			a.log.Info("route conflict resolved", "prefix", p.String())
+		}
+	}
+	a.conflicts = cur
 }
 
 func (a *Agent) setInSync(name string) {

@@ -50,6 +50,7 @@ type Routes interface {
 	DeviceChanged(dev string)
 	SetInSync()
 	Pending() []netip.Prefix
+	Conflicts() []netip.Prefix
 	Apply(ctx context.Context) error
 	Resync(ctx context.Context) error
 }

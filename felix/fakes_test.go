@@ -227,7 +227,8 @@ func (f fakeTable) Resync(context.Context) error {
 
 type fakeRoutes struct {
 	*fakeObjects[routes.Target]
-	changed []string
+	changed   []string
+	conflicts []netip.Prefix // what Conflicts reports
 }
 
 func (f *fakeRoutes) Set(p netip.Prefix, t routes.Target) error {
@@ -253,6 +254,11 @@ func (f *fakeRoutes) SetInSync() {
 	f.inSync = true
 }
 func (f *fakeRoutes) Pending() []netip.Prefix { return nil }
+func (f *fakeRoutes) Conflicts() []netip.Prefix {
+	f.r.mu.Lock()
+	defer f.r.mu.Unlock()
+	return slices.Clone(f.conflicts)
+}
 func (f *fakeRoutes) Apply(context.Context) error {
 	f.r.before(f.name, "Apply")
 	f.r.mu.Lock()
