@@ -33,6 +33,8 @@ type RouteWriter interface {
 	// keeps no copy of its own: at 100k routes one more map was a tenth of its CPU.
 	Desired(p netip.Prefix) (routes.Target, bool)
 	Len() int
+	// Conflicts are the prefixes another protocol's route keeps out of the kernel.
+	Conflicts() []netip.Prefix
 	Apply(ctx context.Context) error
 	Resync(ctx context.Context) error
 	SetInSync()
@@ -52,6 +54,7 @@ type programmer struct {
 	kickC       chan struct{}
 	stats       RouteStats
 	applied     bool // an Apply has happened since start
+	retry       bool // the last pass left routes out (an error or a conflict): apply again at the poll
 
 	// Owned by run.
 	res        *resolver // next-hop resolutions, reused for resolverTTL
@@ -129,6 +132,11 @@ func (p *programmer) run(ctx context.Context, resync time.Duration, mayDelete fu
 			// The underlay may have changed: resolve every next hop again.
 			p.sync(ctx, true)
 		case <-poll.C:
+			if p.retry {
+				// A route refused or held back by another protocol's (felix's blackhole of a
+				// block this host just gave up, say) goes in within a second, not at the resync.
+				p.sync(ctx, false)
+			}
 			if !p.inSync && p.appliedOnce() && mayDelete() {
 				p.inSync = true
 				p.w.SetInSync()
@@ -210,9 +218,11 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 	}
 	p.log.Debug("bgp routes programmed", "changes", len(changes), "whole", full, "all", all,
 		"learned", len(p.learned), "installed", p.w.Len(), "took", time.Since(start))
+	conflicts := p.w.Conflicts()
+	p.retry = err != nil || len(conflicts) > 0
 	p.mu.Lock()
 	p.applied = true
-	p.stats = RouteStats{Learned: len(p.learned), Installed: p.w.Len(), Unresolved: len(p.unresolved),
+	p.stats = RouteStats{Learned: len(p.learned), Installed: p.w.Len() - len(conflicts), Unresolved: len(p.unresolved),
 		InSync: p.inSync, LastApply: time.Now()}
 	if err != nil {
 		p.stats.LastError = err.Error()

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
@@ -18,12 +19,13 @@ import (
 
 // fakeWriter records the programmer's calls.
 type fakeWriter struct {
-	mu      sync.Mutex
-	desired map[netip.Prefix]routes.Target
-	sets    int
-	deletes int
-	applies int
-	inSync  bool
+	mu        sync.Mutex
+	desired   map[netip.Prefix]routes.Target
+	sets      int
+	deletes   int
+	applies   int
+	inSync    bool
+	conflicts []netip.Prefix // what Conflicts reports
 }
 
 func newFakeWriter() *fakeWriter { return &fakeWriter{desired: map[netip.Prefix]routes.Target{}} }
@@ -49,8 +51,20 @@ func (f *fakeWriter) get(p netip.Prefix) (routes.Target, bool) {
 	return t, ok
 }
 func (f *fakeWriter) Apply(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.applies++
 	return nil
+}
+func (f *fakeWriter) Conflicts() []netip.Prefix {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.conflicts)
+}
+func (f *fakeWriter) applyCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applies
 }
 func (f *fakeWriter) Desired(p netip.Prefix) (routes.Target, bool) { return f.get(p) }
 func (f *fakeWriter) Len() int {
@@ -292,4 +306,36 @@ func TestProgrammerRunWaitsForInSync(t *testing.T) {
 	if !w.inSync {
 		t.Error("writer never told it is in sync")
 	}
+}
+
+// TestProgrammerRetriesConflicts: while another protocol's route holds back one of ours, the
+// programmer applies again at its one-second poll (not only at the resync), and the status does
+// not count the held-back route as installed; once it goes in, the polling stops.
+func TestProgrammerRetriesConflicts(t *testing.T) {
+	w := newFakeWriter()
+	block := netip.MustParsePrefix("198.18.1.0/26")
+	w.conflicts = []netip.Prefix{block}
+	p := newProgrammer(w, underlay(), slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { p.run(ctx, 3600e9, func() bool { return false }); close(done) }()
+	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{block: {netip.MustParseAddr("192.0.2.2")}}, true)
+	waitFor(t, func() bool { return p.appliedOnce() })
+	if st := p.Stats(); st.Installed != 0 || st.Learned != 1 {
+		t.Errorf("stats with the route held back: %+v, want 1 learned, 0 installed", st)
+	}
+	first := w.applyCount()
+	waitFor(t, func() bool { return w.applyCount() >= first+2 })
+	w.mu.Lock()
+	w.conflicts = nil
+	w.mu.Unlock()
+	waitFor(t, func() bool { return p.Stats().Installed == 1 })
+	n := w.applyCount()
+	time.Sleep(1500 * time.Millisecond)
+	if m := w.applyCount(); m > n+1 {
+		t.Errorf("programmer applied %d more times after the conflict went", m-n)
+	}
+	cancel()
+	<-done
 }
