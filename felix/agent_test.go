@@ -444,6 +444,12 @@ func TestForceResyncAndMetrics(t *testing.T) {
 			t.Errorf("%s called %d times, want 1", c, h.dp.r.count(c))
 		}
 	}
+	// A resync destroys unwanted sets only after the tables have let go of them.
+	calls := h.dp.r.calls()
+	resyncAt := slices.Index(calls, "iptables-filter-v4.Resync")
+	if i := slices.Index(calls[resyncAt:], "ipsets.ApplyDeletions"); i < 0 {
+		t.Errorf("no set deletions after the tables' resync: %v", calls[resyncAt:])
+	}
 	h.dp.r.setFail("routes", errors.New("netlink: no such device"))
 	if err := h.a.ForceResync(ctx); err == nil || !strings.Contains(err.Error(), "no such device") {
 		t.Errorf("ForceResync with a failing writer: %v", err)

@@ -143,7 +143,6 @@ func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, bo
 	}
 
 	res := map[string]error{}
-	// Resync also destroys unwanted sets; in steady state no rule references those any more.
 	setsErr := run("ipsets", a.dp.IPSets.ApplyUpdates, a.dp.IPSets.Resync)
 	ids := a.sortedTables()
 	tableErrs := make([]error, len(ids))
@@ -165,13 +164,14 @@ func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, bo
 		}
 	}
 	setsOK := setsErr == nil
-	if !resync {
-		if tablesOK {
-			setsErr = errors.Join(setsErr, run("ipsets", a.dp.IPSets.ApplyDeletions, a.dp.IPSets.ApplyDeletions))
-		} else if a.writers["ipsets"].inSync {
-			// A table that failed may still reference a set we would destroy.
-			setsErr = errors.Join(setsErr, errors.New("set deletions postponed: an iptables table failed"))
-		}
+	// Unwanted sets go only now that every table has let go of them, in resyncs too (the ipset
+	// writer defers its deletions to here, ipsets.Options.DeferDeletions). Its own name, so a
+	// resync's read-ahead finish for "ipsets" is not run a second time.
+	if tablesOK {
+		setsErr = errors.Join(setsErr, run("ipset-deletions", a.dp.IPSets.ApplyDeletions, a.dp.IPSets.ApplyDeletions))
+	} else if a.writers["ipsets"].inSync {
+		// A table that failed may still reference a set we would destroy.
+		setsErr = errors.Join(setsErr, errors.New("set deletions postponed: an iptables table failed"))
 	}
 	side.Wait()
 	for name, err := range map[string]error{"ipsets": setsErr, "routes": routesErr, "sysctl": sysctlErr} {

@@ -46,7 +46,7 @@ func NewDataplane(ctx context.Context, cfg DataplaneConfig) (Dataplane, iptables
 		backend = iptables.DetectBackend(ctx, cfg.Cmd)
 	}
 	dp := Dataplane{
-		IPSets: ipsets.New(cfg.Cmd, ipsets.Options{Logger: log.With("writer", "ipsets")}),
+		IPSets: ipsets.New(cfg.Cmd, ipsets.Options{Logger: log.With("writer", "ipsets"), DeferDeletions: true}),
 		Tables: map[calc.TableID]Table{},
 	}
 	versions := []int{4}

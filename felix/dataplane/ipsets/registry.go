@@ -26,6 +26,10 @@ type Options struct {
 	MaxAttempts   int           // default 3
 	Backoff       time.Duration // first retry delay, doubled per attempt; default 100ms
 	Sleep         func(ctx context.Context, d time.Duration) error
+	// DeferDeletions makes Apply, Resync and ReadAhead's finish leave unwanted sets alone: the
+	// caller destroys them with ApplyDeletions once no iptables rule uses them any more (a
+	// resync must not try to destroy a set the tables have not let go of yet).
+	DeferDeletions bool
 }
 
 type set struct {
@@ -172,6 +176,9 @@ func (r *Registry) SetInSync() { r.inSync = true }
 func (r *Registry) Apply(ctx context.Context) error {
 	if err := r.ApplyUpdates(ctx); err != nil {
 		return err
+	}
+	if r.opts.DeferDeletions {
+		return nil
 	}
 	return r.ApplyDeletions(ctx)
 }

@@ -395,3 +395,35 @@ func TestReadAhead(t *testing.T) {
 		t.Errorf("trcA has %d members after finish, want 3", got)
 	}
 }
+
+// TestDeferDeletions: with DeferDeletions, Apply, Resync and a read-ahead's finish repair and
+// update but destroy nothing (the caller's tables may still use the set); ApplyDeletions does.
+func TestDeferDeletions(t *testing.T) {
+	f := newFakeIpset()
+	r := New(f, Options{DeferDeletions: true, Sleep: func(context.Context, time.Duration) error { return nil }})
+	mustT(t, r.AddOrReplace(metaA, []string{"198.18.0.1"}))
+	mustT(t, r.AddOrReplace(metaC, []string{"198.18.0.1,tcp:80"}))
+	r.SetInSync()
+	mustT(t, r.Apply(ctx))
+	r.Remove(metaC.Name)
+	f.create("trcStale", "hash:ip", "inet")
+	mustT(t, r.Apply(ctx))
+	mustT(t, r.Resync(ctx))
+	read, finish := r.ReadAhead()
+	read(ctx)
+	mustT(t, finish(ctx))
+	for _, n := range []string{metaC.Name, "trcStale"} {
+		if _, ok := f.sets[n]; !ok {
+			t.Fatalf("%s destroyed before ApplyDeletions", n)
+		}
+	}
+	mustT(t, r.ApplyDeletions(ctx))
+	for _, n := range []string{metaC.Name, "trcStale"} {
+		if _, ok := f.sets[n]; ok {
+			t.Errorf("%s still there after ApplyDeletions", n)
+		}
+	}
+	if _, ok := f.sets[metaA.Name]; !ok {
+		t.Error("a wanted set was destroyed")
+	}
+}
