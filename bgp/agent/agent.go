@@ -59,6 +59,10 @@ type Config struct {
 	// it false: exiting without a stop lets graceful-restart peers keep this host's routes, and
 	// the kernel keeps the routes this host learned, until it is back.
 	StopOnExit bool
+	// UnderlayEvents reports host interfaces changing state (SubscribeUnderlay), so routes the
+	// kernel flushed with a link that went down come back within a second, not at the resync;
+	// nil: only the resync repairs them.
+	UnderlayEvents <-chan struct{}
 	// Publish receives status updates (terrace-node's StatusBoard); nil discards.
 	Publish func(Status)
 	Logger  *slog.Logger
@@ -127,6 +131,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1)}
 	a.in = newInputs(cfg.NodeName, cfg.Logger, a.poke)
 	a.prog = newProgrammer(cfg.Writer, cfg.Netlink, cfg.Logger)
+	a.prog.underlay = cfg.UnderlayEvents
 	return a, nil
 }
 

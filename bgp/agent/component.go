@@ -25,7 +25,15 @@ func (c *Component) Name() string { return "bgp" }
 
 // Run implements node.Component. The speaker is not stopped on return: see Config.StopOnExit.
 func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	underlay, err := SubscribeUnderlay(ctx, env.Log)
+	if err != nil {
+		// Routes flushed with a link that went down then come back at the resync.
+		env.Log.Warn("no link updates for the bgp route writer", "err", err)
+	}
 	a, err := New(Config{
+		UnderlayEvents: underlay,
 		NodeName:       env.Node.Metadata.Name,
 		Client:         env.Client,
 		StateDir:       c.cfg.StateDir,

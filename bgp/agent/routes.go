@@ -55,6 +55,9 @@ type programmer struct {
 	stats       RouteStats
 	applied     bool // an Apply has happened since start
 	retry       bool // the last pass left routes out (an error or a conflict): apply again at the poll
+	// underlay reports that a host interface (not a workload's) changed state: a link that went
+	// down took its routes with it, and the kernel says nothing of that.
+	underlay <-chan struct{}
 
 	// Owned by run.
 	res        *resolver // next-hop resolutions, reused for resolverTTL
@@ -119,10 +122,19 @@ func (p *programmer) run(ctx context.Context, resync time.Duration, mayDelete fu
 	defer rt.Stop()
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
+	underlayC := p.underlay
+	underlayChanged := false
+	var underlayAt, unresolvedAt time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case _, ok := <-underlayC:
+			if !ok {
+				underlayC = nil
+				continue
+			}
+			underlayChanged = true // handled at the next poll, so a flapping link costs one pass a second
 		case <-p.kickC:
 			p.sync(ctx, false)
 		case <-rt.C:
@@ -132,6 +144,26 @@ func (p *programmer) run(ctx context.Context, resync time.Duration, mayDelete fu
 			// The underlay may have changed: resolve every next hop again.
 			p.sync(ctx, true)
 		case <-poll.C:
+			if underlayChanged {
+				// The kernel flushed the routes through a link that went down, and next hops may
+				// resolve elsewhere now: read our routes back and program every one again.
+				underlayChanged, underlayAt, unresolvedAt = false, time.Now(), time.Now()
+				if err := p.w.Resync(ctx); err != nil {
+					p.log.Warn("bgp route resync after an underlay change failed", "err", err)
+				}
+				p.sync(ctx, true)
+				continue
+			}
+			// Next hops unreachable a moment ago (a link just back, its routes not yet) are
+			// tried again: every second for a while after an underlay change, else every 10 s.
+			every := unresolvedRetry
+			if time.Since(underlayAt) < 30*time.Second {
+				every = time.Second
+			}
+			if len(p.unresolved) > 0 && time.Since(unresolvedAt) >= every {
+				unresolvedAt = time.Now()
+				p.resolveAgain(ctx)
+			}
 			if p.retry {
 				// A route refused or held back by another protocol's (felix's blackhole of a
 				// block this host just gave up, say) goes in within a second, not at the resync.
@@ -227,6 +259,34 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 	if err != nil {
 		p.stats.LastError = err.Error()
 	}
+	p.mu.Unlock()
+}
+
+// unresolvedRetry is how often learned routes whose next hop was unreachable are resolved again
+// when nothing else happens.
+const unresolvedRetry = 10 * time.Second
+
+// resolveAgain resolves the learned routes without a reachable next hop afresh and applies those
+// that now have one.
+func (p *programmer) resolveAgain(ctx context.Context) {
+	r := &resolver{nl: p.nl, cache: map[netip.Addr][]netip.Addr{}, sets: map[string][]netip.Addr{}}
+	defer r.endPass()
+	before := len(p.unresolved)
+	var errs []error
+	for pfx := range p.unresolved {
+		errs = append(errs, p.program(r, pfx, p.learned[pfx])...)
+	}
+	if len(p.unresolved) == before {
+		return
+	}
+	if err := p.w.Apply(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	p.log.Info("learned routes resolved again", "now_resolved", before-len(p.unresolved), "still_unresolved", len(p.unresolved))
+	conflicts := p.w.Conflicts()
+	p.mu.Lock()
+	p.retry = len(errs) > 0 || len(conflicts) > 0
+	p.stats.Installed, p.stats.Unresolved = p.w.Len()-len(conflicts), len(p.unresolved)
 	p.mu.Unlock()
 }
 

@@ -26,6 +26,7 @@ type fakeWriter struct {
 	applies   int
 	inSync    bool
 	conflicts []netip.Prefix // what Conflicts reports
+	resyncs   int
 }
 
 func newFakeWriter() *fakeWriter { return &fakeWriter{desired: map[netip.Prefix]routes.Target{}} }
@@ -72,7 +73,12 @@ func (f *fakeWriter) Len() int {
 	defer f.mu.Unlock()
 	return len(f.desired)
 }
-func (f *fakeWriter) Resync(context.Context) error { return nil }
+func (f *fakeWriter) Resync(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resyncs++
+	return nil
+}
 func (f *fakeWriter) SetInSync()                   { f.inSync = true }
 
 // fakeNetlink answers FIB lookups from a small table: connected subnets and gateway routes.
@@ -335,6 +341,45 @@ func TestProgrammerRetriesConflicts(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	if m := w.applyCount(); m > n+1 {
 		t.Errorf("programmer applied %d more times after the conflict went", m-n)
+	}
+	cancel()
+	<-done
+}
+
+// TestProgrammerUnderlayChange: a host interface changing state makes the programmer read its
+// routes back (the writer's resync repairs what the kernel lost) and resolve every learned one
+// again within about a second (the kernel flushes the
+// routes through a link that goes down and says nothing), not at the 60 s resync; a burst of
+// changes costs one pass.
+func TestProgrammerUnderlayChange(t *testing.T) {
+	w := newFakeWriter()
+	p := newProgrammer(w, underlay(), slog.New(slog.DiscardHandler))
+	ev := make(chan struct{}, 1)
+	p.underlay = ev
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { p.run(ctx, 3600e9, func() bool { return false }); close(done) }()
+	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{netip.MustParsePrefix("198.18.1.0/26"): {netip.MustParseAddr("192.0.2.2")}}, true)
+	waitFor(t, func() bool { return p.appliedOnce() })
+	applied := w.applyCount()
+	for range 3 {
+		select {
+		case ev <- struct{}{}:
+		default:
+		}
+	}
+	waitFor(t, func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.resyncs == 1 && w.applies > applied
+	})
+	time.Sleep(1200 * time.Millisecond)
+	w.mu.Lock()
+	resyncs := w.resyncs
+	w.mu.Unlock()
+	if resyncs != 1 {
+		t.Errorf("%d resyncs for one burst of underlay changes, want 1", resyncs)
 	}
 	cancel()
 	<-done

@@ -265,3 +265,47 @@ func TestBGPFaults(t *testing.T) {
 		})
 	})
 }
+
+// TestBGPRoutesBackAfterUplinkFlap: host-1's uplink goes down for a second, well inside the hold
+// time, so no session drops and no UPDATE arrives; the kernel flushed host-1's learned routes
+// through it all the same. They must be back within seconds of the link (bgp's route writer
+// re-reads the kernel on the link change and resolves next hops again), not at the next 60 s
+// resync.
+func TestBGPRoutesBackAfterUplinkFlap(t *testing.T) {
+	tb := testbed.StartForTest(t, testbed.Options{Hosts: 2, LogLevel: "info"})
+	p := addPod(t, tb, "host-2", "p")
+	block := blockOf(t, p.IPv4)
+	eventually(t, waitTimeout, func() string {
+		if _, ok := kernelRoutes(t, tb, "host-1", "4")[block]; !ok {
+			return "host-1 has not learned " + block
+		}
+		return ""
+	})
+	ctx := context.Background()
+	if err := tb.LinkDown(ctx, "host-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() string {
+		if _, ok := kernelRoutes(t, tb, "host-1", "4")[block]; ok {
+			return "the kernel kept " + block + " through a link that is down"
+		}
+		return ""
+	})
+	time.Sleep(time.Second)
+	if err := tb.LinkUp(ctx, "host-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	up := time.Now()
+	// Within 3 s: a second for the link event to reach the next poll, a second to retry next
+	// hops whose underlay routes came back after the carrier, and slack for a loaded machine.
+	eventually(t, 3*time.Second, func() string {
+		if _, ok := kernelRoutes(t, tb, "host-1", "4")[block]; !ok {
+			return fmt.Sprintf("%s not back on host-1 %s after the uplink came back", block, time.Since(up).Round(time.Millisecond))
+		}
+		return ""
+	})
+	t.Logf("%s back on host-1 %s after the uplink came up", block, time.Since(up).Round(time.Millisecond))
+	if err := ping(tb, "host-1", p.IPv4, 2); err != nil {
+		t.Errorf("host-1 cannot reach the pod on host-2 after the flap: %v", err)
+	}
+}
