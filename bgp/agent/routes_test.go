@@ -79,7 +79,7 @@ func (f *fakeWriter) Resync(context.Context) error {
 	f.resyncs++
 	return nil
 }
-func (f *fakeWriter) SetInSync()                   { f.inSync = true }
+func (f *fakeWriter) SetInSync() { f.inSync = true }
 
 // fakeNetlink answers FIB lookups from a small table: connected subnets and gateway routes.
 type fakeNetlink struct {
