@@ -42,6 +42,11 @@ func ParseSave(data []byte) ([]*SavedTable, error) {
 		lineNo++
 		line := strings.TrimRight(sc.Text(), " \t\r")
 		switch {
+		case strings.HasPrefix(line, "#") && strings.Contains(line, "is incompatible, use 'nft' tool"):
+			// iptables-nft-save's only output for a table another tool filled with nft-only
+			// expressions: read as empty, it would have the writer add its jumps again at
+			// every resync.
+			return nil, fmt.Errorf("parse iptables-save line %d: %s", lineNo, strings.TrimSpace(strings.TrimPrefix(line, "#")))
 		case line == "" || strings.HasPrefix(line, "#"):
 			continue
 		case strings.HasPrefix(line, "*"):

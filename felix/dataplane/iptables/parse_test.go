@@ -64,6 +64,7 @@ func TestParseSaveErrors(t *testing.T) {
 		"commit no table":   "COMMIT\n",
 		"empty table name":  "*\nCOMMIT\n",
 		"chain outside tbl": ":INPUT ACCEPT [0:0]\n",
+		"nft incompatible":  "# Table `filter' is incompatible, use 'nft' tool.\n",
 	}
 	for name, in := range tests {
 		t.Run(name, func(t *testing.T) {
