@@ -62,7 +62,7 @@ type Config struct {
 	// UnderlayEvents reports host interfaces changing state (SubscribeUnderlay), so routes the
 	// kernel flushed with a link that went down come back within a second, not at the resync;
 	// nil: only the resync repairs them.
-	UnderlayEvents <-chan struct{}
+	UnderlayEvents <-chan string
 	// Publish receives status updates (terrace-node's StatusBoard); nil discards.
 	Publish func(Status)
 	Logger  *slog.Logger

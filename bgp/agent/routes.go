@@ -57,7 +57,7 @@ type programmer struct {
 	retry       bool // the last pass left routes out (an error or a conflict): apply again at the poll
 	// underlay reports that a host interface (not a workload's) changed state: a link that went
 	// down took its routes with it, and the kernel says nothing of that.
-	underlay <-chan struct{}
+	underlay <-chan string
 
 	// Owned by run.
 	res        *resolver // next-hop resolutions, reused for resolverTTL

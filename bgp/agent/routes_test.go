@@ -354,7 +354,7 @@ func TestProgrammerRetriesConflicts(t *testing.T) {
 func TestProgrammerUnderlayChange(t *testing.T) {
 	w := newFakeWriter()
 	p := newProgrammer(w, underlay(), slog.New(slog.DiscardHandler))
-	ev := make(chan struct{}, 1)
+	ev := make(chan string, 1)
 	p.underlay = ev
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -365,7 +365,7 @@ func TestProgrammerUnderlayChange(t *testing.T) {
 	applied := w.applyCount()
 	for range 3 {
 		select {
-		case ev <- struct{}{}:
+		case ev <- "eth0":
 		default:
 		}
 	}
