@@ -214,10 +214,9 @@ func (c *Client) Apply(ctx context.Context, r api.Resource) (api.Resource, Apply
 	}
 	cur, err := c.store.Get(ctx, Key(info, m.Namespace, m.Name))
 	if errors.Is(err, kv.ErrNotFound) {
-		if want != 0 {
-			return nil, 0, fmt.Errorf("apply %s: resourceVersion %d given but nothing is stored: %w",
-				describe(info, m.Namespace, m.Name), want, ErrConflict)
-		}
+		// As calicoctl: a version read elsewhere (a backup restored into a fresh datastore, an
+		// export from another cluster) means nothing when the object is not stored; Create
+		// drops it.
 		created, err := c.Create(ctx, res)
 		return created, Created, err
 	}

@@ -363,6 +363,17 @@ func TestApplyOutcomes(t *testing.T) {
 	if _, _, err := c.Apply(ctx, stale); !errors.Is(err, ErrConflict) {
 		t.Fatalf("apply with stale resourceVersion: got %v, want ErrConflict", err)
 	}
+	// A version from elsewhere (a backup restored into a fresh datastore) on an object that is
+	// not stored: created, as calicoctl does.
+	restored := pool("pool-b", "198.19.0.0/24")
+	restored.Metadata.ResourceVersion = "999999"
+	got, outcome, err := c.Apply(ctx, restored)
+	if err != nil || outcome != Created {
+		t.Fatalf("apply of a restored object: %v %v, want Created", outcome, err)
+	}
+	if got.GetObjectMeta().ResourceVersion == "999999" {
+		t.Error("the restored object kept the foreign resourceVersion")
+	}
 }
 
 func netset(ns, name string) *api.NetworkSet {

@@ -200,6 +200,10 @@ type NodeRelease struct {
 // deletes such a block). It does not release any address.
 func (a *Allocator) ReleaseNode(ctx context.Context, node string) (NodeRelease, error) {
 	out := NodeRelease{Node: node}
+	if node == "" {
+		// Blocks owned by no host have an empty host: "" would take them all.
+		return out, errors.New("release node: the node name is empty")
+	}
 	l := a.nodeLock(node)
 	l.Lock()
 	defer l.Unlock()

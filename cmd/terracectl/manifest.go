@@ -84,6 +84,11 @@ func readDocs(files []string, in io.Reader, namespace string, nsExplicit, valida
 			if dd.problem == nil && validate {
 				dd.problem = check(d.Resource)
 			}
+			if dd.problem == nil && !validate {
+				// delete and get -f read documents without validating them, but a missing name
+				// must not reach the datastore (delete node "" swept every unowned IPAM block).
+				dd.problem = checkName(d.Resource)
+			}
 			out = append(out, dd)
 		}
 	}

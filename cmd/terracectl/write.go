@@ -119,6 +119,10 @@ func newApplyCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
 		Short: "Create resources or update them to match the file",
+		Long: "Creates each resource, or updates it to match the file. A metadata.resourceVersion in the file\n" +
+			"must be the stored one for an update (else: conflict); for a resource that is not stored it\n" +
+			"is ignored, as calicoctl does, so `get -o yaml` output restores into a fresh datastore.\n" +
+			"Lists are read as their items: kind List and calicoctl's <Kind>List (IPPoolList, ...).",
 		Args:  rangeArgs(0, 0, "apply -f FILE"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDocs(cmd, e, files, &ns, true, func(ctx context.Context, c *datastore.Client, r api.Resource) (string, error) {
@@ -268,9 +272,32 @@ func refResources(refs []string, namespace string) ([]api.Resource, error) {
 		case info.Namespaced:
 			m.Namespace = namespace
 		}
+		if err := checkName(r); err != nil {
+			return nil, &exitError{code: exitInput, err: fmt.Errorf("reference %q: %w", ref, err)}
+		}
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// checkName refuses a resource without a name, or a namespaced one without a namespace, or a
+// name that could not be a key segment: what a datastore call on it would do is not what anyone
+// asked for.
+func checkName(r api.Resource) error {
+	m := r.GetObjectMeta()
+	info, err := api.KindOf(r)
+	if err != nil {
+		return err
+	}
+	switch {
+	case strings.TrimSpace(m.Name) == "":
+		return fmt.Errorf("%s: metadata.name is empty", info.Kind)
+	case strings.ContainsAny(m.Name, "/ \t\n"):
+		return fmt.Errorf("%s %q: a name has no '/' or white space", info.Kind, m.Name)
+	case info.Namespaced && strings.TrimSpace(m.Namespace) == "":
+		return fmt.Errorf("%s %q: no namespace", info.Kind, m.Name)
+	}
+	return nil
 }
 
 // namedResources builds empty resources of a kind that carry only names, for commands that
@@ -286,6 +313,9 @@ func namedResources(kind string, names []string, namespace string) ([]api.Resour
 		r.GetObjectMeta().Name = n
 		if info.Namespaced {
 			r.GetObjectMeta().Namespace = namespace
+		}
+		if err := checkName(r); err != nil {
+			return nil, &exitError{code: exitInput, err: err}
 		}
 		out = append(out, r)
 	}

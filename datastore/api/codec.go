@@ -40,11 +40,16 @@ func Decode(data []byte) ([]Document, error) {
 		docs = append(docs, Document{Index: len(docs), Line: line, Resource: r, Err: err})
 	}
 	trimmed := bytes.TrimSpace(data)
+	var chunks []chunk
+	var jsonErr error
+	jsonInput := false
 	if len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
-		chunks, err := splitJSON(data)
-		if err != nil {
-			return nil, err
-		}
+		// JSON, unless its first value does not even parse as JSON: then it may be YAML in flow
+		// style ("{apiVersion: …, kind: IPPool, …}"), which calicoctl takes too.
+		chunks, jsonErr = splitJSON(data)
+		jsonInput = jsonErr == nil
+	}
+	if jsonInput {
 		for _, c := range chunks {
 			if c.err != nil {
 				add(c.line, nil, c.err)
@@ -65,6 +70,10 @@ func Decode(data []byte) ([]Document, error) {
 	for _, c := range splitYAML(data) {
 		for _, it := range yamlItems(c) {
 			if it.err != nil {
+				if jsonErr != nil && strings.HasPrefix(it.err.Error(), "parse YAML") {
+					// Neither JSON nor YAML: it looked like JSON, so say what JSON found.
+					return nil, jsonErr
+				}
 				add(it.line, nil, it.err)
 				continue
 			}
@@ -150,7 +159,7 @@ func yamlItems(c chunk) []yamlItem {
 	case yaml3.SequenceNode:
 		nodes = n.Content
 	case yaml3.MappingNode:
-		if v := mappingValue(n, "kind"); v != nil && v.Value == "List" {
+		if v := mappingValue(n, "kind"); v != nil && IsListKind(v.Value) {
 			nodes = nil
 			if items := mappingValue(n, "items"); items != nil && items.Kind == yaml3.SequenceNode {
 				nodes = items.Content
@@ -269,7 +278,7 @@ func expandJSONList(js []byte) ([]json.RawMessage, error) {
 			Kind  string            `json:"kind"`
 			Items []json.RawMessage `json:"items"`
 		}
-		if err := json.Unmarshal(js, &head); err == nil && head.Kind == "List" {
+		if err := json.Unmarshal(js, &head); err == nil && IsListKind(head.Kind) {
 			return head.Items, nil
 		}
 		return []json.RawMessage{js}, nil

@@ -51,6 +51,32 @@ func TestDecode(t *testing.T) {
 		want  []docSummary
 	}{
 		{
+			name: "calicoctl list output (IPPoolList) as YAML",
+			input: `apiVersion: projectcalico.org/v3
+items:
+- apiVersion: projectcalico.org/v3
+  kind: IPPool
+  metadata:
+    name: pool-a
+  spec:
+    cidr: 198.18.0.0/16
+kind: IPPoolList
+metadata:
+  resourceVersion: "42"
+`,
+			want: []docSummary{{Index: 0, Line: 3, Kind: "IPPool", Name: "pool-a"}},
+		},
+		{
+			name:  "calicoctl list output as JSON",
+			input: `{"apiVersion":"projectcalico.org/v3","kind":"NetworkPolicyList","items":[{"apiVersion":"projectcalico.org/v3","kind":"NetworkPolicy","metadata":{"name":"p","namespace":"prod"},"spec":{"selector":"all()"}}]}`,
+			want:  []docSummary{{Index: 0, Line: 1, Kind: "NetworkPolicy", Name: "p"}},
+		},
+		{
+			name:  "YAML in flow style, starting with a brace",
+			input: "{apiVersion: projectcalico.org/v3, kind: IPPool, metadata: {name: pool-f}, spec: {cidr: 198.18.0.0/16}}\n",
+			want:  []docSummary{{Index: 0, Line: 1, Kind: "IPPool", Name: "pool-f"}},
+		},
+		{
 			name: "multi-document YAML with comments and empty documents",
 			input: `# leading comment
 ---

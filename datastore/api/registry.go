@@ -74,8 +74,12 @@ func Kinds() []KindInfo {
 // Kubernetes-style group suffix (".projectcalico.org", ".terrace.dev") is ignored.
 func LookupKind(name string) (KindInfo, error) {
 	n := strings.ToLower(strings.TrimSpace(name))
-	for _, suffix := range []string{".projectcalico.org", ".terrace.dev", ".crd.projectcalico.org"} {
-		n = strings.TrimSuffix(n, suffix)
+	// Longest first: ".projectcalico.org" would leave "….crd" of a CRD name.
+	for _, suffix := range []string{".crd.projectcalico.org", ".projectcalico.org", ".terrace.dev"} {
+		if t, ok := strings.CutSuffix(n, suffix); ok {
+			n = t
+			break
+		}
 	}
 	for _, k := range kinds {
 		if n == strings.ToLower(k.Kind) || n == k.Plural {
@@ -88,6 +92,24 @@ func LookupKind(name string) (KindInfo, error) {
 		}
 	}
 	return KindInfo{}, fmt.Errorf("look up kind %q: unknown kind (known: %s)", name, kindNames())
+}
+
+// IsListKind reports whether kind names a list of resources: "List", or a kind's own list kind
+// ("IPPoolList", "NetworkPolicyList"), which calicoctl prints for `get -o yaml`.
+func IsListKind(kind string) bool {
+	if kind == "List" {
+		return true
+	}
+	base, ok := strings.CutSuffix(kind, "List")
+	if !ok {
+		return false
+	}
+	for _, k := range kinds {
+		if k.Kind == base {
+			return true
+		}
+	}
+	return false
 }
 
 func kindNames() string {

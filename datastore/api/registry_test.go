@@ -21,8 +21,10 @@ func TestLookupKind(t *testing.T) {
 		"gnp": KindGlobalNetworkPolicy, "GlobalNetworkPolicy": KindGlobalNetworkPolicy,
 		"netset": KindNetworkSet, "networksets": KindNetworkSet,
 		"gnetset": KindGlobalNetworkSet, "globalnetworksets": KindGlobalNetworkSet,
-		"globalnetworkpolicies.projectcalico.org": KindGlobalNetworkPolicy,
-		"bgpfilters.projectcalico.org":            KindBGPFilter,
+		"globalnetworkpolicies.projectcalico.org":     KindGlobalNetworkPolicy,
+		"bgpfilters.projectcalico.org":                KindBGPFilter,
+		"globalnetworkpolicies.crd.projectcalico.org": KindGlobalNetworkPolicy,
+		"ippools.terrace.dev":                         KindIPPool,
 		// calicoctl's short names, which scripts written for Calico use.
 		"ipps": KindIPPool, "pol": KindNetworkPolicy, "pols": KindNetworkPolicy,
 	}

@@ -69,19 +69,23 @@ func (v nsView) Get(k string) (string, bool) {
 // Calico, not every entity: host endpoints and global network sets have no namespace and must not
 // match (a GlobalNetworkPolicy with namespaceSelector: all() would otherwise isolate every host).
 func parseNamespaceSelector(s string) (*selector.Selector, error) {
-	if strings.TrimSpace(s) == "all()" {
-		s = "has(" + selector.NamespaceLabel + ")"
+	return parseAllAs(s, "has("+selector.NamespaceLabel+")")
+}
+
+// parseAllAs parses s, reading a selector that means all() (however written: "(all())",
+// "all( )") as instead.
+func parseAllAs(s, instead string) (*selector.Selector, error) {
+	sel, err := selector.Parse(s)
+	if err != nil || sel.String() != "all()" {
+		return sel, err
 	}
-	return selector.Parse(s)
+	return selector.Parse(instead)
 }
 
 // parseServiceAccountSelector parses a serviceAccountSelector (or a rule's serviceAccounts
 // selector): all() means every endpoint that has a service account, as in Calico.
 func parseServiceAccountSelector(s string) (*selector.Selector, error) {
-	if strings.TrimSpace(s) == "all()" {
-		s = "has(" + NamespaceNameLabel + ")" // saView answers it with the account's name
-	}
-	return selector.Parse(s)
+	return parseAllAs(s, "has("+NamespaceNameLabel+")") // saView answers it with the account's name
 }
 
 // saView presents an endpoint's service account labels: projectcalico.org/name is the account's

@@ -22,11 +22,14 @@ func TestScopeSelectorsAll(t *testing.T) {
 	}{
 		{"namespace all() on a workload", "all()", false, wepSA, true},
 		{"namespace all() on a global entity", " all() ", false, global, false},
+		{"namespace (all()) on a global entity: all() however written", "(all())", false, global, false},
+		{"namespace all( ) on a workload", "all( )", false, wepSA, true},
 		{"namespace global() on a global entity", "global()", false, global, true},
 		{"a negative namespace selector still matches a global entity, as in Calico", "!has(team)", false, global, true},
 		{"account all() on a workload with one", "all()", true, wepSA, true},
 		{"account all() on a workload without one", "all()", true, wepNoSA, false},
 		{"account all() on a global entity", "all()", true, global, false},
+		{"account (all()) on a workload without one", "(all())", true, wepNoSA, false},
 	} {
 		parse := parseNamespaceSelector
 		if c.sa {
