@@ -184,6 +184,16 @@ func (v *validator) bgpPeer(s *BGPPeerSpec) {
 	v.duration("spec.maxRestartTime", s.MaxRestartTime)
 	v.duration("spec.keepaliveTime", s.KeepaliveTime)
 	v.duration("spec.holdTime", s.HoldTime)
+	// BGP carries whole seconds: a fraction would be cut off on the wire, and "keepalive shorter
+	// than hold" checked here could turn into equal ones there.
+	for _, t := range []struct {
+		path string
+		d    *Duration
+	}{{"spec.keepaliveTime", s.KeepaliveTime}, {"spec.holdTime", s.HoldTime}} {
+		if t.d != nil && t.d.Duration%time.Second != 0 {
+			v.add(t.path, "%s is not a whole number of seconds (BGP timers are in seconds)", t.d.Duration)
+		}
+	}
 	// RFC 4271: a hold time is 0 or at least 3 seconds, and keepalives must come more often.
 	if s.HoldTime != nil && s.HoldTime.Duration != 0 && s.HoldTime.Duration < 3*time.Second {
 		v.add("spec.holdTime", "must be 0 or at least 3s (RFC 4271)")

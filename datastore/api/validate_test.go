@@ -253,6 +253,8 @@ func TestValidateBGP(t *testing.T) {
 				"spec.numAllowedLocalASNumbers", "spec.ttlSecurity", "spec.ebgpMultihopTTL", "spec.reachableBy", "spec.filters[0]"}},
 		{"keepalive against the default hold time", peer("  peerIP: 192.0.2.1\n  asNumber: 1\n  keepaliveTime: 90s\n"), []string{"spec.keepaliveTime"}},
 		{"keepalive under the default hold time", peer("  peerIP: 192.0.2.1\n  asNumber: 1\n  keepaliveTime: 60s\n"), nil},
+		{"fractional timers", peer("  peerIP: 192.0.2.1\n  asNumber: 1\n  keepaliveTime: 3.5s\n  holdTime: 3.9s\n"), []string{"spec.keepaliveTime", "spec.holdTime"}},
+		{"keepalive under a second", peer("  peerIP: 192.0.2.1\n  asNumber: 1\n  keepaliveTime: 500ms\n"), []string{"spec.keepaliveTime"}},
 		{"password needs a source", peer("  peerIP: 192.0.2.1\n  asNumber: 1\n  password: {}\n"), []string{"spec.password"}},
 		{"default config", conf("default", "  asNumber: 64512\n  nodeToNodeMeshEnabled: false\n  listenPort: 1179\n  serviceClusterIPs: [{cidr: 198.19.0.0/16}]\n  communities: [{name: big, value: '64512:300:100'}]\n  prefixAdvertisements: [{cidr: 198.19.0.0/16, communities: [big, '64512:120']}]\n"), nil},
 		{"node config", conf("node.host-1", "  listenPort: 1179\n  logSeverityScreen: Debug\n"), nil},
