@@ -160,9 +160,15 @@ func yamlItems(c chunk) []yamlItem {
 		nodes = n.Content
 	case yaml3.MappingNode:
 		if v := mappingValue(n, "kind"); v != nil && IsListKind(v.Value) {
-			nodes = nil
-			if items := mappingValue(n, "items"); items != nil && items.Kind == yaml3.SequenceNode {
+			items := mappingValue(n, "items")
+			switch {
+			case items != nil && items.Kind == yaml3.SequenceNode:
 				nodes = items.Content
+			case items != nil && items.Tag == "!!null":
+				nodes = nil // an empty list, as calicoctl prints one
+			default:
+				// A mis-indented "items" would otherwise apply nothing and say nothing.
+				return []yamlItem{{line: c.line, err: fmt.Errorf("decode %s: items must be a sequence of resources", v.Value)}}
 			}
 		}
 	}
@@ -275,11 +281,19 @@ func expandJSONList(js []byte) ([]json.RawMessage, error) {
 		return items, nil
 	case js[0] == '{':
 		var head struct {
-			Kind  string            `json:"kind"`
-			Items []json.RawMessage `json:"items"`
+			Kind string `json:"kind"`
 		}
 		if err := json.Unmarshal(js, &head); err == nil && IsListKind(head.Kind) {
-			return head.Items, nil
+			var list struct {
+				Items *[]json.RawMessage `json:"items"`
+			}
+			if err := json.Unmarshal(js, &list); err != nil {
+				return nil, fmt.Errorf("decode %s: items must be an array of resources: %w", head.Kind, err)
+			}
+			if list.Items == nil {
+				return nil, nil // an empty list (items null or absent in JSON output)
+			}
+			return *list.Items, nil
 		}
 		return []json.RawMessage{js}, nil
 	default:

@@ -72,6 +72,11 @@ metadata:
 			want:  []docSummary{{Index: 0, Line: 1, Kind: "NetworkPolicy", Name: "p"}},
 		},
 		{
+			name:  "a list whose items are not a sequence is an error, not nothing",
+			input: "apiVersion: v1\nkind: List\nitems:\n  apiVersion: projectcalico.org/v3\n  kind: IPPool\n",
+			want:  []docSummary{{Index: 0, Line: 1, Err: "items must be a sequence"}},
+		},
+		{
 			name:  "YAML in flow style, starting with a brace",
 			input: "{apiVersion: projectcalico.org/v3, kind: IPPool, metadata: {name: pool-f}, spec: {cidr: 198.18.0.0/16}}\n",
 			want:  []docSummary{{Index: 0, Line: 1, Kind: "IPPool", Name: "pool-f"}},
