@@ -123,7 +123,7 @@ func newApplyCmd(e *env) *cobra.Command {
 			"must be the stored one for an update (else: conflict); for a resource that is not stored it\n" +
 			"is ignored, as calicoctl does, so `get -o yaml` output restores into a fresh datastore.\n" +
 			"Lists are read as their items: kind List and calicoctl's <Kind>List (IPPoolList, ...).",
-		Args:  rangeArgs(0, 0, "apply -f FILE"),
+		Args: rangeArgs(0, 0, "apply -f FILE"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDocs(cmd, e, files, &ns, true, func(ctx context.Context, c *datastore.Client, r api.Resource) (string, error) {
 				_, outcome, err := c.Apply(ctx, r)
