@@ -250,6 +250,12 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 	}
 	p.log.Debug("bgp routes programmed", "changes", len(changes), "whole", full, "all", all,
 		"learned", len(p.learned), "installed", p.w.Len(), "took", time.Since(start))
+	p.record(err)
+}
+
+// record publishes the outcome of an apply: the status, and whether the next poll must apply
+// again (an error, or routes another protocol's route holds back).
+func (p *programmer) record(err error) {
 	conflicts := p.w.Conflicts()
 	p.retry = err != nil || len(conflicts) > 0
 	p.mu.Lock()
@@ -283,11 +289,7 @@ func (p *programmer) resolveAgain(ctx context.Context) {
 		errs = append(errs, err)
 	}
 	p.log.Info("learned routes resolved again", "now_resolved", before-len(p.unresolved), "still_unresolved", len(p.unresolved))
-	conflicts := p.w.Conflicts()
-	p.mu.Lock()
-	p.retry = len(errs) > 0 || len(conflicts) > 0
-	p.stats.Installed, p.stats.Unresolved = p.w.Len()-len(conflicts), len(p.unresolved)
-	p.mu.Unlock()
+	p.record(errors.Join(errs...))
 }
 
 // forget drops a prefix no peer offers any more.
