@@ -188,9 +188,9 @@ func (c *Client) Update(ctx context.Context, r api.Resource) (api.Resource, erro
 		return nil, err
 	}
 	m := res.GetObjectMeta()
-	want, err := parseVersion(m.ResourceVersion)
+	want, err := ParseVersion(info, m.Namespace, m.Name, m.ResourceVersion)
 	if err != nil {
-		return nil, fmt.Errorf("update %s: %w", describe(info, m.Namespace, m.Name), err)
+		return nil, err
 	}
 	cur, err := c.store.Get(ctx, Key(info, m.Namespace, m.Name))
 	if err != nil {
@@ -208,9 +208,9 @@ func (c *Client) Apply(ctx context.Context, r api.Resource) (api.Resource, Apply
 		return nil, 0, err
 	}
 	m := res.GetObjectMeta()
-	want, err := parseVersion(m.ResourceVersion)
+	want, err := ParseVersion(info, m.Namespace, m.Name, m.ResourceVersion)
 	if err != nil {
-		return nil, 0, fmt.Errorf("apply %s: %w", describe(info, m.Namespace, m.Name), err)
+		return nil, 0, err
 	}
 	cur, err := c.store.Get(ctx, Key(info, m.Namespace, m.Name))
 	if errors.Is(err, kv.ErrNotFound) {
@@ -352,9 +352,9 @@ func (c *Client) Delete(ctx context.Context, kind, namespace, name, resourceVers
 		return nil, fmt.Errorf("delete %s: %w", kind, err)
 	}
 	namespace = scope(info, namespace)
-	rev, err := parseVersion(resourceVersion)
+	rev, err := ParseVersion(info, namespace, name, resourceVersion)
 	if err != nil {
-		return nil, fmt.Errorf("delete %s: %w", describe(info, namespace, name), err)
+		return nil, err
 	}
 	prev, err := c.store.Delete(ctx, Key(info, namespace, name), rev)
 	if err != nil {

@@ -111,14 +111,18 @@ func New(store *kv.Store, log *slog.Logger) *Client {
 // Store returns the raw store, for IPAM and others with their own keys.
 func (c *Client) Store() *kv.Store { return c.store }
 
-// parseVersion turns a resourceVersion into an etcd revision; "" is 0.
-func parseVersion(rv string) (int64, error) {
+// ParseVersion turns a resourceVersion into an etcd revision; "" is 0. A malformed one is the
+// caller's input, so it comes back as a validation error naming the field.
+func ParseVersion(info api.KindInfo, namespace, name, rv string) (int64, error) {
 	if rv == "" {
 		return 0, nil
 	}
 	n, err := strconv.ParseInt(rv, 10, 64)
 	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("resourceVersion %q is not an etcd revision", rv)
+		return 0, &api.ValidationError{Kind: info.Kind, Namespace: namespace, Name: name, Fields: []api.FieldError{{
+			Path:   "metadata.resourceVersion",
+			Reason: fmt.Sprintf("%q is not an etcd revision (a positive integer)", rv),
+		}}}
 	}
 	return n, nil
 }

@@ -193,8 +193,9 @@ func TestCreateGetUpdateDelete(t *testing.T) {
 	if _, err := c.Delete(ctx, "ippool", "", "pool-a", ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("delete of missing: got %v, want ErrNotFound", err)
 	}
-	if _, err := c.Delete(ctx, "ippool", "", "pool-a", "not-a-number"); err == nil {
-		t.Fatal("delete with a malformed resourceVersion succeeded")
+	var ve *api.ValidationError
+	if _, err := c.Delete(ctx, "ippool", "", "pool-a", "not-a-number"); !errors.As(err, &ve) || ve.Fields[0].Path != "metadata.resourceVersion" {
+		t.Fatalf("delete with a malformed resourceVersion: got %v, want a validation error on metadata.resourceVersion", err)
 	}
 	if _, err := c.Get(ctx, "nosuchkind", "", "x"); err == nil {
 		t.Fatal("get of an unknown kind succeeded")

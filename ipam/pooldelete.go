@@ -66,6 +66,9 @@ func (a *Allocator) DeletePool(ctx context.Context, name, resourceVersion string
 	if err != nil {
 		return out, fmt.Errorf("delete IP pool %s: %w", name, err)
 	}
+	if _, err := datastore.ParseVersion(info, "", name, resourceVersion); err != nil {
+		return out, err
+	}
 	for attempt := 0; ; attempt++ {
 		if attempt == a.MaxRetries {
 			return out, fmt.Errorf("delete IP pool %s: %w", name, ErrTooManyRetries)

@@ -406,6 +406,18 @@ func TestReplaceAndConflict(t *testing.T) {
 	if got := getJSON(t, c, "ippool", "pool-1"); !cmp.Equal(got, fresh) {
 		t.Errorf("stale apply or delete changed the pool:\n%s", cmp.Diff(fresh, got))
 	}
+	// A version that is not a revision at all is the file's mistake (exit 2), for every verb.
+	stale["metadata"].(map[string]any)["resourceVersion"] = "12abc"
+	b, _ = json.Marshal(stale)
+	for _, verb := range []string{"apply", "replace", "delete"} {
+		r = c.run(string(b), verb, "-f", "-")
+		if r.code != 2 || !strings.Contains(r.stderr, `metadata.resourceVersion: "12abc" is not an etcd revision`) {
+			t.Errorf("%s with a malformed resourceVersion: exit %d\nstdout %s\nstderr %s", verb, r.code, r.stdout, r.stderr)
+		}
+	}
+	if got := getJSON(t, c, "ippool", "pool-1"); !cmp.Equal(got, fresh) {
+		t.Errorf("a malformed resourceVersion changed the pool:\n%s", cmp.Diff(fresh, got))
+	}
 
 	fresh["spec"].(map[string]any)["disabled"] = true
 	b, _ = json.Marshal(fresh)
@@ -534,5 +546,36 @@ func TestVersion(t *testing.T) {
 	var v map[string]string
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v["version"] == "" {
 		t.Errorf("version -o json = %q (%v)", r.stdout, err)
+	}
+}
+
+// TestGetWithUndecodableValue: a stored value terracectl cannot read (a newer version's, or one
+// written by hand) is named on stderr and the command fails, but the other resources of the kind
+// are still shown.
+func TestGetWithUndecodableValue(t *testing.T) {
+	c, srv := newCLI(t)
+	c.mustRun("", "create", "-f", "testdata/kinds/ippool.yaml")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
+	if err != nil {
+		t.Fatalf("open etcd: %v", err)
+	}
+	defer s.Close()
+	if _, err := s.Put(ctx, "/terrace/v1/ippools/zz-broken", []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"name", "yaml"} {
+		r := c.run("", "get", "ippools", "-o", format)
+		if r.code != 1 || !strings.Contains(r.stderr, "/terrace/v1/ippools/zz-broken") {
+			t.Errorf("get -o %s: exit %d, stderr %q; want 1 naming the broken key", format, r.code, r.stderr)
+		}
+		if !strings.Contains(r.stdout, "pool-1") {
+			t.Errorf("get -o %s hid the readable pool: stdout %q", format, r.stdout)
+		}
+	}
+	// The readable one alone, by name, is not affected.
+	if r := c.mustRun("", "get", "ippool", "pool-1", "-o", "name"); strings.TrimSpace(r.stdout) != "ippool/pool-1" {
+		t.Errorf("get ippool pool-1: %q", r.stdout)
 	}
 }
