@@ -68,11 +68,22 @@ func newGetCmd(e *env) *cobra.Command {
 				if ns.all || !info.Namespaced {
 					namespace = ""
 				}
-				rs, err = c.List(cmd.Context(), info.Kind, namespace)
-				if err != nil {
-					return fmt.Errorf("list %s: %w", info.Plural, err)
+				var lerr error
+				rs, lerr = c.List(cmd.Context(), info.Kind, namespace)
+				if lerr != nil && len(rs) == 0 {
+					return lerr
 				}
 				sort.SliceStable(rs, func(i, j int) bool { return refOf(rs[i]) < refOf(rs[j]) })
+				if lerr != nil {
+					// One stored value that cannot be decoded (written by a newer version, or
+					// by hand) must not hide the others: show what was read, then say what
+					// was not.
+					if err := printResources(e.out, rs, opts); err != nil {
+						return errors.Join(lerr, err)
+					}
+					e.errorf("%s", oneLine(lerr.Error()))
+					return reported{exitRuntime}
+				}
 				if len(rs) == 0 && (output == outTable || output == outWide) {
 					fmt.Fprintf(e.errOut, "No %s found.\n", info.Plural)
 					return nil
