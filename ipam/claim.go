@@ -199,7 +199,7 @@ type NodeRelease struct {
 // still holding addresses stay, owned by nobody, until those are released (the last release
 // deletes such a block). It does not release any address.
 func (a *Allocator) ReleaseNode(ctx context.Context, node string) (NodeRelease, error) {
-	out := NodeRelease{Node: node}
+	out := NodeRelease{Node: node, Freed: []netip.Prefix{}, Retained: []BlockUsage{}}
 	if node == "" {
 		// Blocks owned by no host have an empty host: "" would take them all.
 		return out, errors.New("release node: the node name is empty")

@@ -310,8 +310,13 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 					return fmt.Errorf("ipam release --node %s: read Node: %w", node, gerr)
 				}
 				res, err := a.ReleaseNode(cmd.Context(), node)
-				if output == outJSON && err == nil {
-					return writeJSON(e.out, res)
+				if output == outJSON {
+					// What was done before a failure still goes out as JSON, for scripts; the
+					// error goes to stderr and the exit status.
+					if werr := writeJSON(e.out, res); werr != nil {
+						return errors.Join(err, werr)
+					}
+					return err
 				}
 				for _, b := range res.Freed {
 					e.printf("freed block %s\n", b)
@@ -322,8 +327,11 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 				return err
 			case report != "":
 				res, err := a.ReleaseFromReport(cmd.Context(), &rep)
-				if output == outJSON && err == nil {
-					return writeJSON(e.out, res)
+				if output == outJSON {
+					if werr := writeJSON(e.out, res); werr != nil {
+						return errors.Join(err, werr)
+					}
+					return err
 				}
 				printRepair(e, res)
 				return err
@@ -399,8 +407,9 @@ func newIPAMConfigureCmd(e *env) *cobra.Command {
 			cfg := &api.IPAMConfiguration{TypeMeta: api.TypeMeta{Kind: "IPAMConfiguration", APIVersion: api.GroupVersion},
 				Metadata: api.ObjectMeta{Name: api.IPAMConfigurationName}}
 			cur, err := c.Get(cmd.Context(), "IPAMConfiguration", "", api.IPAMConfigurationName)
+			missing := errors.Is(err, datastore.ErrNotFound)
 			switch {
-			case errors.Is(err, datastore.ErrNotFound):
+			case missing:
 			case err != nil:
 				return err
 			default:
@@ -414,9 +423,18 @@ func newIPAMConfigureCmd(e *env) *cobra.Command {
 			if f.Changed("max-blocks-per-host") {
 				cfg.Spec.MaxBlocksPerHost = maxBlocks
 			}
-			// Apply is a compare-and-swap on the version just read: a concurrent change fails
-			// rather than being overwritten.
-			_, outcome, err := c.Apply(cmd.Context(), cfg)
+			// Both writes are compare-and-swaps on what was just read: a concurrent change, or
+			// a configuration created meanwhile, fails rather than being overwritten.
+			var outcome datastore.ApplyOutcome
+			if missing {
+				_, err = c.Create(cmd.Context(), cfg)
+				outcome = datastore.Created
+			} else {
+				_, outcome, err = c.Apply(cmd.Context(), cfg)
+			}
+			if errors.Is(err, datastore.ErrExists) || errors.Is(err, datastore.ErrConflict) {
+				return conflictErr("")
+			}
 			if err != nil {
 				return err
 			}

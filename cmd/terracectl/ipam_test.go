@@ -108,6 +108,10 @@ func TestIPAMCommands(t *testing.T) {
 	if out := c.mustRun("", "ipam", "release", "--node", "live-node", "--force").stdout; !strings.Contains(out, "keeps 1 allocated") {
 		t.Fatalf("release --node --force:\n%s", out)
 	}
+	// Again, as JSON: nothing left to release is empty lists, not nulls.
+	if out := c.mustRun("", "ipam", "release", "--node", "live-node", "--force", "-o", "json").stdout; !strings.Contains(out, `"freed": []`) || !strings.Contains(out, `"retained": []`) {
+		t.Fatalf("release --node --force -o json a second time:\n%s", out)
+	}
 
 	c.mustRun("", "ipam", "configure", "--strict-affinity=true", "--max-blocks-per-host", "4")
 	cfg, err := datastore.New(s, embedded.TestLogger()).Get(ctx, "IPAMConfiguration", "", "default")
