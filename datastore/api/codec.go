@@ -354,6 +354,9 @@ func decodeJSONItem(js []byte) (Resource, error) {
 		return nil, err
 	}
 	r := info.New()
+	if err := checkDuplicateKeysJSON(js, ""); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", describe(h), err)
+	}
 	// Keys first, so an unknown field is reported with its path rather than by encoding/json.
 	if err := checkExactKeysJSON(r, js); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", describe(h), err)

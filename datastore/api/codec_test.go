@@ -198,6 +198,17 @@ items:
 			},
 		},
 		{
+			name: "JSON repeated keys: different values refused with their path, the same value accepted",
+			input: `{"apiVersion":"terrace.dev/v1","kind":"IPPool","metadata":{"name":"p"},"spec":{"cidr":"198.18.0.0/16","cidr":"198.19.0.0/16"}}
+{"apiVersion":"terrace.dev/v1","kind":"GlobalNetworkPolicy","metadata":{"name":"g"},"spec":{"ingress":[{"action":"Allow","action":"Deny"}]}}
+{"apiVersion":"terrace.dev/v1","kind":"Node","metadata":{"name":"n","labels":{"a":"1","a":"1"}}}`,
+			want: []docSummary{
+				{Index: 0, Line: 1, Err: `key "cidr" at spec.cidr is given twice with different values`},
+				{Index: 1, Line: 2, Err: `key "action" at spec.ingress[0].action is given twice with different values`},
+				{Index: 2, Line: 3, Kind: "Node", Name: "n"},
+			},
+		},
+		{
 			name: "YAML 1.2 strings stay strings and numbers land in string fields",
 			input: `apiVersion: terrace.dev/v1
 kind: WorkloadEndpoint

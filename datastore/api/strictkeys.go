@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -104,4 +105,64 @@ func checkExactKeysJSON(r Resource, js []byte) error {
 		return nil // the typed decode reports malformed input
 	}
 	return checkExactKeys(reflect.TypeOf(r), v, "")
+}
+
+// checkDuplicateKeysJSON refuses a key given twice in one object with different values, as
+// checkDuplicateKeys does for YAML: encoding/json silently keeps the last, so `"cidr"` given twice
+// would store whichever came second without a word. Malformed input is left to the typed decode.
+func checkDuplicateKeysJSON(js []byte, path string) error {
+	js = bytes.TrimSpace(js)
+	if len(js) == 0 {
+		return nil
+	}
+	switch js[0] {
+	case '{':
+		dec := json.NewDecoder(bytes.NewReader(js))
+		if _, err := dec.Token(); err != nil {
+			return nil
+		}
+		seen := map[string]json.RawMessage{}
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				return nil
+			}
+			k, ok := tok.(string)
+			if !ok {
+				return nil
+			}
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err != nil {
+				return nil
+			}
+			at := strings.TrimPrefix(path+"."+k, ".")
+			if prev, ok := seen[k]; ok && !sameJSON(prev, raw) {
+				return fmt.Errorf("key %q at %s is given twice with different values", k, at)
+			}
+			seen[k] = raw
+			if err := checkDuplicateKeysJSON(raw, path+"."+k); err != nil {
+				return err
+			}
+		}
+	case '[':
+		var items []json.RawMessage
+		if err := json.Unmarshal(js, &items); err != nil {
+			return nil
+		}
+		for i, item := range items {
+			if err := checkDuplicateKeysJSON(item, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// sameJSON compares two JSON values by their compact form.
+func sameJSON(a, b json.RawMessage) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return false
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
