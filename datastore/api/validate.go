@@ -355,11 +355,16 @@ func (v *validator) oneOf(path, val string, allowed ...string) bool {
 	return false
 }
 
+// ValidInterfaceName says whether s follows the rule every interface name in the model follows.
+func ValidInterfaceName(s string) bool {
+	return len(s) <= 15 && s != "." && s != ".." && ifaceNameRE.MatchString(s)
+}
+
 func (v *validator) interfaceName(path, s string) {
 	if s == "" {
 		return
 	}
-	if len(s) > 15 || s == "." || s == ".." || !ifaceNameRE.MatchString(s) {
+	if !ValidInterfaceName(s) {
 		v.add(path, "%q is not a valid interface name (at most 15 letters, digits, '_', '.' and '-', not starting with '-')", s)
 	}
 }

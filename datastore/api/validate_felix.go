@@ -78,6 +78,8 @@ func (v *validator) felixConfig(c *FelixConfiguration) {
 			if _, err := regexp.Compile(ex[1 : len(ex)-1]); err != nil {
 				v.add("spec.interfaceExclude", "entry %d: invalid regular expression %s: %v", i, ex, err)
 			}
+		} else if ex != "" && !ValidInterfaceName(ex) {
+			v.add("spec.interfaceExclude", "entry %d: %q is not a valid interface name (write a regular expression between slashes)", i, ex)
 		}
 	}
 	v.protoPorts("spec.failsafeInboundHostPorts", s.FailsafeInboundHostPorts)

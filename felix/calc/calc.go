@@ -207,6 +207,8 @@ func (c *Calculator) OnUpdate(kind, namespace, name string, r api.Resource) {
 		default:
 			return
 		}
+		exclude := func(s *api.FelixConfigurationSpec) string { return s.InterfaceExclude }
+		before := c.felixString(exclude, defaultInterfaceExclude)
 		if f, _ := r.(*api.FelixConfiguration); f != nil {
 			spec := f.Spec
 			c.felix[slot] = &spec
@@ -214,6 +216,9 @@ func (c *Calculator) OnUpdate(kind, namespace, name string, r api.Resource) {
 			delete(c.felix, slot)
 		}
 		c.staticDirty, c.natDirty = true, true
+		if c.felixString(exclude, defaultInterfaceExclude) != before {
+			c.dispatchDirty = true
+		}
 		for k, ep := range c.locals {
 			if ep.host {
 				c.dirtyEPs[k] = true

@@ -2,9 +2,11 @@ package calc
 
 import (
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 
+	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/felix/dataplane/iptables"
 )
 
@@ -46,6 +48,7 @@ func (c *Calculator) renderDispatch() {
 	dispatchTree(to, ChainToWlDispatch, "-o", "", toEntries)
 	var all *ifaceEntry
 	named := map[string]bool{}
+	excluded := c.interfaceExcluded()
 	for i, e := range heps {
 		if e.iface == "*" {
 			if all == nil {
@@ -53,7 +56,7 @@ func (c *Calculator) renderDispatch() {
 			}
 			continue
 		}
-		if e.iface == "" {
+		if e.iface == "" || excluded(e.iface) {
 			continue
 		}
 		named[e.iface] = true
@@ -61,12 +64,18 @@ func (c *Calculator) renderDispatch() {
 		fromHost = append(fromHost, iptables.Rule{Match: "-i " + e.iface, Action: "-g " + n[dirIngress]})
 		toHost = append(toHost, iptables.Rule{Match: "-o " + e.iface, Action: "-g " + n[dirEgress]})
 	}
-	for _, e := range c.placeByAddress(heps, named) {
+	for _, e := range c.placeByAddress(heps, named, excluded) {
 		n := c.locals[e.key].chainNames()
 		fromHost = append(fromHost, iptables.Rule{Match: "-i " + e.iface, Action: "-g " + n[dirIngress]})
 		toHost = append(toHost, iptables.Rule{Match: "-o " + e.iface, Action: "-g " + n[dirEgress]})
 	}
 	if all != nil {
+		// Excluded interfaces (FelixConfiguration interfaceExclude) are not host endpoints, "*"
+		// included: they leave the dispatch before it.
+		for _, name := range c.excludedNames(excluded) {
+			fromHost = append(fromHost, iptables.Rule{Match: "-i " + name, Action: "-j RETURN", Comment: "interfaceExclude"})
+			toHost = append(toHost, iptables.Rule{Match: "-o " + name, Action: "-j RETURN", Comment: "interfaceExclude"})
+		}
 		// "*" covers every other interface except loopback, so local control traffic keeps working.
 		n := c.locals[all.key].chainNames()
 		fromHost = append(fromHost, iptables.Rule{Match: "! -i lo", Action: "-g " + n[dirIngress]})
@@ -91,6 +100,54 @@ func (c *Calculator) renderDispatch() {
 	}
 }
 
+// defaultInterfaceExclude is Calico's default: kube-proxy's IPVS dummy holds every service
+// address, so placing host endpoints on it (by "*" or by address) would police service traffic.
+const defaultInterfaceExclude = "kube-ipvs0"
+
+// interfaceExcluded reads FelixConfiguration interfaceExclude: comma-separated names, or regular
+// expressions between slashes. Validation refused bad expressions; one that still does not
+// compile is skipped rather than excluding everything.
+func (c *Calculator) interfaceExcluded() func(string) bool {
+	spec := c.felixString(func(s *api.FelixConfigurationSpec) string { return s.InterfaceExclude }, defaultInterfaceExclude)
+	names := map[string]bool{}
+	var res []*regexp.Regexp
+	for _, ex := range strings.Split(spec, ",") {
+		ex = strings.TrimSpace(ex)
+		switch {
+		case ex == "":
+		case len(ex) > 1 && strings.HasPrefix(ex, "/") && strings.HasSuffix(ex, "/"):
+			if re, err := regexp.Compile(ex[1 : len(ex)-1]); err == nil {
+				res = append(res, re)
+			}
+		default:
+			names[ex] = true
+		}
+	}
+	return func(name string) bool {
+		return names[name] || slices.ContainsFunc(res, func(re *regexp.Regexp) bool { return re.MatchString(name) })
+	}
+}
+
+// excludedNames lists the interfaces "*" must skip: the host's interfaces that are excluded,
+// plus every name given literally (present or not, so one that appears later is already
+// skipped without waiting for the interface watch). A regular expression can only reach the
+// interfaces the host has.
+func (c *Calculator) excludedNames(excluded func(string) bool) []string {
+	spec := c.felixString(func(s *api.FelixConfigurationSpec) string { return s.InterfaceExclude }, defaultInterfaceExclude)
+	set := map[string]bool{}
+	for _, ex := range strings.Split(spec, ",") {
+		if ex = strings.TrimSpace(ex); ex != "" && !strings.HasPrefix(ex, "/") && api.ValidInterfaceName(ex) {
+			set[ex] = true
+		}
+	}
+	for name := range c.hostIfs {
+		if excluded(name) {
+			set[name] = true
+		}
+	}
+	return sortedKeys(set)
+}
+
 // ifaceEntry is a local endpoint by interface name and key.
 type ifaceEntry struct{ iface, key string }
 
@@ -98,7 +155,7 @@ type ifaceEntry struct{ iface, key string }
 // an interface name, "" for these) on the host's interfaces, as Calico does: an interface that
 // holds one of an endpoint's addresses gets it, unless an endpoint names the interface (named);
 // when several match, the lowest key wins. The result is sorted by interface.
-func (c *Calculator) placeByAddress(heps []ifaceEntry, named map[string]bool) []ifaceEntry {
+func (c *Calculator) placeByAddress(heps []ifaceEntry, named map[string]bool, excluded func(string) bool) []ifaceEntry {
 	var byAddr []string
 	for _, e := range heps {
 		if e.iface == "" {
@@ -111,7 +168,7 @@ func (c *Calculator) placeByAddress(heps []ifaceEntry, named map[string]bool) []
 	slices.Sort(byAddr)
 	var out []ifaceEntry
 	for _, ifname := range sortedKeys(c.hostIfs) {
-		if named[ifname] {
+		if named[ifname] || excluded(ifname) {
 			continue
 		}
 		for _, k := range byAddr {

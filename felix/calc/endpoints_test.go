@@ -3,6 +3,7 @@ package calc
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -502,4 +503,50 @@ func TestHostEndpointByExpectedIPs(t *testing.T) {
 	if _, ok := c.Desired().Tables[v4f].Chains[byIPs("b-ips")]; ok {
 		t.Error("chain of an endpoint no longer on this node is still there")
 	}
+}
+
+// TestInterfaceExclude: FelixConfiguration interfaceExclude (default kube-ipvs0, as Calico) takes
+// interfaces out of host endpoint resolution, by name and by /regexp/: no endpoint by name or by
+// address lands on them, and "*" lets their packets leave the dispatch before it.
+func TestInterfaceExclude(t *testing.T) {
+	addrs := func(ss ...string) []netip.Addr {
+		var out []netip.Addr
+		for _, s := range ss {
+			out = append(out, netip.MustParseAddr(s))
+		}
+		return out
+	}
+	ret := func(flag, name string) iptables.Rule {
+		return iptables.Rule{Match: flag + " " + name, Action: "-j RETURN", Comment: "interfaceExclude"}
+	}
+	byIPs := iptables.ChainName("fh", "hep:"+EndpointKey(api.KindHostEndpoint, "", "by-ips"))
+	all := iptables.ChainName("fh", "if:*")
+	c := newCalc(hep("by-ips", testNode, "", nil, "192.0.2.1"), hep("all", testNode, "*", nil))
+	c.SetHostInterfaces(map[string][]netip.Addr{
+		"eth0": addrs("192.0.2.1"), "kube-ipvs0": addrs("192.0.2.1", "10.96.0.1"), "vlan10": addrs("198.51.100.1"),
+	})
+	dispatch := func() []iptables.Rule {
+		c.Flush()
+		return chainOf(t, c.Desired(), v4f, ChainFromHostEp)
+	}
+	diff(t, "default: kube-ipvs0 excluded", []iptables.Rule{
+		rule("-i eth0", "-g "+byIPs),
+		ret("-i", "kube-ipvs0"),
+		rule("! -i lo", "-g "+all),
+	}, dispatch())
+
+	feed(c, felixCfg("default", api.FelixConfigurationSpec{InterfaceExclude: "eth0, /^vlan[0-9]+$/,lo9"}))
+	diff(t, "a name, a regular expression and a name the host does not have (yet)", []iptables.Rule{
+		rule("-i kube-ipvs0", "-g "+byIPs),
+		ret("-i", "eth0"), ret("-i", "lo9"), ret("-i", "vlan10"),
+		rule("! -i lo", "-g "+all),
+	}, dispatch())
+	if got := chainOf(t, c.Desired(), v4f, ChainToHostEp); !slices.Contains(got, ret("-o", "vlan10")) {
+		t.Errorf("to-host dispatch lacks the exclusion of vlan10: %v", got)
+	}
+
+	feed(c, hep("named", testNode, "vlan10", nil), del(hep("all", "", "", nil)))
+	diff(t, "an endpoint naming an excluded interface gets nothing; without * no RETURNs", []iptables.Rule{
+		rule("-i kube-ipvs0", "-g "+byIPs),
+	}, dispatch())
 }
