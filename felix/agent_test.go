@@ -273,6 +273,9 @@ func TestFailingWriterDoesNotStopOthers(t *testing.T) {
 	if n := h.dp.r.count("ipsets.ApplyDeletions"); n != 0 {
 		t.Errorf("set deletions ran %d times while a table failed", n)
 	}
+	if n := h.dp.r.count("dataplane.AfterProgrammed"); n != 0 {
+		t.Errorf("the after-programmed clean-up ran %d times before policy was programmed", n)
+	}
 	h.dp.r.setFail("iptables-filter-v4", nil)
 	waitFor(t, "ready", func() bool { ok, _ := h.a.Ready(); return ok })
 	if _, ok := h.dp.filter4.inKernel("trc-pi-p"); !ok {
@@ -282,6 +285,11 @@ func TestFailingWriterDoesNotStopOthers(t *testing.T) {
 		_, ok := h.store.get(datastore.EndpointStatusKey(testNode, "ns1", "w1"))
 		return ok
 	})
+	h.putR(gnp("q"))
+	waitFor(t, "a later apply", func() bool { _, ok := h.dp.filter4.inKernel("trc-pi-q"); return ok })
+	if n := h.dp.r.count("dataplane.AfterProgrammed"); n != 1 {
+		t.Errorf("the after-programmed clean-up ran %d times, want once", n)
+	}
 }
 
 // TestRouteConflictRetried: while another protocol's route holds one of felix's keys, the routes

@@ -52,6 +52,10 @@ func (a *Agent) cycle(ctx context.Context, resync bool) error {
 	}
 	if policyOK {
 		a.health.setProgrammed()
+		if f := a.dp.AfterProgrammed; f != nil {
+			a.dp.AfterProgrammed = nil
+			f(ctx)
+		}
 	}
 	a.metrics.observeApply(elapsed, resync)
 	a.metrics.setDataplane(a.chainRules, a.setMembers, len(a.locals))

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/terracenet/terrace/datastore/api"
@@ -67,6 +68,7 @@ func NewDataplane(ctx context.Context, cfg DataplaneConfig) (Dataplane, iptables
 	if !cfg.IPv6 {
 		cleanIPv6(ctx, cfg.Cmd, backend, log)
 	}
+	dp.AfterProgrammed = func(ctx context.Context) { cleanOtherBackend(ctx, cfg.Cmd, backend, log) }
 	rw, err := routes.New(cfg.Netlink, routes.Config{Protocol: routes.ProtocolTerrace, Logger: log.With("writer", "routes")})
 	if err != nil {
 		return Dataplane{}, "", fmt.Errorf("build dataplane: %w", err)
@@ -85,23 +87,55 @@ func NewDataplane(ctx context.Context, cfg DataplaneConfig) (Dataplane, iptables
 // cleanIPv6 removes Terrace's ip6tables chains and jumps left by an earlier run that programmed
 // IPv6, when this one does not: nothing else would, and their dispatch chains would go on
 // dropping the IPv6 traffic of every pod created since (and hold on to the trc6- sets the ipset
-// writer means to destroy). Only Terrace's objects go; a table the kernel or tools do not have
-// is nothing to clean. Failures are logged: they must not stop the IPv4 dataplane.
+// writer means to destroy). Failures are logged: they must not stop the IPv4 dataplane.
 func cleanIPv6(ctx context.Context, cmd cmdrun.Runner, backend iptables.Backend, log *slog.Logger) {
-	run := iptables.NewExecRunner(cmd, backend, 6)
+	cleanTables(ctx, iptables.NewExecRunner(cmd, backend, 6), []string{"filter", "nat", "raw"},
+		"ip6tables-cleanup-", "could not remove Terrace's ip6tables rules left by an earlier run", log)
+}
+
+// cleanOtherBackend removes Terrace's chains and jumps from the iptables back end it does not
+// use: an earlier run's, before the host's tools (and so detection) moved to the other one. Both
+// back ends filter every packet, so those rules would go on enforcing old policy beside the new
+// (their dispatch chains drop the traffic of pods they do not know) and keep Terrace's ipsets in
+// use. It runs once the chosen back end is programmed, so the host is never without policy.
+func cleanOtherBackend(ctx context.Context, cmd cmdrun.Runner, backend iptables.Backend, log *slog.Logger) {
+	other := backend.Other()
+	for _, v := range []int{4, 6} {
+		cleanTables(ctx, iptables.NewExecRunner(cmd, other, v), []string{"filter", "nat", "raw"},
+			fmt.Sprintf("%s%d-cleanup-", other, v), "could not remove Terrace's rules from the iptables back end not in use", log)
+	}
+}
+
+// cleanTables empties Terrace's part of each table the runner reaches. Only Terrace's objects
+// go; a binary or table the system does not have, or one holding nothing of Terrace's, is
+// nothing to clean (and costs no restore).
+func cleanTables(ctx context.Context, run *iptables.ExecRunner, tables []string, writer, warning string, log *slog.Logger) {
 	if _, err := exec.LookPath(run.RestoreBin); err != nil {
 		return
 	}
-	for _, t := range []string{"filter", "nat", "raw"} {
-		if _, err := run.Save(ctx, t); err != nil {
-			continue // no such table here
+	for _, t := range tables {
+		out, err := run.Save(ctx, t)
+		if err != nil || !holdsOwnRules(out) {
+			continue
 		}
-		tb := iptables.NewTable(t, run, iptables.Options{Logger: log.With("writer", "ip6tables-cleanup-"+t)})
+		tb := iptables.NewTable(t, run, iptables.Options{Logger: log.With("writer", writer+t)})
 		tb.SetInSync() // the desired state, nothing, is complete
 		if err := tb.Apply(ctx); err != nil {
-			log.Warn("could not remove Terrace's ip6tables rules left by an earlier run", "table", t, "err", err)
+			log.Warn(warning, "table", t, "restore", run.RestoreBin, "err", err)
+			continue
+		}
+		log.Info("removed Terrace's rules left by an earlier run", "table", t, "restore", run.RestoreBin)
+	}
+}
+
+// holdsOwnRules says whether an iptables-save output has any of Terrace's chains or rules.
+func holdsOwnRules(save []byte) bool {
+	for _, l := range strings.Split(string(save), "\n") {
+		if strings.HasPrefix(l, ":"+iptables.ChainPrefix) || (strings.HasPrefix(l, "-A ") && iptables.IsOwnRuleLine(l)) {
+			return true
 		}
 	}
+	return false
 }
 
 // ComponentConfig is felix's part of terrace-node's configuration.

@@ -75,6 +75,9 @@ type Dataplane struct {
 	Tables  map[calc.TableID]Table
 	Routes  Routes
 	Sysctls Sysctls // nil: interface settings are someone else's job
+	// AfterProgrammed, if set, runs once, after the first apply that programmed policy (the
+	// clean-up of what must not go before the new state is in place).
+	AfterProgrammed func(context.Context)
 }
 
 // Compile-time checks that the real writers fit.

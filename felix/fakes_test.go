@@ -341,6 +341,12 @@ func (f *fakeDP) dataplane() Dataplane {
 		Tables:  map[calc.TableID]Table{filter4: f.filter4, nat4: f.nat4},
 		Routes:  f.routes,
 		Sysctls: f.sysctls,
+		// Recorded, so tests see when the once-only clean-up ran.
+		AfterProgrammed: func(context.Context) {
+			f.r.mu.Lock()
+			defer f.r.mu.Unlock()
+			_ = f.r.call("dataplane", "AfterProgrammed")
+		},
 	}
 }
 

@@ -294,3 +294,81 @@ func TestIPv6OffCleansStaleRules(t *testing.T) {
 		})
 	}
 }
+
+// TestOtherBackendCleaned: an earlier run left Terrace's chains and jumps in one iptables back
+// end; the host's tools now use the other. Detection follows the tools (Terrace's own rules are
+// not counted), building the dataplane leaves the old rules in place (they still enforce policy
+// until the new back end is programmed), and the after-programmed clean-up removes them, v4 and
+// v6, leaving other tools' rules in both back ends alone.
+func TestOtherBackendCleaned(t *testing.T) {
+	for _, b := range []iptables.Backend{iptables.BackendNFT, iptables.BackendLegacy} {
+		t.Run("now "+string(b), func(t *testing.T) {
+			old := b.Other()
+			var bins []string
+			for _, be := range []iptables.Backend{b, old} {
+				for _, base := range []string{"iptables-", "ip6tables-"} {
+					bins = append(bins, base+string(be), base+string(be)+"-save", base+string(be)+"-restore")
+				}
+			}
+			ns := nstest.New(t, bins...)
+			cmd := cmdrun.InNetns(ns)
+			ctx := context.Background()
+			// Other tools: one rule in the old back end, two in the new one.
+			nstest.Run(t, ns, "iptables-"+string(old), "-A", "INPUT", "-s", "192.0.2.1/32", "-j", "ACCEPT")
+			nstest.Run(t, ns, "iptables-"+string(b), "-A", "INPUT", "-s", "192.0.2.2/32", "-j", "ACCEPT")
+			nstest.Run(t, ns, "iptables-"+string(b), "-t", "nat", "-A", "POSTROUTING", "-s", "192.0.2.2/32", "-j", "RETURN")
+			// What the earlier run left in the old back end: more rules than the tools have.
+			for _, v := range []int{4, 6} {
+				run := iptables.NewExecRunner(cmd, old, v)
+				for _, tbl := range []struct{ table, kernel string }{{"filter", "FORWARD"}, {"nat", "POSTROUTING"}} {
+					tb := iptables.NewTable(tbl.table, run, iptables.Options{})
+					must := func(err error) {
+						if err != nil {
+							t.Fatal(err)
+						}
+					}
+					must(tb.UpdateChain(iptables.Chain{Name: "trc-x", Rules: []iptables.Rule{{Action: "-j RETURN"}, {Action: "-j RETURN"}, {Action: "-j RETURN"}}}))
+					must(tb.SetInsertions(tbl.kernel, []iptables.Rule{{Action: "-j trc-x"}}))
+					must(tb.Apply(ctx))
+				}
+			}
+			state := func(be iptables.Backend) string {
+				var out []string
+				for _, base := range []string{"iptables-", "ip6tables-"} {
+					for _, tbl := range []string{"filter", "nat"} {
+						out = append(out, nstest.Run(t, ns, base+string(be)+"-save", "-t", tbl))
+					}
+				}
+				return strings.Join(out, "\n")
+			}
+			if s := state(old); strings.Count(s, "-j trc-x") != 4 {
+				t.Fatalf("set-up: want four jumps to trc-x in %s:\n%s", old, s)
+			}
+			_, nl := nstest.Handle(t, ns)
+			dp, got, err := NewDataplane(ctx, DataplaneConfig{Cmd: cmd, Netlink: nl, IPv6: true, Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != b {
+				t.Fatalf("detected %s, want %s (where the other tools' rules are)", got, b)
+			}
+			if s := state(old); strings.Count(s, "-j trc-x") != 4 {
+				t.Fatalf("the old back end was cleaned before the new one was programmed:\n%s", s)
+			}
+			if dp.AfterProgrammed == nil {
+				t.Fatal("no after-programmed clean-up")
+			}
+			dp.AfterProgrammed(ctx)
+			s := state(old)
+			if strings.Contains(s, "trc") {
+				t.Errorf("Terrace's rules left in the %s back end:\n%s", old, s)
+			}
+			if !strings.Contains(s, "-A INPUT -s 192.0.2.1/32 -j ACCEPT") {
+				t.Errorf("another tool's rule in the %s back end was touched:\n%s", old, s)
+			}
+			if s := state(b); !strings.Contains(s, "-A INPUT -s 192.0.2.2/32 -j ACCEPT") || !strings.Contains(s, "-A POSTROUTING -s 192.0.2.2/32 -j RETURN") {
+				t.Errorf("another tool's rules in the %s back end were touched:\n%s", b, s)
+			}
+		})
+	}
+}

@@ -62,26 +62,33 @@ func (r *ExecRunner) Restore(ctx context.Context, input []byte) error {
 	return nil
 }
 
-// DetectBackend chooses the back end that already holds rules in the namespace (so Terrace lands
-// next to kube-proxy or docker rather than beside them), falling back to what "iptables -V" says
-// the system default is, and to nft when nothing answers.
+// DetectBackend chooses the back end that already holds other tools' rules in the namespace (so
+// Terrace lands next to kube-proxy or docker rather than beside them). Terrace's own rules are
+// not counted, so that a host whose tools moved to the other back end takes Terrace with them;
+// when other tools' rules do not decide, the back end that holds Terrace's rules from an earlier
+// run is kept, then what "iptables -V" says the system default is, then nft.
 func DetectBackend(ctx context.Context, cmd cmdrun.Runner) Backend {
-	count := func(b Backend) int {
-		n := 0
+	count := func(b Backend) (foreign, own int) {
 		for _, bin := range []string{"iptables-" + string(b) + "-save", "ip6tables-" + string(b) + "-save"} {
 			out, err := cmd.Run(ctx, nil, bin)
 			if err != nil {
 				continue
 			}
-			n += countRules(out)
+			f, o := countRules(out)
+			foreign, own = foreign+f, own+o
 		}
-		return n
+		return foreign, own
 	}
-	legacy, nft := count(BackendLegacy), count(BackendNFT)
+	legacy, legacyOwn := count(BackendLegacy)
+	nft, nftOwn := count(BackendNFT)
 	switch {
 	case legacy > nft:
 		return BackendLegacy
 	case nft > legacy:
+		return BackendNFT
+	case legacyOwn > 0 && nftOwn == 0:
+		return BackendLegacy
+	case nftOwn > 0 && legacyOwn == 0:
 		return BackendNFT
 	}
 	out, err := cmd.Run(ctx, nil, "iptables", "-V")
@@ -91,6 +98,14 @@ func DetectBackend(ctx context.Context, cmd cmdrun.Runner) Backend {
 		}
 	}
 	return BackendNFT
+}
+
+// Other returns the back end that is not b.
+func (b Backend) Other() Backend {
+	if b == BackendLegacy {
+		return BackendNFT
+	}
+	return BackendLegacy
 }
 
 // ParseVersionBackend reads "iptables v1.8.9 (nf_tables)" / "(legacy)".
@@ -104,12 +119,26 @@ func ParseVersionBackend(v string) (Backend, bool) {
 	return "", false
 }
 
-func countRules(save []byte) int {
-	n := 0
+// countRules counts the rules of an iptables-save output: other tools' and Terrace's (in a trc-
+// chain, or carrying Terrace's comment).
+func countRules(save []byte) (foreign, own int) {
 	for _, l := range strings.Split(string(save), "\n") {
-		if strings.HasPrefix(l, "-A ") {
-			n++
+		if !strings.HasPrefix(l, "-A ") {
+			continue
+		}
+		if IsOwnRuleLine(l) {
+			own++
+		} else {
+			foreign++
 		}
 	}
-	return n
+	return foreign, own
+}
+
+// IsOwnRuleLine says whether an iptables-save "-A" line is Terrace's: in one of its chains, or
+// a jump from a kernel chain that carries its comment.
+func IsOwnRuleLine(l string) bool {
+	chain, _, _ := strings.Cut(strings.TrimPrefix(l, "-A "), " ")
+	return strings.HasPrefix(chain, ChainPrefix) ||
+		strings.Contains(l, "--comment "+HashCommentPrefix) || strings.Contains(l, `--comment "`+HashCommentPrefix)
 }

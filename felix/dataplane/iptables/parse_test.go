@@ -143,6 +143,12 @@ func TestDetectBackend(t *testing.T) {
 		{"tie, default legacy", scriptedCmd{"iptables -V": "iptables v1.8.7 (legacy)\n"}, BackendLegacy},
 		{"tie, default nft", scriptedCmd{"iptables-legacy-save": empty, "iptables -V": "iptables v1.8.9 (nf_tables)\n"}, BackendNFT},
 		{"nothing answers", scriptedCmd{}, BackendNFT},
+		{"Terrace's own rules do not count: the host's tools moved to nft", scriptedCmd{
+			"iptables-legacy-save": "*filter\n:INPUT ACCEPT [0:0]\n:trc-x - [0:0]\n-A INPUT -m comment --comment \"trc:abc\" -j trc-x\n-A INPUT -m comment --comment trc:def -j trc-x\n-A trc-x -j RETURN\n-A trc-x -j DROP\nCOMMIT\n",
+			"iptables-nft-save":    rules, "iptables -V": "iptables v1.8.9 (legacy)"}, BackendNFT},
+		{"tie between other tools: stay where Terrace's rules are", scriptedCmd{
+			"iptables-legacy-save": "*filter\n:trc-x - [0:0]\n-A trc-x -j RETURN\nCOMMIT\n",
+			"iptables-nft-save":    empty, "iptables -V": "iptables v1.8.9 (nf_tables)"}, BackendLegacy},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
