@@ -21,6 +21,9 @@ var (
 	ErrPoolInUse = errors.New("IP pool still has allocations")
 	// ErrNotAllocated: the address is in a pool but nobody holds it.
 	ErrNotAllocated = errors.New("address not allocated")
+	// ErrOtherNode: the allocation belongs to another node (its node attribute), which a
+	// node-restricted release must not free.
+	ErrOtherNode = errors.New("allocated to another node")
 	// ErrTooManyRetries: compare-and-swap kept losing races; nothing was written by the attempt.
 	ErrTooManyRetries = errors.New("too many concurrent updates")
 )

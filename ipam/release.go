@@ -33,6 +33,83 @@ func (a *Allocator) ReleaseIPs(ctx context.Context, ips ...netip.Addr) ([]netip.
 	return notFound, nil
 }
 
+// ReleaseIPsOfNode is ReleaseIPs for a caller that speaks for one node (its agent): an address
+// whose allocation carries another node's name is left alone and reported in an error wrapping
+// ErrOtherNode, decided in the same transaction that frees the others. Allocations without a
+// node attribute are released.
+func (a *Allocator) ReleaseIPsOfNode(ctx context.Context, node string, ips ...netip.Addr) ([]netip.Addr, error) {
+	if node == "" {
+		return nil, errors.New("release addresses: the node name is empty")
+	}
+	byBlock, notFound, err := a.groupByBlock(ctx, ips)
+	if err != nil {
+		return nil, fmt.Errorf("release %v: %w", ips, err)
+	}
+	var errs []error
+	var others []netip.Addr
+	for _, cidr := range sortedPrefixes(keysOf(byBlock)) {
+		var refused []netip.Addr
+		not, err := a.releaseInBlock(ctx, cidr, byBlock[cidr], func(b *Block) (map[string]int, []netip.Addr) {
+			refused = refused[:0] // a retry decides again on a fresh read
+			var mine []netip.Addr
+			for _, ip := range byBlock[cidr] {
+				if at, ok := b.HandleOf(ip); ok {
+					if n := at.Attrs[AttrNode]; n != "" && n != node {
+						refused = append(refused, ip)
+						continue
+					}
+				}
+				mine = append(mine, ip)
+			}
+			return b.Release(mine)
+		})
+		others = append(others, refused...)
+		notFound = append(notFound, not...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(others) > 0 {
+		errs = append(errs, fmt.Errorf("%v: %w, not %s", others, ErrOtherNode, node))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return notFound, fmt.Errorf("release addresses: %w", err)
+	}
+	return notFound, nil
+}
+
+// ReleaseByHandleOfNode is ReleaseByHandle for a caller that speaks for one node: a handle
+// holding an address whose allocation carries another node's name is refused as a whole (an
+// error wrapping ErrOtherNode) and nothing is freed. A handle names one attachment of one pod,
+// so its node does not change between the check and the release.
+func (a *Allocator) ReleaseByHandleOfNode(ctx context.Context, handle, node string) ([]netip.Addr, error) {
+	if node == "" {
+		return nil, fmt.Errorf("release handle %s: the node name is empty", handle)
+	}
+	hs := &handleState{id: handle}
+	if err := a.loadHandle(ctx, hs); err != nil {
+		return nil, fmt.Errorf("release handle %s: %w", handle, err)
+	}
+	if hs.h == nil {
+		return nil, fmt.Errorf("release handle %s: %w", handle, ErrHandleNotFound)
+	}
+	for _, k := range sortedKeys(hs.h.Blocks) {
+		_, b, err := a.readBlock(ctx, netip.MustParsePrefix(k), true)
+		if err != nil {
+			return nil, fmt.Errorf("release handle %s: %w", handle, err)
+		}
+		if b == nil {
+			continue
+		}
+		for _, al := range b.Allocated() {
+			if n := al.Attrs[AttrNode]; al.Handle == handle && n != "" && n != node {
+				return nil, fmt.Errorf("release handle %s: %v is %w %s, not %s", handle, al.IP, ErrOtherNode, n, node)
+			}
+		}
+	}
+	return a.ReleaseByHandle(ctx, handle)
+}
+
 func keysOf(m map[netip.Prefix][]netip.Addr) map[netip.Prefix]bool {
 	out := make(map[netip.Prefix]bool, len(m))
 	for k := range m {

@@ -204,6 +204,8 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, CodeInvalid
 	case errors.As(err, &ve):
 		return http.StatusUnprocessableEntity, CodeInvalid
+	case errors.Is(err, ipam.ErrOtherNode):
+		return http.StatusForbidden, CodeWrongNode
 	case errors.Is(err, ipam.ErrPoolsExhausted):
 		return http.StatusConflict, CodePoolsExhausted
 	case errors.Is(err, ipam.ErrNoPools), errors.Is(err, ipam.ErrPoolDisabled):
@@ -324,7 +326,9 @@ func (a *DatastoreAPI) release(ctx context.Context, st *dsState, w http.Response
 	case (req.Handle == "") == (len(req.IPs) == 0):
 		return badRequest("release: give exactly one of handle or ips")
 	case req.Handle != "":
-		got, err := st.alloc.ReleaseByHandle(ctx, req.Handle)
+		// Only this node's allocations: another host's pod must not lose its address
+		// because a caller here named its handle or address.
+		got, err := st.alloc.ReleaseByHandleOfNode(ctx, req.Handle, a.node)
 		if err != nil && !errors.Is(err, ipam.ErrHandleNotFound) {
 			return err
 		}
@@ -336,7 +340,7 @@ func (a *DatastoreAPI) release(ctx context.Context, st *dsState, w http.Response
 			return badRequest("release: invalid address")
 		}
 	}
-	not, err := st.alloc.ReleaseIPs(ctx, req.IPs...)
+	not, err := st.alloc.ReleaseIPsOfNode(ctx, a.node, req.IPs...)
 	if err != nil {
 		return err
 	}

@@ -302,6 +302,44 @@ func TestDatastoreAPIAssignRelease(t *testing.T) {
 	}
 }
 
+// TestDatastoreAPIReleaseOnlyOwnNode: the agent of host-a frees no address another node's pod
+// holds, whether named by handle or by address (403 wrong-node, nothing released), and still
+// frees its own, including one borrowed from host-b's block.
+func TestDatastoreAPIReleaseOnlyOwnNode(t *testing.T) {
+	e := newAPIEnv(t)
+	ctx := context.Background()
+	alloc := ipam.New(e.store, e.ds, embedded.TestLogger())
+	theirs, err := alloc.AutoAssign(ctx, ipam.AutoAssignArgs{Node: "host-b", Handle: "net.b1", Num4: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// host-a's pod with an address from host-b's block (borrowed).
+	borrowed := theirs.IPv4[0].Next()
+	if err := alloc.AssignIP(ctx, ipam.AssignIPArgs{IP: borrowed, Handle: "net.a1", Node: "host-a"}); err != nil {
+		t.Fatal(err)
+	}
+	e.api.SetDatastore(e.store, e.ds)
+	for _, body := range []string{`{"handle":"net.b1"}`, fmt.Sprintf(`{"ips":[%q]}`, theirs.IPv4[0]), fmt.Sprintf(`{"ips":[%q,%q]}`, theirs.IPv4[0], borrowed)} {
+		status, data := e.call("POST", "/v1/ipam/release", body)
+		if status != 403 || errCode(t, data) != CodeWrongNode || !bytes.Contains(data, []byte("another node")) {
+			t.Errorf("release %s = %d %s, want 403 %s", body, status, data, CodeWrongNode)
+		}
+	}
+	if got, err := alloc.IPsByHandle(ctx, "net.b1"); err != nil || len(got) != 1 {
+		t.Errorf("host-b's address after host-a's refused releases: %v %v", got, err)
+	}
+	// The mixed request above released host-a's own address and refused only host-b's.
+	if _, err := alloc.IPsByHandle(ctx, "net.a1"); !errors.Is(err, ipam.ErrHandleNotFound) {
+		t.Errorf("host-a's borrowed address was not released with the mixed request: %v", err)
+	}
+	if err := alloc.AssignIP(ctx, ipam.AssignIPArgs{IP: borrowed, Handle: "net.a2", Node: "host-a"}); err != nil {
+		t.Fatal(err)
+	}
+	if status, data := e.call("POST", "/v1/ipam/release", `{"handle":"net.a2"}`); status != 200 || !bytes.Contains(data, []byte(borrowed.String())) {
+		t.Errorf("release of host-a's own handle = %d %s", status, data)
+	}
+}
+
 func TestDatastoreAPIEndpoints(t *testing.T) {
 	e := newAPIEnv(t)
 	e.api.SetDatastore(e.store, e.ds)
