@@ -16,13 +16,17 @@ func newEtcdCmd(errOut io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "etcd --data-dir DIR --listen-client URL",
 		Short: "Run an embedded single-member etcd with its data on disk until SIGTERM",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, closeLog, err := setup(cmd, configFile, errOut)
 			if err != nil {
 				return err
 			}
 			defer closeLog()
+			clientAuth, err := cfg.Bool("client-cert-auth")
+			if err != nil {
+				return usageError{err}
+			}
 			ec := embedded.Config{
 				DataDir:        cfg.String("data-dir"),
 				ListenClient:   cfg.String("listen-client"),
@@ -30,7 +34,7 @@ func newEtcdCmd(errOut io.Writer) *cobra.Command {
 				CertFile:       cfg.String("cert-file"),
 				KeyFile:        cfg.String("key-file"),
 				TrustedCAFile:  cfg.String("trusted-ca-file"),
-				ClientCertAuth: cfg.Bool("client-cert-auth"),
+				ClientCertAuth: clientAuth,
 				Logger:         log,
 			}
 			var errs []error
@@ -40,14 +44,22 @@ func newEtcdCmd(errOut io.Writer) *cobra.Command {
 			if ec.ListenClient == "" {
 				errs = append(errs, errors.New("--listen-client is required"))
 			}
-			if (ec.CertFile == "") != (ec.KeyFile == "") {
-				errs = append(errs, errors.New("--cert-file and --key-file must be given together"))
+			if len(errs) == 0 {
+				// URLs and TLS settings, before anything is created.
+				if err := ec.Validate(); err != nil {
+					errs = append(errs, err)
+				}
 			}
 			if err := errors.Join(errs...); err != nil {
 				return usageError{err}
 			}
 			srv, err := embedded.Start(cmd.Context(), ec)
 			if err != nil {
+				if cmd.Context().Err() != nil {
+					// Stopped by a signal before etcd was ready: an orderly stop, as `run`'s.
+					log.Info("stopped before etcd was ready")
+					return nil
+				}
 				return fmt.Errorf("start etcd: %w", err)
 			}
 			log.Info("embedded etcd serving", "endpoints", strings.Join(srv.Endpoints(), ","), "data_dir", ec.DataDir)

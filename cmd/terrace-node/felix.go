@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/terracenet/terrace/cmd/internal/cliconf"
+	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/felix"
 	"github.com/terracenet/terrace/felix/dataplane/routes"
 	"github.com/terracenet/terrace/node"
@@ -17,7 +18,7 @@ func addFelixFlags(f *pflag.FlagSet) {
 	f.Bool("felix", true, "run felix (policy, routes to workloads, interface settings); false where iptables is unavailable")
 	f.String("felix-health-listen", felix.DefaultHealthListen, "address of felix's /liveness and /readiness; empty disables (unless given, FelixConfiguration healthEnabled/healthHost/healthPort apply)")
 	f.String("felix-metrics-listen", felix.DefaultMetricsListen, "address of felix's Prometheus /metrics; empty disables (unless given, FelixConfiguration prometheusMetrics* apply)")
-	f.Duration("felix-resync-interval", felix.DefaultResyncInterval, "how often felix re-reads iptables, ipsets and routes and repairs drift (unless given, FelixConfiguration iptablesRefreshInterval applies)")
+	f.Duration("felix-resync-interval", felix.DefaultResyncInterval, "how often felix re-reads iptables, ipsets and routes and repairs drift: 0 (never) or at least 1s (unless given, FelixConfiguration iptablesRefreshInterval applies)")
 	f.Duration("felix-apply-interval", felix.DefaultApplyInterval, "least time between two dataplane applies while updates keep coming")
 	f.String("felix-ipv6", felix.IPv6Auto, "program ip6tables too: auto (when the node has an IPv6 address), true or false; off when ip6tables-restore is missing")
 	f.String("rt-protos-file", routes.ProtocolNamesFile, "iproute2 file naming Terrace's route protocols; empty: do not write it")
@@ -29,9 +30,17 @@ func felixComponent(cfg *cliconf.Config) (node.Component, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse --felix-resync-interval: %w", err)
 	}
+	// The bounds FelixConfiguration iptablesRefreshInterval has: a few milliseconds would keep
+	// a core busy re-reading the kernel, a negative value would switch repair off unnoticed.
+	if resync < 0 || (resync > 0 && resync < api.MinRefreshInterval) {
+		return nil, fmt.Errorf("--felix-resync-interval %s: want 0 (no periodic resync) or at least %s", resync, api.MinRefreshInterval)
+	}
 	apply, err := cfg.Duration("felix-apply-interval")
 	if err != nil {
 		return nil, fmt.Errorf("parse --felix-apply-interval: %w", err)
+	}
+	if apply < 0 {
+		return nil, fmt.Errorf("--felix-apply-interval %s: must not be negative", apply)
 	}
 	ipv6, err := felix.ParseIPv6Mode(cfg.String("felix-ipv6"))
 	if err != nil {

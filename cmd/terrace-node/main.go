@@ -36,17 +36,22 @@ func execute(args []string, out, errOut io.Writer) int {
 		Short:         "Terrace's host daemon",
 		SilenceErrors: true,
 		SilenceUsage:  true,
-		Args: func(cmd *cobra.Command, args []string) error {
+		// A RunE, so that cobra hands a mistyped command here instead of printing the help
+		// and exiting 0, which a unit file or script would take for success.
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usageError{fmt.Errorf("unknown command %q (see --help)", args[0])}
+				return usageError{fmt.Errorf("unknown command %q (commands: run, etcd, version; see --help)", args[0])}
 			}
-			return nil
+			_ = cmd.Help()
+			return usageError{errors.New("no command given")}
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newRunCmd(errOut), newEtcdCmd(errOut), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
+		Args:  noArgs,
 		Run:   func(*cobra.Command, []string) { fmt.Fprintf(out, "terrace-node %s\n", cliconf.VersionString()) },
 	})
 	root.SetArgs(args)
@@ -54,6 +59,12 @@ func execute(args []string, out, errOut io.Writer) int {
 	root.SetErr(errOut)
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	go func() {
+		// After the first signal starts the orderly stop, the default handling comes back, so
+		// a second SIGTERM or Ctrl-C ends a stop that takes too long (a 60 s drain).
+		<-ctx.Done()
+		cancel()
+	}()
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
@@ -64,6 +75,15 @@ func execute(args []string, out, errOut io.Writer) int {
 		return 2
 	}
 	return 1
+}
+
+// noArgs refuses positional arguments as bad usage (exit 2), as every other mistake on the
+// command line is.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("%s takes no arguments, got %q", cmd.CommandPath(), args)}
+	}
+	return nil
 }
 
 // setup resolves configuration for a subcommand and opens its logger.

@@ -241,6 +241,14 @@ func TestRunBadFlags(t *testing.T) {
 		{[]string{"run", "--etcd-cert", "/x"}, "--etcd-cert and --etcd-key"},
 		{[]string{"run", "--bogus"}, "unknown flag"},
 		{[]string{"etcd"}, "--data-dir is required"},
+		{[]string{"etcd", "--data-dir", "/nonexistent/terrace", "--listen-client", "127.0.0.1:2379"}, `client URL "127.0.0.1:2379"`},
+		{[]string{"etcd", "--data-dir", "/nonexistent/terrace", "--listen-client", "http://127.0.0.1:1", "--cert-file", "c.pem", "--key-file", "k.pem"}, "must be https"},
+		{[]string{"etcd", "--data-dir", "/nonexistent/terrace", "--listen-client", "http://127.0.0.1:1", "--client-cert-auth", "--trusted-ca-file", "ca.pem"}, "needs a server certificate"},
+		{[]string{"etcd", "extra"}, "takes no arguments"},
+		{[]string{"run", "extra"}, "takes no arguments"},
+		{[]string{"run", "--ip", "192.0.2.1", "--felix-resync-interval", "5ms"}, "want 0 (no periodic resync) or at least 1s"},
+		{[]string{"run", "--ip", "192.0.2.1", "--felix-resync-interval", "-1s"}, "want 0 (no periodic resync) or at least 1s"},
+		{[]string{"run", "--ip", "192.0.2.1", "--bgp-resync-interval", "0s"}, "want at least 1s"},
 	}
 	for _, tt := range tests {
 		_, logs, done := start(t, tt.args...)
@@ -254,6 +262,32 @@ func TestRunBadFlags(t *testing.T) {
 		// Each of these is bad usage, which CONVENTIONS.md gives exit status 2.
 		if !ok || ee.ExitCode() != 2 || !strings.Contains(logs.String(), tt.want) {
 			t.Errorf("%v: err %v, output:\n%s", tt.args, err, logs)
+		}
+	}
+}
+
+// TestRootCommandUsage: a mistyped or missing command is bad usage (exit 2), not the help with
+// exit 0 that a unit file or script would take for success; --help stays 0.
+func TestRootCommandUsage(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"rnu"}, 2, `unknown command "rnu"`},
+		{nil, 2, "no command given"},
+		{[]string{"version", "x"}, 2, "takes no arguments"},
+		{[]string{"--help"}, 0, "Available Commands"},
+	} {
+		out, err := exec.Command(nodeBin, tt.args...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tt.code || !strings.Contains(string(out), tt.want) {
+			t.Errorf("terrace-node %v: exit %d, output:\n%s\nwant exit %d and %q", tt.args, code, out, tt.code, tt.want)
 		}
 	}
 }

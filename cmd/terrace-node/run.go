@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"time"
@@ -17,7 +18,7 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Register this node and serve its local API until SIGTERM",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, closeLog, err := setup(cmd, configFile, errOut)
 			if err != nil {
@@ -51,28 +52,28 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 			for _, k := range []string{"node-name", "ip", "ip6", "ip-autodetection-method", "ip6-autodetection-method", cliconf.FlagEtcdEndpoints, "node-socket"} {
 				log.Debug("setting", "name", k, "value", cfg.String(k), "source", cfg.Source(k))
 			}
-			if path := cfg.String("rt-protos-file"); path != "" && (cfg.Bool("felix") || cfg.Bool("bgp")) {
-				// Names for "ip route" output of either part's routes (80: felix, 81: bgp); never
-				// worth failing the daemon over.
-				if err := writeProtocolNames(path); err != nil {
-					log.Warn("could not write route protocol names", "path", path, "err", err)
-				}
+			runFelix, ferr := cfg.Bool("felix")
+			runBGP, berr := cfg.Bool("bgp")
+			if err := errors.Join(ferr, berr); err != nil {
+				return usageError{err}
 			}
-			if cfg.Bool("felix") {
-				comp, err := felixComponent(cfg)
-				if err != nil {
-					return usageError{err}
-				}
-				nc.Components = append(nc.Components, comp)
+			// Each part's flags are checked even when the part is off: a mistake is refused
+			// now, not on the day the part is switched on.
+			felixComp, err := felixComponent(cfg)
+			if err != nil {
+				return usageError{err}
+			}
+			bgpComp, err := bgpComponent(cfg, log)
+			if err != nil {
+				return usageError{err}
+			}
+			if runFelix {
+				nc.Components = append(nc.Components, felixComp)
 			} else {
 				log.Info("felix disabled by configuration: no policy, routes or interface settings are programmed")
 			}
-			if cfg.Bool("bgp") {
-				comp, err := bgpComponent(cfg, log)
-				if err != nil {
-					return usageError{err}
-				}
-				nc.Components = append(nc.Components, comp)
+			if runBGP {
+				nc.Components = append(nc.Components, bgpComp)
 			} else {
 				log.Info("bgp disabled by configuration: nothing is advertised and no routes are learned")
 			}
@@ -84,6 +85,14 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 					return usageError{err}
 				}
 				nc.Components = append(nc.Components, debugComponent{listen: dbg, log: log})
+			}
+			// Only now that every flag was accepted: a refused invocation writes nothing.
+			if path := cfg.String("rt-protos-file"); path != "" && (runFelix || runBGP) {
+				// Names for "ip route" output of either part's routes (80: felix, 81: bgp); never
+				// worth failing the daemon over.
+				if err := writeProtocolNames(path); err != nil {
+					log.Warn("could not write route protocol names", "path", path, "err", err)
+				}
 			}
 			log.Info("terrace-node starting", "version", nc.Version)
 			return node.Run(cmd.Context(), nc, log)

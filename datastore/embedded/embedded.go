@@ -87,10 +87,49 @@ func (h quietOnStop) WithGroup(name string) slog.Handler {
 	return quietOnStop{h.Handler.WithGroup(name), h.stopping}
 }
 
+// Validate checks what Start would otherwise find late or, worse, let etcd ignore with a
+// warning: given TLS settings on an http client URL would serve the datastore in clear text and
+// without client authentication while the operator believes it is protected.
+func (cfg Config) Validate() error {
+	var errs []error
+	if cfg.DataDir == "" {
+		errs = append(errs, errors.New("data dir is required"))
+	}
+	https := cfg.CertFile != ""
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		errs = append(errs, errors.New("cert file and key file must be given together"))
+	}
+	if !https && (cfg.TrustedCAFile != "" || cfg.ClientCertAuth) {
+		errs = append(errs, errors.New("a trusted CA file or client certificate authentication needs a server certificate (cert file and key file)"))
+	}
+	if cfg.ClientCertAuth && cfg.TrustedCAFile == "" {
+		errs = append(errs, errors.New("client certificate authentication needs a trusted CA file to check the certificates against"))
+	}
+	for _, u := range []struct{ what, url string }{{"client URL", cfg.ListenClient}, {"peer URL", cfg.ListenPeer}} {
+		if u.url == "" {
+			continue
+		}
+		parsed, err := url.Parse(u.url)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s %q: %w", u.what, u.url, err))
+		case parsed.Scheme != "http" && parsed.Scheme != "https":
+			errs = append(errs, fmt.Errorf("%s %q: want http://HOST:PORT or https://HOST:PORT", u.what, u.url))
+		case parsed.Port() == "":
+			errs = append(errs, fmt.Errorf("%s %q: no port", u.what, u.url))
+		case u.what == "client URL" && https && parsed.Scheme != "https":
+			errs = append(errs, fmt.Errorf("client URL %q: a server certificate is given, so the URL must be https (etcd would serve clear text)", u.url))
+		case u.what == "client URL" && !https && parsed.Scheme == "https":
+			errs = append(errs, fmt.Errorf("client URL %q: https needs a server certificate (cert file and key file)", u.url))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Start runs a member and returns once it serves clients.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.DataDir == "" {
-		return nil, errors.New("start embedded etcd: data dir is required")
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("start embedded etcd: %w", err)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -150,6 +151,20 @@ func (c *Config) Source(name string) Source {
 	return SourceDefault
 }
 
+// where names the place a value came from, for error messages: the variable or the file.
+func (c *Config) where(name string) string {
+	switch src := c.Source(name); src {
+	case SourceEnv:
+		return "env " + EnvName(name)
+	case SourceFile:
+		return "file " + c.File()
+	case SourceFlag:
+		return "flag --" + name
+	default:
+		return string(src)
+	}
+}
+
 // String returns the resolved value of flag name.
 func (c *Config) String(name string) string {
 	switch x := c.v.Get(name).(type) {
@@ -178,8 +193,25 @@ func (c *Config) List(name string) []string {
 	return out
 }
 
-// Bool returns the resolved value of a boolean flag.
-func (c *Config) Bool(name string) bool { return c.v.GetBool(name) }
+// Bool returns the resolved value of a boolean flag. A value from the environment or the file
+// that is not a boolean ("yes", "on", a typo) is an error naming its source: read as false, it
+// would silently switch a component off, while the same text on the command line is refused.
+func (c *Config) Bool(name string) (bool, error) {
+	switch x := c.v.Get(name).(type) {
+	case bool:
+		return x, nil
+	case string:
+		b, err := strconv.ParseBool(strings.TrimSpace(x))
+		if err != nil {
+			return false, fmt.Errorf("parse %s (from %s): %q is not true or false", name, c.where(name), x)
+		}
+		return b, nil
+	case nil:
+		return false, nil
+	default:
+		return false, fmt.Errorf("parse %s (from %s): %v is not true or false", name, c.where(name), x)
+	}
+}
 
 // Duration returns the resolved value of a duration flag; a malformed env or file value is an error.
 func (c *Config) Duration(name string) (time.Duration, error) {
@@ -189,7 +221,7 @@ func (c *Config) Duration(name string) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("parse %s (from %s): %w", name, c.Source(name), err)
+		return 0, fmt.Errorf("parse %s (from %s): %w", name, c.where(name), err)
 	}
 	return d, nil
 }

@@ -120,7 +120,7 @@ func TestEtcdConfigErrors(t *testing.T) {
 		{name: "cert without key", args: []string{"--etcd-cert=/c.pem"}, wantErr: "--etcd-cert and --etcd-key"},
 		{name: "password without user", args: []string{"--etcd-password=x"}, wantErr: "needs --etcd-username"},
 		{name: "no endpoints", args: []string{"--etcd-endpoints= , "}, wantErr: "no etcd endpoints"},
-		{name: "bad timeout in file", file: "etcd-dial-timeout: soon\n", wantErr: "etcd-dial-timeout (from file)"},
+		{name: "bad timeout in file", file: "etcd-dial-timeout: soon\n", wantErr: "etcd-dial-timeout (from file /"},
 		{
 			name: "tls and auth",
 			args: []string{"--etcd-ca=/ca", "--etcd-cert=/c", "--etcd-key=/k", "--etcd-username=u", "--etcd-password=p", "--etcd-dial-timeout=1s"},
@@ -221,5 +221,61 @@ func TestParseLevel(t *testing.T) {
 		if (err != nil) != tt.wantErr || got != tt.want {
 			t.Errorf("ParseLevel(%q) = %v, %v", tt.in, got, err)
 		}
+	}
+}
+
+// TestBool: booleans from every source are read strictly; what is not true or false is an error
+// naming where it came from, never a silent false.
+func TestBool(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     string
+		file    string
+		want    bool
+		wantErr string
+	}{
+		{name: "default", want: true},
+		{name: "flag", args: []string{"--bgp=false"}, want: false},
+		{name: "env", env: "false", want: false},
+		{name: "env, other spelling", env: "FALSE", want: false},
+		{name: "file", file: "bgp: false\n", want: false},
+		{name: "file, quoted", file: "bgp: \"0\"\n", want: false},
+		{name: "env yes", env: "yes", wantErr: `parse bgp (from env TERRACE_BGP): "yes" is not true or false`},
+		{name: "file on", file: "bgp: on\n", wantErr: `"on" is not true or false`},
+		{name: "file typo", file: "bgp: ture\n", wantErr: `"ture" is not true or false`},
+		{name: "file number", file: "bgp: 2\n", wantErr: `2 is not true or false`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("TERRACE_BGP", tt.env)
+			if tt.env == "" {
+				os.Unsetenv("TERRACE_BGP")
+			}
+			path := filepath.Join(t.TempDir(), "terrace-node.yaml")
+			if tt.file != "" {
+				if err := os.WriteFile(path, []byte(tt.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fs := newFlags()
+			fs.Bool("bgp", true, "")
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			c, err := LoadFile(fs, path, false)
+			if err != nil {
+				t.Fatalf("LoadFile: %v", err)
+			}
+			got, err := c.Bool("bgp")
+			switch {
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("Bool = %v, %v; want an error containing %q", got, err, tt.wantErr)
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("Bool: %v", err)
+			case tt.wantErr == "" && got != tt.want:
+				t.Errorf("Bool = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
