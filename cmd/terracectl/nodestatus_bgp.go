@@ -107,7 +107,7 @@ func newNodeRoutesCmd(e *env) *cobra.Command {
 
 func bgpRoutes() ([]routeRow, error) {
 	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: routes.ProtocolTerraceBGP}
-	var rows []routeRow
+	rows := []routeRow{} // JSON [] rather than null when BGP installed nothing
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rs, err := netlink.RouteListFiltered(fam, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/terracenet/terrace/bgp/agent"
 	"github.com/terracenet/terrace/bgp/speaker"
+	"github.com/terracenet/terrace/internal/nstest"
 	"github.com/terracenet/terrace/node"
 )
 
@@ -78,5 +79,24 @@ func TestToRouteRow(t *testing.T) {
 				t.Errorf("row (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestNodeRoutesInNamespace: `node routes` lists protocol-81 routes only, and with none it prints
+// an empty JSON list, which `jq '.[]'` can iterate, not null.
+func TestNodeRoutesInNamespace(t *testing.T) {
+	ns := nstest.New(t)
+	if out := strings.TrimSpace(nstest.Run(t, ns, ctlBin, "node", "routes", "-o", "json")); out != "[]" {
+		t.Errorf("node routes -o json with no BGP routes = %q, want []", out)
+	}
+	nstest.Run(t, ns, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1")
+	nstest.Run(t, ns, "ip", "link", "set", "up0", "up")
+	nstest.Run(t, ns, "ip", "addr", "add", "192.0.2.1/24", "dev", "up0")
+	nstest.Run(t, ns, "ip", "route", "add", "198.18.4.0/26", "via", "192.0.2.2", "proto", "81")
+	nstest.Run(t, ns, "ip", "route", "add", "198.18.5.0/26", "via", "192.0.2.3", "proto", "static")
+	var rows []map[string]any
+	out := nstest.Run(t, ns, ctlBin, "node", "routes", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 1 || !strings.Contains(out, "198.18.4.0/26") {
+		t.Errorf("node routes -o json = %s (%v), want the one protocol-81 route", out, err)
 	}
 }
