@@ -6,10 +6,12 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Autodetection method names, as Calico spells them.
@@ -28,6 +30,9 @@ type Interface struct {
 	Up       bool
 	Loopback bool
 	Addrs    []netip.Prefix // address with the interface's prefix length
+	// Unsettled are the addresses autodetection must not choose: IPv6 ones that are deprecated,
+	// tentative, failed duplicate detection, or temporary (RFC 4941, rotated daily).
+	Unsettled []netip.Addr
 }
 
 // Lister is the small window onto the kernel that autodetection looks through.
@@ -43,8 +48,8 @@ type Family int
 // Method is a parsed autodetection method.
 type Method struct {
 	Kind   string
-	Arg    string // the REGEX of interface=, the ADDR of can-reach=
-	re     *regexp.Regexp
+	Arg    string // the REGEX list of interface=, the ADDR of can-reach=
+	res    []*regexp.Regexp
 	target netip.Addr
 }
 
@@ -73,11 +78,20 @@ func ParseMethod(s string) (Method, error) {
 		if arg == "" {
 			return Method{}, fmt.Errorf("parse autodetection method %q: interface= needs a regular expression", s)
 		}
-		re, err := regexp.Compile(arg)
-		if err != nil {
-			return Method{}, fmt.Errorf("parse autodetection method %q: %w", s, err)
+		// As Calico: a comma-separated list of expressions, tried in order.
+		var res []*regexp.Regexp
+		for _, part := range strings.Split(arg, ",") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				return Method{}, fmt.Errorf("parse autodetection method %q: empty expression in the list", s)
+			}
+			re, err := regexp.Compile(part)
+			if err != nil {
+				return Method{}, fmt.Errorf("parse autodetection method %q: %w", s, err)
+			}
+			res = append(res, re)
 		}
-		return Method{Kind: MethodInterface, Arg: arg, re: re}, nil
+		return Method{Kind: MethodInterface, Arg: arg, res: res}, nil
 	case MethodCanReach:
 		a, err := netip.ParseAddr(arg)
 		if err != nil {
@@ -130,22 +144,24 @@ func Detect(l Lister, m Method, fam Family) (Choice, error) {
 			if !ifc.Up || ifc.Loopback || excluded(ifc.Name) {
 				continue
 			}
-			if p, ok := firstUsable(ifc.Addrs, fam); ok {
+			if p, ok := firstUsable(ifc, fam); ok {
 				c.Addr, c.Interface = p, ifc.Name
-				c.Reason = fmt.Sprintf("first global unicast IPv%d address on the first up, non-excluded interface (%s) in index order", fam, ifc.Name)
+				c.Reason = fmt.Sprintf("first usable global unicast IPv%d address on the first up, non-excluded interface (%s) in index order", fam, ifc.Name)
 				return c, nil
 			}
 		}
 		return c, fmt.Errorf("detect IPv%d by %s among %s: %w", fam, m, names(ifs), ErrNoAddress)
 	case MethodInterface:
-		for _, ifc := range ifs {
-			if !m.re.MatchString(ifc.Name) || !ifc.Up {
-				continue
-			}
-			if p, ok := firstUsable(ifc.Addrs, fam); ok {
-				c.Addr, c.Interface = p, ifc.Name
-				c.Reason = fmt.Sprintf("first global unicast IPv%d address on %s, the first up interface matching %q", fam, ifc.Name, m.Arg)
-				return c, nil
+		for _, re := range m.res {
+			for _, ifc := range ifs {
+				if !re.MatchString(ifc.Name) || !ifc.Up {
+					continue
+				}
+				if p, ok := firstUsable(ifc, fam); ok {
+					c.Addr, c.Interface = p, ifc.Name
+					c.Reason = fmt.Sprintf("first usable global unicast IPv%d address on %s, the first up interface matching %q", fam, ifc.Name, re.String())
+					return c, nil
+				}
 			}
 		}
 		return c, fmt.Errorf("detect IPv%d: no up interface matching %q has one (interfaces: %s): %w", fam, m.Arg, names(ifs), ErrNoAddress)
@@ -224,18 +240,38 @@ func parseManual(s string, fam Family) (netip.Prefix, error) {
 	if (fam == 4) != p.Addr().Is4() {
 		return p, fmt.Errorf("parse IPv%d address %q: wrong family", fam, s)
 	}
+	// Every other host peers with this address and routes to it: it must be one they can
+	// reach this host at.
+	a := p.Addr()
+	switch {
+	case a.Zone() != "":
+		return p, fmt.Errorf("parse IPv%d address %q: a scoped (link-local) address cannot be a node address", fam, s)
+	case !a.IsGlobalUnicast():
+		return p, fmt.Errorf("parse IPv%d address %q: not a unicast address other hosts can reach (unspecified, loopback, link-local, multicast or broadcast)", fam, s)
+	case p.Bits() == 0:
+		return p, fmt.Errorf("parse IPv%d address %q: prefix length 0", fam, s)
+	}
 	return p, nil
 }
 
-func firstUsable(addrs []netip.Prefix, fam Family) (netip.Prefix, bool) {
-	for _, p := range addrs {
+// firstUsable picks the interface's settled global unicast address of the family. The kernel
+// lists IPv6 addresses newest first, so among several the lowest is taken, for a choice that does
+// not change when an address is added.
+func firstUsable(ifc Interface, fam Family) (netip.Prefix, bool) {
+	var best netip.Prefix
+	for _, p := range ifc.Addrs {
 		a := p.Addr().Unmap()
-		if (fam == 4) != a.Is4() || !a.IsGlobalUnicast() {
+		if (fam == 4) != a.Is4() || !a.IsGlobalUnicast() || slices.Contains(ifc.Unsettled, a) {
 			continue
 		}
-		return netip.PrefixFrom(a, p.Bits()), true
+		if fam == 4 {
+			return netip.PrefixFrom(a, p.Bits()), true
+		}
+		if !best.IsValid() || a.Less(best.Addr()) {
+			best = netip.PrefixFrom(a, p.Bits())
+		}
 	}
-	return netip.Prefix{}, false
+	return best, best.IsValid()
 }
 
 func excluded(name string) bool {
@@ -274,6 +310,7 @@ func (SystemLister) Interfaces() ([]Interface, error) {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}
 	byIndex := make(map[int][]netip.Prefix, len(links))
+	unsettled := map[int][]netip.Addr{}
 	for _, a := range addrs {
 		if a.IPNet == nil {
 			continue
@@ -284,15 +321,19 @@ func (SystemLister) Interfaces() ([]Interface, error) {
 		}
 		ones, _ := a.Mask.Size()
 		byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], netip.PrefixFrom(ip.Unmap(), ones))
+		if a.Flags&(unix.IFA_F_DEPRECATED|unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED|unix.IFA_F_TEMPORARY) != 0 {
+			unsettled[a.LinkIndex] = append(unsettled[a.LinkIndex], ip.Unmap())
+		}
 	}
 	out := make([]Interface, 0, len(links))
 	for _, l := range links {
 		at := l.Attrs()
 		out = append(out, Interface{
 			Name: at.Name, Index: at.Index,
-			Up:       at.Flags&net.FlagUp != 0,
-			Loopback: at.Flags&net.FlagLoopback != 0,
-			Addrs:    byIndex[at.Index],
+			Up:        at.Flags&net.FlagUp != 0,
+			Loopback:  at.Flags&net.FlagLoopback != 0,
+			Addrs:     byIndex[at.Index],
+			Unsettled: unsettled[at.Index],
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })

@@ -39,6 +39,8 @@ var hostIfs = []Interface{
 	{Name: "eth1", Index: 4, Up: false, Addrs: pfx("198.51.100.9/24")},
 	{Name: "ens5", Index: 6, Up: true, Addrs: pfx("198.51.100.20/24", "2001:db8:1::20/64")},
 	{Name: "trcfoo", Index: 7, Up: true, Addrs: pfx("203.0.113.5/24")},
+	{Name: "wlan0", Index: 8, Up: true, Addrs: pfx("2001:db8:2::9/64", "2001:db8:2::40/64", "2001:db8:2::30/64"),
+		Unsettled: []netip.Addr{netip.MustParseAddr("2001:db8:2::9")}},
 }
 
 func TestDetect(t *testing.T) {
@@ -73,6 +75,12 @@ func TestDetect(t *testing.T) {
 		{name: "can-reach unreachable", method: "can-reach=192.0.2.200", fam: 4, wantErr: "unreachable"},
 		{name: "can-reach family mismatch", method: "can-reach=192.0.2.1", fam: 6, wantErr: "is not IPv6"},
 		{name: "none", method: "none", fam: 6, want: Choice{Method: "none"}},
+		{name: "interface list, tried in order (Calico's comma-separated form)", method: "interface=bond.*, ens.*,eth0", fam: 4,
+			want: Choice{Method: "interface=bond.*, ens.*,eth0", Addr: netip.MustParsePrefix("198.51.100.20/24"), Interface: "ens5"}},
+		{name: "interface list, a later entry matches", method: "interface=bond.*,eth0", fam: 4,
+			want: Choice{Method: "interface=bond.*,eth0", Addr: netip.MustParsePrefix("192.0.2.10/24"), Interface: "eth0"}},
+		{name: "unsettled IPv6 addresses passed over, the lowest settled one taken", method: "interface=wlan0", fam: 6,
+			want: Choice{Method: "interface=wlan0", Addr: netip.MustParsePrefix("2001:db8:2::30/64"), Interface: "wlan0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -115,7 +123,7 @@ func TestDetectNothing(t *testing.T) {
 }
 
 func TestParseMethodErrors(t *testing.T) {
-	for _, in := range []string{"interface=", "interface=(", "can-reach=example.com", "can-reach=", "first-found=x", "skip-it"} {
+	for _, in := range []string{"interface=", "interface=(", "interface=eth0,,ens3", "interface=eth0,(", "can-reach=example.com", "can-reach=", "first-found=x", "skip-it"} {
 		if _, err := ParseMethod(in); err == nil {
 			t.Errorf("ParseMethod(%q) succeeded", in)
 		}
@@ -139,6 +147,19 @@ func TestManual(t *testing.T) {
 		{in: "2001:db8::10", fam: 4, wantErr: true},
 		{in: "300.1.1.1", fam: 4, wantErr: true},
 		{in: "192.0.2.1/33", fam: 4, wantErr: true},
+		// Addresses no other host can peer with or route to.
+		{in: "0.0.0.0", fam: 4, wantErr: true},
+		{in: "127.0.0.1", fam: 4, wantErr: true},
+		{in: "224.0.0.1", fam: 4, wantErr: true},
+		{in: "255.255.255.255", fam: 4, wantErr: true},
+		{in: "169.254.3.3", fam: 4, wantErr: true},
+		{in: "192.0.2.10/0", fam: 4, wantErr: true},
+		{in: "::", fam: 6, wantErr: true},
+		{in: "::1", fam: 6, wantErr: true},
+		{in: "ff02::1", fam: 6, wantErr: true},
+		{in: "fe80::1", fam: 6, wantErr: true},
+		{in: "fe80::1%eth0", fam: 6, wantErr: true},
+		{in: "2001:db8::1/0", fam: 6, wantErr: true},
 	}
 	for _, tt := range tests {
 		got, err := Manual(l, tt.in, tt.fam)

@@ -122,9 +122,12 @@ func (c Config) Check() error {
 		case "none":
 		case "", "autodetect":
 			m, err := ParseMethod(f.method)
-			if err != nil {
+			switch {
+			case err != nil:
 				errs = append(errs, err)
-			} else if m.Kind != MethodNone && (f.fam == 4 || f.addr != "" || f.method != "") {
+			case m.Kind == MethodCanReach && (f.fam == 4) != m.target.Is4():
+				errs = append(errs, fmt.Errorf("parse IPv%d autodetection method %q: the can-reach target is not an IPv%d address", f.fam, f.method, f.fam))
+			case m.Kind != MethodNone && (f.fam == 4 || f.addr != "" || f.method != ""):
 				families++
 			}
 		default:
@@ -140,7 +143,13 @@ func (c Config) Check() error {
 	// Validate a Node holding just the name and AS number, so the rules are the datastore's own.
 	n := &api.Node{Metadata: api.ObjectMeta{Name: c.NodeName}}
 	if n.Metadata.Name == "" {
-		n.Metadata.Name = "host-name-chosen-later"
+		// The name Choose will take, so a host name the datastore would refuse is bad usage
+		// now rather than a failed registration later.
+		if h, err := os.Hostname(); err == nil {
+			n.Metadata.Name = strings.ToLower(h)
+		} else {
+			n.Metadata.Name = "host-name-chosen-later"
+		}
 	}
 	if c.ASNumber != "" {
 		as, err := api.ParseASNumber(c.ASNumber)
@@ -191,14 +200,22 @@ func prefixString(p netip.Prefix) string {
 }
 
 // Connect opens the datastore, retrying with capped exponential backoff until etcd answers or ctx
-// is done: at boot the node often starts before etcd, and that must not be fatal.
-func Connect(ctx context.Context, cfg kv.Config, log *slog.Logger) (*kv.Store, error) {
+// is done: at boot the node often starts before etcd, and that must not be fatal. board, if set,
+// shows each attempt's outcome.
+func Connect(ctx context.Context, cfg kv.Config, log *slog.Logger, board *StatusBoard) (*kv.Store, error) {
 	delay := 500 * time.Millisecond
+	endpoints := strings.Join(cfg.Endpoints, ",")
 	for attempt := 1; ; attempt++ {
 		s, err := kv.Open(ctx, cfg, log)
 		if err == nil {
-			log.Info("connected to etcd", "endpoints", strings.Join(cfg.Endpoints, ","), "attempts", attempt)
+			log.Info("connected to etcd", "endpoints", endpoints, "attempts", attempt)
+			if board != nil {
+				board.SetDatastore("connected", endpoints)
+			}
 			return s, nil
+		}
+		if board != nil {
+			board.SetDatastore("connecting", fmt.Sprintf("%s: attempt %d failed: %v", endpoints, attempt, err))
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("connect to etcd: %w", ctx.Err())
@@ -274,7 +291,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return errors.Join(errs...)
 	}
 
-	store, err := Connect(stop, cfg.Etcd, log)
+	// Every configured component is on the board from the start, so `node status` tells one
+	// that waits for etcd from one that is switched off.
+	board.SetDatastore("connecting", strings.Join(cfg.Etcd.Endpoints, ","))
+	for _, comp := range cfg.Components {
+		board.SetComponent(comp.Name(), ComponentStatus{State: "waiting", Detail: "waiting for the datastore"})
+	}
+	store, err := Connect(stop, cfg.Etcd, log, board)
 	if err != nil {
 		if stop.Err() != nil {
 			log.Info("stopped before etcd answered")

@@ -25,6 +25,8 @@ func TestConfigCheck(t *testing.T) {
 		{"no family left", Config{IPv4: "none"}, []string{"no address family is enabled"}},
 		{"both none", Config{IPv4: "none", IPv6: "none"}, []string{"no address family is enabled"}},
 		{"method none", Config{IPv4Method: "none", IPv6Method: "none"}, []string{"no address family is enabled"}},
+		{"can-reach of the other family", Config{IPv6: "autodetect", IPv6Method: "can-reach=192.0.2.1"}, []string{"the can-reach target is not an IPv6 address"}},
+		{"loopback address", Config{IPv4: "127.0.0.1"}, []string{"not a unicast address other hosts can reach"}},
 		{"bad name and address together", Config{NodeName: "Host_1", IPv4: "x"},
 			[]string{"metadata.name", `parse IPv4 address "x"`}},
 	}

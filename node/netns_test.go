@@ -120,5 +120,34 @@ func TestSystemListerInNetns(t *testing.T) {
 		if _, err := net.InterfaceByName("ens3"); err != nil {
 			t.Errorf("stdlib does not see ens3 in this namespace: %v", err)
 		}
+
+		// A deprecated IPv6 address added after the good one is listed first by the kernel;
+		// autodetection must pass over it, and over one that failed duplicate detection.
+		ens4, err := netlink.LinkByName("ens4")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range []*netlink.Addr{
+			{IPNet: mustIPNet(t, "2001:db8:4::30/64"), Flags: unix.IFA_F_NODAD},
+			{IPNet: mustIPNet(t, "2001:db8:4::10/64"), Flags: unix.IFA_F_NODAD, PreferedLft: 0, ValidLft: 3600},
+		} {
+			if err := netlink.AddrAdd(ens4, a); err != nil {
+				t.Fatalf("add %s: %v", a.IPNet, err)
+			}
+		}
+		m, _ := ParseMethod("interface=ens4")
+		c, err := Detect(l, m, 6)
+		if err != nil || c.Addr.String() != "2001:db8:4::30/64" {
+			t.Errorf("interface=ens4 IPv6 with a deprecated address beside the good one: %s %v, want 2001:db8:4::30/64", c.Addr, err)
+		}
 	})
+}
+
+func mustIPNet(t *testing.T, s string) *net.IPNet {
+	t.Helper()
+	n, err := netlink.ParseIPNet(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
