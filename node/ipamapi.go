@@ -247,10 +247,24 @@ func decode(r *http.Request, w http.ResponseWriter, v any) error {
 	return nil
 }
 
-func (a *DatastoreAPI) info(w http.ResponseWriter, _ *http.Request) {
-	if a.st.Load() == nil {
+// infoPingTimeout bounds the readiness probe's look at etcd: a caller probing first wants a fast
+// "no", not the 30 s an assignment would wait for a 503.
+const infoPingTimeout = 2 * time.Second
+
+func (a *DatastoreAPI) info(w http.ResponseWriter, r *http.Request) {
+	st := a.st.Load()
+	if st == nil {
 		writeJSON(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: "the node agent is not connected to the datastore yet"})
 		return
+	}
+	// Connected once is not connected now: ask etcd.
+	ctx, cancel := context.WithTimeout(r.Context(), infoPingTimeout)
+	defer cancel()
+	if st.store != nil {
+		if err := st.store.Ping(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: "the node agent's datastore does not answer: " + err.Error()})
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, DatastoreInfo{NodeName: a.node, Ready: true})
 }

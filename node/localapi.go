@@ -38,13 +38,16 @@ type ComponentStatus struct {
 
 // Status is the body of GET /v1/status.
 type Status struct {
-	NodeName      string                     `json:"nodeName"`
-	IPv4          string                     `json:"ipv4,omitempty"`
-	IPv6          string                     `json:"ipv6,omitempty"`
-	Autodetection AddressInfo                `json:"autodetection"`
-	StartTime     time.Time                  `json:"startTime"`
-	Version       string                     `json:"version"`
-	Components    map[string]ComponentStatus `json:"components"`
+	NodeName      string      `json:"nodeName"`
+	IPv4          string      `json:"ipv4,omitempty"`
+	IPv6          string      `json:"ipv6,omitempty"`
+	Autodetection AddressInfo `json:"autodetection"`
+	StartTime     time.Time   `json:"startTime"`
+	Version       string      `json:"version"`
+	// Datastore is the node's connection to etcd: "connecting" (with the last error) until it
+	// answers, then "connected".
+	Datastore  ComponentStatus            `json:"datastore"`
+	Components map[string]ComponentStatus `json:"components"`
 }
 
 // StatusBoard holds the node's status; components update their entry concurrently.
@@ -72,6 +75,18 @@ func (b *StatusBoard) SetComponent(name string, cs ComponentStatus) {
 		cs.Since = time.Now().UTC()
 	}
 	b.st.Components[name] = cs
+}
+
+// SetDatastore records the state of the datastore connection; Since is kept while the state is
+// unchanged.
+func (b *StatusBoard) SetDatastore(state, detail string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	since := b.st.Datastore.Since
+	if b.st.Datastore.State != state || since.IsZero() {
+		since = time.Now().UTC()
+	}
+	b.st.Datastore = ComponentStatus{State: state, Detail: detail, Since: since}
 }
 
 // Snapshot returns a copy safe to serialise.

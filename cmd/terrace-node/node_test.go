@@ -218,8 +218,20 @@ func TestRunWaitsForEtcd(t *testing.T) {
 	// The local API already answers, so an operator can see what the waiting daemon chose.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if st, err := node.QueryStatus(ctx, filepath.Join(dir, "node.sock")); err != nil || st.NodeName != "n" || st.IPv4 != "192.0.2.10/32" {
+	st, err := node.QueryStatus(ctx, filepath.Join(dir, "node.sock"))
+	if err != nil || st.NodeName != "n" || st.IPv4 != "192.0.2.10/32" {
 		t.Errorf("status while waiting for etcd: %+v %v", st, err)
+	}
+	// It says it waits for etcd, and BGP (on; felix is off in these tests) is waiting, not absent
+	// (which `node status` would show as switched off).
+	if st.Datastore.State != "connecting" || !strings.Contains(st.Datastore.Detail, "attempt") {
+		t.Errorf("datastore status while waiting for etcd: %+v", st.Datastore)
+	}
+	if c, ok := st.Components["bgp"]; !ok || c.State != "waiting" {
+		t.Errorf("bgp status while waiting for etcd: %+v (components %v)", c, st.Components)
+	}
+	if _, ok := st.Components["felix"]; ok {
+		t.Errorf("felix is off, yet on the board: %v", st.Components)
 	}
 	stop(t, cmd, done, logs)
 	if _, err := os.Stat(filepath.Join(dir, "node.sock")); !os.IsNotExist(err) {

@@ -65,6 +65,9 @@ func printNodeStatus(w io.Writer, st node.Status, now time.Time) error {
 	fmt.Fprintf(tw, "Address method:\t%s\n", dash(a.Method))
 	fmt.Fprintf(tw, "Interface:\t%s\n", dash(a.Interface))
 	fmt.Fprintf(tw, "Reason:\t%s\n", dash(a.Reason))
+	if d := st.Datastore; d.State != "" {
+		fmt.Fprintf(tw, "Datastore:\t%s since %s (%s)\n", d.State, d.Since.UTC().Format(time.RFC3339), dash(oneLine(d.Detail)))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -82,8 +85,10 @@ func printNodeStatus(w io.Writer, st node.Status, now time.Time) error {
 			return err
 		}
 	}
-	if _, ok := st.Components["bgp"]; !ok {
+	if c, ok := st.Components["bgp"]; !ok {
 		fmt.Fprintln(w, "\nBGP peers:\n  not available: BGP is disabled on this node (--bgp=false)")
+	} else if len(c.Details) == 0 {
+		fmt.Fprintf(w, "\nBGP peers:\n  not available yet: BGP is %s (%s)\n", c.State, dash(oneLine(c.Detail)))
 	} else {
 		printBGPStatus(w, st.Components["bgp"], now)
 	}

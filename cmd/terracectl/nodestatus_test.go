@@ -47,6 +47,18 @@ func TestNodeStatusCommand(t *testing.T) {
 	if !strings.Contains(r.stdout, `"nodeName": "host-1"`) {
 		t.Errorf("json status:\n%s", r.stdout)
 	}
+	// A node still waiting for etcd: it says so, and BGP is waiting, not "disabled".
+	board.SetDatastore("connecting", "http://192.0.2.9:2379: attempt 3 failed: context deadline exceeded")
+	board.SetComponent("bgp", node.ComponentStatus{State: "waiting", Detail: "waiting for the datastore"})
+	r = c.mustRun("", "node", "status", "--node-socket", sock)
+	for _, w := range []string{"Datastore:", "connecting since", "attempt 3 failed", "bgp", "not available yet: BGP is waiting (waiting for the datastore)"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("status while waiting for etcd lacks %q:\n%s", w, r.stdout)
+		}
+	}
+	if strings.Contains(r.stdout, "disabled") {
+		t.Errorf("status while waiting for etcd says something is disabled:\n%s", r.stdout)
+	}
 }
 
 func TestGetNodeShowsAutodetection(t *testing.T) {

@@ -67,6 +67,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	return s, nil
 }
 
+// Ping says whether etcd answers now (within the dial timeout, or ctx's if shorter).
+func (s *Store) Ping(ctx context.Context) error { return s.ping(ctx) }
+
 // ping asks every endpoint for its status until one answers: Status needs authentication but no
 // key permission, so it checks credentials without assuming what the user may read.
 func (s *Store) ping(ctx context.Context) error {
