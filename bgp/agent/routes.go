@@ -303,6 +303,15 @@ func (p *programmer) forget(pfx netip.Prefix) {
 
 // program resolves one learned prefix and hands the writer what changed.
 func (p *programmer) program(r *resolver, pfx netip.Prefix, nhs []netip.Addr) []error {
+	// A next hop of the other family (an IPv6 route sent over an IPv4 session by a speaker that
+	// did not give it an IPv6 next hop) can never be its gateway: such paths count as
+	// unresolved rather than failing the route write.
+	if slices.ContainsFunc(nhs, func(a netip.Addr) bool { return a.Unmap().Is4() != pfx.Addr().Is4() }) {
+		nhs = slices.DeleteFunc(slices.Clone(nhs), func(a netip.Addr) bool { return a.Unmap().Is4() != pfx.Addr().Is4() })
+		if len(nhs) == 0 {
+			p.log.Debug("learned route's next hop is of the other address family; not installed", "prefix", pfx.String())
+		}
+	}
 	gws := r.gateways(nhs)
 	if len(gws) == 0 {
 		p.unresolved[pfx] = struct{}{}

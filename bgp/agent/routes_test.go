@@ -176,6 +176,15 @@ func TestProgrammerTargets(t *testing.T) {
 			want:  map[netip.Prefix]routes.Target{netip.MustParsePrefix("2001:db8:1000::/122"): {Gateways: addrs("2001:db8::1")}},
 			unres: 2,
 		},
+		{
+			name: "next hops of the other family are never gateways (an IPv6 block sent over IPv4 without an IPv6 next hop)",
+			learned: map[netip.Prefix][]netip.Addr{
+				netip.MustParsePrefix("2001:db8:1000::40/122"): addrs("192.0.2.0"),
+				netip.MustParsePrefix("2001:db8:1000::80/122"): addrs("192.0.2.0", "2001:db8::1"),
+			},
+			want:  map[netip.Prefix]routes.Target{netip.MustParsePrefix("2001:db8:1000::80/122"): {Gateways: addrs("2001:db8::1")}},
+			unres: 1,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -89,7 +89,8 @@ func TestPeers(t *testing.T) {
 			want: []speaker.Peer{
 				{Address: ip("192.0.2.12"), ASN: 65002, Type: speaker.PeerTypeMesh, SourceAddress: ip("192.0.2.11"),
 					GracefulRestart: speaker.GracefulRestart{Enabled: true, RestartTime: 300, NotificationEnabled: true},
-					Families:        speaker.Families{IPv4: true, IPv6: true}},
+					// IPv6 routes on this IPv4 session carry this node's IPv6 address.
+					Families: speaker.Families{IPv4: true, IPv6: true}, IPv6NextHop: ip("2001:db8::11")},
 			},
 		},
 		{

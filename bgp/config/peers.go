@@ -119,6 +119,9 @@ func (c *computation) nodeSession(n *api.Node, source string) (speaker.Peer, boo
 	case c.me.v4.IsValid() && v4.IsValid():
 		p.Address, p.SourceAddress = v4, c.me.v4
 		p.Families = speaker.Families{IPv4: true, IPv6: c.me.v6.IsValid() && v6.IsValid()}
+		if p.Families.IPv6 {
+			p.IPv6NextHop = c.me.v6
+		}
 	case c.me.v6.IsValid() && v6.IsValid():
 		p.Address, p.SourceAddress = v6, c.me.v6
 		p.Families = speaker.Families{IPv6: true}

@@ -191,7 +191,12 @@ func (s *Speaker) toAPIPeer(p Peer, localRestart bool) *api.Peer {
 func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 	var nhs, ibgp []string
 	reflector := false
+	// Peers over IPv4 carrying IPv6, by the IPv6 next hop their IPv6 routes need.
+	v6nh := map[netip.Addr][]string{}
 	for _, p := range s.peers {
+		if p.Address.Is4() && p.Families.IPv6 && p.IPv6NextHop.Is6() {
+			v6nh[p.IPv6NextHop] = append(v6nh[p.IPv6NextHop], hostPrefix(p.Address))
+		}
 		if p.RouteReflectorClient {
 			reflector = true
 		}
@@ -211,8 +216,9 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 	filtered = slices.DeleteFunc(filtered, func(p Peer) bool { return p.Filters == nil })
 	exportSets, exportFilters := filterStatements("export", filtered)
 	importSets, importFilters := filterStatements("import", filtered)
-	exportKey := fmt.Sprintf("%v|%s|%s|%s", reflector, strings.Join(nhs, ","), strings.Join(ibgp, ","),
-		statementsKey(exportSets, exportFilters))
+	v6Sets, v6Local, v6Reflect := ipv6NextHopStatements(v6nh, nhs)
+	exportKey := fmt.Sprintf("%v|%s|%s|%s|%s", reflector, strings.Join(nhs, ","), strings.Join(ibgp, ","),
+		statementsKey(exportSets, exportFilters), statementsKey(v6Sets, append(slices.Clone(v6Local), v6Reflect...)))
 	importKey := statementsKey(importSets, importFilters)
 	exportFilterMap := make(map[netip.Addr]*Filters, len(s.peers))
 	for addr, p := range s.peers {
@@ -245,8 +251,11 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
 		Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
 	}
-	stmts := append(exportFilters, local)
-	sets := append(exportSets, importSets...)
+	// The IPv6 next hop of local routes is set first and decides nothing, so a peer's filters
+	// and the local statement still accept or refuse them.
+	stmts := append(append(v6Local, exportFilters...), local)
+	stmts = append(stmts, v6Reflect...)
+	sets := append(append(exportSets, importSets...), v6Sets...)
 	// An empty neighbour set matches every neighbour in GoBGP, so a statement is only added
 	// together with a non-empty set.
 	if len(nhs) > 0 {
@@ -422,6 +431,46 @@ func filterStatements(dir string, peers []Peer) ([]*api.DefinedSet, []*api.State
 	return sets, stmts
 }
 
+// ipv6NextHopStatements give IPv6 routes sent over IPv4 sessions an IPv6 next hop instead of
+// BGP's choice, the session's IPv4 address, which the receiving host cannot use as an IPv6
+// gateway: this host's own (local) routes, by statements that only set it (no route action, so
+// the statements after them still decide), and routes it reflects to peers that get
+// next-hop-self (nhs), by statements that accept them ahead of the next-hop-self one.
+func ipv6NextHopStatements(v6nh map[netip.Addr][]string, nhs []string) (sets []*api.DefinedSet, local, reflect []*api.Statement) {
+	ipv6 := []*api.Family{{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}}
+	for i, nh := range slices.SortedFunc(maps.Keys(v6nh), netip.Addr.Compare) {
+		peers := slices.Sorted(slices.Values(v6nh[nh]))
+		set := fmt.Sprintf("terrace-v6-over-v4-%d", i)
+		sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: set, List: peers})
+		local = append(local, &api.Statement{
+			Name: set + "-local",
+			Conditions: &api.Conditions{
+				RouteType: api.Conditions_ROUTE_TYPE_LOCAL, AfiSafiIn: ipv6,
+				NeighborSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: set},
+			},
+			Actions: &api.Actions{RouteAction: api.RouteAction_NONE, Nexthop: &api.NexthopAction{Address: nh.String()}},
+		})
+		var self []string
+		for _, p := range peers {
+			if slices.Contains(nhs, p) {
+				self = append(self, p)
+			}
+		}
+		if len(self) > 0 {
+			sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: set + "-self", List: self})
+			reflect = append(reflect, &api.Statement{
+				Name: set + "-reflect-next-hop-self",
+				Conditions: &api.Conditions{
+					RouteType: api.Conditions_ROUTE_TYPE_INTERNAL, AfiSafiIn: ipv6,
+					NeighborSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: set + "-self"},
+				},
+				Actions: &api.Actions{RouteAction: api.RouteAction_ACCEPT, Nexthop: &api.NexthopAction{Address: nh.String()}},
+			})
+		}
+	}
+	return sets, local, reflect
+}
+
 // statementsKey identifies a list of statements and their sets, to tell whether policy changed.
 func statementsKey(sets []*api.DefinedSet, stmts []*api.Statement) string {
 	var b strings.Builder
@@ -429,9 +478,9 @@ func statementsKey(sets []*api.DefinedSet, stmts []*api.Statement) string {
 		fmt.Fprintf(&b, "%s=%v%v;", d.Name, d.List, prefixesKey(d.Prefixes))
 	}
 	for _, st := range stmts {
-		fmt.Fprintf(&b, "%s:%v:%v:%v:%v:%v:%v:%v;", st.Name, st.Conditions.GetNeighborSet().GetName(), st.Conditions.GetPrefixSet().GetType(),
+		fmt.Fprintf(&b, "%s:%v:%v:%v:%v:%v:%v:%v:%v;", st.Name, st.Conditions.GetNeighborSet().GetName(), st.Conditions.GetPrefixSet().GetType(),
 			st.Conditions.GetRouteType(), st.Conditions.GetAfiSafiIn(), st.Actions.GetRouteAction(), st.Actions.GetNexthop().GetSelf(),
-			st.Actions.GetNexthop().GetUnchanged())
+			st.Actions.GetNexthop().GetUnchanged(), st.Actions.GetNexthop().GetAddress())
 	}
 	return b.String()
 }

@@ -235,21 +235,23 @@ func TestIPv6OverIPv4Session(t *testing.T) {
 	a := startSpeaker(t, addrA, asn, port, nil)
 	b := startSpeaker(t, addrB, asn, port, nil)
 	pa, pb := peerOf(a, b), peerOf(b, a)
-	pa.Families = Families{IPv4: true, IPv6: true}
-	pb.Families = Families{IPv4: true, IPv6: true}
+	// As bgp/config builds them: the session over IPv4 carries IPv6 with this host's IPv6
+	// address as its next hop, and the adverts name no next hop (BGP's own choice for IPv4).
+	nh6 := netip.MustParseAddr("2001:db8::2")
+	pa.Families, pa.IPv6NextHop = Families{IPv4: true, IPv6: true}, nh6
+	pb.Families, pb.IPv6NextHop = Families{IPv4: true, IPv6: true}, netip.MustParseAddr("2001:db8::3")
 	setPeers(t, a, pa)
 	setPeers(t, b, pb)
 	waitEstablished(t, a, addrB)
 
-	nh6 := netip.MustParseAddr("2001:db8::2")
 	v6 := pfx("2001:db8:1000::/122")
 	v4 := pfx("198.18.0.0/26")
-	advertise(t, a, map[netip.Prefix]Advert{v6: {NextHop: nh6}, v4: {NextHop: addrA}})
+	advertise(t, a, map[netip.Prefix]Advert{v6: {}, v4: {}})
 	want := map[netip.Prefix][]netip.Addr{v6: {nh6}, v4: {addrA}}
 	b.sink.waitFor(t, 10*time.Second, "IPv4 and IPv6 prefixes at B", func(m map[netip.Prefix][]netip.Addr) bool {
 		return cmp.Equal(m, want, netOpts)
 	})
-	advertise(t, a, map[netip.Prefix]Advert{v4: {NextHop: addrA}})
+	advertise(t, a, map[netip.Prefix]Advert{v4: {}})
 	b.sink.waitFor(t, 10*time.Second, "IPv6 withdrawal", func(m map[netip.Prefix][]netip.Addr) bool {
 		_, ok := m[v6]
 		return !ok && len(m) == 1

@@ -68,16 +68,21 @@ type Peer struct {
 	// Passive only accepts the peer's connection and never dials it.
 	Passive  bool
 	Families Families
+	// IPv6NextHop is the next hop of this host's IPv6 routes on a session over IPv4 that carries
+	// IPv6 too (and of IPv6 routes it reflects with next-hop-self there): BGP would give them the
+	// session's IPv4 address, which no IPv6 route can use.
+	IPv6NextHop netip.Addr
 	// Filters (nil: none) are applied by the speaker's global import and export policies.
 	Filters *Filters
 }
 
 // sessionKey is the part of Peer whose change requires the session to be re-created; fields
-// outside it (Type, NextHop, Filters) change status or policy only.
+// outside it (Type, NextHop, Filters, IPv6NextHop) change status or policy only.
 func (p Peer) sessionKey() Peer {
 	p.Type = ""
 	p.NextHop = NextHopAuto
 	p.Filters = nil
+	p.IPv6NextHop = netip.Addr{}
 	return p
 }
 

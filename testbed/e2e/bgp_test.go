@@ -120,6 +120,21 @@ func TestMeshDualStack(t *testing.T) {
 			}
 			return ""
 		})
+		// Every learned route is usable: an IPv6 block learned over an IPv4 mesh session with
+		// an IPv4 next hop was refused by the route writer (and went unnoticed here while the
+		// ToR's path happened to win).
+		for _, h := range tb.Hosts() {
+			eventually(t, waitTimeout, func() string {
+				st, ok := bgpStatus(t, tb, h)
+				if !ok {
+					return "no bgp status on " + h
+				}
+				if st.Routes.Unresolved != 0 || st.Routes.LastError != "" || st.Routes.Installed != st.Routes.Learned {
+					return fmt.Sprintf("%s routes: %+v", h, st.Routes)
+				}
+				return ""
+			})
+		}
 		out := output(t, tb, "host-1", "terracectl", "node", "status")
 		for _, w := range []string{"BGP peers:", "ADDRESS", "established", "mesh"} {
 			if !strings.Contains(out, w) {
