@@ -61,7 +61,7 @@ func (v *validator) bgpConfig(c *BGPConfiguration) {
 	if s.NodeMeshPassword != nil {
 		v.password("spec.nodeMeshPassword", s.NodeMeshPassword)
 	}
-	v.duration("spec.nodeMeshMaxRestartTime", s.NodeMeshMaxRestartTime)
+	v.restartTime("spec.nodeMeshMaxRestartTime", s.NodeMeshMaxRestartTime)
 	switch s.BindMode {
 	case "", "None", "NodeIP":
 	default:
@@ -181,7 +181,7 @@ func (v *validator) bgpPeer(s *BGPPeerSpec) {
 	default:
 		v.add("spec.restartMode", "%q is not one of GracefulRestart, LongLivedGracefulRestart", s.RestartMode)
 	}
-	v.duration("spec.maxRestartTime", s.MaxRestartTime)
+	v.restartTime("spec.maxRestartTime", s.MaxRestartTime)
 	v.duration("spec.keepaliveTime", s.KeepaliveTime)
 	v.duration("spec.holdTime", s.HoldTime)
 	// BGP carries whole seconds: a fraction would be cut off on the wire, and "keepalive shorter
@@ -372,5 +372,17 @@ func (v *validator) password(path string, p *BGPPassword) {
 		}
 	default:
 		v.add(path, "secretKeyRef or file is required")
+	}
+}
+
+// MaxRestartTime is the longest graceful-restart time BGP can announce: RFC 4724 gives it 12 bits.
+const MaxRestartTime = 4095 * time.Second
+
+// restartTime checks a graceful-restart time: a longer one would wrap on the wire (4096 s is
+// sent as 0, telling peers to drop the routes at once) and spill into the capability's flags.
+func (v *validator) restartTime(path string, d *Duration) {
+	v.duration(path, d)
+	if d != nil && d.Duration > MaxRestartTime {
+		v.add(path, "%s is longer than BGP's graceful-restart time can say (at most %s, 4095 s)", d.Duration, MaxRestartTime)
 	}
 }
