@@ -253,13 +253,20 @@ func (s *Speaker) refreshLocal() {
 	}
 }
 
-func checkLoopback(hostport string) error {
+func checkLoopback(hostport string) error { return CheckDebugListen(hostport) }
+
+// CheckDebugListen checks a gRPC debug listen address as Start will: a loopback address with a
+// port, so that a command refuses a bad one up front instead of a speaker that never starts.
+func CheckDebugListen(hostport string) error {
 	ap, err := netip.ParseAddrPort(hostport)
 	if err != nil {
 		return fmt.Errorf("parse debug listen address %q: %w", hostport, err)
 	}
 	if !ap.Addr().IsLoopback() {
 		return fmt.Errorf("debug listen address %q is not on loopback", hostport)
+	}
+	if ap.Port() == 0 {
+		return fmt.Errorf("debug listen address %q: port 0", hostport)
 	}
 	return nil
 }

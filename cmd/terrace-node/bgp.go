@@ -7,12 +7,12 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/terracenet/terrace/bgp/agent"
+	"github.com/terracenet/terrace/bgp/speaker"
 	"github.com/terracenet/terrace/cmd/internal/cliconf"
 	"github.com/terracenet/terrace/node"
 )
@@ -27,12 +27,9 @@ func addBGPFlags(f *pflag.FlagSet) {
 func bgpComponent(cfg *cliconf.Config, log *slog.Logger) (node.Component, error) {
 	dbg := cfg.String("bgp-debug-listen")
 	if dbg != "" {
-		host, _, err := net.SplitHostPort(dbg)
-		if err != nil {
-			return nil, fmt.Errorf("parse --bgp-debug-listen: %w", err)
-		}
-		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-			return nil, fmt.Errorf("parse --bgp-debug-listen: %q is not a loopback address", host)
+		// The speaker's own check, so what passes here is what it will listen on.
+		if err := speaker.CheckDebugListen(dbg); err != nil {
+			return nil, fmt.Errorf("--bgp-debug-listen: %w", err)
 		}
 		log.Warn("GoBGP gRPC API enabled for debugging", "listen", dbg)
 	}

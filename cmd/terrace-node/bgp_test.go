@@ -9,10 +9,15 @@ import (
 // bad usage (exit 2) before the daemon touches etcd or the network.
 func TestBGPDebugListenRefused(t *testing.T) {
 	tests := []struct{ listen, want string }{
-		{"192.0.2.1:50051", "not a loopback address"},
-		{"0.0.0.0:50051", "not a loopback address"},
-		{"localhost-ish", "parse --bgp-debug-listen"},
-		{"[::]:50051", "not a loopback address"},
+		{"192.0.2.1:50051", "is not on loopback"},
+		{"0.0.0.0:50051", "is not on loopback"},
+		{"localhost-ish", "parse debug listen address"},
+		{"[::]:50051", "is not on loopback"},
+		// What the speaker would refuse on every start, leaving the host without BGP.
+		{"127.0.0.1:5o051", "invalid port"},
+		{"127.0.0.1:", "parse debug listen address"},
+		{"127.0.0.1:99999", "invalid port"},
+		{"127.0.0.1:0", "port 0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.listen, func(t *testing.T) {
