@@ -88,9 +88,12 @@ func (c blockCallbacks) OnUpdates(us []kv.Update) {
 		}
 		b, err := ipam.DecodeBlock(u.KV.Value)
 		if err != nil {
-			// A block we cannot read is neither advertised nor withdrawn on a guess: drop it and say so.
-			c.in.log.Warn("ignoring unreadable IPAM block", "key", u.KV.Key, "err", err)
-			delete(c.in.blocks, u.KV.Key)
+			// A block this version cannot read (written by a newer one during an upgrade, or
+			// damaged) is not a block that went away: withdrawing it would cut every other host
+			// off from its pods. The last version read stays in force; a block never read is
+			// not advertised.
+			c.in.log.Warn("unreadable IPAM block: keeping the last version read", "key", u.KV.Key, "err", err,
+				"have_previous", c.in.blocks[u.KV.Key] != nil)
 			continue
 		}
 		c.in.blocks[u.KV.Key] = b
