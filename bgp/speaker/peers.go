@@ -58,6 +58,15 @@ func (s *Speaker) SetPeers(ctx context.Context, desired []Peer) error {
 			errs = append(errs, fmt.Errorf("delete peer %v: %w", addr, err))
 			continue
 		}
+		if old.Password != "" && s.global.ListenPort >= 0 {
+			port := uint16(s.global.ListenPort)
+			if port == 0 {
+				port = 179
+			}
+			if err := clearListenerMD5(port, addr); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		delete(s.peers, addr)
 		// A re-created session starts with nothing sent: no withdrawal or reset is owed to it.
 		delete(s.exportFilters, addr)

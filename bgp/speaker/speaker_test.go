@@ -230,6 +230,29 @@ func TestMD5(t *testing.T) {
 	}
 }
 
+// TestMD5Removed: after the password is removed on both sides, the session comes back. GoBGP
+// left the old key on its listeners, which then dropped the peer's unsigned SYNs for good.
+func TestMD5Removed(t *testing.T) {
+	port := freePort(t, addrA, addrB)
+	a := startSpeaker(t, addrA, asn, port, nil)
+	b := startSpeaker(t, addrB, asn, port, nil)
+	pa, pb := peerOf(a, b), peerOf(b, a)
+	pa.Password, pb.Password = "s3cret", "s3cret"
+	setPeers(t, a, pa)
+	setPeers(t, b, pb)
+	waitEstablished(t, a, addrB)
+	pa.Password, pb.Password = "", ""
+	setPeers(t, a, pa)
+	setPeers(t, b, pb)
+	deadline := time.Now().Add(30 * time.Second)
+	for statusOf(t, a, addrB).State != "established" || statusOf(t, b, addrA).State != "established" {
+		if time.Now().After(deadline) {
+			t.Fatalf("session not back 30 s after the password was removed on both sides: A %+v, B %+v", statusOf(t, a, addrB), statusOf(t, b, addrA))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func TestIPv6OverIPv4Session(t *testing.T) {
 	port := freePort(t, addrA, addrB)
 	a := startSpeaker(t, addrA, asn, port, nil)
