@@ -113,7 +113,11 @@ func (a *Allocator) assignFromBlock(ctx context.Context, cidr netip.Prefix, n in
 	bt.mu.Unlock()
 	if lead {
 		// The first caller writes batches until the queue is empty; callers arriving meanwhile
-		// wait for the next batch.
+		// wait for the next batch. The batches are everyone's, so they do not end with the
+		// leader's context (a plugin killed by its runtime, a request timing out at the agent):
+		// that would fail the other pods' assignments too. Each etcd request is still bounded
+		// by the store's request timeout.
+		ctx := context.WithoutCancel(ctx)
 		for {
 			bt.mu.Lock()
 			batch := bt.queue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -142,4 +143,45 @@ func TestOneBlockManyProcesses(t *testing.T) {
 	retries := churn(t, allocators, 30, 10)
 	t.Logf("6 processes x 5 callers x 10 rounds on one block: %d conflicts retried", retries)
 	checkOnlySeedLeft(t, e)
+}
+
+// TestCancelledLeaderDoesNotFailOthers: the caller that writes a block's batches gives up (its
+// plugin killed, its request timed out); the others queued behind it, whose contexts are fine,
+// still get their addresses.
+func TestCancelledLeaderDoesNotFailOthers(t *testing.T) {
+	e := newTestEnv(t)
+	e.res.addPool("p", "198.18.0.0/24", 26)
+	e.res.addNode("h1", nil)
+	a := e.allocator()
+	ctx := ctxT(t)
+	if _, err := a.AutoAssign(ctx, AutoAssignArgs{Node: "h1", Handle: "warm", Num4: 1}); err != nil {
+		t.Fatal(err)
+	}
+	blk := netip.MustParsePrefix("198.18.0.0/26")
+	// Hold the block's turn, so the leader has taken its batch and waits for the turn.
+	unlock, err := a.lockBlock(ctx, blk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	leader, follower := make(chan error, 1), make(chan error, 1)
+	go func() {
+		_, _, err := a.assignFromBlock(lctx, blk, 1, "h1", &handleState{id: "leader"}, map[string]string{AttrNode: "h1"}, false)
+		leader <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	go func() {
+		_, _, err := a.assignFromBlock(ctx, blk, 1, "h1", &handleState{id: "follower"}, map[string]string{AttrNode: "h1"}, false)
+		follower <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	unlock()
+	if err := <-follower; err != nil {
+		t.Errorf("a caller with a live context failed with the leader's: %v", err)
+	}
+	<-leader
+	if ips, err := a.IPsByHandle(ctx, "follower"); err != nil || len(ips) != 1 {
+		t.Errorf("the follower's handle holds %v (%v), want one address", ips, err)
+	}
 }
