@@ -538,7 +538,10 @@ func (a *Allocator) assignIP(ctx context.Context, env *allocEnv, args AssignIPAr
 	if p.spec.Disabled {
 		return false, fmt.Errorf("assign %v: pool %s: %w", ip, p.name, ErrPoolDisabled)
 	}
-	cidr := p.blockFor(ip)
+	cidr, err := a.blockHolding(ctx, ip, p.blockFor(ip))
+	if err != nil {
+		return false, fmt.Errorf("assign %v: %w", ip, err)
+	}
 	if args.Node != "" {
 		l := a.nodeLock(args.Node)
 		l.Lock()
@@ -602,9 +605,43 @@ func (a *Allocator) assignIP(ctx context.Context, env *allocEnv, args AssignIPAr
 	return false, fmt.Errorf("assign %v: %w", ip, ErrTooManyRetries)
 }
 
+// blockHolding returns the block that holds ip: the pool's block for it (guess) when that exists,
+// else a stored block of another size containing ip (left by a pool deleted and created again
+// with another blockSize, whose addresses may still be held), else guess, still to be created.
+// Looking only at guess would hand out an address such a block holds a second time.
+func (a *Allocator) blockHolding(ctx context.Context, ip netip.Addr, guess netip.Prefix) (netip.Prefix, error) {
+	if _, b, err := a.readBlock(ctx, guess, false); err != nil {
+		return guess, err
+	} else if b != nil {
+		return guess, nil
+	}
+	kvs, _, err := a.store.List(ctx, BlockPrefix)
+	if err != nil {
+		return guess, fmt.Errorf("list blocks: %w", err)
+	}
+	for _, e := range kvs {
+		if c, err := ParseBlockKey(e.Key); err == nil && c.Contains(ip) {
+			return c, nil
+		}
+	}
+	return guess, nil
+}
+
 // createBlockFor creates the block holding a specifically requested address: claimed for node
-// when it may own one more block, unowned otherwise. Losing the race to create it is fine.
+// when it may own one more block, unowned otherwise. Losing the race to create it is fine. A block
+// that would overlap a stored one of another size is refused: their addresses would be handed
+// out twice.
 func (a *Allocator) createBlockFor(ctx context.Context, cidr netip.Prefix, node string, env *allocEnv) error {
+	kvs, _, err := a.store.List(ctx, BlockPrefix)
+	if err != nil {
+		return fmt.Errorf("list blocks: %w", err)
+	}
+	for _, e := range kvs {
+		if c, err := ParseBlockKey(e.Key); err == nil && c != cidr && c.Overlaps(cidr) {
+			return fmt.Errorf("create block %v: it would overlap block %v, left by a pool whose blockSize changed; "+
+				"release that block's addresses first (terracectl ipam check shows it)", cidr, c)
+		}
+	}
 	if node != "" {
 		own, err := a.nodeBlocks(ctx, node)
 		if err != nil {

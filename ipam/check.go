@@ -389,13 +389,16 @@ func (a *Allocator) ReleaseFromReport(ctx context.Context, r *Report) (RepairRes
 			res.Skipped = append(res.Skipped, Skipped{Item: o.Block.String(), Reason: "node " + o.Node + " exists again"})
 			continue
 		}
-		freed, _, err := a.releaseAffinity(ctx, o.Node, o.Block)
-		if err != nil {
+		freed, usage, err := a.releaseAffinity(ctx, o.Node, o.Block)
+		switch {
+		case err != nil:
 			errs = append(errs, err)
-			continue
-		}
-		if freed {
+		case freed:
 			res.FreedBlocks = append(res.FreedBlocks, o.Block)
+		case usage != nil:
+			// Its owner is cleared, but it stays: say so rather than nothing.
+			res.Skipped = append(res.Skipped, Skipped{Item: o.Block.String(),
+				Reason: fmt.Sprintf("owner %s removed, but it still holds %d allocated addresses; the block is deleted when they are released", o.Node, usage.Used)})
 		}
 	}
 	if len(r.BlocksWithoutPool) > 0 {

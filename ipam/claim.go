@@ -111,11 +111,29 @@ func firstFree(pools []*pool, taken map[netip.Prefix]bool) (netip.Prefix, bool) 
 			if !taken[b] && !overlapsAny(b, taken) {
 				return b, true
 			}
+			// Past a larger block left by an earlier blockSize in one step: each candidate it
+			// covers would otherwise use up the look-ahead, hiding the free blocks after it.
+			if big, ok := largerOverlap(b, taken); ok {
+				b = big
+			}
 			next, ok := nextPrefix(b)
+			if ok && next.Bits() != p.blockBits {
+				next = netip.PrefixFrom(next.Addr(), p.blockBits)
+			}
 			if !ok {
 				break
 			}
 			b = next
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// largerOverlap returns a taken block of a shorter prefix (larger) that covers b.
+func largerOverlap(b netip.Prefix, taken map[netip.Prefix]bool) (netip.Prefix, bool) {
+	for t := range taken {
+		if t.Bits() < b.Bits() && t.Contains(b.Addr()) {
+			return t, true
 		}
 	}
 	return netip.Prefix{}, false

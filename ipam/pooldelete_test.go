@@ -3,6 +3,7 @@ package ipam
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -222,5 +223,99 @@ func TestDeletePoolInterrupted(t *testing.T) {
 	}
 	if r, err := a.Check(ctx, CheckOptions{}); err != nil || !r.Clean() {
 		t.Errorf("check after repair: %+v %v", r, err)
+	}
+}
+
+// TestPoolRecreatedWithAnotherBlockSize: a pool force-deleted with addresses still held and
+// created again with a smaller blockSize. The old, larger block keeps its addresses: asking for
+// one of them is refused as in use (not handed out a second time through a new block inside the
+// old one), show and release find it, a block overlapping the old one is never created, and
+// automatic assignment uses the free blocks after it.
+func TestPoolRecreatedWithAnotherBlockSize(t *testing.T) {
+	e := newTestEnv(t)
+	e.real = true
+	e.addNode("h1")
+	e.addPool("p", "198.18.0.0/22", 24)
+	c := e.client()
+	a := e.allocator()
+	ctx := ctxT(t)
+	got, err := a.AutoAssign(ctx, AutoAssignArgs{Node: "h1", Handle: "old", Num4: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := got.IPv4[0] // 198.18.0.0, in block 198.18.0.0/24
+	setDisabled(t, c, "p", true)
+	if _, err := a.DeletePool(ctx, "p", "", true); err != nil {
+		t.Fatal(err)
+	}
+	e.addPool("p2", "198.18.0.0/22", 26)
+
+	if info, err := a.ShowIP(ctx, held); err != nil || !info.Allocated || info.Handle != "old" || info.Block != netip.MustParsePrefix("198.18.0.0/24") {
+		t.Errorf("ShowIP(%v) = %+v, %v; want allocated to old in 198.18.0.0/24", held, info, err)
+	}
+	if err := a.AssignIP(ctx, AssignIPArgs{IP: held, Handle: "new", Node: "h1"}); !errors.Is(err, ErrAddressInUse) {
+		t.Errorf("AssignIP of %v held by old: %v, want ErrAddressInUse", held, err)
+	}
+	// A free address of the old block is given from the old block, not from a new /26 inside it.
+	if err := a.AssignIP(ctx, AssignIPArgs{IP: netip.MustParseAddr("198.18.0.77"), Handle: "inside", Node: "h1"}); err != nil {
+		t.Errorf("AssignIP of a free address of the old block: %v", err)
+	}
+	for ip, owner := range snapshot(t, e.store()) {
+		if ip == held && owner != "old" {
+			t.Errorf("%v now held by %s", ip, owner)
+		}
+	}
+	// Automatic assignment: the /24 covers four /26 candidates; the next free /26 is after it.
+	auto, err := a.AutoAssign(ctx, AutoAssignArgs{Node: "h1", Handle: "auto", Num4: 1})
+	if err != nil || len(auto.IPv4) != 1 || !netip.MustParsePrefix("198.18.1.0/26").Contains(auto.IPv4[0]) {
+		t.Errorf("AutoAssign after the re-creation = %v, %v; want an address of 198.18.1.0/26", auto.IPv4, err)
+	}
+	// Release by address finds the old block.
+	if not, err := a.ReleaseIPs(ctx, held); err != nil || len(not) != 0 {
+		t.Errorf("ReleaseIPs(%v) = not found %v, %v", held, not, err)
+	}
+	r, err := a.Check(ctx, CheckOptions{GracePeriod: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range r.Inconsistencies {
+		if strings.Contains(in.Detail, "overlaps") {
+			t.Errorf("overlapping blocks were created: %+v", in)
+		}
+	}
+}
+
+func TestFirstFreeSkipsLargerBlocks(t *testing.T) {
+	p := &pool{name: "p2", cidr: netip.MustParsePrefix("198.18.0.0/22"), blockBits: 26}
+	taken := map[netip.Prefix]bool{netip.MustParsePrefix("198.18.0.0/24"): true}
+	if b, ok := firstFree([]*pool{p}, taken); !ok || b != netip.MustParsePrefix("198.18.1.0/26") {
+		t.Errorf("firstFree = %v, %v; want 198.18.1.0/26, the first /26 after the /24", b, ok)
+	}
+}
+
+// TestPoolRecreatedWithLargerBlockSize: with a larger blockSize the new block for a requested
+// address would contain the old, smaller one; it is refused rather than created beside it.
+func TestPoolRecreatedWithLargerBlockSize(t *testing.T) {
+	e := newTestEnv(t)
+	e.real = true
+	e.addNode("h1")
+	e.addPool("p", "198.18.0.0/22", 26)
+	c := e.client()
+	a := e.allocator()
+	ctx := ctxT(t)
+	if _, err := a.AutoAssign(ctx, AutoAssignArgs{Node: "h1", Handle: "old", Num4: 1}); err != nil {
+		t.Fatal(err)
+	}
+	setDisabled(t, c, "p", true)
+	if _, err := a.DeletePool(ctx, "p", "", true); err != nil {
+		t.Fatal(err)
+	}
+	e.addPool("p2", "198.18.0.0/22", 24)
+	err := a.AssignIP(ctx, AssignIPArgs{IP: netip.MustParseAddr("198.18.0.100"), Handle: "new", Node: "h1"})
+	if err == nil || !strings.Contains(err.Error(), "would overlap block 198.18.0.0/26") {
+		t.Errorf("AssignIP into a /24 over the old /26: %v, want a refusal naming the old block", err)
+	}
+	if _, b, err := a.readBlock(ctx, netip.MustParsePrefix("198.18.0.0/24"), true); err != nil || b != nil {
+		t.Errorf("the overlapping /24 was created: %v %v", b, err)
 	}
 }

@@ -135,8 +135,12 @@ func (a *Allocator) groupByBlock(ctx context.Context, ips []netip.Addr) (map[net
 		ip = ip.Unmap()
 		if p := env.poolFor(ip); p != nil {
 			b := p.blockFor(ip)
-			out[b] = append(out[b], ip)
-			continue
+			// The pool's block size may not be the one the address's block was made with
+			// (a pool created again with another blockSize): then look among the blocks.
+			if _, blk, err := a.readBlock(ctx, b, false); err == nil && blk != nil {
+				out[b] = append(out[b], ip)
+				continue
+			}
 		}
 		rest = append(rest, ip)
 	}
