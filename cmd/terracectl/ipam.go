@@ -55,8 +55,9 @@ func writeJSON(w io.Writer, v any) error {
 
 // ipamShow is the JSON shape of `ipam show -o json`.
 type ipamShow struct {
-	Pools  []ipam.PoolUsage  `json:"pools"`
-	Blocks []ipam.BlockUsage `json:"blocks,omitempty"`
+	Pools []ipam.PoolUsage `json:"pools"`
+	// Blocks is there with --show-blocks only, then always a list ([] with no blocks).
+	Blocks *[]ipam.BlockUsage `json:"blocks,omitempty"`
 }
 
 func newIPAMShowCmd(e *env) *cobra.Command {
@@ -75,6 +76,9 @@ func newIPAMShowCmd(e *env) *cobra.Command {
 				var err error
 				if addr, err = netip.ParseAddr(ip); err != nil {
 					return usageErrorf("ipam show: --ip %q is not an IP address", ip)
+				}
+				if showBlocks {
+					return usageErrorf("ipam show: --ip and --show-blocks show different things; give one")
 				}
 			}
 			a, _, err := e.allocator(cmd.Context())
@@ -96,9 +100,14 @@ func newIPAMShowCmd(e *env) *cobra.Command {
 				return err
 			}
 			if showBlocks {
-				if out.Blocks, err = a.ShowBlocks(cmd.Context()); err != nil {
+				blocks, err := a.ShowBlocks(cmd.Context())
+				if err != nil {
 					return err
 				}
+				if blocks == nil {
+					blocks = []ipam.BlockUsage{}
+				}
+				out.Blocks = &blocks
 			}
 			if output == outJSON {
 				return writeJSON(e.out, out)
@@ -128,7 +137,7 @@ func printIPAMShow(w io.Writer, s ipamShow, showBlocks bool) error {
 	if showBlocks {
 		fmt.Fprintln(tw, "")
 		fmt.Fprintln(tw, "BLOCK\tPOOL\tNODE\tSIZE\tUSED\tFREE")
-		for _, b := range s.Blocks {
+		for _, b := range *s.Blocks {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\n", b.CIDR, dash(b.Pool), dash(b.Node), b.Size, b.Used, b.Free)
 		}
 	}
@@ -290,8 +299,15 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 				}
 				dec := json.NewDecoder(strings.NewReader(string(data)))
 				dec.DisallowUnknownFields()
-				if err := dec.Decode(&rep); err != nil {
+				err = dec.Decode(&rep)
+				switch {
+				case err != nil:
 					return usageErrorf("ipam release: %s is not an `ipam check -o json` report: %v", report, err)
+				case dec.More():
+					return usageErrorf("ipam release: %s is not an `ipam check -o json` report: more data after the report", report)
+				case rep.CheckedAt.IsZero():
+					// {} or null would release nothing and say nothing: not a report.
+					return usageErrorf("ipam release: %s is not an `ipam check -o json` report: no checkedAt", report)
 				}
 			}
 			a, c, err := e.allocator(cmd.Context())
@@ -331,9 +347,13 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 					if werr := writeJSON(e.out, res); werr != nil {
 						return errors.Join(err, werr)
 					}
-					return err
+				} else {
+					printRepair(e, res)
 				}
-				printRepair(e, res)
+				if err == nil && len(res.Skipped) > 0 {
+					// As --ip: something listed was not released, which a script must see.
+					return reported{code: exitRuntime}
+				}
 				return err
 			}
 			res := ipam.RepairResult{Released: []netip.Addr{}, FreedBlocks: []netip.Prefix{}, Skipped: []ipam.Skipped{}}

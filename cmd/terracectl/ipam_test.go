@@ -92,6 +92,25 @@ func TestIPAMCommands(t *testing.T) {
 	if res := c.run("", "ipam", "release", "--ip", got.IPv4[0].String()); res.code != 1 || !strings.Contains(res.stdout, "skipped") {
 		t.Fatalf("release of a free address: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
+	// The same report again: everything in it is skipped now (already released), which exits 1
+	// as --ip does.
+	if res := c.run("", "ipam", "release", "--from-report", file); res.code != 1 || !strings.Contains(res.stdout, "skipped") {
+		t.Fatalf("release --from-report of a report already applied: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	// Not reports: nothing to release and no error would hide a wrong file.
+	for name, content := range map[string]string{"empty-object": "{}", "null": "null", "trailing": rep + "\n{}"} {
+		bad := filepath.Join(t.TempDir(), name+".json")
+		if err := os.WriteFile(bad, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if res := c.run("", "ipam", "release", "--from-report", bad); res.code != 2 || !strings.Contains(res.stderr, "is not an `ipam check -o json` report") {
+			t.Errorf("release --from-report %s: exit %d\n%s", name, res.code, res.stderr)
+		}
+	}
+	// --show-blocks as JSON always has the list.
+	if out := c.mustRun("", "ipam", "show", "--show-blocks", "-o", "json").stdout; !strings.Contains(out, `"blocks": [`) {
+		t.Errorf("ipam show --show-blocks -o json lacks the blocks list:\n%s", out)
+	}
 
 	// --node refuses a Node that still exists (its pods would be left without their blocks)
 	// unless forced; a removed node's blocks are released.
@@ -126,6 +145,7 @@ func TestIPAMCommands(t *testing.T) {
 		{"ipam", "release"},
 		{"ipam", "release", "--ip", "nope"},
 		{"ipam", "show", "-o", "yaml"},
+		{"ipam", "show", "--ip", "198.18.0.1", "--show-blocks"},
 		{"ipam", "configure"},
 		{"ipam", "release", "--from-report", filepath.Join(t.TempDir(), "missing.json")},
 	} {
