@@ -3,6 +3,7 @@ package ipam
 import (
 	"errors"
 	"net/netip"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -445,7 +446,9 @@ func TestCheckAndRepair(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Released) != 0 || len(res.Skipped) != 2 {
+	// Skipped: the leak (an owner again), the duplicate (by hand), and the orphan block, whose
+	// owner went but which still holds an address.
+	if len(res.Released) != 0 || len(res.Skipped) != 3 || !strings.Contains(fmt.Sprint(res.Skipped), "owner h2 removed, but it still holds 1 allocated addresses") {
 		t.Fatalf("released %v skipped %+v", res.Released, res.Skipped)
 	}
 	e.res.del("WorkloadEndpoint", "ns", "dead-eth0")
