@@ -2,8 +2,8 @@ package ipam
 
 import (
 	"errors"
-	"net/netip"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
