@@ -96,7 +96,9 @@ func (c *Calculator) updateLocal(key string, l *labelled, ep *localEP, labelsSam
 	c.locals[key] = ep
 	c.dirtyEPs[key] = true
 	if old == nil || old.iface != ep.iface || old.host != ep.host {
-		c.dispatchDirty = true
+		// The routes too: a workload's routes point at its interface (a pod's new sandbox
+		// keeps its addresses on a new veth).
+		c.dispatchDirty, c.routesDirty = true, true
 	}
 	if old == nil || !slices.Equal(old.obj.members[0], l.members[0]) || !slices.Equal(old.obj.members[1], l.members[1]) {
 		c.routesDirty = true

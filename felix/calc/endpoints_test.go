@@ -231,6 +231,13 @@ func TestRoutes(t *testing.T) {
 	}
 	diff(t, "routes", want, c.Desired().Routes)
 
+	// A new sandbox of the pod: same addresses, new interface. The routes follow it.
+	feed(c, wep("ns1", "a", testNode, "trc0123456789c", nil, "198.18.0.1/32", "2001:db8:1000::1/128"))
+	c.Flush()
+	want[netip.MustParsePrefix("198.18.0.1/32")] = routes.Target{Dev: "trc0123456789c"}
+	want[netip.MustParsePrefix("2001:db8:1000::1/128")] = routes.Target{Dev: "trc0123456789c"}
+	diff(t, "routes after the interface changed", want, c.Desired().Routes)
+
 	feed(c, del(wep("ns1", "a", "", "", nil)))
 	delta := c.Flush()
 	diff(t, "removed", []netip.Prefix{netip.MustParsePrefix("198.18.0.1/32"), netip.MustParsePrefix("2001:db8:1000::1/128")}, delta.RoutesRemoved)
@@ -279,10 +286,11 @@ func TestStaticChains(t *testing.T) {
 			{Match: "-o trc+", Action: "-j ACCEPT", Comment: "allowed by workload policy"},
 		}, chainOf(t, d, tb, ChainForward))
 		hostAllowed := iptables.Rule{Match: "-m mark --mark 0x10000/0x10000", Action: "-j ACCEPT", Comment: "allowed by host endpoint policy"}
+		hostPassed := iptables.Rule{Match: "-m mark --mark 0x20000/0x20000", Action: "-j ACCEPT", Comment: "passed by host endpoint policy"}
 		diff(t, "input", []iptables.Rule{rule("-i trc+", "-g "+ChainWlToHost), rule("", "-j MARK --set-xmark 0x0/0x30000"),
-			rule("", "-j "+ChainFromHostEp), hostAllowed}, chainOf(t, d, tb, ChainInput))
+			rule("", "-j "+ChainFromHostEp), hostAllowed, hostPassed}, chainOf(t, d, tb, ChainInput))
 		diff(t, "output", []iptables.Rule{{Match: "-o trc+", Action: "-j RETURN", Comment: "host to local workload is not filtered"},
-			rule("", "-j MARK --set-xmark 0x0/0x30000"), rule("", "-j "+ChainToHostEp), hostAllowed}, chainOf(t, d, tb, ChainOutput))
+			rule("", "-j MARK --set-xmark 0x0/0x30000"), rule("", "-j "+ChainToHostEp), hostAllowed, hostPassed}, chainOf(t, d, tb, ChainOutput))
 		diff(t, "deny", []iptables.Rule{{Action: "-j DROP", Comment: "denied by policy"}}, chainOf(t, d, tb, ChainDeny))
 		diff(t, "allow", []iptables.Rule{rule("", "-j MARK --set-xmark 0x10000/0x10000")}, chainOf(t, d, tb, ChainAllow))
 		diff(t, "pass", []iptables.Rule{rule("", "-j MARK --set-xmark 0x20000/0x20000")}, chainOf(t, d, tb, ChainPass))
@@ -336,8 +344,9 @@ func TestFilterActions(t *testing.T) {
 				}
 				for _, ch := range []string{ChainInput, ChainOutput} {
 					rs := chainOf(t, d, tb, ch)
-					if last := rs[len(rs)-1]; last.Match != "-m mark --mark 0x10000/0x10000" || last.Action != tc.allow {
-						t.Errorf("%v %s: want host endpoint verdict %q last, got %+v", tb, ch, tc.allow, rs)
+					acc, pass := rs[len(rs)-2], rs[len(rs)-1]
+					if acc.Match != "-m mark --mark 0x10000/0x10000" || acc.Action != tc.allow || pass.Match != "-m mark --mark 0x20000/0x20000" || pass.Action != tc.allow {
+						t.Errorf("%v %s: want host endpoint verdicts (allowed, passed) %q last, got %+v", tb, ch, tc.allow, rs)
 					}
 				}
 				diff(t, "deny chain", []iptables.Rule{{Action: tc.deny, Comment: "denied by policy"}}, chainOf(t, d, tb, ChainDeny))

@@ -65,6 +65,9 @@ func TestKernelAcceptsRendering(t *testing.T) {
 		{Action: "Deny", Protocol: ptrTo(api.ProtocolFromString("SCTP")), Destination: api.EntityRule{Ports: ports("9")}},
 		{Action: "Deny", Source: api.EntityRule{Nets: []string{"10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32"}, NotNets: []string{"10.1.0.0/16"}}},
 		{Action: "Allow", Destination: api.EntityRule{Selector: "app == 'web'", NotSelector: "tier == 'x'", NamespaceSelector: "all()"}},
+		// One net and one negated net on a side: iptables takes one -d per rule.
+		{Action: "Allow", Destination: api.EntityRule{Nets: []string{"10.0.0.0/8"}, NotNets: []string{"10.96.0.0/12"}}},
+		{Action: "Deny", Source: api.EntityRule{Nets: []string{"2001:db8::/32"}, NotNets: []string{"2001:db8:1::/48"}}},
 	} {
 		rules = append(rules, r)
 	}

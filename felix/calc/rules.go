@@ -192,6 +192,9 @@ func (rr *ruleRenderer) entity(e *api.EntityRule, src bool) (m []string, positiv
 	if src {
 		addrFlag, setDir = "-s", "src"
 	}
+	// iptables takes one -s and one -d per rule, negated or not: with a positive net given by
+	// flag, a single negated one goes through a set too (else the whole table's restore fails).
+	flagUsed := false
 	if len(e.Nets) > 0 {
 		nets, all := rr.familyNets(e.Nets)
 		switch {
@@ -200,6 +203,7 @@ func (rr *ruleRenderer) entity(e *api.EntityRule, src bool) (m []string, positiv
 			return nil, nil, false
 		case len(nets) == 1:
 			m = append(m, addrFlag+" "+nets[0])
+			flagUsed = true
 		default:
 			m = append(m, "-m set --match-set "+rr.acquireNets(nets)+" "+setDir)
 		}
@@ -209,9 +213,14 @@ func (rr *ruleRenderer) entity(e *api.EntityRule, src bool) (m []string, positiv
 		switch {
 		case all:
 			return nil, nil, false
-		case len(nets) == 1:
+		case len(nets) == 0:
+			// Only the other family's: as Calico, the rule is left out of this family rather
+			// than kept with no address condition, which would match every address of it
+			// (an Allow of "not the v4 cluster range" would open all IPv6).
+			return nil, nil, false
+		case len(nets) == 1 && !flagUsed:
 			m = append(m, "! "+addrFlag+" "+nets[0])
-		case len(nets) > 1:
+		case len(nets) >= 1:
 			m = append(m, "-m set ! --match-set "+rr.acquireNets(nets)+" "+setDir)
 		}
 	}
@@ -321,15 +330,15 @@ func (rr *ruleRenderer) portAlternatives(ps []api.Port, sm *selMatcher, proto ui
 }
 
 // namedPortSet acquires the hash:ip,port set of the named port on the endpoints the side's
-// selector matches (every endpoint in scope when it has none: the policy's namespace for a
-// NetworkPolicy, the cluster for a GlobalNetworkPolicy). It returns "" for protocols ipset cannot
-// hold (only TCP, UDP and SCTP).
+// selector matches (every endpoint of the cluster when it has none, in a NetworkPolicy too: the
+// side matches any address then, so the port is resolved wherever it is declared, as Calico
+// does). It returns "" for protocols ipset cannot hold (only TCP, UDP and SCTP).
 func (rr *ruleRenderer) namedPortSet(sm *selMatcher, proto uint8, name string) string {
 	pn := map[uint8]string{6: "tcp", 17: "udp", 132: "sctp"}[proto]
 	if pn == "" {
 		return ""
 	}
-	m := selMatcher{sel: selector.MustParse("all()"), ns: rr.namespace}
+	m := selMatcher{sel: selector.MustParse("all()")}
 	if sm != nil {
 		m = *sm
 	}

@@ -58,12 +58,16 @@ func TestRuleRendering(t *testing.T) {
 			[]iptables.Rule{rule("-s 10.0.0.0/8", "-j "+ChainDeny)}, []iptables.Rule{rule("-s 2001:db8::/32", "-j "+ChainDeny)}},
 		{"several nets become a set, IPv6 has none", api.Rule{Action: "Deny", Source: api.EntityRule{Nets: []string{"192.0.2.0/24", "10.0.0.0/8"}}},
 			[]iptables.Rule{rule("-m set --match-set "+nets4+" src", "-j "+ChainDeny)}, nil},
+		// notNets only of the other family: the rule is left out there, as Calico does.
 		{"notNets", api.Rule{Action: "Deny", Destination: api.EntityRule{NotNets: []string{"10.0.0.0/8"}}},
-			[]iptables.Rule{rule("! -d 10.0.0.0/8", "-j "+ChainDeny)}, []iptables.Rule{rule("", "-j "+ChainDeny)}},
+			[]iptables.Rule{rule("! -d 10.0.0.0/8", "-j "+ChainDeny)}, nil},
+		{"one net and one notNet on a side: the negation through a set (one -d per rule)", api.Rule{Action: "Allow", Destination: api.EntityRule{
+			Nets: []string{"10.0.0.0/8"}, NotNets: []string{"10.96.0.0/12"}}},
+			[]iptables.Rule{rule("-d 10.0.0.0/8 -m set ! --match-set "+ipsets.NameFor(ipsets.FamilyInet, "nets:10.96.0.0/12")+" dst", allowMark)}, nil},
 		{"nets /0 is no condition", api.Rule{Action: "Deny", Source: api.EntityRule{Nets: []string{"0.0.0.0/0"}}},
 			[]iptables.Rule{rule("", "-j "+ChainDeny)}, nil},
 		{"notNets /0 never matches", api.Rule{Action: "Deny", Source: api.EntityRule{NotNets: []string{"0.0.0.0/0"}}},
-			nil, []iptables.Rule{rule("", "-j "+ChainDeny)}},
+			nil, nil},
 		{"selector", api.Rule{Action: "Allow", Source: api.EntityRule{Selector: "role == 'db'"}},
 			[]iptables.Rule{rule("-m set --match-set "+selSet(ipsets.FamilyInet, "role == 'db'", "", "")+" src", allowMark)},
 			[]iptables.Rule{rule("-m set --match-set "+selSet(ipsets.FamilyInet6, "role == 'db'", "", "")+" src", allowMark)}},
@@ -311,4 +315,16 @@ func TestNamedPortMembers(t *testing.T) {
 		api.WorkloadEndpointPort{Name: "http", Protocol: api.ProtocolFromString("TCP"), Port: 80}))
 	d := c.Flush()
 	diff(t, "delta", []IPSetMembers{{Name: name, Added: []string{"198.18.1.2,tcp:80"}, Removed: []string{}}}, d.IPSetMembers)
+
+	// No selector on the side: it matches any address, so the port is resolved on every
+	// endpoint declaring it, in other namespaces too (as Calico), not only in ns1.
+	open := api.Rule{Action: "Allow", Protocol: tcp(), Destination: api.EntityRule{Ports: ports("http")}}
+	c = newCalc(append(base, np("ns1", "p", nil, "app == 'web'", nil, []api.Rule{open}))...)
+	got = chainOf(t, c.Desired(), v4f, policyChain(api.KindNetworkPolicy, "ns1", "p", dirEgress))
+	if len(got) != 1 {
+		t.Fatalf("rules %+v", got)
+	}
+	fields = strings.Fields(got[0].Match)
+	diff(t, "members without a selector", []string{"198.18.1.1,tcp:8080", "198.18.1.3,tcp:8080", "198.18.1.4,tcp:8080"},
+		c.Desired().IPSets[fields[slices.Index(fields, "dst,dst")-1]].Members)
 }

@@ -76,17 +76,22 @@ func (c *Calculator) renderStatic() {
 		// for allowed.
 		hostAllowed := iptables.Rule{Match: "-m mark --mark " + hexMark(MarkAccept) + "/" + hexMark(MarkAccept),
 			Action: "-j " + allow, Comment: "allowed by host endpoint policy"}
+		// Pass past the last policy acts as Allow (there are no profiles), as for workloads.
+		hostPassed := iptables.Rule{Match: "-m mark --mark " + hexMark(MarkPass) + "/" + hexMark(MarkPass),
+			Action: "-j " + allow, Comment: "passed by host endpoint policy"}
 		c.setChain(ChainRef{t, ChainInput}, []iptables.Rule{
 			{Match: "-i " + workloadIfaceMatch, Action: "-g " + ChainWlToHost},
 			clearMarks,
 			{Action: "-j " + ChainFromHostEp},
 			hostAllowed,
+			hostPassed,
 		})
 		c.setChain(ChainRef{t, ChainOutput}, []iptables.Rule{
 			{Match: "-o " + workloadIfaceMatch, Action: "-j RETURN", Comment: "host to local workload is not filtered"},
 			clearMarks,
 			{Action: "-j " + ChainToHostEp},
 			hostAllowed,
+			hostPassed,
 		})
 		c.setChain(ChainRef{t, ChainDeny}, []iptables.Rule{{Action: "-j " + deny, Comment: "denied by policy"}})
 		var wl []iptables.Rule
