@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"sync"
@@ -117,6 +118,9 @@ func Up(ctx context.Context, opts Options) (*Testbed, error) {
 	}
 	if err := cleanup(ctx, opts.StateDir, opts.Prefix, opts.Logger); err != nil {
 		return nil, fmt.Errorf("clean leftovers: %w", err)
+	}
+	if err := claimPrefix(opts.Prefix, opts.StateDir); err != nil {
+		return nil, fmt.Errorf("start testbed: %w", err)
 	}
 
 	tb := &Testbed{st: &State{Options: opts, Created: time.Now().UTC()}, log: opts.Logger}
@@ -451,9 +455,19 @@ func cleanup(ctx context.Context, stateDir, prefix string, log *slog.Logger) err
 	if err != nil {
 		errs = append(errs, err)
 	}
+	// Namespaces of the prefix that this state does not record are leftovers of a crashed run,
+	// unless another live testbed owns the prefix: then they are its, and left alone.
+	abs, _ := filepath.Abs(stateDir)
+	other := prefixOwner(prefix)
+	if other == abs {
+		other = ""
+	}
+	if other != "" {
+		log.Warn("namespace prefix in use by another testbed; only this state's own namespaces are removed", "prefix", prefix, "owner", other)
+	}
 	var ours []string
 	for _, ns := range all {
-		if slices.Contains(recorded, ns) || ownedNamespace(prefix, ns) {
+		if slices.Contains(recorded, ns) || (other == "" && ownedNamespace(prefix, ns)) {
 			ours = append(ours, ns)
 		}
 	}
@@ -469,13 +483,22 @@ func cleanup(ctx context.Context, stateDir, prefix string, log *slog.Logger) err
 	if err := clearStateDir(stateDir); err != nil {
 		errs = append(errs, err)
 	}
+	if err := releasePrefix(prefix, abs); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("tear down testbed: %w", err)
 	}
 	return nil
 }
 
-// clearStateDir removes everything the testbed wrote except the lock file other invocations may hold.
+// stateEntry matches the names the testbed writes in its state directory: the state file, the
+// per-namespace directories, the CNI plugin directory and the demo's files.
+var stateEntry = regexp.MustCompile(`^(state\.json(\.tmp)?|ctl|tor-[0-9]+|host-[0-9]+|cni-bin|demo-[a-z]+\.(yaml|txt))$`)
+
+// clearStateDir removes what the testbed wrote, and only that: the state directory is the
+// operator's choice (--state-dir, TERRACE_TESTBED_STATE_DIR), and a wrong one (a home directory,
+// the repository) must lose nothing. The lock file other invocations may hold stays too.
 func clearStateDir(dir string) error {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -486,7 +509,7 @@ func clearStateDir(dir string) error {
 	}
 	var errs []error
 	for _, e := range ents {
-		if e.Name() == ".lock" {
+		if !stateEntry.MatchString(e.Name()) {
 			continue
 		}
 		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
