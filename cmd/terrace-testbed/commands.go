@@ -306,6 +306,10 @@ reachable or blocked. While any probe differs, the matrix is probed again every 
 			if n := m.Differences(); n > 0 {
 				return fmt.Errorf("check: %d of %d probes differ from the expectation", n, len(m.Cells))
 			}
+			if len(m.Cells) == 0 {
+				// A check that probed nothing proved nothing: not a pass.
+				return errors.New("check: no probes ran (it needs at least two pods with addresses; add them with `pod add`)")
+			}
 			return nil
 		},
 	}

@@ -92,7 +92,39 @@ func newRoot() *cobra.Command {
 	root.AddCommand(newUpCmd(e), newDownCmd(e), newStatusCmd(e), newExecCmd(e), newPodCmd(e),
 		newCheckCmd(e), newListenCmd(), newDemoCmd(e), newInjectCmd(e))
 	root.AddCommand(newFaultCmds(e)...)
+	usageExits(root)
 	return root
+}
+
+// usageExits makes every command-line mistake exit 2: argument-count errors (cobra's are plain
+// errors, exit 1), and a missing or unknown subcommand of a command that only groups others
+// (cobra prints the help and exits 0 there, which a script takes for success).
+func usageExits(c *cobra.Command) {
+	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unknown command %q for %q (see --help)", args[0], cmd.CommandPath())}
+			}
+			_ = cmd.Help()
+			return usageError{fmt.Errorf("%s: give a command", cmd.CommandPath())}
+		}
+	} else if c.Args != nil {
+		check := c.Args
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				var ue usageError
+				if errors.As(err, &ue) {
+					return err
+				}
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageExits(sub)
+	}
 }
 
 func envOr(k, def string) string {

@@ -62,6 +62,12 @@ func TestUsageErrors(t *testing.T) {
 		{"bad inject count", []string{"inject-routes", "tor-1", "many", "--state-dir", state}, 2},
 		{"nothing up", []string{"status", "--state-dir", state}, 1},
 		{"bad log level", []string{"status", "--log-level", "loud", "--state-dir", state}, 2},
+		// Mistyped or missing commands: never the help with exit 0.
+		{"unknown command", []string{"rnu", "--state-dir", state}, 2},
+		{"no command", []string{"--state-dir", state}, 2},
+		{"pod without a command", []string{"pod", "--state-dir", state}, 2},
+		{"pod with an unknown command", []string{"pod", "bogus", "--state-dir", state}, 2},
+		{"down with an argument", []string{"down", "extra", "--state-dir", state}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
