@@ -14,7 +14,9 @@ import (
 // in them.
 var ownersDir = "/run/terrace-testbed-owners"
 
-func ownerPath(prefix string) string { return filepath.Join(ownersDir, strings.TrimSuffix(prefix, "-")) }
+func ownerPath(prefix string) string {
+	return filepath.Join(ownersDir, strings.TrimSuffix(prefix, "-"))
+}
 
 // prefixOwner returns the state directory recorded for prefix, if that directory still holds a
 // testbed with this prefix; "" when nobody owns it (or its owner is gone).
