@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -190,7 +191,11 @@ func (tb *Testbed) cniAdd(ctx context.Context, h *HostState, pod *PodState) erro
 	if err != nil {
 		return err
 	}
-	res, err := cc.AddNetworkList(ctx, list, runtimeConf(*pod))
+	// Bounded, as a runtime bounds it: a plugin that hangs must not hold the state lock (and so
+	// every other command, `down` included) for ever.
+	actx, cancel := context.WithTimeout(ctx, cniAddTimeout)
+	defer cancel()
+	res, err := cc.AddNetworkList(actx, list, runtimeConf(*pod))
 	if err != nil {
 		return fmt.Errorf("cni add: %w", err)
 	}
@@ -213,6 +218,10 @@ func (tb *Testbed) cniAdd(ctx context.Context, h *HostState, pod *PodState) erro
 	if pod.IPv4 == "" && pod.IPv6 == "" {
 		pod.IPv4, pod.IPv6 = podAddrs(ctx, pod.NS)
 	}
+	if pod.IPv4 == "" && pod.IPv6 == "" {
+		// A pod without an address would silently drop out of every check.
+		return errors.New("cni add: the plugin reported no address and the pod's eth0 has none")
+	}
 	return nil
 }
 
@@ -226,8 +235,17 @@ func (tb *Testbed) cniDel(ctx context.Context, h *HostState, pod PodState) error
 	if err != nil {
 		return err
 	}
-	if err := cc.DelNetworkList(ctx, list, runtimeConf(pod)); err != nil {
+	dctx, cancel := context.WithTimeout(ctx, cniDelTimeout)
+	defer cancel()
+	if err := cc.DelNetworkList(dctx, list, runtimeConf(pod)); err != nil {
 		return fmt.Errorf("cni del: %w", err)
 	}
 	return nil
 }
+
+// How long one CNI command may take here: far above a healthy ADD (tens of milliseconds, or a
+// policy wait of a few seconds), well below "for ever".
+const (
+	cniAddTimeout = 2 * time.Minute
+	cniDelTimeout = time.Minute
+)

@@ -480,6 +480,11 @@ func cleanup(ctx context.Context, stateDir, prefix string, log *slog.Logger) err
 			errs = append(errs, err)
 		}
 	}
+	if err := errors.Join(errs...); err != nil {
+		// Something could not be stopped or deleted: the state stays, so that `down` again
+		// still knows what to stop (forgetting it would leave processes nobody tracks).
+		return fmt.Errorf("tear down testbed (state kept; run down again): %w", err)
+	}
 	if err := clearStateDir(stateDir); err != nil {
 		errs = append(errs, err)
 	}
