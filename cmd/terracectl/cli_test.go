@@ -94,8 +94,8 @@ func (c *cli) mustRun(stdin string, args ...string) result {
 	return r
 }
 
-// storedKeys lists everything under /terrace/ straight from etcd.
-func storedKeys(t *testing.T, srv *embedded.Server) []string {
+// rawStore opens the etcd behind srv for reading and writing keys directly, closed at cleanup.
+func rawStore(t *testing.T, srv *embedded.Server) *kv.Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -103,8 +103,16 @@ func storedKeys(t *testing.T, srv *embedded.Server) []string {
 	if err != nil {
 		t.Fatalf("open etcd: %v", err)
 	}
-	defer s.Close()
-	kvs, _, err := s.List(ctx, "/terrace/")
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// storedKeys lists everything under /terrace/ straight from etcd.
+func storedKeys(t *testing.T, srv *embedded.Server) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kvs, _, err := rawStore(t, srv).List(ctx, "/terrace/")
 	if err != nil {
 		t.Fatalf("list etcd: %v", err)
 	}
@@ -557,12 +565,7 @@ func TestGetWithUndecodableValue(t *testing.T) {
 	c.mustRun("", "create", "-f", "testdata/kinds/ippool.yaml")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
-	if err != nil {
-		t.Fatalf("open etcd: %v", err)
-	}
-	defer s.Close()
-	if _, err := s.Put(ctx, "/terrace/v1/ippools/zz-broken", []byte("{not json")); err != nil {
+	if _, err := rawStore(t, srv).Put(ctx, "/terrace/v1/ippools/zz-broken", []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
 	for _, format := range []string{"name", "yaml"} {

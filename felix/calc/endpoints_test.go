@@ -464,13 +464,6 @@ func TestIPv6SourceCheck(t *testing.T) {
 // addresses or removing it re-renders the dispatch; loopback and workload interfaces are never
 // placed; with no interface addresses known nothing is placed.
 func TestHostEndpointByExpectedIPs(t *testing.T) {
-	addrs := func(ss ...string) []netip.Addr {
-		var out []netip.Addr
-		for _, s := range ss {
-			out = append(out, netip.MustParseAddr(s))
-		}
-		return out
-	}
 	byIPs := func(name string) string {
 		return iptables.ChainName("fh", "hep:"+EndpointKey(api.KindHostEndpoint, "", name))
 	}
@@ -518,13 +511,6 @@ func TestHostEndpointByExpectedIPs(t *testing.T) {
 // interfaces out of host endpoint resolution, by name and by /regexp/: no endpoint by name or by
 // address lands on them, and "*" lets their packets leave the dispatch before it.
 func TestInterfaceExclude(t *testing.T) {
-	addrs := func(ss ...string) []netip.Addr {
-		var out []netip.Addr
-		for _, s := range ss {
-			out = append(out, netip.MustParseAddr(s))
-		}
-		return out
-	}
 	ret := func(flag, name string) iptables.Rule {
 		return iptables.Rule{Match: flag + " " + name, Action: "-j RETURN", Comment: "interfaceExclude"}
 	}
@@ -558,4 +544,13 @@ func TestInterfaceExclude(t *testing.T) {
 	diff(t, "an endpoint naming an excluded interface gets nothing; without * no RETURNs", []iptables.Rule{
 		rule("-i kube-ipvs0", "-g "+byIPs),
 	}, dispatch())
+}
+
+// addrs parses addresses for host interface tables.
+func addrs(ss ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	return out
 }
