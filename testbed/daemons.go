@@ -158,7 +158,8 @@ func (tb *Testbed) startNode(h *HostState) error {
 }
 
 // waitNodes gives the daemons a moment to open their sockets. A daemon that exits or stays silent is
-// a warning: up still gives a usable fabric while terrace-node is being built.
+// recorded in Warnings rather than failing Up: the fabric stays for inspection, and the command
+// exits non-zero over it.
 func (tb *Testbed) waitNodes(ctx context.Context) {
 	deadline := time.Now().Add(15 * time.Second)
 	pending := map[string]bool{}

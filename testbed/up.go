@@ -59,7 +59,8 @@ func (tb *Testbed) Host(name string) (HostState, error) {
 // EtcdEndpoints is where every host reaches etcd (only from inside the testbed's namespaces).
 func (tb *Testbed) EtcdEndpoints() []string { return []string{tb.st.Ctl.Endpoint} }
 
-// Warnings lists what up could not do because a part of Terrace is not available yet.
+// Warnings lists what up could not do: a terrace-node that exited or never opened its socket, a
+// fabric config not applied.
 func (tb *Testbed) Warnings() []string { return tb.st.Warnings }
 
 // Preflight checks what up needs before anything is created.

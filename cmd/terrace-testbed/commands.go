@@ -33,8 +33,7 @@ func newUpCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			printUp(cmd.OutOrStdout(), tb)
-			return nil
+			return printUp(cmd.OutOrStdout(), tb)
 		},
 	}
 	f := c.Flags()
@@ -48,7 +47,10 @@ func newUpCmd(e *env) *cobra.Command {
 	return c
 }
 
-func printUp(w io.Writer, tb *testbed.Testbed) {
+// printUp says what was built and returns an error (exit 1) when a part did not come up: a
+// terrace-node that exited or never opened its socket, a fabric config not applied. The fabric
+// stays for inspection.
+func printUp(w io.Writer, tb *testbed.Testbed) error {
 	st := tb.State()
 	fmt.Fprintf(w, "testbed up: %d hosts, %d tor(s), etcd at %s (state in %s)\n",
 		len(st.Hosts), len(st.Tors), st.Ctl.Endpoint, st.Options.StateDir)
@@ -56,8 +58,12 @@ func printUp(w io.Writer, tb *testbed.Testbed) {
 		fmt.Fprintf(w, "  %-8s ip %-15s socket %s\n", h.Name, h.IPv4, h.Socket)
 	}
 	for _, warn := range st.Warnings {
-		fmt.Fprintf(w, "  not available yet: %s\n", warn)
+		fmt.Fprintf(w, "  problem: %s\n", warn)
 	}
+	if n := len(st.Warnings); n > 0 {
+		return fmt.Errorf("up: %d part(s) of the fabric did not come up (listed above); it stays for inspection (status, exec), remove it with down", n)
+	}
+	return nil
 }
 
 func newDownCmd(e *env) *cobra.Command {

@@ -63,7 +63,9 @@ func runDemo(ctx context.Context, e *env, w io.Writer, hosts int) error {
 	if err != nil {
 		return err
 	}
-	printUp(w, tb)
+	if err := printUp(w, tb); err != nil {
+		return err
+	}
 
 	section(w, "pods (two per host)")
 	for _, h := range tb.Hosts() {
