@@ -96,6 +96,20 @@ func (tb *Testbed) Check(ctx context.Context, o CheckOptions) (*Matrix, error) {
 		}
 		closers = append(closers, ls...)
 	}
+	// Each pod must answer on the port itself (over its own loopback, which no policy sees):
+	// otherwise a refused probe, counted as blocked, could pass a "blocked" expectation with no
+	// policy in place.
+	for _, p := range pods {
+		for _, a := range []string{p.IPv4, p.IPv6} {
+			if a == "" {
+				continue
+			}
+			if err := dialInNS(ctx, filepath.Join(netnsDir, p.NS), net.JoinHostPort(a, strconv.Itoa(o.Port)), o.Timeout); err != nil {
+				return nil, fmt.Errorf("check: pod %s/%s does not accept TCP on %s port %d from itself, so its probes would mean nothing: %w",
+					p.Host, p.Name, a, o.Port, err)
+			}
+		}
+	}
 	m := &Matrix{Port: o.Port}
 	for _, src := range pods {
 		for _, dst := range pods {
