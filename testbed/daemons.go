@@ -19,11 +19,16 @@ func (tb *Testbed) bin(name string) string { return filepath.Join(tb.st.Options.
 func (tb *Testbed) etcdArgv() []string {
 	c := tb.st.Ctl
 	return []string{tb.bin("terrace-node"), "etcd", "--data-dir", filepath.Join(c.Dir, "etcd"),
-		"--listen-client", c.Endpoint, "--listen-peer", "http://127.0.0.1:2380"}
+		"--listen-client", c.Endpoint, "--listen-peer", "http://127.0.0.1:2380",
+		"--config", filepath.Join(c.Dir, "terrace-node.yaml")}
 }
 
 func (tb *Testbed) startEtcd(ctx context.Context) error {
 	c := &tb.st.Ctl
+	// An empty config file of its own, as each node's (nodeArgv).
+	if err := os.WriteFile(filepath.Join(c.Dir, "terrace-node.yaml"), nil, 0o644); err != nil {
+		return fmt.Errorf("start etcd: %w", err)
+	}
 	p, err := startProc(c.NS, tb.etcdArgv(), filepath.Join(c.Dir, "etcd.log"), nil)
 	if err != nil {
 		return fmt.Errorf("start etcd: %w", err)
@@ -141,12 +146,20 @@ func (tb *Testbed) nodeArgv(h *HostState) []string {
 	argv = append(argv, "--as-number", strconv.FormatUint(uint64(tb.st.Options.HostAS), 10),
 		"--etcd-endpoints", tb.st.Ctl.Endpoint, "--node-socket", h.Socket,
 		"--state-dir", h.StateDir, "--run-dir", h.RunDir,
-		"--log-level", tb.st.Options.LogLevel, "--log-file", h.LogFile)
+		"--log-level", tb.st.Options.LogLevel, "--log-file", h.LogFile,
+		// Its own (empty) config file, so the machine's /etc/terrace/terrace-node.yaml does not
+		// configure the fabric's nodes.
+		"--config", nodeConfigFile(h))
 	argv = append(argv, tb.st.Options.NodeArgs...)
 	return argv
 }
 
+func nodeConfigFile(h *HostState) string { return filepath.Join(h.Dir, "terrace-node.yaml") }
+
 func (tb *Testbed) startNode(h *HostState) error {
+	if err := os.WriteFile(nodeConfigFile(h), nil, 0o644); err != nil {
+		return fmt.Errorf("start terrace-node on %s: %w", h.Name, err)
+	}
 	h.NodeArgv = tb.nodeArgv(h)
 	p, err := startProc(h.NS, h.NodeArgv, filepath.Join(h.Dir, "node.out"), nil)
 	if err != nil {

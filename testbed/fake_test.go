@@ -113,6 +113,7 @@ func fakeNode(args []string) int {
 		dataDir := fs.String("data-dir", "", "")
 		client := fs.String("listen-client", "", "")
 		peer := fs.String("listen-peer", "", "")
+		fs.String("config", "", "")
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
@@ -127,7 +128,7 @@ func fakeNode(args []string) int {
 		return 0
 	case "run":
 		sock := fs.String("node-socket", "", "")
-		for _, f := range []string{"node-name", "ip", "ip6", "as-number", "etcd-endpoints", "state-dir", "run-dir", "log-level", "log-file"} {
+		for _, f := range []string{"node-name", "ip", "ip6", "as-number", "etcd-endpoints", "state-dir", "run-dir", "log-level", "log-file", "config"} {
 			fs.String(f, "", "")
 		}
 		if err := fs.Parse(args[1:]); err != nil {

@@ -126,7 +126,8 @@ func (s *State) save() error {
 		return fmt.Errorf("encode state: %w", err)
 	}
 	tmp := statePath(dir) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	// 0600: the options may hold the fabric's BGP password.
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
 	if err := os.Rename(tmp, statePath(dir)); err != nil {

@@ -160,7 +160,7 @@ func startProc(ns string, argv []string, output string, env []string) (*Proc, er
 	defer f.Close()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(daemonEnv(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
@@ -168,6 +168,13 @@ func startProc(ns string, argv []string, output string, env []string) (*Proc, er
 	// Reap it when it exits so a dead daemon does not linger as a zombie that looks alive.
 	go func() { _ = cmd.Wait() }()
 	return &Proc{Pid: cmd.Process.Pid, Argv: argv, NS: ns, Output: output, Started: time.Now()}, nil
+}
+
+// daemonEnv is the environment of the daemons the testbed starts: the caller's, without its
+// TERRACE_* settings, which would otherwise configure every terrace-node of the fabric (a
+// TERRACE_FELIX=false in the operator's shell, an etcd endpoint of a real cluster).
+func daemonEnv() []string {
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "TERRACE_") })
 }
 
 // procState reads the one-letter state of pid ("" when it does not exist).
