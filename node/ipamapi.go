@@ -248,8 +248,9 @@ func decode(r *http.Request, w http.ResponseWriter, v any) error {
 }
 
 // infoPingTimeout bounds the readiness probe's look at etcd: a caller probing first wants a fast
-// "no", not the 30 s an assignment would wait for a 503.
-const infoPingTimeout = 2 * time.Second
+// "no", not the 30 s an assignment would wait for a 503; the plugin gives up on the probe after
+// 1 s, so the answer must come before that.
+const infoPingTimeout = 800 * time.Millisecond
 
 func (a *DatastoreAPI) info(w http.ResponseWriter, r *http.Request) {
 	st := a.st.Load()

@@ -70,18 +70,30 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 // Ping says whether etcd answers now (within the dial timeout, or ctx's if shorter).
 func (s *Store) Ping(ctx context.Context) error { return s.ping(ctx) }
 
-// ping asks every endpoint for its status until one answers: Status needs authentication but no
-// key permission, so it checks credentials without assuming what the user may read.
+// ping asks every endpoint for its status at once and is done at the first answer: Status needs
+// authentication but no key permission, so it checks credentials without assuming what the user
+// may read, and asking all at once keeps a member that is down from using up the time while
+// another would answer.
 func (s *Store) ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
-	var errs []error
+	results := make(chan error, len(s.cfg.Endpoints))
 	for _, ep := range s.cfg.Endpoints {
-		_, err := s.cli.Status(ctx, ep)
+		go func() {
+			if _, err := s.cli.Status(ctx, ep); err != nil {
+				results <- fmt.Errorf("%s: %w", ep, err)
+				return
+			}
+			results <- nil
+		}()
+	}
+	var errs []error
+	for range s.cfg.Endpoints {
+		err := <-results
 		if err == nil {
 			return nil
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
