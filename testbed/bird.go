@@ -144,7 +144,8 @@ func (tb *Testbed) writeTorConfig(t *TorState) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(t.Config, []byte(conf), 0o644); err != nil {
+	// 0600: it may hold the fabric's BGP password (BIRD runs as root).
+	if err := writePrivate(t.Config, []byte(conf)); err != nil {
 		return fmt.Errorf("write bird config: %w", err)
 	}
 	if _, err := os.Stat(t.Inject); os.IsNotExist(err) {
@@ -273,4 +274,12 @@ func (tb *Testbed) InjectTorRoutes(ctx context.Context, tor string, prefixes []n
 		return fmt.Errorf("reconfigure bird on %s: %s", tor, strings.TrimSpace(out))
 	}
 	return nil
+}
+
+// writePrivate writes a file only its owner may read, also when it existed with a wider mode.
+func writePrivate(path string, data []byte) error {
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o600)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -72,7 +71,7 @@ func (tb *Testbed) StartHostBird(ctx context.Context, host string, originate []n
 		if err := hostBirdTmpl.Execute(&b, data); err != nil {
 			return fmt.Errorf("render host bird config: %w", err)
 		}
-		if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {
+		if err := writePrivate(conf, []byte(b.String())); err != nil {
 			return fmt.Errorf("write host bird config: %w", err)
 		}
 		p, err := startProc(h.NS, []string{"bird", "-f", "-c", conf, "-s", sock, "-P", filepath.Join(h.Dir, "bird.pid")}, out, nil)

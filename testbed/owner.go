@@ -14,6 +14,19 @@ import (
 // in them.
 var ownersDir = "/run/terrace-testbed-owners"
 
+// canonicalDir is the state directory as owner records name it: absolute, symbolic links resolved
+// (the default /var/run/terrace-testbed is /run/terrace-testbed on most systems).
+func canonicalDir(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return dir
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		return real
+	}
+	return abs
+}
+
 func ownerPath(prefix string) string {
 	return filepath.Join(ownersDir, strings.TrimSuffix(prefix, "-"))
 }
@@ -25,7 +38,7 @@ func prefixOwner(prefix string) string {
 	if err != nil {
 		return ""
 	}
-	dir := strings.TrimSpace(string(b))
+	dir := canonicalDir(strings.TrimSpace(string(b)))
 	st, err := loadState(dir)
 	if err != nil || st.Options.Prefix != prefix {
 		return ""
@@ -35,6 +48,7 @@ func prefixOwner(prefix string) string {
 
 // claimPrefix records stateDir as the owner of prefix, refusing when another live testbed owns it.
 func claimPrefix(prefix, stateDir string) error {
+	stateDir = canonicalDir(stateDir)
 	if owner := prefixOwner(prefix); owner != "" && owner != stateDir {
 		return fmt.Errorf("%w: namespace prefix %q is in use by the testbed in %s (give --state-dir %s, or another prefix)",
 			ErrInvalid, prefix, owner, owner)
@@ -50,6 +64,7 @@ func claimPrefix(prefix, stateDir string) error {
 
 // releasePrefix removes the record if stateDir holds it.
 func releasePrefix(prefix, stateDir string) error {
+	stateDir = canonicalDir(stateDir)
 	b, err := os.ReadFile(ownerPath(prefix))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

@@ -127,7 +127,7 @@ func (s *State) save() error {
 	}
 	tmp := statePath(dir) + ".tmp"
 	// 0600: the options may hold the fabric's BGP password.
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writePrivate(tmp, b); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
 	if err := os.Rename(tmp, statePath(dir)); err != nil {

@@ -458,7 +458,7 @@ func cleanup(ctx context.Context, stateDir, prefix string, log *slog.Logger) err
 	}
 	// Namespaces of the prefix that this state does not record are leftovers of a crashed run,
 	// unless another live testbed owns the prefix: then they are its, and left alone.
-	abs, _ := filepath.Abs(stateDir)
+	abs := canonicalDir(stateDir)
 	other := prefixOwner(prefix)
 	if other == abs {
 		other = ""
