@@ -321,7 +321,8 @@ func (SystemLister) Interfaces() ([]Interface, error) {
 		}
 		ones, _ := a.Mask.Size()
 		byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], netip.PrefixFrom(ip.Unmap(), ones))
-		if a.Flags&(unix.IFA_F_DEPRECATED|unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED|unix.IFA_F_TEMPORARY) != 0 {
+		// IPv6 only: for IPv4 the same bit as IFA_F_TEMPORARY means secondary, a usable address.
+		if ip.Unmap().Is6() && a.Flags&(unix.IFA_F_DEPRECATED|unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED|unix.IFA_F_TEMPORARY) != 0 {
 			unsettled[a.LinkIndex] = append(unsettled[a.LinkIndex], ip.Unmap())
 		}
 	}

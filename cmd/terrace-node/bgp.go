@@ -20,7 +20,7 @@ import (
 func addBGPFlags(f *pflag.FlagSet) {
 	f.Bool("bgp", true, "run the BGP speaker (advertise this node's blocks, program learned routes)")
 	f.String("bgp-debug-listen", "", "loopback address (e.g. 127.0.0.1:50051) for GoBGP's gRPC API, for the gobgp CLI; empty: none")
-	f.Duration("bgp-resync-interval", agent.DefaultResyncInterval, "how often BGP routes in the kernel are read back and repaired (at least 1s)")
+	f.Duration("bgp-resync-interval", agent.DefaultResyncInterval, "how often BGP routes in the kernel are read back and repaired (at least 1s; 0: the default)")
 }
 
 // bgpComponent resolves the BGP settings; a debug listener off loopback is bad usage.
@@ -31,14 +31,13 @@ func bgpComponent(cfg *cliconf.Config, log *slog.Logger) (node.Component, error)
 		if err := speaker.CheckDebugListen(dbg); err != nil {
 			return nil, fmt.Errorf("--bgp-debug-listen: %w", err)
 		}
-		log.Warn("GoBGP gRPC API enabled for debugging", "listen", dbg)
 	}
 	resync, err := cfg.Duration("bgp-resync-interval")
 	if err != nil {
 		return nil, fmt.Errorf("parse --bgp-resync-interval: %w", err)
 	}
-	if resync < time.Second {
-		return nil, fmt.Errorf("--bgp-resync-interval %s: want at least 1s (the routes are read back and repaired that often)", resync)
+	if resync != 0 && resync < time.Second {
+		return nil, fmt.Errorf("--bgp-resync-interval %s: want at least 1s, or 0 for the default %s", resync, agent.DefaultResyncInterval)
 	}
 	return agent.NewComponent(agent.ComponentConfig{
 		StateDir:       cfg.String("state-dir"),

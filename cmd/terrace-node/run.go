@@ -74,6 +74,9 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 			}
 			if runBGP {
 				nc.Components = append(nc.Components, bgpComp)
+				if dbg := cfg.String("bgp-debug-listen"); dbg != "" {
+					log.Warn("GoBGP gRPC API enabled for debugging", "listen", dbg)
+				}
 			} else {
 				log.Info("bgp disabled by configuration: nothing is advertised and no routes are learned")
 			}

@@ -303,7 +303,7 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 				switch {
 				case err != nil:
 					return usageErrorf("ipam release: %s is not an `ipam check -o json` report: %v", report, err)
-				case dec.More():
+				case !atEOF(dec):
 					return usageErrorf("ipam release: %s is not an `ipam check -o json` report: more data after the report", report)
 				case rep.CheckedAt.IsZero():
 					// {} or null would release nothing and say nothing: not a report.
@@ -391,6 +391,13 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 	cmd.Flags().BoolVar(&force, "force", false, "with --node: release them even though the Node still exists")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: text)")
 	return cmd
+}
+
+// atEOF says whether nothing but white space follows the value dec has read (More misses a
+// stray closing bracket).
+func atEOF(dec *json.Decoder) bool {
+	_, err := dec.Token()
+	return errors.Is(err, io.EOF)
 }
 
 func printRepair(e *env, res ipam.RepairResult) {

@@ -98,7 +98,7 @@ func TestIPAMCommands(t *testing.T) {
 		t.Fatalf("release --from-report of a report already applied: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
 	// Not reports: nothing to release and no error would hide a wrong file.
-	for name, content := range map[string]string{"empty-object": "{}", "null": "null", "trailing": rep + "\n{}"} {
+	for name, content := range map[string]string{"empty-object": "{}", "null": "null", "trailing": rep + "\n{}", "stray bracket": rep + "}"} {
 		bad := filepath.Join(t.TempDir(), name+".json")
 		if err := os.WriteFile(bad, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
