@@ -6,7 +6,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -24,7 +23,7 @@ func addBGPFlags(f *pflag.FlagSet) {
 }
 
 // bgpComponent resolves the BGP settings; a debug listener off loopback is bad usage.
-func bgpComponent(cfg *cliconf.Config, log *slog.Logger) (node.Component, error) {
+func bgpComponent(cfg *cliconf.Config) (node.Component, error) {
 	dbg := cfg.String("bgp-debug-listen")
 	if dbg != "" {
 		// The speaker's own check, so what passes here is what it will listen on.

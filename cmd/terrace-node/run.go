@@ -63,7 +63,7 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			bgpComp, err := bgpComponent(cfg, log)
+			bgpComp, err := bgpComponent(cfg)
 			if err != nil {
 				return usageError{err}
 			}
