@@ -608,7 +608,10 @@ func (a *Allocator) assignIP(ctx context.Context, env *allocEnv, args AssignIPAr
 // blockHolding returns the block that holds ip: the pool's block for it (guess) when that exists,
 // else a stored block of another size containing ip (left by a pool deleted and created again
 // with another blockSize, whose addresses may still be held), else guess, still to be created.
-// Looking only at guess would hand out an address such a block holds a second time.
+// Looking only at guess would hand out an address such a block holds a second time. A guess that
+// would overlap a stored block of another size is refused: their addresses would be handed out
+// twice. (Blocks of two sizes over one range come only from a pool re-created, never from two
+// pools at once, so the list read here stays true until the block is created.)
 func (a *Allocator) blockHolding(ctx context.Context, ip netip.Addr, guess netip.Prefix) (netip.Prefix, error) {
 	if _, b, err := a.readBlock(ctx, guess, false); err != nil {
 		return guess, err
@@ -619,29 +622,28 @@ func (a *Allocator) blockHolding(ctx context.Context, ip netip.Addr, guess netip
 	if err != nil {
 		return guess, fmt.Errorf("list blocks: %w", err)
 	}
+	var overlap netip.Prefix
 	for _, e := range kvs {
-		if c, err := ParseBlockKey(e.Key); err == nil && c.Contains(ip) {
+		c, err := ParseBlockKey(e.Key)
+		switch {
+		case err != nil:
+		case c.Contains(ip):
 			return c, nil
+		case c != guess && c.Overlaps(guess):
+			overlap = c
 		}
+	}
+	if overlap.IsValid() {
+		return guess, fmt.Errorf("create block %v: it would overlap block %v, left by a pool whose blockSize changed; "+
+			"release that block's addresses first (terracectl ipam check shows it)", guess, overlap)
 	}
 	return guess, nil
 }
 
 // createBlockFor creates the block holding a specifically requested address: claimed for node
-// when it may own one more block, unowned otherwise. Losing the race to create it is fine. A block
-// that would overlap a stored one of another size is refused: their addresses would be handed
-// out twice.
+// when it may own one more block, unowned otherwise. Losing the race to create it is fine.
+// blockHolding has checked it overlaps no stored block.
 func (a *Allocator) createBlockFor(ctx context.Context, cidr netip.Prefix, node string, env *allocEnv) error {
-	kvs, _, err := a.store.List(ctx, BlockPrefix)
-	if err != nil {
-		return fmt.Errorf("list blocks: %w", err)
-	}
-	for _, e := range kvs {
-		if c, err := ParseBlockKey(e.Key); err == nil && c != cidr && c.Overlaps(cidr) {
-			return fmt.Errorf("create block %v: it would overlap block %v, left by a pool whose blockSize changed; "+
-				"release that block's addresses first (terracectl ipam check shows it)", cidr, c)
-		}
-	}
 	if node != "" {
 		own, err := a.nodeBlocks(ctx, node)
 		if err != nil {
