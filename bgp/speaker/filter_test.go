@@ -203,7 +203,7 @@ func TestFilterStatementsNextHop(t *testing.T) {
 		{NextHopKeep, "import", nh{}},
 	} {
 		p := Peer{Address: addrA, NextHop: c.mode, Filters: &Filters{Export: rules, Import: rules}}
-		_, stmts := filterStatements(c.dir, []Peer{p})
+		_, stmts := filterStatements(c.dir, []Peer{p}, func(Peer) bool { return true })
 		var got nh
 		for _, st := range stmts {
 			if st.Actions.GetNexthop() != nil && st.Actions.GetRouteAction().String() != "ACCEPT" {
@@ -321,4 +321,43 @@ func transitTrio(t *testing.T) (tor, host, other *testSpeaker) {
 	setPeers(t, tor, peerOf(tor, host))
 	setPeers(t, other, peerOf(other, host))
 	return tor, host, other
+}
+
+// TestNextHopModesIPv6OverIPv4: on sessions over IPv4 that carry IPv6, an IPv6 route a filter's
+// Accept passes on must not carry the session's IPv4 address (what BGP puts there for "self"),
+// which no IPv6 route can use: Auto and Self give this host's IPv6 next hop, Keep the ToR's.
+// This host's own IPv6 routes carry its IPv6 next hop under every mode, Self included.
+func TestNextHopModesIPv6OverIPv4(t *testing.T) {
+	tor, host, other := transitTrio(t)
+	dual := Families{IPv4: true, IPv6: true}
+	torNH, hostNH, otherNH := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2"), netip.MustParseAddr("2001:db8::3")
+	toHost := peerOf(tor, host)
+	toHost.Families, toHost.IPv6NextHop = dual, torNH
+	setPeers(t, tor, toHost)
+	fromOther := peerOf(other, host)
+	fromOther.Families, fromOther.IPv6NextHop = dual, otherNH
+	setPeers(t, other, fromOther)
+
+	fromTor, own := pfx("2001:db8:10::/48"), pfx("2001:db8:20::/122")
+	advertise(t, tor, map[netip.Prefix]Advert{fromTor: {NextHop: torNH}})
+	advertise(t, host, map[netip.Prefix]Advert{own: {}})
+
+	for _, c := range []struct {
+		mode NextHopMode
+		want netip.Addr
+	}{{NextHopAuto, hostNH}, {NextHopKeep, torNH}, {NextHopSelf, hostNH}} {
+		toTor := peerOf(host, tor)
+		toTor.Families, toTor.IPv6NextHop = dual, hostNH
+		toOther := peerOf(host, other)
+		toOther.Families, toOther.IPv6NextHop, toOther.NextHop = dual, hostNH, c.mode
+		toOther.Filters = &Filters{Export: []FilterRule{
+			{Filter: "transit", Family: 6, Accept: true, RemoteOnly: true},
+			{Filter: "own", Family: 6, Accept: true, Prefix: own, Exact: true},
+		}}
+		setPeers(t, host, toTor, toOther)
+		want := map[netip.Prefix][]netip.Addr{fromTor: {c.want}, own: {hostNH}}
+		other.sink.waitFor(t, 10*time.Second, fmt.Sprintf("mode %v: the ToR's IPv6 route via %v, the host's own via %v", c.mode, c.want, hostNH), func(m map[netip.Prefix][]netip.Addr) bool {
+			return cmp.Equal(m, want, netOpts)
+		})
+	}
 }

@@ -223,8 +223,9 @@ func (s *Speaker) applyPolicy(ctx context.Context) (retErr error) {
 	slices.Sort(ibgp)
 	filtered := slices.SortedFunc(maps.Values(s.peers), func(a, b Peer) int { return a.Address.Compare(b.Address) })
 	filtered = slices.DeleteFunc(filtered, func(p Peer) bool { return p.Filters == nil })
-	exportSets, exportFilters := filterStatements("export", filtered)
-	importSets, importFilters := filterStatements("import", filtered)
+	ebgp := func(p Peer) bool { return s.localASN(p) != p.ASN }
+	exportSets, exportFilters := filterStatements("export", filtered, ebgp)
+	importSets, importFilters := filterStatements("import", filtered, ebgp)
 	v6Sets, v6Local, v6Reflect := ipv6NextHopStatements(v6nh, nhs)
 	exportKey := fmt.Sprintf("%v|%s|%s|%s|%s", reflector, strings.Join(nhs, ","), strings.Join(ibgp, ","),
 		statementsKey(exportSets, exportFilters), statementsKey(v6Sets, append(slices.Clone(v6Local), v6Reflect...)))
@@ -366,8 +367,9 @@ func (s *Speaker) assignGlobal(ctx context.Context, dir api.PolicyDirection, pol
 // policy, in peer order then rule order, each limited to its peer by a neighbour set (which, for
 // export, GoBGP matches against the peer a route is sent to, and for import the peer it came
 // from), with the defined sets they use. An export Accept ends evaluation before the policy's own
-// statements, so it sets the peer's next hop mode itself.
-func filterStatements(dir string, peers []Peer) ([]*api.DefinedSet, []*api.Statement) {
+// statements, so it sets the peer's next hop mode itself, and, for IPv6 routes to a peer over IPv4,
+// the IPv6 next hop wherever BGP would put the session's IPv4 address (ebgp tells where).
+func filterStatements(dir string, peers []Peer, ebgp func(Peer) bool) ([]*api.DefinedSet, []*api.Statement) {
 	var sets []*api.DefinedSet
 	var stmts []*api.Statement
 	for _, p := range peers {
@@ -409,31 +411,42 @@ func filterStatements(dir string, peers []Peer) ([]*api.DefinedSet, []*api.State
 					IpPrefix: r.Prefix.String(), MaskLengthMin: uint32(lo), MaskLengthMax: uint32(hi),
 				}}})
 			}
-			action := func() *api.Actions {
+			// IPv6 routes to a peer over IPv4: BGP's "self" there is the session's IPv4 address, and
+			// so is "unchanged" for this host's own routes (which carry no next hop of their own).
+			v6OverV4 := dir == "export" && r.Family == 6 && p.Address.Is4() && p.Families.IPv6 && p.IPv6NextHop.Is6()
+			action := func(rt api.Conditions_RouteType) *api.Actions {
 				if !r.Accept {
 					return &api.Actions{RouteAction: api.RouteAction_REJECT}
 				}
 				a := &api.Actions{RouteAction: api.RouteAction_ACCEPT}
-				if dir == "export" {
-					switch p.NextHop {
-					case NextHopSelf:
-						a.Nexthop = &api.NexthopAction{Self: true}
-					case NextHopKeep:
-						a.Nexthop = &api.NexthopAction{Unchanged: true}
-					}
+				switch {
+				case dir != "export":
+				case v6OverV4 && p.NextHop == NextHopKeep && rt != api.Conditions_ROUTE_TYPE_LOCAL:
+					a.Nexthop = &api.NexthopAction{Unchanged: true}
+				case v6OverV4 && (p.NextHop != NextHopAuto || rt == api.Conditions_ROUTE_TYPE_LOCAL || ebgp(p)):
+					a.Nexthop = &api.NexthopAction{Address: p.IPv6NextHop.String()}
+				case v6OverV4:
+				case p.NextHop == NextHopSelf:
+					a.Nexthop = &api.NexthopAction{Self: true}
+				case p.NextHop == NextHopKeep:
+					a.Nexthop = &api.NexthopAction{Unchanged: true}
 				}
 				return a
 			}
 			typed := func(rt api.Conditions_RouteType) *api.Statement {
 				c := cond()
 				c.RouteType = rt
-				return &api.Statement{Name: name + "-" + strings.ToLower(rt.String()), Conditions: c, Actions: action()}
+				return &api.Statement{Name: name + "-" + strings.ToLower(rt.String()), Conditions: c, Actions: action(rt)}
 			}
-			if r.RemoteOnly {
+			switch {
+			case r.RemoteOnly:
 				// Learned from peers: iBGP or eBGP, which GoBGP tells apart as two route types.
 				stmts = append(stmts, typed(api.Conditions_ROUTE_TYPE_INTERNAL), typed(api.Conditions_ROUTE_TYPE_EXTERNAL))
-			} else {
-				stmts = append(stmts, &api.Statement{Name: name, Conditions: cond(), Actions: action()})
+			case v6OverV4 && r.Accept:
+				// This host's own routes need another next hop than those learned from peers.
+				stmts = append(stmts, typed(api.Conditions_ROUTE_TYPE_LOCAL), typed(api.Conditions_ROUTE_TYPE_INTERNAL), typed(api.Conditions_ROUTE_TYPE_EXTERNAL))
+			default:
+				stmts = append(stmts, &api.Statement{Name: name, Conditions: cond(), Actions: action(api.Conditions_ROUTE_TYPE_NONE)})
 			}
 		}
 	}
