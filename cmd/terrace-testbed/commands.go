@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -173,11 +176,15 @@ func newExecCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := tb.Command(cmd.Context(), args[0], args[1:]...)
+			// The child is not tied to our context: Ctrl-C at a terminal reaches it directly (it is
+			// in the foreground process group with us) and it decides what to do, as a shell or
+			// a capture that stops on the first Ctrl-C would. Termination signals sent to us alone
+			// are passed on.
+			c, err := tb.Command(context.WithoutCancel(cmd.Context()), args[0], args[1:]...)
 			if err != nil {
 				return err
 			}
-			return runExit(c)
+			return runForwarding(c, syscall.SIGTERM, syscall.SIGHUP)
 		},
 	}
 }
@@ -366,9 +373,9 @@ func newInjectCmd(e *env) *cobra.Command {
 		Short: "Make a ToR originate COUNT /32 routes from 198.18.64.0 towards every host (0 withdraws them)",
 		Args:  exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var n int
-			if _, err := fmt.Sscan(args[1], &n); err != nil {
-				return usageError{fmt.Errorf("parse count %q: %w", args[1], err)}
+			n, err := strconv.Atoi(args[1])
+			if err != nil {
+				return usageError{fmt.Errorf("parse count %q: not a whole number", args[1])}
 			}
 			ps, err := testbed.InjectPrefixes(n)
 			if err != nil {

@@ -146,11 +146,42 @@ func defaultBinDir() string {
 	return filepath.Dir(exe)
 }
 
+// runForwarding runs a prepared command like runExit, passing the signals named on to it while
+// it runs (so a SIGTERM to us stops it instead of leaving it behind).
+func runForwarding(cmd *exec.Cmd, sigs ...os.Signal) error {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, sigs...)
+	defer signal.Stop(ch)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("run %s: %w", cmd.Args[0], err)
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case sig := <-ch:
+				_ = cmd.Process.Signal(sig) // gone already: Wait reports how it ended
+			case <-done:
+				return
+			}
+		}
+	}()
+	err := cmd.Wait()
+	close(done)
+	return exitStatus(cmd, err)
+}
+
 // runExit runs a prepared command and turns its exit status into ours.
 func runExit(cmd *exec.Cmd) error {
-	err := cmd.Run()
+	return exitStatus(cmd, cmd.Run())
+}
+
+func exitStatus(cmd *exec.Cmd, err error) error {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return exitError{code: 128 + int(ws.Signal())} // as a shell reports it
+		}
 		return exitError{code: ee.ExitCode()}
 	}
 	if err != nil {

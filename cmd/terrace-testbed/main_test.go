@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/terracenet/terrace/testbed"
 )
@@ -60,6 +63,9 @@ func TestUsageErrors(t *testing.T) {
 		{"ip twice", []string{"pod", "add", "host-1", "web", "--ip", "198.18.0.9,198.18.0.9", "--state-dir", state}, 2},
 		{"fault arity", []string{"link-down", "--state-dir", state}, 2},
 		{"bad inject count", []string{"inject-routes", "tor-1", "many", "--state-dir", state}, 2},
+		{"inject count in exponent form", []string{"inject-routes", "tor-1", "1e3", "--state-dir", state}, 2},
+		{"inject count with trailing text", []string{"inject-routes", "tor-1", "10k", "--state-dir", state}, 2},
+		{"negative inject count", []string{"inject-routes", "tor-1", "-1", "--state-dir", state}, 2},
 		{"nothing up", []string{"status", "--state-dir", state}, 1},
 		{"bad log level", []string{"status", "--log-level", "loud", "--state-dir", state}, 2},
 		// Mistyped or missing commands: never the help with exit 0.
@@ -98,5 +104,39 @@ func TestHelpListsCommands(t *testing.T) {
 		if !strings.Contains(out, "\n  "+c+" ") {
 			t.Errorf("help does not list %q", c)
 		}
+	}
+}
+
+// TestRunForwarding: a SIGTERM sent to terrace-testbed while exec runs reaches the child (which
+// would otherwise be left behind), and a child ended by a signal gives the shell's 128+N status.
+func TestRunForwarding(t *testing.T) {
+	ready := filepath.Join(t.TempDir(), "ready")
+	c := exec.Command("sh", "-c", `: > "$1"; exec sleep 30`, "sh", ready)
+	done := make(chan error, 1)
+	go func() { done <- runForwarding(c, syscall.SIGTERM) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("child did not start within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if got := exitCode(err); got != 128+int(syscall.SIGTERM) {
+			t.Errorf("exit status %d (%v), want %d", got, err, 128+int(syscall.SIGTERM))
+		}
+	case <-time.After(10 * time.Second):
+		_ = c.Process.Kill()
+		t.Fatal("child still running 10s after SIGTERM was sent to the parent")
+	}
+	if err := runForwarding(exec.Command("sh", "-c", "exit 3")); exitCode(err) != 3 {
+		t.Errorf("child exiting 3: got %v", err)
 	}
 }
