@@ -272,8 +272,8 @@ func TestApplyMultiDocumentReportsEach(t *testing.T) {
 	if r.code != 2 {
 		t.Errorf("exit %d, want 2", r.code)
 	}
-	if got := strings.TrimSpace(r.stdout); got != "ippool/ok-pool created" {
-		t.Errorf("stdout = %q", got)
+	if got := strings.TrimSpace(r.stdout); got != "" {
+		t.Errorf("stdout = %q, want nothing: no document may be written", got)
 	}
 	wantErr := []string{
 		`error: document 2 (IPPool/Bad_Name, stdin:8): metadata.name: must be an RFC 1123`,
@@ -283,16 +283,17 @@ func TestApplyMultiDocumentReportsEach(t *testing.T) {
 		`error: document 4 (stdin:23): `, `unknown kind "Frobnicator"`,
 		`error: document 5 (stdin:28): `, `unknown field "colour"`,
 		`error: document 6 (stdin:36): parse YAML`,
+		`error: apply: 5 of 6 documents invalid; nothing was changed`,
 	}
 	for _, w := range wantErr {
 		if !strings.Contains(r.stderr, w) {
 			t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
 		}
 	}
-	if n := strings.Count(r.stderr, "\n"); n != 5 {
-		t.Errorf("want one line per invalid document (5), got %d:\n%s", n, r.stderr)
+	if n := strings.Count(r.stderr, "\n"); n != 6 {
+		t.Errorf("want one line per invalid document and a summary (6), got %d:\n%s", n, r.stderr)
 	}
-	if diff := cmp.Diff([]string{"/terrace/v1/ippools/ok-pool"}, storedKeys(t, srv)); diff != "" {
+	if diff := cmp.Diff([]string(nil), storedKeys(t, srv)); diff != "" {
 		t.Errorf("stored keys (-want +got):\n%s", diff)
 	}
 }
@@ -580,5 +581,22 @@ func TestGetWithUndecodableValue(t *testing.T) {
 	// The readable one alone, by name, is not affected.
 	if r := c.mustRun("", "get", "ippool", "pool-1", "-o", "name"); strings.TrimSpace(r.stdout) != "ippool/pool-1" {
 		t.Errorf("get ippool pool-1: %q", r.stdout)
+	}
+}
+
+// TestDeleteManifestWithInvalidDocument: delete -f with one document it cannot use deletes
+// nothing, not the documents around it.
+func TestDeleteManifestWithInvalidDocument(t *testing.T) {
+	c, srv := newCLI(t)
+	pool := "apiVersion: terrace.dev/v1\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 198.18.0.0/16}\n"
+	if r := c.run(pool, "apply", "-f", "-"); r.code != 0 {
+		t.Fatalf("apply: exit %d: %s", r.code, r.stderr)
+	}
+	r := c.run(pool+"---\napiVersion: terrace.dev/v1\nkind: Node\nmetadata: {}\n", "delete", "-f", "-")
+	if r.code != 2 || !strings.Contains(r.stderr, "delete: 1 of 2 documents invalid; nothing was changed") {
+		t.Errorf("exit %d, stderr %q; want 2 and the summary", r.code, r.stderr)
+	}
+	if diff := cmp.Diff([]string{"/terrace/v1/ippools/p"}, storedKeys(t, srv)); diff != "" {
+		t.Errorf("stored keys (-want +got):\n%s", diff)
 	}
 }

@@ -53,7 +53,7 @@ func addFileFlag(cmd *cobra.Command, files *[]string, what string) {
 
 // readDocs reads and decodes every -f input. Each document is checked as the datastore will check
 // it (defaults, then validation) so invalid ones are reported, with exit status 2, before anything
-// is written and even when etcd is down. An input that cannot be split at all is an error.
+// is written (then nothing is) and even when etcd is down. An input that cannot be split at all is an error.
 func readDocs(files []string, in io.Reader, namespace string, nsExplicit, validate bool) ([]doc, error) {
 	var out []doc
 	for _, f := range files {

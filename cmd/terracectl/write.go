@@ -31,9 +31,10 @@ func (n *nsFlags) add(cmd *cobra.Command, withAll bool) {
 
 func (n *nsFlags) explicit(cmd *cobra.Command) bool { return cmd.Flags().Changed("namespace") }
 
-// runDocs reads every document, reports the invalid ones without writing them, then applies act to
-// the rest one by one, reporting each. Exit status: 2 if any document was invalid, else 1 if any
-// write failed, else 0.
+// runDocs reads every document and reports each invalid one; if there is any, nothing is written
+// (a manifest half applied could leave a deny policy out and its allow policy in). Otherwise it
+// applies act to each one by one, reporting each. Exit status: 2 if any document was invalid (or
+// the datastore refused one as invalid), else 1 if any write failed, else 0.
 func runDocs(cmd *cobra.Command, e *env, files []string, ns *nsFlags, validate bool, act docAction) error {
 	if len(files) == 0 {
 		return usageErrorf("%s: no input: give -f FILE (or -f - for stdin)", cmd.CommandPath())
@@ -51,6 +52,12 @@ func runDocs(cmd *cobra.Command, e *env, files []string, ns *nsFlags, validate b
 			continue
 		}
 		valid = append(valid, d)
+	}
+	if invalid > 0 {
+		if len(docs) > 1 {
+			e.errorf("%s: %d of %d documents invalid; nothing was changed", cmd.Name(), invalid, len(docs))
+		}
+		return reported{exitInput}
 	}
 	if len(valid) > 0 {
 		c, err := e.connect(cmd.Context())
