@@ -61,6 +61,7 @@ type Agent struct {
 	pushErrs  map[string]error // model objects a writer refused, by object
 	blocks    map[netip.Prefix]bool
 	locals    map[string]localEP    // local workload endpoints by namespace/name
+	reported  map[string]int64      // the last status handed to the status writer
 	ifUsers   map[string]int        // local endpoints per host-side interface
 	conflicts map[netip.Prefix]bool // route keys another protocol holds, as last logged
 

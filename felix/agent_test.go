@@ -20,6 +20,7 @@ import (
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/felix/dataplane/iptables"
 	"github.com/terracenet/terrace/ipam"
 )
 
@@ -37,7 +38,12 @@ type harness struct {
 
 func newHarness(t *testing.T, mod func(*Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, dp: newFakeDP(), calc: &fakeCalc{node: testNode}, store: newFakeStore(), done: make(chan error, 1)}
+	return newHarnessWith(t, newFakeDP(), mod)
+}
+
+func newHarnessWith(t *testing.T, dp *fakeDP, mod func(*Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, dp: dp, calc: &fakeCalc{node: testNode}, store: newFakeStore(), done: make(chan error, 1)}
 	cfg := Config{NodeName: testNode, Status: h.store, ApplyInterval: 5 * time.Millisecond, ResyncInterval: -1,
 		RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, Logger: testLogger(t)}
 	if mod != nil {
@@ -330,6 +336,41 @@ func TestFailingNATDoesNotHoldStatus(t *testing.T) {
 	if ok, why := h.a.Ready(); ok || !strings.Contains(why, "iptables-nat-v4") {
 		t.Errorf("readiness = %v %q, want the failing nat table named", ok, why)
 	}
+}
+
+// TestStatusPerFamily: a failing ip6tables filter table holds back the status of endpoints with
+// an IPv6 address only: an IPv4-only pod is reported programmed, a dual-stack one keeps the
+// revision it was reported at (none, or an older one) until ip6tables works again.
+func TestStatusPerFamily(t *testing.T) {
+	dp := newFakeDP()
+	dp.filter6 = &fakeTable{newFakeObjects[[]iptables.Rule]("iptables-filter-v6", dp.r), map[string][]iptables.Rule{}, new(bool)}
+	h := newHarnessWith(t, dp, nil)
+	h.status(kv.StatusInSync)
+	rDual := h.putR(wep(testNode, "ns1", "dual", "trc0123456789a", "198.18.2.1/32", "2001:db8:1000::1/128"))
+	kDual := datastore.EndpointStatusKey(testNode, "ns1", "dual")
+	statusIs := func(k string, rev int64) func() bool {
+		return func() bool { v, _ := h.store.get(k); return v == fmt.Sprintf(`{"programmed":true,"revision":%d}`, rev) }
+	}
+	waitFor(t, "status of the dual-stack endpoint", statusIs(kDual, rDual))
+
+	h.dp.r.setFail("iptables-filter-v6", errors.New("ip6tables-restore: broken"))
+	rDual2 := h.putR(wep(testNode, "ns1", "dual", "trc0123456789a", "198.18.2.1/32", "2001:db8:1000::2/128"))
+	r4 := h.putR(wep(testNode, "ns1", "v4only", "trc0123456789b", "198.18.2.2/32"))
+	rV6 := h.putR(wep(testNode, "ns1", "v6only", "trc0123456789c", "2001:db8:1000::3/128"))
+	k4, kV6 := datastore.EndpointStatusKey(testNode, "ns1", "v4only"), datastore.EndpointStatusKey(testNode, "ns1", "v6only")
+	waitFor(t, "status of the IPv4-only endpoint despite ip6tables failing", statusIs(k4, r4))
+	waitFor(t, "ip6tables failure seen", func() bool { _, why := h.a.Ready(); return strings.Contains(why, "iptables-filter-v6") })
+	if !statusIs(kDual, rDual)() {
+		v, _ := h.store.get(kDual)
+		t.Errorf("dual-stack endpoint status %s while ip6tables fails; want its old revision %d kept", v, rDual)
+	}
+	if v, ok := h.store.get(kV6); ok {
+		t.Errorf("IPv6-only endpoint reported %s while ip6tables fails", v)
+	}
+
+	h.dp.r.setFail("iptables-filter-v6", nil)
+	waitFor(t, "dual-stack endpoint's new revision once ip6tables works", statusIs(kDual, rDual2))
+	waitFor(t, "IPv6-only endpoint's status once ip6tables works", statusIs(kV6, rV6))
 }
 
 // TestEndpointStatus: local endpoints get a status with their revision once programmed, others

@@ -22,7 +22,8 @@ func (a *Agent) cycle(ctx context.Context, resync bool) error {
 	a.dirty = false
 	a.push(a.calc.Flush())
 	a.log.Debug("calculated and pushed", "took", time.Since(start).String())
-	results, policyOK := a.applyAll(ctx, resync)
+	results, ok := a.applyAll(ctx, resync)
+	policyOK := ok.v4 && ok.v6
 	a.lastApply = time.Now()
 	elapsed := a.lastApply.Sub(start)
 
@@ -47,8 +48,8 @@ func (a *Agent) cycle(ctx context.Context, resync bool) error {
 		}
 	}
 	a.health.setModelErrs(a.pushErrs)
-	if policyOK && a.status != nil {
-		a.status.set(a.statusSnapshot())
+	if a.status != nil {
+		a.status.set(a.statusSnapshot(ok))
 	}
 	if policyOK {
 		a.health.setProgrammed()
@@ -122,8 +123,9 @@ func (a *Agent) setInSync(name string) {
 // same time: routes and interface settings beside the policy writers, and the tables (each its
 // own writer and its own iptables-restore transaction) beside each other, so a start costs the
 // slowest chain of dependent steps rather than the sum of all of them. A failing writer does not
-// stop the others. policyOK says whether ipsets and every table are now as calculated.
-func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, bool) {
+// stop the others. The families returned say for which of IPv4 and IPv6 the ipsets and every
+// policy table are now as calculated.
+func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, familiesOK) {
 	a.waitPrimed()
 	run := func(name string, apply, resyncf func(context.Context) error) error {
 		f := apply
@@ -156,7 +158,8 @@ func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, bo
 		tables.Go(func() { tableErrs[i] = run(tableWriterName(id), t.Apply, t.Resync) })
 	}
 	tables.Wait()
-	tablesOK, policyTablesOK := true, true
+	tablesOK := true
+	policyTablesOK := familiesOK{v4: true, v6: true}
 	for i, id := range ids {
 		if tableErrs[i] != nil {
 			res[tableWriterName(id)] = tableErrs[i]
@@ -164,7 +167,9 @@ func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, bo
 			// The nat table holds natOutgoing, no policy: its failure is reported, but must
 			// not hold back every endpoint's "policy programmed" status (and so every ADD that
 			// waits for it).
-			policyTablesOK = policyTablesOK && id.Table == "nat"
+			if id.Table != "nat" {
+				policyTablesOK.clear(id.IPVersion)
+			}
 		}
 	}
 	setsOK := setsErr == nil
@@ -183,16 +188,44 @@ func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, bo
 			res[name] = err
 		}
 	}
-	return res, setsOK && policyTablesOK && !a.hasPolicyPushErrs()
+	ok := policyTablesOK.and(a.policyPushOK())
+	if !setsOK {
+		ok = familiesOK{} // the set writer is shared: which family a failed set serves is not known
+	}
+	return res, ok
 }
 
-func (a *Agent) hasPolicyPushErrs() bool {
+// familiesOK says, per IP family, whether the policy calculated for it is in the kernel.
+type familiesOK struct{ v4, v6 bool }
+
+func (f *familiesOK) clear(ipVersion int) {
+	if ipVersion == 6 {
+		f.v6 = false
+	} else {
+		f.v4 = false
+	}
+}
+
+func (f familiesOK) and(g familiesOK) familiesOK {
+	return familiesOK{v4: f.v4 && g.v4, v6: f.v6 && g.v6}
+}
+
+// policyPushOK says for which families no policy object was refused: a chain or insertion
+// belongs to its table's family; a refused set counts against both.
+func (a *Agent) policyPushOK() familiesOK {
+	ok := familiesOK{v4: true, v6: true}
 	for k := range a.pushErrs {
-		if !isRouteObj(k) && !strings.HasPrefix(k, "sysctl ") && !strings.Contains(k, " iptables-nat-") {
-			return true
+		switch {
+		case isRouteObj(k), strings.HasPrefix(k, "sysctl "), strings.Contains(k, " iptables-nat-"):
+		case strings.Contains(k, " iptables-") && strings.Contains(k, "-v6 "):
+			ok.v6 = false
+		case strings.Contains(k, " iptables-") && strings.Contains(k, "-v4 "):
+			ok.v4 = false
+		default:
+			ok = familiesOK{}
 		}
 	}
-	return false
+	return ok
 }
 
 // push hands a calculated delta to the writers. A refusal is a calculation bug, not a kernel

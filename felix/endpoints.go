@@ -101,13 +101,21 @@ func (a *Agent) releaseIface(iface string) {
 	}
 }
 
-// statusSnapshot is the status every local workload endpoint has once the policy computed so
-// far is in the kernel: key => revision.
-func (a *Agent) statusSnapshot() map[string]int64 {
+// statusSnapshot is the status of every local workload endpoint: key => the revision whose
+// policy is in the kernel. An endpoint whose families' policy is all in (ok) reports its current
+// revision; any other keeps what it reported before, if anything, so an ip6tables failure does
+// not hold back IPv4-only pods, and no pod is reported programmed before its policy is.
+func (a *Agent) statusSnapshot(ok familiesOK) map[string]int64 {
 	out := make(map[string]int64, len(a.locals))
 	for _, ep := range a.locals {
-		out[datastore.EndpointStatusKey(a.cfg.NodeName, ep.namespace, ep.name)] = ep.rev
+		key := datastore.EndpointStatusKey(a.cfg.NodeName, ep.namespace, ep.name)
+		if (!ep.v4 || ok.v4) && (!ep.v6 || ok.v6) {
+			out[key] = ep.rev
+		} else if rev, had := a.reported[key]; had {
+			out[key] = rev
+		}
 	}
+	a.reported = out
 	return out
 }
 

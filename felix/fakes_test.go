@@ -314,6 +314,7 @@ type fakeDP struct {
 	ipsets  fakeIPSets
 	filter4 fakeTable
 	nat4    fakeTable
+	filter6 *fakeTable // nil: IPv4 only
 	routes  *fakeRoutes
 	sysctls *fakeSysctls
 }
@@ -336,9 +337,13 @@ func newFakeDP() *fakeDP {
 }
 
 func (f *fakeDP) dataplane() Dataplane {
+	tables := map[calc.TableID]Table{filter4: f.filter4, nat4: f.nat4}
+	if f.filter6 != nil {
+		tables[calc.TableID{IPVersion: 6, Table: "filter"}] = *f.filter6
+	}
 	return Dataplane{
 		IPSets:  f.ipsets,
-		Tables:  map[calc.TableID]Table{filter4: f.filter4, nat4: f.nat4},
+		Tables:  tables,
 		Routes:  f.routes,
 		Sysctls: f.sysctls,
 		// Recorded, so tests see when the once-only clean-up ran.
