@@ -1,6 +1,7 @@
 package api
 
 import (
+	"math/bits"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -81,6 +82,10 @@ func (v *validator) felixConfig(c *FelixConfiguration) {
 		} else if ex != "" && !ValidInterfaceName(ex) {
 			v.add("spec.interfaceExclude", "entry %d: %q is not a valid interface name (write a regular expression between slashes)", i, ex)
 		}
+	}
+	// Terrace's two verdict marks are the mask's lowest two bits.
+	if s.IptablesMarkMask != nil && bits.OnesCount32(*s.IptablesMarkMask) < 2 {
+		v.add("spec.iptablesMarkMask", "%#x has %d bits set; Terrace needs 2 (its lowest two are the accept and pass marks)", *s.IptablesMarkMask, bits.OnesCount32(*s.IptablesMarkMask))
 	}
 	v.protoPorts("spec.failsafeInboundHostPorts", s.FailsafeInboundHostPorts)
 	v.protoPorts("spec.failsafeOutboundHostPorts", s.FailsafeOutboundHostPorts)

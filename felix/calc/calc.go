@@ -37,6 +37,7 @@ type Calculator struct {
 	felix     map[string]*api.FelixConfigurationSpec // "default" and "node"
 	blocks    map[netip.Prefix]bool
 	hostIfs   map[string][]netip.Addr // this host's interfaces and their addresses (SetHostInterfaces)
+	marks     marks                   // verdict mark bits, from iptablesMarkMask
 
 	dirtyPolicies map[string]bool
 	dirtyEPs      map[string]bool
@@ -80,6 +81,7 @@ func New(cfg Config) *Calculator {
 		dirtyPolicies: map[string]bool{},
 		dirtyEPs:      map[string]bool{},
 		removedEPs:    map[string]bool{},
+		marks:         defaultMarks,
 		staticDirty:   true,
 		natDirty:      true,
 		dispatchDirty: true,
@@ -219,11 +221,13 @@ func (c *Calculator) OnUpdate(kind, namespace, name string, r api.Resource) {
 		if c.felixString(exclude, defaultInterfaceExclude) != before {
 			c.dispatchDirty = true
 		}
+		m := c.felixMarks()
 		for k, ep := range c.locals {
-			if ep.host {
+			if ep.host || m != c.marks {
 				c.dirtyEPs[k] = true
 			}
 		}
+		c.marks = m
 	}
 }
 

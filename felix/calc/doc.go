@@ -62,8 +62,9 @@
 // endpoint in that direction, goes (-g) to the policy-list chain trc-pl-<hash of the ordered
 // policy chains>, shared by every endpoint with the same list (1,000 endpoints under 50 distinct
 // lists are 50 lists, not 1,000 copies). The list jumps to each policy chain in turn; policy
-// verdicts travel back in mark bits 0x10000 (accept: the list returns) and 0x20000 (pass: the
-// remaining policies and the final drop are skipped). An Allow rule is one rule that goes (-g) to
+// verdicts travel back in two mark bits, the lowest two of FelixConfiguration iptablesMarkMask
+// (by default 0x10000, accept: the list returns; and 0x20000, pass: the remaining policies and
+// the final drop are skipped). An Allow rule is one rule that goes (-g) to
 // trc-allow, which sets the mark and so returns straight to the list; Pass likewise goes to
 // trc-pass; Deny, and the end of a list, jump to trc-deny, which DROPs or (FelixConfiguration
 // iptablesFilterDenyAction Reject) REJECTs; Log is a LOG with prefix trc-ingress:/trc-egress:.

@@ -3,6 +3,7 @@ package calc
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -201,8 +202,8 @@ func (c *Calculator) renderEndpoint(ep *localEP) {
 	for d := range 2 {
 		if len(pols[d]) > 0 {
 			slices.SortFunc(pols[d], comparePolicies)
-			lists[d] = policyListName(d, pols[d])
-			listRules[d] = policyListRules(d, pols[d])
+			lists[d] = policyListName(d, pols[d], c.marks)
+			listRules[d] = policyListRules(d, pols[d], c.marks)
 		}
 	}
 	c.useLists(ep.key, lists, listRules)
@@ -242,7 +243,7 @@ func (c *Calculator) endpointChain(ep *localEP, d int, list string) []iptables.R
 		}
 		rules = append(rules, iptables.Rule{Action: "-j " + fs})
 	}
-	rules = append(rules, clearMarks)
+	rules = append(rules, c.marks.clear())
 	if list == "" {
 		// Not isolated in this direction: fall off the end, which allows.
 		return rules
@@ -255,20 +256,25 @@ func (c *Calculator) endpointChain(ep *localEP, d int, list string) []iptables.R
 // policyListRules runs policies in order: the first verdict decides, accept returns, and a packet
 // no policy allowed or passed is dropped. A Pass skips the drop and falls off the end: Terrace's
 // implicit profile allows.
-func policyListRules(d int, pols []*policy) []iptables.Rule {
+func policyListRules(d int, pols []*policy, m marks) []iptables.Rule {
 	var rules []iptables.Rule
 	for _, p := range pols {
-		rules = append(rules, iptables.Rule{Match: notPassed, Action: "-j " + p.chain[d]}, returnAccept)
+		rules = append(rules, iptables.Rule{Match: m.notPassed(), Action: "-j " + p.chain[d]}, m.returnAccept())
 	}
-	return append(rules, iptables.Rule{Match: notPassed, Action: "-j " + ChainDeny, Comment: "no policy allowed the packet"})
+	return append(rules, iptables.Rule{Match: m.notPassed(), Action: "-j " + ChainDeny, Comment: "no policy allowed the packet"})
 }
 
 // policyListName names the shared chain of one ordered list of policy chains (which encode the
 // direction), so endpoints selected by the same policies share it.
-func policyListName(d int, pols []*policy) string {
+// policyListName names a list by its policies and, when they are not the defaults, the marks
+// its rules test, so a change of marks makes new lists instead of rewriting shared ones.
+func policyListName(d int, pols []*policy, m marks) string {
 	var id strings.Builder
 	for _, p := range pols {
 		id.WriteString(p.chain[d] + "\n")
+	}
+	if m != defaultMarks {
+		fmt.Fprintf(&id, "marks %x %x\n", m.accept, m.pass)
 	}
 	return iptables.ChainName("pl", id.String())
 }

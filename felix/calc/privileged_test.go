@@ -82,11 +82,11 @@ func TestKernelAcceptsRendering(t *testing.T) {
 		pool("kernel-nat", "198.18.0.0/16", true, false),
 		pool("kernel-nat6", "2001:db8:1000::/48", true, false),
 		// The non-default verdicts and NAT forms: REJECT, RETURN, MASQUERADE with ports (v4),
-		// SNAT to [address]:ports (v6).
+		// SNAT to [address]:ports (v6); marks at both ends of the 32 bits.
 		felixCfg("default", api.FelixConfigurationSpec{FailsafeInboundHostPorts: &[]api.ProtoPort{{Protocol: "TCP", Port: 22, Net: "192.0.2.0/24"}},
 			IptablesFilterDenyAction: "Reject", IptablesFilterAllowAction: "Return",
 			NATPortRange: &api.Port{MinPort: 32768, MaxPort: 65535}, NATOutgoingAddress: "2001:db8::10",
-			InterfaceExclude: "kube-ipvs0,eth.dot_9,/^vlan/"}),
+			InterfaceExclude: "kube-ipvs0,eth.dot_9,/^vlan/", IptablesMarkMask: ptrTo(uint32(0x80000001))}),
 		gnp("kernel", nil, "k == '1'", rules, rules),
 	)
 	c := New(Config{NodeName: testNode, IPv6: true})

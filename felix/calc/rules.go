@@ -11,22 +11,54 @@ import (
 	"github.com/terracenet/terrace/felix/dataplane/iptables"
 )
 
-// Mark bits policy chains use to hand their verdict back to the endpoint chain.
+// Mark bits policy chains use to hand their verdict back to the endpoint chain, by default (as
+// Calico's within its default iptablesMarkMask 0xffff0000).
 const (
 	MarkAccept = 0x10000
 	MarkPass   = 0x20000
-	markBoth   = MarkAccept | MarkPass
 	// maxMultiport is iptables' limit of port slots in one multiport match (a range takes two).
 	maxMultiport = 15
 )
 
-var (
-	setAccept    = iptables.Rule{Action: "-j MARK --set-xmark " + hexMark(MarkAccept) + "/" + hexMark(MarkAccept)}
-	returnAccept = iptables.Rule{Match: "-m mark --mark " + hexMark(MarkAccept) + "/" + hexMark(MarkAccept), Action: "-j RETURN"}
-	setPass      = iptables.Rule{Action: "-j MARK --set-xmark " + hexMark(MarkPass) + "/" + hexMark(MarkPass)}
-	clearMarks   = iptables.Rule{Action: "-j MARK --set-xmark 0x0/" + hexMark(markBoth)}
-	notPassed    = "-m mark --mark 0x0/" + hexMark(MarkPass)
-)
+// marks are the two verdict bits in use: the lowest two bits of FelixConfiguration
+// iptablesMarkMask, so Terrace's bits can be moved off ones another program on the host uses.
+type marks struct{ accept, pass uint32 }
+
+var defaultMarks = marks{accept: MarkAccept, pass: MarkPass}
+
+// marksFromMask takes the lowest two set bits of mask; a mask with fewer (refused by validation)
+// gives the defaults.
+func marksFromMask(mask uint32) marks {
+	accept := mask & -mask
+	rest := mask &^ accept
+	pass := rest & -rest
+	if accept == 0 || pass == 0 {
+		return defaultMarks
+	}
+	return marks{accept: accept, pass: pass}
+}
+
+func (m marks) setAccept() iptables.Rule {
+	return iptables.Rule{Action: "-j MARK --set-xmark " + hexMark(m.accept) + "/" + hexMark(m.accept)}
+}
+
+func (m marks) returnAccept() iptables.Rule {
+	return iptables.Rule{Match: m.hasAccept(), Action: "-j RETURN"}
+}
+
+func (m marks) setPass() iptables.Rule {
+	return iptables.Rule{Action: "-j MARK --set-xmark " + hexMark(m.pass) + "/" + hexMark(m.pass)}
+}
+
+func (m marks) clear() iptables.Rule {
+	return iptables.Rule{Action: "-j MARK --set-xmark 0x0/" + hexMark(m.accept|m.pass)}
+}
+
+func (m marks) hasAccept() string {
+	return "-m mark --mark " + hexMark(m.accept) + "/" + hexMark(m.accept)
+}
+func (m marks) hasPass() string   { return "-m mark --mark " + hexMark(m.pass) + "/" + hexMark(m.pass) }
+func (m marks) notPassed() string { return "-m mark --mark 0x0/" + hexMark(m.pass) }
 
 func hexMark(m uint32) string { return "0x" + strconv.FormatUint(uint64(m), 16) }
 

@@ -19,6 +19,16 @@ func (c *Calculator) felixString(get func(*api.FelixConfigurationSpec) string, d
 	return def
 }
 
+// felixMarks are the verdict marks of iptablesMarkMask, per node first.
+func (c *Calculator) felixMarks() marks {
+	for _, slot := range []string{"node", "default"} {
+		if s := c.felix[slot]; s != nil && s.IptablesMarkMask != nil {
+			return marksFromMask(*s.IptablesMarkMask)
+		}
+	}
+	return defaultMarks
+}
+
 func (c *Calculator) failsafe(get func(*api.FelixConfigurationSpec) *[]api.ProtoPort, def []api.ProtoPort) []api.ProtoPort {
 	for _, slot := range []string{"node", "default"} {
 		if s := c.felix[slot]; s != nil && get(s) != nil {
@@ -74,21 +84,21 @@ func (c *Calculator) renderStatic() {
 		// isolated returns without it. The mark is cleared first so a packet that arrives
 		// carrying the bit from elsewhere, on an interface without a host endpoint, is not taken
 		// for allowed.
-		hostAllowed := iptables.Rule{Match: "-m mark --mark " + hexMark(MarkAccept) + "/" + hexMark(MarkAccept),
+		hostAllowed := iptables.Rule{Match: c.marks.hasAccept(),
 			Action: "-j " + allow, Comment: "allowed by host endpoint policy"}
 		// Pass past the last policy acts as Allow (there are no profiles), as for workloads.
-		hostPassed := iptables.Rule{Match: "-m mark --mark " + hexMark(MarkPass) + "/" + hexMark(MarkPass),
+		hostPassed := iptables.Rule{Match: c.marks.hasPass(),
 			Action: "-j " + allow, Comment: "passed by host endpoint policy"}
 		c.setChain(ChainRef{t, ChainInput}, []iptables.Rule{
 			{Match: "-i " + workloadIfaceMatch, Action: "-g " + ChainWlToHost},
-			clearMarks,
+			c.marks.clear(),
 			{Action: "-j " + ChainFromHostEp},
 			hostAllowed,
 			hostPassed,
 		})
 		c.setChain(ChainRef{t, ChainOutput}, []iptables.Rule{
 			{Match: "-o " + workloadIfaceMatch, Action: "-j RETURN", Comment: "host to local workload is not filtered"},
-			clearMarks,
+			c.marks.clear(),
 			{Action: "-j " + ChainToHostEp},
 			hostAllowed,
 			hostPassed,
@@ -104,8 +114,8 @@ func (c *Calculator) renderStatic() {
 		wl = append(wl, iptables.Rule{Action: "-j " + ChainFromWlDispatch},
 			iptables.Rule{Action: "-j " + strings.ToUpper(action), Comment: "defaultEndpointToHostAction"})
 		c.setChain(ChainRef{t, ChainWlToHost}, wl)
-		c.setChain(ChainRef{t, ChainAllow}, []iptables.Rule{setAccept})
-		c.setChain(ChainRef{t, ChainPass}, []iptables.Rule{setPass})
+		c.setChain(ChainRef{t, ChainAllow}, []iptables.Rule{c.marks.setAccept()})
+		c.setChain(ChainRef{t, ChainPass}, []iptables.Rule{c.marks.setPass()})
 		c.setChain(ChainRef{t, ChainFailsafeIn}, failsafeRules(in, f, "-s"))
 		c.setChain(ChainRef{t, ChainFailsafeOut}, failsafeRules(out, f, "-d"))
 		for kc, ch := range map[string]string{"FORWARD": ChainForward, "INPUT": ChainInput, "OUTPUT": ChainOutput} {
