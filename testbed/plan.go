@@ -34,7 +34,7 @@ var ErrInvalid = errors.New("invalid input")
 type CNIMode string
 
 const (
-	// CNIAuto uses bin/terrace-cni when it answers VERSION, else wires pods by hand.
+	// CNIAuto uses bin/terrace-cni when it answers VERSION, else wires pods by hand; the first pod decides for the others.
 	CNIAuto CNIMode = "auto"
 	// CNIPlugin always calls bin/terrace-cni.
 	CNIPlugin CNIMode = "cni"

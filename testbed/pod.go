@@ -183,6 +183,20 @@ func (tb *Testbed) podMode(ctx context.Context) (CNIMode, error) {
 		}
 		return CNIPlugin, nil
 	}
+	// "auto" is decided by the fabric's first pod and kept: a plugin that fails to answer once (a
+	// binary being rebuilt, a loaded machine) must not wire one pod by hand beside IPAM's pods,
+	// whose addresses the hand-wired one could duplicate.
+	for _, p := range tb.st.Pods {
+		switch p.Mode {
+		case CNIPlugin:
+			if err := tb.cniVersion(ctx); err != nil {
+				return "", fmt.Errorf("use terrace-cni as for the fabric's other pods: %w", err)
+			}
+			return CNIPlugin, nil
+		case CNIManual:
+			return CNIManual, nil
+		}
+	}
 	if tb.cniVersion(ctx) == nil {
 		return CNIPlugin, nil
 	}

@@ -46,7 +46,7 @@ func newUpCmd(e *env) *cobra.Command {
 	f.BoolVar(&mesh, "mesh", false, "node-to-node BGP mesh on (the default)")
 	f.BoolVar(&noMesh, "no-mesh", false, "node-to-node BGP mesh off (hosts learn through the ToRs only)")
 	f.BoolVar(&o.NoNode, "no-node", false, "do not start terrace-node run on the hosts")
-	f.StringVar(&cni, "cni", string(testbed.CNIAuto), "pod wiring: auto (terrace-cni when it works), cni, manual")
+	f.StringVar(&cni, "cni", string(testbed.CNIAuto), "pod wiring: auto (terrace-cni when it works, decided by the first pod and kept), cni, manual")
 	return c
 }
 
