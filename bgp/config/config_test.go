@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"fmt"
+	"io/fs"
 	"net/netip"
 	"strings"
 	"testing"
@@ -341,9 +343,33 @@ func TestPasswords(t *testing.T) {
 			warn: "read password: no such file"},
 		{name: "no reader", warn: "no password reader"},
 	}
-	for _, tc := range tests {
+	// secretKeyRef.optional: a secret that does not exist means a session without a password (as
+	// Kubernetes treats an optional secret); one that exists but cannot be read still skips it.
+	optional := true
+	optRef := &api.BGPPassword{SecretKeyRef: &api.SecretKeySelector{Name: "bgp", Key: "tor", Optional: &optional}}
+	optPeers := []*api.BGPPeer{peer("tor", api.BGPPeerSpec{PeerIP: "192.0.2.1", ASNumber: 65000, Password: optRef})}
+	missing := func(*api.BGPPassword) (string, error) {
+		return "", fmt.Errorf("read bgp password: %w", &fs.PathError{Op: "open", Path: "/x", Err: fs.ErrNotExist})
+	}
+	tests = append(tests, []struct {
+		name     string
+		fn       PasswordFunc
+		wantPass string
+		wantPeer bool
+		warn     string
+	}{
+		{name: "optional and missing", fn: missing, wantPeer: true, warn: "optional password secret bgp/tor does not exist: session without a password"},
+		{name: "optional, present", fn: func(*api.BGPPassword) (string, error) { return "s3cret", nil }, wantPass: "s3cret", wantPeer: true},
+		{name: "optional but unreadable", fn: func(*api.BGPPassword) (string, error) { return "", errors.New("permission denied") },
+			warn: "read password: permission denied"},
+	}...)
+	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d, err := Compute(Input{NodeName: "host-1", Nodes: nodes, Peers: peers, Password: tc.fn})
+			ps := peers
+			if i >= 3 {
+				ps = optPeers
+			}
+			d, err := Compute(Input{NodeName: "host-1", Nodes: nodes, Peers: ps, Password: tc.fn})
 			if err != nil {
 				t.Fatal(err)
 			}

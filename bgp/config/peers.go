@@ -2,6 +2,8 @@ package config
 
 import (
 	"cmp"
+	"errors"
+	"io/fs"
 	"net/netip"
 	"slices"
 	"strings"
@@ -92,11 +94,18 @@ func (c *computation) meshRestart() speaker.GracefulRestart {
 	return gr
 }
 
+// password resolves ref. A secretKeyRef marked optional that does not exist gives no password
+// (as Kubernetes treats an optional secret), with a warning; any other failure is an error.
 func (c *computation) password(ref *api.BGPPassword) (string, error) {
 	if c.in.Password == nil {
 		return "", errPasswordUnavailable
 	}
-	return c.in.Password(ref)
+	pw, err := c.in.Password(ref)
+	if sk := ref.SecretKeyRef; err != nil && sk != nil && sk.Optional != nil && *sk.Optional && errors.Is(err, fs.ErrNotExist) {
+		c.warnf("optional password secret %s/%s does not exist: session without a password", sk.Name, sk.Key)
+		return "", nil
+	}
+	return pw, err
 }
 
 // nodeSession is the session to another Terrace node: over IPv4 when both have IPv4 (carrying
