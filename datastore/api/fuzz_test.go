@@ -1,6 +1,7 @@
 package api
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -63,6 +64,7 @@ func FuzzParsePortRange(f *testing.F) {
 	for _, s := range []string{"80", "1:65535", "http", "0", "2:1", "1:x", ""} {
 		f.Add(s)
 	}
+	f.Add("1000-2000")
 	f.Fuzz(func(t *testing.T, s string) {
 		p, err := ParsePortRange(s)
 		if err != nil {
@@ -74,6 +76,15 @@ func FuzzParsePortRange(f *testing.F) {
 		}
 		if p.PortName == "" && (p.MinPort < 1 || p.MaxPort > 65535 || p.MinPort > p.MaxPort) {
 			t.Fatalf("ParsePortRange(%q) accepted an invalid range %+v", s, p)
+		}
+		// A name validation accepts is one an endpoint can declare: never digits and dashes
+		// alone (a mistyped range), never upper case or longer than 15.
+		var v validator
+		v.port("p", p, true)
+		if n := p.PortName; n != "" && len(v.errs) == 0 {
+			if !strings.ContainsAny(n, "abcdefghijklmnopqrstuvwxyz") || strings.ContainsAny(n, "ABCDEFGHIJKLMNOPQRSTUVWXYZ:") || len(n) > 15 || strings.Contains(n, "--") {
+				t.Fatalf("validation accepted port name %q", n)
+			}
 		}
 	})
 }

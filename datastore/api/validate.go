@@ -116,8 +116,11 @@ var (
 	dnsLabelRE  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 	labelNameRE = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
 	portNameRE  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	secretKeyRE = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
-	communityRE = regexp.MustCompile(`^[0-9]+:[0-9]+(:[0-9]+)?$`)
+	// portRangeTypoRE is "1000-2000", which would otherwise pass as a port name no endpoint has
+	// (a Deny that matches nothing, a notPorts that matches everything).
+	portRangeTypoRE = regexp.MustCompile(`^[0-9]+-[0-9]+$`)
+	secretKeyRE     = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
+	communityRE     = regexp.MustCompile(`^[0-9]+:[0-9]+(:[0-9]+)?$`)
 	// Calico's rule for interface names: they reach iptables-restore unquoted, so a quote, a
 	// backslash, a '+' (iptables' wildcard) or a leading '-'/'!' must never get through.
 	ifaceNameRE = regexp.MustCompile(`^[A-Za-z0-9_.][A-Za-z0-9_.-]*$`)
@@ -161,6 +164,11 @@ func (v *validator) meta(info KindInfo, m *ObjectMeta) {
 		}
 	} else if m.Namespace != "" {
 		v.add("metadata.namespace", "must be empty: %s is not namespaced", info.Kind)
+	}
+	if _, ok := m.Labels[selector.NamespaceLabel]; ok && !info.Namespaced {
+		// Selectors tell namespaced entities by this label (global(), namespaceSelector): on a
+		// host endpoint or global set it would forge namespace membership.
+		v.add("metadata.labels["+selector.NamespaceLabel+"]", "is reserved: it marks namespaced resources, and %s is not namespaced", info.Kind)
 	}
 	v.labels("metadata.labels", m.Labels)
 	for _, k := range slices.Sorted(maps.Keys(m.Annotations)) {
@@ -316,14 +324,23 @@ func (v *validator) port(path string, p Port, allowName bool) {
 			v.add(path, "%q is not a valid port range: want \"min:max\" with numbers 1-65535", p.PortName)
 		case !allowName:
 			v.add(path, "named port %q is not allowed here", p.PortName)
-		case len(p.PortName) > 15 || !portNameRE.MatchString(p.PortName):
-			v.add(path, "named port %q must be 1-15 lower-case letters, digits and '-'", p.PortName)
+		case portRangeTypoRE.MatchString(p.PortName):
+			v.add(path, "%q is not a port name; a port range is written \"min:max\" (did you mean %q?)", p.PortName, strings.Replace(p.PortName, "-", ":", 1))
+		case !validPortName(p.PortName):
+			v.add(path, "named port %q %s", p.PortName, portNameRule)
 		}
 		return
 	}
 	if err := checkPortRange(p.MinPort, p.MaxPort); err != nil {
 		v.add(path, "%q: %v", p.String(), err)
 	}
+}
+
+// portNameRule is Kubernetes' IsValidPortName, which Calico applies too.
+const portNameRule = "must be 1-15 lower-case letters, digits and '-', with at least one letter and no '--' or '-' at either end"
+
+func validPortName(s string) bool {
+	return len(s) <= 15 && portNameRE.MatchString(s) && !strings.Contains(s, "--") && strings.ContainsAny(s, "abcdefghijklmnopqrstuvwxyz")
 }
 
 func (v *validator) portNumber(path string, n int, allowZero bool) {

@@ -83,9 +83,10 @@ func (v *validator) workloadEndpoint(s *WorkloadEndpointSpec) {
 	v.interfaceName("spec.interfaceName", s.InterfaceName)
 	v.nets("spec.ipNetworks", s.IPNetworks, 0)
 	for i, n := range s.IPNetworks {
-		// Each network is routed to the workload: a /0 would take the host's default route.
-		if p, err := parsePrefixOrAddr(n); err == nil && p.Bits() == 0 {
-			v.add(idx("spec.ipNetworks", i), "%q covers every address; a workload's networks must be narrower", n)
+		// Each network is routed to the workload and joins every set its labels select, so a
+		// typo like 198.18.0.5/24 would hand the pod a whole /24 (as Calico, single addresses only).
+		if p, err := parsePrefixOrAddr(n); err == nil && p.Bits() != p.Addr().BitLen() {
+			v.add(idx("spec.ipNetworks", i), "%q is more than one address; a workload's networks are single addresses (/32 or /128)", n)
 		}
 	}
 	for i, n := range s.IPNATs {
@@ -141,8 +142,8 @@ func (v *validator) hostEndpoint(s *HostEndpointSpec) {
 func (v *validator) namedPort(path, name string, proto Protocol, port int) {
 	if name == "" {
 		v.add(path+".name", "is required")
-	} else if len(name) > 15 || !portNameRE.MatchString(name) {
-		v.add(path+".name", "%q must be 1-15 lower-case letters, digits and '-'", name)
+	} else if !validPortName(name) {
+		v.add(path+".name", "%q %s", name, portNameRule)
 	}
 	if n, ok := proto.IANANumber(); !ok || (n != 6 && n != 17 && n != 132) {
 		v.add(path+".protocol", "%q must be TCP, UDP or SCTP", proto.String())

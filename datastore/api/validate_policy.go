@@ -1,6 +1,9 @@
 package api
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // policyCommon is what NetworkPolicy and GlobalNetworkPolicy share.
 type policyCommon struct {
@@ -70,6 +73,7 @@ func (v *validator) globalPolicyExtras(s *GlobalNetworkPolicySpec) {
 }
 
 func (v *validator) rule(path string, r *Rule) {
+	errsBefore := len(v.errs)
 	switch r.Action {
 	case ActionAllow, ActionDeny, ActionLog, ActionPass:
 	case "":
@@ -104,6 +108,77 @@ func (v *validator) rule(path string, r *Rule) {
 	}
 	v.entity(path+".source", &r.Source, r.Protocol, ipv)
 	v.entity(path+".destination", &r.Destination, r.Protocol, ipv)
+	if len(v.errs) == errsBefore {
+		// A field error (an address of the wrong ipVersion, ICMP against ipVersion) already
+		// says what is wrong more precisely.
+		v.ruleFamilies(path, r, ipv)
+	}
+}
+
+// ruleFamilies refuses a rule that can match in neither IP family: felix renders a rule only in
+// the families its ipVersion, ICMP protocol and address lists allow, so such a rule would vanish
+// without a word (a Deny that denies nothing). Calico refuses these too.
+func (v *validator) ruleFamilies(path string, r *Rule, ipv int) {
+	can := map[int]bool{4: true, 6: true}
+	var why []string
+	limit := func(fams map[int]bool, reason string) {
+		narrowed := false
+		for f := range can {
+			if !fams[f] {
+				delete(can, f)
+				narrowed = true
+			}
+		}
+		if narrowed {
+			why = append(why, reason)
+		}
+	}
+	if ipv != 0 {
+		limit(map[int]bool{ipv: true}, fmt.Sprintf("ipVersion %d", ipv))
+	}
+	if n, ok := protoNumber(r.Protocol); ok && (n == 1 || n == 58) {
+		f := 4
+		if n == 58 {
+			f = 6
+		}
+		limit(map[int]bool{f: true}, fmt.Sprintf("protocol %s (IPv%d only)", r.Protocol, f))
+	}
+	for _, side := range []struct {
+		name string
+		e    *EntityRule
+	}{{"source", &r.Source}, {"destination", &r.Destination}} {
+		for _, l := range []struct {
+			field string
+			nets  []string
+		}{{"nets", side.e.Nets}, {"notNets", side.e.NotNets}} {
+			if len(l.nets) == 0 {
+				continue
+			}
+			fams := map[int]bool{}
+			for _, n := range l.nets {
+				if p, err := parsePrefixOrAddr(n); err == nil {
+					fams[family(p.Addr())] = true
+				}
+			}
+			if len(fams) == 0 {
+				continue // unparsable: reported by nets
+			}
+			limit(fams, fmt.Sprintf("%s.%s (IPv%s only)", side.name, l.field, famList(fams)))
+		}
+	}
+	if len(can) == 0 {
+		v.add(path, "can match no IP family: %s", strings.Join(why, ", "))
+	}
+}
+
+func famList(fams map[int]bool) string {
+	if fams[4] && fams[6] {
+		return "4 and 6"
+	}
+	if fams[4] {
+		return "4"
+	}
+	return "6"
 }
 
 func (v *validator) icmp(path string, f *ICMPFields, proto *Protocol, ipv int) {
@@ -129,6 +204,13 @@ func (v *validator) icmp(path string, f *ICMPFields, proto *Protocol, ipv int) {
 	}
 }
 
+func protoNumber(p *Protocol) (uint8, bool) {
+	if p == nil {
+		return 0, false
+	}
+	return p.IANANumber()
+}
+
 func (v *validator) entity(path string, e *EntityRule, proto *Protocol, ipv int) {
 	v.nets(path+".nets", e.Nets, ipv)
 	v.nets(path+".notNets", e.NotNets, ipv)
@@ -141,6 +223,20 @@ func (v *validator) entity(path string, e *EntityRule, proto *Protocol, ipv int)
 			field = "notPorts"
 		}
 		v.add(path+"."+field, "ports need protocol TCP, UDP, SCTP or UDPLite")
+	}
+	// Endpoints declare named ports for TCP, UDP and SCTP only: a name under another protocol
+	// would match nothing, silently (a notPorts then matches everything).
+	if n, ok := protoNumber(proto); ok && proto.SupportsPorts() && n != 6 && n != 17 && n != 132 {
+		for _, f := range []struct {
+			field string
+			ps    []Port
+		}{{"ports", e.Ports}, {"notPorts", e.NotPorts}} {
+			for i, p := range f.ps {
+				if p.PortName != "" {
+					v.add(idx(path+"."+f.field, i), "named port %q needs protocol TCP, UDP or SCTP (endpoints declare no %s ports)", p.PortName, proto)
+				}
+			}
+		}
 	}
 	for i, p := range e.Ports {
 		v.port(idx(path+".ports", i), p, true)

@@ -91,6 +91,27 @@ func TestValidatePolicy(t *testing.T) {
 			"spec.ingress[0].destination.serviceAccounts.selector"}},
 		{"layer 7 and services refused", np("  ingress:\n  - action: Allow\n    http: {methods: [GET]}\n    destination: {services: {name: kubernetes, namespace: default}}\n"),
 			[]string{"spec.ingress[0].http", "spec.ingress[0].destination.services"}},
+		// Port names follow Kubernetes' rule (a letter, no "--"): "1000-2000" would otherwise be a
+		// name no endpoint has, so a Deny matched nothing and a notPorts everything.
+		{"port names", np(`  ingress:
+  - action: Deny
+    protocol: TCP
+    destination: {ports: ['1000-2000', 'a--b', '-x', '1234', http, web-8080]} # '1234' is the number
+  - action: Allow
+    protocol: UDPLite
+    destination: {ports: [dns, 53], notPorts: [metrics]}
+`), []string{"spec.ingress[0].destination.ports[0]", "spec.ingress[0].destination.ports[1]", "spec.ingress[0].destination.ports[2]",
+			"spec.ingress[1].destination.ports[0]", "spec.ingress[1].destination.notPorts[0]"}},
+		// Rules that can match in no IP family are refused (felix would leave them out of both).
+		{"rules matching no family", np(`  egress:
+  - {action: Deny, protocol: ICMP, ipVersion: 6}
+  - {action: Deny, protocol: ICMPv6, ipVersion: 4}
+  - {action: Deny, source: {nets: [10.0.0.0/8]}, destination: {nets: ['2001:db8::/32']}}
+  - {action: Deny, protocol: ICMP, destination: {notNets: ['2001:db8::/32']}}
+  - {action: Deny, source: {nets: [10.0.0.0/8, '2001:db8::/32']}, destination: {nets: ['2001:db8:1::/48']}}
+  - {action: Deny, protocol: ICMPv6, destination: {nets: ['2001:db8::/32', 192.0.2.0/24]}}
+  - {action: Deny, ipVersion: 4, protocol: ICMP, source: {notNets: [10.0.0.0/8]}}
+`), []string{"spec.egress[0]", "spec.egress[1]", "spec.egress[2]", "spec.egress[3]"}},
 		{"network sets", hdr + "kind: GlobalNetworkSet\nmetadata: {name: s}\nspec: {nets: [198.18.0.0/16, 192.0.2.1, '2001:db8::/32', nope]}\n", []string{"spec.nets[3]"}},
 	})
 }

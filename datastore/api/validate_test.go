@@ -229,6 +229,18 @@ func TestValidateEndpoints(t *testing.T) {
 		{"hep interface leading dash", hep("  node: host-1\n  interfaceName: -j\n"), []string{"spec.interfaceName"}},
 		{"hep vlan interface", hep("  node: host-1\n  interfaceName: eth0.100\n"), nil},
 		{"wep network /0", wep("  interfaceName: trc0123456789a\n  ipNetworks: [0.0.0.0/0, '::/0', 198.18.0.5/32]\n"), []string{"spec.ipNetworks[0]", "spec.ipNetworks[1]"}},
+		// A workload's networks are single addresses: 198.18.0.5/24 (a typo for /32) would give the
+		// pod a whole /24, in its routes and in every set that selects it.
+		{"wep network wider than one address", wep("  interfaceName: trc0123456789a\n  ipNetworks: [198.18.0.5/24, '2001:db8::5/64', 198.18.0.6, '2001:db8::6/128']\n"),
+			[]string{"spec.ipNetworks[0]", "spec.ipNetworks[1]"}},
+		{"wep port name of digits", wep("  ports: [{name: '8080', protocol: TCP, port: 8080}, {name: 'a--b', protocol: TCP, port: 1}]\n"),
+			[]string{"spec.ports[0].name", "spec.ports[1].name"}},
+		// The namespace label is what selectors tell namespaced entities by.
+		{"hep with the namespace label", hdr + "kind: HostEndpoint\nmetadata: {name: h1-eth0, labels: {projectcalico.org/namespace: prod}}\nspec: {node: host-1, interfaceName: eth0}\n",
+			[]string{"metadata.labels[projectcalico.org/namespace]"}},
+		{"global set with the namespace label", hdr + "kind: GlobalNetworkSet\nmetadata: {name: s, labels: {projectcalico.org/namespace: prod}}\nspec: {nets: [198.18.0.0/16]}\n",
+			[]string{"metadata.labels[projectcalico.org/namespace]"}},
+		{"namespaced set with the namespace label", hdr + "kind: NetworkSet\nmetadata: {name: s, namespace: prod, labels: {projectcalico.org/namespace: prod}}\nspec: {nets: [198.18.0.0/16]}\n", nil},
 		{"hep bad", hep("  interfaceName: 'a b'\n  expectedIPs: [x]\n"), []string{"spec.node", "spec.interfaceName", "spec.expectedIPs[0]"}},
 	})
 }
