@@ -135,7 +135,13 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 		}
 		return req.Hostname, nil
 	}
-	cfg, err := ParseConfig(req.StdinData, getenv, hostname)
+	// DEL reads the configuration as leniently here as the plugin itself does: a setting only ADD
+	// uses, edited after the pod was made, must not keep its teardown failing for ever.
+	parse := ParseConfig
+	if req.Command == "DEL" {
+		parse = ParseConfigForDel
+	}
+	cfg, err := parse(req.StdinData, getenv, hostname)
 	if err != nil {
 		return fail(err), nil
 	}

@@ -409,3 +409,35 @@ func TestThreadNetns(t *testing.T) {
 		t.Fatalf("threadNetns = %d:%d, %v; the process's namespace is %d:%d, %v", dev, ino, err, wdev, wino, werr)
 	}
 }
+
+// TestCommandServerDelIsLenient: a setting only ADD uses, made wrong after the pod was created
+// (an edited conflist), must not keep DEL failing: the agent reads DEL's configuration as the
+// plugin does, and the teardown completes.
+func TestCommandServerDelIsLenient(t *testing.T) {
+	for _, edit := range []struct{ name, from, to string }{
+		{"mtu", `{`, `{"mtu":10,`},
+		{"log level", `{`, `{"log_level":"trace",`},
+		{"ipam type", `{`, `{"ipam":{"type":"host-local"},`},
+	} {
+		t.Run(edit.name, func(t *testing.T) {
+			dp := newFakeDataplane(testNS)
+			e := newCommandEnv(t, dp)
+			if resp := e.run("ADD", "c1", "", e.stdin); resp.Error != nil {
+				t.Fatalf("ADD: %+v", resp.Error)
+			}
+			bad := []byte(strings.Replace(string(e.stdin), edit.from, edit.to, 1))
+			if string(bad) == string(e.stdin) {
+				t.Fatalf("edit %q not applied to %s", edit.to, e.stdin)
+			}
+			if resp := e.run("ADD", "c2", "", bad); resp.Error == nil {
+				t.Fatalf("ADD with %s accepted; the case proves nothing", edit.to)
+			}
+			if resp := e.run("DEL", "c1", "", bad); resp.Error != nil {
+				t.Fatalf("DEL with %s: %+v", edit.to, resp.Error)
+			}
+			if n, held := e.endpoints(), e.allocated(); n != 0 || len(dp.links) != 0 || len(held) != 0 {
+				t.Fatalf("after DEL: %d endpoints, links %v, addresses %v; want nothing", n, dp.links, held)
+			}
+		})
+	}
+}

@@ -174,7 +174,8 @@ func queryNodeAgent(ctx context.Context, socket string) error {
 // GC implements CNI GC: endpoints of this node and network, and addresses of this node under this
 // network's handles, whose attachment is not in cni.dev/valid-attachments are removed.
 func (p *Plugin) GC(args *skel.CmdArgs) error {
-	cfg, err := ParseConfig(args.StdinData, p.getenv, p.hostname)
+	// A clean-up, read as leniently as DEL: a setting only ADD uses must not stop it.
+	cfg, err := ParseConfigForDel(args.StdinData, p.getenv, p.hostname)
 	if err != nil {
 		return err
 	}
@@ -202,25 +203,37 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		return toCNIError(fmt.Errorf("list workload endpoints: %w", err))
 	}
 	removed := 0
+	// Attachments whose veth stays: their endpoint and addresses are kept (as DEL keeps the
+	// addresses), so the address is not handed to a new pod while the host still routes it to
+	// the old veth, and a later GC finds the endpoint and tries again.
+	vethLeft := map[types.GCAttachment]bool{}
 	for _, w := range weps {
 		if w.Spec.Node != cfg.Node || w.Metadata.Annotations[AnnotationNetwork] != cfg.Network {
 			continue
 		}
-		if valid[types.GCAttachment{ContainerID: w.Spec.ContainerID, IfName: w.Spec.Endpoint}] {
+		att := types.GCAttachment{ContainerID: w.Spec.ContainerID, IfName: w.Spec.Endpoint}
+		if valid[att] {
 			continue
 		}
 		log.Info("GC: removing stale attachment", "endpoint", w.Metadata.Namespace+"/"+w.Metadata.Name, "containerID", w.Spec.ContainerID)
-		if strings.HasPrefix(w.Spec.InterfaceName, HostIfPrefix) {
-			if err := p.Dataplane.Remove(w.Spec.InterfaceName); err != nil {
-				errs = append(errs, err)
-			}
+		// The interface ADD made for this attachment, not whatever name the stored endpoint
+		// carries: GC deletes only what this plugin created.
+		if err := p.Dataplane.Remove(HostInterfaceName(cfg.Network, w.Spec.ContainerID, w.Spec.Endpoint)); err != nil {
+			errs = append(errs, fmt.Errorf("remove veth of %s/%s: %w", w.Metadata.Namespace, w.Metadata.Name, err))
+			vethLeft[att] = true
+			log.Warn("GC: veth not removed; keeping the endpoint and its addresses for a later GC or DEL", "endpoint", w.Metadata.Namespace+"/"+w.Metadata.Name)
+			continue
 		}
 		if err := be.DeleteEndpoint(ctx, w.Metadata.Namespace, w.Metadata.Name, w.Metadata.ResourceVersion); err != nil && !errors.Is(err, ErrNotFound) {
 			errs = append(errs, fmt.Errorf("delete workload endpoint %s/%s: %w", w.Metadata.Namespace, w.Metadata.Name, err))
 		}
 		removed++
 	}
-	if err := releaseStale(ctx, be, cfg, attachments, log); err != nil {
+	keep := attachments
+	for a := range vethLeft {
+		keep = append(keep, a)
+	}
+	if err := releaseStale(ctx, be, cfg, keep, log); err != nil {
 		errs = append(errs, err)
 	}
 	log.Info("GC done", "endpoints", removed, "errors", len(errs))

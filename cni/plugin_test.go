@@ -427,3 +427,34 @@ func TestDelDespiteBadInput(t *testing.T) {
 		t.Fatalf("DEL without a network name: %v, want code %d", err, types.ErrInvalidNetworkConfig)
 	}
 }
+
+// TestGCKeepsAddressesOfAVethLeft: GC that cannot remove a stale attachment's veth keeps its
+// endpoint and addresses (the host still routes the address to that veth), reports the failure,
+// and a later GC finishes the job.
+func TestGCKeepsAddressesOfAVethLeft(t *testing.T) {
+	h := newHarness()
+	a := cmdArgs("drop", conf(""))
+	a.Netns, a.Args = "/var/run/netns/trctest-drop", "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=drop"
+	h.dp.netns[a.Netns] = true
+	if err := h.p.Add(a); err != nil {
+		t.Fatal(err)
+	}
+	gc := &skel.CmdArgs{StdinData: conf(`,"mtu":10,"cni.dev/valid-attachments":[]`)} // a wrong mtu does not stop a clean-up
+	h.dp.removeErr = errors.New("device or resource busy")
+	if err := h.p.GC(gc); err == nil || !strings.Contains(err.Error(), "device or resource busy") {
+		t.Fatalf("GC with a veth it cannot remove: %v, want the failure reported", err)
+	}
+	if got, _ := h.be.HandleAddrs(t.Context(), HandleID("net1", "drop", "eth0")); len(got) != 1 {
+		t.Fatalf("addresses of the attachment whose veth is left: %v, want kept", got)
+	}
+	if len(h.be.weps) != 1 {
+		t.Fatalf("endpoints: %v, want the stale one kept for the next GC", h.be.weps)
+	}
+	h.dp.removeErr = nil
+	if err := h.p.GC(gc); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := h.be.HandleAddrs(t.Context(), HandleID("net1", "drop", "eth0")); len(got) != 0 || len(h.be.weps) != 0 || len(h.dp.links) != 0 {
+		t.Fatalf("after the second GC: addresses %v, endpoints %v, links %v; want nothing", got, h.be.weps, h.dp.links)
+	}
+}
