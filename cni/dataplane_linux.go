@@ -159,25 +159,7 @@ func hostRoute(ifIndex int, ip netip.Addr) *netlink.Route {
 // useless to the pod) for a second.
 func configureHostSide(host netlink.Link, v6 bool) error {
 	name := host.Attrs().Name
-	settings := [][2]string{
-		{"net/ipv4/conf/" + name + "/proxy_arp", "1"},
-		{"net/ipv4/neigh/" + name + "/proxy_delay", "0"},
-		{"net/ipv4/conf/" + name + "/forwarding", "1"},
-		{"net/ipv4/conf/" + name + "/route_localnet", "1"},
-		// Strict reverse-path filtering: a pod may only send from addresses routed to it, so it
-		// cannot pass for another pod in others' policy. felix keeps this setting too.
-		{"net/ipv4/conf/" + name + "/rp_filter", "1"},
-	}
-	v6settings := [][2]string{
-		{"net/ipv6/conf/" + name + "/accept_ra", "0"},
-		{"net/ipv6/conf/" + name + "/accept_dad", "0"},
-	}
-	if v6 {
-		v6settings = append(v6settings,
-			[2]string{"net/ipv6/conf/" + name + "/disable_ipv6", "0"},
-			[2]string{"net/ipv6/conf/" + name + "/proxy_ndp", "1"},
-			[2]string{"net/ipv6/conf/" + name + "/forwarding", "1"})
-	}
+	settings, v6settings := hostSysctls(name, v6)
 	for _, s := range settings {
 		if err := writeSysctl(s[0], s[1]); err != nil {
 			return err
@@ -204,6 +186,39 @@ func configureHostSide(host netlink.Link, v6 bool) error {
 	return nil
 }
 
+// hostSysctls are the host side's settings: those every pod needs, and the IPv6 ones (all
+// required for an IPv6 pod; without one, written where the kernel has them).
+func hostSysctls(name string, v6 bool) (settings, v6settings [][2]string) {
+	settings = [][2]string{
+		{"net/ipv4/conf/" + name + "/proxy_arp", "1"},
+		{"net/ipv4/neigh/" + name + "/proxy_delay", "0"},
+		{"net/ipv4/conf/" + name + "/forwarding", "1"},
+		{"net/ipv4/conf/" + name + "/route_localnet", "1"},
+		// Strict reverse-path filtering: a pod may only send from addresses routed to it, so it
+		// cannot pass for another pod in others' policy. felix keeps this setting too.
+		{"net/ipv4/conf/" + name + "/rp_filter", "1"},
+	}
+	v6settings = [][2]string{
+		{"net/ipv6/conf/" + name + "/accept_ra", "0"},
+		{"net/ipv6/conf/" + name + "/accept_dad", "0"},
+	}
+	if v6 {
+		v6settings = append(v6settings,
+			[2]string{"net/ipv6/conf/" + name + "/disable_ipv6", "0"},
+			[2]string{"net/ipv6/conf/" + name + "/proxy_ndp", "1"},
+			[2]string{"net/ipv6/conf/" + name + "/forwarding", "1"})
+	}
+	return settings, v6settings
+}
+
+func readSysctl(key string) (string, error) {
+	b, err := os.ReadFile(filepath.Join("/proc/sys", key))
+	if err != nil {
+		return "", fmt.Errorf("read sysctl %s: %w", strings.ReplaceAll(key, "/", "."), err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
 func writeSysctl(key, value string) error {
 	if err := os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644); err != nil {
 		return fmt.Errorf("set sysctl %s=%s: %w", strings.ReplaceAll(key, "/", "."), value, err)
@@ -218,8 +233,12 @@ func configurePodSide(w Wiring) (string, error) {
 		return "", fmt.Errorf("find %s: %w", w.PodIf, err)
 	}
 	if len(w.IPv6) > 0 {
-		if err := writeSysctl("net/ipv6/conf/"+w.PodIf+"/accept_dad", "0"); err != nil {
-			return "", err
+		// A namespace may inherit disable_ipv6=1 (a host booted with IPv6 off by default, or
+		// devconf_inherit_init_net): the IPv6 address could not be added.
+		for _, kv := range [][2]string{{"disable_ipv6", "0"}, {"accept_dad", "0"}} {
+			if err := writeSysctl("net/ipv6/conf/"+w.PodIf+"/"+kv[0], kv[1]); err != nil {
+				return "", err
+			}
 		}
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
@@ -275,10 +294,32 @@ func (d *LinuxDataplane) Remove(hostIf string) error {
 
 // Verify compares the kernel with what Setup makes and reports every difference.
 func (d *LinuxDataplane) Verify(w Wiring) error {
+	// The namespace first: removing it removes the veth too, and the spec's answer then is
+	// "unknown container", not a missing host side.
+	podNS, err := openNS(w.NetNS)
+	if err != nil {
+		return err
+	}
+	defer podNS.Close()
 	var errs []error
 	host, err := netlink.LinkByName(w.HostIf)
 	if err != nil {
 		return fmt.Errorf("host side %s: %w", w.HostIf, err)
+	}
+	if w.MTU != 0 && host.Attrs().MTU != w.MTU {
+		errs = append(errs, fmt.Errorf("host side %s has MTU %d, want %d", w.HostIf, host.Attrs().MTU, w.MTU))
+	}
+	settings, v6settings := hostSysctls(w.HostIf, len(w.IPv6) > 0)
+	if len(w.IPv6) > 0 {
+		settings = append(settings, v6settings...)
+	}
+	for _, kv := range settings {
+		got, err := readSysctl(kv[0])
+		if err != nil {
+			errs = append(errs, err)
+		} else if got != kv[1] {
+			errs = append(errs, fmt.Errorf("host side %s: %s is %s, want %s", w.HostIf, strings.ReplaceAll(kv[0], "/", "."), got, kv[1]))
+		}
 	}
 	if host.Type() != "veth" {
 		errs = append(errs, fmt.Errorf("host side %s is a %s, not a veth", w.HostIf, host.Type()))
@@ -314,11 +355,6 @@ func (d *LinuxDataplane) Verify(w Wiring) error {
 			errs = append(errs, fmt.Errorf("no route %s dev %s proto %d on the host", want.Dst, w.HostIf, RouteProtocol))
 		}
 	}
-	podNS, err := openNS(w.NetNS)
-	if err != nil {
-		return errors.Join(append(errs, err)...)
-	}
-	defer podNS.Close()
 	if err := inNS(podNS, func() error { return verifyPodSide(w, host.Attrs().Index) }); err != nil {
 		errs = append(errs, err)
 	}
@@ -338,6 +374,9 @@ func verifyPodSide(w Wiring, hostIndex int) error {
 	}
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		errs = append(errs, fmt.Errorf("pod side %s is down", w.PodIf))
+	}
+	if w.MTU != 0 && link.Attrs().MTU != w.MTU {
+		errs = append(errs, fmt.Errorf("pod side %s has MTU %d, want %d", w.PodIf, link.Attrs().MTU, w.MTU))
 	}
 	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
 	if err != nil {

@@ -92,6 +92,17 @@ func TestBinaryAddCheckDel(t *testing.T) {
 				}
 				run(t, "ip", "-6", "addr", "add", GatewayIPv6+"/64", "dev", hostIf, "nodad")
 			}
+			// CHECK notices the host side's settings changing: without proxy_arp the pod loses
+			// its gateway, without strict rp_filter its anti-spoofing.
+			hostIf := HostInterfaceName("testnet", cid, "eth0")
+			for _, key := range []string{"proxy_arp", "rp_filter"} {
+				run(t, "sysctl", "-qw", "net.ipv4.conf."+hostIf+"."+key+"=0")
+				if o := e.exec(c); o.err == nil || o.err.Code != CodeCheckFailed || !strings.Contains(o.err.Msg, key+" is 0, want 1") {
+					t.Errorf("CHECK after %s=0 = %+v, want code %d naming it", key, o.err, CodeCheckFailed)
+				}
+				run(t, "sysctl", "-qw", "net.ipv4.conf."+hostIf+"."+key+"=1")
+			}
+			e.mustOK(c)
 			// A chained plugin moving the pod's routes to a table of its own (as sbr does) is
 			// allowed; the routes are put back after.
 			if tc.n4 > 0 {
@@ -145,8 +156,13 @@ func TestBinaryRepeatsAndGoneNamespace(t *testing.T) {
 	if n := len(e.leftovers()); n != 5 { // wep, handle, address, link, route
 		t.Errorf("after two ADDs: %v", e.leftovers())
 	}
-	// DEL after the pod's namespace is gone (its veth goes with it), then with no netns at all.
+	// CHECK and DEL after the pod's namespace is gone (its veth goes with it), then DEL with no
+	// netns at all: CHECK answers the spec's "unknown container".
 	run(t, "ip", "netns", "del", filepath.Base(pod))
+	check := call{cmd: "CHECK", cid: "twice", netns: pod, stdin: e.conf("1.1.0", `,"prevResult":`+string(first))}
+	if o := e.exec(check); o.err == nil || o.err.Code != 3 {
+		t.Errorf("CHECK after the namespace is gone = %+v, want code 3", o.err)
+	}
 	c.cmd = "DEL"
 	e.mustOK(c)
 	e.assertClean()
