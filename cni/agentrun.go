@@ -270,6 +270,17 @@ func threadNetns() (dev, ino uint64, err error) {
 	return shim.StatNetns("/proc/thread-self/ns/net")
 }
 
+// isOwnNetns reports whether path is the calling thread's own network namespace.
+func isOwnNetns(path string) bool {
+	h, err := openNetnsFile(path)
+	if err != nil {
+		return false
+	}
+	defer h.close()
+	dev, ino, err := threadNetns()
+	return err == nil && dev == h.dev && ino == h.ino
+}
+
 // errNetNSUnseen: run in the agent, ADD or CHECK found no network namespace at the runtime's
 // path, before changing anything.
 var errNetNSUnseen = errors.New("the node agent cannot see the network namespace")

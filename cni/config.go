@@ -455,6 +455,18 @@ func ParseCNIArgs(s string) (PodArgs, error) {
 			a.IPs, a.IPsErr = parseRequested(strings.Split(v, ","), "CNI_ARGS IP", types.ErrInvalidEnvironmentVariables)
 		}
 	}
+	// Checked here, before anything is allocated or wired: the endpoint named after them would
+	// otherwise be refused only at the end of ADD, reported as a plugin bug.
+	if a.Namespace != "" {
+		if e := api.NamespaceError(a.Namespace); e != "" {
+			return PodArgs{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS K8S_POD_NAMESPACE %q %s", a.Namespace, e), "")
+		}
+	}
+	if a.Name != "" {
+		if e := api.NameError(a.Name); e != "" {
+			return PodArgs{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_ARGS K8S_POD_NAME %q %s", a.Name, e), "")
+		}
+	}
 	return a, nil
 }
 

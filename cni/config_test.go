@@ -163,7 +163,11 @@ func TestParseCNIArgs(t *testing.T) {
 		{in: "", want: PodArgs{}},
 		{in: "IgnoreUnknown=1;K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u1",
 			want: PodArgs{Namespace: "prod", Name: "web-0", UID: "u1"}},
-		{in: "K8S_POD_NAME=a=b", want: PodArgs{Name: "a=b"}},
+		{in: "K8S_POD_NAME=a=b", bad: true}, // the value is "a=b", which no pod is named
+		{in: "K8S_POD_NAMESPACE=Bad_NS;K8S_POD_NAME=x", bad: true},
+		{in: "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=Web", bad: true},
+		{in: "K8S_POD_NAMESPACE=" + strings.Repeat("a", 64), bad: true},
+		{in: "K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns-5d78c9869d-x2x9k.v1", want: PodArgs{Namespace: "kube-system", Name: "coredns-5d78c9869d-x2x9k.v1"}},
 		{in: "K8S_POD_NAME", bad: true},
 		{in: "=x", bad: true},
 		{in: "IgnoreUnknown=1;IP=198.18.0.5/24,2001:db8:1000::5", want: PodArgs{IPs: []netip.Addr{netip.MustParseAddr("198.18.0.5"), netip.MustParseAddr("2001:db8:1000::5")}}},

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -268,6 +269,14 @@ func (p *Plugin) Add(args *skel.CmdArgs) (retErr error) {
 			return cniErrorf(types.ErrUnknownContainer, "the pod's network namespace %q does not exist", args.Netns)
 		}
 		return toCNIError(err)
+	}
+	// skel refuses the plugin's own namespace only after ADD has run, and undoes nothing: by
+	// then the host would have a pod's address and default route. The agent checks before it
+	// runs the command; the plugin run directly checks here, before anything is changed.
+	if !p.InAgent {
+		if o := p.getenv("CNI_NETNS_OVERRIDE"); !strings.EqualFold(o, "true") && o != "1" && isOwnNetns(p.netnsPath(args)) {
+			return types.NewError(types.ErrInvalidNetNS, "plugin's netns and netns from CNI_NETNS should not be the same", "")
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout+inv.cfg.PolicySetupTimeout)
 	defer cancel()

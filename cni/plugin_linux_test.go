@@ -267,6 +267,9 @@ func TestBinaryBadInput(t *testing.T) {
 		{"unknown pool", call{stdin: e.conf("1.1.0", `,"ipam":{"ipv4_pools":["nope"]}`)}, types.ErrInvalidNetworkConfig, "nope"},
 		{"datastore unreachable", call{stdin: []byte(strings.Replace(string(e.conf("1.1.0", "")), e.srv.Endpoints()[0], "http://127.0.0.1:9", 1))}, types.ErrTryAgainLater, "datastore"},
 		{"policy timeout", call{stdin: e.conf("1.1.0", `,"policy_setup_timeout_seconds":1`)}, CodePolicyTimeout, "policy"},
+		// The plugin's own namespace is refused before anything is allocated or wired.
+		{"own namespace", call{netns: "/proc/self/ns/net", stdin: e.conf("1.1.0", "")}, types.ErrInvalidNetNS, "should not be the same"},
+		{"invalid pod namespace", call{args: "K8S_POD_NAMESPACE=Bad_NS;K8S_POD_NAME=x", stdin: e.conf("1.1.0", "")}, types.ErrInvalidEnvironmentVariables, "k8s_pod_namespace"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

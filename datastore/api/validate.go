@@ -372,6 +372,12 @@ func (v *validator) oneOf(path, val string, allowed ...string) bool {
 	return false
 }
 
+// NamespaceError says why s cannot name a namespace (an RFC 1123 label), or "".
+func NamespaceError(s string) string { return labelError(s) }
+
+// NameError says why s cannot be a resource name (an RFC 1123 subdomain), or "".
+func NameError(s string) string { return subdomainError(s) }
+
 // ValidInterfaceName says whether s follows the rule every interface name in the model follows.
 func ValidInterfaceName(s string) bool {
 	return len(s) <= 15 && s != "." && s != ".." && ifaceNameRE.MatchString(s)
