@@ -24,6 +24,9 @@ const (
 
 // Sentinels the backends wrap so the plugin can pick an error code without knowing them.
 var (
+	// ErrBadDatastoreConfig: the datastore settings cannot work (TLS files missing, unreadable,
+	// not PEM): retrying will not help.
+	ErrBadDatastoreConfig = errors.New("invalid datastore configuration")
 	// ErrUnavailable: the datastore did not answer (connection refused, timeout).
 	ErrUnavailable = errors.New("datastore unavailable")
 	// ErrPoolsExhausted: IPAM found no free address.

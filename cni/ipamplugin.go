@@ -13,9 +13,9 @@ import (
 
 // IPAMPlugin is terrace-ipam: the address half of the plugin alone, for other CNI plugins to
 // delegate to. It shares the configuration keys of the "ipam" section. Its result is host
-// addresses (/32, /128) with no gateway or routes, which suits point-to-point wiring (ptp, or a
-// plugin that routes each address itself); plugins that need a shared subnet (bridge, macvlan)
-// do not get one from it.
+// addresses (/32, /128) with no gateway or routes, as Calico's IPAM: it suits a plugin that routes
+// each address itself and sets its own gateway; ptp, bridge and macvlan expect a subnet and a
+// gateway from IPAM and do not work with it.
 type IPAMPlugin struct{ *Plugin }
 
 // Add assigns addresses under the attachment's handle (HandleID) and returns them.
@@ -132,6 +132,9 @@ func (p IPAMPlugin) Status(args *skel.CmdArgs) error {
 	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
 	defer cancel()
 	be, err := p.Connect(ctx, cfg.Etcd, log)
+	if errors.Is(err, ErrBadDatastoreConfig) {
+		return connectError(cfg, err)
+	}
 	if err != nil {
 		return cniErrorf(types.ErrPluginNotAvailable, "datastore %v unreachable: %v", cfg.Etcd.Endpoints, err)
 	}
@@ -155,7 +158,7 @@ func (p IPAMPlugin) GC(args *skel.CmdArgs) error {
 	defer cancel()
 	be, err := p.Connect(ctx, cfg.Etcd, log)
 	if err != nil {
-		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("connect to the datastore at %v: %v", cfg.Etcd.Endpoints, err), "")
+		return connectError(cfg, err)
 	}
 	defer be.Close()
 	if err := releaseStale(ctx, be, cfg, attachments, log); err != nil {

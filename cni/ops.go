@@ -137,6 +137,9 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
 	defer cancel()
 	be, err := p.Connect(ctx, cfg.Etcd, log)
+	if errors.Is(err, ErrBadDatastoreConfig) {
+		return connectError(cfg, err)
+	}
 	if err != nil {
 		log.Warn("STATUS: datastore unreachable", "err", err)
 		return cniErrorf(types.ErrPluginNotAvailable, "datastore %v unreachable: %v", cfg.Etcd.Endpoints, err)
@@ -190,7 +193,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	defer cancel()
 	be, err := p.Connect(ctx, cfg.Etcd, log)
 	if err != nil {
-		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("connect to the datastore at %v: %v", cfg.Etcd.Endpoints, err), "")
+		return connectError(cfg, err)
 	}
 	defer be.Close()
 	valid := map[types.GCAttachment]bool{}

@@ -203,10 +203,19 @@ func (p *Plugin) connect(ctx context.Context, inv *invocation) (Backend, error) 
 		via = "agent"
 	}
 	if err != nil {
-		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("connect to the datastore at %v: %v", inv.cfg.Etcd.Endpoints, err), "")
+		return nil, connectError(inv.cfg, err)
 	}
 	inv.phases = append(inv.phases, "backend", via)
 	return be, nil
+}
+
+// connectError is the CNI error for a failed connection: try again later, unless the settings
+// themselves are wrong (then the runtime would retry for ever a call that cannot work).
+func connectError(cfg *Config, err error) *types.Error {
+	if errors.Is(err, ErrBadDatastoreConfig) {
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("datastore settings: %v", err), "")
+	}
+	return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("connect to the datastore at %v: %v", cfg.Etcd.Endpoints, err), "")
 }
 
 // undoStack records how to take back each step of ADD, run in reverse on failure.

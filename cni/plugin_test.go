@@ -2,8 +2,10 @@ package cni
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -456,5 +458,41 @@ func TestGCKeepsAddressesOfAVethLeft(t *testing.T) {
 	}
 	if got, _ := h.be.HandleAddrs(t.Context(), HandleID("net1", "drop", "eth0")); len(got) != 0 || len(h.be.weps) != 0 || len(h.dp.links) != 0 {
 		t.Fatalf("after the second GC: addresses %v, endpoints %v, links %v; want nothing", got, h.be.weps, h.dp.links)
+	}
+}
+
+// TestBadDatastoreSettings: TLS files that cannot work are a configuration error (7) for every
+// command that connects, not "try again later" (11), which a runtime would retry for ever; a
+// datastore that does not answer stays 11 (50 for STATUS).
+func TestBadDatastoreSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		err     error
+		want    uint
+		wantSts uint
+	}{
+		{"bad TLS files", fmt.Errorf("%w: open etcd: TLS configuration: read CA file: no such file", ErrBadDatastoreConfig), types.ErrInvalidNetworkConfig, types.ErrInvalidNetworkConfig},
+		{"etcd down", fmt.Errorf("%w: dial: connection refused", ErrUnavailable), types.ErrTryAgainLater, types.ErrPluginNotAvailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness()
+			h.p.Connect = func(context.Context, EtcdConfig, *slog.Logger) (Backend, error) { return nil, tc.err }
+			code := func(err error) uint {
+				var e *types.Error
+				if !errors.As(err, &e) {
+					t.Fatalf("%v is not a CNI error", err)
+				}
+				return e.Code
+			}
+			if got := code(h.p.Add(cmdArgs("c1", conf("")))); got != tc.want {
+				t.Errorf("ADD: code %d, want %d", got, tc.want)
+			}
+			if got := code(h.p.GC(&skel.CmdArgs{StdinData: conf(`,"cni.dev/valid-attachments":[]`)})); got != tc.want {
+				t.Errorf("GC: code %d, want %d", got, tc.want)
+			}
+			if got := code(h.p.Status(&skel.CmdArgs{StdinData: conf("")})); got != tc.wantSts {
+				t.Errorf("STATUS: code %d, want %d", got, tc.wantSts)
+			}
+		})
 	}
 }

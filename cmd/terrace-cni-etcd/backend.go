@@ -32,6 +32,9 @@ func connect(ctx context.Context, cfg cni.EtcdConfig, log *slog.Logger) (cni.Bac
 		Endpoints: cfg.Endpoints, CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.Key,
 		DialTimeout: dialTimeout,
 	}, log)
+	if errors.Is(err, kv.ErrTLSConfig) {
+		return nil, fmt.Errorf("%w: %w", cni.ErrBadDatastoreConfig, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", cni.ErrUnavailable, err)
 	}

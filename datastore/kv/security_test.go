@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"os"
@@ -91,16 +92,25 @@ func TestTLSClientCertificates(t *testing.T) {
 	})
 	eps := srv.Endpoints()
 
+	notPEM := filepath.Join(t.TempDir(), "ca.txt")
+	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		cfg  Config
 		ok   bool
+		// badFiles: refused for its files (ErrTLSConfig), before any connection is tried.
+		badFiles bool
 	}{
-		{"client cert signed by CA", Config{CAFile: ca.cert, CertFile: client.cert, KeyFile: client.key}, true},
-		{"no client cert", Config{CAFile: ca.cert}, false},
-		{"client cert from another CA", Config{CAFile: ca.cert, CertFile: stranger.cert, KeyFile: stranger.key}, false},
-		{"server not trusted", Config{CertFile: client.cert, KeyFile: client.key}, false},
-		{"cert without key", Config{CAFile: ca.cert, CertFile: client.cert}, false},
+		{"client cert signed by CA", Config{CAFile: ca.cert, CertFile: client.cert, KeyFile: client.key}, true, false},
+		{"no client cert", Config{CAFile: ca.cert}, false, false},
+		{"client cert from another CA", Config{CAFile: ca.cert, CertFile: stranger.cert, KeyFile: stranger.key}, false, false},
+		{"server not trusted", Config{CertFile: client.cert, KeyFile: client.key}, false, false},
+		{"cert without key", Config{CAFile: ca.cert, CertFile: client.cert}, false, true},
+		{"missing CA file", Config{CAFile: ca.cert + ".gone", CertFile: client.cert, KeyFile: client.key}, false, true},
+		{"CA file not PEM", Config{CAFile: notPEM, CertFile: client.cert, KeyFile: client.key}, false, true},
+		{"cert and key not a pair", Config{CAFile: ca.cert, CertFile: client.cert, KeyFile: stranger.key}, false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,6 +127,9 @@ func TestTLSClientCertificates(t *testing.T) {
 				if err == nil {
 					s.Close()
 					t.Fatal("Open succeeded, want failure")
+				}
+				if errors.Is(err, ErrTLSConfig) != tc.badFiles {
+					t.Fatalf("Open: %v; marked as a TLS configuration error: %v, want %v", err, errors.Is(err, ErrTLSConfig), tc.badFiles)
 				}
 				return
 			}

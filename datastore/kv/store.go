@@ -27,6 +27,10 @@ type Store struct {
 }
 
 // Open connects to etcd and checks it answers.
+// ErrTLSConfig marks an Open that failed on its TLS files (missing, unreadable, not PEM, cert and
+// key not a pair): a configuration error, not an etcd that does not answer.
+var ErrTLSConfig = errors.New("TLS configuration")
+
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -42,7 +46,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	}
 	tlsCfg, err := tlsConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("open etcd: %w", err)
+		return nil, fmt.Errorf("open etcd: %w: %w", ErrTLSConfig, err)
 	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   cfg.Endpoints,
