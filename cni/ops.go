@@ -2,7 +2,6 @@ package cni
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,7 +15,6 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 )
 
 // statusTimeout bounds STATUS: a runtime asks often and must get an answer quickly.
@@ -24,21 +22,11 @@ const statusTimeout = 3 * time.Second
 
 // prevResult decodes the prevResult a runtime passes to CHECK.
 func prevResult(stdin []byte) (*current.Result, error) {
-	var nc types.NetConf
-	if err := json.Unmarshal(stdin, &nc); err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "decode network configuration: "+err.Error(), "")
-	}
-	if nc.RawPrevResult == nil {
+	res, err := addPrevResult(stdin)
+	if err == nil && res == nil {
 		return nil, cniErrorf(types.ErrInvalidNetworkConfig, "CHECK needs prevResult in the network configuration")
 	}
-	if err := version.ParsePrevResult(&nc); err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "decode prevResult: "+err.Error(), "")
-	}
-	res, err := current.NewResultFromResult(nc.PrevResult)
-	if err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "convert prevResult: "+err.Error(), "")
-	}
-	return res, nil
+	return res, err
 }
 
 // Check implements CNI CHECK: the kernel and the datastore must still hold what ADD made and what

@@ -269,6 +269,12 @@ func (p *Plugin) Add(args *skel.CmdArgs) (retErr error) {
 			log.Info("ADD done", append([]any{"took", time.Since(start)}, inv.phases...)...)
 		}
 	}()
+	// A plugin earlier in the chain: its result is passed on with this one's added (the spec's
+	// MUST), read before anything is changed so a bad one leaves nothing to undo.
+	prev, err := addPrevResult(args.StdinData)
+	if err != nil {
+		return err
+	}
 	exists, err := p.Dataplane.PodInterfaceExists(p.netnsPath(args), args.IfName)
 	if err != nil {
 		if errors.Is(err, ErrNetNSMissing) {
@@ -307,7 +313,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (retErr error) {
 			res, err := p.resultFromEndpoint(inv, old)
 			if err == nil {
 				log.Info("ADD repeated for an existing attachment; returning its result")
-				return p.print(res, inv.cfg.CNIVersion)
+				return p.print(mergePrevResult(prev, res), inv.cfg.CNIVersion)
 			}
 			log.Warn("existing attachment does not verify", "err", err)
 		}
@@ -318,7 +324,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (retErr error) {
 	if err != nil {
 		return toCNIError(err)
 	}
-	return p.print(res, inv.cfg.CNIVersion)
+	return p.print(mergePrevResult(prev, res), inv.cfg.CNIVersion)
 }
 
 // add runs the steps of ADD; if one fails, everything done so far is undone before returning.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -495,4 +496,47 @@ func TestBadDatastoreSettings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAddPassesPrevResultOn: chained after another plugin, ADD returns that plugin's result with
+// its own added (the spec's MUST), its addresses pointing at its own interfaces; a prevResult it
+// cannot read is refused before anything is done.
+func TestAddPassesPrevResultOn(t *testing.T) {
+	h := newHarness()
+	prev := `,"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"dummy0"}],"ips":[{"interface":0,"address":"192.0.2.7/24"}],"routes":[{"dst":"192.0.2.0/24"}],"dns":{"nameservers":["192.0.2.53"]}}`
+	if err := h.p.Add(cmdArgs("c1", conf(prev))); err != nil {
+		t.Fatal(err)
+	}
+	res, err := current.NewResultFromResult(mustResultBytes(t, h.out.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Interfaces) != 3 || res.Interfaces[0].Name != "dummy0" || res.Interfaces[2].Name != "eth0" {
+		t.Fatalf("interfaces %+v: want dummy0, then the host side and eth0", res.Interfaces)
+	}
+	if len(res.IPs) != 2 || *res.IPs[0].Interface != 0 || res.IPs[0].Address.String() != "192.0.2.7/24" || *res.IPs[1].Interface != 2 {
+		t.Fatalf("ips %+v: want the earlier plugin's on interface 0, the pod's on 2", res.IPs)
+	}
+	if len(res.Routes) < 2 || res.Routes[0].Dst.String() != "192.0.2.0/24" || len(res.DNS.Nameservers) != 1 {
+		t.Fatalf("routes %v, dns %+v: want the earlier plugin's kept, first", res.Routes, res.DNS)
+	}
+
+	h2 := newHarness()
+	err = h2.p.Add(cmdArgs("c2", conf(`,"prevResult":{"cniVersion":"1.1.0","ips":[{"address":"nope"}]}`)))
+	var cerr *types.Error
+	if !errors.As(err, &cerr) || cerr.Code != types.ErrDecodingFailure {
+		t.Fatalf("ADD with an unreadable prevResult: %v, want code %d", err, types.ErrDecodingFailure)
+	}
+	if len(h2.be.weps) != 0 || len(h2.be.allocs) != 0 || len(h2.dp.links) != 0 {
+		t.Fatalf("after the refused ADD: endpoints %v, allocations %v, links %v; want nothing", h2.be.weps, h2.be.allocs, h2.dp.links)
+	}
+}
+
+func mustResultBytes(t *testing.T, b []byte) types.Result {
+	t.Helper()
+	r, err := current.NewResult(b)
+	if err != nil {
+		t.Fatalf("parse result %s: %v", b, err)
+	}
+	return r
 }

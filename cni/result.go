@@ -1,12 +1,15 @@
 package cni
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 )
 
 var (
@@ -114,4 +117,46 @@ func addrOf(ip net.IP) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("read result: bad address %v", ip)
 	}
 	return a.Unmap(), nil
+}
+
+// addPrevResult reads ADD's prevResult, nil when there is none.
+func addPrevResult(stdin []byte) (*current.Result, error) {
+	var nc types.NetConf
+	if err := json.Unmarshal(stdin, &nc); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "decode network configuration: "+err.Error(), "")
+	}
+	if nc.RawPrevResult == nil {
+		return nil, nil
+	}
+	if err := version.ParsePrevResult(&nc); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "decode prevResult: "+err.Error(), "")
+	}
+	res, err := current.NewResultFromResult(nc.PrevResult)
+	if err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "convert prevResult: "+err.Error(), "")
+	}
+	return res, nil
+}
+
+// mergePrevResult appends this plugin's interfaces, addresses and routes to what the plugins
+// before it in the chain returned; its addresses' interface indexes move past theirs.
+func mergePrevResult(prev, res *current.Result) *current.Result {
+	if prev == nil {
+		return res
+	}
+	out := *prev
+	out.CNIVersion = res.CNIVersion
+	off := len(prev.Interfaces)
+	out.Interfaces = append(slices.Clone(prev.Interfaces), res.Interfaces...)
+	out.IPs = slices.Clone(prev.IPs)
+	for _, ipc := range res.IPs {
+		c := *ipc
+		if c.Interface != nil {
+			i := *c.Interface + off
+			c.Interface = &i
+		}
+		out.IPs = append(out.IPs, &c)
+	}
+	out.Routes = append(slices.Clone(prev.Routes), res.Routes...)
+	return &out
 }
