@@ -120,6 +120,7 @@ var (
 	// (a Deny that matches nothing, a notPorts that matches everything).
 	portRangeTypoRE = regexp.MustCompile(`^[0-9]+-[0-9]+$`)
 	secretKeyRE     = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
+	ignoredIfaceRE  = regexp.MustCompile(`^[a-zA-Z0-9_.*-]{1,15}$`)
 	communityRE     = regexp.MustCompile(`^[0-9]+:[0-9]+(:[0-9]+)?$`)
 	// Calico's rule for interface names: they reach iptables-restore unquoted, so a quote, a
 	// backslash, a '+' (iptables' wildcard) or a leading '-'/'!' must never get through.

@@ -67,9 +67,11 @@ func (v *validator) bgpConfig(c *BGPConfiguration) {
 	default:
 		v.add("spec.bindMode", "%q is not one of None, NodeIP", s.BindMode)
 	}
+	// Calico's pattern (an interface name, '*' as wildcard). Terrace advertises no interface
+	// routes, so the list has no effect; it is still checked so a manifest means what it says.
 	for i, name := range s.IgnoredInterfaces {
-		if name == "" {
-			v.add(idx("spec.ignoredInterfaces", i), "must not be empty")
+		if !ignoredIfaceRE.MatchString(name) {
+			v.add(idx("spec.ignoredInterfaces", i), "%q must be 1-15 letters, digits, '_', '.', '-' or '*'", name)
 		}
 	}
 	if s.LocalWorkloadPeeringIPV4 != "" {
@@ -363,8 +365,10 @@ func (v *validator) password(path string, p *BGPPassword) {
 		if e := subdomainError(p.SecretKeyRef.Name); e != "" {
 			v.add(path+".secretKeyRef.name", "%s", e)
 		}
-		if !secretKeyRE.MatchString(p.SecretKeyRef.Key) {
-			v.add(path+".secretKeyRef.key", "%q must be letters, digits, '-', '_' and '.'", p.SecretKeyRef.Key)
+		// Kubernetes' config map key rule: the key is a file name under the secret's directory,
+		// so "." and ".." (which name directories) are refused too.
+		if k := p.SecretKeyRef.Key; !secretKeyRE.MatchString(k) || len(k) > 253 || k == "." || strings.HasPrefix(k, "..") {
+			v.add(path+".secretKeyRef.key", "%q must be at most 253 letters, digits, '-', '_' and '.', and not \".\" or start with \"..\"", k)
 		}
 	case p.File != "":
 		if !filepath.IsAbs(p.File) {

@@ -6,7 +6,8 @@ import (
 )
 
 // Ranges a pool must stay out of: the link-local range holds the 169.254.1.1 gateway every
-// workload routes through (and fe80::/10 the IPv6 one), and loopback/multicast are not routable.
+// workload routes through (and fe80::/10 the IPv6 one), and loopback, multicast, 0.0.0.0/8 and
+// 240.0.0.0/4 are not usable host addresses.
 var reservedPrefixes = []struct {
 	prefix netip.Prefix
 	why    string
@@ -14,6 +15,8 @@ var reservedPrefixes = []struct {
 	{netip.MustParsePrefix("169.254.0.0/16"), "link-local (the workload gateway 169.254.1.1 lives there)"},
 	{netip.MustParsePrefix("127.0.0.0/8"), "loopback"},
 	{netip.MustParsePrefix("224.0.0.0/4"), "multicast"},
+	{netip.MustParsePrefix("0.0.0.0/8"), "\"this network\" (RFC 1122)"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "reserved (class E, with the broadcast address)"},
 	{netip.MustParsePrefix("fe80::/10"), "IPv6 link-local"},
 	{netip.MustParsePrefix("::1/128"), "IPv6 loopback"},
 	{netip.MustParsePrefix("ff00::/8"), "IPv6 multicast"},

@@ -106,6 +106,8 @@ func TestValidateIPPool(t *testing.T) {
 		{"bad cidr", pool("  cidr: 198.18.0.0/33\n"), []string{"spec.cidr"}},
 		{"link-local", pool("  cidr: 169.254.0.0/16\n"), []string{"spec.cidr"}},
 		{"ipv6 link-local", pool("  cidr: fe80::/64\n"), []string{"spec.cidr"}},
+		{"this network", pool("  cidr: 0.0.0.0/16\n"), []string{"spec.cidr"}},
+		{"class E", pool("  cidr: 240.0.0.0/24\n"), []string{"spec.cidr"}},
 		{"block too small v4", pool("  cidr: 198.18.0.0/16\n  blockSize: 19\n"), []string{"spec.blockSize"}},
 		{"block /33", pool("  cidr: 198.18.0.0/16\n  blockSize: 33\n"), []string{"spec.blockSize"}},
 		{"v4 block size on v6 pool", pool("  cidr: 2001:db8::/48\n  blockSize: 26\n"), []string{"spec.blockSize"}},
@@ -252,6 +254,9 @@ func TestValidateBGP(t *testing.T) {
 	}
 	runValidationCases(t, []validationCase{
 		{"global peer", peer("  peerIP: 192.0.2.1\n  asNumber: 65001\n"), nil},
+		{"secret keys naming directories", peer("  peerIP: 192.0.2.1\n  asNumber: 65000\n  password: {secretKeyRef: {name: s, key: '..'}}\n"), []string{"spec.password.secretKeyRef.key"}},
+		{"secret key dot", peer("  peerIP: 192.0.2.1\n  asNumber: 65000\n  password: {secretKeyRef: {name: s, key: '.'}}\n"), []string{"spec.password.secretKeyRef.key"}},
+		{"secret key with a dot inside", peer("  peerIP: 192.0.2.1\n  asNumber: 65000\n  password: {secretKeyRef: {name: s, key: tor.pw}}\n"), nil},
 		{"node peer with port, dotted AS and options", peer("  node: host-1\n  peerIP: '[2001:db8::1]:1179'\n  asNumber: '1.10'\n  password: {secretKeyRef: {name: bgp-secrets, key: tor-1}}\n  keepaliveTime: 10s\n  holdTime: 30s\n  maxRestartTime: 2m\n  sourceAddress: None\n  nextHopMode: Self\n  ebgpMultihopTTL: 2\n"), nil},
 		{"selector peers", peer("  nodeSelector: rack == 'a'\n  peerSelector: has(route-reflector)\n"), nil},
 		{"password file", peer("  peerIP: 192.0.2.1\n  asNumber: 65001\n  password: {file: /etc/terrace/tor.pw}\n"), nil},
@@ -268,6 +273,7 @@ func TestValidateBGP(t *testing.T) {
 		{"fractional timers", peer("  peerIP: 192.0.2.1\n  asNumber: 1\n  keepaliveTime: 3.5s\n  holdTime: 3.9s\n"), []string{"spec.keepaliveTime", "spec.holdTime"}},
 		{"restart time BGP can carry", peer("  peerIP: 192.0.2.1\n  asNumber: 1\n  maxRestartTime: 4095s\n"), nil},
 		{"restart time over 12 bits", peer("  peerIP: 192.0.2.1\n  asNumber: 1\n  maxRestartTime: 2h\n"), []string{"spec.maxRestartTime"}},
+		{"ignored interfaces", conf("default", "  ignoredInterfaces: [eth0, 'veth*', 'eth0; rm', '']\n"), []string{"spec.ignoredInterfaces[2]", "spec.ignoredInterfaces[3]"}},
 		{"mesh restart time over 12 bits", conf("default", "  nodeMeshMaxRestartTime: 4096s\n"), []string{"spec.nodeMeshMaxRestartTime"}},
 		{"keepalive under a second", peer("  peerIP: 192.0.2.1\n  asNumber: 1\n  keepaliveTime: 500ms\n"), []string{"spec.keepaliveTime"}},
 		{"password needs a source", peer("  peerIP: 192.0.2.1\n  asNumber: 1\n  password: {}\n"), []string{"spec.password"}},
