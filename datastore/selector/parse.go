@@ -234,6 +234,13 @@ func (p *parser) parseComparison(key string) (*node, error) {
 		return p.valueNode(kindNe, key)
 	case p.consumeKeyword("contains"):
 		return p.valueNode(kindContains, key)
+	// Calico's tokenizer also takes the operator words run together.
+	case p.consumeKeyword("startswith"):
+		return p.valueNode(kindStartsWith, key)
+	case p.consumeKeyword("endswith"):
+		return p.valueNode(kindEndsWith, key)
+	case p.consumeKeyword("notin"):
+		return p.setNode(kindNotIn, key)
 	case p.consumeKeyword("starts"):
 		if !p.consumeKeyword("with") {
 			return nil, p.errorf(p.pos, "expected 'with' after 'starts', found %s", p.describe())
@@ -299,6 +306,9 @@ func (p *parser) setNode(k kind, key string) (*node, error) {
 		}
 		if !p.consume(",") {
 			return nil, p.errorf(p.pos, "expected ',' or '}' in the set, found %s", p.describe())
+		}
+		if p.consume("}") { // a trailing comma, as Calico allows
+			return newSetNode(k, key, values), nil
 		}
 	}
 }

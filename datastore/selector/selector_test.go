@@ -114,6 +114,23 @@ func TestParseAndEvaluate(t *testing.T) {
 			match:   []labels{{"k": "node-1"}, {"k": "-1"}},
 			noMatch: []labels{nil, {"k": "node-10"}},
 		},
+		// Calico's tokenizer takes these spellings too; they print in the spaced form.
+		{
+			name: "startswith run together", in: "k startswith 'pro'", canonical: `k starts with "pro"`,
+			match: []labels{{"k": "prod"}}, noMatch: []labels{nil, {"k": "apro"}},
+		},
+		{
+			name: "endswith run together", in: "k endswith '-1'", canonical: `k ends with "-1"`,
+			match: []labels{{"k": "node-1"}}, noMatch: []labels{{"k": "node-10"}},
+		},
+		{
+			name: "notin run together, trailing comma", in: "k notin {'a','b',}", canonical: `k not in {"a", "b"}`,
+			match: []labels{nil, {"k": "c"}}, noMatch: []labels{{"k": "a"}, {"k": "b"}},
+		},
+		{
+			name: "in with a trailing comma", in: "k in {'a',}", canonical: `k in {"a"}`,
+			match: []labels{{"k": "a"}}, noMatch: []labels{nil, {"k": "b"}},
+		},
 		{
 			name: "value with double quote keeps single quotes", in: `k == 'say "hi"'`, canonical: `k == 'say "hi"'`,
 			match: []labels{{"k": `say "hi"`}},
@@ -271,10 +288,11 @@ func TestParseErrors(t *testing.T) {
 		{`x == "v'`, 6, "unterminated string"},
 		{"x in 'v'", 6, "expected '{'"},
 		{"x in {'a' 'b'}", 11, "expected ',' or '}'"},
-		{"x in {'a',}", 11, "expected a quoted string"},
+		{"x in {'a',,}", 11, "expected a quoted string"},
+		{"x in {,}", 7, "expected a quoted string"},
 		{"x in {'a'", 10, "expected ',' or '}'"},
 		{"x not 'a'", 7, "expected 'in' after 'not'"},
-		{"x notin {'a'}", 3, "expected an operator"},
+		{"x notinx {'a'}", 3, "expected an operator"},
 		{"x starts 'a'", 10, "expected 'with' after 'starts'"},
 		{"x ends wit 'a'", 8, "expected 'with' after 'ends'"},
 		{"has()", 5, "expected a label key in has()"},
