@@ -447,9 +447,14 @@ func nodeKeys(n *yaml3.Node, depth int) any {
 }
 
 // innermost drops sigs.k8s.io/yaml's "error converting YAML to JSON" style wrappers, which say
-// nothing to a user.
+// nothing to a user, and only those: the errors of Terrace's own decoders under them carry the
+// hint ("want a string like \"90s\"").
 func innermost(err error) error {
 	for {
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "error converting YAML to JSON") && !strings.HasPrefix(msg, "error unmarshaling JSON") && !strings.HasPrefix(msg, "while decoding JSON") {
+			return err
+		}
 		u := errors.Unwrap(err)
 		if u == nil {
 			return err

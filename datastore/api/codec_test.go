@@ -377,3 +377,22 @@ apiVersion: terrace.dev/v1
 		t.Errorf("Decode took %v", d)
 	}
 }
+
+// TestDecodeKeepsOwnHints: YAML input goes through sigs.k8s.io/yaml, whose wrappers are dropped,
+// but not the hints of Terrace's own decoders under them.
+func TestDecodeKeepsOwnHints(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"apiVersion: terrace.dev/v1\nkind: BGPPeer\nmetadata: {name: s}\nspec: {peerIP: 192.0.2.1, asNumber: 65000, holdTime: 90}\n",
+			`decode BGPPeer "s": decode duration: want a string like "90s"`},
+		{"apiVersion: terrace.dev/v1\nkind: IPPool\nmetadata: {name: s}\nspec: {cidr: 198.18.0.0/16, blockSize: x}\n",
+			`decode IPPool "s": json: cannot unmarshal string into Go struct field IPPoolSpec.spec.blockSize`},
+	} {
+		docs, err := Decode([]byte(tc.in))
+		if err != nil || len(docs) != 1 || docs[0].Err == nil {
+			t.Fatalf("Decode(%q) = %v, %v; want one document with an error", tc.in, docs, err)
+		}
+		if got := docs[0].Err.Error(); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("error %q, want it to start %q", got, tc.want)
+		}
+	}
+}
