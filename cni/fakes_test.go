@@ -281,3 +281,10 @@ func (d *fakeDataplane) Verify(w Wiring) error {
 	}
 	return nil
 }
+
+func sameAddrs(a, b []netip.Addr) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.SortFunc(a, netip.Addr.Compare)
+	slices.SortFunc(b, netip.Addr.Compare)
+	return slices.Equal(a, b)
+}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -49,16 +48,6 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrDecodingFailure, err.Error(), "")
 	}
 	var problems []error
-	w := Wiring{NetNS: p.netnsPath(args), PodIf: args.IfName, HostIf: inv.hostIf, MTU: inv.cfg.MTU, IPv4: v4, IPv6: v6}
-	if err := p.Dataplane.Verify(w); err != nil {
-		if errors.Is(err, ErrNetNSMissing) {
-			if p.InAgent {
-				return errNetNSUnseen
-			}
-			return cniErrorf(types.ErrUnknownContainer, "the pod's network namespace %q does not exist", args.Netns)
-		}
-		problems = append(problems, err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	be, err := p.connect(ctx, inv)
@@ -66,6 +55,9 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 		return err
 	}
 	defer be.Close()
+	// What this plugin made is the endpoint's addresses; the previous result must hold them, and
+	// may hold more: a plugin later in the chain may have added an address to the interface,
+	// which the spec says CHECK must allow.
 	want := slices.Concat(v4, v6)
 	wep, err := be.GetEndpoint(ctx, inv.namespace, inv.wepName)
 	switch {
@@ -82,11 +74,29 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 				inv.namespace, inv.wepName, wep.Spec.Node, wep.Spec.InterfaceName, wep.Spec.Endpoint, inv.cfg.Node, inv.hostIf, args.IfName))
 		}
 		e4, e6, err := endpointAddrs(wep)
-		if err != nil {
+		switch {
+		case err != nil:
 			problems = append(problems, err)
-		} else if !sameAddrs(slices.Concat(e4, e6), want) {
-			problems = append(problems, fmt.Errorf("workload endpoint has addresses %v, the previous result %v", slices.Concat(e4, e6), want))
+		case len(e4)+len(e6) == 0:
+			problems = append(problems, fmt.Errorf("workload endpoint %s/%s has no addresses", inv.namespace, inv.wepName))
+		default:
+			for _, ip := range slices.Concat(e4, e6) {
+				if !slices.Contains(want, ip) {
+					problems = append(problems, fmt.Errorf("workload endpoint has address %s, which the previous result does not give %s", ip, args.IfName))
+				}
+			}
+			v4, v6, want = e4, e6, slices.Concat(e4, e6)
 		}
+	}
+	w := Wiring{NetNS: p.netnsPath(args), PodIf: args.IfName, HostIf: inv.hostIf, MTU: inv.cfg.MTU, IPv4: v4, IPv6: v6}
+	if err := p.Dataplane.Verify(w); err != nil {
+		if errors.Is(err, ErrNetNSMissing) {
+			if p.InAgent {
+				return errNetNSUnseen
+			}
+			return cniErrorf(types.ErrUnknownContainer, "the pod's network namespace %q does not exist", args.Netns)
+		}
+		problems = append(problems, err)
 	}
 	held, err := be.HandleAddrs(ctx, inv.handle)
 	if err != nil {
@@ -104,13 +114,6 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	}
 	inv.log.Debug("CHECK passed")
 	return nil
-}
-
-func sameAddrs(a, b []netip.Addr) bool {
-	a, b = slices.Clone(a), slices.Clone(b)
-	slices.SortFunc(a, netip.Addr.Compare)
-	slices.SortFunc(b, netip.Addr.Compare)
-	return slices.Equal(a, b)
 }
 
 // Status implements CNI STATUS: ready only when the datastore answers and the node agent is up,

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -539,4 +540,37 @@ func mustResultBytes(t *testing.T, b []byte) types.Result {
 		t.Fatalf("parse result %s: %v", b, err)
 	}
 	return r
+}
+
+// TestCheckAllowsALaterPluginsAddress: a plugin later in the chain may add an address to the
+// pod's interface (the spec says CHECK must allow changes by later plugins); an address of this
+// plugin's that the previous result no longer gives the interface still fails CHECK.
+func TestCheckAllowsALaterPluginsAddress(t *testing.T) {
+	h := newHarness()
+	if err := h.p.Add(cmdArgs("c1", conf(""))); err != nil {
+		t.Fatal(err)
+	}
+	res, err := current.NewResultFromResult(mustResultBytes(t, h.out.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkWith := func(r *current.Result) error {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.p.Check(cmdArgs("c1", conf(`,"prevResult":`+string(b))))
+	}
+	withExtra := *res
+	pod := 1
+	_, extra, _ := net.ParseCIDR("192.0.2.9/24")
+	withExtra.IPs = append(slices.Clone(res.IPs), &current.IPConfig{Interface: &pod, Address: *extra})
+	if err := checkWith(&withExtra); err != nil {
+		t.Fatalf("CHECK with a later plugin's address on eth0: %v", err)
+	}
+	without := *res
+	without.IPs = []*current.IPConfig{{Interface: &pod, Address: *extra}}
+	if err := checkWith(&without); err == nil || code(t, err) != CodeCheckFailed || !strings.Contains(err.Error(), "previous result does not give") {
+		t.Fatalf("CHECK whose previous result lacks the pod's own address = %v, want code %d", err, CodeCheckFailed)
+	}
 }
