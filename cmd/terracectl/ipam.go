@@ -386,7 +386,7 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringSliceVar(&ips, "ip", nil, "address(es) to release if nothing owns them")
-	cmd.Flags().StringVar(&report, "from-report", "", "release the leaks and orphan blocks listed in this `ipam check -o json` report")
+	cmd.Flags().StringVar(&report, "from-report", "", "release the leaks and orphan blocks listed in this `FILE` (an ipam check -o json report)")
 	cmd.Flags().StringVar(&node, "node", "", "release the block affinities of this removed node")
 	cmd.Flags().BoolVar(&force, "force", false, "with --node: release them even though the Node still exists")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: text)")

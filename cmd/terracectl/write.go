@@ -62,9 +62,9 @@ func runDocs(cmd *cobra.Command, e *env, files []string, ns *nsFlags, validate b
 	if len(valid) > 0 {
 		c, err := e.connect(cmd.Context())
 		if err != nil {
-			e.errorf("%s", oneLine(err.Error()))
-			failed++
-			valid = nil
+			// Bad etcd settings are the user's input (2), an etcd that does not answer is not (1),
+			// as for every other command.
+			return err
 		}
 		for _, d := range valid {
 			what, err := act(cmd.Context(), c, d.Resource)

@@ -24,6 +24,8 @@ type Summary struct {
 // (felix/dataplane's Raw* benchmarks), both in scenario form.
 var goAnchors = map[string]string{
 	"routes.Install10k":               "routes.RawRouteAdd10k",
+	"routes.Install10k/one-by-one":    "routes.RawRouteAdd10k",
+	"routes.Install10k/batched":       "routes.RawRouteAdd10k",
 	"ipsets.Restore100k":              "ipsets.RawRestore100k",
 	"iptables.Initial10kRules/legacy": "iptables.RawRestore10k/legacy",
 	"iptables.Initial10kRules/nft":    "iptables.RawRestore10k/nft",

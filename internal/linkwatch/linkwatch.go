@@ -16,13 +16,17 @@ import (
 // says yes, given the interface's name and the message type (unix.RTM_NEWLINK or RTM_DELLINK).
 // Names are dropped rather than queued without bound when the reader is busy (the channel holds
 // buf): callers must have another way to catch up, a poll or a resync. The channel closes when
-// ctx is done.
+// ctx is done, and also when the subscription fails (a receive error, such as ENOBUFS under a
+// burst of link events; logged), after which only the caller's poll and resync catch changes.
 func Subscribe(ctx context.Context, ns *netns.NsHandle, buf int, keep func(name string, msgType uint16) bool, log *slog.Logger) (<-chan string, error) {
 	updates := make(chan netlink.LinkUpdate, 256)
 	done := make(chan struct{})
 	err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
 		Namespace: ns,
 		ErrorCallback: func(err error) {
+			if ctx.Err() != nil {
+				return // the socket closed because we are stopping
+			}
 			log.Warn("link subscription error; relying on the poll and resync", "err", err)
 		},
 	})
@@ -33,6 +37,14 @@ func Subscribe(ctx context.Context, ns *netns.NsHandle, buf int, keep func(name 
 	go func() {
 		defer close(out)
 		defer close(done)
+		// netlink's receiver may be blocked sending to updates when we stop: drained, it sees
+		// done and exits instead of waiting for ever.
+		defer func() {
+			go func() {
+				for range updates {
+				}
+			}()
+		}()
 		for {
 			select {
 			case <-ctx.Done():
