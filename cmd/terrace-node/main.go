@@ -92,7 +92,15 @@ func setup(cmd *cobra.Command, configFile string, errOut io.Writer) (*cliconf.Co
 	if configFile != "" {
 		path, required = configFile, true
 	}
-	cfg, err := cliconf.LoadFile(cmd.Flags(), path, required)
+	// One file for every subcommand: a key another one reads is not this one's typo.
+	cfg, err := cliconf.LoadFile(cmd.Flags(), path, required, cliconf.WithKnownKeys(func(k string) bool {
+		for _, c := range cmd.Root().Commands() {
+			if c.Flags().Lookup(k) != nil {
+				return true
+			}
+		}
+		return cmd.Root().PersistentFlags().Lookup(k) != nil
+	}))
 	if err != nil {
 		return nil, nil, nil, usageError{err}
 	}

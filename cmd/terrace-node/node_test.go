@@ -374,4 +374,10 @@ func TestRunConfigPrecedence(t *testing.T) {
 	if err := <-done; err == nil || !strings.Contains(logs.String(), `unknown key "node-nmae"`) {
 		t.Errorf("typo in config: %v\n%s", err, logs)
 	}
+	// One file serves every subcommand: etcd reads past run's keys (and fails here only on its
+	// own bad flag, after the file was accepted).
+	_, logs, done = startWith(t, "node-name: x\netcd-endpoints: http://127.0.0.1:1\n", nil, "etcd", "--data-dir", "/nonexistent/terrace", "--listen-client", "127.0.0.1:2379")
+	if err := <-done; err == nil || strings.Contains(logs.String(), "unknown key") || !strings.Contains(logs.String(), `client URL "127.0.0.1:2379"`) {
+		t.Errorf("etcd with a file written for run: %v\n%s", err, logs)
+	}
 }

@@ -603,3 +603,28 @@ func TestDeleteManifestWithInvalidDocument(t *testing.T) {
 		t.Errorf("stored keys (-want +got):\n%s", diff)
 	}
 }
+
+// TestConfigFileKeys: the config file holds the global flags; a subcommand's own flag there is
+// refused by every subcommand alike rather than ignored by some (get read -o from its command
+// line only).
+func TestConfigFileKeys(t *testing.T) {
+	c, _ := newCLI(t)
+	for _, tc := range []struct {
+		file string
+		args []string
+		code int
+		msg  string
+	}{
+		{"output: json\n", []string{"get", "ippools"}, 2, `unknown key "output"`},
+		{"namespace: prod\n", []string{"version"}, 2, `unknown key "namespace"`},
+		{"log-level: debug\nnode-socket: /run/x.sock\n", []string{"get", "ippools"}, 0, ""},
+	} {
+		if err := os.WriteFile(c.config, []byte(tc.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := c.run("", tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.msg) {
+			t.Errorf("file %q, %v: exit %d, stderr %q; want %d and %q", tc.file, tc.args, r.code, r.stderr, tc.code, tc.msg)
+		}
+	}
+}

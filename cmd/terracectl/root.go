@@ -139,7 +139,11 @@ func newRootCmd(e *env) *cobra.Command {
 			if configFile != "" {
 				path, required = configFile, true
 			}
-			cfg, err := cliconf.LoadFile(cmd.Flags(), path, required)
+			// Only the global flags are read through the configuration; a subcommand's own
+			// (-o, -n, ...) come from its command line alone.
+			cfg, err := cliconf.LoadFile(cmd.Flags(), path, required, cliconf.WithKnownKeys(func(k string) bool {
+				return cmd.Root().PersistentFlags().Lookup(k) != nil
+			}))
 			if err != nil {
 				return &exitError{code: exitInput, err: err}
 			}

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -78,6 +80,9 @@ type Config struct {
 	file  string // the config file that was read, "" if none
 	env   func(string) (string, bool)
 	inFil map[string]bool
+	// known says whether a config file key is one the binary reads from its file (nil: the keys
+	// of fs); see WithKnownKeys.
+	known func(string) bool
 }
 
 // Load resolves fs against the environment and the binary's default config file. A missing
@@ -88,7 +93,7 @@ func Load(flags *pflag.FlagSet, binary string) (*Config, error) {
 
 // LoadFile is Load with an explicit config file; required says whether its absence is an error
 // (true when the user named the file).
-func LoadFile(flags *pflag.FlagSet, path string, required bool) (*Config, error) {
+func LoadFile(flags *pflag.FlagSet, path string, required bool, opts ...Option) (*Config, error) {
 	v := viper.New()
 	v.SetEnvPrefix(EnvPrefix)
 	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
@@ -97,6 +102,9 @@ func LoadFile(flags *pflag.FlagSet, path string, required bool) (*Config, error)
 		return nil, fmt.Errorf("bind flags: %w", err)
 	}
 	c := &Config{v: v, fs: flags, env: os.LookupEnv, inFil: map[string]bool{}}
+	for _, o := range opts {
+		o(c)
+	}
 	if path != "" {
 		data, err := os.ReadFile(path)
 		switch {
@@ -122,12 +130,27 @@ func LoadFile(flags *pflag.FlagSet, path string, required bool) (*Config, error)
 	return c, nil
 }
 
-// checkFileKeys refuses keys that no flag defines: a typo in a config file would otherwise be
-// silently ignored and the default used instead.
+// Option adjusts LoadFile.
+type Option func(*Config)
+
+// WithKnownKeys says which keys the binary's config file may hold. A binary has one file for all
+// its subcommands, so a key another subcommand reads is no typo for this one (terrace-node's
+// etcd must start from a file written for run); and a flag a subcommand reads only from its
+// command line must not be accepted from the file and then ignored.
+func WithKnownKeys(known func(key string) bool) Option {
+	return func(c *Config) { c.known = known }
+}
+
+// checkFileKeys refuses keys the binary does not read from its file: a typo in a config file
+// would otherwise be silently ignored and the default used instead.
 func (c *Config) checkFileKeys() error {
+	known := c.known
+	if known == nil {
+		known = func(k string) bool { return c.fs.Lookup(k) != nil }
+	}
 	var errs []error
-	for k := range c.inFil {
-		if c.fs.Lookup(k) == nil {
+	for _, k := range slices.Sorted(maps.Keys(c.inFil)) {
+		if !known(k) {
 			errs = append(errs, fmt.Errorf("config file %s: unknown key %q", c.file, k))
 		}
 	}
