@@ -50,11 +50,11 @@ func decode(item kv.KV) (api.Resource, error) {
 	}
 	r, err := api.Unmarshal(item.Value)
 	if err != nil {
-		return nil, fmt.Errorf("decode %s: %w", item.Key, err)
+		return nil, fmt.Errorf("decode %s: %w: %w", item.Key, ErrUndecodable, err)
 	}
 	got, err := api.KindOf(r)
 	if err != nil || got.Kind != info.Kind {
-		return nil, fmt.Errorf("decode %s: stored kind %q does not match the key", item.Key, r.GetTypeMeta().Kind)
+		return nil, fmt.Errorf("decode %s: %w: stored kind %q does not match the key", item.Key, ErrUndecodable, r.GetTypeMeta().Kind)
 	}
 	m := r.GetObjectMeta()
 	m.Name, m.Namespace, m.ResourceVersion = name, ns, formatVersion(item.Revision)
@@ -344,8 +344,9 @@ func (c *Client) poolGuard(ctx context.Context, pool *api.IPPool) (kv.Op, error)
 	return kv.Op{Kind: kv.OpCheckPrefix, Key: prefix, Rev: rev}, nil
 }
 
-// Delete removes a resource and returns what was stored. A non-empty resourceVersion makes the
-// delete conditional on it.
+// Delete removes a resource and returns what was stored, or nil when that could not be decoded
+// (logged: the delete happened, which is what the caller asked for). A non-empty
+// resourceVersion makes the delete conditional on it.
 func (c *Client) Delete(ctx context.Context, kind, namespace, name, resourceVersion string) (api.Resource, error) {
 	info, err := lookup(kind)
 	if err != nil {
@@ -363,8 +364,8 @@ func (c *Client) Delete(ctx context.Context, kind, namespace, name, resourceVers
 	c.log.Debug("deleted resource", "kind", info.Kind, "namespace", namespace, "name", name, "revision", prev.Revision)
 	r, err := decode(prev)
 	if err != nil {
-		// The delete happened; the caller only loses the copy of what was there.
-		return nil, fmt.Errorf("delete %s: deleted, but %w", describe(info, namespace, name), err)
+		c.log.Warn("deleted a stored value that could not be decoded", "kind", info.Kind, "namespace", namespace, "name", name, "err", err)
+		return nil, nil
 	}
 	return r, nil
 }

@@ -28,6 +28,9 @@ var (
 	ErrNotFound = kv.ErrNotFound
 	ErrExists   = kv.ErrExists
 	ErrConflict = kv.ErrConflict
+	// ErrUndecodable: a stored value is not a resource of its key's kind (written by hand, or
+	// by a version that stored something this one cannot read).
+	ErrUndecodable = errors.New("stored value cannot be decoded")
 )
 
 // Key returns the etcd key of one resource. For kinds that are not namespaced namespace is ignored.

@@ -444,6 +444,16 @@ func TestNamespacesAndListing(t *testing.T) {
 	if len(rs) != 2 {
 		t.Errorf("list with a corrupt value returned %d resources, want 2", len(rs))
 	}
+	// Get names it as undecodable; deleting it is a success (the key was what the caller meant).
+	if _, err := c.Get(ctx, "netset", "prod", "corrupt"); !errors.Is(err, ErrUndecodable) {
+		t.Errorf("get of a corrupt value: %v, want ErrUndecodable", err)
+	}
+	if r, err := c.Delete(ctx, "netset", "prod", "corrupt", ""); err != nil || r != nil {
+		t.Errorf("delete of a corrupt value = %v, %v; want nil, nil", r, err)
+	}
+	if _, err := c.Get(ctx, "netset", "prod", "corrupt"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("after delete: %v, want ErrNotFound", err)
+	}
 }
 
 type typedRecorder struct {

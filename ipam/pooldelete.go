@@ -30,9 +30,14 @@ type PoolInUseError struct {
 	Pool      string
 	Allocated int
 	Disabled  bool
+	// Undecodable: the stored pool cannot be read, so what it holds cannot be counted.
+	Undecodable bool
 }
 
 func (e *PoolInUseError) Error() string {
+	if e.Undecodable {
+		return fmt.Sprintf("IP pool %s: its stored value cannot be decoded, so the addresses in it cannot be counted; --force deletes the key alone (its blocks stay until released)", e.Pool)
+	}
 	how := "disable it (spec.disabled: true) and delete it with --force to delete it anyway"
 	if e.Disabled {
 		how = "delete it with --force to delete it anyway"
@@ -66,7 +71,8 @@ func (a *Allocator) DeletePool(ctx context.Context, name, resourceVersion string
 	if err != nil {
 		return out, fmt.Errorf("delete IP pool %s: %w", name, err)
 	}
-	if _, err := datastore.ParseVersion(info, "", name, resourceVersion); err != nil {
+	wantRev, err := datastore.ParseVersion(info, "", name, resourceVersion)
+	if err != nil {
 		return out, err
 	}
 	for attempt := 0; ; attempt++ {
@@ -74,6 +80,17 @@ func (a *Allocator) DeletePool(ctx context.Context, name, resourceVersion string
 			return out, fmt.Errorf("delete IP pool %s: %w", name, ErrTooManyRetries)
 		}
 		r, err := a.ds.Get(ctx, "IPPool", "", name)
+		if errors.Is(err, datastore.ErrUndecodable) {
+			// Its CIDR is unknown, so its blocks cannot be checked or freed: only with force,
+			// and the key alone.
+			if !force {
+				return out, &PoolInUseError{Pool: name, Undecodable: true}
+			}
+			if _, err := a.store.Delete(ctx, datastore.Key(info, "", name), wantRev); err != nil {
+				return out, fmt.Errorf("delete IP pool %s: %w", name, err)
+			}
+			return out, nil
+		}
 		if err != nil {
 			return out, fmt.Errorf("delete IP pool %s: %w", name, err)
 		}

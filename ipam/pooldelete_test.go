@@ -319,3 +319,25 @@ func TestPoolRecreatedWithLargerBlockSize(t *testing.T) {
 		t.Errorf("the overlapping /24 was created: %v %v", b, err)
 	}
 }
+
+// TestDeletePoolUndecodable: a pool whose stored value cannot be read has addresses nobody can
+// count: refused (PoolInUseError, exit 2 in terracectl) unless forced, which deletes the key.
+func TestDeletePoolUndecodable(t *testing.T) {
+	e := newTestEnv(t)
+	e.real = true
+	ctx := ctxT(t)
+	if _, err := e.store().Put(ctx, "/terrace/v1/ippools/zbad", []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	a := e.allocator()
+	var inUse *PoolInUseError
+	if _, err := a.DeletePool(ctx, "zbad", "", false); !errors.As(err, &inUse) || !inUse.Undecodable {
+		t.Fatalf("delete without force: %v, want a PoolInUseError for an undecodable pool", err)
+	}
+	if _, err := a.DeletePool(ctx, "zbad", "", true); err != nil {
+		t.Fatalf("delete with force: %v", err)
+	}
+	if _, err := e.client().Get(ctx, "IPPool", "", "zbad"); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("after forced delete: %v, want not found", err)
+	}
+}
