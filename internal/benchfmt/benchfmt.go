@@ -199,6 +199,13 @@ func Parse(s string) (Line, error) {
 
 // SplitValue splits "20.9ms" into 20.9 and "ms", "1000/s" into 1000 and "/s", "0.95" into 0.95 and "".
 func SplitValue(s string) (float64, string, error) {
+	// What FormatValue prints for a figure with nothing to divide by (a rate over no work).
+	for _, special := range []string{"NaN", "+Inf", "-Inf"} {
+		if rest, ok := strings.CutPrefix(s, special); ok {
+			v, _ := strconv.ParseFloat(special, 64)
+			return v, rest, nil
+		}
+	}
 	n := numberPrefix(s)
 	if n == 0 {
 		return 0, "", fmt.Errorf("split value %q: no number", s)

@@ -68,6 +68,9 @@ func TestParse(t *testing.T) {
 		{in: "BENCH a n=3events", want: Line{Scenario: "a", Metric: "n", Value: 3, Unit: "events"}},
 		{in: "BENCH a n=1.ms", want: Line{Scenario: "a", Metric: "n", Value: 1, Unit: ".ms"}},
 		{in: "BENCH a r=1 anchor=0 ratio=n/a", want: Line{Scenario: "a", Metric: "r", Value: 1, HasAnchor: true, Ratio: math.NaN()}},
+		// What FormatValue prints for a rate over no work reads back.
+		{in: "BENCH ipam batch=NaN", want: Line{Scenario: "ipam", Metric: "batch", Value: math.NaN()}},
+		{in: "BENCH ipam retries=+Infms", want: Line{Scenario: "ipam", Metric: "retries", Value: math.Inf(1), Unit: "ms"}},
 		{in: "BENCHMARK a b=1", notB: true},
 		{in: "", notB: true},
 		{in: "BENCH-NOTE a text", notB: true},
@@ -171,7 +174,7 @@ func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		"BENCH kv-put p50=0.341ms anchor=0.47ms ratio=0.73",
 		"BENCH a b=1e3pps x y", "BENCH a b=1..5", "BENCH a b=-0.5e-3s anchor=1s", "BENCH a b=1 anchor=0 ratio=n/a",
-		"BENCH a b=.5e anchor=2e+ ratio=1", "BENCH",
+		"BENCH a b=.5e anchor=2e+ ratio=1", "BENCH", "BENCH a b=NaN anchor=-Infs",
 	} {
 		f.Add(s)
 	}
