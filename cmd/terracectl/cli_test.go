@@ -342,6 +342,9 @@ func TestBadInput(t *testing.T) {
 		// A short dial timeout keeps these cases cheap; the message and exit status do not depend on it.
 		{name: "unreachable etcd", stdin: valid, args: []string{"apply", "-f", "-", "--etcd-dial-timeout", "1s"}, endpoints: "http://127.0.0.1:1",
 			wantCode: 1, wantStderr: "error: connect to etcd at http://127.0.0.1:1"},
+		{name: "force on ipam release --ip", args: []string{"ipam", "release", "--ip", "198.18.0.9", "--force"}, wantCode: 2, wantStderr: "--force applies to --node only"},
+		{name: "get by name with -A", args: []string{"get", "networkpolicy", "np1", "-A"}, wantCode: 2, wantStderr: "-A lists a kind in every namespace"},
+		{name: "force on a kind other than IPPool", args: []string{"delete", "gnp", "p", "--force"}, wantCode: 2, wantStderr: "--force applies to IPPools only"},
 		// Bad etcd settings are input: exit 2 for apply as for get.
 		{name: "bad etcd settings on apply", stdin: valid, args: []string{"apply", "-f", "-", "--etcd-cert", "/x"},
 			wantCode: 2, wantStderr: "--etcd-cert and --etcd-key must be given together"},

@@ -23,6 +23,9 @@ type deleteOpts struct {
 // deleteResource deletes r and says what happened. Nodes and IPPools go through IPAM.
 func deleteResource(ctx context.Context, e *env, c *datastore.Client, r api.Resource, o deleteOpts) (string, error) {
 	m := r.GetObjectMeta()
+	if o.force && kindName(r) != "IPPool" {
+		return "", &exitError{code: exitInput, err: fmt.Errorf("--force applies to IPPools only, not %s", strings.ToLower(kindName(r)))}
+	}
 	var what string
 	var err error
 	switch kindName(r) {

@@ -43,6 +43,8 @@ func newGetCmd(e *env) *cobra.Command {
 				}
 			case len(args) == 0:
 				return usageErrorf("get: name a kind, e.g. `terracectl get ippools` (kinds: %s)", kindList())
+			case ns.all && (len(args) > 1 || strings.Contains(args[0], "/")):
+				return usageErrorf("get: -A lists a kind in every namespace; to get resources by name, give their namespace with -n")
 			case strings.Contains(args[0], "/"):
 				var err error
 				if targets, err = refResources(args, ns.namespace); err != nil {

@@ -283,6 +283,9 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 			if modes != 1 {
 				return usageErrorf("ipam release: give exactly one of --ip, --from-report, --node")
 			}
+			if force && node == "" {
+				return usageErrorf("ipam release: --force applies to --node only")
+			}
 			var addrs []netip.Addr
 			for _, s := range ips {
 				a, err := netip.ParseAddr(s)
@@ -339,6 +342,9 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 				}
 				for _, b := range res.Retained {
 					e.printf("block %s keeps %d allocated addresses; it returns to the pool when they are released\n", b.CIDR, b.Used)
+				}
+				if err == nil && len(res.Freed) == 0 && len(res.Retained) == 0 {
+					e.printf("node %s has no blocks to release\n", node)
 				}
 				return err
 			case report != "":

@@ -127,6 +127,10 @@ func TestIPAMCommands(t *testing.T) {
 	if out := c.mustRun("", "ipam", "release", "--node", "live-node", "--force").stdout; !strings.Contains(out, "keeps 1 allocated") {
 		t.Fatalf("release --node --force:\n%s", out)
 	}
+	// A node with no blocks says so instead of printing nothing.
+	if out := c.mustRun("", "ipam", "release", "--node", "no-such-node").stdout; !strings.Contains(out, "node no-such-node has no blocks to release") {
+		t.Fatalf("release --node of a node without blocks:\n%s", out)
+	}
 	// Again, as JSON: nothing left to release is empty lists, not nulls.
 	if out := c.mustRun("", "ipam", "release", "--node", "live-node", "--force", "-o", "json").stdout; !strings.Contains(out, `"freed": []`) || !strings.Contains(out, `"retained": []`) {
 		t.Fatalf("release --node --force -o json a second time:\n%s", out)

@@ -217,6 +217,13 @@ func newDeleteCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if opts.force {
+				for _, r := range rs {
+					if kindName(r) != "IPPool" {
+						return usageErrorf("delete: --force applies to IPPools only, not %s", strings.ToLower(kindName(r)))
+					}
+				}
+			}
 			c, err := e.connect(cmd.Context())
 			if err != nil {
 				return err
