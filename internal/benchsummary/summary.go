@@ -51,8 +51,28 @@ func Read(r io.Reader) (*Summary, error) {
 	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	var raws []string
+	pending := "" // a benchmark's name whose result line comes later (see below)
 	for sc.Scan() {
 		raw := sc.Text()
+		// When a benchmark runs more than once, go test prints its name before the timed run,
+		// so what the body prints lands on the name's line ("BenchmarkX-2 	BENCH a p50=…") and
+		// the result follows alone ("30  20803 ns/op"): split the one and rejoin the other.
+		if f := strings.Fields(raw); raw == strings.TrimLeft(raw, " \t") && len(f) > 1 && strings.HasPrefix(f[0], "Benchmark") && strings.HasPrefix(f[1], "BENCH") {
+			pending = f[0]
+			raws = append(raws, strings.TrimSpace(strings.TrimPrefix(raw, f[0])))
+			continue
+		}
+		switch {
+		case pending != "" && raw != "" && raw[0] >= '0' && raw[0] <= '9':
+			raw, pending = pending+"\t"+raw, ""
+		case strings.HasPrefix(raw, "BENCH"): // more of the body's output: the result is still to come
+		default:
+			pending = ""
+		}
+		raws = append(raws, raw)
+	}
+	for _, raw := range raws {
 		line := strings.TrimSpace(raw)
 		if skip != "" {
 			if raw != line && line != "" && !strings.HasPrefix(line, "---") {

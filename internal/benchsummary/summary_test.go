@@ -147,3 +147,30 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+// TestReadGluedLines: a benchmark run more than once has its name printed before the timed run,
+// so its body's BENCH lines start on the name's line and the result line comes after them.
+func TestReadGluedLines(t *testing.T) {
+	in := "pkg: example.com/p\n" +
+		"BenchmarkA\n" +
+		"BENCH a p50=9ms\n" +
+		"BenchmarkA-2   \tBENCH a p50=1.5ms\n" +
+		"BENCH a p99=3ms\n" +
+		"      30\t  20803 ns/op\n" +
+		"PASS\nok  \texample.com/p\t1.0s\n"
+	s, err := Read(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range s.Lines {
+		got = append(got, l.String())
+	}
+	want := []string{"BENCH a p50=9ms", "BENCH a p50=1.5ms", "BENCH a p99=3ms"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("lines (-want +got):\n%s", diff)
+	}
+	if len(s.Malformed) != 0 {
+		t.Errorf("malformed: %v", s.Malformed)
+	}
+}
