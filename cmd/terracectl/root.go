@@ -101,8 +101,8 @@ func (e *env) connect(ctx context.Context) (*datastore.Client, error) {
 	if err != nil {
 		eps := strings.Join(kc.Endpoints, ",")
 		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("connect to etcd at %s: no answer within %s (check --%s or %s)",
-				eps, kc.DialTimeout, cliconf.FlagEtcdEndpoints, cliconf.EnvName(cliconf.FlagEtcdEndpoints))
+			return nil, fmt.Errorf("connect to etcd at %s: no answer within %s (the endpoints are from %s; check --%s, %s or the config file)",
+				eps, kc.DialTimeout, e.cfg.Where(cliconf.FlagEtcdEndpoints), cliconf.FlagEtcdEndpoints, cliconf.EnvName(cliconf.FlagEtcdEndpoints))
 		}
 		return nil, fmt.Errorf("connect to etcd at %s: %s", eps, oneLine(err.Error()))
 	}

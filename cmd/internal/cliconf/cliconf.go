@@ -174,6 +174,10 @@ func (c *Config) Source(name string) Source {
 	return SourceDefault
 }
 
+// Where names the place a value came from, for error messages: the flag, the variable, the file
+// or the default.
+func (c *Config) Where(name string) string { return c.where(name) }
+
 // where names the place a value came from, for error messages: the variable or the file.
 func (c *Config) where(name string) string {
 	switch src := c.Source(name); src {
