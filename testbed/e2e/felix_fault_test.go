@@ -220,11 +220,20 @@ func TestFelixNATOutgoing(t *testing.T) {
 	podLog := listener(t, tb, "host-2/q", 9001)
 	peerOf := func(addr string, port int, log string) string {
 		t.Helper()
+		before := peerCount(log)
 		eventually(t, waitTimeout, func() string {
 			if tcpOpen(tb, "host-1/p", addr, port, time.Second) {
 				return ""
 			}
 			return fmt.Sprintf("host-1/p cannot connect to %s:%d", addr, port)
+		})
+		// The connection succeeds before the listener has accepted it and written its peer:
+		// read the log only once the line is there (else the last line is an older one).
+		eventually(t, 5*time.Second, func() string {
+			if peerCount(log) > before {
+				return ""
+			}
+			return fmt.Sprintf("the listener on port %d logged no peer for the connection from host-1/p", port)
 		})
 		return lastPeer(log)
 	}

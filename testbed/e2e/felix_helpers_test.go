@@ -117,6 +117,12 @@ func tcpOpen(tb *testbed.Testbed, target, addr string, port int, timeout time.Du
 }
 
 // lastPeer returns the newest peer address a listener recorded.
+// peerCount is how many connections the listener has logged.
+func peerCount(path string) int {
+	b, _ := os.ReadFile(path)
+	return len(strings.Fields(string(b)))
+}
+
 func lastPeer(path string) string {
 	b, _ := os.ReadFile(path)
 	lines := strings.Fields(string(b))
