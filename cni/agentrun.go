@@ -162,12 +162,8 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 	}
 	// isOwn reports whether h is the agent's own namespace (which is the plugin's: both run in
 	// the host's).
-	isOwn := func(h netnsHandle) bool {
-		dev, ino, err := own()
-		return err == nil && dev == h.dev && ino == h.ino
-	}
-	override := strings.EqualFold(req.NetnsOverride, "true") || req.NetnsOverride == "1"
-	errOwnNetns := types.NewError(types.ErrInvalidNetNS, "plugin's netns and netns from CNI_NETNS should not be the same", "")
+	isOwn := func(h netnsHandle) bool { return sameNetns(h, own) }
+	override := netnsOverride(req.NetnsOverride)
 	netnsHandlePath, failAfterDel := "", false
 	switch {
 	case req.Command != "DEL" && req.Plugin == "" && req.Netns != "":
@@ -195,7 +191,7 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 		// the host's namespace as a pod's would give the host a pod's default route, so the
 		// agent refuses first.
 		if req.Command == "ADD" && !override && isOwn(h) {
-			return fail(errOwnNetns), nil
+			return fail(errOwnNetns()), nil
 		}
 	case (req.Command == "ADD" || req.Command == "DEL") && req.Netns != "" && !override:
 		// skel's check of ADD (terrace-ipam's; it never enters the namespace) and of DEL, whose
@@ -205,7 +201,7 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 			mine := isOwn(h)
 			h.close()
 			if mine && req.Command == "ADD" {
-				return fail(errOwnNetns), nil
+				return fail(errOwnNetns()), nil
 			}
 			failAfterDel = mine
 		}
@@ -255,7 +251,7 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 		return resp, nil
 	}
 	if failAfterDel {
-		return fail(errOwnNetns), nil
+		return fail(errOwnNetns()), nil
 	}
 	return nodeapi.CNIResponse{Result: out.Bytes()}, nil
 }
@@ -277,8 +273,20 @@ func isOwnNetns(path string) bool {
 		return false
 	}
 	defer h.close()
-	dev, ino, err := threadNetns()
+	return sameNetns(h, threadNetns)
+}
+
+// sameNetns reports whether h is the namespace own gives.
+func sameNetns(h netnsHandle, own func() (dev, ino uint64, err error)) bool {
+	dev, ino, err := own()
 	return err == nil && dev == h.dev && ino == h.ino
+}
+
+// netnsOverride reads CNI_NETNS_OVERRIDE as skel does: the plugin's own namespace is allowed.
+func netnsOverride(v string) bool { return strings.EqualFold(v, "true") || v == "1" }
+
+func errOwnNetns() error {
+	return types.NewError(types.ErrInvalidNetNS, "plugin's netns and netns from CNI_NETNS should not be the same", "")
 }
 
 // errNetNSUnseen: run in the agent, ADD or CHECK found no network namespace at the runtime's

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -289,8 +288,8 @@ func (p *Plugin) Add(args *skel.CmdArgs) (retErr error) {
 	// then the host would have a pod's address and default route. The agent checks before it
 	// runs the command; the plugin run directly checks here, before anything is changed.
 	if !p.InAgent {
-		if o := p.getenv("CNI_NETNS_OVERRIDE"); !strings.EqualFold(o, "true") && o != "1" && isOwnNetns(p.netnsPath(args)) {
-			return types.NewError(types.ErrInvalidNetNS, "plugin's netns and netns from CNI_NETNS should not be the same", "")
+		if !netnsOverride(p.getenv("CNI_NETNS_OVERRIDE")) && isOwnNetns(p.netnsPath(args)) {
+			return errOwnNetns()
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout+inv.cfg.PolicySetupTimeout)
