@@ -590,6 +590,46 @@ func TestGetWithUndecodableValue(t *testing.T) {
 	}
 }
 
+// TestEmptyListRoundTrip: what `get -o yaml|json` prints when nothing matches is a List with no
+// items, and feeding it back (a backup of an empty kind restored by a script) changes nothing and
+// succeeds, while a file with no document at all is still refused.
+func TestEmptyListRoundTrip(t *testing.T) {
+	c, srv := newCLI(t)
+	for _, format := range []string{"yaml", "json"} {
+		t.Run(format, func(t *testing.T) {
+			out := c.mustRun("", "get", "globalnetworkpolicies", "-o", format).stdout
+			if !strings.Contains(out, "List") {
+				t.Fatalf("get -o %s of nothing printed %q, want an empty List", format, out)
+			}
+			for _, verb := range []string{"apply", "create", "replace", "delete"} {
+				r := c.run(out, verb, "-f", "-")
+				if r.code != 0 || !strings.Contains(r.stderr, "nothing to do") || r.stdout != "" {
+					t.Errorf("%s -f of an empty List: exit %d, stdout %q, stderr %q; want 0 and a note", verb, r.code, r.stdout, r.stderr)
+				}
+			}
+			r := c.mustRun(out, "get", "-f", "-", "-o", format)
+			if docs, lists, err := api.DecodeManifest([]byte(r.stdout)); err != nil || len(docs) != 0 || lists != 1 {
+				t.Errorf("get -f of an empty List -o %s printed %q (%d documents, %d lists, %v), want an empty List", format, r.stdout, len(docs), lists, err)
+			}
+		})
+	}
+	// Mixed with a real document, the List's emptiness does not matter.
+	pool, err := os.ReadFile("testdata/kinds/ippool.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.mustRun("kind: List\nitems: []\n---\n"+string(pool), "apply", "-f", "-")
+	if !strings.Contains(r.stdout, "created") || strings.Contains(r.stderr, "nothing to do") {
+		t.Errorf("apply of an empty List and a pool: stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+	if r := c.run("\n# only a comment\n", "apply", "-f", "-"); r.code != 2 || !strings.Contains(r.stderr, "no resources found") {
+		t.Errorf("apply of no document: exit %d, stderr %q; want 2", r.code, r.stderr)
+	}
+	if got := len(storedKeys(t, srv)); got != 1 {
+		t.Errorf("stored %d keys, want the one pool", got)
+	}
+}
+
 // TestDeleteManifestWithInvalidDocument: delete -f with one document it cannot use deletes
 // nothing, not the documents around it.
 func TestDeleteManifestWithInvalidDocument(t *testing.T) {

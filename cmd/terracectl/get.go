@@ -41,6 +41,14 @@ func newGetCmd(e *env) *cobra.Command {
 					}
 					targets = append(targets, d.Resource)
 				}
+				if len(targets) == 0 {
+					// Only empty Lists: nothing to look up, so nothing to connect for.
+					if output == outTable || output == outWide {
+						fmt.Fprintln(e.errOut, "No resources found.")
+						return nil
+					}
+					return printResources(e.out, nil, printOptions{format: output})
+				}
 			case len(args) == 0:
 				return usageErrorf("get: name a kind, e.g. `terracectl get ippools` (kinds: %s)", kindList())
 			case ns.all && (len(args) > 1 || strings.Contains(args[0], "/")):

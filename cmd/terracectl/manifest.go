@@ -53,7 +53,8 @@ func addFileFlag(cmd *cobra.Command, files *[]string, what string) {
 
 // readDocs reads and decodes every -f input. Each document is checked as the datastore will check
 // it (defaults, then validation) so invalid ones are reported, with exit status 2, before anything
-// is written (then nothing is) and even when etcd is down. An input that cannot be split at all is an error.
+// is written (then nothing is) and even when etcd is down. An input that cannot be split at all, or
+// holds no document, is an error; one holding only empty Lists gives no documents and no error.
 func readDocs(files []string, in io.Reader, namespace string, nsExplicit, validate bool) ([]doc, error) {
 	var out []doc
 	for _, f := range files {
@@ -69,11 +70,13 @@ func readDocs(files []string, in io.Reader, namespace string, nsExplicit, valida
 		if err != nil {
 			return nil, &exitError{code: exitInput, err: fmt.Errorf("read %s: %w", name, err)}
 		}
-		docs, err := api.Decode(data)
+		docs, lists, err := api.DecodeManifest(data)
 		if err != nil {
 			return nil, &exitError{code: exitInput, err: fmt.Errorf("%s: %w", name, err)}
 		}
-		if len(docs) == 0 {
+		if len(docs) == 0 && lists == 0 {
+			// An empty List is zero resources on purpose (`get -o yaml` of nothing, re-applied);
+			// a file with no document at all is most likely the wrong file.
 			return nil, &exitError{code: exitInput, err: fmt.Errorf("%s: no resources found", name)}
 		}
 		for _, d := range docs {

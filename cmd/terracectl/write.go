@@ -43,6 +43,10 @@ func runDocs(cmd *cobra.Command, e *env, files []string, ns *nsFlags, validate b
 	if err != nil {
 		return err
 	}
+	if len(docs) == 0 {
+		fmt.Fprintf(e.errOut, "%s: the input holds only empty Lists; nothing to do\n", cmd.Name())
+		return nil
+	}
 	invalid, failed := 0, 0
 	var valid []doc
 	for _, d := range docs {

@@ -32,10 +32,17 @@ type Document struct {
 // different value, a missing or foreign apiVersion and unknown kinds are errors of that document.
 // The returned error is only for input that cannot be split into documents at all.
 func Decode(data []byte) ([]Document, error) {
+	docs, _, err := DecodeManifest(data)
+	return docs, err
+}
+
+// DecodeManifest is Decode that also counts the "kind: List" documents it expanded, so that a
+// caller can tell a List with no items (what `get -o yaml` prints when nothing matches: zero
+// resources, on purpose) from input holding no document at all (most likely a mistake).
+func DecodeManifest(data []byte) (docs []Document, lists int, err error) {
 	if !utf8.Valid(data) {
-		return nil, errors.New("decode manifest: input is not UTF-8 text")
+		return nil, 0, errors.New("decode manifest: input is not UTF-8 text")
 	}
-	var docs []Document
 	add := func(line int, r Resource, err error) {
 		docs = append(docs, Document{Index: len(docs), Line: line, Resource: r, Err: err})
 	}
@@ -55,7 +62,10 @@ func Decode(data []byte) ([]Document, error) {
 				add(c.line, nil, c.err)
 				continue
 			}
-			items, err := expandJSONList(c.json)
+			items, isList, err := expandJSONList(c.json)
+			if isList {
+				lists++
+			}
 			if err != nil {
 				add(c.line, nil, err)
 				continue
@@ -65,14 +75,18 @@ func Decode(data []byte) ([]Document, error) {
 				add(c.line, r, err)
 			}
 		}
-		return docs, nil
+		return docs, lists, nil
 	}
 	for _, c := range splitYAML(data) {
-		for _, it := range yamlItems(c) {
+		items, isList := yamlItems(c)
+		if isList {
+			lists++
+		}
+		for _, it := range items {
 			if it.err != nil {
 				if jsonErr != nil && strings.HasPrefix(it.err.Error(), "parse YAML") {
 					// Neither JSON nor YAML: it looked like JSON, so say what JSON found.
-					return nil, jsonErr
+					return nil, 0, jsonErr
 				}
 				add(it.line, nil, it.err)
 				continue
@@ -81,7 +95,7 @@ func Decode(data []byte) ([]Document, error) {
 			add(it.line, r, err)
 		}
 	}
-	return docs, nil
+	return docs, lists, nil
 }
 
 type chunk struct {
@@ -133,7 +147,7 @@ var yamlLineRE = regexp.MustCompile(`line (\d+)`)
 
 // yamlItems parses one YAML chunk and returns its resources' YAML text: the chunk itself, the
 // elements of a top-level sequence, or the items of a "kind: List".
-func yamlItems(c chunk) []yamlItem {
+func yamlItems(c chunk) (items []yamlItem, isList bool) {
 	abs := func(rel int) int { return c.start + rel - 1 }
 	var root yaml3.Node
 	if err := yaml3.Unmarshal(c.text, &root); err != nil {
@@ -142,17 +156,17 @@ func yamlItems(c chunk) []yamlItem {
 			n, _ := strconv.Atoi(strings.TrimPrefix(m, "line "))
 			return "line " + strconv.Itoa(abs(n))
 		})
-		return []yamlItem{{line: c.line, err: fmt.Errorf("parse YAML: %s", strings.TrimPrefix(msg, "yaml: "))}}
+		return []yamlItem{{line: c.line, err: fmt.Errorf("parse YAML: %s", strings.TrimPrefix(msg, "yaml: "))}}, false
 	}
 	if len(root.Content) == 0 {
-		return nil
+		return nil, false
 	}
 	n := root.Content[0]
 	if n.Kind == yaml3.ScalarNode && n.Tag == "!!null" {
-		return nil
+		return nil, false
 	}
 	if err := checkDuplicateKeys(n, abs); err != nil {
-		return []yamlItem{{line: c.line, err: err}}
+		return []yamlItem{{line: c.line, err: err}}, false
 	}
 	nodes := []*yaml3.Node{n}
 	switch n.Kind {
@@ -160,19 +174,19 @@ func yamlItems(c chunk) []yamlItem {
 		nodes = n.Content
 	case yaml3.MappingNode:
 		if v := mappingValue(n, "kind"); v != nil && IsListKind(v.Value) {
-			items := mappingValue(n, "items")
+			isList = true
+			list := mappingValue(n, "items")
 			switch {
-			case items != nil && items.Kind == yaml3.SequenceNode:
-				nodes = items.Content
-			case items != nil && items.Tag == "!!null":
+			case list != nil && list.Kind == yaml3.SequenceNode:
+				nodes = list.Content
+			case list != nil && list.Tag == "!!null":
 				nodes = nil // an empty list, as calicoctl prints one
 			default:
 				// A mis-indented "items" would otherwise apply nothing and say nothing.
-				return []yamlItem{{line: c.line, err: fmt.Errorf("decode %s: items must be a sequence of resources", v.Value)}}
+				return []yamlItem{{line: c.line, err: fmt.Errorf("decode %s: items must be a sequence of resources", v.Value)}}, true
 			}
 		}
 	}
-	var out []yamlItem
 	for _, item := range nodes {
 		it := yamlItem{line: abs(item.Line)}
 		if item.Kind != yaml3.MappingNode {
@@ -182,9 +196,9 @@ func yamlItems(c chunk) []yamlItem {
 		} else {
 			it.node, it.text = item, b
 		}
-		out = append(out, it)
+		items = append(items, it)
 	}
-	return out
+	return items, isList
 }
 
 // quoteStrings marks every scalar that YAML 1.2 reads as a string as quoted, so that the YAML 1.1
@@ -268,17 +282,16 @@ func splitJSON(data []byte) ([]chunk, error) {
 }
 
 // expandJSONList turns an array or a "kind: List" object into its items.
-func expandJSONList(js []byte) ([]json.RawMessage, error) {
+func expandJSONList(js []byte) (items []json.RawMessage, isList bool, err error) {
 	js = bytes.TrimSpace(js)
 	switch {
 	case bytes.Equal(js, []byte("null")):
-		return nil, nil
+		return nil, false, nil
 	case js[0] == '[':
-		var items []json.RawMessage
 		if err := json.Unmarshal(js, &items); err != nil {
-			return nil, fmt.Errorf("decode array: %w", err)
+			return nil, false, fmt.Errorf("decode array: %w", err)
 		}
-		return items, nil
+		return items, false, nil
 	case js[0] == '{':
 		var head struct {
 			Kind string `json:"kind"`
@@ -288,16 +301,16 @@ func expandJSONList(js []byte) ([]json.RawMessage, error) {
 				Items *[]json.RawMessage `json:"items"`
 			}
 			if err := json.Unmarshal(js, &list); err != nil {
-				return nil, fmt.Errorf("decode %s: items must be an array of resources: %w", head.Kind, err)
+				return nil, true, fmt.Errorf("decode %s: items must be an array of resources: %w", head.Kind, err)
 			}
 			if list.Items == nil {
-				return nil, nil // an empty list (items null or absent in JSON output)
+				return nil, true, nil // an empty list (items null or absent in JSON output)
 			}
-			return *list.Items, nil
+			return *list.Items, true, nil
 		}
-		return []json.RawMessage{js}, nil
+		return []json.RawMessage{js}, false, nil
 	default:
-		return nil, fmt.Errorf("decode document: want an object with apiVersion, kind, metadata and spec, got %.40s", js)
+		return nil, false, fmt.Errorf("decode document: want an object with apiVersion, kind, metadata and spec, got %.40s", js)
 	}
 }
 

@@ -305,6 +305,44 @@ spec:
 	}
 }
 
+func TestDecodeManifestCountsLists(t *testing.T) {
+	pool := "apiVersion: terrace.dev/v1\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.10.0.0/16}\n"
+	tests := []struct {
+		name      string
+		input     string
+		wantDocs  int
+		wantLists int
+	}{
+		{name: "empty input", input: "", wantDocs: 0, wantLists: 0},
+		{name: "comments only", input: "# nothing\n", wantDocs: 0, wantLists: 0},
+		{name: "YAML List with no items", input: "apiVersion: v1\nkind: List\nitems: []\n", wantDocs: 0, wantLists: 1},
+		{name: "YAML List with null items", input: "kind: List\nitems:\n", wantDocs: 0, wantLists: 1},
+		{name: "JSON List with no items", input: `{"kind": "List", "items": []}`, wantDocs: 0, wantLists: 1},
+		{name: "JSON List without items", input: `{"kind": "List"}`, wantDocs: 0, wantLists: 1},
+		{name: "typed List", input: "kind: IPPoolList\nitems: []\n", wantDocs: 0, wantLists: 1},
+		{name: "two Lists, one with an item", input: "kind: List\nitems: []\n---\nkind: List\nitems:\n- " +
+			strings.ReplaceAll(strings.TrimSuffix(pool, "\n"), "\n", "\n  ") + "\n", wantDocs: 1, wantLists: 2},
+		{name: "plain document", input: pool, wantDocs: 1, wantLists: 0},
+		{name: "empty JSON array is not a List", input: `[]`, wantDocs: 0, wantLists: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			docs, lists, err := DecodeManifest([]byte(tt.input))
+			if err != nil {
+				t.Fatalf("DecodeManifest: %v", err)
+			}
+			for _, d := range docs {
+				if d.Err != nil {
+					t.Errorf("document %d: %v", d.Index, d.Err)
+				}
+			}
+			if len(docs) != tt.wantDocs || lists != tt.wantLists {
+				t.Errorf("got %d documents and %d lists, want %d and %d", len(docs), lists, tt.wantDocs, tt.wantLists)
+			}
+		})
+	}
+}
+
 func TestDecodeOuterError(t *testing.T) {
 	for _, in := range []string{"\xff\xfe", `{"apiVersion": `} {
 		if _, err := Decode([]byte(in)); err == nil {
