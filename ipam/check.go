@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/kv"
 )
@@ -201,9 +202,15 @@ func (a *Allocator) Check(ctx context.Context, opts CheckOptions) (*Report, erro
 	if err != nil {
 		return nil, fmt.Errorf("check: %w", err)
 	}
-	pools, err := a.loadPools(ctx)
+	pools, unreadable, err := a.readablePools(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("check: %w", err)
+	}
+	if unreadable != nil {
+		// Which blocks the unreadable pool covered is unknown, so no block is called pool-less
+		// (release --from-report would delete such blocks); the rest of the check still runs.
+		r.Inconsistencies = append(r.Inconsistencies, Inconsistency{Key: datastore.KeyPrefix + "ippools/",
+			Detail: strings.ReplaceAll(unreadable.Error(), "\n", "; ") + "; blocks without a pool are not reported until it is fixed"})
 	}
 	// One range read is one revision: blocks, handles and affinities are compared as of the same
 	// moment, so allocations running meanwhile cannot look like inconsistencies.
@@ -253,7 +260,7 @@ func (a *Allocator) Check(ctx context.Context, opts CheckOptions) (*Report, erro
 			continue
 		}
 		blocks = append(blocks, b)
-		if !coveredByPool(pools, b.CIDR) {
+		if unreadable == nil && !coveredByPool(pools, b.CIDR) {
 			r.BlocksWithoutPool = append(r.BlocksWithoutPool, OrphanBlock{Block: b.CIDR, Node: b.Host(), InUse: b.UsedCount()})
 		}
 		if host := b.Host(); host != "" {

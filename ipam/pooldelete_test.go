@@ -341,3 +341,57 @@ func TestDeletePoolUndecodable(t *testing.T) {
 		t.Fatalf("after forced delete: %v, want not found", err)
 	}
 }
+
+// TestReportsWithUndecodablePool: one stored pool that cannot be read does not hide the others
+// from show and check, and no block is called pool-less while it may be that pool's (release
+// --from-report deletes pool-less blocks).
+func TestReportsWithUndecodablePool(t *testing.T) {
+	e := newTestEnv(t)
+	e.real = true
+	ctx := ctxT(t)
+	e.addPool("p", "198.18.0.0/24", 26)
+	e.addNode("h1")
+	a := e.allocator()
+	if _, err := a.AutoAssign(ctx, AutoAssignArgs{Node: "h1", Handle: "a", Num4: 2}); err != nil {
+		t.Fatal(err)
+	}
+	// A block of a pool that is about to become unreadable: pool-less as far as anyone can tell.
+	e.addPool("q", "198.18.4.0/24", 26)
+	if _, err := a.AutoAssign(ctx, AutoAssignArgs{Node: "h1", Handle: "b", Num4: 1, IPv4Pools: []string{"q"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store().Put(ctx, "/terrace/v1/ippools/q", []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+
+	pools, err := a.ShowPools(ctx)
+	if !errors.Is(err, datastore.ErrUndecodable) || !strings.Contains(err.Error(), "/terrace/v1/ippools/q") {
+		t.Errorf("ShowPools error: %v, want one naming the undecodable pool", err)
+	}
+	if len(pools) != 1 || pools[0].Name != "p" || pools[0].Used != 2 {
+		t.Errorf("ShowPools: %+v, want pool p with 2 used", pools)
+	}
+	blocks, err := a.ShowBlocks(ctx)
+	if !errors.Is(err, datastore.ErrUndecodable) || len(blocks) != 2 {
+		t.Errorf("ShowBlocks: %+v, %v; want both blocks and the undecodable error", blocks, err)
+	}
+
+	r, err := a.Check(ctx, CheckOptions{GracePeriod: -1})
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if len(r.BlocksWithoutPool) != 0 {
+		t.Errorf("blocks reported without pool while a pool is unreadable: %+v", r.BlocksWithoutPool)
+	}
+	if len(r.Inconsistencies) != 1 || !strings.Contains(r.Inconsistencies[0].Detail, "/terrace/v1/ippools/q") || r.Clean() {
+		t.Errorf("inconsistencies %+v, clean %v; want the unreadable pool named", r.Inconsistencies, r.Clean())
+	}
+	if r.Summary.Blocks != 2 {
+		t.Errorf("summary %+v: the rest of the check did not run", r.Summary)
+	}
+
+	// Allocation stays strict: the unreadable pool's range is unknown.
+	if _, err := a.AutoAssign(ctx, AutoAssignArgs{Node: "h1", Handle: "c", Num4: 1}); !errors.Is(err, datastore.ErrUndecodable) {
+		t.Errorf("AutoAssign with an unreadable pool: %v, want ErrUndecodable", err)
+	}
+}

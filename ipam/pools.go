@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/kv"
 	"github.com/terracenet/terrace/datastore/selector"
@@ -142,6 +143,21 @@ func (a *Allocator) loadPools(ctx context.Context) ([]*pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list IP pools: %w", err)
 	}
+	return a.usablePools(rs), nil
+}
+
+// readablePools is loadPools for reports (show, check): a stored IPPool that cannot be decoded
+// is left out and returned as unreadable, rather than hiding every other pool. Allocation keeps
+// the strict loadPools: the unreadable pool's range may overlap what it would hand out.
+func (a *Allocator) readablePools(ctx context.Context) (pools []*pool, unreadable, err error) {
+	rs, err := a.ds.List(ctx, "IPPool", "")
+	if err != nil && !errors.Is(err, datastore.ErrUndecodable) {
+		return nil, nil, fmt.Errorf("list IP pools: %w", err)
+	}
+	return a.usablePools(rs), err, nil
+}
+
+func (a *Allocator) usablePools(rs []api.Resource) []*pool {
 	var pools []*pool
 	for _, r := range rs {
 		ip, ok := r.(*api.IPPool)
@@ -161,7 +177,7 @@ func (a *Allocator) loadPools(ctx context.Context) ([]*pool, error) {
 		}
 		return strings.Compare(x.name, y.name)
 	})
-	return pools, nil
+	return pools
 }
 
 func (e *allocEnv) nodeLabels(ctx context.Context) (map[string]string, error) {

@@ -66,9 +66,11 @@ func (a *Allocator) listBlocks(ctx context.Context) ([]*Block, error) {
 	return out, nil
 }
 
-// ShowBlocks lists every block with its usage and pool.
+// ShowBlocks lists every block with its usage and pool. When a stored pool cannot be decoded the
+// blocks are still listed (those of that pool without one) and the error, wrapping
+// datastore.ErrUndecodable, is returned with them.
 func (a *Allocator) ShowBlocks(ctx context.Context) ([]BlockUsage, error) {
-	pools, err := a.loadPools(ctx)
+	pools, unreadable, err := a.readablePools(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -85,12 +87,14 @@ func (a *Allocator) ShowBlocks(ctx context.Context) ([]BlockUsage, error) {
 		}
 		out = append(out, u)
 	}
-	return out, nil
+	return out, unreadable
 }
 
-// ShowPools lists every pool with its size, used addresses and free addresses.
+// ShowPools lists every pool with its size, used addresses and free addresses. A stored pool that
+// cannot be decoded is left out and the error, wrapping datastore.ErrUndecodable, is returned
+// with the others.
 func (a *Allocator) ShowPools(ctx context.Context) ([]PoolUsage, error) {
-	pools, err := a.loadPools(ctx)
+	pools, unreadable, err := a.readablePools(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +115,7 @@ func (a *Allocator) ShowPools(ctx context.Context) ([]PoolUsage, error) {
 		u.Free = new(big.Int).Sub(size, big.NewInt(int64(u.Used))).String()
 		out = append(out, u)
 	}
-	return out, nil
+	return out, unreadable
 }
 
 // ShowIP says whether ip is allocated and to whom.

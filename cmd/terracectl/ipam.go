@@ -95,13 +95,27 @@ func newIPAMShowCmd(e *env) *cobra.Command {
 				}
 				return printIPInfo(e.out, info)
 			}
-			var out ipamShow
-			if out.Pools, err = a.ShowPools(cmd.Context()); err != nil {
+			// A stored pool that cannot be decoded must not hide the others (as for get): show
+			// what was read, then say what was not, and exit 1.
+			var unreadable error
+			partial := func(err error) error {
+				if errors.Is(err, datastore.ErrUndecodable) {
+					unreadable = err
+					return nil
+				}
 				return err
+			}
+			var out ipamShow
+			out.Pools, err = a.ShowPools(cmd.Context())
+			if err := partial(err); err != nil {
+				return err
+			}
+			if out.Pools == nil {
+				out.Pools = []ipam.PoolUsage{}
 			}
 			if showBlocks {
 				blocks, err := a.ShowBlocks(cmd.Context())
-				if err != nil {
+				if err := partial(err); err != nil {
 					return err
 				}
 				if blocks == nil {
@@ -110,9 +124,15 @@ func newIPAMShowCmd(e *env) *cobra.Command {
 				out.Blocks = &blocks
 			}
 			if output == outJSON {
-				return writeJSON(e.out, out)
+				err = writeJSON(e.out, out)
+			} else {
+				err = printIPAMShow(e.out, out, showBlocks)
 			}
-			return printIPAMShow(e.out, out, showBlocks)
+			if err != nil || unreadable == nil {
+				return err
+			}
+			e.errorf("%s", oneLine(unreadable.Error()))
+			return reported{exitRuntime}
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: table)")

@@ -158,3 +158,32 @@ func TestIPAMCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestIPAMReportsWithUndecodablePool: ipam show and check still report the readable pools when
+// one stored pool cannot be decoded, and say which one.
+func TestIPAMReportsWithUndecodablePool(t *testing.T) {
+	c, srv := newCLI(t)
+	c.mustRun(ipamPools, "apply", "-f", "-")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := rawStore(t, srv).Put(ctx, "/terrace/v1/ippools/zz-broken", []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"ipam", "show"}, {"ipam", "show", "-o", "json"}, {"ipam", "show", "--show-blocks"}} {
+		r := c.run("", args...)
+		if r.code != 1 || !strings.Contains(r.stderr, "/terrace/v1/ippools/zz-broken") {
+			t.Errorf("%v: exit %d, stderr %q; want 1 naming the broken key", args, r.code, r.stderr)
+		}
+		if !strings.Contains(r.stdout, "p4") || !strings.Contains(r.stdout, "p6") {
+			t.Errorf("%v hid the readable pools:\n%s", args, r.stdout)
+		}
+	}
+	r := c.run("", "ipam", "check", "-o", "json", "--exit-code")
+	var rep ipam.Report
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("ipam check -o json: %v\n%s", err, r.stdout)
+	}
+	if r.code != 1 || len(rep.Inconsistencies) != 1 || !strings.Contains(rep.Inconsistencies[0].Detail, "zz-broken") {
+		t.Errorf("ipam check --exit-code: exit %d, inconsistencies %+v; want 1 and the broken pool", r.code, rep.Inconsistencies)
+	}
+}
