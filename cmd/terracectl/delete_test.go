@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/embedded"
 	"github.com/terracenet/terrace/datastore/kv"
@@ -181,5 +183,40 @@ func TestDeletePoolInUse(t *testing.T) {
 	}
 	if r := checkReport(t, c); !r.Clean() {
 		t.Errorf("check not clean at the end: %+v", r)
+	}
+}
+
+// TestManifestPoolOverlapRefusedWhole: a manifest whose IPPool overlaps a stored pool, or another
+// pool of the same manifest, is refused before any of its documents is written (the datastore's
+// own check would refuse only that pool, after the documents before it were written).
+func TestManifestPoolOverlapRefusedWhole(t *testing.T) {
+	c, srv := newCLI(t)
+	c.mustRun(ipamPools, "apply", "-f", "-")
+	before := storedKeys(t, srv)
+	policy := "apiVersion: terrace.dev/v1\nkind: GlobalNetworkPolicy\nmetadata: {name: first}\nspec: {selector: all()}\n---\n"
+	tests := []struct {
+		name, manifest, want string
+	}{
+		{name: "overlaps a stored pool", want: `overlaps IPPool "p4"`,
+			manifest: policy + "apiVersion: terrace.dev/v1\nkind: IPPool\nmetadata: {name: over}\nspec: {cidr: 198.18.0.128/25}\n"},
+		{name: "two new pools overlap each other", want: `overlaps IPPool "b"`,
+			manifest: policy + "apiVersion: terrace.dev/v1\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 198.19.0.0/24}\n---\n" +
+				"apiVersion: terrace.dev/v1\nkind: IPPool\nmetadata: {name: b}\nspec: {cidr: 198.19.0.0/25}\n"},
+	}
+	for _, tt := range tests {
+		for _, verb := range []string{"apply", "create"} {
+			r := c.run(tt.manifest, verb, "-f", "-")
+			if r.code != 2 || !strings.Contains(r.stderr, tt.want) || !strings.Contains(r.stderr, "nothing was changed") || r.stdout != "" {
+				t.Errorf("%s, %s: exit %d, stdout %q, stderr %q; want 2, the overlap and nothing written", tt.name, verb, r.code, r.stdout, r.stderr)
+			}
+			if diff := cmp.Diff(before, storedKeys(t, srv)); diff != "" {
+				t.Errorf("%s, %s: stored keys changed (-before +after):\n%s", tt.name, verb, diff)
+			}
+		}
+	}
+	// The stored pools re-applied with a new one beside them do not overlap themselves.
+	again := ipamPools + "---\napiVersion: terrace.dev/v1\nkind: IPPool\nmetadata: {name: n4}\nspec: {cidr: 198.19.8.0/24}\n"
+	if r := c.run(again, "apply", "-f", "-"); r.code != 0 || !strings.Contains(r.stdout, "ippool/n4 created") {
+		t.Errorf("apply of the stored pools and a new one: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }

@@ -70,6 +70,14 @@ func runDocs(cmd *cobra.Command, e *env, files []string, ns *nsFlags, validate b
 			// as for every other command.
 			return err
 		}
+		if validate {
+			if n, err := checkPoolOverlaps(cmd.Context(), e, c, valid); err != nil {
+				return err
+			} else if n > 0 {
+				e.errorf("%s: %d of %d documents invalid; nothing was changed", cmd.Name(), n, len(docs))
+				return reported{exitInput}
+			}
+		}
 		for _, d := range valid {
 			what, err := act(cmd.Context(), c, d.Resource)
 			if err != nil {
@@ -91,6 +99,51 @@ func runDocs(cmd *cobra.Command, e *env, files []string, ns *nsFlags, validate b
 		return reported{exitRuntime}
 	}
 	return nil
+}
+
+// checkPoolOverlaps refuses, before anything is written, the IPPools of a manifest that would
+// overlap a stored pool or another pool of the same manifest, as the datastore would refuse them
+// one at a time after the documents before them were written. The datastore still checks each
+// write (a pool stored meanwhile is caught there). It reports each overlapping document and
+// returns how many there were.
+func checkPoolOverlaps(ctx context.Context, e *env, c *datastore.Client, docs []doc) (int, error) {
+	var mine []doc
+	for _, d := range docs {
+		if _, ok := d.Resource.(*api.IPPool); ok {
+			mine = append(mine, d)
+		}
+	}
+	if len(mine) == 0 {
+		return 0, nil
+	}
+	stored, err := c.List(ctx, api.KindIPPool, "")
+	if err != nil && !errors.Is(err, datastore.ErrUndecodable) {
+		// An unreadable stored pool is skipped here as the datastore's own check skips it.
+		return 0, err
+	}
+	after := map[string]*api.IPPool{}
+	for _, r := range stored {
+		if p, ok := r.(*api.IPPool); ok {
+			after[p.Metadata.Name] = p
+		}
+	}
+	for _, d := range mine {
+		p := d.Resource.(*api.IPPool)
+		after[p.Metadata.Name] = p
+	}
+	others := make([]*api.IPPool, 0, len(after))
+	for _, p := range after {
+		others = append(others, p)
+	}
+	slices.SortFunc(others, func(a, b *api.IPPool) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
+	n := 0
+	for _, d := range mine {
+		if err := api.CheckPoolOverlap(d.Resource.(*api.IPPool), others); err != nil {
+			n++
+			e.errorf("%s: %s", d.label(), describeErr(err))
+		}
+	}
+	return n, nil
 }
 
 // conflictErr says the same thing for every write that lost its compare-and-swap, whichever
