@@ -26,6 +26,7 @@ import (
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/embedded"
 	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/internal/nstest"
 	"github.com/terracenet/terrace/ipam"
 )
 
@@ -102,9 +103,7 @@ type hostEnv struct {
 // in a child (the parent then has nothing more to do).
 func inHost(t testing.TB, runFlag string) *hostEnv {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and veths (run as root, e.g. make test)")
-	}
+	nstest.RequireRoot(t)
 	if os.Getenv(envInHost) == "" {
 		hostNS := "trctest-h-" + randHex(4)
 		run(t, "ip", "netns", "add", hostNS)

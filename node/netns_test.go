@@ -3,12 +3,13 @@ package node
 import (
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/terracenet/terrace/internal/nstest"
 )
 
 // inFreshNetns runs fn on a locked OS thread moved into a new, empty network namespace. The
@@ -16,9 +17,7 @@ import (
 // root namespace is never touched.
 func inFreshNetns(t *testing.T, fn func()) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace (run as root, e.g. via make test)")
-	}
+	nstest.RequireRoot(t)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"golang.org/x/sys/unix"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,13 +18,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+
+	"github.com/terracenet/terrace/internal/nstest"
 )
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("testbed end-to-end tests need root (network namespaces); make test runs them as root")
-	}
+	nstest.RequireRoot(t)
 	for _, b := range []string{"ip", "bird", "birdc", "sysctl"} {
 		if _, err := exec.LookPath(b); err != nil {
 			t.Skipf("%s not installed (make deps): cannot build a testbed", b)

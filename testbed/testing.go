@@ -44,6 +44,9 @@ func FindBinDir() (string, error) {
 // tests in different packages can run at the same time. Empty Prefix, StateDir and BinDir are filled in.
 func StartForTest(t testing.TB, opts Options) *Testbed {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping under -short: the testbed needs root and network namespaces")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("testbed tests need root (network namespaces); make test runs them as root")
 	}

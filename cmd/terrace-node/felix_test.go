@@ -11,15 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/terracenet/terrace/internal/nstest"
 	"github.com/terracenet/terrace/node"
 )
 
 // TestRunWithFelix runs the embedded etcd and terrace-node with felix, both inside a fresh network
 // namespace (root only), and checks felix programs its chains there and reports ready.
 func TestRunWithFelix(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root to create a network namespace (run the tests as root)")
-	}
+	nstest.RequireRoot(t)
 	for _, tool := range []string{"ip", "nsenter", "ipset", "iptables-save"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("skipping: %s not installed", tool)

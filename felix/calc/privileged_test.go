@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/internal/nstest"
 )
 
 // restoreInput renders one table of a Desired as iptables-restore input (what the writer sends,
@@ -43,9 +44,7 @@ func restoreInput(d *Desired, id TableID) string {
 // both IP versions, filter and nat — into the real ipset and iptables tools (legacy and nft) in a
 // throw-away network namespace (unshare), so a syntax the kernel refuses fails here and not on a host.
 func TestKernelAcceptsRendering(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace and load iptables rules")
-	}
+	nstest.RequireRoot(t)
 	for _, tool := range []string{"unshare", "ipset", "iptables-legacy-restore", "iptables-nft-restore"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed", tool)

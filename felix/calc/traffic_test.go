@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/internal/nstest"
 )
 
 func nsRun(t *testing.T, ns string, args ...string) error {
@@ -82,9 +83,7 @@ func TestProbeHelper(t *testing.T) {
 // "pod" namespaces the Terrace way (pure L3, proxy ARP) and checks with real TCP connections that isolation,
 // Allow/Deny/Pass precedence, order, selectors and namespace scoping behave as documented.
 func TestTrafficSemantics(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
+	nstest.RequireRoot(t)
 	for _, tool := range []string{"ip", "ipset", "iptables-legacy-restore"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed", tool)

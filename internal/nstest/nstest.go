@@ -4,21 +4,25 @@
 package nstest
 
 import (
-	"fmt"
-	"runtime"
-
 	"crypto/rand"
 	"encoding/hex"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
-// RequireRoot skips the test unless it runs as root and every named tool is on PATH.
+// RequireRoot skips the test unless it runs as root and every named tool is on PATH, and under
+// -short: `go test -short ./...` is the quick pass that changes nothing on the machine.
 func RequireRoot(t testing.TB, tools ...string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping under -short: privileged test (network namespaces, kernel state)")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root to create a network namespace (run the tests as root)")
 	}

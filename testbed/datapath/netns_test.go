@@ -4,19 +4,18 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/terracenet/terrace/internal/nstest"
 )
 
 // scratchNS creates a namespace of the test's own with loopback up, removed at the end.
 func scratchNS(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (creates a network namespace); make test runs as root")
-	}
+	nstest.RequireRoot(t)
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	ns := "dptest-" + hex.EncodeToString(b)
