@@ -43,12 +43,12 @@ func (c *computation) adverts() {
 		{"serviceLoadBalancerIPs", c.cfg.ServiceLoadBalancerIPs},
 	} {
 		for _, b := range group.blocks {
-			p, err := netip.ParsePrefix(strings.TrimSpace(b.CIDR))
+			p, err := api.ParseNet(strings.TrimSpace(b.CIDR))
 			if err != nil {
 				c.warnf("%s entry %q skipped: %v", group.what, b.CIDR, err)
 				continue
 			}
-			c.advertise(p.Masked(), group.what)
+			c.advertise(p, group.what)
 		}
 	}
 	c.communities()
@@ -121,12 +121,12 @@ func (c *computation) communities() {
 	}
 	var rules []rule
 	for _, pa := range c.cfg.PrefixAdvertisements {
-		cidr, err := netip.ParsePrefix(strings.TrimSpace(pa.CIDR))
+		cidr, err := api.ParseNet(strings.TrimSpace(pa.CIDR))
 		if err != nil {
 			c.warnf("prefixAdvertisement %q skipped: %v", pa.CIDR, err)
 			continue
 		}
-		r := rule{cidr: cidr.Masked()}
+		r := rule{cidr: cidr}
 		for _, entry := range pa.Communities {
 			v := entry
 			if nv, ok := named[entry]; ok {

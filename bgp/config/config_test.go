@@ -431,6 +431,16 @@ func TestAdvertised(t *testing.T) {
 			},
 			warn: "large communities are not supported",
 		},
+		{
+			name: "a bare service address is one host",
+			in: Input{Configs: []*api.BGPConfiguration{bgpConfig("default", func(s *api.BGPConfigurationSpec) {
+				s.ServiceExternalIPs = []api.ServiceIPBlock{{CIDR: "203.0.113.9"}, {CIDR: "2001:db8:ff::9"}}
+				s.ServiceLoadBalancerIPs = []api.ServiceIPBlock{{CIDR: "203.0.113.77/24"}}
+			})}},
+			want: map[netip.Prefix]speaker.Advert{
+				pfx("203.0.113.9/32"): {}, pfx("2001:db8:ff::9/128"): {}, pfx("203.0.113.0/24"): {},
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

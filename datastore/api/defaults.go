@@ -81,11 +81,26 @@ func defaultIPPool(s *IPPoolSpec) {
 }
 
 func defaultBGPConfig(c *BGPConfiguration) {
+	s := &c.Spec
+	// Every object's CIDRs are stored as what is advertised: a bare address as /32 (/128), host
+	// bits cleared (10.96.0.10/12, the API server's flag copied as given, is 10.96.0.0/12), as
+	// for pools and rule nets.
+	for _, blocks := range [][]ServiceIPBlock{s.ServiceClusterIPs, s.ServiceExternalIPs, s.ServiceLoadBalancerIPs} {
+		for i := range blocks {
+			if n, err := NormalizeCIDR(blocks[i].CIDR); err == nil {
+				blocks[i].CIDR = n
+			}
+		}
+	}
+	for i := range s.PrefixAdvertisements {
+		if n, err := NormalizeCIDR(s.PrefixAdvertisements[i].CIDR); err == nil {
+			s.PrefixAdvertisements[i].CIDR = n
+		}
+	}
 	// As for FelixConfiguration, per-node objects inherit from "default" and get no defaults.
 	if c.Metadata.Name != DefaultConfigName {
 		return
 	}
-	s := &c.Spec
 	if s.NodeToNodeMeshEnabled == nil {
 		s.NodeToNodeMeshEnabled = ptr(true)
 	}

@@ -244,6 +244,15 @@ func NormalizeCIDR(s string) (string, error) {
 	return p.Masked().String(), nil
 }
 
+// ParseNet parses what NormalizeCIDR takes, for code that needs the prefix itself.
+func ParseNet(s string) (netip.Prefix, error) {
+	p, err := parsePrefixOrAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return p.Masked(), nil
+}
+
 func parsePrefixOrAddr(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)

@@ -31,8 +31,8 @@ func (v *validator) bgpConfig(c *BGPConfiguration) {
 		{"spec.serviceClusterIPs", s.ServiceClusterIPs},
 	} {
 		for i, b := range f.blocks {
-			if _, err := netip.ParsePrefix(b.CIDR); err != nil {
-				v.add(idx(f.path, i)+".cidr", "%q is not a CIDR", b.CIDR)
+			if _, err := parsePrefixOrAddr(b.CIDR); err != nil {
+				v.add(idx(f.path, i)+".cidr", "%q is not a CIDR or an address", b.CIDR)
 			}
 		}
 	}
@@ -49,8 +49,8 @@ func (v *validator) bgpConfig(c *BGPConfiguration) {
 	}
 	for i, pa := range s.PrefixAdvertisements {
 		p := idx("spec.prefixAdvertisements", i)
-		if _, err := netip.ParsePrefix(pa.CIDR); err != nil {
-			v.add(p+".cidr", "%q is not a CIDR", pa.CIDR)
+		if _, err := parsePrefixOrAddr(pa.CIDR); err != nil {
+			v.add(p+".cidr", "%q is not a CIDR or an address", pa.CIDR)
 		}
 		for j, cm := range pa.Communities {
 			if !named[cm] && communityError(cm) != "" {

@@ -277,6 +277,8 @@ func TestValidateBGP(t *testing.T) {
 		{"mesh restart time over 12 bits", conf("default", "  nodeMeshMaxRestartTime: 4096s\n"), []string{"spec.nodeMeshMaxRestartTime"}},
 		{"keepalive under a second", peer("  peerIP: 192.0.2.1\n  asNumber: 1\n  keepaliveTime: 500ms\n"), []string{"spec.keepaliveTime"}},
 		{"password needs a source", peer("  peerIP: 192.0.2.1\n  asNumber: 1\n  password: {}\n"), []string{"spec.password"}},
+		{"service addresses", conf("default", "  serviceExternalIPs: [{cidr: 198.19.5.5}, {cidr: 198.19.6.0/24}]\n  serviceLoadBalancerIPs: [{cidr: '198.19.7.0/33'}, {cidr: 'fe80::1%eth0'}]\n"),
+			[]string{"spec.serviceLoadBalancerIPs[0].cidr", "spec.serviceLoadBalancerIPs[1].cidr"}},
 		{"default config", conf("default", "  asNumber: 64512\n  nodeToNodeMeshEnabled: false\n  listenPort: 1179\n  serviceClusterIPs: [{cidr: 198.19.0.0/16}]\n  communities: [{name: big, value: '64512:300:100'}]\n  prefixAdvertisements: [{cidr: 198.19.0.0/16, communities: [big, '64512:120']}]\n"), nil},
 		{"node config", conf("node.host-1", "  listenPort: 1179\n  logSeverityScreen: Debug\n"), nil},
 		{"node config with cluster-wide fields", conf("node.host-1", "  asNumber: 1\n  nodeToNodeMeshEnabled: true\n  serviceClusterIPs: [{cidr: 198.19.0.0/16}]\n"),
@@ -298,6 +300,21 @@ func TestBGPConfigDefaults(t *testing.T) {
 	SetDefaults(r)
 	if diff := cmp.Diff(BGPConfigurationSpec{}, r.(*BGPConfiguration).Spec); diff != "" {
 		t.Errorf("a per-node BGPConfiguration must inherit, not get defaults (-want +got):\n%s", diff)
+	}
+	// Advertised CIDRs are stored as advertised, in every object: a bare address is one host,
+	// host bits are cleared.
+	for _, name := range []string{"default", "node.host-1"} {
+		r = decodeOne(t, hdr+"kind: BGPConfiguration\nmetadata: {name: "+name+"}\nspec:\n"+
+			"  serviceClusterIPs: [{cidr: 198.19.0.10/16}]\n  serviceExternalIPs: [{cidr: 198.19.5.5}, {cidr: '2001:db8::1'}]\n"+
+			"  serviceLoadBalancerIPs: [{cidr: '2001:db8:0:1::7/64'}]\n  prefixAdvertisements: [{cidr: 198.19.0.1/16}]\n")
+		SetDefaults(r)
+		s = r.(*BGPConfiguration).Spec
+		got := []string{s.ServiceClusterIPs[0].CIDR, s.ServiceExternalIPs[0].CIDR, s.ServiceExternalIPs[1].CIDR,
+			s.ServiceLoadBalancerIPs[0].CIDR, s.PrefixAdvertisements[0].CIDR}
+		want := []string{"198.19.0.0/16", "198.19.5.5/32", "2001:db8::1/128", "2001:db8:0:1::/64", "198.19.0.0/16"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s: advertised CIDRs after defaults (-want +got):\n%s", name, diff)
+		}
 	}
 }
 
