@@ -172,12 +172,22 @@ func (v *validator) meta(info KindInfo, m *ObjectMeta) {
 		v.add("metadata.labels["+selector.NamespaceLabel+"]", "is reserved: it marks namespaced resources, and %s is not namespaced", info.Kind)
 	}
 	v.labels("metadata.labels", m.Labels)
+	total := 0
 	for _, k := range slices.Sorted(maps.Keys(m.Annotations)) {
 		if e := qualifiedNameError(k); e != "" {
 			v.add("metadata.annotations["+k+"]", "key %s", e)
 		}
+		total += len(k) + len(m.Annotations[k])
+	}
+	if total > MaxAnnotationBytes {
+		// Kubernetes' limit: every watcher of the kind receives the whole object on each change.
+		v.add("metadata.annotations", "are %d bytes in all, more than %d (256 KiB)", total, MaxAnnotationBytes)
 	}
 }
+
+// MaxAnnotationBytes bounds the keys and values of one object's annotations together, as
+// Kubernetes does.
+const MaxAnnotationBytes = 256 << 10
 
 // ValidateLabels checks labels as a resource's metadata.labels would be checked, naming each bad
 // one under path, so a caller that builds labels from its own input (the CNI plugin's

@@ -83,6 +83,9 @@ const hdr = "apiVersion: terrace.dev/v1\n"
 func TestValidateMeta(t *testing.T) {
 	runValidationCases(t, []validationCase{
 		{"valid", hdr + "kind: Node\nmetadata:\n  name: host-1.example\n  labels: {a: b, example.com/c: d-e_f.g, empty: ''}\n  annotations: {x.io/y: anything at all}\n", nil},
+		{"annotations at the size limit", hdr + "kind: Node\nmetadata:\n  name: n\n  annotations: {a: " + strings.Repeat("x", MaxAnnotationBytes-1) + "}\n", nil},
+		{"annotations over the size limit", hdr + "kind: Node\nmetadata:\n  name: n\n  annotations: {a: " + strings.Repeat("x", MaxAnnotationBytes/2) + ", b: " + strings.Repeat("y", MaxAnnotationBytes/2) + "}\n",
+			[]string{"metadata.annotations"}},
 		{"missing name", hdr + "kind: Node\nmetadata: {}\n", []string{"metadata.name"}},
 		{"upper case name", hdr + "kind: Node\nmetadata: {name: Host1}\n", []string{"metadata.name"}},
 		{"name too long", hdr + "kind: Node\nmetadata: {name: " + strings.Repeat("a", 254) + "}\n", []string{"metadata.name"}},
