@@ -111,16 +111,27 @@ func (v *validator) rule(path string, r *Rule) {
 	if len(v.errs) == errsBefore {
 		// A field error (an address of the wrong ipVersion, ICMP against ipVersion) already
 		// says what is wrong more precisely.
-		v.ruleFamilies(path, r, ipv)
+		v.ruleFamilies(path, r)
 	}
 }
 
 // ruleFamilies refuses a rule that can match in neither IP family: felix renders a rule only in
-// the families its ipVersion, ICMP protocol and address lists allow, so such a rule would vanish
-// without a word (a Deny that denies nothing). Calico refuses these too.
-func (v *validator) ruleFamilies(path string, r *Rule, ipv int) {
+// the families RuleFamilies allows, so such a rule would vanish without a word (a Deny that
+// denies nothing). Calico refuses these too.
+func (v *validator) ruleFamilies(path string, r *Rule) {
+	if v4, v6, why := RuleFamilies(r); !v4 && !v6 {
+		v.add(path, "can match no IP family: %s", strings.Join(why, ", "))
+	}
+}
+
+// RuleFamilies says in which IP families a rule can match at all, and why it cannot in the
+// others: its ipVersion, an ICMP protocol, and address lists (nets or notNets) of one family
+// only — a rule is left out of a family its lists do not mention, as Calico does, rather than
+// kept with no address condition there — or a notNets that excludes every address (a /0).
+// felix renders a rule only where this allows; validation refuses a rule it allows nowhere.
+// Unparsable or out-of-range values are validation's to report and are ignored here.
+func RuleFamilies(r *Rule) (v4, v6 bool, why []string) {
 	can := map[int]bool{4: true, 6: true}
-	var why []string
 	limit := func(fams map[int]bool, reason string) {
 		narrowed := false
 		for f := range can {
@@ -133,8 +144,8 @@ func (v *validator) ruleFamilies(path string, r *Rule, ipv int) {
 			why = append(why, reason)
 		}
 	}
-	if ipv != 0 {
-		limit(map[int]bool{ipv: true}, fmt.Sprintf("ipVersion %d", ipv))
+	if r.IPVersion != nil && (*r.IPVersion == 4 || *r.IPVersion == 6) {
+		limit(map[int]bool{*r.IPVersion: true}, fmt.Sprintf("ipVersion %d", *r.IPVersion))
 	}
 	if n, ok := protoNumber(r.Protocol); ok && (n == 1 || n == 58) {
 		f := 4
@@ -155,20 +166,26 @@ func (v *validator) ruleFamilies(path string, r *Rule, ipv int) {
 				continue
 			}
 			fams := map[int]bool{}
+			everything := map[int]bool{}
 			for _, n := range l.nets {
 				if p, err := parsePrefixOrAddr(n); err == nil {
 					fams[family(p.Addr())] = true
+					if p.Bits() == 0 {
+						everything[family(p.Addr())] = true
+					}
 				}
 			}
 			if len(fams) == 0 {
 				continue // unparsable: reported by nets
 			}
 			limit(fams, fmt.Sprintf("%s.%s (IPv%s only)", side.name, l.field, famList(fams)))
+			if l.field == "notNets" && len(everything) > 0 {
+				rest := map[int]bool{4: !everything[4], 6: !everything[6]}
+				limit(rest, fmt.Sprintf("%s.notNets excludes every IPv%s address", side.name, famList(everything)))
+			}
 		}
 	}
-	if len(can) == 0 {
-		v.add(path, "can match no IP family: %s", strings.Join(why, ", "))
-	}
+	return can[4], can[6], why
 }
 
 func famList(fams map[int]bool) string {

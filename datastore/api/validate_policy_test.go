@@ -111,7 +111,10 @@ func TestValidatePolicy(t *testing.T) {
   - {action: Deny, source: {nets: [10.0.0.0/8, '2001:db8::/32']}, destination: {nets: ['2001:db8:1::/48']}}
   - {action: Deny, protocol: ICMPv6, destination: {nets: ['2001:db8::/32', 192.0.2.0/24]}}
   - {action: Deny, ipVersion: 4, protocol: ICMP, source: {notNets: [10.0.0.0/8]}}
-`), []string{"spec.egress[0]", "spec.egress[1]", "spec.egress[2]", "spec.egress[3]"}},
+  - {action: Allow, destination: {notNets: [0.0.0.0/0]}}
+  - {action: Allow, destination: {notNets: [0.0.0.0/0, '2001:db8::/32']}}
+  - {action: Allow, destination: {notNets: ['::/0', 0.0.0.0/0]}}
+`), []string{"spec.egress[0]", "spec.egress[1]", "spec.egress[2]", "spec.egress[3]", "spec.egress[7]", "spec.egress[9]"}},
 		{"network sets", hdr + "kind: GlobalNetworkSet\nmetadata: {name: s}\nspec: {nets: [198.18.0.0/16, 192.0.2.1, '2001:db8::/32', nope]}\n", []string{"spec.nets[3]"}},
 	})
 }

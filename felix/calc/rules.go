@@ -95,9 +95,11 @@ func familyOK(n uint8, f int) bool {
 	return !(n == 1 && f == 1) && !(n == 58 && f == 0)
 }
 
-// render returns the iptables rules for r; none when r cannot match in this family.
+// render returns the iptables rules for r; none when r cannot match in this family. Which
+// families a rule can match in is api.RuleFamilies' decision, the one validation applies; the
+// checks further down only shape what is rendered.
 func (rr *ruleRenderer) render(r *api.Rule) []iptables.Rule {
-	if r.IPVersion != nil && *r.IPVersion != famVersion(rr.f) {
+	if v4, v6, _ := api.RuleFamilies(r); (rr.f == 0 && !v4) || (rr.f == 1 && !v6) {
 		return nil
 	}
 	var m []string

@@ -328,3 +328,38 @@ func TestNamedPortMembers(t *testing.T) {
 	diff(t, "members without a selector", []string{"198.18.1.1,tcp:8080", "198.18.1.3,tcp:8080", "198.18.1.4,tcp:8080"},
 		c.Desired().IPSets[fields[slices.Index(fields, "dst,dst")-1]].Members)
 }
+
+// TestRenderedFamiliesFollowRuleFamilies: a rule lands in exactly the families api.RuleFamilies
+// allows (the decision validation refuses no-family rules by), for rules that can otherwise match.
+func TestRenderedFamiliesFollowRuleFamilies(t *testing.T) {
+	v := func(n int) *int { return &n }
+	icmp := &api.Protocol{Name: "ICMP"}
+	icmp6 := &api.Protocol{Name: "ICMPv6"}
+	rules := []api.Rule{
+		{Action: "Allow"},
+		{Action: "Allow", IPVersion: v(4)},
+		{Action: "Allow", IPVersion: v(6)},
+		{Action: "Allow", Protocol: icmp},
+		{Action: "Allow", Protocol: icmp6},
+		{Action: "Allow", Source: api.EntityRule{Nets: []string{"10.0.0.0/8"}}},
+		{Action: "Allow", Source: api.EntityRule{Nets: []string{"2001:db8::/32", "10.0.0.0/8"}}},
+		{Action: "Allow", Destination: api.EntityRule{NotNets: []string{"2001:db8::/32"}}},
+		{Action: "Allow", Destination: api.EntityRule{NotNets: []string{"0.0.0.0/0", "2001:db8::/32"}}},
+		{Action: "Allow", Destination: api.EntityRule{NotNets: []string{"::/0", "10.0.0.0/8"}}},
+		{Action: "Allow", Destination: api.EntityRule{Nets: []string{"0.0.0.0/0"}}},
+		{Action: "Allow", Source: api.EntityRule{Nets: []string{"10.0.0.0/8", "2001:db8::/32"}}, Destination: api.EntityRule{Nets: []string{"2001:db8:1::/48"}}},
+	}
+	for i, r := range rules {
+		c := newCalc(
+			wep("ns1", "a", testNode, "trc0123456789a", map[string]string{"app": "web"}, "198.18.0.1/32", "2001:db8:1000::1/128"),
+			gnp("p", nil, "app == 'web'", []api.Rule{r}, nil),
+		)
+		d := c.Desired()
+		name := policyChain(api.KindGlobalNetworkPolicy, "", "p", dirIngress)
+		want4, want6, _ := api.RuleFamilies(&r)
+		got4, got6 := len(chainOf(t, d, v4f, name)) > 0, len(chainOf(t, d, v6f, name)) > 0
+		if got4 != want4 || got6 != want6 {
+			t.Errorf("rule %d %+v: rendered in v4 %v, v6 %v; RuleFamilies says %v, %v", i, r, got4, got6, want4, want6)
+		}
+	}
+}
