@@ -58,7 +58,7 @@ type Agent struct {
 	retryDelay             time.Duration
 
 	writers   map[string]*writerState
-	pushErrs  map[string]error // model objects a writer refused, by object
+	pushErrs  map[modelObj]error // model objects a writer refused
 	blocks    map[netip.Prefix]bool
 	locals    map[string]localEP    // local workload endpoints by namespace/name
 	reported  map[string]int64      // the last status handed to the status writer
@@ -87,7 +87,7 @@ func New(cfg Config, dp Dataplane, c Calculator) *Agent {
 		metrics:        newMetrics(),
 		blocksRequired: cfg.Client != nil || cfg.WaitForBlocks,
 		writers:        map[string]*writerState{},
-		pushErrs:       map[string]error{},
+		pushErrs:       map[modelObj]error{},
 		blocks:         map[netip.Prefix]bool{},
 		locals:         map[string]localEP{},
 		ifUsers:        map[string]int{},

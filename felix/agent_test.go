@@ -20,6 +20,7 @@ import (
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/felix/calc"
 	"github.com/terracenet/terrace/felix/dataplane/iptables"
 	"github.com/terracenet/terrace/ipam"
 )
@@ -602,5 +603,38 @@ func TestStatusBatched(t *testing.T) {
 		if v, ok := h.store.get(datastore.EndpointStatusKey(testNode, "ns1", fmt.Sprintf("w%d", i))); !ok || !strings.Contains(v, `"programmed":true`) {
 			t.Errorf("status of w%d = %q %v", i, v, ok)
 		}
+	}
+}
+
+// TestPolicyPushOKByObject: a refused object holds back the "policy programmed" status of the
+// families it serves, and only those.
+func TestPolicyPushOKByObject(t *testing.T) {
+	v4f := calc.TableID{Table: "filter", IPVersion: 4}
+	v6f := calc.TableID{Table: "filter", IPVersion: 6}
+	v4n := calc.TableID{Table: "nat", IPVersion: 4}
+	tests := []struct {
+		name    string
+		refused []modelObj
+		want    familiesOK
+	}{
+		{name: "nothing refused", want: familiesOK{v4: true, v6: true}},
+		{name: "IPv6 filter chain", refused: []modelObj{{kind: objChain, table: v6f, name: "trc-pi-x"}}, want: familiesOK{v4: true}},
+		{name: "IPv4 insertions", refused: []modelObj{{kind: objInsertions, table: v4f, name: "FORWARD"}}, want: familiesOK{v6: true}},
+		{name: "nat chain holds no policy", refused: []modelObj{{kind: objChain, table: v4n, name: "trc-nat-outgoing"}}, want: familiesOK{v4: true, v6: true}},
+		{name: "routes and sysctls hold no policy", refused: []modelObj{{kind: objRoute, name: "198.18.0.1/32"}, {kind: objSysctl, name: "trc0"}}, want: familiesOK{v4: true, v6: true}},
+		{name: "a set serves both", refused: []modelObj{{kind: objIPSet, name: "trc-v4-x"}}, want: familiesOK{}},
+		{name: "both families' chains", refused: []modelObj{{kind: objChain, table: v4f, name: "a"}, {kind: objChain, table: v6f, name: "b"}}, want: familiesOK{}},
+	}
+	for _, tt := range tests {
+		a := &Agent{pushErrs: map[modelObj]error{}}
+		for _, o := range tt.refused {
+			a.pushErrs[o] = errors.New("refused")
+		}
+		if got := a.policyPushOK(); got != tt.want {
+			t.Errorf("%s: %+v, want %+v", tt.name, got, tt.want)
+		}
+	}
+	if got := (modelObj{kind: objChain, table: v6f, name: "trc-pi-x"}).String(); got != "chain iptables-filter-v6 trc-pi-x" {
+		t.Errorf("chain object reads %q in health", got)
 	}
 }

@@ -47,7 +47,7 @@ func (a *Agent) cycle(ctx context.Context, resync bool) error {
 			followUp = true
 		}
 	}
-	a.health.setModelErrs(a.pushErrs)
+	a.health.setModelErrs(modelErrStrings(a.pushErrs))
 	if a.status != nil {
 		a.status.set(a.statusSnapshot(ok))
 	}
@@ -211,21 +211,51 @@ func (f familiesOK) and(g familiesOK) familiesOK {
 }
 
 // policyPushOK says for which families no policy object was refused: a chain or insertion
-// belongs to its table's family; a refused set counts against both.
+// belongs to its table's family (nat holds no policy); a refused set counts against both.
 func (a *Agent) policyPushOK() familiesOK {
 	ok := familiesOK{v4: true, v6: true}
-	for k := range a.pushErrs {
-		switch {
-		case isRouteObj(k), strings.HasPrefix(k, "sysctl "), strings.Contains(k, " iptables-nat-"):
-		case strings.Contains(k, " iptables-") && strings.Contains(k, "-v6 "):
-			ok.v6 = false
-		case strings.Contains(k, " iptables-") && strings.Contains(k, "-v4 "):
-			ok.v4 = false
+	for o := range a.pushErrs {
+		switch o.kind {
+		case objRoute, objSysctl:
+		case objChain, objInsertions:
+			if o.table.Table != "nat" {
+				ok.clear(o.table.IPVersion)
+			}
 		default:
 			ok = familiesOK{}
 		}
 	}
 	return ok
+}
+
+// modelObj names one calculated object a writer was handed, for remembering its refusal.
+type modelObj struct {
+	kind  string
+	table calc.TableID // chains and insertions
+	name  string
+}
+
+const (
+	objIPSet      = "ipset"
+	objChain      = "chain"
+	objInsertions = "insertions"
+	objRoute      = "route"
+	objSysctl     = "sysctl"
+)
+
+func (o modelObj) String() string {
+	if o.kind == objChain || o.kind == objInsertions {
+		return fmt.Sprintf("%s %s %s", o.kind, tableWriterName(o.table), o.name)
+	}
+	return o.kind + " " + o.name
+}
+
+func modelErrStrings(errs map[modelObj]error) map[string]error {
+	out := make(map[string]error, len(errs))
+	for o, err := range errs {
+		out[o.String()] = err
+	}
+	return out
 }
 
 // push hands a calculated delta to the writers. A refusal is a calculation bug, not a kernel
@@ -238,7 +268,7 @@ func (a *Agent) push(d *calc.Delta) {
 		"sets_removed", len(d.IPSetsRemoved), "chains_updated", len(d.ChainsUpdated), "chains_removed", len(d.ChainsRemoved),
 		"insertions_updated", len(d.InsertionsUpdated), "routes_set", len(d.RoutesSet), "routes_removed", len(d.RoutesRemoved),
 		"endpoints", len(d.Endpoints), "endpoints_removed", len(d.EndpointsRemoved))
-	note := func(obj string, err error) {
+	note := func(obj modelObj, err error) {
 		if err != nil {
 			a.pushErrs[obj] = err
 			a.log.Error("writer refused calculated object", "object", obj, "err", err)
@@ -248,7 +278,7 @@ func (a *Agent) push(d *calc.Delta) {
 	}
 	ips := a.dp.IPSets
 	for _, s := range d.IPSetsReplaced {
-		note("ipset "+s.Meta.Name, ips.AddOrReplace(s.Meta, s.Members))
+		note(modelObj{kind: objIPSet, name: s.Meta.Name}, ips.AddOrReplace(s.Meta, s.Members))
 		a.setMembers[s.Meta.Name] = len(s.Members)
 	}
 	for _, m := range d.IPSetMembers {
@@ -259,16 +289,16 @@ func (a *Agent) push(d *calc.Delta) {
 		if len(m.Removed) > 0 {
 			errs = append(errs, ips.RemoveMembers(m.Name, m.Removed))
 		}
-		note("ipset "+m.Name, errors.Join(errs...))
+		note(modelObj{kind: objIPSet, name: m.Name}, errors.Join(errs...))
 		a.setMembers[m.Name] += len(m.Added) - len(m.Removed)
 	}
 	for _, name := range d.IPSetsRemoved {
 		ips.Remove(name)
 		delete(a.setMembers, name)
-		note("ipset "+name, nil)
+		note(modelObj{kind: objIPSet, name: name}, nil)
 	}
 	for _, cu := range d.ChainsUpdated {
-		obj := fmt.Sprintf("chain %s %s", tableWriterName(cu.Table), cu.Chain.Name)
+		obj := modelObj{kind: objChain, table: cu.Table, name: cu.Chain.Name}
 		t, err := a.table(cu.Table)
 		if err == nil {
 			err = t.UpdateChain(cu.Chain)
@@ -281,7 +311,7 @@ func (a *Agent) push(d *calc.Delta) {
 			t.RemoveChain(ref.Name)
 		}
 		delete(a.chainRules, ref)
-		note(fmt.Sprintf("chain %s %s", tableWriterName(ref.Table), ref.Name), nil)
+		note(modelObj{kind: objChain, table: ref.Table, name: ref.Name}, nil)
 	}
 	if d.AppendInsertions != nil {
 		for _, t := range a.dp.Tables {
@@ -289,7 +319,7 @@ func (a *Agent) push(d *calc.Delta) {
 		}
 	}
 	for _, iu := range d.InsertionsUpdated {
-		obj := fmt.Sprintf("insertions %s %s", tableWriterName(iu.Table), iu.Chain.Name)
+		obj := modelObj{kind: objInsertions, table: iu.Table, name: iu.Chain.Name}
 		t, err := a.table(iu.Table)
 		if err == nil {
 			err = t.SetInsertions(iu.Chain.Name, iu.Chain.Rules)
@@ -304,11 +334,11 @@ func (a *Agent) push(d *calc.Delta) {
 		}
 	}
 	for _, p := range slices.SortedFunc(maps.Keys(d.RoutesSet), comparePrefix) {
-		note("route "+p.String(), a.dp.Routes.Set(p, d.RoutesSet[p]))
+		note(modelObj{kind: objRoute, name: p.String()}, a.dp.Routes.Set(p, d.RoutesSet[p]))
 	}
 	for _, p := range d.RoutesRemoved {
 		a.dp.Routes.Delete(p)
-		note("route "+p.String(), nil)
+		note(modelObj{kind: objRoute, name: p.String()}, nil)
 	}
 }
 

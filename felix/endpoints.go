@@ -74,9 +74,9 @@ func (a *Agent) trackEndpoint(u datastore.ResourceUpdate) {
 			"endpoint", key, "interface", ep.iface, "want_prefix", calc.WorkloadIfacePrefix)
 	} else if a.dp.Sysctls != nil {
 		if err := a.dp.Sysctls.SetInterface(ep.iface, ep.v4, ep.v6); err != nil {
-			a.pushErrs["sysctl "+ep.iface] = err
+			a.pushErrs[modelObj{kind: objSysctl, name: ep.iface}] = err
 		} else {
-			delete(a.pushErrs, "sysctl "+ep.iface)
+			delete(a.pushErrs, modelObj{kind: objSysctl, name: ep.iface})
 		}
 	}
 	if owned && (!had || old.rev != ep.rev) {
@@ -95,7 +95,7 @@ func (a *Agent) releaseIface(iface string) {
 		return
 	}
 	delete(a.ifUsers, iface)
-	delete(a.pushErrs, "sysctl "+iface)
+	delete(a.pushErrs, modelObj{kind: objSysctl, name: iface})
 	if a.dp.Sysctls != nil {
 		a.dp.Sysctls.RemoveInterface(iface)
 	}
@@ -118,5 +118,3 @@ func (a *Agent) statusSnapshot(ok familiesOK) map[string]int64 {
 	a.reported = out
 	return out
 }
-
-func isRouteObj(obj string) bool { return strings.HasPrefix(obj, "route ") }
