@@ -16,6 +16,7 @@ import (
 	"github.com/terracenet/terrace/felix/dataplane/iptables"
 	"github.com/terracenet/terrace/felix/dataplane/routes"
 	"github.com/terracenet/terrace/felix/dataplane/sysctl"
+	"github.com/terracenet/terrace/internal/loglevel"
 	"github.com/terracenet/terrace/node"
 
 	"github.com/vishvananda/netlink"
@@ -147,6 +148,9 @@ type ComponentConfig struct {
 	// IPv6 says whether ip6tables is programmed too: IPv6Auto, IPv6On or IPv6Off. It is switched off
 	// when ip6tables-restore is missing.
 	IPv6 string
+	// LogLevel is felix's log level (terrace-node's --log-level); FelixConfiguration
+	// logSeverityScreen changes it while felix runs unless Explicit.LogLevel.
+	LogLevel string
 	// Explicit marks settings the operator gave; the others may come from FelixConfiguration.
 	Explicit Explicit
 }
@@ -219,6 +223,13 @@ func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 	} else {
 		cc = applyFelixConfig(base, specs)
 	}
+	// Felix's own level over the node's log output, so logSeverityScreen can change it alone.
+	level := new(slog.LevelVar)
+	level.Set(parseLevel(cc.LogLevel, log))
+	log, adjustable := loglevel.Derive(log, level)
+	if !adjustable {
+		level = nil
+	}
 	ipv6, why := WantIPv6(cc.IPv6, env.Node)
 	log.Info("felix IPv6 dataplane", "enabled", ipv6, "mode", cc.IPv6, "reason", why)
 	if ipv6 {
@@ -262,7 +273,7 @@ func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 		NodeName: nodeName, Client: env.Client, LinkEvents: links, HostInterfaces: hostIfs,
 		ApplyInterval: cc.ApplyInterval, ResyncInterval: cc.ResyncInterval,
 		HealthListen: cc.HealthListen, MetricsListen: cc.MetricsListen,
-		FelixConfigBase: &base, Listen: k.listen,
+		FelixConfigBase: &base, Listen: k.listen, LogLevel: level,
 		Logger: log,
 		OnState: func(st State) {
 			if board == nil {

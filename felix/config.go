@@ -74,6 +74,9 @@ type Config struct {
 	// the values to start with, and on every change of those resources they are recomputed from
 	// FelixConfigBase (the operator's flags, which win where Explicit) and applied in place.
 	FelixConfigBase *ComponentConfig
+	// LogLevel, when set with FelixConfigBase, is the level the agent's Logger filters at; it
+	// follows FelixConfiguration logSeverityScreen (unless FelixConfigBase.Explicit.LogLevel).
+	LogLevel *slog.LevelVar
 	// Listen binds the health and metrics endpoints (default net.Listen("tcp", addr)); tests
 	// pass one that binds inside their network namespace.
 	Listen func(addr string) (net.Listener, error)

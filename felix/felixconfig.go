@@ -11,12 +11,13 @@ import (
 
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/internal/loglevel"
 )
 
 // Explicit says which ComponentConfig settings the operator gave on the command line (or in the
 // environment or file); those win over FelixConfiguration, as a flag does in Calico.
 type Explicit struct {
-	HealthListen, MetricsListen, ResyncInterval bool
+	HealthListen, MetricsListen, ResyncInterval, LogLevel bool
 }
 
 // readFelixConfig returns the cluster-wide FelixConfiguration and this node's (node.<name>),
@@ -46,7 +47,11 @@ func applyFelixConfig(cc ComponentConfig, specs []*api.FelixConfigurationSpec) C
 	healthOn, healthHost, healthPort := cc.HealthListen != "", "", 0
 	metricsOn, metricsHost, metricsPort := cc.MetricsListen != "", "", 0
 	var refresh *api.Duration
+	var level string
 	for _, s := range specs {
+		if s.LogSeverityScreen != "" {
+			level = s.LogSeverityScreen
+		}
 		if s.HealthEnabled != nil {
 			healthOn = *s.HealthEnabled
 		}
@@ -94,6 +99,9 @@ func applyFelixConfig(cc ComponentConfig, specs []*api.FelixConfigurationSpec) C
 	if !cc.Explicit.MetricsListen {
 		cc.MetricsListen = listen(metricsOn, cc.MetricsListen, metricsHost, metricsPort, DefaultMetricsListen)
 	}
+	if !cc.Explicit.LogLevel && level != "" {
+		cc.LogLevel = level
+	}
 	if !cc.Explicit.ResyncInterval && refresh != nil {
 		cc.ResyncInterval = refresh.Duration
 		if cc.ResyncInterval == 0 {
@@ -129,6 +137,7 @@ type live struct {
 	resync          resyncTicker
 	hl              *health
 	log             *slog.Logger
+	level           *slog.LevelVar // nil: the log level is not felix's to change
 }
 
 func (a *Agent) newLive() *live {
@@ -136,7 +145,7 @@ func (a *Agent) newLive() *live {
 	l := &live{
 		base: cfg.FelixConfigBase, node: cfg.NodeName, specs: map[string]*api.FelixConfigurationSpec{},
 		cur: ComponentConfig{HealthListen: cfg.HealthListen, MetricsListen: cfg.MetricsListen, ResyncInterval: cfg.ResyncInterval},
-		hl:  a.health, log: a.log,
+		hl:  a.health, log: a.log, level: cfg.LogLevel,
 	}
 	l.health = newEndpointServer("health", "healthListen", cfg.HealthListen, a.healthHandler(), cfg.Listen, a.log, a.health, cfg.RetryMin, cfg.RetryMax)
 	l.metrics = newEndpointServer("metrics", "metricsListen", cfg.MetricsListen, a.metricsHandler(), cfg.Listen, a.log, a.health, cfg.RetryMin, cfg.RetryMax)
@@ -205,7 +214,24 @@ func (l *live) apply(next ComponentConfig) {
 		l.log.Info("applied felix setting change", "setting", "resyncInterval",
 			"old", intervalString(l.cur.ResyncInterval), "new", intervalString(next.ResyncInterval))
 	}
+	if l.level != nil {
+		if lv := parseLevel(next.LogLevel, l.log); lv != l.level.Level() {
+			// Said before the change, so it is seen whichever way the level moves.
+			l.log.Info("applied felix setting change", "setting", "logSeverityScreen", "old", l.level.Level().String(), "new", lv.String())
+			l.level.Set(lv)
+		}
+	}
 	l.cur.HealthListen, l.cur.MetricsListen, l.cur.ResyncInterval = next.HealthListen, next.MetricsListen, next.ResyncInterval
+}
+
+// parseLevel reads a level validation has already accepted; anything else is info, said once.
+func parseLevel(s string, log *slog.Logger) slog.Level {
+	lv, err := loglevel.Parse(s)
+	if err != nil {
+		log.Warn("log level not understood, using info", "err", err)
+		return slog.LevelInfo
+	}
+	return lv
 }
 
 func intervalString(d time.Duration) string {

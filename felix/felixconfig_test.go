@@ -1,6 +1,7 @@
 package felix
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 
@@ -145,6 +146,50 @@ func TestLiveFollowsFelixConfiguration(t *testing.T) {
 				}
 				if lw := a.health.liveWindow; lw != liveWindow(st.want.resync) {
 					t.Errorf("%s: liveness window %v, want %v", st.what, lw, liveWindow(st.want.resync))
+				}
+			}
+		})
+	}
+}
+
+// TestLiveFollowsLogSeverityScreen: felix's log level follows logSeverityScreen, the node's over
+// the default's, back to the flag's when neither sets it, and not at all when the flag was given.
+func TestLiveFollowsLogSeverityScreen(t *testing.T) {
+	type step struct {
+		ups  []datastore.ResourceUpdate
+		want slog.Level
+	}
+	tests := []struct {
+		name     string
+		explicit bool
+		steps    []step
+	}{
+		{"follows", false, []step{
+			{[]datastore.ResourceUpdate{felixConfigUpdate("default", &api.FelixConfigurationSpec{LogSeverityScreen: "Warning"})}, slog.LevelWarn},
+			{[]datastore.ResourceUpdate{felixConfigUpdate("node."+testNode, &api.FelixConfigurationSpec{LogSeverityScreen: "Debug"})}, slog.LevelDebug},
+			{[]datastore.ResourceUpdate{felixConfigUpdate("node.other", &api.FelixConfigurationSpec{LogSeverityScreen: "Error"})}, slog.LevelDebug},
+			{[]datastore.ResourceUpdate{felixConfigUpdate("node."+testNode, nil)}, slog.LevelWarn},
+			{[]datastore.ResourceUpdate{felixConfigUpdate("default", nil)}, slog.LevelInfo},
+		}},
+		{"explicit --log-level wins", true, []step{
+			{[]datastore.ResourceUpdate{felixConfigUpdate("default", &api.FelixConfigurationSpec{LogSeverityScreen: "Debug"})}, slog.LevelInfo},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := ComponentConfig{HealthListen: DefaultHealthListen, MetricsListen: DefaultMetricsListen,
+				ResyncInterval: DefaultResyncInterval, LogLevel: "info", Explicit: Explicit{LogLevel: tt.explicit}}
+			level := new(slog.LevelVar)
+			a := &Agent{cfg: Config{NodeName: testNode, FelixConfigBase: &base, LogLevel: level, HealthListen: base.HealthListen,
+				MetricsListen: base.MetricsListen, ResyncInterval: base.ResyncInterval}, log: testLogger(t), metrics: newMetrics()}
+			a.cfg.setDefaults()
+			a.health = newHealth(nil, liveWindow(a.cfg.ResyncInterval))
+			l := a.newLive()
+			defer l.resync.stop()
+			for i, st := range tt.steps {
+				l.observe(st.ups)
+				if got := level.Level(); got != st.want {
+					t.Errorf("step %d: level %v, want %v", i, got, st.want)
 				}
 			}
 		})

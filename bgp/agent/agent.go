@@ -18,6 +18,7 @@ import (
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/kv"
 	"github.com/terracenet/terrace/felix/dataplane/routes"
+	"github.com/terracenet/terrace/internal/loglevel"
 	"github.com/terracenet/terrace/ipam"
 )
 
@@ -59,6 +60,10 @@ type Config struct {
 	// it false: exiting without a stop lets graceful-restart peers keep this host's routes, and
 	// the kernel keeps the routes this host learned, until it is back.
 	StopOnExit bool
+	// LogLevel, when set, is the level Logger filters at: it follows BGPConfiguration
+	// logSeverityScreen, and goes back to its value at New when no object sets one. nil: the
+	// operator fixed the level (--log-level), or the logger's level cannot change.
+	LogLevel *slog.LevelVar
 	// UnderlayEvents reports host interfaces changing state (SubscribeUnderlay), so routes the
 	// kernel flushed with a link that went down come back within a second, not at the resync;
 	// nil: only the resync repairs them.
@@ -70,11 +75,12 @@ type Config struct {
 
 // Agent runs the BGP side of one node.
 type Agent struct {
-	cfg  Config
-	log  *slog.Logger
-	in   *inputs
-	prog *programmer
-	kick chan struct{}
+	cfg       Config
+	log       *slog.Logger
+	baseLevel slog.Level // cfg.LogLevel's value at New
+	in        *inputs
+	prog      *programmer
+	kick      chan struct{}
 
 	mu       sync.Mutex
 	sp       *speaker.Speaker
@@ -129,6 +135,9 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Writer = w
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1)}
+	if cfg.LogLevel != nil {
+		a.baseLevel = cfg.LogLevel.Level()
+	}
 	a.in = newInputs(cfg.NodeName, cfg.Logger, a.poke)
 	a.prog = newProgrammer(cfg.Writer, cfg.Netlink, cfg.Logger)
 	a.prog.underlay = cfg.UnderlayEvents
@@ -227,6 +236,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		return err
 	}
 	a.setWarnings(d.Warnings)
+	a.followLogLevel(d.LogLevel)
 	sp, err := a.ensureSpeaker(ctx, d.Global)
 	if err != nil {
 		a.setErr(err)
@@ -245,6 +255,27 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	a.mu.Unlock()
 	a.setErr(err)
 	return err
+}
+
+// followLogLevel applies logSeverityScreen ("" is the level the agent started with).
+func (a *Agent) followLogLevel(name string) {
+	if a.cfg.LogLevel == nil {
+		return
+	}
+	lv := a.baseLevel
+	if name != "" {
+		var err error
+		if lv, err = loglevel.Parse(name); err != nil {
+			// Validation refuses such a value; one stored by hand keeps the current level.
+			a.log.Warn("BGPConfiguration logSeverityScreen not understood; log level unchanged", "err", err)
+			return
+		}
+	}
+	if old := a.cfg.LogLevel.Level(); lv != old {
+		// Said before the change, so it is seen whichever way the level moves.
+		a.log.Info("applied bgp setting change", "setting", "logSeverityScreen", "old", old.String(), "new", lv.String())
+		a.cfg.LogLevel.Set(lv)
+	}
 }
 
 // ensureSpeaker starts the speaker, or restarts it when its global settings (AS, router ID,

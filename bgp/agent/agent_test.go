@@ -307,3 +307,22 @@ func putBlock(t *testing.T, store *kv.Store, cidr, host string) *ipam.Block {
 	}
 	return blk
 }
+
+// TestFollowLogLevel: logSeverityScreen sets the bgp part's level, "" goes back to the starting
+// one, a value that does not parse changes nothing, and a fixed level (no LevelVar) stays.
+func TestFollowLogLevel(t *testing.T) {
+	level := new(slog.LevelVar)
+	level.Set(slog.LevelInfo)
+	a := &Agent{cfg: Config{LogLevel: level}, log: slog.New(slog.DiscardHandler), baseLevel: slog.LevelInfo}
+	for _, st := range []struct {
+		name string
+		want slog.Level
+	}{{"Debug", slog.LevelDebug}, {"nonsense", slog.LevelDebug}, {"Warning", slog.LevelWarn}, {"", slog.LevelInfo}, {"fatal", slog.LevelError}} {
+		a.followLogLevel(st.name)
+		if got := level.Level(); got != st.want {
+			t.Errorf("after %q: level %v, want %v", st.name, got, st.want)
+		}
+	}
+	fixed := &Agent{log: slog.New(slog.DiscardHandler)}
+	fixed.followLogLevel("Debug") // must not panic or change anything
+}

@@ -2,8 +2,11 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"time"
 
+	"github.com/terracenet/terrace/internal/loglevel"
 	"github.com/terracenet/terrace/node"
 )
 
@@ -12,6 +15,10 @@ type ComponentConfig struct {
 	StateDir       string
 	DebugListen    string
 	ResyncInterval time.Duration
+	// LogLevel is the bgp part's starting log level (terrace-node's --log-level); unless
+	// LogLevelFixed, BGPConfiguration logSeverityScreen changes it while it runs.
+	LogLevel      string
+	LogLevelFixed bool
 }
 
 // Component plugs the agent into terrace-node.
@@ -27,10 +34,24 @@ func (c *Component) Name() string { return "bgp" }
 func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	underlay, err := SubscribeUnderlay(ctx, env.Log)
+	log := env.Log
+	var level *slog.LevelVar
+	if !c.cfg.LogLevelFixed {
+		lv, err := loglevel.Parse(c.cfg.LogLevel)
+		if err != nil {
+			return fmt.Errorf("run bgp: %w", err)
+		}
+		level = new(slog.LevelVar)
+		level.Set(lv)
+		var adjustable bool
+		if log, adjustable = loglevel.Derive(log, level); !adjustable {
+			level = nil
+		}
+	}
+	underlay, err := SubscribeUnderlay(ctx, log)
 	if err != nil {
 		// Routes flushed with a link that went down then come back at the resync.
-		env.Log.Warn("no link updates for the bgp route writer", "err", err)
+		log.Warn("no link updates for the bgp route writer", "err", err)
 	}
 	a, err := New(Config{
 		UnderlayEvents: underlay,
@@ -39,7 +60,8 @@ func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 		StateDir:       c.cfg.StateDir,
 		DebugListen:    c.cfg.DebugListen,
 		ResyncInterval: c.cfg.ResyncInterval,
-		Logger:         env.Log,
+		Logger:         log,
+		LogLevel:       level,
 		Publish: func(s Status) {
 			if env.Board != nil {
 				env.Board.SetComponent("bgp", node.ComponentStatus{State: s.State, Detail: s.Detail, Details: s.Details()})

@@ -46,6 +46,8 @@ type Desired struct {
 	// Warnings name resources that were skipped (bad peer address, unknown community, ...); the
 	// rest of the configuration is still usable.
 	Warnings []string
+	// LogLevel is BGPConfiguration logSeverityScreen for this node ("" when neither object sets it).
+	LogLevel string
 }
 
 // Default graceful-restart time (seconds) when a peer or the mesh does not set maxRestartTime;
@@ -71,6 +73,7 @@ func Compute(in Input) (Desired, error) {
 	}
 	cfg := mergeConfigs(in.Configs, in.NodeName)
 	me.asn = nodeASN(me.node, cfg)
+	d.LogLevel = cfg.LogSeverityScreen
 
 	d.Global = speaker.Global{
 		ASN:             me.asn,
@@ -196,6 +199,9 @@ func mergeConfigs(cfgs []*api.BGPConfiguration, node string) api.BGPConfiguratio
 	}
 	if per == nil {
 		return out
+	}
+	if per.LogSeverityScreen != "" {
+		out.LogSeverityScreen = per.LogSeverityScreen
 	}
 	if per.NodeToNodeMeshEnabled != nil {
 		out.NodeToNodeMeshEnabled = per.NodeToNodeMeshEnabled

@@ -682,3 +682,32 @@ func TestPeerFilters(t *testing.T) {
 		}
 	}
 }
+
+func TestLogLevel(t *testing.T) {
+	tests := []struct {
+		name    string
+		configs []*api.BGPConfiguration
+		want    string
+	}{
+		{name: "none", want: ""},
+		{name: "default", configs: []*api.BGPConfiguration{bgpConfig("default", func(s *api.BGPConfigurationSpec) { s.LogSeverityScreen = "Debug" })}, want: "Debug"},
+		{name: "node over default", configs: []*api.BGPConfiguration{
+			bgpConfig("default", func(s *api.BGPConfigurationSpec) { s.LogSeverityScreen = "Info" }),
+			bgpConfig("node.host-1", func(s *api.BGPConfigurationSpec) { s.LogSeverityScreen = "Warning" }),
+			bgpConfig("node.host-2", func(s *api.BGPConfigurationSpec) { s.LogSeverityScreen = "Error" }),
+		}, want: "Warning"},
+		{name: "node without one inherits", configs: []*api.BGPConfiguration{
+			bgpConfig("default", func(s *api.BGPConfigurationSpec) { s.LogSeverityScreen = "Debug" }),
+			bgpConfig("node.host-1", func(s *api.BGPConfigurationSpec) { s.ListenPort = 1179 }),
+		}, want: "Debug"},
+	}
+	for _, tt := range tests {
+		d, err := Compute(Input{NodeName: "host-1", Nodes: threeNodes()[:1], Configs: tt.configs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.LogLevel != tt.want {
+			t.Errorf("%s: LogLevel %q, want %q", tt.name, d.LogLevel, tt.want)
+		}
+	}
+}

@@ -42,5 +42,7 @@ func bgpComponent(cfg *cliconf.Config) (node.Component, error) {
 		StateDir:       cfg.String("state-dir"),
 		DebugListen:    dbg,
 		ResyncInterval: resync,
+		LogLevel:       cfg.String("log-level"),
+		LogLevelFixed:  cfg.Source("log-level") != cliconf.SourceDefault,
 	}), nil
 }

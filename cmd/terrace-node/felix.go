@@ -52,10 +52,12 @@ func felixComponent(cfg *cliconf.Config) (node.Component, error) {
 		ResyncInterval: resync,
 		ApplyInterval:  apply,
 		IPv6:           ipv6,
+		LogLevel:       cfg.String("log-level"),
 		Explicit: felix.Explicit{
 			HealthListen:   cfg.Source("felix-health-listen") != cliconf.SourceDefault,
 			MetricsListen:  cfg.Source("felix-metrics-listen") != cliconf.SourceDefault,
 			ResyncInterval: cfg.Source("felix-resync-interval") != cliconf.SourceDefault,
+			LogLevel:       cfg.Source("log-level") != cliconf.SourceDefault,
 		},
 	}), nil
 }

@@ -117,6 +117,10 @@ func setup(cmd *cobra.Command, configFile string, errOut io.Writer) (*cliconf.Co
 func addCommonFlags(cmd *cobra.Command, configFile *string) {
 	f := cmd.Flags()
 	f.StringVar(configFile, "config", "", "config file (default "+cliconf.DefaultFile(binaryName)+" if present)")
-	f.String("log-level", "info", "log level: debug, info, warn, error")
+	usage := "log level: debug, info, warn, error"
+	if cmd.Name() == "run" {
+		usage += " (unless given, FelixConfiguration and BGPConfiguration logSeverityScreen set felix's and bgp's)"
+	}
+	f.String("log-level", "info", usage)
 	f.String("log-file", "", "log to this file instead of stderr")
 }

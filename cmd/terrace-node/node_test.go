@@ -381,3 +381,54 @@ func TestRunConfigPrecedence(t *testing.T) {
 		t.Errorf("etcd with a file written for run: %v\n%s", err, logs)
 	}
 }
+
+// TestBGPFollowsLogSeverityScreen: without --log-level, the bgp part logs at BGPConfiguration's
+// logSeverityScreen and follows a change while it runs; the node's other parts keep the flag's
+// default level. The speaker listens on a high port: nothing peers with it.
+func TestBGPFollowsLogSeverityScreen(t *testing.T) {
+	srv := embedded.StartForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	store, err := kv.Open(ctx, kv.Config{Endpoints: srv.Endpoints()}, embedded.TestLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	c := datastore.New(store, embedded.TestLogger())
+	conf := &api.BGPConfiguration{Metadata: api.ObjectMeta{Name: "default"}, Spec: api.BGPConfigurationSpec{LogSeverityScreen: "Debug", ListenPort: 17919}}
+	if _, err := c.Create(ctx, conf); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cmd, logs, done := start(t, "run", "--node-name", "log-node", "--ip", "192.0.2.10",
+		"--etcd-endpoints", strings.Join(srv.Endpoints(), ","), "--node-socket", filepath.Join(dir, "node.sock"),
+		"--state-dir", filepath.Join(dir, "state"), "--run-dir", dir)
+	waitFor(t, "a bgp debug line", logs, func() bool {
+		return strings.Contains(logs.String(), "level=DEBUG") && strings.Contains(logs.String(), "component=bgp")
+	})
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "level=DEBUG") && !strings.Contains(line, "component=bgp") {
+			t.Errorf("a debug line outside the bgp part, at the default info level: %s", line)
+		}
+	}
+
+	r, err := c.Get(ctx, api.KindBGPConfiguration, "", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf = r.(*api.BGPConfiguration)
+	conf.Spec.LogSeverityScreen = "Warning"
+	if _, err := c.Update(ctx, conf); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the level change", logs, func() bool {
+		return strings.Contains(logs.String(), "setting=logSeverityScreen old=DEBUG new=WARN")
+	})
+	stop(t, cmd, done, logs)
+	after := logs.String()[strings.Index(logs.String(), "new=WARN"):]
+	for _, line := range strings.Split(after, "\n") {
+		if strings.Contains(line, "component=bgp") && (strings.Contains(line, "level=DEBUG") || strings.Contains(line, "level=INFO")) {
+			t.Errorf("bgp logged below warning after the change: %s", line)
+		}
+	}
+}

@@ -6,7 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
-	"strings"
+
+	"github.com/terracenet/terrace/internal/loglevel"
 )
 
 // Version is the release version, set at link time with
@@ -27,22 +28,11 @@ func VersionString() string {
 }
 
 // ParseLevel maps a level name (debug, info, warn/warning, error; case-insensitive) to slog's.
-func ParseLevel(s string) (slog.Level, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "debug":
-		return slog.LevelDebug, nil
-	case "", "info":
-		return slog.LevelInfo, nil
-	case "warn", "warning":
-		return slog.LevelWarn, nil
-	case "error", "fatal", "panic":
-		return slog.LevelError, nil
-	}
-	return 0, fmt.Errorf("parse log level %q: want debug, info, warn or error", s)
-}
+func ParseLevel(s string) (slog.Level, error) { return loglevel.Parse(s) }
 
 // NewLogger returns a text logger at level writing to file (appended, created 0640) or, when file
-// is empty, to w. The returned close function releases the file.
+// is empty, to w. The returned close function releases the file. Its level is a loglevel filter,
+// so a part of the program can log at another level into the same output (loglevel.Derive).
 func NewLogger(level, file string, w io.Writer) (*slog.Logger, func() error, error) {
 	lvl, err := ParseLevel(level)
 	if err != nil {
@@ -56,5 +46,6 @@ func NewLogger(level, file string, w io.Writer) (*slog.Logger, func() error, err
 		}
 		w, closeFn = f, f.Close
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), closeFn, nil
+	inner := slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})
+	return slog.New(loglevel.New(inner, lvl)), closeFn, nil
 }
