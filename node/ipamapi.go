@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"sync"
@@ -129,16 +130,42 @@ func (a *DatastoreAPI) Handler(next http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", next)
 	mux.HandleFunc("GET /v1/datastore", a.info)
-	mux.HandleFunc("POST /v1/ipam/assign", a.ready(a.assign))
-	mux.HandleFunc("POST /v1/ipam/release", a.ready(a.release))
+	mux.HandleFunc("POST /v1/ipam/assign", a.ready(privileged(a.assign)))
+	mux.HandleFunc("POST /v1/ipam/release", a.ready(privileged(a.release)))
 	mux.HandleFunc("GET /v1/ipam/handles/{handle}", a.ready(a.handle))
 	mux.HandleFunc("GET /v1/endpoints/{namespace}/{name}", a.ready(a.getEndpoint))
 	mux.HandleFunc("GET /v1/endpoints/{namespace}/{name}/status", a.ready(a.endpointStatus))
-	mux.HandleFunc("POST /v1/endpoints", a.ready(a.writeEndpoint(true)))
-	mux.HandleFunc("PUT /v1/endpoints", a.ready(a.writeEndpoint(false)))
-	mux.HandleFunc("DELETE /v1/endpoints/{namespace}/{name}", a.ready(a.deleteEndpoint))
-	mux.HandleFunc("POST /v1/cni", a.ready(a.cniCommand))
+	mux.HandleFunc("POST /v1/endpoints", a.ready(privileged(a.writeEndpoint(true))))
+	mux.HandleFunc("PUT /v1/endpoints", a.ready(privileged(a.writeEndpoint(false))))
+	mux.HandleFunc("DELETE /v1/endpoints/{namespace}/{name}", a.ready(privileged(a.deleteEndpoint)))
+	mux.HandleFunc("POST /v1/cni", a.ready(privileged(a.cniCommand)))
+	// Without these, a known path asked with the wrong method would fall through to the board's
+	// mux and get its plain-text 404 instead of this API's JSON error.
+	for _, path := range []string{"/v1/datastore", "/v1/ipam/assign", "/v1/ipam/release", "/v1/ipam/handles/{handle}",
+		"/v1/endpoints", "/v1/endpoints/{namespace}/{name}", "/v1/endpoints/{namespace}/{name}/status", "/v1/cni"} {
+		mux.HandleFunc(path, methodNotAllowed)
+	}
 	return mux
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusMethodNotAllowed, APIError{Code: CodeInvalid, Message: fmt.Sprintf("%s is not a method of %s", r.Method, r.URL.Path)})
+}
+
+// privileged refuses callers that may only read: assigning and releasing addresses, writing
+// endpoints and running CNI commands change what the host routes and allows, and the socket's
+// group is only meant to read status.
+func privileged(f apiFunc) apiFunc {
+	return func(ctx context.Context, st *dsState, w http.ResponseWriter, r *http.Request) error {
+		if uid, ok := privilegedPeer(r.Context()); !ok {
+			who := fmt.Sprintf("caller uid %d", uid)
+			if uid == peerUnknown {
+				who = "the caller's credentials could not be read"
+			}
+			return &nodeapi.Refusal{Code: nodeapi.CodeForbidden, Message: fmt.Sprintf("only root may change state through the node agent (%s)", who)}
+		}
+		return f(ctx, st, w, r)
+	}
 }
 
 type apiFunc func(ctx context.Context, st *dsState, w http.ResponseWriter, r *http.Request) error
@@ -283,8 +310,11 @@ func (a *DatastoreAPI) CheckAssign(req AssignRequest) error {
 		return badRequest("assign: at most %d addresses may be requested (got %d)", maxAssign, len(req.IPs))
 	case len(req.IPs) > 0:
 		for i, ip := range req.IPs {
-			if !ip.IsValid() || slices.Contains(req.IPs[:i], ip) {
-				return badRequest("assign: ips[%d] is missing or repeated", i)
+			if !ip.IsValid() || ip.Zone() != "" {
+				return badRequest("assign: ips[%d] is missing or has a zone", i)
+			}
+			if slices.ContainsFunc(req.IPs[:i], func(o netip.Addr) bool { return o.Unmap() == ip.Unmap() }) {
+				return badRequest("assign: ips[%d] (%s) is repeated", i, ip)
 			}
 		}
 	case req.Num4 < 0 || req.Num6 < 0 || req.Num4 > maxAssign || req.Num6 > maxAssign:
@@ -297,6 +327,53 @@ func (a *DatastoreAPI) CheckAssign(req AssignRequest) error {
 			return badRequest("assign: empty pool name")
 		}
 	}
+	if !handleRE.MatchString(req.Handle) {
+		return badRequest("assign: handle %.80q must be 1-%d letters, digits, '.', '_' or '-'", req.Handle, maxHandle)
+	}
+	// The attributes are stored in the block with every address of it: one huge value would be
+	// re-sent to etcd with every later allocation on the node.
+	if len(req.Attrs) > maxAttrs {
+		return badRequest("assign: at most %d attributes (got %d)", maxAttrs, len(req.Attrs))
+	}
+	for k, v := range req.Attrs {
+		if k == "" || len(k) > maxAttrKey || len(v) > maxAttrValue {
+			return badRequest("assign: attribute %.80q: keys are 1-%d bytes, values at most %d", k, maxAttrKey, maxAttrValue)
+		}
+	}
+	return nil
+}
+
+// Bounds of what an assignment may carry into the IPAM records.
+const (
+	maxHandle    = 512
+	maxAttrs     = 16
+	maxAttrKey   = 63
+	maxAttrValue = 1024
+)
+
+// handleRE is what CNI's network names and container IDs are made of (a handle is
+// "<network>.<containerID>"); a '/' would reach into the handle's etcd key.
+var handleRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,512}$`)
+
+// checkHandleOwner refuses adding to a handle that holds another node's allocation: that node's
+// DEL (which releases only its own node's) could then never free it.
+func (a *DatastoreAPI) checkHandleOwner(ctx context.Context, st *dsState, handle string) error {
+	ips, err := st.alloc.IPsByHandle(ctx, handle)
+	if errors.Is(err, ipam.ErrHandleNotFound) || len(ips) == 0 {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read handle %s: %w", handle, err)
+	}
+	for _, ip := range ips {
+		info, err := st.alloc.ShowIP(ctx, ip)
+		if err != nil {
+			return fmt.Errorf("read allocation %s of handle %s: %w", ip, handle, err)
+		}
+		if n := info.Attrs[ipam.AttrNode]; info.Allocated && info.Handle == handle && n != "" && n != a.node {
+			return a.wrongNode(fmt.Sprintf("handle %s (it holds %s)", handle, ip), n)
+		}
+	}
 	return nil
 }
 
@@ -306,6 +383,12 @@ func (a *DatastoreAPI) assign(ctx context.Context, st *dsState, w http.ResponseW
 		return err
 	}
 	if err := a.CheckAssign(req); err != nil {
+		return err
+	}
+	for i := range req.IPs {
+		req.IPs[i] = req.IPs[i].Unmap()
+	}
+	if err := a.checkHandleOwner(ctx, st, req.Handle); err != nil {
 		return err
 	}
 	var got ipam.Assigned
@@ -438,7 +521,21 @@ func (a *DatastoreAPI) writeEndpoint(create bool) apiFunc {
 		if create {
 			res, err = st.client.Create(ctx, wep)
 		} else {
+			// The stored endpoint must be this node's too, and the update lands on exactly the
+			// revision checked: else a caller here could move another host's pod to this one.
+			cur, err := a.getOwnEndpoint(ctx, st, wep.Metadata.Namespace, wep.Metadata.Name)
+			if err != nil {
+				return err
+			}
+			if err := sameRevision(wep.Metadata.ResourceVersion, cur); err != nil {
+				return err
+			}
+			wep.Metadata.ResourceVersion = cur.Metadata.ResourceVersion
 			res, err = st.client.Update(ctx, wep)
+			if err != nil {
+				return fmt.Errorf("write workload endpoint %s/%s: %w", wep.Metadata.Namespace, wep.Metadata.Name, err)
+			}
+			return writeResource(w, http.StatusOK, res)
 		}
 		if err != nil {
 			return fmt.Errorf("write workload endpoint %s/%s: %w", wep.Metadata.Namespace, wep.Metadata.Name, err)
@@ -451,6 +548,15 @@ func (a *DatastoreAPI) writeEndpoint(create bool) apiFunc {
 	}
 }
 
+// sameRevision refuses a caller's resourceVersion other than the stored one the ownership check read.
+func sameRevision(rv string, cur *api.WorkloadEndpoint) error {
+	if rv != "" && rv != cur.Metadata.ResourceVersion {
+		return fmt.Errorf("workload endpoint %s/%s is at resourceVersion %s, not %s: %w",
+			cur.Metadata.Namespace, cur.Metadata.Name, cur.Metadata.ResourceVersion, rv, kv.ErrConflict)
+	}
+	return nil
+}
+
 func (a *DatastoreAPI) deleteEndpoint(ctx context.Context, st *dsState, w http.ResponseWriter, r *http.Request) error {
 	ns, name := r.PathValue("namespace"), r.PathValue("name")
 	cur, err := a.getOwnEndpoint(ctx, st, ns, name)
@@ -461,10 +567,11 @@ func (a *DatastoreAPI) deleteEndpoint(ctx context.Context, st *dsState, w http.R
 	if _, err := strconv.ParseUint(rv, 10, 64); rv != "" && err != nil {
 		return badRequest("delete: resourceVersion %q is not a revision number", rv)
 	}
-	if rv == "" {
-		// Delete exactly what was checked to be this node's, not whatever is there by then.
-		rv = cur.Metadata.ResourceVersion
+	// Delete exactly what was checked to be this node's, not whatever is there by then.
+	if err := sameRevision(rv, cur); err != nil {
+		return err
 	}
+	rv = cur.Metadata.ResourceVersion
 	if _, err := st.client.Delete(ctx, "WorkloadEndpoint", ns, name, rv); err != nil {
 		return fmt.Errorf("delete workload endpoint %s/%s: %w", ns, name, err)
 	}
@@ -478,11 +585,6 @@ func (a *DatastoreAPI) cniCommand(ctx context.Context, _ *dsState, w http.Respon
 	run := a.run.Load()
 	if run == nil {
 		return &httpError{http.StatusNotFound, CodeNotFound, errors.New("this agent does not run CNI commands")}
-	}
-	if uid, ok := peerUID(r.Context()); ok && uid != 0 {
-		// The command makes root create interfaces in any namespace and write the log file the
-		// configuration names: only root may ask, whoever else the socket's group admits.
-		return &nodeapi.Refusal{Code: nodeapi.CodeForbidden, Message: fmt.Sprintf("only root may have the node agent run CNI commands (caller uid %d)", uid)}
 	}
 	var req nodeapi.CNIRequest
 	if err := decode(r, w, &req); err != nil {

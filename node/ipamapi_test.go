@@ -175,6 +175,14 @@ func TestDatastoreAPIBadInput(t *testing.T) {
 		{"delete missing endpoint", "DELETE", "/v1/endpoints/default/missing", "", 404, CodeNotFound},
 		{"delete bad revision", "DELETE", "/v1/endpoints/default/missing?resourceVersion=abc", "", 404, CodeNotFound},
 		{"missing status", "GET", "/v1/endpoints/default/missing/status", "", 404, CodeNotFound},
+		{"ips repeated, one mapped", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","ips":["198.18.0.9","::ffff:198.18.0.9"]}`, 400, CodeInvalid},
+		{"ips with a zone", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","ips":["fe80::1%eth0"]}`, 400, CodeInvalid},
+		{"handle with a slash", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"net/../x","num4":1}`, 400, CodeInvalid},
+		{"handle too long", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"` + strings.Repeat("h", 513) + `","num4":1}`, 400, CodeInvalid},
+		{"attribute too long", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","num4":1,"attrs":{"pod":"` + strings.Repeat("x", 1025) + `"}}`, 400, CodeInvalid},
+		{"too many attributes", "POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","num4":1,"attrs":{` + manyAttrs(17) + `}}`, 400, CodeInvalid},
+		{"wrong method", "GET", "/v1/ipam/assign", "", 405, CodeInvalid},
+		{"wrong method on endpoints", "PATCH", "/v1/endpoints", "", 405, CodeInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -420,8 +428,14 @@ func TestDatastoreAPIEndpoints(t *testing.T) {
 			t.Errorf("%s of another node's endpoint = %d %s, want 403", m, status, data)
 		}
 	}
-	if _, err := e.ds.Get(ctx, "WorkloadEndpoint", "default", "w2"); err != nil {
-		t.Errorf("another node's endpoint is gone: %v", err)
+	// Nor taken over by an update naming this node, with or without a revision.
+	for _, rv := range []string{"", "0"} {
+		if status, data := e.call("PUT", "/v1/endpoints", wepJSON(t, "host-a", "w2", rv)); status != 403 || errCode(t, data) != CodeWrongNode {
+			t.Errorf("update of another node's endpoint to this one (rv %q) = %d %s, want 403", rv, status, data)
+		}
+	}
+	if r, err := e.ds.Get(ctx, "WorkloadEndpoint", "default", "w2"); err != nil || r.(*api.WorkloadEndpoint).Spec.Node != "host-b" {
+		t.Errorf("another node's endpoint is gone or moved: %v %+v", err, r)
 	}
 
 	if status, data := e.call("DELETE", "/v1/endpoints/default/w1?resourceVersion=abc", ""); status != 400 || errCode(t, data) != CodeInvalid {
@@ -685,6 +699,69 @@ func TestCNICommandsDrain(t *testing.T) {
 
 // TestCNICommandsOnlyForRoot: a caller on the socket who is not root cannot have the agent run
 // a command; the uid comes from the socket's peer credentials.
+// TestMutatingRoutesOnlyForPrivileged: a member of the socket's group may read but not assign,
+// release or write endpoints; credentials that cannot be read count as unprivileged.
+func TestMutatingRoutesOnlyForPrivileged(t *testing.T) {
+	e := newAPIEnv(t)
+	e.api.SetDatastore(e.store, e.ds)
+	h := e.api.Handler(http.NotFoundHandler())
+	other := uint32(4242)
+	if uint32(os.Geteuid()) == other {
+		other++
+	}
+	for _, uid := range []uint32{other, peerUnknown} {
+		for _, tc := range []struct{ method, path, body string }{
+			{"POST", "/v1/ipam/assign", `{"node":"host-a","handle":"h","num4":1}`},
+			{"POST", "/v1/ipam/release", `{"handle":"h"}`},
+			{"POST", "/v1/endpoints", wepJSON(t, "host-a", "w9", "")},
+			{"PUT", "/v1/endpoints", wepJSON(t, "host-a", "w9", "")},
+			{"DELETE", "/v1/endpoints/default/w9", ""},
+		} {
+			req := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
+			req = req.WithContext(context.WithValue(req.Context(), peerUIDKey{}, uid))
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			if w.Code != http.StatusForbidden || errCode(t, w.Body.Bytes()) != nodeapi.CodeForbidden {
+				t.Errorf("uid %d: %s %s = %d %s, want 403", uid, tc.method, tc.path, w.Code, w.Body)
+			}
+		}
+		// Reading stays open to the group.
+		req := httptest.NewRequest("GET", "/v1/endpoints/default/w9", nil)
+		req = req.WithContext(context.WithValue(req.Context(), peerUIDKey{}, uid))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusNotFound {
+			t.Errorf("uid %d: GET of an endpoint = %d %s, want 404 (allowed, not there)", uid, w.Code, w.Body)
+		}
+	}
+	if hs, _, err := e.store.List(context.Background(), "/terrace/ipam/v1/handles/"); err != nil || len(hs) != 0 {
+		t.Errorf("refused requests left handles: %v %v", hs, err)
+	}
+}
+
+// TestAssignToAnotherNodesHandle: an assignment may not add to a handle holding another node's
+// address (that node's DEL could then never release it).
+func TestAssignToAnotherNodesHandle(t *testing.T) {
+	e := newAPIEnv(t)
+	e.api.SetDatastore(e.store, e.ds)
+	alloc := ipam.New(e.store, e.ds, embedded.TestLogger())
+	if _, err := alloc.AutoAssign(context.Background(), ipam.AutoAssignArgs{Node: "host-b", Handle: "net.cb", Num4: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if status, data := e.call("POST", "/v1/ipam/assign", `{"node":"host-a","handle":"net.cb","num4":1}`); status != 403 || errCode(t, data) != CodeWrongNode {
+		t.Errorf("assign to host-b's handle = %d %s, want 403", status, data)
+	}
+	if ips, err := alloc.IPsByHandle(context.Background(), "net.cb"); err != nil || len(ips) != 1 {
+		t.Errorf("host-b's handle now holds %v (%v), want its one address", ips, err)
+	}
+	// This node's own handle may grow (a retried ADD).
+	for range 2 {
+		if status, data := e.call("POST", "/v1/ipam/assign", `{"node":"host-a","handle":"net.ca","num4":1}`); status != 200 {
+			t.Errorf("assign to this node's handle = %d %s", status, data)
+		}
+	}
+}
+
 func TestCNICommandsOnlyForRoot(t *testing.T) {
 	a := NewDatastoreAPI("host-a", embedded.TestLogger())
 	ran := 0
@@ -744,6 +821,14 @@ func TestCNICommandsOnlyForRoot(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func manyAttrs(n int) string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf(`"k%d":"v"`, i))
+	}
+	return strings.Join(out, ",")
+}
 
 // manyIPs is n distinct quoted addresses, comma-separated.
 func manyIPs(n int) string {

@@ -219,6 +219,11 @@ func (s Status) ComponentNames() []string {
 
 type peerUIDKey struct{}
 
+// peerUnknown marks a unix socket connection whose peer's credentials could not be read: such a
+// caller is treated as unprivileged (fail closed), unlike a request made in memory, which has no
+// connection at all.
+const peerUnknown = ^uint32(0)
+
 // withPeerUID records the uid of the process at the other end of a unix socket connection.
 func withPeerUID(ctx context.Context, c net.Conn) context.Context {
 	uc, ok := c.(*net.UnixConn)
@@ -227,18 +232,29 @@ func withPeerUID(ctx context.Context, c net.Conn) context.Context {
 	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		return ctx
+		return context.WithValue(ctx, peerUIDKey{}, peerUnknown)
 	}
 	var cred *unix.Ucred
 	var cerr error
 	if err := raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil || cerr != nil {
-		return ctx
+		return context.WithValue(ctx, peerUIDKey{}, peerUnknown)
 	}
 	return context.WithValue(ctx, peerUIDKey{}, cred.Uid)
 }
 
-// peerUID is the uid of the caller on the node socket, when known.
+// peerUID is the uid of the caller on the node socket, when it came over one.
 func peerUID(ctx context.Context) (uint32, bool) {
 	uid, ok := ctx.Value(peerUIDKey{}).(uint32)
 	return uid, ok
+}
+
+// privilegedPeer says whether the caller may change state through the agent: root, or the
+// agent's own user (who could do anything the agent does anyway), or a request made in memory.
+// Members of the socket's group may only read.
+func privilegedPeer(ctx context.Context) (uint32, bool) {
+	uid, ok := peerUID(ctx)
+	if !ok {
+		return 0, true
+	}
+	return uid, uid != peerUnknown && (uid == 0 || uid == uint32(os.Geteuid()))
 }
