@@ -438,17 +438,28 @@ func (inv *invocation) assignWhat() string {
 func waitProgrammed(ctx context.Context, be Backend, key string, rev int64, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	delay := 5 * time.Millisecond
+	var lastErr error
 	for {
 		data, ok, err := be.GetRaw(ctx, key)
-		if err != nil {
+		switch {
+		case err == nil:
+			lastErr = nil
+		case ctx.Err() == nil && (errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)):
+			// An etcd election or a dropped connection is not the policy failing: keep
+			// waiting while the timeout lasts, and say so if it runs out.
+			lastErr = err
+		default:
 			return fmt.Errorf("read policy status %s: %w", key, err)
 		}
-		if ok {
+		if ok && err == nil {
 			if st, err := ParseEndpointStatus(data); err == nil && st.Programmed && st.Revision >= rev {
 				return nil
 			}
 		}
 		if time.Now().Add(delay).After(deadline) {
+			if lastErr != nil {
+				return cniErrorf(CodePolicyTimeout, "the policy status of this pod could not be read within %s (status key %s): %v", timeout, key, lastErr)
+			}
 			return cniErrorf(CodePolicyTimeout, "the node agent did not report the policy of this pod programmed within %s (status key %s); is terrace-node running?", timeout, key)
 		}
 		select {

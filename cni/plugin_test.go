@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -572,5 +573,43 @@ func TestCheckAllowsALaterPluginsAddress(t *testing.T) {
 	without.IPs = []*current.IPConfig{{Interface: &pod, Address: *extra}}
 	if err := checkWith(&without); err == nil || code(t, err) != CodeCheckFailed || !strings.Contains(err.Error(), "previous result does not give") {
 		t.Fatalf("CHECK whose previous result lacks the pod's own address = %v, want code %d", err, CodeCheckFailed)
+	}
+}
+
+// flakyStatus is a Backend whose status reads fail transiently a number of times first.
+type flakyStatus struct {
+	Backend
+	fails int
+	err   error
+	value []byte
+}
+
+func (f *flakyStatus) GetRaw(context.Context, string) ([]byte, bool, error) {
+	if f.fails > 0 {
+		f.fails--
+		return nil, false, f.err
+	}
+	return f.value, f.value != nil, nil
+}
+
+// TestWaitProgrammedRidesOutTransientErrors: an unavailable datastore while waiting for the
+// policy status is waited out within the timeout; other errors end the wait at once; a wait
+// that runs out while reads fail says why.
+func TestWaitProgrammedRidesOutTransientErrors(t *testing.T) {
+	ctx := context.Background()
+	programmed := []byte(`{"programmed":true,"revision":5}`)
+	f := &flakyStatus{fails: 2, err: fmt.Errorf("%w: leader election", ErrUnavailable), value: programmed}
+	if err := waitProgrammed(ctx, f, "k", 5, 2*time.Second); err != nil {
+		t.Errorf("after two unavailable reads: %v, want the status", err)
+	}
+	f = &flakyStatus{fails: 1, err: errors.New("decode: garbage"), value: programmed}
+	if err := waitProgrammed(ctx, f, "k", 5, 2*time.Second); err == nil || !strings.Contains(err.Error(), "garbage") {
+		t.Errorf("after a non-transient error: %v, want it returned", err)
+	}
+	f = &flakyStatus{fails: 1 << 30, err: fmt.Errorf("%w: no leader", ErrUnavailable)}
+	err := waitProgrammed(ctx, f, "k", 5, 100*time.Millisecond)
+	var ce *types.Error
+	if !errors.As(err, &ce) || ce.Code != CodePolicyTimeout || !strings.Contains(ce.Msg, "no leader") {
+		t.Errorf("timeout while unavailable: %v, want code %d naming the read error", err, CodePolicyTimeout)
 	}
 }
