@@ -24,6 +24,9 @@ type State struct {
 // health is the readiness and liveness the HTTP endpoints serve; every goroutine of the agent
 // writes to it.
 type health struct {
+	// notify is held from computing a state to delivering it, so states reach onState in the
+	// order they were computed (else an older one could land last and stay on the board).
+	notify     sync.Mutex
 	mu         sync.Mutex
 	inSync     bool
 	programmed bool
@@ -89,8 +92,10 @@ func (h *health) setModelErrs(errs map[string]error) {
 }
 
 // update changes the state and tells onState when readiness or its reason changed. onState is
-// called outside the lock, so it may take its own locks.
+// called outside mu, so it may take its own locks, but must not call back into health.
 func (h *health) update(f func()) {
+	h.notify.Lock()
+	defer h.notify.Unlock()
 	h.mu.Lock()
 	f()
 	ready, detail := h.readyLocked()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -213,5 +214,35 @@ func TestEndpointServerMoves(t *testing.T) {
 	stop()
 	if serves(refused) || s.addr() != "" {
 		t.Errorf("still serving after run returned")
+	}
+}
+
+// TestHealthStatesDeliveredInOrder: with several goroutines changing the state at once, the last
+// state delivered to onState is the current one (an older state delivered late would stay on
+// the node's status board until readiness changed again).
+func TestHealthStatesDeliveredInOrder(t *testing.T) {
+	for round := range 300 {
+		var mu sync.Mutex
+		var last State
+		h := newHealth(func(st State) {
+			runtime.Gosched()
+			mu.Lock()
+			last = st
+			mu.Unlock()
+		}, time.Minute)
+		h.setInSync(true)
+		h.setProgrammed()
+		var wg sync.WaitGroup
+		wg.Go(func() { h.setServeErr("metrics", nil) })
+		wg.Go(func() { h.setWriterErr("status", errors.New("etcd down")) })
+		wg.Go(func() { h.setServeErr("health", errors.New("bind failed")) })
+		wg.Wait()
+		ready, detail := h.ready()
+		mu.Lock()
+		got := last
+		mu.Unlock()
+		if got.Ready != ready || got.Detail != detail {
+			t.Fatalf("round %d: last delivered %+v, current ready=%v %q", round, got, ready, detail)
+		}
 	}
 }
