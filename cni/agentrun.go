@@ -129,7 +129,12 @@ func (s *CommandServer) Run(_ context.Context, req nodeapi.CNIRequest) (resp nod
 		return fail(cerr), nil
 	}
 	getenv := func(k string) string { return req.Env[k] }
+	// With no nodename in the configuration the pod is this agent's node's: the plugin asking
+	// runs on this host, whatever its host name (a node named with --node-name is not one).
 	hostname := func() (string, error) {
+		if s.Node != "" {
+			return s.Node, nil
+		}
 		if req.Hostname == "" {
 			return "", fmt.Errorf("the plugin sent no host name")
 		}

@@ -61,7 +61,6 @@ func TestCommandServerRefuses(t *testing.T) {
 		{"failure point without failure points", nodeapi.CNIRequest{Command: "ADD", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Netns: "/var/run/netns/p", StdinData: conf, FailAt: "veth"}, nodeapi.CodeInvalid, 0},
 		{"another node's network", nodeapi.CNIRequest{Command: "ADD", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Netns: "/var/run/netns/p", StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace","nodename":"host-b"}`)}, nodeapi.CodeWrongNode, 0},
 		{"node from the plugin's environment", nodeapi.CNIRequest{Command: "DEL", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Env: map[string]string{EnvNodeName: "host-b"}, StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace"}`)}, nodeapi.CodeWrongNode, 0},
-		{"node from the plugin's host name", nodeapi.CNIRequest{Command: "DEL", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Hostname: "HOST-B", StdinData: []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace"}`)}, nodeapi.CodeWrongNode, 0},
 		{"namespace the plugin did not see", nodeapi.CNIRequest{Command: "ADD", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Netns: "/nonexistent/netns", StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
 		{"namespace the agent cannot see", nodeapi.CNIRequest{Command: "CHECK", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Netns: "/nonexistent/netns", NetnsDev: 1, NetnsIno: 2, StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
 		{"path leading the agent to another namespace", nodeapi.CNIRequest{Command: "ADD", ContainerID: "c1", IfName: "eth0", Path: "/opt/cni/bin", Netns: "/proc/self/ns/net", NetnsDev: 1, NetnsIno: 1, StdinData: conf}, nodeapi.CodeNetnsUnseen, 0},
@@ -89,6 +88,23 @@ func TestCommandServerRefuses(t *testing.T) {
 	}
 	if len(dp.links) != 0 || len(dp.removed) != 0 {
 		t.Errorf("refused commands touched the dataplane: links %v, removed %v", dp.links, dp.removed)
+	}
+}
+
+// TestCommandServerNodeIsItsOwn: a configuration naming no node means the agent's node, whatever
+// host name the plugin sends (a node given --node-name is not named after its host; refusing
+// sent the plugin to etcd, which then wrote the pod under a node that does not exist).
+func TestCommandServerNodeIsItsOwn(t *testing.T) {
+	e := newCommandEnv(t, newFakeDataplane(testNS))
+	stdin := []byte(`{"cniVersion":"1.1.0","name":"net1","type":"terrace","log_file_path":"` + e.logFile + `"}`)
+	resp, err := e.s.Run(e.ctx, nodeapi.CNIRequest{Command: "ADD", ContainerID: "c1", Netns: testNS, IfName: "eth0", Path: "/opt/cni/bin",
+		Args: "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web", StdinData: stdin, Hostname: "HOST-B", PluginPid: 4242, NetnsDev: 1, NetnsIno: 2})
+	if err != nil || resp.Error != nil {
+		t.Fatalf("ADD with the plugin's host name host-b: %+v, %v", resp.Error, err)
+	}
+	rs, err := e.ds.List(e.ctx, "WorkloadEndpoint", "")
+	if err != nil || len(rs) != 1 || rs[0].(*api.WorkloadEndpoint).Spec.Node != "host-a" {
+		t.Fatalf("endpoints %v (%v), want one of node host-a", rs, err)
 	}
 }
 

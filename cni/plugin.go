@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -157,6 +158,21 @@ func (p *Plugin) getenv(k string) string {
 func (p *Plugin) hostname() (string, error) {
 	if p.Hostname != nil {
 		return p.Hostname()
+	}
+	return defaultNodeName(NodeNameFile)
+}
+
+// NodeNameFile is where terrace-node records the node name it registered (its --state-dir):
+// without an agent and without a nodename in the configuration, the plugin takes its node name
+// from there, as Calico's does, so that a node named other than its host still gets its pods.
+const NodeNameFile = "/var/lib/terrace/nodename"
+
+// defaultNodeName is the name in file, when there is one, else the host name.
+func defaultNodeName(file string) (string, error) {
+	if b, err := os.ReadFile(file); err == nil {
+		if n := strings.TrimSpace(string(b)); n != "" {
+			return n, nil
+		}
 	}
 	return os.Hostname()
 }

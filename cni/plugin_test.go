@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -611,5 +613,22 @@ func TestWaitProgrammedRidesOutTransientErrors(t *testing.T) {
 	var ce *types.Error
 	if !errors.As(err, &ce) || ce.Code != CodePolicyTimeout || !strings.Contains(ce.Msg, "no leader") {
 		t.Errorf("timeout while unavailable: %v, want code %d naming the read error", err, CodePolicyTimeout)
+	}
+}
+
+func TestDefaultNodeName(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skip("no host name")
+	}
+	file := filepath.Join(t.TempDir(), "nodename")
+	if got, _ := defaultNodeName(file); got != host {
+		t.Errorf("no file: %q, want the host name %q", got, host)
+	}
+	if err := os.WriteFile(file, []byte("node-7\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := defaultNodeName(file); got != "node-7" {
+		t.Errorf("with the file: %q, want node-7", got)
 	}
 }

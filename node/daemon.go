@@ -67,6 +67,21 @@ type ComponentEnv struct {
 // Choose resolves the node's name and addresses, logging what was chosen and why.
 func (c Config) Choose(log *slog.Logger) (Registration, error) {
 	reg := Registration{Name: c.NodeName, Time: time.Now()}
+	if reg.Name == "" && c.StateDir != "" {
+		// The name this host registered before wins over its host name, as in Calico: a renamed
+		// host must not become a new node and orphan every pod it runs.
+		file := filepath.Join(c.StateDir, "nodename")
+		if b, err := os.ReadFile(file); err == nil {
+			if n := strings.TrimSpace(string(b)); n != "" {
+				reg.Name = n
+				log.Info("node name taken from the name registered before", "node", n, "file", file)
+				if h, err := os.Hostname(); err == nil && strings.ToLower(h) != n {
+					log.Warn("the host name differs from the node name registered before; keeping the node name (give --node-name or remove the file to change it)",
+						"node", n, "hostname", h, "file", file)
+				}
+			}
+		}
+	}
 	if reg.Name == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -316,8 +331,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	dsAPI.SetDatastore(store, client)
 	if cfg.StateDir != "" {
-		// The CNI plugin reads the node name from here when its config names none, as Calico's does.
-		if err := os.WriteFile(filepath.Join(cfg.StateDir, "nodename"), []byte(reg.Name), 0o644); err != nil {
+		// The CNI plugin without an agent, and terrace-node's next start without --node-name,
+		// read the node name from here, as Calico's do. Written whole or not at all: a torn file
+		// would name another node.
+		if err := writeFileAtomic(filepath.Join(cfg.StateDir, "nodename"), []byte(reg.Name), 0o644); err != nil {
 			return finish(fmt.Errorf("write node name file: %w", err))
 		}
 	}
@@ -355,4 +372,25 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// writeFileAtomic replaces path with data through a temporary file in the same directory.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename there is nothing left to remove
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }

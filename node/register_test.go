@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -191,5 +193,45 @@ func TestChoose(t *testing.T) {
 				t.Errorf("got v4 %s v6 %s (%s)", reg.IPv4.Addr, reg.IPv6.Addr, reg.IPv6.Method)
 			}
 		})
+	}
+}
+
+// TestChooseKeepsRegisteredName: without --node-name, the name recorded in the state directory at
+// the last start wins over the host name (a renamed host stays the same node); the flag wins over
+// both; an empty file is no name.
+func TestChooseKeepsRegisteredName(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skip("no host name")
+	}
+	dir := t.TempDir()
+	choose := func(name string) string {
+		t.Helper()
+		reg, err := Config{NodeName: name, StateDir: dir, IPv4: "198.51.100.20", Lister: fakeLister{ifs: hostIfs}}.Choose(slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return reg.Name
+	}
+	if got := choose(""); got != strings.ToLower(host) {
+		t.Errorf("no file: %q, want the host name %q", got, strings.ToLower(host))
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "nodename"), []byte("registered-name\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := choose(""); got != "registered-name" {
+		t.Errorf("with the file: %q, want registered-name", got)
+	}
+	if got := choose("flag-name"); got != "flag-name" {
+		t.Errorf("with --node-name: %q", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "nodename"), []byte("  \n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := choose(""); got != strings.ToLower(host) {
+		t.Errorf("empty file: %q, want the host name", got)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("the atomic write left temporary files: %v", ents)
 	}
 }

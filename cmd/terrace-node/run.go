@@ -102,7 +102,7 @@ func newRunCmd(errOut io.Writer) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.String("node-name", "", "this node's name (default: the host name)")
+	f.String("node-name", "", "this node's name (default: the name recorded in <state-dir>/nodename at the last start, else the host name)")
 	f.String("ip", "", "IPv4 address (optionally CIDR) of this node; empty or 'autodetect': detect it; 'none': no IPv4")
 	f.String("ip6", "", "IPv6 address of this node; 'autodetect' to detect it; empty: none unless --ip6-autodetection-method is set")
 	f.String("ip-autodetection-method", "first-found", "first-found, interface=REGEX or can-reach=ADDR")
