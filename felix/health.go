@@ -260,7 +260,10 @@ func (sv *serving) exited() bool {
 
 func (s *endpointServer) start(addr string, ln net.Listener) *serving {
 	sv := &serving{addr: addr, ln: ln, done: make(chan struct{}),
-		srv: &http.Server{Handler: s.handler, ReadHeaderTimeout: 5 * time.Second}}
+		srv: &http.Server{Handler: s.handler, ReadHeaderTimeout: 5 * time.Second,
+			// The metrics address may be reachable from the network: idle keep-alive connections
+			// and clients that stop reading must not pile up.
+			IdleTimeout: 2 * time.Minute, WriteTimeout: 30 * time.Second}}
 	go func() {
 		defer func() {
 			close(sv.done)

@@ -1,6 +1,7 @@
 package felix
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"maps"
@@ -105,8 +106,16 @@ func (m *metrics) setDataplane(chainRules map[calc.ChainRef]int, setMembers map[
 
 func fmtFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 
-// write renders every metric in the Prometheus text exposition format.
+// write renders every metric in the Prometheus text exposition format. It renders into memory
+// under the lock and writes after: a scraper that stops reading must not hold up the dataplane
+// loop, which takes the same lock on every apply.
 func (m *metrics) write(w io.Writer) {
+	var buf bytes.Buffer
+	m.render(&buf)
+	_, _ = w.Write(buf.Bytes())
+}
+
+func (m *metrics) render(w io.Writer) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
