@@ -214,6 +214,29 @@ func prefixString(p netip.Prefix) string {
 	return p.String()
 }
 
+// registerRetrying registers the node, waiting out an etcd that answered Connect but not a later
+// request (an election, a timeout): that must not end the daemon. A Node the datastore refuses
+// as invalid is final.
+func registerRetrying(ctx context.Context, s NodeStore, reg Registration, log *slog.Logger) (*api.Node, error) {
+	delay := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		n, err := Register(ctx, s, reg, log)
+		var ve *api.ValidationError
+		final := errors.As(err, &ve) || errors.Is(err, datastore.ErrUndecodable) ||
+			(!reg.IPv4.Addr.IsValid() && !reg.IPv6.Addr.IsValid())
+		if err == nil || ctx.Err() != nil || final {
+			return n, err
+		}
+		log.Warn("node registration failed; retrying", "node", reg.Name, "attempt", attempt, "retry_in", delay.String(), "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 10*time.Second)
+	}
+}
+
 // Connect opens the datastore, retrying with capped exponential backoff until etcd answers or ctx
 // is done: at boot the node often starts before etcd, and that must not be fatal. board, if set,
 // shows each attempt's outcome.
@@ -322,7 +345,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer store.Close()
 	client := datastore.New(store, log)
-	n, err := Register(stop, client, reg, log)
+	n, err := registerRetrying(stop, client, reg, log)
 	if err != nil {
 		if stop.Err() != nil {
 			return finish(nil)

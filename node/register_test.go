@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/kv"
 )
@@ -233,5 +235,38 @@ func TestChooseKeepsRegisteredName(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Errorf("the atomic write left temporary files: %v", ents)
+	}
+}
+
+// failingGets fails the first reads of a store as an etcd in an election would.
+type failingGets struct {
+	*fakeStore
+	fails int
+	err   error
+}
+
+func (f *failingGets) Get(ctx context.Context, kind, ns, name string) (api.Resource, error) {
+	if f.fails > 0 {
+		f.fails--
+		return nil, f.err
+	}
+	return f.fakeStore.Get(ctx, kind, ns, name)
+}
+
+// TestRegisterRetryingWaitsOutTransientErrors: an etcd that answered Connect but fails a request
+// does not end the daemon; an undecodable stored Node does, at once.
+func TestRegisterRetryingWaitsOutTransientErrors(t *testing.T) {
+	reg := Registration{Name: "n1", IPv4: Choice{Method: "flag", Addr: netip.MustParsePrefix("192.0.2.10/24")}}
+	s := &failingGets{fakeStore: &fakeStore{nodes: map[string]*api.Node{}}, fails: 2, err: errors.New("etcdserver: request timed out")}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n, err := registerRetrying(ctx, s, reg, slog.New(slog.DiscardHandler))
+	if err != nil || n == nil || n.Metadata.Name != "n1" {
+		t.Fatalf("after two failed reads: %v %v, want the node registered", n, err)
+	}
+	s = &failingGets{fakeStore: &fakeStore{nodes: map[string]*api.Node{}}, fails: 100, err: fmt.Errorf("decode: %w", datastore.ErrUndecodable)}
+	start := time.Now()
+	if _, err := registerRetrying(ctx, s, reg, slog.New(slog.DiscardHandler)); !errors.Is(err, datastore.ErrUndecodable) || time.Since(start) > time.Second {
+		t.Errorf("undecodable stored node: %v after %s, want the error at once", err, time.Since(start))
 	}
 }
