@@ -15,6 +15,7 @@ import (
 
 	"github.com/terracenet/terrace/cni/shim"
 	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/internal/loglevel"
 )
 
 // Plugin types this binary answers to.
@@ -403,19 +404,7 @@ func parseRequestedAddr(s string) (netip.Addr, error) {
 	return ip, nil
 }
 
-func parseLevel(s string) (slog.Level, error) {
-	switch strings.ToLower(s) {
-	case "debug":
-		return slog.LevelDebug, nil
-	case "info", "":
-		return slog.LevelInfo, nil
-	case "warn", "warning":
-		return slog.LevelWarn, nil
-	case "error":
-		return slog.LevelError, nil
-	}
-	return 0, fmt.Errorf("%q is not one of debug, info, warning, error", s)
-}
+func parseLevel(s string) (slog.Level, error) { return loglevel.Parse(s) }
 
 // PodArgs are the CNI_ARGS Terrace reads: the pod a Kubernetes runtime names, and requested
 // addresses.
