@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // StatusPrefix is where node agents write what they observed (CONVENTIONS.md): never desired state.
@@ -54,4 +55,30 @@ func ParseEndpointStatus(data []byte) (EndpointStatus, error) {
 		return EndpointStatus{}, fmt.Errorf("decode endpoint status: %w", err)
 	}
 	return st, nil
+}
+
+// NodeInstanceKey is where the running terrace-node of a node name says which host it runs on:
+// /terrace/status/v1/<node>/instance, bound to a lease that terrace-node keeps alive, so the key
+// exists exactly while a daemon holds the name.
+func NodeInstanceKey(node string) string { return StatusPrefix + node + "/instance" }
+
+// NodeInstance is the value at NodeInstanceKey. ID identifies the host: a random value kept in its
+// state directory, so a restarted daemon is recognised as the same host and takes the name back at
+// once, while a daemon with another state directory waits until the holder is gone.
+type NodeInstance struct {
+	ID       string    `json:"id"`
+	Hostname string    `json:"hostname"`
+	PID      int       `json:"pid"`
+	IPv4     string    `json:"ipv4,omitempty"`
+	IPv6     string    `json:"ipv6,omitempty"`
+	Since    time.Time `json:"since"`
+}
+
+// ParseNodeInstance decodes a value written at NodeInstanceKey.
+func ParseNodeInstance(data []byte) (NodeInstance, error) {
+	var in NodeInstance
+	if err := json.Unmarshal(data, &in); err != nil {
+		return NodeInstance{}, fmt.Errorf("decode node instance: %w", err)
+	}
+	return in, nil
 }

@@ -269,6 +269,40 @@ func Connect(ctx context.Context, cfg kv.Config, log *slog.Logger, board *Status
 	}
 }
 
+// datastorePing is how often a running daemon checks that etcd still answers, for its status.
+const datastorePing = 10 * time.Second
+
+// watchDatastore keeps the board's datastore line true after start: "unreachable" with the error
+// while etcd does not answer, "connected" again once it does. The components notice on their own
+// (watches, failed writes); this is for the operator reading `terracectl node status`.
+func watchDatastore(ctx context.Context, s *kv.Store, board *StatusBoard, endpoints string, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	up := true
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := s.Ping(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			board.SetDatastore("unreachable", fmt.Sprintf("%s: %v", endpoints, err))
+			if up {
+				log.Warn("etcd stopped answering", "endpoints", endpoints, "err", err)
+			}
+			up = false
+		case !up:
+			board.SetDatastore("connected", endpoints)
+			log.Info("etcd answers again", "endpoints", endpoints)
+			up = true
+		}
+	}
+}
+
 // Run is `terrace-node run`: it returns nil when ctx is cancelled (SIGTERM) after a clean stop.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.Socket == "" {
@@ -308,7 +342,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(cfg.Components)+1)
+	errc := make(chan error, len(cfg.Components)+2) // the server, the components, the name's keeper
 	wg.Add(1)
 	// The CNI plugin's commands and datastore work are served by this warm process (see
 	// ipamapi.go); it answers "unavailable" until etcd does.
@@ -344,6 +378,29 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return finish(err)
 	}
 	defer store.Close()
+	id, err := instanceID(cfg.StateDir)
+	if err != nil {
+		return finish(err)
+	}
+	// Before registering: the Node must not be rewritten with this host's addresses while another
+	// host runs under the name.
+	claim := newNameClaim(store, reg, id, log)
+	held, err := claim.wait(stop, board, strings.Join(cfg.Etcd.Endpoints, ","))
+	if err != nil {
+		if stop.Err() != nil {
+			log.Info("stopped before the node name was free")
+			return finish(nil)
+		}
+		return finish(err)
+	}
+	// Deferred after store.Close, so it runs before it; every return below stops what runs first.
+	defer claim.release(log)
+	wg.Add(2)
+	go func() { defer wg.Done(); claim.keep(ctx, held, errc) }()
+	go func() {
+		defer wg.Done()
+		watchDatastore(ctx, store, board, strings.Join(cfg.Etcd.Endpoints, ","), datastorePing, log)
+	}()
 	client := datastore.New(store, log)
 	n, err := registerRetrying(stop, client, reg, log)
 	if err != nil {

@@ -1,8 +1,12 @@
 package node
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/terracenet/terrace/datastore/embedded"
 )
 
 func TestConfigCheck(t *testing.T) {
@@ -49,4 +53,34 @@ func TestConfigCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWatchDatastoreFollowsEtcd: the board's datastore line says when etcd stops answering after
+// start, and when it is back.
+func TestWatchDatastoreFollowsEtcd(t *testing.T) {
+	srv := embedded.StartForTest(t)
+	store := openTestStore(t, srv)
+	board := NewStatusBoard(Status{NodeName: "host-a"})
+	board.SetDatastore("connected", "ep")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchDatastore(ctx, store, board, "ep", 100*time.Millisecond, embedded.TestLogger())
+	}()
+	defer func() { cancel(); <-done }()
+
+	time.Sleep(300 * time.Millisecond)
+	if st := board.Snapshot().Datastore; st.State != "connected" {
+		t.Fatalf("with etcd up: %+v", st)
+	}
+	srv.Stop()
+	waitUntil(t, 20*time.Second, "the board to say unreachable", func() bool {
+		st := board.Snapshot().Datastore
+		return st.State == "unreachable" && strings.HasPrefix(st.Detail, "ep: ")
+	})
+	if err := srv.StartAgain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 20*time.Second, "the board to say connected again", func() bool { return board.Snapshot().Datastore.State == "connected" })
 }
