@@ -99,7 +99,18 @@ type DatastoreAPI struct {
 	// refused, it would run in terrace-cni-etcd at the same time as the agent's (a DEL beside
 	// the ADD it follows), where the runner's per-attachment lock cannot order them.
 	cmdAttach map[string]int
+
+	// Datastore requests in flight and when the last one started or ended: a plugin that began
+	// its work through the agent before stopping (terrace-cni-etcd, GC) sends a sequence of
+	// them, and stopping lets that sequence finish.
+	reqMu       sync.Mutex
+	reqInFlight int
+	reqLast     time.Time
 }
+
+// drainQuiet is how long no datastore request must have been in flight before stopping goes on:
+// longer than the gap between two requests of one plugin command (its netlink work).
+const drainQuiet = 300 * time.Millisecond
 
 // SetCommandRunner makes POST /v1/cni run commands with r.
 func (a *DatastoreAPI) SetCommandRunner(r CommandRunner) { a.run.Store(&r) }
@@ -192,6 +203,16 @@ func (a *DatastoreAPI) wrongNode(what, node string) error {
 func (a *DatastoreAPI) ready(f apiFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		a.reqMu.Lock()
+		a.reqInFlight++
+		a.reqLast = start
+		a.reqMu.Unlock()
+		defer func() {
+			a.reqMu.Lock()
+			a.reqInFlight--
+			a.reqLast = time.Now()
+			a.reqMu.Unlock()
+		}()
 		st := a.st.Load()
 		var err error
 		if st == nil {
@@ -283,6 +304,15 @@ func (a *DatastoreAPI) info(w http.ResponseWriter, r *http.Request) {
 	st := a.st.Load()
 	if st == nil {
 		writeJSON(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: "the node agent is not connected to the datastore yet"})
+		return
+	}
+	a.cmdMu.Lock()
+	stopping := a.cmdStopping
+	a.cmdMu.Unlock()
+	if stopping {
+		// A plugin that starts its work now would lose the agent half-way through it: it must
+		// use etcd itself.
+		writeJSON(w, http.StatusServiceUnavailable, APIError{Code: nodeapi.CodeStopping, Message: "terrace-node is stopping"})
 		return
 	}
 	// Connected once is not connected now: ask etcd.
@@ -629,8 +659,9 @@ func (a *DatastoreAPI) cniCommand(ctx context.Context, _ *dsState, w http.Respon
 }
 
 // DrainCommands refuses new CNI commands (the plugin then does them itself), except for an
-// attachment with a command still in flight, and waits until the ones running have finished, or
-// ctx ends.
+// attachment with a command still in flight, and reports the datastore API as not ready (a plugin
+// probing now uses etcd itself). It waits until the commands running have finished and no
+// datastore request has been in flight for drainQuiet, or ctx ends.
 func (a *DatastoreAPI) DrainCommands(ctx context.Context) error {
 	a.cmdMu.Lock()
 	a.cmdStopping = true
@@ -639,8 +670,22 @@ func (a *DatastoreAPI) DrainCommands(ctx context.Context) error {
 	go func() { a.cmdRunning.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("wait for CNI commands in flight: %w", ctx.Err())
+	}
+	tick := time.NewTicker(drainQuiet / 6)
+	defer tick.Stop()
+	for {
+		a.reqMu.Lock()
+		quiet := a.reqInFlight == 0 && time.Since(a.reqLast) >= drainQuiet
+		a.reqMu.Unlock()
+		if quiet {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for datastore requests in flight: %w", ctx.Err())
+		}
 	}
 }

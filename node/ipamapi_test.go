@@ -697,6 +697,46 @@ func TestCNICommandsDrain(t *testing.T) {
 	}
 }
 
+// TestDatastoreRequestsDrain: once stopping, the API says it is not ready (a plugin probing then
+// uses etcd itself), while the requests of a plugin that started through the agent before are
+// still served, and the drain waits until they have been quiet for a moment.
+func TestDatastoreRequestsDrain(t *testing.T) {
+	e := newAPIEnv(t)
+	e.api.SetDatastore(e.store, e.ds)
+	if status, data := e.call("GET", "/v1/datastore", ""); status != http.StatusOK {
+		t.Fatalf("info before stopping: %d %s", status, data)
+	}
+	// A plugin's sequence of requests, begun before stopping, keeps the drain waiting.
+	get := func() (int, []byte) { return e.call("GET", "/v1/ipam/handles/net.c1", "") }
+	if status, data := get(); status != http.StatusOK && status != http.StatusNotFound {
+		t.Fatalf("request before stopping: %d %s", status, data)
+	}
+	drained := make(chan error, 1)
+	go func() { drained <- e.api.DrainCommands(context.Background()) }()
+	for i := 0; i < 5; i++ {
+		time.Sleep(drainQuiet / 3)
+		if status, data := get(); status != http.StatusOK && status != http.StatusNotFound {
+			t.Fatalf("request %d while stopping: %d %s", i, status, data)
+		}
+		select {
+		case err := <-drained:
+			t.Fatalf("drain ended (%v) during a sequence of requests (request %d)", err, i)
+		default:
+		}
+	}
+	if status, data := e.call("GET", "/v1/datastore", ""); status != http.StatusServiceUnavailable || errCode(t, data) != nodeapi.CodeStopping {
+		t.Errorf("info while stopping: %d %s, want 503 stopping", status, data)
+	}
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Fatalf("drain: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("drain did not end once requests stopped")
+	}
+}
+
 // TestCNICommandsOnlyForRoot: a caller on the socket who is not root cannot have the agent run
 // a command; the uid comes from the socket's peer credentials.
 // TestMutatingRoutesOnlyForPrivileged: a member of the socket's group may read but not assign,
