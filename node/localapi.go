@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -113,17 +115,60 @@ func (b *StatusBoard) Handler() http.Handler {
 	return mux
 }
 
-// ListenSocket listens on the unix socket at path with mode 0660, creating its directory. A
-// socket file left behind by a dead daemon is removed; one that still answers is an error, so two
-// daemons never share a socket.
+// ListenSocket listens on the unix socket at path with mode 0660, creating its directory. The
+// socket is this process's while it holds an exclusive lock on path+".lock" (the kernel drops
+// the lock when the process dies, however it dies), so a socket file left behind by a dead daemon
+// is removed, and a second daemon is refused whether or not the first answers at that moment.
 func ListenSocket(path string, log *slog.Logger) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create socket directory: %w", err)
 	}
+	lock, err := lockSocket(path)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := listenLocked(path, log)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return &socketListener{UnixListener: ln, lock: lock}, nil
+}
+
+// lockSocket takes the lock that makes the socket at path this process's, and writes this
+// process's id into the lock file for the next one to name.
+func lockSocket(path string) (*os.File, error) {
+	lockPath := path + ".lock"
+	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open socket lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(lockPath)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			who := "a process"
+			if pid := strings.TrimSpace(string(holder)); pid != "" {
+				who = "pid " + pid
+			}
+			return nil, fmt.Errorf("listen on %s: another process is serving it (%s holds %s)", path, who, lockPath)
+		}
+		return nil, fmt.Errorf("lock %s: %w", lockPath, err)
+	}
+	// The pid is only for the message above; a failure to write it changes nothing else.
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
+
+// listenLocked creates the socket once the lock is held: a socket file there now is stale.
+func listenLocked(path string, log *slog.Logger) (*net.UnixListener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("listen on %s: exists and is not a socket", path)
 		}
+		// A daemon from before the lock existed would still answer here.
 		if c, err := net.DialTimeout("unix", path, 500*time.Millisecond); err == nil {
 			c.Close()
 			return nil, fmt.Errorf("listen on %s: another process is serving it", path)
@@ -135,7 +180,7 @@ func ListenSocket(path string, log *slog.Logger) (net.Listener, error) {
 	}
 	// The umask keeps the socket from ever being reachable more widely than 0660, even briefly.
 	old := syscall.Umask(0o117)
-	ln, err := net.Listen("unix", path)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("listen on node socket: %w", err)
@@ -145,6 +190,22 @@ func ListenSocket(path string, log *slog.Logger) (net.Listener, error) {
 		return nil, fmt.Errorf("chmod node socket: %w", err)
 	}
 	return ln, nil
+}
+
+// socketListener is the node socket with the lock that makes it this process's. Closing it
+// removes the socket file while the lock is still held, then drops the lock, so a daemon starting
+// at that moment can never have its new socket removed by the old one.
+type socketListener struct {
+	*net.UnixListener
+	lock *os.File
+}
+
+func (l *socketListener) Close() error {
+	err := l.UnixListener.Close()
+	if lerr := l.lock.Close(); lerr != nil {
+		err = errors.Join(err, fmt.Errorf("release socket lock: %w", lerr))
+	}
+	return err
 }
 
 // ServeAPI serves b on ln until ctx is done, then shuts down and removes the socket file.
@@ -169,7 +230,9 @@ func ServeHandler(ctx context.Context, ln net.Listener, h http.Handler, log *slo
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	if addr, ok := ln.Addr().(*net.UnixAddr); ok {
+	// A socketListener removed its file when it was closed, under its lock; after that the path
+	// may already be the next daemon's.
+	if addr, ok := ln.Addr().(*net.UnixAddr); ok && !isSocketListener(ln) {
 		if rerr := os.Remove(addr.Name); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 			err = errors.Join(err, fmt.Errorf("remove node socket: %w", rerr))
 		}
@@ -179,6 +242,11 @@ func ServeHandler(ctx context.Context, ln net.Listener, h http.Handler, log *slo
 	}
 	log.Info("local API stopped")
 	return nil
+}
+
+func isSocketListener(ln net.Listener) bool {
+	_, ok := ln.(*socketListener)
+	return ok
 }
 
 // QueryStatus asks the daemon behind the socket at path for its status.

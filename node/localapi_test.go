@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -89,5 +90,36 @@ func TestStatusBoardKeepsSince(t *testing.T) {
 	b.SetComponent("bgp", ComponentStatus{State: "failed"})
 	if got := b.Snapshot().Components["bgp"]; got.Since == first {
 		t.Errorf("state change kept since %v", got.Since)
+	}
+}
+
+// TestListenSocketLock: the socket is held by a lock, not by whether it answers: a second daemon
+// is refused even when the first one's socket file was removed behind its back, and the lock is
+// free again once the first closes.
+func TestListenSocketLock(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	sock := filepath.Join(t.TempDir(), "node.sock")
+	ln, err := ListenSocket(sock, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(sock); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ListenSocket(sock, log)
+	if err == nil || !strings.Contains(err.Error(), "another process") || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("second listener with the socket file gone: err = %v, want refusal naming pid %d", err, os.Getpid())
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("the refused listener created the socket: %v", err)
+	}
+	ln.Close()
+	ln2, err := ListenSocket(sock, log)
+	if err != nil {
+		t.Fatalf("listen after the holder closed: %v", err)
+	}
+	ln2.Close()
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left after close: %v", err)
 	}
 }
