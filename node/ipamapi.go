@@ -78,6 +78,10 @@ const maxAssign = 16
 // apiTimeout bounds the datastore work of one request, whatever the caller's patience.
 const apiTimeout = 30 * time.Second
 
+// maxReleaseIPs bounds the addresses one release by address names: room for everything one
+// assignment can hand out (maxAssign per family) twice over.
+const maxReleaseIPs = 4 * maxAssign
+
 // maxBody bounds request bodies; a WorkloadEndpoint is a few hundred bytes.
 const maxBody = 1 << 20
 
@@ -463,6 +467,11 @@ func (a *DatastoreAPI) release(ctx context.Context, st *dsState, w http.Response
 		writeJSON(w, http.StatusOK, ReleaseResponse{Released: got})
 		return nil
 	}
+	if len(req.IPs) > maxReleaseIPs {
+		// A pod has one address per family; thousands in one request are a caller's bug, and
+		// each costs block reads and writes inside one request's time budget.
+		return badRequest("release: %d addresses in one request, at most %d", len(req.IPs), maxReleaseIPs)
+	}
 	for _, ip := range req.IPs {
 		if !ip.IsValid() {
 			return badRequest("release: invalid address")
@@ -476,7 +485,13 @@ func (a *DatastoreAPI) release(ctx context.Context, st *dsState, w http.Response
 	return nil
 }
 
+// handle lists a handle's addresses, if the handle is this node's: a plugin that got another
+// node's addresses for its handle (a repeated IPAM ADD returns them) would hand a pod an address
+// routed to another host.
 func (a *DatastoreAPI) handle(ctx context.Context, st *dsState, w http.ResponseWriter, r *http.Request) error {
+	if err := a.checkHandleOwner(ctx, st, r.PathValue("handle")); err != nil {
+		return err
+	}
 	ips, err := st.alloc.IPsByHandle(ctx, r.PathValue("handle"))
 	if err != nil && !errors.Is(err, ipam.ErrHandleNotFound) {
 		return fmt.Errorf("read handle %s: %w", r.PathValue("handle"), err)

@@ -167,6 +167,7 @@ func TestDatastoreAPIBadInput(t *testing.T) {
 		{"release both", "POST", "/v1/ipam/release", `{"handle":"h","ips":["198.18.0.1"]}`, 400, CodeInvalid},
 		{"release neither", "POST", "/v1/ipam/release", `{}`, 400, CodeInvalid},
 		{"release bad address", "POST", "/v1/ipam/release", `{"ips":["198.18.0.300"]}`, 400, CodeInvalid},
+		{"release too many", "POST", "/v1/ipam/release", `{"ips":[` + manyIPs(maxReleaseIPs+1) + `]}`, 400, CodeInvalid},
 		{"endpoint not JSON", "POST", "/v1/endpoints", `nope`, 400, CodeInvalid},
 		{"endpoint of another kind", "POST", "/v1/endpoints", `{"kind":"IPPool","apiVersion":"terrace.dev/v1","metadata":{"name":"x"},"spec":{"cidr":"198.19.0.0/24"}}`, 400, CodeInvalid},
 		{"endpoint of another node", "POST", "/v1/endpoints", wepJSON(t, "host-b", "x", ""), 403, CodeWrongNode},
@@ -794,11 +795,19 @@ func TestAssignToAnotherNodesHandle(t *testing.T) {
 	if ips, err := alloc.IPsByHandle(context.Background(), "net.cb"); err != nil || len(ips) != 1 {
 		t.Errorf("host-b's handle now holds %v (%v), want its one address", ips, err)
 	}
-	// This node's own handle may grow (a retried ADD).
+	// Nor may this node read it: a repeated IPAM ADD returns what the handle holds, which would
+	// give a pod here an address routed to host-b.
+	if status, data := e.call("GET", "/v1/ipam/handles/net.cb", ""); status != 403 || errCode(t, data) != CodeWrongNode {
+		t.Errorf("read host-b's handle = %d %s, want 403", status, data)
+	}
+	// This node's own handle may grow (a retried ADD) and be read.
 	for range 2 {
 		if status, data := e.call("POST", "/v1/ipam/assign", `{"node":"host-a","handle":"net.ca","num4":1}`); status != 200 {
 			t.Errorf("assign to this node's handle = %d %s", status, data)
 		}
+	}
+	if status, data := e.call("GET", "/v1/ipam/handles/net.ca", ""); status != 200 || strings.Count(string(data), ".") != 6 {
+		t.Errorf("read this node's handle = %d %s, want its two addresses", status, data)
 	}
 }
 
