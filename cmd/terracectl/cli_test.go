@@ -562,6 +562,13 @@ func TestVersion(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v["version"] == "" {
 		t.Errorf("version -o json = %q (%v)", r.stdout, err)
 	}
+	r = c.mustRun("", "version", "-o", "yaml")
+	if !strings.HasPrefix(r.stdout, "go: go1.") || !strings.Contains(r.stdout, "\nversion: ") {
+		t.Errorf("version -o yaml = %q", r.stdout)
+	}
+	if res := c.run("", "version", "-o", "xml"); res.code != 2 || !strings.Contains(res.stderr, "want json or yaml") {
+		t.Errorf("version -o xml: exit %d %q", res.code, res.stderr)
+	}
 }
 
 // TestGetWithUndecodableValue: a stored value terracectl cannot read (a newer version's, or one

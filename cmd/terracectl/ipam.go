@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
 
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
@@ -37,17 +38,27 @@ func (e *env) allocator(ctx context.Context) (*ipam.Allocator, *datastore.Client
 	return ipam.New(c.Store(), c, e.log), c, nil
 }
 
-func jsonOrTable(output string) error {
-	if output != outTable && output != outJSON {
-		return usageErrorf("unknown output format %q: want json", output)
+// dataOrText checks -o of a command whose default output is text for people, and whose data
+// can be printed as JSON or YAML (the same fields either way) for scripts.
+func dataOrText(what, output string) error {
+	if output != outTable && output != outJSON && output != outYAML {
+		return usageErrorf("%s: unknown output format %q: want json or yaml", what, output)
 	}
 	return nil
 }
 
-func writeJSON(w io.Writer, v any) error {
+// writeData prints v as JSON or YAML (per output), with the JSON field names in both.
+func writeData(w io.Writer, output string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode JSON: %w", err)
+	}
+	if output == outYAML {
+		if b, err = yaml.JSONToYAML(b); err != nil {
+			return fmt.Errorf("encode YAML: %w", err)
+		}
+		_, err = w.Write(b)
+		return err
 	}
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
@@ -68,7 +79,7 @@ func newIPAMShowCmd(e *env) *cobra.Command {
 		Short: "Show pools with used and free addresses, blocks, or who holds an address",
 		Args:  rangeArgs(0, 0, "ipam show [--show-blocks] [--ip ADDR] [-o json]"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := jsonOrTable(output); err != nil {
+			if err := dataOrText("ipam show", output); err != nil {
 				return err
 			}
 			var addr netip.Addr
@@ -90,8 +101,8 @@ func newIPAMShowCmd(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if output == outJSON {
-					return writeJSON(e.out, info)
+				if output != outTable {
+					return writeData(e.out, output, info)
 				}
 				return printIPInfo(e.out, info)
 			}
@@ -123,8 +134,8 @@ func newIPAMShowCmd(e *env) *cobra.Command {
 				}
 				out.Blocks = &blocks
 			}
-			if output == outJSON {
-				err = writeJSON(e.out, out)
+			if output != outTable {
+				err = writeData(e.out, output, out)
 			} else {
 				err = printIPAMShow(e.out, out, showBlocks)
 			}
@@ -135,7 +146,7 @@ func newIPAMShowCmd(e *env) *cobra.Command {
 			return reported{exitRuntime}
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: table)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml (default: a table)")
 	cmd.Flags().BoolVar(&showBlocks, "show-blocks", false, "also list every block with its host and usage")
 	cmd.Flags().StringVar(&ip, "ip", "", "say whether this address is allocated and to whom")
 	return cmd
@@ -202,7 +213,7 @@ func newIPAMCheckCmd(e *env) *cobra.Command {
 			"report and pass it to `terracectl ipam release --from-report FILE` to release the leaks.",
 		Args: rangeArgs(0, 0, "ipam check [--grace-period D] [-o json]"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := jsonOrTable(output); err != nil {
+			if err := dataOrText("ipam check", output); err != nil {
 				return err
 			}
 			if grace < 0 {
@@ -220,8 +231,8 @@ func newIPAMCheckCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == outJSON {
-				err = writeJSON(e.out, r)
+			if output != outTable {
+				err = writeData(e.out, output, r)
 			} else {
 				err = printReport(e.out, r)
 			}
@@ -232,7 +243,7 @@ func newIPAMCheckCmd(e *env) *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: table)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml (default: a table)")
 	cmd.Flags().BoolVar(&exitOnProblems, "exit-code", false, "exit 1 when the check finds any problem (default: 0 whenever the check ran)")
 	cmd.Flags().DurationVar(&grace, "grace-period", ipam.DefaultGracePeriod, "how old an allocation without owner must be to count as leaked")
 	return cmd
@@ -291,7 +302,7 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 			"was given to someone else since the report, is left alone and reported.",
 		Args: rangeArgs(0, 0, "ipam release --ip ADDR... | --from-report FILE | --node NAME"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := jsonOrTable(output); err != nil {
+			if err := dataOrText("ipam release", output); err != nil {
 				return err
 			}
 			modes := 0
@@ -320,17 +331,23 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 				if err != nil {
 					return usageErrorf("ipam release: read report: %v", err)
 				}
+				if t := strings.TrimSpace(string(data)); t != "" && t[0] != '{' {
+					// `ipam check -o yaml`: the same fields, read as strictly as JSON.
+					if data, err = yaml.YAMLToJSON(data); err != nil {
+						return usageErrorf("ipam release: %s is not an `ipam check -o json|yaml` report: %v", report, err)
+					}
+				}
 				dec := json.NewDecoder(strings.NewReader(string(data)))
 				dec.DisallowUnknownFields()
 				err = dec.Decode(&rep)
 				switch {
 				case err != nil:
-					return usageErrorf("ipam release: %s is not an `ipam check -o json` report: %v", report, err)
+					return usageErrorf("ipam release: %s is not an `ipam check -o json|yaml` report: %v", report, err)
 				case !atEOF(dec):
-					return usageErrorf("ipam release: %s is not an `ipam check -o json` report: more data after the report", report)
+					return usageErrorf("ipam release: %s is not an `ipam check -o json|yaml` report: more data after the report", report)
 				case rep.CheckedAt.IsZero():
 					// {} or null would release nothing and say nothing: not a report.
-					return usageErrorf("ipam release: %s is not an `ipam check -o json` report: no checkedAt", report)
+					return usageErrorf("ipam release: %s is not an `ipam check -o json|yaml` report: no checkedAt", report)
 				}
 			}
 			a, c, err := e.allocator(cmd.Context())
@@ -349,10 +366,10 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 					return fmt.Errorf("ipam release --node %s: read Node: %w", node, gerr)
 				}
 				res, err := a.ReleaseNode(cmd.Context(), node)
-				if output == outJSON {
+				if output != outTable {
 					// What was done before a failure still goes out as JSON, for scripts; the
 					// error goes to stderr and the exit status.
-					if werr := writeJSON(e.out, res); werr != nil {
+					if werr := writeData(e.out, output, res); werr != nil {
 						return errors.Join(err, werr)
 					}
 					return err
@@ -369,8 +386,8 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 				return err
 			case report != "":
 				res, err := a.ReleaseFromReport(cmd.Context(), &rep)
-				if output == outJSON {
-					if werr := writeJSON(e.out, res); werr != nil {
+				if output != outTable {
+					if werr := writeData(e.out, output, res); werr != nil {
 						return errors.Join(err, werr)
 					}
 				} else {
@@ -395,8 +412,8 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 					failed = append(failed, err)
 				}
 			}
-			if output == outJSON {
-				if err := writeJSON(e.out, res); err != nil {
+			if output != outTable {
+				if err := writeData(e.out, output, res); err != nil {
 					return err
 				}
 			} else {
@@ -412,10 +429,10 @@ func newIPAMReleaseCmd(e *env) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringSliceVar(&ips, "ip", nil, "address(es) to release if nothing owns them")
-	cmd.Flags().StringVar(&report, "from-report", "", "release the leaks and orphan blocks listed in this `FILE` (an ipam check -o json report)")
+	cmd.Flags().StringVar(&report, "from-report", "", "release the leaks and orphan blocks listed in this `FILE` (an `ipam check -o json` or `-o yaml` report)")
 	cmd.Flags().StringVar(&node, "node", "", "release the block affinities of this removed node")
 	cmd.Flags().BoolVar(&force, "force", false, "with --node: release them even though the Node still exists")
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: text)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml (default: text)")
 	return cmd
 }
 

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
+
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/embedded"
@@ -82,6 +85,22 @@ func TestIPAMCommands(t *testing.T) {
 	if err := os.WriteFile(file, []byte(rep), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The same report as YAML carries the same fields, and release reads it too (below).
+	repYAML := c.mustRun("", "ipam", "check", "--grace-period", "0", "-o", "yaml").stdout
+	var ry ipam.Report
+	if err := yaml.UnmarshalStrict([]byte(repYAML), &ry); err != nil {
+		t.Fatalf("decode YAML report: %v\n%s", err, repYAML)
+	}
+	ry.CheckedAt = r.CheckedAt // two runs of check
+	jr, _ := json.Marshal(r)
+	jy, _ := json.Marshal(ry)
+	if diff := cmp.Diff(string(jr), string(jy)); diff != "" || strings.HasPrefix(strings.TrimSpace(repYAML), "{") {
+		t.Fatalf("YAML report differs from the JSON one (-json +yaml):\n%s\n%s", diff, repYAML)
+	}
+	fileYAML := filepath.Join(t.TempDir(), "report.yaml")
+	if err := os.WriteFile(fileYAML, []byte(repYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out := c.mustRun("", "ipam", "release", "--from-report", file).stdout
 	if strings.Count(out, "released ") != 3 || strings.Count(out, "freed block ") != 2 {
 		t.Fatalf("release --from-report:\n%s", out)
@@ -94,7 +113,7 @@ func TestIPAMCommands(t *testing.T) {
 	}
 	// The same report again: everything in it is skipped now (already released), which exits 1
 	// as --ip does.
-	if res := c.run("", "ipam", "release", "--from-report", file); res.code != 1 || !strings.Contains(res.stdout, "skipped") {
+	if res := c.run("", "ipam", "release", "--from-report", fileYAML); res.code != 1 || !strings.Contains(res.stdout, "skipped") {
 		t.Fatalf("release --from-report of a report already applied: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
 	// Not reports: nothing to release and no error would hide a wrong file.
@@ -103,7 +122,7 @@ func TestIPAMCommands(t *testing.T) {
 		if err := os.WriteFile(bad, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if res := c.run("", "ipam", "release", "--from-report", bad); res.code != 2 || !strings.Contains(res.stderr, "is not an `ipam check -o json` report") {
+		if res := c.run("", "ipam", "release", "--from-report", bad); res.code != 2 || !strings.Contains(res.stderr, "is not an `ipam check -o json|yaml` report") {
 			t.Errorf("release --from-report %s: exit %d\n%s", name, res.code, res.stderr)
 		}
 	}
@@ -148,7 +167,7 @@ func TestIPAMCommands(t *testing.T) {
 	for _, args := range [][]string{
 		{"ipam", "release"},
 		{"ipam", "release", "--ip", "nope"},
-		{"ipam", "show", "-o", "yaml"},
+		{"ipam", "show", "-o", "wide"},
 		{"ipam", "show", "--ip", "198.18.0.1", "--show-blocks"},
 		{"ipam", "configure"},
 		{"ipam", "release", "--from-report", filepath.Join(t.TempDir(), "missing.json")},

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -22,8 +21,8 @@ func newNodeCmd(e *env) *cobra.Command {
 		Short: "Show the local node's status from its API socket",
 		Args:  rangeArgs(0, 0, "node status"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != outTable && output != outJSON {
-				return usageErrorf("node status: unknown output format %q: want json", output)
+			if err := dataOrText("node status", output); err != nil {
+				return err
 			}
 			sock := e.cfg.String("node-socket")
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
@@ -32,18 +31,13 @@ func newNodeCmd(e *env) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("is terrace-node running? %w", err)
 			}
-			if output == outJSON {
-				b, err := json.MarshalIndent(st, "", "  ")
-				if err != nil {
-					return fmt.Errorf("encode status: %w", err)
-				}
-				e.printf("%s\n", b)
-				return nil
+			if output != outTable {
+				return writeData(e.out, output, st)
 			}
 			return printNodeStatus(e.out, st, time.Now())
 		},
 	}
-	status.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: readable text)")
+	status.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml (default: readable text)")
 	cmd.AddCommand(status, newNodeRoutesCmd(e))
 	return cmd
 }

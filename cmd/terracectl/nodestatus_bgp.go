@@ -82,26 +82,21 @@ func newNodeRoutesCmd(e *env) *cobra.Command {
 		Short: "List the routes BGP installed in this node's kernel (protocol 81, terrace-bgp)",
 		Args:  rangeArgs(0, 0, "node routes"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != outTable && output != outJSON {
-				return usageErrorf("node routes: unknown output format %q: want json", output)
+			if err := dataOrText("node routes", output); err != nil {
+				return err
 			}
 			rows, err := bgpRoutes()
 			if err != nil {
 				return err
 			}
-			if output == outJSON {
-				b, err := json.MarshalIndent(rows, "", "  ")
-				if err != nil {
-					return fmt.Errorf("encode routes: %w", err)
-				}
-				e.printf("%s\n", b)
-				return nil
+			if output != outTable {
+				return writeData(e.out, output, rows)
 			}
 			printRoutes(e.out, rows)
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: table)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml (default: a table)")
 	return cmd
 }
 

@@ -47,6 +47,10 @@ func TestNodeStatusCommand(t *testing.T) {
 	if !strings.Contains(r.stdout, `"nodeName": "host-1"`) {
 		t.Errorf("json status:\n%s", r.stdout)
 	}
+	r = c.mustRun("", "node", "status", "-o", "yaml", "--node-socket", sock)
+	if !strings.Contains(r.stdout, "\nnodeName: host-1\n") {
+		t.Errorf("yaml status:\n%s", r.stdout)
+	}
 	// A node still waiting for etcd: it says so, and BGP is waiting, not "disabled".
 	board.SetDatastore("connecting", "http://192.0.2.9:2379: attempt 3 failed: context deadline exceeded")
 	board.SetComponent("bgp", node.ComponentStatus{State: "waiting", Detail: "waiting for the datastore"})

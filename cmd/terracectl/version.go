@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"runtime"
 
 	"github.com/spf13/cobra"
@@ -20,18 +19,16 @@ func newVersionCmd(e *env) *cobra.Command {
 				Version string `json:"version"`
 				Go      string `json:"go"`
 			}{cliconf.VersionString(), runtime.Version()}
-			switch output {
-			case outJSON:
-				b, _ := json.MarshalIndent(v, "", "  ")
-				e.printf("%s\n", b)
-			case outTable:
-				e.printf("terracectl %s (%s)\n", v.Version, v.Go)
-			default:
-				return usageErrorf("version: unknown output format %q: want json", output)
+			if err := dataOrText("version", output); err != nil {
+				return err
 			}
+			if output != outTable {
+				return writeData(e.out, output, v)
+			}
+			e.printf("terracectl %s (%s)\n", v.Version, v.Go)
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: one line)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml (default: one line)")
 	return cmd
 }
