@@ -101,6 +101,11 @@ type Writer struct {
 	rechecked map[netip.Prefix]bool
 	reread    bool
 	inSync    bool
+	// adopted holds the routes of our protocol found at the first read (a previous run's) and
+	// not desired since: only these wait for SetInSync before they may go. A route this writer
+	// was asked for in this run and then no longer is goes at once.
+	adopted  map[netip.Prefix]bool
+	readOnce bool
 	scratch   [batchSize]netlink.Route // the routes of the batch being built
 }
 
@@ -145,6 +150,9 @@ func (w *Writer) Set(p netip.Prefix, t Target) error {
 	}
 	w.desired[p] = t
 	w.dirty[p] = true
+	if w.adopted != nil {
+		delete(w.adopted, p) // asked for in this run: no longer a previous run's leftover
+	}
 	return nil
 }
 
@@ -166,7 +174,8 @@ func (w *Writer) Desired(p netip.Prefix) (Target, bool) {
 // Len is the number of desired routes.
 func (w *Writer) Len() int { return len(w.desired) }
 
-// Delete drops p from the desired routes; the kernel route goes once in sync.
+// Delete drops p from the desired routes; the kernel route goes with the next Apply (a route
+// adopted from a previous run and never asked for in this one only once in sync).
 func (w *Writer) Delete(p netip.Prefix) {
 	p = p.Masked()
 	delete(w.desired, p)
@@ -189,7 +198,7 @@ func (w *Writer) DeviceChanged(dev string) {
 }
 
 // SetInSync allows routes of our protocol that nobody asked for to be deleted.
-func (w *Writer) SetInSync() { w.inSync = true }
+func (w *Writer) SetInSync() { w.inSync, w.adopted = true, nil }
 
 // Pending lists desired routes whose device does not exist yet; they are retried on every Apply.
 func (w *Writer) Pending() []netip.Prefix { return sortedPrefixes(w.pending) }
@@ -236,6 +245,19 @@ func (w *Writer) read() error {
 		}
 	}
 	w.actual = actual
+	if !w.readOnce {
+		w.readOnce = true
+		if !w.inSync {
+			for p := range actual {
+				if _, want := w.desired[p]; !want {
+					if w.adopted == nil {
+						w.adopted = map[netip.Prefix]bool{}
+					}
+					w.adopted[p] = true
+				}
+			}
+		}
+	}
 	for p := range w.desired {
 		w.dirty[p] = true
 	}
@@ -460,7 +482,7 @@ func (w *Writer) plan(p netip.Prefix, links map[string]int, r *netlink.Route) (s
 		if !exists {
 			return true, nil, nil
 		}
-		if !w.inSync {
+		if !w.inSync && w.adopted[p] {
 			return false, nil, nil // held until in sync so a restart never removes a live route
 		}
 		// SCOPE_NOWHERE is the kernel's "any scope" for deletions; the zero value would mean

@@ -154,6 +154,45 @@ func TestDeletesHeldUntilInSync(t *testing.T) {
 	}
 }
 
+// TestOnlyAdoptedRoutesWaitForSync: before in-sync only the routes found at start (a previous
+// run's, perhaps still live) are kept; a route asked for in this run and then dropped (a BGP
+// withdrawal seconds after a restart) goes at once, also one that was adopted and asked for again.
+func TestOnlyAdoptedRoutesWaitForSync(t *testing.T) {
+	f := newFakeNetlink()
+	f.routes = []netlink.Route{
+		foreign("198.18.3.0/26", ProtocolTerraceBGP, "192.0.2.9"), // stale, never asked for
+		foreign("198.18.4.0/26", ProtocolTerraceBGP, "192.0.2.9"), // asked for again below
+	}
+	w := newWriter(t, f, ProtocolTerraceBGP)
+	gw := Target{Gateways: []netip.Addr{addr("192.0.2.9")}}
+	mustT(t, w.Set(pfx("198.18.0.0/26"), gw))
+	mustT(t, w.Apply(ctx))
+	mustT(t, w.Set(pfx("198.18.4.0/26"), gw))
+	mustT(t, w.Apply(ctx))
+	w.Delete(pfx("198.18.0.0/26"))
+	w.Delete(pfx("198.18.4.0/26"))
+	f.calls = nil
+	mustT(t, w.Apply(ctx))
+	if diff := cmp.Diff([]string{"del 198.18.0.0/26 proto 81 dev 0", "del 198.18.4.0/26 proto 81 dev 0"}, f.calls); diff != "" {
+		t.Fatalf("deletes before in-sync (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"198.18.3.0/26 proto 81 via 192.0.2.9"}, describeAll(f.routes)); diff != "" {
+		t.Fatalf("routes before in-sync (-want +got):\n%s", diff)
+	}
+	// A resync before in-sync reads the table again: what this run removed stays removed, and the
+	// adopted route is still kept.
+	mustT(t, w.Resync(ctx))
+	if len(f.routes) != 1 {
+		t.Fatalf("after a resync: %v", describeAll(f.routes))
+	}
+	w.SetInSync()
+	f.calls = nil
+	mustT(t, w.Apply(ctx))
+	if diff := cmp.Diff([]string{"del 198.18.3.0/26 proto 81 dev 0"}, f.calls); diff != "" {
+		t.Fatal(diff)
+	}
+}
+
 func TestResyncRepairsDrift(t *testing.T) {
 	tests := []struct {
 		name   string
