@@ -106,7 +106,7 @@ type Writer struct {
 	// was asked for in this run and then no longer is goes at once.
 	adopted  map[netip.Prefix]bool
 	readOnce bool
-	scratch   [batchSize]netlink.Route // the routes of the batch being built
+	scratch  [batchSize]netlink.Route // the routes of the batch being built
 }
 
 // New returns a writer for cfg.Protocol in cfg.Table.
