@@ -16,13 +16,14 @@ import (
 // from its own message types: the reference appendRouteMessage must match byte for byte.
 func libraryRouteMessage(op RouteOp, seq uint32) []byte {
 	r := op.Route
-	typ, flags := unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK
+	// Without NLM_F_ACK: send asks for one acknowledgement per batch, on its last message.
+	typ, flags := unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_EXCL
 	msg := nl.NewRtMsg()
 	switch op.Kind {
 	case OpReplace:
-		flags = unix.NLM_F_CREATE | unix.NLM_F_REPLACE | unix.NLM_F_ACK
+		flags = unix.NLM_F_CREATE | unix.NLM_F_REPLACE
 	case OpDel:
-		typ, flags = unix.RTM_DELROUTE, unix.NLM_F_ACK
+		typ, flags = unix.RTM_DELROUTE, 0
 		msg = nl.NewRtDelMsg()
 	}
 	req := nl.NewNetlinkRequest(typ, flags)

@@ -268,6 +268,27 @@ func TestBatchedPerRouteErrors(t *testing.T) {
 	if !strings.Contains(got, "198.18.0.1 via 192.0.2.3") {
 		t.Errorf("replaced route not moved:\n%s", got)
 	}
+	// Only a batch's last request asks for an acknowledgement: when that one fails, and when it
+	// is the only one, the answers must still be right.
+	for _, tc := range []struct {
+		ops  []RouteOp
+		want []error
+	}{
+		{[]RouteOp{{Kind: OpAdd, Route: route("198.19.0.1/32", "192.0.2.2")}, {Kind: OpAdd, Route: route("198.19.0.2/32", "203.0.113.9")}},
+			[]error{nil, syscall.ENETUNREACH}},
+		{[]RouteOp{{Kind: OpAdd, Route: route("198.19.0.1/32", "192.0.2.2")}}, []error{syscall.EEXIST}},
+		{[]RouteOp{{Kind: OpDel, Route: route("198.19.0.1/32", "192.0.2.2")}}, []error{nil}},
+	} {
+		errs := b.RouteBatch(tc.ops)
+		for i := range tc.want {
+			if !errors.Is(errs[i], tc.want[i]) && !(tc.want[i] == nil && errs[i] == nil) {
+				t.Errorf("batch %v: op %d: %v, want %v", tc.ops, i, errs[i], tc.want[i])
+			}
+		}
+	}
+	if got := routesOf(t, ns, "proto", "81"); strings.Contains(got, "198.19.0.") {
+		t.Errorf("routes of the small batches left:\n%s", got)
+	}
 }
 
 // TestRealOwnRouteHoldingTheKey: the kernel holds routes of ours that the writer does not know
