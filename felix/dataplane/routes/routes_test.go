@@ -327,3 +327,63 @@ func TestOwnRouteHoldingTheKey(t *testing.T) {
 		})
 	}
 }
+
+// TestInstalledEntryTransitions: a route installed as desired is kept in its desired entry only;
+// changing, changing back, deleting and re-creating it must still give exactly the kernel
+// calls needed, for every kind of target.
+func TestInstalledEntryTransitions(t *testing.T) {
+	gw := func(a ...string) Target {
+		var t Target
+		for _, s := range a {
+			t.Gateways = append(t.Gateways, addr(s))
+		}
+		return t
+	}
+	p := pfx("198.18.1.0/26")
+	tests := []struct {
+		name  string
+		first Target
+		steps func(w *Writer)
+		want  []string
+	}{
+		{"same target again", gw("192.0.2.2"), func(w *Writer) { mustT(t, w.Set(p, gw("192.0.2.2"))) }, nil},
+		{"changed and changed back before apply", gw("192.0.2.2"), func(w *Writer) {
+			mustT(t, w.Set(p, gw("192.0.2.3")))
+			mustT(t, w.Set(p, gw("192.0.2.2")))
+		}, nil},
+		{"changed to ECMP", gw("192.0.2.2"), func(w *Writer) { mustT(t, w.Set(p, gw("192.0.2.2", "192.0.2.3"))) },
+			[]string{"replace 198.18.1.0/26 proto 81 nexthop 192.0.2.2 nexthop 192.0.2.3"}},
+		{"gateway to blackhole", gw("192.0.2.2"), func(w *Writer) { mustT(t, w.Set(p, Target{Blackhole: true})) },
+			[]string{"replace 198.18.1.0/26 proto 81 blackhole"}},
+		{"blackhole deleted", Target{Blackhole: true}, func(w *Writer) { w.Delete(p) },
+			[]string{"del 198.18.1.0/26 proto 81 blackhole"}},
+		{"deleted and set again before apply", gw("192.0.2.2"), func(w *Writer) {
+			w.Delete(p)
+			mustT(t, w.Set(p, gw("192.0.2.2")))
+		}, nil},
+		{"device route, device re-created", Target{Dev: "trc0123456789a"}, func(w *Writer) { w.DeviceChanged("trc0123456789a") },
+			[]string{"replace 198.18.1.0/26 proto 81 dev 7"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeNetlink()
+			f.links["trc0123456789a"] = 7
+			w := newWriter(t, f, ProtocolTerraceBGP)
+			w.SetInSync()
+			mustT(t, w.Set(p, tc.first))
+			mustT(t, w.Apply(ctx))
+			f.calls = nil
+			tc.steps(w)
+			mustT(t, w.Apply(ctx))
+			if diff := cmp.Diff(tc.want, f.calls); diff != "" {
+				t.Fatalf("calls (-want +got):\n%s", diff)
+			}
+			// Whatever happened, a resync finds the kernel as desired.
+			f.calls = nil
+			mustT(t, w.Resync(ctx))
+			if len(f.calls) != 0 {
+				t.Fatalf("resync after the steps made calls: %v", f.calls)
+			}
+		})
+	}
+}
