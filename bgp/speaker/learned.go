@@ -21,11 +21,13 @@ type learnedRoutes struct {
 	debounce time.Duration
 	maxDelay time.Duration
 
-	mu      sync.Mutex
-	routes  map[netip.Prefix][]netip.Addr // next hops as learned, local ones not yet removed
-	single  map[netip.Addr][]netip.Addr   // one shared set per lone next hop: most prefixes have one
-	changed map[netip.Prefix]struct{}     // since the last delivery
-	full    bool                          // the next delivery must carry the whole table
+	mu     sync.Mutex
+	routes map[netip.Prefix][]netip.Addr // next hops as learned, local ones not yet removed
+	single map[netip.Addr][]netip.Addr   // one shared set per lone next hop: most prefixes have one
+	// changed lists the prefixes changed since the last delivery, a prefix as often as it
+	// changed: appending is cheaper than a set's insert, and take() builds the set anyway.
+	changed []netip.Prefix
+	full    bool // the next delivery must carry the whole table
 	local   atomic.Pointer[map[netip.Addr]bool]
 	kick    chan struct{}
 
@@ -39,7 +41,6 @@ func newLearnedRoutes(sink RouteSink, debounce, maxDelay time.Duration) *learned
 		maxDelay: maxDelay,
 		routes:   map[netip.Prefix][]netip.Addr{},
 		single:   map[netip.Addr][]netip.Addr{},
-		changed:  map[netip.Prefix]struct{}{},
 		full:     true,
 		kick:     make(chan struct{}, 1),
 	}
@@ -99,7 +100,7 @@ func (l *learnedRoutes) apply(paths []*api.Path) {
 		l.routes[pfx] = set
 	}
 	for pfx := range sets {
-		l.changed[pfx] = struct{}{}
+		l.noteChanged(pfx)
 	}
 	l.mu.Unlock()
 	l.signal()
@@ -125,9 +126,23 @@ func (l *learnedRoutes) applyOne(p *api.Path) {
 	} else {
 		delete(l.routes, pfx)
 	}
-	l.changed[pfx] = struct{}{}
+	l.noteChanged(pfx)
 	l.mu.Unlock()
 	l.signal()
+}
+
+// noteChanged records a changed prefix; l.mu is held. A prefix that flaps between two
+// deliveries is listed each time; past a bound the next delivery is the whole table instead, so
+// the list never outgrows the table by much.
+func (l *learnedRoutes) noteChanged(pfx netip.Prefix) {
+	if l.full {
+		return // the whole table goes anyway
+	}
+	if len(l.changed) >= 2*len(l.routes)+4096 {
+		l.full, l.changed = true, l.changed[:0]
+		return
+	}
+	l.changed = append(l.changed, pfx)
 }
 
 // snapshot returns a fresh map of every learned route without this host's own next hops.
@@ -161,12 +176,12 @@ func (l *learnedRoutes) take() (map[netip.Prefix][]netip.Addr, bool) {
 		out = l.tableLocked(local)
 	} else {
 		out = make(map[netip.Prefix][]netip.Addr, len(l.changed))
-		for pfx := range l.changed {
+		for _, pfx := range l.changed {
 			out[pfx] = withoutLocal(l.routes[pfx], local)
 		}
 	}
 	l.full = false
-	clear(l.changed)
+	l.changed = l.changed[:0]
 	return out, full
 }
 

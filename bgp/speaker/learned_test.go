@@ -163,3 +163,43 @@ func TestLearnedDeliversChanges(t *testing.T) {
 		}
 	}
 }
+
+// TestLearnedFlappingPrefixBounded: a prefix that changes again and again between two deliveries
+// is listed each time, but the list never outgrows the table by more than its bound: past it the
+// next delivery is the whole table, which ends in the same state.
+func TestLearnedFlappingPrefixBounded(t *testing.T) {
+	l := newLearnedRoutes(nil, time.Millisecond, time.Millisecond)
+	l.apply([]*api.Path{pathFor(t, 0)})
+	if _, full := l.take(); !full {
+		t.Fatal("first delivery not the whole table")
+	}
+	up, down := pathFor(t, 1), pathFor(t, 1)
+	down.IsWithdraw = true
+	for i := 0; i < 1500; i++ {
+		l.apply([]*api.Path{up})
+		l.apply([]*api.Path{down})
+	}
+	l.mu.Lock()
+	listed := len(l.changed)
+	l.mu.Unlock()
+	if listed != 3000 {
+		t.Fatalf("%d changes listed, want every one of the 3000 (under the bound)", listed)
+	}
+	got, full := l.take()
+	if full || len(got) != 1 || len(got[netip.MustParsePrefix("198.18.0.1/32")]) != 0 {
+		t.Fatalf("delivery after the flaps: full %v, %v; want the one prefix, withdrawn", full, got)
+	}
+	for i := 0; i < 5000; i++ {
+		l.apply([]*api.Path{up})
+	}
+	l.mu.Lock()
+	listed, full = len(l.changed), l.full
+	l.mu.Unlock()
+	if !full || listed > 2*2+4096 {
+		t.Fatalf("after 5000 changes to one of 2 prefixes: %d listed, full %v; want the whole table instead", listed, full)
+	}
+	got, full = l.take()
+	if !full || len(got) != 2 {
+		t.Fatalf("delivery after the bound: full %v, %d prefixes; want the whole table of 2", full, len(got))
+	}
+}
