@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"reflect"
 	"slices"
 	"sync"
@@ -139,7 +140,7 @@ func New(cfg Config) (*Agent, error) {
 		a.baseLevel = cfg.LogLevel.Level()
 	}
 	a.in = newInputs(cfg.NodeName, cfg.Logger, a.poke)
-	a.prog = newProgrammer(cfg.Writer, cfg.Netlink, cfg.Logger)
+	a.prog = newProgrammer(cfg.Writer, cfg.Netlink, a.learnedNow, cfg.Logger)
 	a.prog.underlay = cfg.UnderlayEvents
 	return a, nil
 }
@@ -183,6 +184,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		sp.Stop()
 	}
 	return nil
+}
+
+// learnedNow is what the running speaker has learned (nothing before it runs).
+func (a *Agent) learnedNow() map[netip.Prefix][]netip.Addr {
+	a.mu.Lock()
+	sp := a.sp
+	a.mu.Unlock()
+	if sp == nil {
+		return nil
+	}
+	return sp.Learned()
 }
 
 // mayDeleteRoutes says when stale protocol-81 routes may go: the datastore is in sync, the

@@ -33,6 +33,8 @@ type RouteWriter interface {
 	// keeps no copy of its own: at 100k routes one more map was a tenth of its CPU.
 	Desired(p netip.Prefix) (routes.Target, bool)
 	Len() int
+	// Prefixes lists the desired prefixes, in no order.
+	Prefixes() []netip.Prefix
 	// Conflicts are the prefixes another protocol's route keeps out of the kernel.
 	Conflicts() []netip.Prefix
 	Apply(ctx context.Context) error
@@ -59,11 +61,15 @@ type programmer struct {
 	// down took its routes with it, and the kernel says nothing of that.
 	underlay <-chan string
 
+	// learnedNow returns every learned route as the speaker holds it now, for the passes that
+	// resolve all of them again (a resync, an underlay change). The programmer keeps no copy:
+	// every learned prefix is either the writer's (resolved) or in unresolved.
+	learnedNow func() map[netip.Prefix][]netip.Addr
+
 	// Owned by run.
 	res        *resolver // next-hop resolutions, reused for resolverTTL
 	resAt      time.Time
-	learned    map[netip.Prefix][]netip.Addr
-	unresolved map[netip.Prefix]struct{}
+	unresolved map[netip.Prefix][]netip.Addr // learned, next hops not reachable now
 	inSync     bool
 }
 
@@ -77,9 +83,9 @@ type RouteStats struct {
 	LastError  string    `json:"lastError,omitempty"`
 }
 
-func newProgrammer(w RouteWriter, nl Netlink, log *slog.Logger) *programmer {
-	return &programmer{log: log, w: w, nl: nl, kickC: make(chan struct{}, 1),
-		learned: map[netip.Prefix][]netip.Addr{}, unresolved: map[netip.Prefix]struct{}{}}
+func newProgrammer(w RouteWriter, nl Netlink, learnedNow func() map[netip.Prefix][]netip.Addr, log *slog.Logger) *programmer {
+	return &programmer{log: log, w: w, nl: nl, kickC: make(chan struct{}, 1), learnedNow: learnedNow,
+		unresolved: map[netip.Prefix][]netip.Addr{}}
 }
 
 // UpdateLearnedRoutes implements speaker.RouteSink: it only merges the delivery into what is
@@ -210,10 +216,20 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 	defer r.endPass()
 	var errs []error
 	if full {
-		for pfx := range p.learned {
+		// What the whole table lacks is gone. Collected first: forget changes the writer.
+		var gone []netip.Prefix
+		for _, pfx := range p.w.Prefixes() {
 			if len(changes[pfx]) == 0 {
-				p.forget(pfx)
+				gone = append(gone, pfx)
 			}
+		}
+		for pfx := range p.unresolved {
+			if len(changes[pfx]) == 0 {
+				gone = append(gone, pfx)
+			}
+		}
+		for _, pfx := range gone {
+			p.forget(pfx)
 		}
 	}
 	for pfx, nhs := range changes {
@@ -221,20 +237,15 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 			p.forget(pfx)
 			continue
 		}
-		// A whole table shares a prefix's next-hop slice with the previous delivery while it does
-		// not change: nothing to do for it.
-		if old, ok := p.learned[pfx]; ok && !all && sameSlice(old, nhs) {
-			if _, done := p.w.Desired(pfx); done {
-				continue
-			}
-		}
-		p.learned[pfx] = nhs
-		if !all {
-			errs = append(errs, p.program(r, pfx, nhs)...)
-		}
+		// An unchanged prefix of a whole table costs a cached resolution and a comparison with
+		// what the writer has: program sets nothing for it.
+		errs = append(errs, p.program(r, pfx, nhs)...)
 	}
-	if all {
-		for pfx, nhs := range p.learned {
+	if all && p.learnedNow != nil {
+		// The speaker may be ahead of the deliveries: what it learned since is programmed now
+		// (and again, unchanged, when its delivery comes); what it dropped since goes with
+		// that delivery.
+		for pfx, nhs := range p.learnedNow() {
 			errs = append(errs, p.program(r, pfx, nhs)...)
 		}
 	}
@@ -249,7 +260,7 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 		p.log.Debug("learned routes without a reachable next hop", "count", len(p.unresolved))
 	}
 	p.log.Debug("bgp routes programmed", "changes", len(changes), "whole", full, "all", all,
-		"learned", len(p.learned), "installed", p.w.Len(), "took", time.Since(start))
+		"learned", p.w.Len()+len(p.unresolved), "installed", p.w.Len(), "took", time.Since(start))
 	p.record(err)
 }
 
@@ -260,7 +271,7 @@ func (p *programmer) record(err error) {
 	p.retry = err != nil || len(conflicts) > 0
 	p.mu.Lock()
 	p.applied = true
-	p.stats = RouteStats{Learned: len(p.learned), Installed: p.w.Len() - len(conflicts), Unresolved: len(p.unresolved),
+	p.stats = RouteStats{Learned: p.w.Len() + len(p.unresolved), Installed: p.w.Len() - len(conflicts), Unresolved: len(p.unresolved),
 		InSync: p.inSync, LastApply: time.Now()}
 	if err != nil {
 		p.stats.LastError = err.Error()
@@ -279,8 +290,8 @@ func (p *programmer) resolveAgain(ctx context.Context) {
 	defer r.endPass()
 	before := len(p.unresolved)
 	var errs []error
-	for pfx := range p.unresolved {
-		errs = append(errs, p.program(r, pfx, p.learned[pfx])...)
+	for pfx, nhs := range p.unresolved {
+		errs = append(errs, p.program(r, pfx, nhs)...)
 	}
 	if len(p.unresolved) == before {
 		return
@@ -294,7 +305,6 @@ func (p *programmer) resolveAgain(ctx context.Context) {
 
 // forget drops a prefix no peer offers any more.
 func (p *programmer) forget(pfx netip.Prefix) {
-	delete(p.learned, pfx)
 	delete(p.unresolved, pfx)
 	if _, ok := p.w.Desired(pfx); ok {
 		p.w.Delete(pfx)
@@ -303,6 +313,7 @@ func (p *programmer) forget(pfx netip.Prefix) {
 
 // program resolves one learned prefix and hands the writer what changed.
 func (p *programmer) program(r *resolver, pfx netip.Prefix, nhs []netip.Addr) []error {
+	learned := nhs
 	// A next hop of the other family (an IPv6 route sent over an IPv4 session by a speaker that
 	// did not give it an IPv6 next hop) can never be its gateway: such paths count as
 	// unresolved rather than failing the route write.
@@ -314,7 +325,7 @@ func (p *programmer) program(r *resolver, pfx netip.Prefix, nhs []netip.Addr) []
 	}
 	gws := r.gateways(nhs)
 	if len(gws) == 0 {
-		p.unresolved[pfx] = struct{}{}
+		p.unresolved[pfx] = learned
 		if _, ok := p.w.Desired(pfx); ok {
 			p.w.Delete(pfx)
 		}
@@ -329,11 +340,6 @@ func (p *programmer) program(r *resolver, pfx netip.Prefix, nhs []netip.Addr) []
 		return []error{err}
 	}
 	return nil
-}
-
-// sameSlice reports whether two next-hop slices are the same slice (the speaker's sharing).
-func sameSlice(a, b []netip.Addr) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 func sameTarget(a, b routes.Target) bool {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -14,8 +15,34 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/terracenet/terrace/bgp/speaker"
 	"github.com/terracenet/terrace/felix/dataplane/routes"
 )
+
+// speakerTable stands in for the speaker: it keeps the table the deliveries add up to, which the
+// programmer reads back for the passes that resolve every learned route again.
+type speakerTable struct {
+	mu sync.Mutex
+	m  map[netip.Prefix][]netip.Addr
+}
+
+func (s *speakerTable) deliver(p *programmer, m map[netip.Prefix][]netip.Addr, full bool) {
+	s.mu.Lock()
+	s.m = speaker.ApplyRouteChanges(s.m, m, full)
+	s.mu.Unlock()
+	p.UpdateLearnedRoutes(m, full)
+}
+
+func (s *speakerTable) now() map[netip.Prefix][]netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.m)
+}
+
+func newTestProgrammer(w RouteWriter, nl Netlink) (*programmer, *speakerTable) {
+	st := &speakerTable{}
+	return newProgrammer(w, nl, st.now, slog.New(slog.DiscardHandler)), st
+}
 
 // fakeWriter records the programmer's calls.
 type fakeWriter struct {
@@ -68,6 +95,11 @@ func (f *fakeWriter) applyCount() int {
 	return f.applies
 }
 func (f *fakeWriter) Desired(p netip.Prefix) (routes.Target, bool) { return f.get(p) }
+func (f *fakeWriter) Prefixes() []netip.Prefix {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Collect(maps.Keys(f.desired))
+}
 func (f *fakeWriter) Len() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -189,8 +221,8 @@ func TestProgrammerTargets(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newFakeWriter()
-			p := newProgrammer(w, underlay(), slog.New(slog.DiscardHandler))
-			p.UpdateLearnedRoutes(tc.learned, true)
+			p, st := newTestProgrammer(w, underlay())
+			st.deliver(p, tc.learned, true)
 			p.sync(context.Background(), true)
 			if diff := cmp.Diff(tc.want, w.desired, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 				t.Errorf("routes (-want +got):\n%s", diff)
@@ -207,10 +239,10 @@ func TestProgrammerTargets(t *testing.T) {
 func TestProgrammerDiffs(t *testing.T) {
 	w := newFakeWriter()
 	nl := underlay()
-	p := newProgrammer(w, nl, slog.New(slog.DiscardHandler))
+	p, st := newTestProgrammer(w, nl)
 	ctx := context.Background()
 	a, b := netip.MustParsePrefix("198.18.0.64/26"), netip.MustParsePrefix("198.18.0.128/26")
-	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0"), b: addrs("192.0.2.0")}, true)
+	st.deliver(p, map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0"), b: addrs("192.0.2.0")}, true)
 	p.sync(ctx, false)
 	if w.sets != 2 || w.applies != 1 {
 		t.Fatalf("first sync: %d sets, %d applies; want 2, 1", w.sets, w.applies)
@@ -224,7 +256,7 @@ func TestProgrammerDiffs(t *testing.T) {
 	if w.sets != 2 || nl.gets == gets {
 		t.Fatalf("full sync: %d sets, %d lookups; want 2 sets and new lookups", w.sets, nl.gets-gets)
 	}
-	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0", "198.51.100.0")}, true)
+	st.deliver(p, map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0", "198.51.100.0")}, true)
 	p.sync(ctx, false)
 	want := map[netip.Prefix]routes.Target{a: {Gateways: addrs("192.0.2.0", "198.51.100.0")}}
 	if diff := cmp.Diff(want, w.desired, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
@@ -233,9 +265,8 @@ func TestProgrammerDiffs(t *testing.T) {
 	if w.sets != 3 || w.deletes != 1 {
 		t.Errorf("after change: %d sets, %d deletes; want 3, 1", w.sets, w.deletes)
 	}
-	st := p.Stats()
-	if st.Learned != 1 || st.Installed != 1 || st.InSync {
-		t.Errorf("stats = %+v, want learned 1, installed 1, not in sync", st)
+	if stats := p.Stats(); stats.Learned != 1 || stats.Installed != 1 || stats.InSync {
+		t.Errorf("stats = %+v, want learned 1, installed 1, not in sync", stats)
 	}
 	if w.inSync {
 		t.Error("writer declared in sync by sync alone; only run may do that")
@@ -244,9 +275,9 @@ func TestProgrammerDiffs(t *testing.T) {
 	// Deliveries of changes only: b comes back, then a is withdrawn; nothing else is touched.
 	sets, deletes := w.sets, w.deletes
 	gets = nl.gets
-	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{b: addrs("192.0.2.0")}, false)
+	st.deliver(p, map[netip.Prefix][]netip.Addr{b: addrs("192.0.2.0")}, false)
 	p.sync(ctx, false)
-	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{a: nil}, false)
+	st.deliver(p, map[netip.Prefix][]netip.Addr{a: nil}, false)
 	p.sync(ctx, false)
 	want = map[netip.Prefix]routes.Target{b: {Gateways: addrs("192.0.2.0")}}
 	if diff := cmp.Diff(want, w.desired, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
@@ -259,30 +290,30 @@ func TestProgrammerDiffs(t *testing.T) {
 	// Once the resolutions are older than resolverTTL, a changed route's next hop is looked up again.
 	p.resAt = p.resAt.Add(-resolverTTL)
 	gets = nl.gets
-	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0")}, false)
+	st.deliver(p, map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0")}, false)
 	p.sync(ctx, false)
-	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{a: nil}, false)
+	st.deliver(p, map[netip.Prefix][]netip.Addr{a: nil}, false)
 	p.sync(ctx, false)
 	if nl.gets-gets != 1 {
 		t.Errorf("after resolverTTL: %d lookups, want 1", nl.gets-gets)
 	}
 	// A next hop that cannot be resolved is tried again by the next pass, not kept as failed.
 	c := netip.MustParsePrefix("2001:db8:77::/64")
-	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{c: addrs("2001:db8:9::1")}, false)
+	st.deliver(p, map[netip.Prefix][]netip.Addr{c: addrs("2001:db8:9::1")}, false)
 	p.sync(ctx, false)
 	if st := p.Stats(); st.Unresolved != 1 {
 		t.Fatalf("unreachable next hop: stats %+v, want 1 unresolved", st)
 	}
 	nl.table = append(nl.table, netlink.Route{Dst: cidr("2001:db8:9::/64"), Type: unix.RTN_UNICAST})
-	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{c: addrs("2001:db8:9::1", "2001:db8::5")}, false)
+	st.deliver(p, map[netip.Prefix][]netip.Addr{c: addrs("2001:db8:9::1", "2001:db8::5")}, false)
 	p.sync(ctx, false)
 	if got, ok := w.get(c); !ok || !slices.Contains(got.Gateways, netip.MustParseAddr("2001:db8:9::1")) {
 		t.Errorf("next hop reachable again within resolverTTL: route %v (set %v), want it through 2001:db8:9::1", got, ok)
 	}
 
 	// Changes delivered on top of a whole table not yet programmed are merged into it.
-	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0")}, true)
-	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{b: addrs("192.0.2.0"), a: nil}, false)
+	st.deliver(p, map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0")}, true)
+	st.deliver(p, map[netip.Prefix][]netip.Addr{b: addrs("192.0.2.0"), a: nil}, false)
 	p.sync(ctx, false)
 	if diff := cmp.Diff(want, w.desired, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
 		t.Errorf("whole table plus changes (-want +got):\n%s", diff)
@@ -294,7 +325,7 @@ func TestProgrammerDiffs(t *testing.T) {
 
 func TestProgrammerRunWaitsForInSync(t *testing.T) {
 	w := newFakeWriter()
-	p := newProgrammer(w, underlay(), slog.New(slog.DiscardHandler))
+	p, st := newTestProgrammer(w, underlay())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	allow := make(chan struct{})
@@ -308,7 +339,7 @@ func TestProgrammerRunWaitsForInSync(t *testing.T) {
 	}
 	done := make(chan struct{})
 	go func() { p.run(ctx, 3600e9, may); close(done) }()
-	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{}, true)
+	st.deliver(p, map[netip.Prefix][]netip.Addr{}, true)
 	waitFor(t, func() bool { return p.appliedOnce() })
 	// run owns the writer: read its state only through Stats.
 	if p.Stats().InSync {
@@ -330,12 +361,12 @@ func TestProgrammerRetriesConflicts(t *testing.T) {
 	w := newFakeWriter()
 	block := netip.MustParsePrefix("198.18.1.0/26")
 	w.conflicts = []netip.Prefix{block}
-	p := newProgrammer(w, underlay(), slog.New(slog.DiscardHandler))
+	p, st := newTestProgrammer(w, underlay())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})
 	go func() { p.run(ctx, 3600e9, func() bool { return false }); close(done) }()
-	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{block: {netip.MustParseAddr("192.0.2.2")}}, true)
+	st.deliver(p, map[netip.Prefix][]netip.Addr{block: {netip.MustParseAddr("192.0.2.2")}}, true)
 	waitFor(t, func() bool { return p.appliedOnce() })
 	if st := p.Stats(); st.Installed != 0 || st.Learned != 1 {
 		t.Errorf("stats with the route held back: %+v, want 1 learned, 0 installed", st)
@@ -362,14 +393,14 @@ func TestProgrammerRetriesConflicts(t *testing.T) {
 // changes costs one pass.
 func TestProgrammerUnderlayChange(t *testing.T) {
 	w := newFakeWriter()
-	p := newProgrammer(w, underlay(), slog.New(slog.DiscardHandler))
+	p, st := newTestProgrammer(w, underlay())
 	ev := make(chan string, 1)
 	p.underlay = ev
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})
 	go func() { p.run(ctx, 3600e9, func() bool { return false }); close(done) }()
-	p.UpdateLearnedRoutes(map[netip.Prefix][]netip.Addr{netip.MustParsePrefix("198.18.1.0/26"): {netip.MustParseAddr("192.0.2.2")}}, true)
+	st.deliver(p, map[netip.Prefix][]netip.Addr{netip.MustParsePrefix("198.18.1.0/26"): {netip.MustParseAddr("192.0.2.2")}}, true)
 	waitFor(t, func() bool { return p.appliedOnce() })
 	applied := w.applyCount()
 	for range 3 {

@@ -193,6 +193,11 @@ func (w *Writer) Desired(p netip.Prefix) (Target, bool) {
 // Len is the number of desired routes.
 func (w *Writer) Len() int { return len(w.desired) }
 
+// Prefixes lists the desired prefixes, in no order.
+func (w *Writer) Prefixes() []netip.Prefix {
+	return slices.AppendSeq(make([]netip.Prefix, 0, len(w.desired)), maps.Keys(w.desired))
+}
+
 // Delete drops p from the desired routes; the kernel route goes with the next Apply (a route
 // adopted from a previous run and never asked for in this one only once in sync).
 func (w *Writer) Delete(p netip.Prefix) {
