@@ -344,7 +344,7 @@ func TestBadInput(t *testing.T) {
 			wantCode: 1, wantStderr: "error: connect to etcd at http://127.0.0.1:1"},
 		{name: "force on ipam release --ip", args: []string{"ipam", "release", "--ip", "198.18.0.9", "--force"}, wantCode: 2, wantStderr: "--force applies to --node only"},
 		{name: "get by name with -A", args: []string{"get", "networkpolicy", "np1", "-A"}, wantCode: 2, wantStderr: "-A lists a kind in every namespace"},
-		{name: "force on a kind other than IPPool", args: []string{"delete", "gnp", "p", "--force"}, wantCode: 2, wantStderr: "--force applies to IPPools only"},
+		{name: "force on a kind other than IPPool", args: []string{"delete", "gnp", "p", "--force"}, wantCode: 2, wantStderr: "--force applies to IPPools and Nodes only"},
 		// Bad etcd settings are input: exit 2 for apply as for get.
 		{name: "bad etcd settings on apply", stdin: valid, args: []string{"apply", "-f", "-", "--etcd-cert", "/x"},
 			wantCode: 2, wantStderr: "--etcd-cert and --etcd-key must be given together"},

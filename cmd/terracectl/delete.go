@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
+	"github.com/terracenet/terrace/datastore/kv"
 	"github.com/terracenet/terrace/ipam"
 )
 
@@ -23,14 +25,14 @@ type deleteOpts struct {
 // deleteResource deletes r and says what happened. Nodes and IPPools go through IPAM.
 func deleteResource(ctx context.Context, e *env, c *datastore.Client, r api.Resource, o deleteOpts) (string, error) {
 	m := r.GetObjectMeta()
-	if o.force && kindName(r) != "IPPool" {
-		return "", &exitError{code: exitInput, err: fmt.Errorf("--force applies to IPPools only, not %s", strings.ToLower(kindName(r)))}
+	if k := kindName(r); o.force && k != "IPPool" && k != "Node" {
+		return "", &exitError{code: exitInput, err: fmt.Errorf("--force applies to IPPools and Nodes only, not %s", strings.ToLower(k))}
 	}
 	var what string
 	var err error
 	switch kindName(r) {
 	case "Node":
-		what, err = deleteNode(ctx, e, c, m.Name, m.ResourceVersion)
+		what, err = deleteNode(ctx, e, c, m.Name, m.ResourceVersion, o.force)
 	case "IPPool":
 		what, err = deletePool(ctx, e, c, m.Name, m.ResourceVersion, o.force)
 	default:
@@ -53,8 +55,21 @@ func deleteResource(ctx context.Context, e *env, c *datastore.Client, r api.Reso
 // `ipam check` reports as orphan blocks and `ipam release --from-report` (or running this delete
 // again) frees. The other order would leave a live Node without blocks while its daemon may
 // already be claiming new ones, which nothing would notice.
-func deleteNode(ctx context.Context, e *env, c *datastore.Client, name, rv string) (string, error) {
-	_, err := c.Delete(ctx, "Node", "", name, rv)
+func deleteNode(ctx context.Context, e *env, c *datastore.Client, name, rv string, force bool) (string, error) {
+	// A node whose terrace-node runs holds its name (node.Run's claim): releasing its blocks
+	// under it would hand its pods' addresses to other hosts while it still routes them.
+	held, err := c.Store().Get(ctx, datastore.NodeInstanceKey(name))
+	switch {
+	case err == nil && !force:
+		who := "a running terrace-node"
+		if in, perr := datastore.ParseNodeInstance(held.Value); perr == nil {
+			who = fmt.Sprintf("terrace-node on host %q (pid %d, since %s)", in.Hostname, in.PID, in.Since.Format(time.RFC3339))
+		}
+		return "", &exitError{code: exitInput, err: fmt.Errorf("%s holds this node; stop it first, or give --force", who)}
+	case err != nil && !errors.Is(err, kv.ErrNotFound):
+		return "", fmt.Errorf("read node instance: %w", err)
+	}
+	_, err = c.Delete(ctx, "Node", "", name, rv)
 	gone := errors.Is(err, datastore.ErrNotFound)
 	if err != nil && !gone {
 		return "", err

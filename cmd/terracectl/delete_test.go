@@ -220,3 +220,31 @@ func TestManifestPoolOverlapRefusedWhole(t *testing.T) {
 		t.Errorf("apply of the stored pools and a new one: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// TestDeleteRunningNodeRefused: a Node whose terrace-node holds its name is not deleted (its
+// blocks would go to other hosts while it still routes its pods) unless --force is given.
+func TestDeleteRunningNodeRefused(t *testing.T) {
+	c, srv := newCLI(t)
+	c.mustRun(ipamPools+"---\n"+deleteNodes, "apply", "-f", "-")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rec := `{"id":"x","hostname":"rack1-07","pid":4242,"ipv4":"192.0.2.7","since":"2026-12-05T08:00:00Z"}`
+	if _, err := rawStore(t, srv).Put(ctx, datastore.NodeInstanceKey("n1"), []byte(rec)); err != nil {
+		t.Fatal(err)
+	}
+	r := c.run("", "delete", "node", "n1")
+	if r.code != 2 || !strings.Contains(r.stderr, `host "rack1-07" (pid 4242`) || !strings.Contains(r.stderr, "--force") {
+		t.Fatalf("delete of a running node: exit %d\n%s", r.code, r.stderr)
+	}
+	if got := c.mustRun("", "get", "node", "n1", "-o", "name").stdout; !strings.Contains(got, "n1") {
+		t.Fatalf("the running node was deleted anyway: %q", got)
+	}
+	// A node nobody runs goes as before; the running one with --force.
+	c.mustRun("", "delete", "node", "n2")
+	if out := c.mustRun("", "delete", "node", "n1", "--force").stdout; !strings.Contains(out, "node/n1 deleted") {
+		t.Fatalf("delete --force: %q", out)
+	}
+	if r := c.run("", "get", "node", "n1"); r.code == 0 {
+		t.Fatalf("node n1 still there after delete --force:\n%s", r.stdout)
+	}
+}

@@ -246,7 +246,10 @@ func newDeleteCmd(e *env) *cobra.Command {
 		Use:   "delete (-f FILE | KIND NAME... | KIND/NAME...)",
 		Short: "Delete resources named in a file or on the command line",
 		Long: "Deleting a Node also releases its address blocks: empty ones return to their pool, ones\n" +
-			"still holding addresses stay until those are released. Deleting an IPPool in which\n" +
+			"still holding addresses stay until those are released. A Node whose terrace-node is\n" +
+			"running (it holds the node's name in the datastore) is refused (exit status 2) unless\n" +
+			"--force is given: its pods would lose their blocks while it still routes them.\n" +
+			"Deleting an IPPool in which\n" +
 			"addresses are still allocated is refused (exit status 2) unless the pool is disabled\n" +
 			"and --force is given; its empty blocks are freed with it. Workloads still holding\n" +
 			"addresses of a force-deleted pool are no longer advertised: other hosts lose their\n" +
@@ -276,8 +279,8 @@ func newDeleteCmd(e *env) *cobra.Command {
 			}
 			if opts.force {
 				for _, r := range rs {
-					if kindName(r) != "IPPool" {
-						return usageErrorf("delete: --force applies to IPPools only, not %s", strings.ToLower(kindName(r)))
+					if k := kindName(r); k != "IPPool" && k != "Node" {
+						return usageErrorf("delete: --force applies to IPPools and Nodes only, not %s", strings.ToLower(k))
 					}
 				}
 			}
@@ -311,7 +314,7 @@ func newDeleteCmd(e *env) *cobra.Command {
 	addFileFlag(cmd, &files, "resources to delete")
 	ns.add(cmd, false)
 	cmd.Flags().BoolVar(&opts.ignoreNotFound, "ignore-not-found", false, "treat a missing resource as deleted")
-	cmd.Flags().BoolVar(&opts.force, "force", false, "delete a disabled IPPool even though addresses are still allocated in it")
+	cmd.Flags().BoolVar(&opts.force, "force", false, "delete a disabled IPPool even though addresses are still allocated in it, or a Node whose terrace-node is running")
 	return cmd
 }
 
