@@ -143,6 +143,10 @@ func (b *Batched) RouteBatch(ops []RouteOp) []error {
 	return errs
 }
 
+// ErrUnanswered marks a request whose outcome is unknown: the batch it was in could not be sent
+// whole or its answers could not be read. The kernel may or may not hold the change.
+var ErrUnanswered = errors.New("route request unanswered")
+
 // send writes one batch in one sendmsg. Only the batch's last message asks for an
 // acknowledgement: the kernel answers a failed request with an error whatever its flags, and
 // handles a sendmsg's requests in order, so once the last one is answered every request without
@@ -177,6 +181,7 @@ func (b *Batched) send(ops []RouteOp, errs []error) {
 	fail := func(err error) {
 		// Without every answer, which requests succeeded is unknown: report all that did not
 		// fail as failed, so the writer reads the table again rather than trust them.
+		err = fmt.Errorf("%w: %w", ErrUnanswered, err)
 		for i := range ops {
 			if !answered[i] {
 				errs[i] = err

@@ -14,9 +14,10 @@ import (
 // matter: (table, dst) is unique here, RouteAdd fails with EEXIST on a taken key, RouteDel matches
 // protocol and type when given.
 type fakeNetlink struct {
-	routes []netlink.Route
-	links  map[string]int
-	calls  []string
+	routes  []netlink.Route
+	links   map[string]int
+	calls   []string
+	listErr error // RouteListFiltered fails with it while set
 }
 
 func newFakeNetlink() *fakeNetlink { return &fakeNetlink{links: map[string]int{}} }
@@ -28,6 +29,9 @@ func (f *fakeNetlink) find(r *netlink.Route) int {
 }
 
 func (f *fakeNetlink) RouteListFiltered(fam int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
+	if f.listErr != nil {
+		return nil, f.listErr
+	}
 	var out []netlink.Route
 	for _, r := range f.routes {
 		if (r.Dst.IP.To4() != nil) != (fam == netlink.FAMILY_V4) {

@@ -164,7 +164,7 @@ func (w *Writer) Set(p netip.Prefix, t Target) error {
 			e.installed, e.link = true, old.link
 		} else {
 			// The kernel keeps the old route until the next Apply replaces it.
-			w.actual[p] = krouteOf(old)
+			w.noteActual(p, krouteOf(old))
 		}
 	}
 	w.desired[p] = e
@@ -203,7 +203,7 @@ func (w *Writer) Prefixes() []netip.Prefix {
 func (w *Writer) Delete(p netip.Prefix) {
 	p = p.Masked()
 	if e, ok := w.desired[p]; ok && e.installed {
-		w.actual[p] = krouteOf(e)
+		w.noteActual(p, krouteOf(e))
 	}
 	delete(w.desired, p)
 	w.dirty[p] = true
@@ -221,7 +221,7 @@ func (w *Writer) DeviceChanged(dev string) {
 		if e.installed || read {
 			// Our route may be gone with the device or point at a stale index: an index
 			// that never matches forces a RouteReplace, which recreates it either way.
-			w.actual[p] = kroute{linkIndex: -1}
+			w.noteActual(p, kroute{linkIndex: -1})
 			e.installed = false
 			w.desired[p] = e
 		}
@@ -326,6 +326,15 @@ func prefixOf(dst *net.IPNet, fam int) (netip.Prefix, bool) {
 func gwOf(ip net.IP, linkIndex int) kgw {
 	a, _ := netip.AddrFromSlice(ip)
 	return kgw{a.Unmap(), linkIndex}
+}
+
+// noteActual records a route of ours the kernel holds for p. With actual unknown (nil: a read
+// failed or is due) there is nothing to note: the next Apply reads the table first, and the read
+// finds the route.
+func (w *Writer) noteActual(p netip.Prefix, k kroute) {
+	if w.actual != nil {
+		w.actual[p] = k
+	}
 }
 
 // krouteOf is the kernel route an installed entry stands for.
@@ -601,6 +610,11 @@ func downDevice(err error) bool {
 
 // settle records the outcome of a planned change and reports whether the prefix is in line.
 func (w *Writer) settle(p netip.Prefix, op RouteOp, link int, err error) (bool, error) {
+	if errors.Is(err, ErrUnanswered) {
+		// The kernel may hold the change or not: read the table again at the end of this
+		// Apply, so a route that did go in is known (and deleted if it is withdrawn meanwhile).
+		w.reread = true
+	}
 	switch op.Kind {
 	case OpDel:
 		if err != nil && !errors.Is(err, syscall.ESRCH) {

@@ -2,7 +2,9 @@ package routes
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -385,5 +387,69 @@ func TestInstalledEntryTransitions(t *testing.T) {
 				t.Fatalf("resync after the steps made calls: %v", f.calls)
 			}
 		})
+	}
+}
+
+// TestFailedReadThenChanges: after a failed read of the table (a resync, or the re-read after
+// EEXIST) the writer knows nothing of the kernel; changing, deleting or re-checking an installed
+// route then must neither crash nor lose the change: the next Apply reads the table and acts.
+func TestFailedReadThenChanges(t *testing.T) {
+	gw := func(a string) Target { return Target{Gateways: []netip.Addr{addr(a)}} }
+	a, b, c := pfx("198.18.1.0/26"), pfx("198.18.2.0/26"), pfx("198.18.0.5/32")
+	f := newFakeNetlink()
+	f.links["trc0123456789a"] = 7
+	w := newWriter(t, f, ProtocolTerraceBGP)
+	w.SetInSync()
+	mustT(t, w.Set(a, gw("192.0.2.2")))
+	mustT(t, w.Set(b, gw("192.0.2.2")))
+	mustT(t, w.Set(c, Target{Dev: "trc0123456789a"}))
+	mustT(t, w.Apply(ctx))
+	f.listErr = syscall.EINTR
+	if err := w.Resync(ctx); err == nil {
+		t.Fatal("resync with a failing listing reported no error")
+	}
+	mustT(t, w.Set(a, gw("192.0.2.3")))
+	w.Delete(b)
+	w.DeviceChanged("trc0123456789a")
+	f.listErr = nil
+	f.calls = nil
+	mustT(t, w.Apply(ctx))
+	want := []string{"replace 198.18.1.0/26 proto 81 via 192.0.2.3", "del 198.18.2.0/26 proto 81 dev 0"}
+	if diff := cmp.Diff(want, f.calls); diff != "" {
+		t.Fatalf("calls after the table could be read again (-want +got):\n%s", diff)
+	}
+}
+
+// lostAnswers is a kernel whose batch answers get lost: the changes are made, but every request
+// is reported unanswered.
+type lostAnswers struct{ *fakeNetlink }
+
+func (l lostAnswers) RouteBatch(ops []RouteOp) []error {
+	errs := oneByOne{l.fakeNetlink}.RouteBatch(ops)
+	for i := range errs {
+		errs[i] = fmt.Errorf("%w: read route batch acknowledgements: %w", ErrUnanswered, syscall.ENOBUFS)
+	}
+	return errs
+}
+
+// TestUnansweredBatchReadAgain: a route whose add went in but whose answer was lost is found by
+// reading the table again, so withdrawing it before any retry still deletes it.
+func TestUnansweredBatchReadAgain(t *testing.T) {
+	f := newFakeNetlink()
+	w, err := New(lostAnswers{f}, Config{Protocol: ProtocolTerraceBGP})
+	mustT(t, err)
+	w.SetInSync()
+	p := pfx("198.18.1.0/26")
+	mustT(t, w.Set(p, Target{Gateways: []netip.Addr{addr("192.0.2.2")}}))
+	// The read that follows finds the route as desired, so this Apply may well succeed.
+	_ = w.Apply(ctx)
+	w.Delete(p)
+	f.calls = nil
+	mustT(t, w.Apply(ctx))
+	if diff := cmp.Diff([]string{"del 198.18.1.0/26 proto 81 dev 0"}, f.calls); diff != "" {
+		t.Fatalf("calls (-want +got):\n%s", diff)
+	}
+	if len(f.routes) != 0 {
+		t.Fatalf("route left: %v", describeAll(f.routes))
 	}
 }
