@@ -2,6 +2,7 @@ package speaker
 
 import (
 	"context"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -51,8 +52,15 @@ func newLearnedRoutes(sink RouteSink, debounce, maxDelay time.Duration) *learned
 // setLocal changes which next hops are this host's own; as that can change any prefix, the next
 // delivery carries the whole table.
 func (l *learnedRoutes) setLocal(m map[netip.Addr]bool) {
-	l.local.Store(&m)
 	l.mu.Lock()
+	if maps.Equal(*l.local.Load(), m) {
+		// Every reconcile sets them; only a change may cost a whole-table delivery.
+		l.mu.Unlock()
+		return
+	}
+	// Stored under mu with full, so a take() in between cannot build the table with the old
+	// set and then clear full.
+	l.local.Store(&m)
 	l.full = true
 	l.mu.Unlock()
 	l.signal()
@@ -147,10 +155,9 @@ func (l *learnedRoutes) noteChanged(pfx netip.Prefix) {
 
 // snapshot returns a fresh map of every learned route without this host's own next hops.
 func (l *learnedRoutes) snapshot() map[netip.Prefix][]netip.Addr {
-	local := *l.local.Load()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.tableLocked(local)
+	return l.tableLocked(*l.local.Load())
 }
 
 func (l *learnedRoutes) tableLocked(local map[netip.Addr]bool) map[netip.Prefix][]netip.Addr {
@@ -167,9 +174,9 @@ func (l *learnedRoutes) tableLocked(local map[netip.Addr]bool) map[netip.Prefix]
 // changed since the last one, a withdrawn prefix (or one whose every next hop is this host's) with
 // no next hops.
 func (l *learnedRoutes) take() (map[netip.Prefix][]netip.Addr, bool) {
-	local := *l.local.Load()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	local := *l.local.Load()
 	full := l.full
 	var out map[netip.Prefix][]netip.Addr
 	if full {

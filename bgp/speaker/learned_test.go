@@ -203,3 +203,22 @@ func TestLearnedFlappingPrefixBounded(t *testing.T) {
 		t.Fatalf("delivery after the bound: full %v, %d prefixes; want the whole table of 2", full, len(got))
 	}
 }
+
+// TestSetLocalUnchangedCostsNothing: every reconcile sets the local addresses; only a change may
+// make the next delivery the whole table.
+func TestSetLocalUnchangedCostsNothing(t *testing.T) {
+	l := newLearnedRoutes(nil, time.Millisecond, time.Millisecond)
+	l.apply([]*api.Path{pathFor(t, 0)})
+	l.setLocal(map[netip.Addr]bool{netip.MustParseAddr("192.0.2.99"): true})
+	if _, full := l.take(); !full {
+		t.Fatal("first delivery not the whole table")
+	}
+	l.setLocal(map[netip.Addr]bool{netip.MustParseAddr("192.0.2.99"): true})
+	if got, full := l.take(); full || len(got) != 0 {
+		t.Fatalf("the same local addresses again: full %v, %d prefixes; want nothing", full, len(got))
+	}
+	l.setLocal(map[netip.Addr]bool{netip.MustParseAddr("192.0.2.98"): true})
+	if _, full := l.take(); !full {
+		t.Fatal("changed local addresses did not make the next delivery the whole table")
+	}
+}
