@@ -70,6 +70,7 @@ type programmer struct {
 	res        *resolver // next-hop resolutions, reused for resolverTTL
 	resAt      time.Time
 	unresolved map[netip.Prefix][]netip.Addr // learned, next hops not reachable now
+	lookupKept int                           // routes kept as they were in this pass: a lookup failed
 	inSync     bool
 }
 
@@ -210,7 +211,7 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 	start := time.Now()
 
 	if all || p.res == nil || time.Since(p.resAt) >= resolverTTL {
-		p.res, p.resAt = &resolver{nl: p.nl, cache: map[netip.Addr][]netip.Addr{}, sets: map[string][]netip.Addr{}}, time.Now()
+		p.res, p.resAt = newResolver(p.nl), time.Now()
 	}
 	r := p.res
 	defer r.endPass()
@@ -259,6 +260,7 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 	if len(p.unresolved) > 0 {
 		p.log.Debug("learned routes without a reachable next hop", "count", len(p.unresolved))
 	}
+	p.noteLookupKept()
 	p.log.Debug("bgp routes programmed", "changes", len(changes), "whole", full, "all", all,
 		"learned", p.w.Len()+len(p.unresolved), "installed", p.w.Len(), "took", time.Since(start))
 	p.record(err)
@@ -279,6 +281,15 @@ func (p *programmer) record(err error) {
 	p.mu.Unlock()
 }
 
+// noteLookupKept says, once per pass, how many routes kept their gateways because a next-hop
+// lookup failed.
+func (p *programmer) noteLookupKept() {
+	if p.lookupKept > 0 {
+		p.log.Warn("next-hop lookups failed; routes kept as they were until the next pass", "routes", p.lookupKept)
+		p.lookupKept = 0
+	}
+}
+
 // unresolvedRetry is how often learned routes whose next hop was unreachable are resolved again
 // when nothing else happens.
 const unresolvedRetry = 10 * time.Second
@@ -286,7 +297,7 @@ const unresolvedRetry = 10 * time.Second
 // resolveAgain resolves the learned routes without a reachable next hop afresh and applies those
 // that now have one.
 func (p *programmer) resolveAgain(ctx context.Context) {
-	r := &resolver{nl: p.nl, cache: map[netip.Addr][]netip.Addr{}, sets: map[string][]netip.Addr{}}
+	r := newResolver(p.nl)
 	defer r.endPass()
 	before := len(p.unresolved)
 	var errs []error
@@ -324,6 +335,14 @@ func (p *programmer) program(r *resolver, pfx netip.Prefix, nhs []netip.Addr) []
 		}
 	}
 	gws := r.gateways(nhs)
+	if len(r.failed) > 0 && slices.ContainsFunc(nhs, func(a netip.Addr) bool { return r.failed[a.Unmap()] }) {
+		// A lookup failed: the route keeps what it has until a pass can look again (the next
+		// delivery or resync; unresolved ones at the next retry). Only "no route" withdraws.
+		if _, ok := p.w.Desired(pfx); ok {
+			p.lookupKept++
+			return nil
+		}
+	}
 	if len(gws) == 0 {
 		p.unresolved[pfx] = learned
 		if _, ok := p.w.Desired(pfx); ok {
@@ -368,7 +387,9 @@ func (r *resolver) gateways(nhs []netip.Addr) []netip.Addr {
 	}
 	slices.SortFunc(gws, netip.Addr.Compare)
 	gws = slices.Compact(gws)
-	r.sets[key.String()] = gws
+	if !slices.ContainsFunc(nhs, func(a netip.Addr) bool { return r.failed[a.Unmap()] }) {
+		r.sets[key.String()] = gws // a set missing a failed lookup's share is not worth keeping
+	}
 	return gws
 }
 
@@ -377,6 +398,7 @@ func (r *resolver) gateways(nhs []netip.Addr) []netip.Addr {
 // unresolved until the next resync).
 func (r *resolver) endPass() {
 	r.table = nil
+	clear(r.failed)
 	for nh, gws := range r.cache {
 		if len(gws) == 0 {
 			delete(r.cache, nh)
@@ -389,12 +411,21 @@ func (r *resolver) endPass() {
 	}
 }
 
+func newResolver(nl Netlink) *resolver {
+	return &resolver{nl: nl, failed: map[netip.Addr]bool{}, cache: map[netip.Addr][]netip.Addr{}, sets: map[string][]netip.Addr{}}
+}
+
+// errLookupFailed marks a next-hop lookup that failed (netlink said something other than "no
+// route"): it says nothing about the next hop, so it must not withdraw a route.
+var errLookupFailed = errors.New("next-hop lookup failed")
+
 // resolver looks next hops up in the kernel's FIB, caching per batch.
 type resolver struct {
-	nl    Netlink
-	cache map[netip.Addr][]netip.Addr
-	sets  map[string][]netip.Addr
-	table map[int][]netlink.Route // family => main table, listed once per batch when needed
+	nl     Netlink
+	failed map[netip.Addr]bool // lookups that failed in this pass (errLookupFailed)
+	cache  map[netip.Addr][]netip.Addr
+	sets   map[string][]netip.Addr
+	table  map[int][]netlink.Route // family => main table, listed once per batch when needed
 }
 
 func (r *resolver) resolve(nh netip.Addr) []netip.Addr {
@@ -405,6 +436,9 @@ func (r *resolver) resolve(nh netip.Addr) []netip.Addr {
 	gws, err := r.lookup(nh)
 	if err != nil {
 		gws = nil
+		if errors.Is(err, errLookupFailed) {
+			r.failed[nh] = true
+		}
 	}
 	// Sorted and distinct, as the writer keeps them, so an unchanged route compares equal.
 	slices.SortFunc(gws, netip.Addr.Compare)
@@ -420,7 +454,10 @@ func (r *resolver) lookup(nh netip.Addr) ([]netip.Addr, error) {
 	}
 	got, err := r.nl.RouteGet(net.IP(nh.AsSlice()))
 	if err != nil {
-		return nil, fmt.Errorf("resolve next hop %s: %w", nh, err)
+		if errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH) {
+			return nil, fmt.Errorf("resolve next hop %s: %w", nh, err)
+		}
+		return nil, fmt.Errorf("resolve next hop %s: %w: %w", nh, errLookupFailed, err)
 	}
 	if len(got) == 0 {
 		return nil, fmt.Errorf("resolve next hop %s: no route", nh)
@@ -449,7 +486,7 @@ func (r *resolver) recursive(nh netip.Addr) ([]netip.Addr, error) {
 		var err error
 		rs, err = r.nl.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 		if err != nil {
-			return nil, fmt.Errorf("list routes: %w", err)
+			return nil, fmt.Errorf("list routes: %w: %w", errLookupFailed, err)
 		}
 		r.table[fam] = rs
 	}

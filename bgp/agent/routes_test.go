@@ -116,12 +116,16 @@ func (f *fakeWriter) SetInSync() { f.inSync = true }
 // fakeNetlink answers FIB lookups from a small table: connected subnets and gateway routes.
 type fakeNetlink struct {
 	routes.Netlink
-	table []netlink.Route
-	gets  int
+	table   []netlink.Route
+	gets    int
+	failErr error // lookups and listings fail with it while set
 }
 
 func (f *fakeNetlink) RouteGet(dst net.IP) ([]netlink.Route, error) {
 	f.gets++
+	if f.failErr != nil {
+		return nil, f.failErr
+	}
 	a, _ := netip.AddrFromSlice(dst)
 	a = a.Unmap()
 	best, bits := -1, -1
@@ -144,6 +148,9 @@ func (f *fakeNetlink) RouteGet(dst net.IP) ([]netlink.Route, error) {
 }
 
 func (f *fakeNetlink) RouteListFiltered(int, *netlink.Route, uint64) ([]netlink.Route, error) {
+	if f.failErr != nil {
+		return nil, f.failErr
+	}
 	return f.table, nil
 }
 
@@ -423,4 +430,44 @@ func TestProgrammerUnderlayChange(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestLookupFailureKeepsRoutes: a next-hop lookup that fails (netlink trouble, not "no route")
+// says nothing about the next hop: a resync pass meeting it keeps every installed route as it is,
+// where before it withdrew them all until the next retry. "No route" still withdraws.
+func TestLookupFailureKeepsRoutes(t *testing.T) {
+	w := newFakeWriter()
+	nl := underlay()
+	p, st := newTestProgrammer(w, nl)
+	ctx := context.Background()
+	direct, mesh := netip.MustParsePrefix("198.18.0.64/26"), netip.MustParsePrefix("198.18.0.128/26")
+	st.deliver(p, map[netip.Prefix][]netip.Addr{direct: addrs("192.0.2.0"), mesh: addrs("203.0.113.7")}, true)
+	p.sync(ctx, false)
+	if _, ok := w.get(mesh); !ok {
+		t.Fatalf("mesh route (recursive next hop) not installed: %v", w.desired)
+	}
+	nl.failErr = unix.ENOBUFS
+	deletes := w.deletes
+	p.sync(ctx, true)
+	if w.deletes != deletes || w.Len() != 2 {
+		t.Fatalf("a resync with failing lookups deleted routes: %d deletes, desired %v", w.deletes-deletes, w.desired)
+	}
+	// A new prefix whose lookup fails waits with the unresolved ones.
+	fresh := netip.MustParsePrefix("198.18.1.0/26")
+	st.deliver(p, map[netip.Prefix][]netip.Addr{fresh: addrs("203.0.113.7")}, false)
+	p.sync(ctx, false)
+	if st := p.Stats(); st.Unresolved != 1 || st.Learned != 3 {
+		t.Fatalf("stats %+v, want the new prefix unresolved, 3 learned", st)
+	}
+	nl.failErr = nil
+	p.resolveAgain(ctx)
+	if _, ok := w.get(fresh); !ok {
+		t.Fatal("the new prefix was not installed once lookups worked again")
+	}
+	// Unreachable for real: withdrawn.
+	nl.table = nl.table[:2] // the default route goes
+	p.sync(ctx, true)
+	if _, ok := w.get(mesh); ok {
+		t.Fatalf("mesh route kept though its next hop has no route any more: %v", w.desired)
+	}
 }
