@@ -255,7 +255,7 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 	}
 	err := errors.Join(errs...)
 	if err != nil {
-		p.log.Warn("programming bgp routes failed; retried on the next change or resync", "err", err)
+		p.log.Warn("programming bgp routes failed; retried on the next change or resync", "err", brief(err))
 	}
 	if len(p.unresolved) > 0 {
 		p.log.Debug("learned routes without a reachable next hop", "count", len(p.unresolved))
@@ -276,9 +276,23 @@ func (p *programmer) record(err error) {
 	p.stats = RouteStats{Learned: p.w.Len() + len(p.unresolved), Installed: p.w.Len() - len(conflicts), Unresolved: len(p.unresolved),
 		InSync: p.inSync, LastApply: time.Now()}
 	if err != nil {
-		p.stats.LastError = err.Error()
+		p.stats.LastError = brief(err)
 	}
 	p.mu.Unlock()
+}
+
+// briefLines is how many of a pass's errors (one line each, one per failing route) the log and
+// the status show; with thousands failing, one line each would make every retry's log line
+// megabytes long.
+const briefLines = 3
+
+// brief shortens a joined error to its first briefLines lines and a count of the rest.
+func brief(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) <= briefLines {
+		return err.Error()
+	}
+	return strings.Join(lines[:briefLines], "; ") + fmt.Sprintf("; and %d more", len(lines)-briefLines)
 }
 
 // noteLookupKept says, once per pass, how many routes kept their gateways because a next-hop

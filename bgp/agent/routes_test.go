@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net"
@@ -469,5 +471,18 @@ func TestLookupFailureKeepsRoutes(t *testing.T) {
 	p.sync(ctx, true)
 	if _, ok := w.get(mesh); ok {
 		t.Fatalf("mesh route kept though its next hop has no route any more: %v", w.desired)
+	}
+}
+
+func TestBrief(t *testing.T) {
+	var errs []error
+	for i := range 5 {
+		errs = append(errs, fmt.Errorf("add route 198.18.%d.0/26: network is unreachable", i))
+	}
+	if got, want := brief(errors.Join(errs...)), "add route 198.18.0.0/26: network is unreachable; add route 198.18.1.0/26: network is unreachable; add route 198.18.2.0/26: network is unreachable; and 2 more"; got != want {
+		t.Errorf("brief = %q, want %q", got, want)
+	}
+	if got := brief(errors.Join(errs[:2]...)); got != errs[0].Error()+"\n"+errs[1].Error() {
+		t.Errorf("brief of two = %q", got)
 	}
 }
