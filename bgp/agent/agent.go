@@ -310,6 +310,12 @@ func (a *Agent) ensureSpeaker(ctx context.Context, g speaker.Global) (*speaker.S
 	if sp != nil {
 		a.log.Info("bgp global settings changed: restarting the speaker", "asn", g.ASN, "routerID", g.RouterID.String(),
 			"listenPort", g.ListenPort)
+		// The learned routes stay in the kernel while the new speaker learns them again (the
+		// sync grace counts from now), as across a restart of terrace-node.
+		a.mu.Lock()
+		a.started = time.Now()
+		a.mu.Unlock()
+		a.prog.speakerReplaced()
 		sp.Stop()
 	}
 	sp = speaker.New(speaker.Options{Logger: a.log.With("component", "speaker"), Sink: a.prog,

@@ -40,6 +40,7 @@ type RouteWriter interface {
 	Apply(ctx context.Context) error
 	Resync(ctx context.Context) error
 	SetInSync()
+	Unsync()
 }
 
 // programmer turns the speaker's learned-route deliveries into kernel routes. The speaker calls
@@ -57,6 +58,7 @@ type programmer struct {
 	stats       RouteStats
 	applied     bool // an Apply has happened since start
 	retry       bool // the last pass left routes out (an error or a conflict): apply again at the poll
+	relearn     bool // the speaker was replaced: hold deletions until in sync again
 	// underlay reports that a host interface (not a workload's) changed state: a link that went
 	// down took its routes with it, and the kernel says nothing of that.
 	underlay <-chan string
@@ -105,6 +107,15 @@ func (p *programmer) UpdateLearnedRoutes(m map[netip.Prefix][]netip.Addr, full b
 			p.pending[pfx] = nhs
 		}
 	}
+	p.mu.Unlock()
+	p.kick()
+}
+
+// speakerReplaced is called before the speaker is stopped for a new one; the next pass (before any
+// delivery of the new speaker) holds the routes in the kernel until in sync again.
+func (p *programmer) speakerReplaced() {
+	p.mu.Lock()
+	p.relearn = true
 	p.mu.Unlock()
 	p.kick()
 }
@@ -207,7 +218,16 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 	p.mu.Lock()
 	changes, full := p.pending, p.pendingFull
 	p.pending, p.pendingFull = nil, false
+	relearn := p.relearn
+	p.relearn = false
 	p.mu.Unlock()
+	if relearn {
+		// A new speaker starts with an empty table and learns everything again: what is in the
+		// kernel stays, as after a restart of terrace-node, until it is in sync again.
+		p.inSync = false
+		p.w.Unsync()
+		p.log.Info("bgp speaker replaced: routes of protocol 81 are kept until it has learned them again")
+	}
 	start := time.Now()
 
 	if all || p.res == nil || time.Since(p.resAt) >= resolverTTL {

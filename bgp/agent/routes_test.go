@@ -97,6 +97,11 @@ func (f *fakeWriter) applyCount() int {
 	return f.applies
 }
 func (f *fakeWriter) Desired(p netip.Prefix) (routes.Target, bool) { return f.get(p) }
+func (f *fakeWriter) Unsync() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.inSync = false
+}
 func (f *fakeWriter) Prefixes() []netip.Prefix {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -484,5 +489,25 @@ func TestBrief(t *testing.T) {
 	}
 	if got := brief(errors.Join(errs[:2]...)); got != errs[0].Error()+"\n"+errs[1].Error() {
 		t.Errorf("brief of two = %q", got)
+	}
+}
+
+// TestSpeakerReplacedHoldsRoutes: the pass after the speaker was replaced takes the programmer
+// and the writer out of sync before it handles the new speaker's first (empty) table, so the
+// writer holds the routes instead of deleting them.
+func TestSpeakerReplacedHoldsRoutes(t *testing.T) {
+	w := newFakeWriter()
+	p, st := newTestProgrammer(w, underlay())
+	ctx := context.Background()
+	pfx := netip.MustParsePrefix("198.18.0.64/26")
+	st.deliver(p, map[netip.Prefix][]netip.Addr{pfx: addrs("192.0.2.0")}, true)
+	p.sync(ctx, false)
+	p.inSync = true
+	w.SetInSync()
+	p.speakerReplaced()
+	st.deliver(p, map[netip.Prefix][]netip.Addr{}, true)
+	p.sync(ctx, false)
+	if p.inSync || w.inSync {
+		t.Fatalf("after the speaker was replaced: programmer in sync %v, writer in sync %v; want neither", p.inSync, w.inSync)
 	}
 }

@@ -228,6 +228,22 @@ func (w *Writer) DeviceChanged(dev string) {
 	}
 }
 
+// Unsync takes in-sync back: every route of ours in the kernel now is held as one adopted at start
+// (kept, even when no longer asked for, until SetInSync or until it is asked for again). For an
+// owner that starts learning its routes afresh without restarting, such as a replaced BGP speaker.
+func (w *Writer) Unsync() {
+	w.inSync = false
+	w.adopted = map[netip.Prefix]bool{}
+	for p, e := range w.desired {
+		if e.installed {
+			w.adopted[p] = true
+		}
+	}
+	for p := range w.actual {
+		w.adopted[p] = true
+	}
+}
+
 // SetInSync allows routes of our protocol that nobody asked for to be deleted.
 func (w *Writer) SetInSync() { w.inSync, w.adopted = true, nil }
 

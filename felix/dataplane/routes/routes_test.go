@@ -453,3 +453,32 @@ func TestUnansweredBatchReadAgain(t *testing.T) {
 		t.Fatalf("route left: %v", describeAll(f.routes))
 	}
 }
+
+// TestUnsyncHoldsRoutes: after Unsync (a replaced BGP speaker learning its table again) every
+// route in the kernel is kept when no longer asked for, until SetInSync, unless it was asked for
+// again in the meantime.
+func TestUnsyncHoldsRoutes(t *testing.T) {
+	gw := Target{Gateways: []netip.Addr{addr("192.0.2.2")}}
+	a, b := pfx("198.18.1.0/26"), pfx("198.18.2.0/26")
+	f := newFakeNetlink()
+	w := newWriter(t, f, ProtocolTerraceBGP)
+	w.SetInSync()
+	mustT(t, w.Set(a, gw))
+	mustT(t, w.Set(b, gw))
+	mustT(t, w.Apply(ctx))
+	w.Unsync()
+	w.Delete(a) // the new speaker has not learned it (yet)
+	mustT(t, w.Set(b, gw))
+	w.Delete(b) // learned again, then withdrawn for real
+	f.calls = nil
+	mustT(t, w.Apply(ctx))
+	if diff := cmp.Diff([]string{"del 198.18.2.0/26 proto 81 dev 0"}, f.calls); diff != "" {
+		t.Fatalf("calls before in sync (-want +got):\n%s", diff)
+	}
+	w.SetInSync()
+	f.calls = nil
+	mustT(t, w.Apply(ctx))
+	if diff := cmp.Diff([]string{"del 198.18.1.0/26 proto 81 dev 0"}, f.calls); diff != "" {
+		t.Fatalf("calls once in sync (-want +got):\n%s", diff)
+	}
+}
