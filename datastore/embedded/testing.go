@@ -2,8 +2,10 @@ package embedded
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -20,20 +22,30 @@ func StartForTest(t testing.TB) *Server {
 // when empty.
 func StartForTestWith(t testing.TB, cfg Config) *Server {
 	t.Helper()
-	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = TestLogger()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s, err := Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("start embedded etcd: %v", err)
+	// A port FreeURL found free can be taken by another test process before etcd binds it; with
+	// ports (and a data dir) of its own choosing the helper tries again with new ones.
+	autoPorts := cfg.ListenClient == "" && cfg.ListenPeer == ""
+	autoDir := cfg.DataDir == ""
+	for attempt := 1; ; attempt++ {
+		c := cfg
+		if autoDir {
+			c.DataDir = t.TempDir()
+		}
+		s, err := Start(ctx, c)
+		if err == nil {
+			t.Cleanup(s.Stop)
+			return s
+		}
+		if !autoPorts || !autoDir || attempt == 5 || !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatalf("start embedded etcd: %v", err)
+		}
+		t.Logf("start embedded etcd: %v; trying other ports", err)
 	}
-	t.Cleanup(s.Stop)
-	return s
 }
 
 // TestLogger is the logger test helpers give etcd and Terrace code: silent unless
