@@ -434,6 +434,14 @@ func TestCommandServerDelIsLenient(t *testing.T) {
 		{"mtu", `{`, `{"mtu":10,`},
 		{"log level", `{`, `{"log_level":"trace",`},
 		{"ipam type", `{`, `{"ipam":{"type":"host-local"},`},
+		// Wrongly typed, not only wrong: the strict decode must not fail the DEL either.
+		{"mtu as a string", `{`, `{"mtu":"1500",`},
+		{"assign_ipv6 not a boolean", `{`, `{"ipam":{"assign_ipv6":"yes"},`},
+		{"policy wait as a string", `{`, `{"policy_setup_timeout_seconds":"10",`},
+		{"labels as an object", `{`, `{"args":{"cni":{"labels":{"a":"b"}}},`},
+		{"requested addresses not strings", `{`, `{"runtimeConfig":{"ips":[5]},`},
+		{"policy wait negative", `{`, `{"policy_setup_timeout_seconds":-100,`},
+		{"policy wait overflowing", `{`, `{"policy_setup_timeout_seconds":10000000000,`},
 	} {
 		t.Run(edit.name, func(t *testing.T) {
 			dp := newFakeDataplane(testNS)

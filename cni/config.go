@@ -178,6 +178,10 @@ type Config struct {
 	IPsErr error
 }
 
+// MaxPolicySetupTimeoutSeconds bounds policy_setup_timeout_seconds: an hour is already far longer
+// than any runtime waits for a plugin.
+const MaxPolicySetupTimeoutSeconds = 3600
+
 // ParseConfig decodes and resolves a network configuration. getenv supplies the TERRACE_*
 // fallbacks and hostname the default node name (both injectable so tests need no environment).
 // Errors are *types.Error with code ErrDecodingFailure (not JSON) or ErrInvalidNetworkConfig.
@@ -195,12 +199,18 @@ func ParseConfigForDel(data []byte, getenv func(string) string, hostname func() 
 
 func parseConfig(data []byte, getenv func(string) string, hostname func() (string, error), forDel bool) (*Config, error) {
 	var nc NetConf
+	var ignored []string
 	if err := json.Unmarshal(data, &nc); err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "decode network configuration: "+err.Error(), "")
+		// DEL must not fail on a wrongly typed setting it does not use ("mtu": "1500"): the
+		// runtime would retry it for ever. Those keys are dropped and named in Ignored.
+		lenient, dropped := dropMistypedAddOnly(data)
+		if !forDel || len(dropped) == 0 || json.Unmarshal(lenient, &nc) != nil {
+			return nil, types.NewError(types.ErrDecodingFailure, "decode network configuration: "+err.Error(), "")
+		}
+		ignored = dropped
 	}
 	var errs []string
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
-	var ignored []string
 	later := func(format string, a ...any) {
 		if forDel {
 			ignored = append(ignored, fmt.Sprintf(format, a...))
@@ -284,10 +294,15 @@ func parseConfig(data []byte, getenv func(string) string, hostname func() (strin
 	}
 	c.LogLevel = lvl
 	c.LogFile = pick(nc.LogFilePath, EnvLogFile, DefaultLogFile)
-	if nc.PolicySetupTimeoutSeconds < 0 {
+	switch {
+	case nc.PolicySetupTimeoutSeconds < 0:
 		later("policy_setup_timeout_seconds %d is negative", nc.PolicySetupTimeoutSeconds)
+	case nc.PolicySetupTimeoutSeconds > MaxPolicySetupTimeoutSeconds:
+		// Larger values are a mistake (or "for ever"), and would overflow the deadlines.
+		later("policy_setup_timeout_seconds %d is over %d", nc.PolicySetupTimeoutSeconds, MaxPolicySetupTimeoutSeconds)
+	default:
+		c.PolicySetupTimeout = time.Duration(nc.PolicySetupTimeoutSeconds) * time.Second
 	}
-	c.PolicySetupTimeout = time.Duration(nc.PolicySetupTimeoutSeconds) * time.Second
 
 	switch nc.IPAM.Type {
 	case "", IPAMType:
@@ -349,6 +364,39 @@ func parseConfig(data []byte, getenv func(string) string, hostname func() (strin
 	}
 	c.Ignored = ignored
 	return c, nil
+}
+
+// addOnlyKeys are the configuration keys only ADD and CHECK use.
+var addOnlyKeys = []string{"mtu", "log_level", "policy_setup_timeout_seconds", "ipam", "args", "runtimeConfig"}
+
+// dropMistypedAddOnly returns data without the ADD-only keys whose values do not decode into
+// their fields, and what was wrong with each; data itself when it is not a JSON object.
+func dropMistypedAddOnly(data []byte) ([]byte, []string) {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(data, &m) != nil {
+		return data, nil
+	}
+	var dropped []string
+	for _, k := range addOnlyKeys {
+		v, ok := m[k]
+		if !ok {
+			continue
+		}
+		one, _ := json.Marshal(map[string]json.RawMessage{k: v})
+		var nc NetConf
+		if err := json.Unmarshal(one, &nc); err != nil {
+			dropped = append(dropped, fmt.Sprintf("%s: %v", k, err))
+			delete(m, k)
+		}
+	}
+	if len(dropped) == 0 {
+		return data, nil
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return data, nil
+	}
+	return out, dropped
 }
 
 // maxRequested bounds the addresses one attachment may ask for.

@@ -74,6 +74,9 @@ var TerraceEnv = []string{"TERRACE_ETCD_ENDPOINTS", "TERRACE_ETCD_CA", "TERRACE_
 // asked for: the agent's own limits are 30 s for the work and 15 s for undoing it.
 const CommandBudget = 50 * time.Second
 
+// maxPolicyWaitSeconds is cni.MaxPolicySetupTimeoutSeconds (the shim does not link package cni).
+const maxPolicyWaitSeconds = 3600
+
 // CNI error codes the shim itself returns (the spec's numbers).
 const (
 	ErrIOFailure     = 5
@@ -156,7 +159,9 @@ func (e environment) command(plugin, cmd string) int {
 	req.Unchecked = true // see nodeapi.CNIRequest: an agent that does not check refuses it
 	// Likewise an agent that knows no requested addresses.
 	req.RequestsAddresses = len(nc.RuntimeConfig.IPs) > 0 || len(nc.Args.CNI.IPs) > 0 || argsRequestIP(args.Args)
-	budget := CommandBudget + time.Duration(max(nc.PolicySetupTimeout, 0))*time.Second
+	// Bounded as the plugin bounds it (cni.MaxPolicySetupTimeoutSeconds, which refuses more): a
+	// huge value would overflow the deadline into the past and fail every command unsent.
+	budget := CommandBudget + time.Duration(min(max(nc.PolicySetupTimeout, 0), maxPolicyWaitSeconds))*time.Second
 	result, taken, why, cerr := Forward(time.Now().Add(budget), nc.NodeSocket, req)
 	if !taken {
 		logTo(nc.LogFilePath, "node agent did not take the command; handing it to "+FallbackBinary,

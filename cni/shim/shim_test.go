@@ -237,3 +237,23 @@ func TestRunMarksRequestedAddresses(t *testing.T) {
 		})
 	}
 }
+
+// TestRunHugePolicyWaitStillForwards: a policy_setup_timeout_seconds so large that adding it to the
+// command's budget would overflow into the past must not make every command fail unsent; the agent
+// (which refuses the value for ADD) gets the command and answers.
+func TestRunHugePolicyWaitStillForwards(t *testing.T) {
+	for _, secs := range []string{"10000000000", "-100"} {
+		var got int
+		sock := agent(t, func(w http.ResponseWriter, r *http.Request) {
+			got++
+			answer(w, 200, nodeapi.CNIResponse{Result: []byte(`{}`)})
+		})
+		conf := `{"cniVersion":"1.1.0","name":"n","policy_setup_timeout_seconds":` + secs + `,"node_socket":"` + sock +
+			`","log_file_path":"` + filepath.Join(t.TempDir(), "l.log") + `"}`
+		env := map[string]string{"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0"}
+		r := runShim(t, "", env, conf, nil)
+		if r.status != 0 || got != 1 {
+			t.Errorf("policy wait %s s: status %d, stdout %q, agent asked %d times; want the command forwarded once", secs, r.status, r.stdout, got)
+		}
+	}
+}
