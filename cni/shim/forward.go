@@ -78,7 +78,7 @@ func Forward(deadline time.Time, socket string, req nodeapi.CNIRequest) (result 
 }
 
 // post sends body to path and returns the answer's status and body. dialled tells whether the
-// connection was made, so a caller can tell "nobody there" from "the answer was lost".
+// request reached the agent whole, so a caller can tell "not sent" from "the answer was lost".
 func post(deadline time.Time, socket, path string, body []byte) (status int, answer []byte, dialled bool, err error) {
 	dialBy := time.Now().Add(DialTimeout)
 	if deadline.Before(dialBy) {
@@ -96,7 +96,10 @@ func post(deadline time.Time, socket, path string, body []byte) (status int, ans
 	msg = append(msg, "POST "+path+" HTTP/1.0\r\nHost: terrace-node\r\nContent-Type: application/json\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"...)
 	msg = append(msg, body...)
 	if _, err := c.Write(msg); err != nil {
-		return 0, nil, true, errors.New("send request: " + err.Error())
+		// The agent decodes the whole request before it acts on it, so one not written whole
+		// was not started: the fallback may do it (an agent that refused an oversized request
+		// and closed gives a broken pipe here).
+		return 0, nil, false, errors.New("send request: " + err.Error())
 	}
 	raw, err := io.ReadAll(io.LimitReader(c, maxAnswer+1))
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -255,5 +256,36 @@ func TestRunHugePolicyWaitStillForwards(t *testing.T) {
 		if r.status != 0 || got != 1 {
 			t.Errorf("policy wait %s s: status %d, stdout %q, agent asked %d times; want the command forwarded once", secs, r.status, r.stdout, got)
 		}
+	}
+}
+
+// TestRunUnsentRequestHandedOver: a request the agent cannot have received whole (it read a little
+// and closed, as after refusing an oversized body) was not started, so the fallback does the
+// command instead of the runtime getting "try again later" for ever.
+func TestRunUnsentRequestHandedOver(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "node.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 512)
+			_, _ = c.Read(buf)
+			c.Close()
+		}
+	}()
+	big := strings.Repeat("x", 8<<20) // far more than the socket buffers hold
+	conf := `{"cniVersion":"1.1.0","name":"n","node_socket":"` + sock + `","log_file_path":"` +
+		filepath.Join(t.TempDir(), "l.log") + `","pad":"` + big + `"}`
+	env := map[string]string{"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0"}
+	r := runShim(t, "", env, conf, nil)
+	if len(r.handedOver) != 1 || r.handedOver[0].Mode != FallbackNoAgent {
+		t.Fatalf("status %d, stdout %.200q, handed over %d times; want one hand-over to the fallback", r.status, r.stdout, len(r.handedOver))
 	}
 }
