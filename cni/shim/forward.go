@@ -56,8 +56,9 @@ func Forward(deadline time.Time, socket string, req nodeapi.CNIRequest) (result 
 		_ = json.Unmarshal(data, &ae)
 		reason := "status " + strconv.Itoa(status) + " " + ae.Code + ": " + ae.Message
 		switch {
-		case status == 503, ae.Code == nodeapi.CodeWrongNode:
-			// Not ready, stopping, or another node's: not worth asking again.
+		case status == 503, ae.Code == nodeapi.CodeWrongNode, ae.Code == nodeapi.CodeForbidden:
+			// Not ready, stopping, another node's, or a caller it does not let change state
+			// (not root): not worth asking again.
 			return nil, false, NotTaken{Reason: reason}, nil
 		case status >= 400 && status < 500:
 			// Refused before anything was done (no command runner in an older agent, a request
@@ -65,11 +66,15 @@ func Forward(deadline time.Time, socket string, req nodeapi.CNIRequest) (result 
 			// datastore calls.
 			return nil, false, NotTaken{Reason: reason, AgentUsable: true}, nil
 		}
-		return nil, true, why, &nodeapi.CNIError{Code: ErrInternal, Msg: "node agent failed the command: " + ae.Message + " (status " + strconv.Itoa(status) + ")"}
+		// The agent took the command and failed outside it, or its answer is not one: the
+		// outcome is unknown, which the spec's "try again later" says (DEL cleans up).
+		return nil, true, why, &nodeapi.CNIError{Code: ErrTryAgainLater, Msg: "node agent failed the command: " + ae.Message + " (status " + strconv.Itoa(status) + "; the command may be partly done)"}
 	}
 	var out nodeapi.CNIResponse
 	if jerr := json.Unmarshal(data, &out); jerr != nil {
-		return nil, true, why, &nodeapi.CNIError{Code: ErrInternal, Msg: "decode the node agent's answer: " + jerr.Error()}
+		// An answer cut off (the agent died while writing it; answers over 2 KB carry no
+		// length) reads as undecodable: the command's outcome is unknown.
+		return nil, true, why, &nodeapi.CNIError{Code: ErrTryAgainLater, Msg: "decode the node agent's answer: " + jerr.Error() + " (the command may be partly done)"}
 	}
 	if out.Error != nil {
 		return nil, true, why, out.Error

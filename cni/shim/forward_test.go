@@ -133,7 +133,7 @@ func TestForward(t *testing.T) {
 		}},
 		{name: "agent failed", serve: func(w http.ResponseWriter, r *http.Request) {
 			answer(w, 500, nodeapi.APIError{Code: nodeapi.CodeInternal, Message: "boom"})
-		}, wantTaken: true, wantCode: types.ErrInternal, wantMsg: "node agent failed the command"},
+		}, wantTaken: true, wantCode: types.ErrTryAgainLater, wantMsg: "node agent failed the command"},
 		{name: "connection lost before the answer", serve: func(w http.ResponseWriter, r *http.Request) {
 			c, _, err := w.(http.Hijacker).Hijack()
 			if err == nil {
@@ -143,7 +143,19 @@ func TestForward(t *testing.T) {
 		{name: "garbage answer", serve: func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(200)
 			w.Write([]byte("not json"))
-		}, wantTaken: true, wantCode: types.ErrInternal, wantMsg: "decode the node agent's answer"},
+		}, wantTaken: true, wantCode: types.ErrTryAgainLater, wantMsg: "decode the node agent's answer"},
+		{name: "answer cut off", serve: func(w http.ResponseWriter, r *http.Request) {
+			// Longer than the server buffers, so no Content-Length: only the JSON shows the cut.
+			c, bw, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				bw.WriteString("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"result\":\"" + strings.Repeat("A", 4096))
+				bw.Flush()
+				c.Close()
+			}
+		}, wantTaken: true, wantCode: types.ErrTryAgainLater, wantMsg: "partly done"},
+		{name: "caller not allowed to change state (not root)", serve: func(w http.ResponseWriter, r *http.Request) {
+			answer(w, 403, nodeapi.APIError{Code: nodeapi.CodeForbidden, Message: "only root may change state"})
+		}},
 	}
 	req := nodeapi.CNIRequest{Command: "ADD", ContainerID: "c1", Netns: "/run/netns/p", IfName: "eth0", StdinData: []byte(`{"cniVersion":"1.1.0"}`)}
 	for _, tc := range tests {
