@@ -30,6 +30,18 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// logOnFailure is a debug logger whose lines the test prints only if it fails: a session that
+// never comes up is otherwise a bare timeout.
+func logOnFailure(t *testing.T) (*slog.Logger, *syncBuf) {
+	logs := &syncBuf{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", logs.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), logs
+}
+
 func mustApply(t *testing.T, c *datastore.Client, r api.Resource) {
 	t.Helper()
 	if _, _, err := c.Apply(context.Background(), r); err != nil {
@@ -43,13 +55,7 @@ func mustApply(t *testing.T, c *datastore.Client, r api.Resource) {
 func TestAgentWithPeer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logs syncBuf
-	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("agent and peer logs:\n%s", logs.String())
-		}
-	})
+	log, logs := logOnFailure(t)
 	store, c := testDatastore(t, log)
 	agentPort, torPort := freePort(t), freePort(t)
 
@@ -239,6 +245,7 @@ func TestAgentRereadsPasswords(t *testing.T) {
 func TestMeshAcrossListenPorts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	log, _ := logOnFailure(t)
 	store, c := testDatastore(t, embedded.TestLogger())
 	asn := api.ASNumber(64512)
 	mustApply(t, c, &api.IPPool{Metadata: api.ObjectMeta{Name: "pool"}, Spec: api.IPPoolSpec{CIDR: "198.18.0.0/15"}})
@@ -257,7 +264,7 @@ func TestMeshAcrossListenPorts(t *testing.T) {
 		nl.table[0].Dst = cidr("127.0.0.0/8")
 		writers[name] = newFakeWriter()
 		a, err := New(Config{NodeName: name, Client: c, Writer: writers[name], Netlink: nl, StopOnExit: true,
-			Logger: embedded.TestLogger().With("node", name)})
+			Logger: log.With("node", name)})
 		if err != nil {
 			t.Fatal(err)
 		}
