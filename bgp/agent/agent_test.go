@@ -17,6 +17,7 @@ import (
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/embedded"
 	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/felix/dataplane/routes"
 	"github.com/terracenet/terrace/ipam"
 )
 
@@ -110,7 +111,7 @@ func TestAgentWithPeer(t *testing.T) {
 	})
 	waitUntil(t, 15*time.Second, "the agent installs the peer's prefix via 127.0.0.2", func() bool {
 		tg, ok := w.get(torPrefix)
-		return ok && slices.Equal(tg.Gateways, []netip.Addr{netip.MustParseAddr("127.0.0.2")})
+		return ok && slices.Equal(tg.Gateways, routes.Via(netip.MustParseAddr("127.0.0.2")))
 	})
 	waitUntil(t, 5*time.Second, "status shows the established peer", func() bool {
 		for {

@@ -403,7 +403,7 @@ func sameTarget(a, b routes.Target) bool {
 // their own address as next hop, which is usually behind the ToR: the kernel refuses such a
 // gateway, so the route goes through whatever the underlay uses to reach it (ECMP included).
 // Equal next-hop sets share one result slice, which nobody modifies.
-func (r *resolver) gateways(nhs []netip.Addr) []netip.Addr {
+func (r *resolver) gateways(nhs []netip.Addr) []routes.Gateway {
 	if len(nhs) == 1 {
 		return r.resolve(nhs[0])
 	}
@@ -415,11 +415,11 @@ func (r *resolver) gateways(nhs []netip.Addr) []netip.Addr {
 	if gws, ok := r.sets[key.String()]; ok {
 		return gws
 	}
-	var gws []netip.Addr
+	var gws []routes.Gateway
 	for _, nh := range nhs {
 		gws = append(gws, r.resolve(nh)...)
 	}
-	slices.SortFunc(gws, netip.Addr.Compare)
+	slices.SortFunc(gws, routes.Gateway.Compare)
 	gws = slices.Compact(gws)
 	if !slices.ContainsFunc(nhs, func(a netip.Addr) bool { return r.failed[a.Unmap()] }) {
 		r.sets[key.String()] = gws // a set missing a failed lookup's share is not worth keeping
@@ -446,7 +446,7 @@ func (r *resolver) endPass() {
 }
 
 func newResolver(nl Netlink) *resolver {
-	return &resolver{nl: nl, failed: map[netip.Addr]bool{}, cache: map[netip.Addr][]netip.Addr{}, sets: map[string][]netip.Addr{}}
+	return &resolver{nl: nl, failed: map[netip.Addr]bool{}, cache: map[netip.Addr][]routes.Gateway{}, sets: map[string][]routes.Gateway{}}
 }
 
 // errLookupFailed marks a next-hop lookup that failed (netlink said something other than "no
@@ -457,12 +457,12 @@ var errLookupFailed = errors.New("next-hop lookup failed")
 type resolver struct {
 	nl     Netlink
 	failed map[netip.Addr]bool // lookups that failed in this pass (errLookupFailed)
-	cache  map[netip.Addr][]netip.Addr
-	sets   map[string][]netip.Addr
+	cache  map[netip.Addr][]routes.Gateway
+	sets   map[string][]routes.Gateway
 	table  map[int][]netlink.Route // family => main table, listed once per batch when needed
 }
 
-func (r *resolver) resolve(nh netip.Addr) []netip.Addr {
+func (r *resolver) resolve(nh netip.Addr) []routes.Gateway {
 	nh = nh.Unmap()
 	if gws, ok := r.cache[nh]; ok {
 		return gws
@@ -475,13 +475,13 @@ func (r *resolver) resolve(nh netip.Addr) []netip.Addr {
 		}
 	}
 	// Sorted and distinct, as the writer keeps them, so an unchanged route compares equal.
-	slices.SortFunc(gws, netip.Addr.Compare)
+	slices.SortFunc(gws, routes.Gateway.Compare)
 	gws = slices.Compact(gws)
 	r.cache[nh] = gws
 	return gws
 }
 
-func (r *resolver) lookup(nh netip.Addr) ([]netip.Addr, error) {
+func (r *resolver) lookup(nh netip.Addr) ([]routes.Gateway, error) {
 	if nh.IsLinkLocalUnicast() {
 		// A link-local next hop needs its interface, which the speaker does not report.
 		return nil, fmt.Errorf("resolve next hop %s: link-local", nh)
@@ -496,18 +496,20 @@ func (r *resolver) lookup(nh netip.Addr) ([]netip.Addr, error) {
 	if len(got) == 0 {
 		return nil, fmt.Errorf("resolve next hop %s: no route", nh)
 	}
-	if got[0].Gw == nil && len(got[0].MultiPath) == 0 {
+	if got[0].Gw == nil && len(got[0].MultiPath) == 0 && got[0].Via == nil {
 		if got[0].Type == unix.RTN_LOCAL {
 			return nil, fmt.Errorf("resolve next hop %s: local address", nh)
 		}
-		return []netip.Addr{nh}, nil // on a connected subnet
+		return routes.Via(nh), nil // on a connected subnet
 	}
 	return r.recursive(nh)
 }
 
 // recursive returns every gateway of the longest matching route for nh in the main table that is
-// not one of ours (a BGP route must never resolve through another BGP route).
-func (r *resolver) recursive(nh netip.Addr) ([]netip.Addr, error) {
+// not one of ours (a BGP route must never resolve through another BGP route). A gateway keeps its
+// interface when it needs one: a link-local IPv6 router (router advertisements, unnumbered ToRs)
+// or an onlink gateway; the kernel refuses either without it.
+func (r *resolver) recursive(nh netip.Addr) ([]routes.Gateway, error) {
 	fam := netlink.FAMILY_V4
 	if nh.Is6() {
 		fam = netlink.FAMILY_V6
@@ -545,18 +547,31 @@ func (r *resolver) recursive(nh netip.Addr) ([]netip.Addr, error) {
 	if best < 0 {
 		return nil, fmt.Errorf("resolve next hop %s: no route", nh)
 	}
-	var gws []netip.Addr
-	add := func(ip net.IP) {
-		if a, ok := netip.AddrFromSlice(ip); ok && ip != nil {
-			gws = append(gws, a.Unmap())
+	var gws []routes.Gateway
+	viaOther := rs[best].Via != nil
+	add := func(ip net.IP, link, flags int) {
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok || ip == nil {
+			return
 		}
+		g := routes.Gateway{Addr: a.Unmap(), OnLink: flags&unix.RTNH_F_ONLINK != 0}
+		if g.OnLink || (g.Addr.Is6() && g.Addr.IsLinkLocalUnicast()) {
+			g.LinkIndex = link
+		}
+		gws = append(gws, g)
 	}
-	add(rs[best].Gw)
+	add(rs[best].Gw, rs[best].LinkIndex, rs[best].Flags)
 	for _, h := range rs[best].MultiPath {
-		add(h.Gw)
+		viaOther = viaOther || h.Via != nil
+		add(h.Gw, h.LinkIndex, h.Flags)
+	}
+	if viaOther {
+		// An IPv4 route via an IPv6 router (RFC 5549 underlays): the writer cannot make one yet,
+		// and the next hop itself as gateway would be refused.
+		return nil, fmt.Errorf("resolve next hop %s: the underlay reaches it via a gateway of the other family", nh)
 	}
 	if len(gws) == 0 {
-		return []netip.Addr{nh}, nil
+		return routes.Via(nh), nil
 	}
 	return gws, nil
 }

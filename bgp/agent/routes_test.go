@@ -147,7 +147,7 @@ func (f *fakeNetlink) RouteGet(dst net.IP) ([]netlink.Route, error) {
 		return nil, unix.ENETUNREACH
 	}
 	r := f.table[best]
-	out := netlink.Route{Gw: r.Gw, Type: r.Type}
+	out := netlink.Route{Gw: r.Gw, Via: r.Via, LinkIndex: r.LinkIndex, Flags: r.Flags, Type: r.Type}
 	if len(r.MultiPath) > 0 {
 		out.Gw = r.MultiPath[0].Gw // the FIB answers with one path only
 	}
@@ -178,6 +178,15 @@ func underlay() *fakeNetlink {
 		// A BGP route of ours covering a next hop must never be used to resolve it.
 		{Dst: cidr("192.0.2.128/25"), Type: unix.RTN_UNICAST, Protocol: routes.ProtocolTerraceBGP, Gw: net.ParseIP("192.0.2.0")},
 		{Dst: cidr("2001:db8::/64"), Type: unix.RTN_UNICAST},
+		// Underlays whose routers have no global address on the host's links: link-local IPv6
+		// gateways (alone, and one address on two links), an IPv4 onlink gateway and an IPv4
+		// route via an IPv6 router.
+		{Dst: cidr("2001:db8:2::/48"), Type: unix.RTN_UNICAST, Gw: net.ParseIP("fe80::2"), LinkIndex: 7},
+		{Dst: cidr("2001:db8:3::/48"), Type: unix.RTN_UNICAST, MultiPath: []*netlink.NexthopInfo{
+			{Gw: net.ParseIP("fe80::1"), LinkIndex: 8}, {Gw: net.ParseIP("fe80::1"), LinkIndex: 7}}},
+		{Dst: cidr("198.51.100.64/26"), Type: unix.RTN_UNICAST, Gw: net.ParseIP("192.0.2.77"), LinkIndex: 7, Flags: unix.RTNH_F_ONLINK},
+		{Dst: cidr("198.51.100.128/26"), Type: unix.RTN_UNICAST, LinkIndex: 7,
+			Via: &netlink.Via{AddrFamily: netlink.FAMILY_V6, Addr: net.ParseIP("fe80::1")}},
 	}}
 }
 
@@ -199,7 +208,7 @@ func TestProgrammerTargets(t *testing.T) {
 		{
 			name:    "connected next hops stay, ECMP sorted",
 			learned: map[netip.Prefix][]netip.Addr{netip.MustParsePrefix("198.18.0.64/26"): addrs("198.51.100.0", "192.0.2.0")},
-			want:    map[netip.Prefix]routes.Target{netip.MustParsePrefix("198.18.0.64/26"): {Gateways: addrs("192.0.2.0", "198.51.100.0")}},
+			want:    map[netip.Prefix]routes.Target{netip.MustParsePrefix("198.18.0.64/26"): {Gateways: routes.Via(addrs("192.0.2.0", "198.51.100.0")...)}},
 		},
 		{
 			name: "mesh next hop behind the ToRs resolves through the underlay's ECMP route",
@@ -208,8 +217,8 @@ func TestProgrammerTargets(t *testing.T) {
 				netip.MustParsePrefix("198.18.1.0/26"):   addrs("192.0.2.5"),
 			},
 			want: map[netip.Prefix]routes.Target{
-				netip.MustParsePrefix("198.18.0.128/26"): {Gateways: addrs("192.0.2.0", "198.51.100.0")},
-				netip.MustParsePrefix("198.18.1.0/26"):   {Gateways: addrs("192.0.2.0", "198.51.100.0")},
+				netip.MustParsePrefix("198.18.0.128/26"): {Gateways: routes.Via(addrs("192.0.2.0", "198.51.100.0")...)},
+				netip.MustParsePrefix("198.18.1.0/26"):   {Gateways: routes.Via(addrs("192.0.2.0", "198.51.100.0")...)},
 			},
 		},
 		{
@@ -219,7 +228,7 @@ func TestProgrammerTargets(t *testing.T) {
 				netip.MustParsePrefix("2001:db8:1000::40/122"): addrs("fe80::1"),
 				netip.MustParsePrefix("2001:db8:1000::80/122"): addrs("2001:db8:9::1"),
 			},
-			want:  map[netip.Prefix]routes.Target{netip.MustParsePrefix("2001:db8:1000::/122"): {Gateways: addrs("2001:db8::1")}},
+			want:  map[netip.Prefix]routes.Target{netip.MustParsePrefix("2001:db8:1000::/122"): {Gateways: routes.Via(addrs("2001:db8::1")...)}},
 			unres: 2,
 		},
 		{
@@ -228,8 +237,24 @@ func TestProgrammerTargets(t *testing.T) {
 				netip.MustParsePrefix("2001:db8:1000::40/122"): addrs("192.0.2.0"),
 				netip.MustParsePrefix("2001:db8:1000::80/122"): addrs("192.0.2.0", "2001:db8::1"),
 			},
-			want:  map[netip.Prefix]routes.Target{netip.MustParsePrefix("2001:db8:1000::80/122"): {Gateways: addrs("2001:db8::1")}},
+			want:  map[netip.Prefix]routes.Target{netip.MustParsePrefix("2001:db8:1000::80/122"): {Gateways: routes.Via(addrs("2001:db8::1")...)}},
 			unres: 1,
+		},
+		{
+			name: "gateways that need their link keep it: link-local IPv6, onlink IPv4",
+			learned: map[netip.Prefix][]netip.Addr{
+				netip.MustParsePrefix("2001:db8:1000::/122"):   addrs("2001:db8:2::9"),
+				netip.MustParsePrefix("2001:db8:1000::40/122"): addrs("2001:db8:3::9"),
+				netip.MustParsePrefix("198.18.0.0/26"):         addrs("198.51.100.70"),
+				netip.MustParsePrefix("198.18.0.64/26"):        addrs("198.51.100.130"),
+			},
+			want: map[netip.Prefix]routes.Target{
+				netip.MustParsePrefix("2001:db8:1000::/122"): {Gateways: []routes.Gateway{{Addr: netip.MustParseAddr("fe80::2"), LinkIndex: 7}}},
+				netip.MustParsePrefix("2001:db8:1000::40/122"): {Gateways: []routes.Gateway{
+					{Addr: netip.MustParseAddr("fe80::1"), LinkIndex: 7}, {Addr: netip.MustParseAddr("fe80::1"), LinkIndex: 8}}},
+				netip.MustParsePrefix("198.18.0.0/26"): {Gateways: []routes.Gateway{{Addr: netip.MustParseAddr("192.0.2.77"), LinkIndex: 7, OnLink: true}}},
+			},
+			unres: 1, // via an IPv6 router: not something the writer can make
 		},
 	}
 	for _, tc := range tests {
@@ -272,7 +297,7 @@ func TestProgrammerDiffs(t *testing.T) {
 	}
 	st.deliver(p, map[netip.Prefix][]netip.Addr{a: addrs("192.0.2.0", "198.51.100.0")}, true)
 	p.sync(ctx, false)
-	want := map[netip.Prefix]routes.Target{a: {Gateways: addrs("192.0.2.0", "198.51.100.0")}}
+	want := map[netip.Prefix]routes.Target{a: {Gateways: routes.Via(addrs("192.0.2.0", "198.51.100.0")...)}}
 	if diff := cmp.Diff(want, w.desired, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
 		t.Errorf("writer's desired routes (-want +got):\n%s", diff)
 	}
@@ -293,7 +318,7 @@ func TestProgrammerDiffs(t *testing.T) {
 	p.sync(ctx, false)
 	st.deliver(p, map[netip.Prefix][]netip.Addr{a: nil}, false)
 	p.sync(ctx, false)
-	want = map[netip.Prefix]routes.Target{b: {Gateways: addrs("192.0.2.0")}}
+	want = map[netip.Prefix]routes.Target{b: {Gateways: routes.Via(addrs("192.0.2.0")...)}}
 	if diff := cmp.Diff(want, w.desired, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
 		t.Errorf("after changes only (-want +got):\n%s", diff)
 	}
@@ -321,7 +346,7 @@ func TestProgrammerDiffs(t *testing.T) {
 	nl.table = append(nl.table, netlink.Route{Dst: cidr("2001:db8:9::/64"), Type: unix.RTN_UNICAST})
 	st.deliver(p, map[netip.Prefix][]netip.Addr{c: addrs("2001:db8:9::1", "2001:db8::5")}, false)
 	p.sync(ctx, false)
-	if got, ok := w.get(c); !ok || !slices.Contains(got.Gateways, netip.MustParseAddr("2001:db8:9::1")) {
+	if got, ok := w.get(c); !ok || !slices.Contains(got.Gateways, routes.Gateway{Addr: netip.MustParseAddr("2001:db8:9::1")}) {
 		t.Errorf("next hop reachable again within resolverTTL: route %v (set %v), want it through 2001:db8:9::1", got, ok)
 	}
 

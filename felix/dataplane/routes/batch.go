@@ -310,7 +310,7 @@ func appendRouteMessage(buf []byte, op RouteOp, seq uint32) ([]byte, error) {
 	buf = ne.AppendUint32(buf, 0)
 	// rtmsg
 	buf = append(buf, uint8(fam), uint8(ones), 0, 0, msgTable, uint8(r.Protocol), uint8(r.Scope), rtype)
-	buf = ne.AppendUint32(buf, 0)
+	buf = ne.AppendUint32(buf, uint32(r.Flags)) // rtm_flags: RTNH_F_ONLINK for an onlink gateway
 	buf = appendRtAttr(buf, unix.RTA_DST, dst)
 	if table >= 256 {
 		buf = appendRtAttr(buf, unix.RTA_TABLE, ne.AppendUint32(nil, uint32(table)))
@@ -327,7 +327,7 @@ func appendRouteMessage(buf []byte, op RouteOp, seq uint32) ([]byte, error) {
 			}
 			// rtnexthop: length, flags, hops, ifindex; then the gateway attribute.
 			nhs = ne.AppendUint16(nhs, uint16(n))
-			nhs = append(nhs, 0, 0)
+			nhs = append(nhs, uint8(nh.Flags), 0) // rtnh_flags (RTNH_F_ONLINK), rtnh_hops
 			nhs = ne.AppendUint32(nhs, uint32(int32(nh.LinkIndex)))
 			if nh.Gw != nil {
 				nhs = appendRtAttr(nhs, unix.RTA_GATEWAY, gw)

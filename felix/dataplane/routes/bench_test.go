@@ -91,7 +91,7 @@ func BenchmarkInstallGateway100k(b *testing.B) {
 			b.Fatal(err)
 		}
 		w.SetInSync()
-		gw := []netip.Addr{netip.MustParseAddr("192.0.2.9")}
+		gw := Via(netip.MustParseAddr("192.0.2.9"))
 		b.StartTimer()
 		for d := 0; d < 4; d++ {
 			for j := 0; j < 25000; j++ {

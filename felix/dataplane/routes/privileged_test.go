@@ -94,9 +94,9 @@ func testRealRoutes(t *testing.T, open func(testing.TB, string) Netlink) {
 	mustT(t, local.Set(pfx("198.18.1.0/26"), Target{Blackhole: true}))
 	mustT(t, local.Set(pfx("2001:db8:1000:2::/122"), Target{Blackhole: true}))
 	mustT(t, local.Set(pfx("198.18.3.0/26"), Target{Blackhole: true})) // held by a static route
-	mustT(t, bgp.Set(pfx("198.18.2.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.2"), addr("192.0.2.3")}}))
-	mustT(t, bgp.Set(pfx("198.18.4.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.4")}}))
-	mustT(t, bgp.Set(pfx("2001:db8:1000:1::/64"), Target{Gateways: []netip.Addr{addr("2001:db8::2"), addr("2001:db8::3")}}))
+	mustT(t, bgp.Set(pfx("198.18.2.0/26"), Target{Gateways: Via(addr("192.0.2.2"), addr("192.0.2.3"))}))
+	mustT(t, bgp.Set(pfx("198.18.4.0/26"), Target{Gateways: Via(addr("192.0.2.4"))}))
+	mustT(t, bgp.Set(pfx("2001:db8:1000:1::/64"), Target{Gateways: Via(addr("2001:db8::2"), addr("2001:db8::3"))}))
 	mustT(t, local.Apply(ctx))
 	mustT(t, bgp.Apply(ctx))
 
@@ -130,9 +130,9 @@ func testRealRoutes(t *testing.T, open func(testing.TB, string) Netlink) {
 	// A fresh writer reading the kernel finds nothing to change.
 	rec := &recording{Netlink: h}
 	fresh, _ := New(rec, Config{Protocol: ProtocolTerraceBGP})
-	mustT(t, fresh.Set(pfx("198.18.2.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.3"), addr("192.0.2.2")}}))
-	mustT(t, fresh.Set(pfx("198.18.4.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.4")}}))
-	mustT(t, fresh.Set(pfx("2001:db8:1000:1::/64"), Target{Gateways: []netip.Addr{addr("2001:db8::2"), addr("2001:db8::3")}}))
+	mustT(t, fresh.Set(pfx("198.18.2.0/26"), Target{Gateways: Via(addr("192.0.2.3"), addr("192.0.2.2"))}))
+	mustT(t, fresh.Set(pfx("198.18.4.0/26"), Target{Gateways: Via(addr("192.0.2.4"))}))
+	mustT(t, fresh.Set(pfx("2001:db8:1000:1::/64"), Target{Gateways: Via(addr("2001:db8::2"), addr("2001:db8::3"))}))
 	mustT(t, fresh.Apply(ctx))
 	if rec.writes != 0 {
 		t.Fatalf("fresh writer rewrote %d routes in a clean kernel", rec.writes)
@@ -153,6 +153,86 @@ func testRealRoutes(t *testing.T, open func(testing.TB, string) Netlink) {
 	}
 	if got := routesOf(t, ns, "proto", "static") + "|" + routesOf(t, ns, "proto", "boot"); got != foreign {
 		t.Errorf("foreign routes changed:\n%s\nwant:\n%s", got, foreign)
+	}
+}
+
+// TestRealPinnedGateways programs what underlays without a global next hop give: an IPv6 route
+// via a link-local router (alone, and the same fe80::1 on two links as ECMP, as unnumbered ToRs
+// do) and IPv4 routes via onlink gateways, through both kinds of handle. The kernel must take
+// them, and a fresh writer must read them back as they were asked for: nothing to rewrite.
+func TestRealPinnedGateways(t *testing.T) {
+	for _, k := range netlinkKinds {
+		t.Run(k.name, func(t *testing.T) { testRealPinnedGateways(t, k.open) })
+	}
+}
+
+func testRealPinnedGateways(t *testing.T, open func(testing.TB, string) Netlink) {
+	ns := nstest.New(t)
+	for _, c := range [][]string{
+		{"ip", "link", "add", "under0", "type", "veth", "peer", "name", "tor0"},
+		{"ip", "link", "add", "under1", "type", "veth", "peer", "name", "tor1"},
+		{"ip", "link", "set", "under0", "up"},
+		{"ip", "link", "set", "tor0", "up"},
+		{"ip", "link", "set", "under1", "up"},
+		{"ip", "link", "set", "tor1", "up"},
+	} {
+		nstest.Run(t, ns, c...)
+	}
+	h := open(t, ns)
+	links := handleIn(t, ns)
+	idx := func(name string) int {
+		l, err := links.LinkByName(name)
+		mustT(t, err)
+		return l.Attrs().Index
+	}
+	u0, u1 := idx("under0"), idx("under1")
+	want := map[netip.Prefix]Target{
+		pfx("2001:db8:1000:5::/64"): {Gateways: []Gateway{{Addr: addr("fe80::1"), LinkIndex: u0}}},
+		pfx("2001:db8:1000:6::/64"): {Gateways: []Gateway{{Addr: addr("fe80::1"), LinkIndex: u1}, {Addr: addr("fe80::1"), LinkIndex: u0}}},
+		pfx("198.18.5.0/26"):        {Gateways: []Gateway{{Addr: addr("198.51.100.1"), LinkIndex: u0, OnLink: true}}},
+		pfx("198.18.6.0/26"): {Gateways: []Gateway{
+			{Addr: addr("198.51.100.1"), LinkIndex: u0, OnLink: true}, {Addr: addr("198.51.100.2"), LinkIndex: u1, OnLink: true}}},
+	}
+	w, err := New(h, Config{Protocol: ProtocolTerraceBGP})
+	mustT(t, err)
+	w.SetInSync()
+	for p, tg := range want {
+		mustT(t, w.Set(p, tg))
+	}
+	mustT(t, w.Apply(t.Context()))
+	got := routesOf(t, ns, "proto", "81")
+	for _, line := range []string{
+		"2001:db8:1000:5::/64 via fe80::1 dev under0",
+		"198.18.5.0/26 via 198.51.100.1 dev under0 onlink",
+		"nexthop via 198.51.100.1 dev under0 weight 1 onlink",
+		"nexthop via 198.51.100.2 dev under1 weight 1 onlink",
+		"nexthop via fe80::1 dev under0 weight 1",
+		"nexthop via fe80::1 dev under1 weight 1",
+	} {
+		if !strings.Contains(got, line) {
+			t.Errorf("proto 81 routes lack %q:\n%s", line, got)
+		}
+	}
+
+	rec := &recording{Netlink: h}
+	fresh, err := New(rec, Config{Protocol: ProtocolTerraceBGP})
+	mustT(t, err)
+	for p, tg := range want {
+		mustT(t, fresh.Set(p, tg))
+	}
+	mustT(t, fresh.Apply(t.Context()))
+	if rec.writes != 0 {
+		t.Errorf("a fresh writer rewrote %d of the routes it had asked for", rec.writes)
+	}
+
+	// Asked without onlink, the same gateway is another route: the writer replaces it (and the
+	// kernel refuses it, the gateway being on none of under0's subnets).
+	mustT(t, fresh.Set(pfx("198.18.5.0/26"), Target{Gateways: []Gateway{{Addr: addr("198.51.100.1"), LinkIndex: u0}}}))
+	if err := fresh.Apply(t.Context()); err == nil {
+		t.Errorf("the kernel took a gateway on no connected subnet without onlink:\n%s", routesOf(t, ns, "proto", "81"))
+	}
+	if rec.writes != 1 {
+		t.Errorf("writes after changing one route = %d, want 1", rec.writes)
 	}
 }
 
@@ -199,7 +279,7 @@ func testRealDeleteEveryKind(t *testing.T, open func(testing.TB, string) Netlink
 	want := map[netip.Prefix]Target{
 		pfx("198.18.0.5/32"): {Dev: "trc0a1b2c3d4e5"},
 		pfx("198.18.1.0/26"): {Blackhole: true},
-		pfx("198.18.2.0/26"): {Gateways: []netip.Addr{addr("192.0.2.2"), addr("192.0.2.3")}},
+		pfx("198.18.2.0/26"): {Gateways: Via(addr("192.0.2.2"), addr("192.0.2.3"))},
 	}
 	for p, tg := range want {
 		mustT(t, w.Set(p, tg))
@@ -312,7 +392,7 @@ func TestRealOwnRouteHoldingTheKey(t *testing.T) {
 				nstest.Run(t, ns, c...)
 			}
 			for _, p := range []string{"198.18.1.0/26", "198.18.2.0/26", "198.18.3.0/26"} {
-				mustT(t, w.Set(pfx(p), Target{Gateways: []netip.Addr{addr("192.0.2.2")}}))
+				mustT(t, w.Set(pfx(p), Target{Gateways: Via(addr("192.0.2.2"))}))
 			}
 			mustT(t, w.Set(pfx("198.18.4.0/26"), Target{Blackhole: true}))
 			mustT(t, w.Set(pfx("2001:db8:1000::/122"), Target{Blackhole: true}))

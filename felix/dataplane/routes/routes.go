@@ -1,6 +1,7 @@
 package routes
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,11 +35,61 @@ type Netlink interface {
 }
 
 // Target is where a prefix goes: exactly one of Dev alone (a directly attached workload, scope
-// link), Gateways (optionally with Dev as the outgoing interface; several mean ECMP) or Blackhole.
+// link), Gateways (optionally with Dev as the outgoing interface of them all; several mean ECMP)
+// or Blackhole.
 type Target struct {
 	Dev       string
-	Gateways  []netip.Addr
+	Gateways  []Gateway
 	Blackhole bool
+}
+
+// Gateway is one next hop of a route. LinkIndex pins its outgoing interface, which the kernel
+// needs for an IPv6 link-local gateway (the address means nothing without its link) and for an
+// onlink one (a gateway on none of the interface's subnets, as some underlays give their
+// default route); zero leaves the choice to the kernel, or to Target.Dev. An index, not a name:
+// the BGP resolver copies it from the underlay's route and resolves again when links change.
+type Gateway struct {
+	Addr      netip.Addr
+	LinkIndex int
+	OnLink    bool
+}
+
+// Via is addrs as gateways whose interfaces the kernel chooses, the common case.
+func Via(addrs ...netip.Addr) []Gateway {
+	gws := make([]Gateway, len(addrs))
+	for i, a := range addrs {
+		gws[i] = Gateway{Addr: a}
+	}
+	return gws
+}
+
+// Compare orders gateways as the writer keeps them: by address, then interface, onlink last.
+// Callers that share one sorted slice between many routes spare the writer a copy for each.
+func (g Gateway) Compare(h Gateway) int {
+	if c := g.Addr.Compare(h.Addr); c != 0 {
+		return c
+	}
+	if c := g.LinkIndex - h.LinkIndex; c != 0 {
+		return c
+	}
+	switch {
+	case g.OnLink == h.OnLink:
+		return 0
+	case h.OnLink:
+		return -1
+	}
+	return 1
+}
+
+func (g Gateway) String() string {
+	s := g.Addr.String()
+	if g.LinkIndex != 0 {
+		s += fmt.Sprintf(" dev #%d", g.LinkIndex)
+	}
+	if g.OnLink {
+		s += " onlink"
+	}
+	return s
 }
 
 func (t Target) validate(p netip.Prefix) error {
@@ -49,8 +100,17 @@ func (t Target) validate(p netip.Prefix) error {
 		return fmt.Errorf("validate route %s: no device, gateway or blackhole", p)
 	}
 	for _, g := range t.Gateways {
-		if !g.IsValid() || g.Is4() != p.Addr().Is4() || g.Zone() != "" {
-			return fmt.Errorf("validate route %s: gateway %s of the wrong family", p, g)
+		switch {
+		case !g.Addr.IsValid() || g.Addr.Is4() != p.Addr().Is4() || g.Addr.Zone() != "":
+			return fmt.Errorf("validate route %s: gateway %s of the wrong family", p, g.Addr)
+		case g.LinkIndex < 0:
+			return fmt.Errorf("validate route %s: gateway %s: negative interface index", p, g)
+		case g.LinkIndex > 0 && t.Dev != "":
+			return fmt.Errorf("validate route %s: gateway %s has an interface of its own and the route names device %s", p, g, t.Dev)
+		case g.LinkIndex == 0 && t.Dev == "" && g.OnLink:
+			return fmt.Errorf("validate route %s: onlink gateway %s without an interface", p, g.Addr)
+		case g.LinkIndex == 0 && t.Dev == "" && g.Addr.Is6() && g.Addr.IsLinkLocalUnicast():
+			return fmt.Errorf("validate route %s: link-local gateway %s without an interface", p, g.Addr)
 		}
 	}
 	return nil
@@ -77,11 +137,12 @@ type kroute struct {
 	gws       []kgw // sorted by address, then interface
 }
 
-// kgw is one next hop of a kernel route: a gateway and the interface the route names for it (0
-// when it named none).
+// kgw is one next hop of a kernel route: a gateway, the interface the route names for it (0
+// when it named none) and whether it is onlink.
 type kgw struct {
 	addr      netip.Addr
 	linkIndex int
+	onlink    bool
 }
 
 func (a kgw) compare(b kgw) int {
@@ -155,8 +216,15 @@ func (w *Writer) Set(p netip.Prefix, t Target) error {
 	// prefixes; only another order or duplicates cost a copy, which is never modified later.
 	if !strictlySorted(t.Gateways) {
 		t.Gateways = slices.Clone(t.Gateways)
-		slices.SortFunc(t.Gateways, netip.Addr.Compare)
+		slices.SortFunc(t.Gateways, Gateway.Compare)
 		t.Gateways = slices.Compact(t.Gateways)
+	}
+	for i := 1; i < len(t.Gateways); i++ {
+		// The same address twice is two links to one router: each must name its own link, or
+		// the kernel's order of the two (by interface) could differ from ours forever.
+		if a, b := t.Gateways[i-1], t.Gateways[i]; a.Addr == b.Addr && (a.LinkIndex == 0 || a.LinkIndex == b.LinkIndex) {
+			return fmt.Errorf("set route %s: gateway %s twice without an interface of its own for each", p, a.Addr)
+		}
 	}
 	e := entry{t: t}
 	if old, ok := w.desired[p]; ok && old.installed {
@@ -175,7 +243,7 @@ func (w *Writer) Set(p netip.Prefix, t Target) error {
 	return nil
 }
 
-func strictlySorted(gws []netip.Addr) bool {
+func strictlySorted(gws []Gateway) bool {
 	for i := 1; i < len(gws); i++ {
 		if gws[i-1].Compare(gws[i]) >= 0 {
 			return false
@@ -339,9 +407,9 @@ func prefixOf(dst *net.IPNet, fam int) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a, ones).Masked(), true
 }
 
-func gwOf(ip net.IP, linkIndex int) kgw {
+func gwOf(ip net.IP, linkIndex, flags int) kgw {
 	a, _ := netip.AddrFromSlice(ip)
-	return kgw{a.Unmap(), linkIndex}
+	return kgw{a.Unmap(), linkIndex, flags&unix.RTNH_F_ONLINK != 0}
 }
 
 // noteActual records a route of ours the kernel holds for p. With actual unknown (nil: a read
@@ -363,7 +431,7 @@ func krouteOf(e entry) kroute {
 	}
 	k := kroute{gws: make([]kgw, len(e.t.Gateways))}
 	for i, g := range e.t.Gateways {
-		k.gws[i] = kgw{g, 0}
+		k.gws[i] = kgw{g.Addr, g.LinkIndex, g.OnLink}
 		if e.t.Dev != "" {
 			k.gws[i].linkIndex = e.link
 		}
@@ -384,11 +452,11 @@ func fromNetlink(r netlink.Route) kroute {
 	case len(r.MultiPath) > 0:
 		k.gws = make([]kgw, 0, len(r.MultiPath))
 		for _, nh := range r.MultiPath {
-			k.gws = append(k.gws, gwOf(nh.Gw, nh.LinkIndex))
+			k.gws = append(k.gws, gwOf(nh.Gw, nh.LinkIndex, nh.Flags))
 		}
 		slices.SortFunc(k.gws, kgw.compare)
 	case r.Gw != nil:
-		k.gws = []kgw{gwOf(r.Gw, r.LinkIndex)}
+		k.gws = []kgw{gwOf(r.Gw, r.LinkIndex, r.Flags)}
 	default:
 		k.linkIndex = r.LinkIndex
 	}
@@ -409,9 +477,14 @@ func matches(t Target, linkIndex int, k kroute) bool {
 	if len(k.gws) != len(t.Gateways) {
 		return false
 	}
-	// Both are sorted by address (t.Gateways distinct, by Set), so they match pairwise.
+	// Both are sorted by address, then interface (t.Gateways distinct, by Set; a gateway repeated
+	// on several links names each), so they match pairwise.
 	for i, g := range t.Gateways {
-		if k.gws[i].addr != g || (t.Dev != "" && k.gws[i].linkIndex != linkIndex) {
+		want := g.LinkIndex
+		if t.Dev != "" {
+			want = linkIndex
+		}
+		if k.gws[i].addr != g.Addr || k.gws[i].onlink != g.OnLink || (want != 0 && k.gws[i].linkIndex != want) {
 			return false
 		}
 	}
@@ -440,11 +513,19 @@ func (w *Writer) toNetlink(p netip.Prefix, t Target, linkIndex int, r *netlink.R
 		r.LinkIndex = linkIndex
 		r.Scope = netlink.SCOPE_LINK
 	case len(t.Gateways) == 1:
-		r.Gw = net.IP(t.Gateways[0].AsSlice())
-		r.LinkIndex = linkIndex
+		g := t.Gateways[0]
+		r.Gw = net.IP(g.Addr.AsSlice())
+		r.LinkIndex = cmp.Or(g.LinkIndex, linkIndex)
+		if g.OnLink {
+			r.Flags = unix.RTNH_F_ONLINK
+		}
 	default:
 		for _, g := range t.Gateways {
-			r.MultiPath = append(r.MultiPath, &netlink.NexthopInfo{Gw: net.IP(g.AsSlice()), LinkIndex: linkIndex})
+			nh := &netlink.NexthopInfo{Gw: net.IP(g.Addr.AsSlice()), LinkIndex: cmp.Or(g.LinkIndex, linkIndex)}
+			if g.OnLink {
+				nh.Flags = unix.RTNH_F_ONLINK
+			}
+			r.MultiPath = append(r.MultiPath, nh)
 		}
 	}
 	return r

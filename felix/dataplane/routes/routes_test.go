@@ -38,7 +38,7 @@ func TestApplyNoopAndChange(t *testing.T) {
 	mustT(t, w.Set(pfx("198.18.0.5/32"), Target{Dev: "trc0123456789a"}))
 	mustT(t, w.Set(pfx("198.18.0.0/26"), Target{Blackhole: true}))
 	mustT(t, w.Set(pfx("2001:db8:1000::/122"), Target{Blackhole: true}))
-	mustT(t, w.Set(pfx("198.18.1.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.3"), addr("192.0.2.2"), addr("192.0.2.2")}}))
+	mustT(t, w.Set(pfx("198.18.1.0/26"), Target{Gateways: Via(addr("192.0.2.3"), addr("192.0.2.2"), addr("192.0.2.2"))}))
 	mustT(t, w.Apply(ctx))
 	want := []string{
 		"add 198.18.0.0/26 proto 80 blackhole",
@@ -56,7 +56,7 @@ func TestApplyNoopAndChange(t *testing.T) {
 		t.Fatalf("no-op apply/resync made calls: %v", f.calls)
 	}
 	// Changing one route's gateways replaces that route only.
-	mustT(t, w.Set(pfx("198.18.1.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.2")}}))
+	mustT(t, w.Set(pfx("198.18.1.0/26"), Target{Gateways: Via(addr("192.0.2.2"))}))
 	mustT(t, w.Apply(ctx))
 	if diff := cmp.Diff([]string{"replace 198.18.1.0/26 proto 80 via 192.0.2.2"}, f.calls); diff != "" {
 		t.Fatalf("calls (-want +got):\n%s", diff)
@@ -166,7 +166,7 @@ func TestOnlyAdoptedRoutesWaitForSync(t *testing.T) {
 		foreign("198.18.4.0/26", ProtocolTerraceBGP, "192.0.2.9"), // asked for again below
 	}
 	w := newWriter(t, f, ProtocolTerraceBGP)
-	gw := Target{Gateways: []netip.Addr{addr("192.0.2.9")}}
+	gw := Target{Gateways: Via(addr("192.0.2.9"))}
 	mustT(t, w.Set(pfx("198.18.0.0/26"), gw))
 	mustT(t, w.Apply(ctx))
 	mustT(t, w.Set(pfx("198.18.4.0/26"), gw))
@@ -213,8 +213,8 @@ func TestResyncRepairsDrift(t *testing.T) {
 			f := newFakeNetlink()
 			w := newWriter(t, f, ProtocolTerraceBGP)
 			w.SetInSync()
-			mustT(t, w.Set(pfx("198.18.0.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.2")}}))
-			mustT(t, w.Set(pfx("2001:db8:1000::/64"), Target{Gateways: []netip.Addr{addr("2001:db8::3"), addr("2001:db8::2")}}))
+			mustT(t, w.Set(pfx("198.18.0.0/26"), Target{Gateways: Via(addr("192.0.2.2"))}))
+			mustT(t, w.Set(pfx("2001:db8:1000::/64"), Target{Gateways: Via(addr("2001:db8::3"), addr("2001:db8::2"))}))
 			mustT(t, w.Apply(ctx))
 			tc.tamper(f)
 			f.calls = nil
@@ -238,9 +238,16 @@ func TestValidation(t *testing.T) {
 	}{
 		{"198.18.0.0/26", Target{}},
 		{"198.18.0.0/26", Target{Blackhole: true, Dev: "x"}},
-		{"198.18.0.0/26", Target{Gateways: []netip.Addr{addr("2001:db8::1")}}},
-		{"2001:db8::/64", Target{Gateways: []netip.Addr{addr("192.0.2.1")}}},
+		{"198.18.0.0/26", Target{Gateways: Via(addr("2001:db8::1"))}},
+		{"2001:db8::/64", Target{Gateways: Via(addr("192.0.2.1"))}},
 		{"::ffff:198.18.0.1/128", Target{Blackhole: true}},
+		{"2001:db8::/64", Target{Gateways: Via(addr("fe80::1"))}},
+		{"2001:db8::/64", Target{Gateways: []Gateway{{Addr: addr("fe80::1%eth0"), LinkIndex: 2}}}},
+		{"198.18.0.0/26", Target{Gateways: []Gateway{{Addr: addr("192.0.2.1"), OnLink: true}}}},
+		{"198.18.0.0/26", Target{Gateways: []Gateway{{Addr: addr("192.0.2.1"), LinkIndex: -1}}}},
+		{"198.18.0.0/26", Target{Dev: "eth0", Gateways: []Gateway{{Addr: addr("192.0.2.1"), LinkIndex: 2}}}},
+		{"2001:db8::/64", Target{Gateways: []Gateway{{Addr: addr("fe80::1"), LinkIndex: 2}, {Addr: addr("fe80::1"), LinkIndex: 2, OnLink: true}}}},
+		{"198.18.0.0/26", Target{Gateways: []Gateway{{Addr: addr("192.0.2.1")}, {Addr: addr("192.0.2.1"), LinkIndex: 3}}}},
 	}
 	for _, tc := range bad {
 		if err := w.Set(pfx(tc.p), tc.t); err == nil {
@@ -256,7 +263,7 @@ func TestValidation(t *testing.T) {
 // interface of every gateway route; it only counts when the target named a device.
 func TestMatches(t *testing.T) {
 	a, b := addr("192.0.2.2"), addr("192.0.2.3")
-	gw := func(x netip.Addr, idx int) kgw { return kgw{x, idx} }
+	gw := func(x netip.Addr, idx int) kgw { return kgw{addr: x, linkIndex: idx} }
 	cases := []struct {
 		name string
 		t    Target
@@ -264,19 +271,26 @@ func TestMatches(t *testing.T) {
 		k    kroute
 		want bool
 	}{
-		{"one gateway, kernel names its interface", Target{Gateways: []netip.Addr{a}}, 0, kroute{gws: []kgw{gw(a, 4)}}, true},
-		{"other gateway", Target{Gateways: []netip.Addr{a}}, 0, kroute{gws: []kgw{gw(b, 4)}}, false},
-		{"gateway via the named device", Target{Dev: "d", Gateways: []netip.Addr{a}}, 4, kroute{gws: []kgw{gw(a, 4)}}, true},
-		{"gateway via another device", Target{Dev: "d", Gateways: []netip.Addr{a}}, 5, kroute{gws: []kgw{gw(a, 4)}}, false},
-		{"ECMP same set", Target{Gateways: []netip.Addr{a, b}}, 0, kroute{gws: []kgw{gw(a, 4), gw(b, 4)}}, true},
-		{"ECMP one missing", Target{Gateways: []netip.Addr{a, b}}, 0, kroute{gws: []kgw{gw(a, 4)}}, false},
-		{"ECMP same gateway twice in the kernel", Target{Gateways: []netip.Addr{a, b}}, 0, kroute{gws: []kgw{gw(a, 4), gw(a, 5)}}, false},
+		{"one gateway, kernel names its interface", Target{Gateways: Via(a)}, 0, kroute{gws: []kgw{gw(a, 4)}}, true},
+		{"other gateway", Target{Gateways: Via(a)}, 0, kroute{gws: []kgw{gw(b, 4)}}, false},
+		{"gateway via the named device", Target{Dev: "d", Gateways: Via(a)}, 4, kroute{gws: []kgw{gw(a, 4)}}, true},
+		{"gateway via another device", Target{Dev: "d", Gateways: Via(a)}, 5, kroute{gws: []kgw{gw(a, 4)}}, false},
+		{"ECMP same set", Target{Gateways: Via(a, b)}, 0, kroute{gws: []kgw{gw(a, 4), gw(b, 4)}}, true},
+		{"ECMP one missing", Target{Gateways: Via(a, b)}, 0, kroute{gws: []kgw{gw(a, 4)}}, false},
+		{"ECMP same gateway twice in the kernel", Target{Gateways: Via(a, b)}, 0, kroute{gws: []kgw{gw(a, 4), gw(a, 5)}}, false},
 		{"device route", Target{Dev: "d"}, 7, kroute{linkIndex: 7}, true},
 		{"device route, other device", Target{Dev: "d"}, 7, kroute{linkIndex: 8}, false},
 		{"device route, kernel has a gateway", Target{Dev: "d"}, 7, kroute{linkIndex: 7, gws: []kgw{gw(a, 7)}}, false},
 		{"blackhole", Target{Blackhole: true}, 0, kroute{blackhole: true}, true},
 		{"blackhole wanted, gateway route there", Target{Blackhole: true}, 0, kroute{gws: []kgw{gw(a, 4)}}, false},
-		{"gateway wanted, blackhole there", Target{Gateways: []netip.Addr{a}}, 0, kroute{blackhole: true}, false},
+		{"gateway wanted, blackhole there", Target{Gateways: Via(a)}, 0, kroute{blackhole: true}, false},
+		{"gateway pinned to its link", Target{Gateways: []Gateway{{Addr: a, LinkIndex: 4}}}, 0, kroute{gws: []kgw{gw(a, 4)}}, true},
+		{"gateway pinned, kernel on another link", Target{Gateways: []Gateway{{Addr: a, LinkIndex: 4}}}, 0, kroute{gws: []kgw{gw(a, 5)}}, false},
+		{"onlink wanted, kernel's is not", Target{Gateways: []Gateway{{Addr: a, LinkIndex: 4, OnLink: true}}}, 0, kroute{gws: []kgw{gw(a, 4)}}, false},
+		{"onlink both", Target{Gateways: []Gateway{{Addr: a, LinkIndex: 4, OnLink: true}}}, 0, kroute{gws: []kgw{{addr: a, linkIndex: 4, onlink: true}}}, true},
+		{"kernel's onlink, not wanted", Target{Gateways: Via(a)}, 0, kroute{gws: []kgw{{addr: a, linkIndex: 4, onlink: true}}}, false},
+		{"one router on two links", Target{Gateways: []Gateway{{Addr: a, LinkIndex: 4}, {Addr: a, LinkIndex: 5}}}, 0, kroute{gws: []kgw{gw(a, 4), gw(a, 5)}}, true},
+		{"one router on two links, one link differs", Target{Gateways: []Gateway{{Addr: a, LinkIndex: 4}, {Addr: a, LinkIndex: 6}}}, 0, kroute{gws: []kgw{gw(a, 4), gw(a, 5)}}, false},
 	}
 	for _, c := range cases {
 		if got := matches(c.t, c.link, c.k); got != c.want {
@@ -313,7 +327,7 @@ func TestOwnRouteHoldingTheKey(t *testing.T) {
 			w := newWriter(t, f, ProtocolTerraceBGP)
 			mustT(t, w.Apply(ctx)) // the writer has read an empty table
 			f.routes = append(f.routes, tc.inKernel)
-			mustT(t, w.Set(pfx("198.18.1.0/26"), Target{Gateways: []netip.Addr{addr("192.0.2.2")}}))
+			mustT(t, w.Set(pfx("198.18.1.0/26"), Target{Gateways: Via(addr("192.0.2.2"))}))
 			mustT(t, w.Apply(ctx))
 			if got := len(w.Conflicts()) > 0; got != tc.wantConflict {
 				t.Fatalf("conflict %v, want %v (calls %v)", got, tc.wantConflict, f.calls)
@@ -337,7 +351,7 @@ func TestInstalledEntryTransitions(t *testing.T) {
 	gw := func(a ...string) Target {
 		var t Target
 		for _, s := range a {
-			t.Gateways = append(t.Gateways, addr(s))
+			t.Gateways = append(t.Gateways, Gateway{Addr: addr(s)})
 		}
 		return t
 	}
@@ -394,7 +408,7 @@ func TestInstalledEntryTransitions(t *testing.T) {
 // EEXIST) the writer knows nothing of the kernel; changing, deleting or re-checking an installed
 // route then must neither crash nor lose the change: the next Apply reads the table and acts.
 func TestFailedReadThenChanges(t *testing.T) {
-	gw := func(a string) Target { return Target{Gateways: []netip.Addr{addr(a)}} }
+	gw := func(a string) Target { return Target{Gateways: Via(addr(a))} }
 	a, b, c := pfx("198.18.1.0/26"), pfx("198.18.2.0/26"), pfx("198.18.0.5/32")
 	f := newFakeNetlink()
 	f.links["trc0123456789a"] = 7
@@ -440,7 +454,7 @@ func TestUnansweredBatchReadAgain(t *testing.T) {
 	mustT(t, err)
 	w.SetInSync()
 	p := pfx("198.18.1.0/26")
-	mustT(t, w.Set(p, Target{Gateways: []netip.Addr{addr("192.0.2.2")}}))
+	mustT(t, w.Set(p, Target{Gateways: Via(addr("192.0.2.2"))}))
 	// The read that follows finds the route as desired, so this Apply may well succeed.
 	_ = w.Apply(ctx)
 	w.Delete(p)
@@ -458,7 +472,7 @@ func TestUnansweredBatchReadAgain(t *testing.T) {
 // route in the kernel is kept when no longer asked for, until SetInSync, unless it was asked for
 // again in the meantime.
 func TestUnsyncHoldsRoutes(t *testing.T) {
-	gw := Target{Gateways: []netip.Addr{addr("192.0.2.2")}}
+	gw := Target{Gateways: Via(addr("192.0.2.2"))}
 	a, b := pfx("198.18.1.0/26"), pfx("198.18.2.0/26")
 	f := newFakeNetlink()
 	w := newWriter(t, f, ProtocolTerraceBGP)

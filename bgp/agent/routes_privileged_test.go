@@ -1,0 +1,64 @@
+package agent
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/terracenet/terrace/felix/dataplane/routes"
+	"github.com/terracenet/terrace/internal/nstest"
+)
+
+// TestRealUnderlayGateways resolves learned routes through underlays the kernel answers with
+// gateways that need their link: an IPv6 default via link-local routers (one address on two
+// links, as unnumbered ToRs give) and an IPv4 route via an onlink gateway. The real resolver and
+// writer run in a fresh namespace; the kernel must hold every route, each through the same
+// hops as the underlay's.
+func TestRealUnderlayGateways(t *testing.T) {
+	ns := nstest.New(t)
+	for _, c := range [][]string{
+		{"ip", "link", "add", "under0", "type", "veth", "peer", "name", "tor0"},
+		{"ip", "link", "add", "under1", "type", "veth", "peer", "name", "tor1"},
+		{"ip", "link", "set", "under0", "up"},
+		{"ip", "link", "set", "tor0", "up"},
+		{"ip", "link", "set", "under1", "up"},
+		{"ip", "link", "set", "tor1", "up"},
+		{"ip", "-6", "route", "add", "2001:db8:3::/48", "nexthop", "via", "fe80::1", "dev", "under0", "nexthop", "via", "fe80::1", "dev", "under1"},
+		{"ip", "-6", "route", "add", "2001:db8:2::/48", "via", "fe80::2", "dev", "under1"},
+		{"ip", "route", "add", "198.51.100.64/26", "via", "192.0.2.77", "dev", "under0", "onlink"},
+	} {
+		nstest.Run(t, ns, c...)
+	}
+	_, h := nstest.Handle(t, ns)
+	w, err := routes.New(h, routes.Config{Protocol: routes.ProtocolTerraceBGP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, st := newTestProgrammer(w, h)
+	st.deliver(p, map[netip.Prefix][]netip.Addr{
+		netip.MustParsePrefix("2001:db8:1000::/122"):   addrs("2001:db8:3::9"),
+		netip.MustParsePrefix("2001:db8:1000::40/122"): addrs("2001:db8:2::9"),
+		netip.MustParsePrefix("198.18.0.0/26"):         addrs("198.51.100.70"),
+	}, true)
+	p.sync(t.Context(), true)
+	if st := p.Stats(); st.LastError != "" || st.Installed != 3 || st.Unresolved != 0 {
+		t.Errorf("stats = %+v, want 3 installed, none unresolved, no error", st)
+	}
+	var got []string
+	for _, fam := range []string{"-4", "-6"} {
+		out := nstest.Run(t, ns, "ip", fam, "-o", "route", "show", "proto", "81")
+		got = append(got, strings.Join(strings.Fields(out), " "))
+	}
+	all := strings.Join(got, "\n")
+	for _, want := range []string{
+		"198.18.0.0/26 via 192.0.2.77 dev under0 onlink",
+		"2001:db8:1000::/122",
+		"nexthop via fe80::1 dev under0 weight 1",
+		"nexthop via fe80::1 dev under1 weight 1",
+		"2001:db8:1000::40/122 via fe80::2 dev under1",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("routes lack %q:\n%s", want, all)
+		}
+	}
+}
