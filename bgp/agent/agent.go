@@ -69,6 +69,11 @@ type Config struct {
 	// kernel flushed with a link that went down come back within a second, not at the resync;
 	// nil: only the resync repairs them.
 	UnderlayEvents <-chan string
+	// UnderlayRoutes signals changes of routes that are not Terrace's (SubscribeUnderlayRoutes):
+	// learned next hops resolve through them, so a gateway the underlay dropped (a ToR gone while
+	// its link stays up) leaves the learned routes within a few seconds, not at the resync; nil:
+	// only the resync follows them.
+	UnderlayRoutes <-chan struct{}
 	// Publish receives status updates (terrace-node's StatusBoard); nil discards.
 	Publish func(Status)
 	Logger  *slog.Logger
@@ -142,6 +147,7 @@ func New(cfg Config) (*Agent, error) {
 	a.in = newInputs(cfg.NodeName, cfg.Logger, a.poke)
 	a.prog = newProgrammer(cfg.Writer, cfg.Netlink, a.learnedNow, cfg.Logger)
 	a.prog.underlay = cfg.UnderlayEvents
+	a.prog.underlayRoutes = cfg.UnderlayRoutes
 	return a, nil
 }
 

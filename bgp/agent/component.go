@@ -53,8 +53,13 @@ func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 		// Routes flushed with a link that went down then come back at the resync.
 		log.Warn("no link updates for the bgp route writer", "err", err)
 	}
+	underlayRoutes, err := SubscribeUnderlayRoutes(ctx, log)
+	if err != nil {
+		log.Warn("no route updates for the bgp next-hop resolver; underlay route changes are followed at the resync", "err", err)
+	}
 	a, err := New(Config{
 		UnderlayEvents: underlay,
+		UnderlayRoutes: underlayRoutes,
 		NodeName:       env.Node.Metadata.Name,
 		Client:         env.Client,
 		StateDir:       c.cfg.StateDir,

@@ -62,6 +62,9 @@ type programmer struct {
 	// underlay reports that a host interface (not a workload's) changed state: a link that went
 	// down took its routes with it, and the kernel says nothing of that.
 	underlay <-chan string
+	// underlayRoutes signals that a route not of ours changed in the main table: next hops may
+	// resolve through other gateways now.
+	underlayRoutes <-chan struct{}
 
 	// learnedNow returns every learned route as the speaker holds it now, for the passes that
 	// resolve all of them again (a resync, an underlay change). The programmer keeps no copy:
@@ -140,9 +143,9 @@ func (p *programmer) run(ctx context.Context, resync time.Duration, mayDelete fu
 	defer rt.Stop()
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
-	underlayC := p.underlay
-	underlayChanged := false
-	var underlayAt, unresolvedAt time.Time
+	underlayC, routesC := p.underlay, p.underlayRoutes
+	underlayChanged, routesChanged := false, false
+	var underlayAt, unresolvedAt, routesAt time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -153,6 +156,12 @@ func (p *programmer) run(ctx context.Context, resync time.Duration, mayDelete fu
 				continue
 			}
 			underlayChanged = true // handled at the next poll, so a flapping link costs one pass a second
+		case _, ok := <-routesC:
+			if !ok {
+				routesC = nil
+				continue
+			}
+			routesChanged = true
 		case <-p.kickC:
 			p.sync(ctx, false)
 		case <-rt.C:
@@ -169,6 +178,14 @@ func (p *programmer) run(ctx context.Context, resync time.Duration, mayDelete fu
 				if err := p.w.Resync(ctx); err != nil {
 					p.log.Warn("bgp route resync after an underlay change failed", "err", err)
 				}
+				p.sync(ctx, true)
+				continue
+			}
+			if routesChanged && time.Since(routesAt) >= underlayRoutesEvery {
+				// Resolve every learned next hop again; our routes are where they were, so no
+				// read-back. A daemon churning its routes costs one pass per underlayRoutesEvery.
+				routesChanged, routesAt, unresolvedAt = false, time.Now(), time.Now()
+				p.log.Debug("underlay routes changed: resolving learned next hops again")
 				p.sync(ctx, true)
 				continue
 			}
@@ -323,6 +340,11 @@ func (p *programmer) noteLookupKept() {
 		p.lookupKept = 0
 	}
 }
+
+// underlayRoutesEvery is the least time between two passes that resolve every learned route
+// again because the underlay's routes changed: the first change after a quiet spell is followed
+// at the next poll (within a second), a stream of them every 2 s.
+const underlayRoutesEvery = 2 * time.Second
 
 // unresolvedRetry is how often learned routes whose next hop was unreachable are resolved again
 // when nothing else happens.

@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"context"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/terracenet/terrace/felix/dataplane/routes"
 	"github.com/terracenet/terrace/internal/nstest"
@@ -61,4 +64,65 @@ func TestRealUnderlayGateways(t *testing.T) {
 			t.Errorf("routes lack %q:\n%s", want, all)
 		}
 	}
+}
+
+// TestRealUnderlayRouteChange runs the programmer with a real subscription to route changes: the
+// underlay's ECMP default loses a gateway while the link stays up (a ToR gone), then goes, then
+// comes back. The learned route must follow each change within a few seconds, with the resync an
+// hour away.
+func TestRealUnderlayRouteChange(t *testing.T) {
+	ns := nstest.New(t)
+	for _, c := range [][]string{
+		{"ip", "link", "add", "under0", "type", "veth", "peer", "name", "tor0"},
+		{"ip", "link", "set", "under0", "up"},
+		{"ip", "link", "set", "tor0", "up"},
+		{"ip", "addr", "add", "192.0.2.1/24", "dev", "under0"},
+		{"ip", "route", "add", "default", "nexthop", "via", "192.0.2.2", "nexthop", "via", "192.0.2.3"},
+	} {
+		nstest.Run(t, ns, c...)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	_, h := nstest.Handle(t, ns)
+	w, err := routes.New(h, routes.Config{Protocol: routes.ProtocolTerraceBGP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, st := newTestProgrammer(w, h)
+	if err := nstest.Do(t, ns, func() (err error) {
+		p.underlayRoutes, err = SubscribeUnderlayRoutes(ctx, slog.New(slog.DiscardHandler))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.run(ctx, time.Hour, func() bool { return true })
+	}()
+	defer func() { cancel(); <-done }()
+	st.deliver(p, map[netip.Prefix][]netip.Addr{netip.MustParsePrefix("198.18.0.0/26"): addrs("198.51.100.9")}, true)
+
+	learned := func() string {
+		return strings.Join(strings.Fields(nstest.Run(t, ns, "ip", "route", "show", "198.18.0.0/26", "proto", "81")), " ")
+	}
+	expect := func(what string, ok func(string) bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !ok(learned()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 5 s; route now: %q", what, learned())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	expect("through both gateways", func(s string) bool {
+		return strings.Contains(s, "nexthop via 192.0.2.2") && strings.Contains(s, "nexthop via 192.0.2.3")
+	})
+	nstest.Run(t, ns, "ip", "route", "replace", "default", "via", "192.0.2.3")
+	expect("through the gateway left", func(s string) bool { return strings.Contains(s, "198.18.0.0/26 via 192.0.2.3") })
+	nstest.Run(t, ns, "ip", "route", "del", "default")
+	expect("gone with the default route", func(s string) bool { return s == "" })
+	nstest.Run(t, ns, "ip", "route", "add", "default", "via", "192.0.2.2")
+	expect("back through the new gateway", func(s string) bool { return strings.Contains(s, "198.18.0.0/26 via 192.0.2.2") })
 }

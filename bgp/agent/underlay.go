@@ -7,7 +7,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/terracenet/terrace/felix/dataplane/routes"
 	"github.com/terracenet/terrace/internal/linkwatch"
+	"github.com/terracenet/terrace/internal/routewatch"
 )
 
 // SubscribeUnderlay reports every state change of an interface of the caller's network namespace
@@ -17,4 +19,11 @@ func SubscribeUnderlay(ctx context.Context, log *slog.Logger) (<-chan string, er
 	return linkwatch.Subscribe(ctx, nil, 1, func(name string, msgType uint16) bool {
 		return (msgType == unix.RTM_NEWLINK || msgType == unix.RTM_DELLINK) && !strings.HasPrefix(name, "trc")
 	}, log)
+}
+
+// SubscribeUnderlayRoutes signals changes of the main table's routes other than Terrace's own
+// (protocols 80 and 81, filtered in the kernel, so 100k learned routes going in cost nothing):
+// what Config.UnderlayRoutes wants.
+func SubscribeUnderlayRoutes(ctx context.Context, log *slog.Logger) (<-chan struct{}, error) {
+	return routewatch.Subscribe(ctx, []uint8{uint8(routes.ProtocolTerrace), uint8(routes.ProtocolTerraceBGP)}, log)
 }

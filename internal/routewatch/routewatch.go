@@ -1,0 +1,115 @@
+// Package routewatch reports that routes of the main table changed, made by anyone but the
+// caller: the bgp agent resolves learned next hops through the underlay's routes, and must follow
+// them as BIRD follows recursive next hops. It owns one netlink route subscription per call,
+// filtered in the kernel, and must never change anything or import anything of Terrace's.
+package routewatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Offsets of the rtmsg fields the filter reads, after the 16-byte nlmsghdr.
+const (
+	offTable    = unix.SizeofNlMsghdr + 4
+	offProtocol = unix.SizeofNlMsghdr + 5
+)
+
+// program is the socket filter: keep a route message of the main table whose protocol is not one
+// of ignore, drop every other. The kernel sends each route notification in a buffer of its own, so
+// the filter sees one message at a time; dropped ones never fill the socket's buffer, which is
+// what keeps a burst of the caller's own routes (100k learned at once) from overrunning it.
+func program(ignore []uint8) []unix.SockFilter {
+	n := len(ignore)
+	// 0 ld table; 1 jeq main; 2 ld protocol; 3..3+n-1 jeq ignored; 3+n accept; 4+n drop.
+	drop := uint8(n + 4)
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: offTable},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.RT_TABLE_MAIN, Jt: 0, Jf: drop - 2},
+		{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: offProtocol},
+	}
+	for i, p := range ignore {
+		at := uint8(3 + i)
+		prog = append(prog, unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(p), Jt: drop - at - 1})
+	}
+	return append(prog,
+		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
+		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: 0},
+	)
+}
+
+// Subscribe signals whenever a route of the main table of the caller's network namespace (the
+// calling thread's, when the socket is made) changes, IPv4 or IPv6, unless its protocol is one of
+// ignore. Signals coalesce: the channel holds one, and a reader sees at least one signal after
+// any change. An overrun of the socket's buffer signals too (something may have changed). The
+// channel closes when ctx is done, or when receiving fails otherwise (logged).
+func Subscribe(ctx context.Context, ignore []uint8, log *slog.Logger) (<-chan struct{}, error) {
+	if len(ignore) > 200 {
+		return nil, fmt.Errorf("subscribe to route changes: %d protocols to ignore, at most 200", len(ignore))
+	}
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to route changes: open netlink socket: %w", err)
+	}
+	prog := program(ignore)
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("subscribe to route changes: attach filter: %w", err)
+	}
+	// A larger buffer makes overruns rarer; they are harmless (a signal), only wasteful.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV6_ROUTE}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("subscribe to route changes: bind: %w", err)
+	}
+	// Through the runtime's poller, so that closing the file ends a pending read.
+	f := os.NewFile(uintptr(fd), "netlink-route-watch")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("subscribe to route changes: %w", err)
+	}
+	out := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { f.Close() })
+	go func() {
+		defer close(out)
+		defer stop()
+		defer f.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			var n int
+			var rerr error
+			err := rc.Read(func(fd uintptr) bool {
+				n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
+				return !errors.Is(rerr, unix.EAGAIN)
+			})
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				log.Warn("route subscription closed; underlay route changes are followed at the resync only", "err", err)
+				return
+			case errors.Is(rerr, unix.ENOBUFS):
+				signal()
+			case rerr != nil:
+				log.Warn("route subscription failed; underlay route changes are followed at the resync only", "err", rerr)
+				return
+			case n > 0:
+				signal()
+			}
+		}
+	}()
+	return out, nil
+}
