@@ -37,6 +37,8 @@ type RouteWriter interface {
 	Prefixes() []netip.Prefix
 	// Conflicts are the prefixes another protocol's route keeps out of the kernel.
 	Conflicts() []netip.Prefix
+	// Installed counts the desired routes the kernel holds.
+	Installed() int
 	Apply(ctx context.Context) error
 	Resync(ctx context.Context) error
 	SetInSync()
@@ -56,8 +58,10 @@ type programmer struct {
 	pendingFull bool                          // pending is a whole table
 	kickC       chan struct{}
 	stats       RouteStats
-	applied     bool // an Apply has happened since start
-	retry       bool // the last pass left routes out (an error or a conflict): apply again at the poll
+	applied     bool          // an Apply has happened since start
+	retry       bool          // the last pass left routes out (an error or a conflict): apply again at the poll
+	retryEvery  time.Duration // the wait before that; doubles while passes keep failing
+	retryAt     time.Time
 	relearn     bool // the speaker was replaced: hold deletions until in sync again
 	// underlay reports that a host interface (not a workload's) changed state: a link that went
 	// down took its routes with it, and the kernel says nothing of that.
@@ -199,7 +203,7 @@ func (p *programmer) run(ctx context.Context, resync time.Duration, mayDelete fu
 				unresolvedAt = time.Now()
 				p.resolveAgain(ctx)
 			}
-			if p.retry {
+			if p.retry && !time.Now().Before(p.retryAt) {
 				// A route refused or held back by another protocol's (felix's blackhole of a
 				// block this host just gave up, say) goes in within a second, not at the resync.
 				p.sync(ctx, false)
@@ -308,9 +312,17 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 func (p *programmer) record(err error) {
 	conflicts := p.w.Conflicts()
 	p.retry = err != nil || len(conflicts) > 0
+	if p.retry {
+		// A route the kernel keeps refusing (or another protocol keeps holding) is asked again
+		// after 1, 2, 4 … 30 s, not every second for ever; a pass that goes through resets it.
+		p.retryEvery = min(max(2*p.retryEvery, retryFirst), retryMax)
+		p.retryAt = time.Now().Add(p.retryEvery)
+	} else {
+		p.retryEvery = 0
+	}
 	p.mu.Lock()
 	p.applied = true
-	p.stats = RouteStats{Learned: p.w.Len() + len(p.unresolved), Installed: p.w.Len() - len(conflicts), Unresolved: len(p.unresolved),
+	p.stats = RouteStats{Learned: p.w.Len() + len(p.unresolved), Installed: p.w.Installed(), Unresolved: len(p.unresolved),
 		InSync: p.inSync, LastApply: time.Now()}
 	if err != nil {
 		p.stats.LastError = brief(err)
@@ -340,6 +352,12 @@ func (p *programmer) noteLookupKept() {
 		p.lookupKept = 0
 	}
 }
+
+// retryFirst and retryMax bound the wait before a pass that left routes out is tried again.
+const (
+	retryFirst = time.Second
+	retryMax   = 30 * time.Second
+)
 
 // underlayRoutesEvery is the least time between two passes that resolve every learned route
 // again because the underlay's routes changed: the first change after a quiet spell is followed

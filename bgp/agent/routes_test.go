@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,7 +55,8 @@ type fakeWriter struct {
 	deletes   int
 	applies   int
 	inSync    bool
-	conflicts []netip.Prefix // what Conflicts reports
+	conflicts []netip.Prefix        // what Conflicts reports
+	failing   map[netip.Prefix]bool // Apply fails for these while they are desired
 	resyncs   int
 }
 
@@ -84,7 +86,13 @@ func (f *fakeWriter) Apply(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.applies++
-	return nil
+	var errs []error
+	for p := range f.failing {
+		if _, ok := f.desired[p]; ok {
+			errs = append(errs, fmt.Errorf("add route %s: invalid argument", p))
+		}
+	}
+	return errors.Join(errs...)
 }
 func (f *fakeWriter) Conflicts() []netip.Prefix {
 	f.mu.Lock()
@@ -97,6 +105,19 @@ func (f *fakeWriter) applyCount() int {
 	return f.applies
 }
 func (f *fakeWriter) Desired(p netip.Prefix) (routes.Target, bool) { return f.get(p) }
+
+// Installed counts every desired route but those in conflict and those failing.
+func (f *fakeWriter) Installed() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := len(f.desired) - len(f.conflicts)
+	for p := range f.failing {
+		if _, ok := f.desired[p]; ok {
+			n--
+		}
+	}
+	return n
+}
 func (f *fakeWriter) Unsync() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -534,5 +555,42 @@ func TestSpeakerReplacedHoldsRoutes(t *testing.T) {
 	p.sync(ctx, false)
 	if p.inSync || w.inSync {
 		t.Fatalf("after the speaker was replaced: programmer in sync %v, writer in sync %v; want neither", p.inSync, w.inSync)
+	}
+}
+
+// TestProgrammerBacksOff: a route the kernel keeps refusing is asked again after 1, 2, 4 … s, not
+// every second; the status counts it learned but not installed and says why; a pass that goes
+// through ends the back-off.
+func TestProgrammerBacksOff(t *testing.T) {
+	w := newFakeWriter()
+	bad, good := netip.MustParsePrefix("198.18.1.0/26"), netip.MustParsePrefix("198.18.2.0/26")
+	w.failing = map[netip.Prefix]bool{bad: true}
+	p, st := newTestProgrammer(w, underlay())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { p.run(ctx, 3600e9, func() bool { return false }); close(done) }()
+	defer func() { cancel(); <-done }()
+	st.deliver(p, map[netip.Prefix][]netip.Addr{bad: addrs("192.0.2.2"), good: addrs("192.0.2.2")}, true)
+	waitFor(t, func() bool { return p.appliedOnce() })
+	first := w.applyCount()
+	time.Sleep(6500 * time.Millisecond)
+	// Every second would be 6 more; 1, 2 then 4 s apart is 2 or 3.
+	if n := w.applyCount() - first; n < 2 || n > 3 {
+		t.Errorf("%d applies in 6.5 s of a failing route, want 2 or 3 (1 s, 2 s, 4 s apart)", n)
+	}
+	if s := p.Stats(); s.Learned != 2 || s.Installed != 1 || !strings.Contains(s.LastError, bad.String()) {
+		t.Errorf("stats = %+v, want 2 learned, 1 installed, an error naming %s", s, bad)
+	}
+	w.mu.Lock()
+	w.failing = nil
+	w.mu.Unlock()
+	// A new delivery applies at once, whatever the back-off, and its success ends it.
+	st.deliver(p, map[netip.Prefix][]netip.Addr{netip.MustParsePrefix("198.18.3.0/26"): addrs("192.0.2.2")}, false)
+	waitFor(t, func() bool { s := p.Stats(); return s.Installed == 3 && s.LastError == "" })
+	n := w.applyCount()
+	time.Sleep(1500 * time.Millisecond)
+	if got := w.applyCount(); got != n {
+		t.Errorf("%d applies after everything went in", got-n)
 	}
 }

@@ -322,6 +322,18 @@ func (w *Writer) Pending() []netip.Prefix { return sortedPrefixes(w.pending) }
 // key; Terrace never overrides another owner's route.
 func (w *Writer) Conflicts() []netip.Prefix { return sortedPrefixes(w.conflicts) }
 
+// Installed counts the desired routes the kernel holds as desired, as far as the writer knows:
+// not those refused, held back by another protocol's route, or waiting for their device.
+func (w *Writer) Installed() int {
+	n := 0
+	for _, e := range w.desired {
+		if e.installed {
+			n++
+		}
+	}
+	return n
+}
+
 func sortedPrefixes(m map[netip.Prefix]bool) []netip.Prefix {
 	out := slices.AppendSeq(make([]netip.Prefix, 0, len(m)), maps.Keys(m))
 	slices.SortFunc(out, func(a, b netip.Prefix) int {
