@@ -617,3 +617,59 @@ func TestReflectorStops(t *testing.T) {
 		})
 	}
 }
+
+// TestPeersSynced: with graceful restart on both sides a peer says when it has sent everything
+// (End-of-RIB), and PeersSynced turns true once every configured peer has; a peer without
+// graceful restart never says so, nor does a configured peer that is down.
+func TestPeersSynced(t *testing.T) {
+	gr := func(p Peer) Peer {
+		p.GracefulRestart = GracefulRestart{Enabled: true, RestartTime: 60}
+		return p
+	}
+	synced := func(s *testSpeaker) bool {
+		t.Helper()
+		ok, err := s.PeersSynced(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	t.Run("graceful restart", func(t *testing.T) {
+		a := startSpeaker(t, addrA, asn, freePort(t, addrA), nil)
+		b := startSpeaker(t, addrB, asn, freePort(t, addrB), nil)
+		advertise(t, b, map[netip.Prefix]Advert{pfx("198.18.0.64/26"): {}})
+		if synced(a) {
+			t.Error("synced with no peers configured")
+		}
+		setPeers(t, a, gr(peerOf(a, b)))
+		if synced(a) {
+			t.Error("synced before the session is up")
+		}
+		setPeers(t, b, gr(peerOf(b, a)))
+		deadline := time.Now().Add(20 * time.Second)
+		for !synced(a) {
+			if time.Now().After(deadline) {
+				t.Fatalf("not synced within 20 s; peer: %+v", statusOf(t, a, addrB))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		// Sent before its End-of-RIB, the peer's prefix is already learned.
+		a.sink.waitFor(t, time.Second, "b's prefix", func(m map[netip.Prefix][]netip.Addr) bool { return len(m[pfx("198.18.0.64/26")]) > 0 })
+		// A second peer that never comes up holds it back.
+		setPeers(t, a, gr(peerOf(a, b)), gr(Peer{Address: addrC, Port: freePort(t, addrC), ASN: asn, SourceAddress: addrA}))
+		if synced(a) {
+			t.Error("synced with a configured peer down")
+		}
+	})
+	t.Run("no graceful restart", func(t *testing.T) {
+		a := startSpeaker(t, addrA, asn, freePort(t, addrA), nil)
+		b := startSpeaker(t, addrB, asn, freePort(t, addrB), nil)
+		setPeers(t, a, peerOf(a, b))
+		setPeers(t, b, peerOf(b, a))
+		waitEstablished(t, a, addrB)
+		time.Sleep(time.Second)
+		if synced(a) {
+			t.Error("synced with a peer that cannot say it has sent everything")
+		}
+	})
+}

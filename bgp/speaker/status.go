@@ -139,3 +139,64 @@ func (s *Speaker) advStale(got map[netip.Addr]*api.Peer) bool {
 // or whom it offers it to has changed.
 // It never waits for a count in progress: callers hold s.mu.
 func (s *Speaker) forgetAdvertised() { s.advGen.Add(1) }
+
+// PeersSynced reports whether every configured peer has sent its whole table: each session is
+// established, negotiated graceful restart (the only way a peer says it is done: RFC 4724's
+// End-of-RIB, which GoBGP sends and expects only then) and has sent End-of-RIB for every family
+// it restarts gracefully. No peers, or one without graceful restart, is false: only a timer can
+// tell then.
+func (s *Speaker) PeersSynced(ctx context.Context) (bool, error) {
+	s.mu.Lock()
+	if !s.started {
+		s.mu.Unlock()
+		return false, errors.New("peers synced: speaker not started")
+	}
+	srv := s.srv
+	want := make(map[netip.Addr]bool, len(s.peers))
+	for a := range s.peers {
+		want[a] = false
+	}
+	s.mu.Unlock()
+	if len(want) == 0 {
+		return false, nil
+	}
+	err := srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+		a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
+		if err != nil {
+			return
+		}
+		a = a.Unmap()
+		if _, ok := want[a]; ok {
+			want[a] = endOfRIB(p)
+		}
+	})
+	if err != nil {
+		return false, fmt.Errorf("peers synced: list peers: %w", err)
+	}
+	for _, done := range want {
+		if !done {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// endOfRIB reports whether an established peer has sent End-of-RIB for every family both sides
+// restart gracefully, and there is at least one.
+func endOfRIB(p *api.Peer) bool {
+	if p.GetState().GetSessionState() != api.PeerState_ESTABLISHED {
+		return false
+	}
+	gr := 0
+	for _, af := range p.GetAfiSafis() {
+		st := af.GetMpGracefulRestart().GetState()
+		if !st.GetEnabled() || !st.GetReceived() {
+			continue
+		}
+		gr++
+		if !st.GetEndOfRibReceived() {
+			return false
+		}
+	}
+	return gr > 0
+}
