@@ -88,16 +88,13 @@ type Agent struct {
 	prog      *programmer
 	kick      chan struct{}
 
-	mu      sync.Mutex
-	sp      *speaker.Speaker
-	global  speaker.Global
-	started time.Time
-	lastErr string
-	// syncedAt is when every peer was first seen to have sent its whole table for the speaker
-	// that started at syncedFor. Only the programmer's run goroutine (mayDeleteRoutes) uses it.
-	syncedAt, syncedFor time.Time
-	warnings            []string
-	advert              int
+	mu       sync.Mutex
+	sp       *speaker.Speaker
+	global   speaker.Global
+	started  time.Time
+	lastErr  string
+	warnings []string
+	advert   int
 }
 
 // New checks cfg and builds an agent.
@@ -208,7 +205,7 @@ func (a *Agent) learnedNow() map[netip.Prefix][]netip.Addr {
 
 // mayDeleteRoutes says when stale protocol-81 routes may go: the datastore is in sync, the
 // speaker runs, and peers have sent their routes again: every one said so (End-of-RIB, with
-// graceful restart) a second ago, or they have had SyncGrace.
+// graceful restart) and what it sent has reached the programmer, or they have had SyncGrace.
 func (a *Agent) mayDeleteRoutes() bool {
 	a.mu.Lock()
 	started, sp := a.started, a.sp
@@ -219,30 +216,15 @@ func (a *Agent) mayDeleteRoutes() bool {
 	if time.Since(started) >= a.cfg.SyncGrace {
 		return true
 	}
-	if !a.syncedFor.Equal(started) {
-		a.syncedAt, a.syncedFor = time.Time{}, started
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if ok, err := sp.PeersSynced(ctx); err != nil || !ok {
-		a.syncedAt = time.Time{}
-		return false
-	}
-	if a.syncedAt.IsZero() {
-		a.syncedAt = time.Now()
-	}
-	// The speaker hands routes on behind GoBGP's End-of-RIB bookkeeping: a second lets what
-	// came before it reach the programmer, so no live route is deleted and added back.
-	if time.Since(a.syncedAt) < endOfRIBSettle {
 		return false
 	}
 	a.log.Info("every bgp peer has sent End-of-RIB; stale routes need not wait for the sync grace",
 		"after", time.Since(started).Round(time.Millisecond))
 	return true
 }
-
-// endOfRIBSettle is how long every peer must have been seen synced before stale routes go.
-const endOfRIBSettle = time.Second
 
 func (a *Agent) loop(ctx context.Context) {
 	status := time.NewTicker(a.cfg.StatusInterval)

@@ -33,6 +33,13 @@ type learnedRoutes struct {
 	kick    chan struct{}
 
 	delivered atomic.Int64 // number of sink calls, for tests and status
+
+	// eor is when each peer's End-of-RIB arrived, per family (afi<<16 | safi), in the watch's
+	// order: every best path GoBGP computed from what the peer sent before it was applied first.
+	eor map[netip.Addr]map[uint32]time.Time
+	// handedOn is when the last take whose delivery has completed began: every change applied
+	// before then has reached the sink.
+	handedOn time.Time
 }
 
 func newLearnedRoutes(sink RouteSink, debounce, maxDelay time.Duration) *learnedRoutes {
@@ -44,6 +51,7 @@ func newLearnedRoutes(sink RouteSink, debounce, maxDelay time.Duration) *learned
 		single:   map[netip.Addr][]netip.Addr{},
 		full:     true,
 		kick:     make(chan struct{}, 1),
+		eor:      map[netip.Addr]map[uint32]time.Time{},
 	}
 	l.local.Store(&map[netip.Addr]bool{})
 	return l
@@ -78,6 +86,10 @@ func (l *learnedRoutes) signal() {
 // prefix in an event replaces what was known for it.
 func (l *learnedRoutes) apply(paths []*api.Path) {
 	if len(paths) == 0 {
+		return
+	}
+	if len(paths) == 1 && paths[0].GetNlri() == nil && paths[0].GetNeighborIp() != "" {
+		l.endOfRIB(paths[0])
 		return
 	}
 	if len(paths) == 1 {
@@ -137,6 +149,35 @@ func (l *learnedRoutes) applyOne(p *api.Path) {
 	l.noteChanged(pfx)
 	l.mu.Unlock()
 	l.signal()
+}
+
+// endOfRIB records a peer's End-of-RIB marker and makes the next delivery happen (even an empty
+// one), so that handedOn passes it.
+func (l *learnedRoutes) endOfRIB(p *api.Path) {
+	peer, err := netip.ParseAddr(p.GetNeighborIp())
+	if err != nil {
+		return
+	}
+	peer = peer.Unmap()
+	fam := familyKey(p.GetFamily())
+	l.mu.Lock()
+	if l.eor[peer] == nil {
+		l.eor[peer] = map[uint32]time.Time{}
+	}
+	l.eor[peer][fam] = time.Now()
+	l.mu.Unlock()
+	l.signal()
+}
+
+func familyKey(f *api.Family) uint32 { return uint32(f.GetAfi())<<16 | uint32(f.GetSafi()) }
+
+// endOfRIBHandedOn reports whether peer's End-of-RIB for family arrived at or after since and
+// everything learned before it has reached the sink.
+func (l *learnedRoutes) endOfRIBHandedOn(peer netip.Addr, family uint32, since time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, ok := l.eor[peer][family]
+	return ok && !at.Before(since) && !l.handedOn.Before(at)
 }
 
 // noteChanged records a changed prefix; l.mu is held. A prefix that flaps between two
@@ -236,14 +277,17 @@ func (l *learnedRoutes) run(ctx context.Context) {
 			}
 		}
 		timer.Stop()
+		takenAt := time.Now()
 		changes, full := l.take()
-		if len(changes) == 0 && !full {
-			continue // changed and changed back, or a kick with nothing behind it
+		if len(changes) > 0 || full {
+			if l.sink != nil {
+				l.sink.UpdateLearnedRoutes(changes, full)
+			}
+			l.delivered.Add(1)
 		}
-		if l.sink != nil {
-			l.sink.UpdateLearnedRoutes(changes, full)
-		}
-		l.delivered.Add(1)
+		l.mu.Lock()
+		l.handedOn = takenAt
+		l.mu.Unlock()
 	}
 }
 
@@ -251,7 +295,10 @@ func (l *learnedRoutes) run(ctx context.Context) {
 func (s *Speaker) watch(ctx context.Context) error {
 	l := s.learned
 	req := &api.WatchEventRequest{Table: &api.WatchEventRequest_Table{
-		Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true}},
+		// End-of-RIB markers come on the same watch, so each follows the best paths computed
+		// from what its peer sent before it.
+		Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true},
+			{Type: api.WatchEventRequest_Table_Filter_EOR}},
 	}}
 	return s.srv.WatchEvent(ctx, req, func(r *api.WatchEventResponse) {
 		if t := r.GetTable(); t != nil {

@@ -222,3 +222,44 @@ func TestSetLocalUnchangedCostsNothing(t *testing.T) {
 		t.Fatal("changed local addresses did not make the next delivery the whole table")
 	}
 }
+
+// TestEndOfRIBHandedOn: a peer's End-of-RIB counts once the sink has been handed everything applied
+// before it (a slow sink holds it back), only for its own peer and family, and only for a session
+// that started no later than it arrived.
+func TestEndOfRIBHandedOn(t *testing.T) {
+	sink := &slowSink{delay: 300 * time.Millisecond}
+	l := newLearnedRoutes(sink, 5*time.Millisecond, 50*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); l.run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	v4 := familyKey(&api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST})
+	v6 := familyKey(&api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST})
+	sessionStart := time.Now()
+	if l.endOfRIBHandedOn(addrB, v4, sessionStart) {
+		t.Fatal("handed on before any End-of-RIB")
+	}
+	l.apply([]*api.Path{pathFor(t, 1)})
+	l.apply([]*api.Path{{NeighborIp: addrB.String(), Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}}})
+	time.Sleep(100 * time.Millisecond) // the slow sink is still taking the route
+	if l.endOfRIBHandedOn(addrB, v4, sessionStart) {
+		t.Error("handed on while the route sent before it was still on its way to the sink")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !l.endOfRIBHandedOn(addrB, v4, sessionStart) {
+		if time.Now().After(deadline) {
+			t.Fatal("End-of-RIB never handed on")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if calls := sink.get(); len(calls) == 0 || calls[len(calls)-1] != 1 {
+		t.Errorf("sink calls %v, want the route delivered", calls)
+	}
+	if l.endOfRIBHandedOn(addrB, v6, sessionStart) || l.endOfRIBHandedOn(addrC, v4, sessionStart) {
+		t.Error("End-of-RIB counted for another family or peer")
+	}
+	if l.endOfRIBHandedOn(addrB, v4, time.Now().Add(time.Second)) {
+		t.Error("End-of-RIB of an earlier session counted for a later one")
+	}
+}

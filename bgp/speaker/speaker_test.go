@@ -653,8 +653,10 @@ func TestPeersSynced(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		// Sent before its End-of-RIB, the peer's prefix is already learned.
-		a.sink.waitFor(t, time.Second, "b's prefix", func(m map[netip.Prefix][]netip.Addr) bool { return len(m[pfx("198.18.0.64/26")]) > 0 })
+		// Sent before its End-of-RIB, the peer's prefix has already reached the sink.
+		if got := a.sink.get()[pfx("198.18.0.64/26")]; len(got) == 0 {
+			t.Errorf("synced before b's prefix reached the sink: %v", a.sink.get())
+		}
 		// A second peer that never comes up holds it back.
 		setPeers(t, a, gr(peerOf(a, b)), gr(Peer{Address: addrC, Port: freePort(t, addrC), ASN: asn, SourceAddress: addrA}))
 		if synced(a) {

@@ -140,18 +140,20 @@ func (s *Speaker) advStale(got map[netip.Addr]*api.Peer) bool {
 // It never waits for a count in progress: callers hold s.mu.
 func (s *Speaker) forgetAdvertised() { s.advGen.Add(1) }
 
-// PeersSynced reports whether every configured peer has sent its whole table: each session is
-// established, negotiated graceful restart (the only way a peer says it is done: RFC 4724's
-// End-of-RIB, which GoBGP sends and expects only then) and has sent End-of-RIB for every family
-// it restarts gracefully. No peers, or one without graceful restart, is false: only a timer can
-// tell then.
+// PeersSynced reports whether every configured peer has sent its whole table and all of it has
+// reached the sink: each session is established, negotiated graceful restart (the only way a peer
+// says it is done: RFC 4724's End-of-RIB, which GoBGP sends and expects only then), and its
+// End-of-RIB for every such family arrived on this session and was followed by a delivery. Only
+// markers the peer sent count: GoBGP also marks End-of-RIB received, without one, at the open of
+// a session on which both sides are restarting. No peers, or one without graceful restart, is
+// false: only a timer can tell then.
 func (s *Speaker) PeersSynced(ctx context.Context) (bool, error) {
 	s.mu.Lock()
 	if !s.started {
 		s.mu.Unlock()
 		return false, errors.New("peers synced: speaker not started")
 	}
-	srv := s.srv
+	srv, l := s.srv, s.learned
 	want := make(map[netip.Addr]bool, len(s.peers))
 	for a := range s.peers {
 		want[a] = false
@@ -167,7 +169,7 @@ func (s *Speaker) PeersSynced(ctx context.Context) (bool, error) {
 		}
 		a = a.Unmap()
 		if _, ok := want[a]; ok {
-			want[a] = endOfRIB(p)
+			want[a] = sentAll(p, a, l)
 		}
 	})
 	if err != nil {
@@ -181,12 +183,19 @@ func (s *Speaker) PeersSynced(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// endOfRIB reports whether an established peer has sent End-of-RIB for every family both sides
-// restart gracefully, and there is at least one.
-func endOfRIB(p *api.Peer) bool {
+// sentAll reports whether an established peer's End-of-RIB has arrived, on this session, for every
+// family both sides restart gracefully, and there is at least one.
+func sentAll(p *api.Peer, addr netip.Addr, l *learnedRoutes) bool {
 	if p.GetState().GetSessionState() != api.PeerState_ESTABLISHED {
 		return false
 	}
+	up := p.GetTimers().GetState().GetUptime()
+	if up == nil {
+		return false
+	}
+	// GoBGP keeps the session's start to the second; a marker of the previous session in that
+	// same second would count, which needs a session to end and another to start within it.
+	since := up.AsTime().Truncate(time.Second)
 	gr := 0
 	for _, af := range p.GetAfiSafis() {
 		st := af.GetMpGracefulRestart().GetState()
@@ -194,7 +203,7 @@ func endOfRIB(p *api.Peer) bool {
 			continue
 		}
 		gr++
-		if !st.GetEndOfRibReceived() {
+		if !l.endOfRIBHandedOn(addr, familyKey(af.GetConfig().GetFamily()), since) {
 			return false
 		}
 	}
