@@ -60,6 +60,9 @@ type netnsHandle struct {
 // openNetnsFile opens path and keeps it open; its /proc/self/fd path then leads to the namespace
 // that was checked even if path itself is replaced (a bind mount unmounted and another mounted).
 func openNetnsFile(path string) (netnsHandle, error) {
+	if err := checkNetnsPath(path); err != nil {
+		return netnsHandle{}, err
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return netnsHandle{}, err

@@ -3,6 +3,7 @@ package cni
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -25,7 +26,53 @@ func NewLinuxDataplane() *LinuxDataplane { return &LinuxDataplane{} }
 
 var hostMAC, _ = net.ParseMAC(HostMAC)
 
+// checkNetnsPath refuses a path that cannot be a namespace file before anything opens it: a
+// namespace (nsfs, or /proc/<pid>/ns/net) is a regular file, and opening a FIFO or a device given
+// as CNI_NETNS would block the command, or worse, until something else acts.
+func checkNetnsPath(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("open netns %s: %w (%v)", path, ErrNetNSMissing, err)
+		}
+		return fmt.Errorf("open netns %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("open netns: %w", &notNamespaceError{path: path, kind: fileKind(fi.Mode())})
+	}
+	return nil
+}
+
+// notNamespaceError is a namespace path that leads to something else; for the commands it counts
+// as a namespace that does not exist.
+type notNamespaceError struct{ path, kind string }
+
+func (e *notNamespaceError) Error() string {
+	return fmt.Sprintf("%s is a %s, not a network namespace", e.path, e.kind)
+}
+
+func (e *notNamespaceError) Is(target error) bool { return target == ErrNetNSMissing }
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	}
+	return "special file"
+}
+
 func openNS(path string) (ns.NetNS, error) {
+	if err := checkNetnsPath(path); err != nil {
+		return nil, err
+	}
 	n, err := ns.GetNS(path)
 	if err != nil {
 		var notExist ns.NSPathNotExistErr
