@@ -154,6 +154,13 @@ func (e environment) command(plugin, cmd string) int {
 	}
 	args := Args{ContainerID: e.getenv("CNI_CONTAINERID"), Netns: e.getenv("CNI_NETNS"), IfName: e.getenv("CNI_IFNAME"),
 		Args: e.getenv("CNI_ARGS"), Path: e.getenv("CNI_PATH"), NetnsOverride: e.getenv("CNI_NETNS_OVERRIDE"), StdinData: stdin}
+	if v, ok := notUTF8(args); ok {
+		// The request travels as JSON, which would replace such bytes: the plugin that reads
+		// the environment itself sees them as the runtime gave them.
+		logTo(nc.LogFilePath, "a CNI variable is not valid UTF-8; handing the command to "+FallbackBinary,
+			"cmd", cmd, "variable", v)
+		return e.handOverWith(stdin, nc.LogFilePath, FallbackNoAgent, "cmd", cmd, "containerID", args.ContainerID)
+	}
 	req := Request(cmd, args, e.getenv, FailPoint())
 	req.Plugin = plugin
 	req.Unchecked = true // see nodeapi.CNIRequest: an agent that does not check refuses it
@@ -179,6 +186,17 @@ func (e environment) command(plugin, cmd string) int {
 		return e.fail(&nodeapi.CNIError{Code: ErrIOFailure, Msg: "write result: " + err.Error()})
 	}
 	return 0
+}
+
+// notUTF8 names the first CNI variable that is not valid UTF-8.
+func notUTF8(a Args) (string, bool) {
+	for _, v := range []struct{ name, value string }{{"CNI_CONTAINERID", a.ContainerID}, {"CNI_NETNS", a.Netns},
+		{"CNI_IFNAME", a.IfName}, {"CNI_ARGS", a.Args}, {"CNI_PATH", a.Path}, {"CNI_NETNS_OVERRIDE", a.NetnsOverride}} {
+		if !utf8.ValidString(v.value) {
+			return v.name, true
+		}
+	}
+	return "", false
 }
 
 // fail prints a CNI error the way skel does and returns the exit status for it.

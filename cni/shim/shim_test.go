@@ -289,3 +289,37 @@ func TestRunUnsentRequestHandedOver(t *testing.T) {
 		t.Fatalf("status %d, stdout %.200q, handed over %d times; want one hand-over to the fallback", r.status, r.stdout, len(r.handedOver))
 	}
 }
+
+// TestRunNotUTF8HandedOver: a CNI variable that is not valid UTF-8 would reach the agent altered
+// (the request is JSON), so the command goes to the fallback, which reads the environment itself;
+// the agent is not asked.
+func TestRunNotUTF8HandedOver(t *testing.T) {
+	for _, v := range []string{"CNI_ARGS", "CNI_CONTAINERID", "CNI_NETNS", "CNI_PATH"} {
+		t.Run(v, func(t *testing.T) {
+			var asked int
+			sock := agent(t, func(w http.ResponseWriter, r *http.Request) {
+				asked++
+				answer(w, 200, nodeapi.CNIResponse{Result: []byte(`{}`)})
+			})
+			conf := `{"cniVersion":"1.1.0","name":"n","node_socket":"` + sock + `","log_file_path":"` +
+				filepath.Join(t.TempDir(), "l.log") + `"}`
+			env := map[string]string{"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": "/var/run/netns/p"}
+			env[v] += "\xff"
+			r := runShim(t, "", env, conf, nil)
+			if asked != 0 || len(r.handedOver) != 1 || r.handedOver[0].Mode != FallbackNoAgent || r.handedOver[0].Stdin != conf {
+				t.Errorf("agent asked %d times, handed over %+v; want one hand-over without the agent, stdin intact", asked, r.handedOver)
+			}
+		})
+	}
+	// Valid UTF-8 beyond ASCII is forwarded as it is.
+	var asked int
+	sock := agent(t, func(w http.ResponseWriter, r *http.Request) {
+		asked++
+		answer(w, 200, nodeapi.CNIResponse{Result: []byte(`{}`)})
+	})
+	conf := `{"cniVersion":"1.1.0","name":"n","node_socket":"` + sock + `","log_file_path":"` + filepath.Join(t.TempDir(), "l.log") + `"}`
+	r := runShim(t, "", map[string]string{"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_ARGS": "K8S_POD_NAME=café"}, conf, nil)
+	if asked != 1 || len(r.handedOver) != 0 {
+		t.Errorf("UTF-8 CNI_ARGS: agent asked %d times, handed over %d; want forwarded", asked, len(r.handedOver))
+	}
+}
