@@ -60,9 +60,10 @@ type programmer struct {
 	stats       RouteStats
 	applied     bool          // an Apply has happened since start
 	retry       bool          // the last pass left routes out (an error or a conflict): apply again at the poll
-	retryEvery  time.Duration // the wait before that; doubles while passes keep failing
+	retryEvery  time.Duration // the wait before that; doubles while passes keep failing alike
 	retryAt     time.Time
-	relearn     bool // the speaker was replaced: hold deletions until in sync again
+	retryWhy    string // what the last pass left out, in short: another outcome starts over at 1 s
+	relearn     bool   // the speaker was replaced: hold deletions until in sync again
 	// underlay reports that a host interface (not a workload's) changed state: a link that went
 	// down took its routes with it, and the kernel says nothing of that.
 	underlay <-chan string
@@ -178,7 +179,9 @@ func (p *programmer) run(ctx context.Context, resync time.Duration, mayDelete fu
 			if underlayChanged {
 				// The kernel flushed the routes through a link that went down, and next hops may
 				// resolve elsewhere now: read our routes back and program every one again.
+				// The pass covers route changes seen so far too (a link flap brings both).
 				underlayChanged, underlayAt, unresolvedAt = false, time.Now(), time.Now()
+				routesChanged, routesAt = false, time.Now()
 				if err := p.w.Resync(ctx); err != nil {
 					p.log.Warn("bgp route resync after an underlay change failed", "err", err)
 				}
@@ -186,10 +189,15 @@ func (p *programmer) run(ctx context.Context, resync time.Duration, mayDelete fu
 				continue
 			}
 			if routesChanged && time.Since(routesAt) >= underlayRoutesEvery {
-				// Resolve every learned next hop again; our routes are where they were, so no
-				// read-back. A daemon churning its routes costs one pass per underlayRoutesEvery.
+				// Resolve every learned next hop again, after reading our routes back: an address
+				// removed from an underlay interface takes our routes through it with it, and
+				// the kernel says nothing of those. A daemon churning its routes costs one pass
+				// per underlayRoutesEvery.
 				routesChanged, routesAt, unresolvedAt = false, time.Now(), time.Now()
 				p.log.Debug("underlay routes changed: resolving learned next hops again")
+				if err := p.w.Resync(ctx); err != nil {
+					p.log.Warn("bgp route resync after an underlay route change failed", "err", err)
+				}
 				p.sync(ctx, true)
 				continue
 			}
@@ -204,8 +212,8 @@ func (p *programmer) run(ctx context.Context, resync time.Duration, mayDelete fu
 				p.resolveAgain(ctx)
 			}
 			if p.retry && !time.Now().Before(p.retryAt) {
-				// A route refused or held back by another protocol's (felix's blackhole of a
-				// block this host just gave up, say) goes in within a second, not at the resync.
+				// A route refused or held back by another protocol's goes in at the next try
+				// (record's back-off), not at the resync.
 				p.sync(ctx, false)
 			}
 			if !p.inSync && p.appliedOnce() && mayDelete() {
@@ -313,12 +321,26 @@ func (p *programmer) record(err error) {
 	conflicts := p.w.Conflicts()
 	p.retry = err != nil || len(conflicts) > 0
 	if p.retry {
-		// A route the kernel keeps refusing (or another protocol keeps holding) is asked again
-		// after 1, 2, 4 … 30 s, not every second for ever; a pass that goes through resets it.
-		p.retryEvery = min(max(2*p.retryEvery, retryFirst), retryMax)
-		p.retryAt = time.Now().Add(p.retryEvery)
+		// A route the kernel keeps refusing is asked again after 1, 2, 4 … 30 s, not every
+		// second for ever. Anything new left out (another error, another count) starts over at
+		// 1 s, so a standing refusal never slows down a fresh one. Routes only held back by
+		// another protocol's route (felix's blackhole of a block this host is giving up, say)
+		// are asked at least every 5 s: that route's removal is nothing the programmer hears of.
+		why := fmt.Sprint(len(conflicts), conflicts[:min(len(conflicts), briefLines)])
+		if err != nil {
+			why += brief(err)
+		}
+		if why != p.retryWhy {
+			p.retryEvery = 0
+		}
+		limit := retryMax
+		if err == nil {
+			limit = conflictRetryMax
+		}
+		p.retryEvery = min(max(2*p.retryEvery, retryFirst), limit)
+		p.retryAt, p.retryWhy = time.Now().Add(p.retryEvery), why
 	} else {
-		p.retryEvery = 0
+		p.retryEvery, p.retryWhy = 0, ""
 	}
 	p.mu.Lock()
 	p.applied = true
@@ -355,8 +377,9 @@ func (p *programmer) noteLookupKept() {
 
 // retryFirst and retryMax bound the wait before a pass that left routes out is tried again.
 const (
-	retryFirst = time.Second
-	retryMax   = 30 * time.Second
+	retryFirst       = time.Second
+	retryMax         = 30 * time.Second
+	conflictRetryMax = 5 * time.Second
 )
 
 // underlayRoutesEvery is the least time between two passes that resolve every learned route
@@ -460,11 +483,27 @@ func (r *resolver) gateways(nhs []netip.Addr) []routes.Gateway {
 		gws = append(gws, r.resolve(nh)...)
 	}
 	slices.SortFunc(gws, routes.Gateway.Compare)
-	gws = slices.Compact(gws)
+	gws = collapse(slices.Compact(gws))
 	if !slices.ContainsFunc(nhs, func(a netip.Addr) bool { return r.failed[a.Unmap()] }) {
 		r.sets[key.String()] = gws // a set missing a failed lookup's share is not worth keeping
 	}
 	return gws
+}
+
+// collapse merges gateways of one address that came from different next hops, one on a connected
+// subnet (no interface named) and one lent by an onlink route (interface named): they are one
+// router, and the writer refuses an address twice unless each names its own link. The named one
+// is kept. gws is sorted, and the caller's own.
+func collapse(gws []routes.Gateway) []routes.Gateway {
+	out := gws[:0]
+	for _, g := range gws {
+		if n := len(out); n > 0 && out[n-1].Addr == g.Addr && (out[n-1].LinkIndex == 0 || out[n-1].LinkIndex == g.LinkIndex) {
+			out[n-1] = g // the named (or, on one link, the onlink) one sorts last
+			continue
+		}
+		out = append(out, g)
+	}
+	return out
 }
 
 // endPass drops what must not outlive one programming pass: the main table as listed, and failed
@@ -589,9 +628,16 @@ func (r *resolver) recursive(nh netip.Addr) ([]routes.Gateway, error) {
 	}
 	var gws []routes.Gateway
 	viaOther := rs[best].Via != nil
+	dead := 0
 	add := func(ip net.IP, link, flags int) {
 		a, ok := netip.AddrFromSlice(ip)
 		if !ok || ip == nil {
+			return
+		}
+		if flags&unix.RTNH_F_DEAD != 0 {
+			// Its interface is down: the kernel refuses a route through it, the whole ECMP
+			// route with it, while the other paths carry the traffic.
+			dead++
 			return
 		}
 		g := routes.Gateway{Addr: a.Unmap(), OnLink: flags&unix.RTNH_F_ONLINK != 0}
@@ -611,6 +657,9 @@ func (r *resolver) recursive(nh netip.Addr) ([]routes.Gateway, error) {
 		return nil, fmt.Errorf("resolve next hop %s: the underlay reaches it via a gateway of the other family", nh)
 	}
 	if len(gws) == 0 {
+		if dead > 0 {
+			return nil, fmt.Errorf("resolve next hop %s: every gateway of the underlay's route is down", nh)
+		}
 		return routes.Via(nh), nil
 	}
 	return gws, nil

@@ -125,4 +125,10 @@ func TestRealUnderlayRouteChange(t *testing.T) {
 	expect("gone with the default route", func(s string) bool { return s == "" })
 	nstest.Run(t, ns, "ip", "route", "add", "default", "via", "192.0.2.2")
 	expect("back through the new gateway", func(s string) bool { return strings.Contains(s, "198.18.0.0/26 via 192.0.2.2") })
+	// The underlay's address goes and comes back at once, as a DHCP client may do: the kernel
+	// flushes our route with it, says nothing of that, and the resolution comes out the same.
+	nstest.Run(t, ns, "ip", "addr", "del", "192.0.2.1/24", "dev", "under0")
+	nstest.Run(t, ns, "ip", "addr", "add", "192.0.2.1/24", "dev", "under0")
+	nstest.Run(t, ns, "ip", "route", "add", "default", "via", "192.0.2.2")
+	expect("back after the address flush", func(s string) bool { return strings.Contains(s, "198.18.0.0/26 via 192.0.2.2") })
 }

@@ -208,6 +208,14 @@ func underlay() *fakeNetlink {
 		{Dst: cidr("198.51.100.64/26"), Type: unix.RTN_UNICAST, Gw: net.ParseIP("192.0.2.77"), LinkIndex: 7, Flags: unix.RTNH_F_ONLINK},
 		{Dst: cidr("198.51.100.128/26"), Type: unix.RTN_UNICAST, LinkIndex: 7,
 			Via: &netlink.Via{AddrFamily: netlink.FAMILY_V6, Addr: net.ParseIP("fe80::1")}},
+		// One uplink down: the kernel keeps the ECMP route with that hop marked dead; a route
+		// whose only hop is dead; a connected router that is also an onlink gateway.
+		{Dst: cidr("198.51.100.32/27"), Type: unix.RTN_UNICAST, MultiPath: []*netlink.NexthopInfo{
+			{Gw: net.ParseIP("192.0.2.77"), LinkIndex: 8, Flags: unix.RTNH_F_ONLINK | unix.RTNH_F_DEAD | unix.RTNH_F_LINKDOWN},
+			{Gw: net.ParseIP("192.0.2.78"), LinkIndex: 7, Flags: unix.RTNH_F_ONLINK}}},
+		{Dst: cidr("198.51.100.16/28"), Type: unix.RTN_UNICAST, Gw: net.ParseIP("192.0.2.79"), LinkIndex: 8,
+			Flags: unix.RTNH_F_ONLINK | unix.RTNH_F_DEAD | unix.RTNH_F_LINKDOWN},
+		{Dst: cidr("198.51.100.96/27"), Type: unix.RTN_UNICAST, Gw: net.ParseIP("192.0.2.0"), LinkIndex: 7, Flags: unix.RTNH_F_ONLINK},
 	}}
 }
 
@@ -276,6 +284,26 @@ func TestProgrammerTargets(t *testing.T) {
 				netip.MustParsePrefix("198.18.0.0/26"): {Gateways: []routes.Gateway{{Addr: netip.MustParseAddr("192.0.2.77"), LinkIndex: 7, OnLink: true}}},
 			},
 			unres: 1, // via an IPv6 router: not something the writer can make
+		},
+		{
+			name: "a dead hop of the underlay is left out; a route all of whose hops are dead is unresolved",
+			learned: map[netip.Prefix][]netip.Addr{
+				netip.MustParsePrefix("198.18.0.0/26"):  addrs("198.51.100.40"),
+				netip.MustParsePrefix("198.18.0.64/26"): addrs("198.51.100.20"),
+			},
+			want: map[netip.Prefix]routes.Target{
+				netip.MustParsePrefix("198.18.0.0/26"): {Gateways: []routes.Gateway{{Addr: netip.MustParseAddr("192.0.2.78"), LinkIndex: 7, OnLink: true}}},
+			},
+			unres: 1,
+		},
+		{
+			name: "one router reached as a connected next hop and as an onlink gateway is one gateway",
+			learned: map[netip.Prefix][]netip.Addr{
+				netip.MustParsePrefix("198.18.0.0/26"): addrs("192.0.2.0", "198.51.100.100"),
+			},
+			want: map[netip.Prefix]routes.Target{
+				netip.MustParsePrefix("198.18.0.0/26"): {Gateways: []routes.Gateway{{Addr: netip.MustParseAddr("192.0.2.0"), LinkIndex: 7, OnLink: true}}},
+			},
 		},
 	}
 	for _, tc := range tests {
@@ -582,12 +610,25 @@ func TestProgrammerBacksOff(t *testing.T) {
 	if s := p.Stats(); s.Learned != 2 || s.Installed != 1 || !strings.Contains(s.LastError, bad.String()) {
 		t.Errorf("stats = %+v, want 2 learned, 1 installed, an error naming %s", s, bad)
 	}
+	// A second route failing is news: it is tried again after 1 s, then 2, not after the 8 s
+	// the first one's back-off has reached.
+	bad2 := netip.MustParsePrefix("198.18.4.0/26")
+	w.mu.Lock()
+	w.failing[bad2] = true
+	w.mu.Unlock()
+	before := w.applyCount()
+	st.deliver(p, map[netip.Prefix][]netip.Addr{bad2: addrs("192.0.2.2")}, false)
+	time.Sleep(4500 * time.Millisecond)
+	// The polls are a second apart: the retries come 1–2 s and 3–4 s after the delivery.
+	if n := w.applyCount() - before; n < 3 {
+		t.Errorf("%d applies in 4.5 s after a new route failed, want 3 (the delivery, then 1 s and 2 s apart)", n)
+	}
 	w.mu.Lock()
 	w.failing = nil
 	w.mu.Unlock()
 	// A new delivery applies at once, whatever the back-off, and its success ends it.
 	st.deliver(p, map[netip.Prefix][]netip.Addr{netip.MustParsePrefix("198.18.3.0/26"): addrs("192.0.2.2")}, false)
-	waitFor(t, func() bool { s := p.Stats(); return s.Installed == 3 && s.LastError == "" })
+	waitFor(t, func() bool { s := p.Stats(); return s.Installed == 4 && s.LastError == "" })
 	n := w.applyCount()
 	time.Sleep(1500 * time.Millisecond)
 	if got := w.applyCount(); got != n {

@@ -22,8 +22,14 @@ func SubscribeUnderlay(ctx context.Context, log *slog.Logger) (<-chan string, er
 }
 
 // SubscribeUnderlayRoutes signals changes of the main table's routes other than Terrace's own
-// (protocols 80 and 81, filtered in the kernel, so 100k learned routes going in cost nothing):
-// what Config.UnderlayRoutes wants.
+// (protocols 80 and 81, filtered in the kernel, so 100k learned routes going in cost nothing) and
+// other than link-local ones (every pod's veth brings an fe80::/64 route with it, and no next hop
+// resolves through one): what Config.UnderlayRoutes wants.
 func SubscribeUnderlayRoutes(ctx context.Context, log *slog.Logger) (<-chan struct{}, error) {
-	return routewatch.Subscribe(ctx, []uint8{uint8(routes.ProtocolTerrace), uint8(routes.ProtocolTerraceBGP)}, log)
+	return routewatch.Subscribe(ctx, []uint8{uint8(routes.ProtocolTerrace), uint8(routes.ProtocolTerraceBGP)}, underlayRoute, log)
+}
+
+func underlayRoute(c routewatch.Change) bool {
+	a := c.Dst.Addr()
+	return !c.Dst.IsValid() || c.Dst.Bits() == 0 || !(a.IsLinkLocalUnicast() || a.IsMulticast())
 }

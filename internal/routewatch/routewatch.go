@@ -6,9 +6,11 @@ package routewatch
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -43,12 +45,69 @@ func program(ignore []uint8) []unix.SockFilter {
 	)
 }
 
+// Change is what a route message passing the kernel filter says, for the caller's keep function.
+type Change struct {
+	Deleted bool
+	Dst     netip.Prefix // the zero Prefix: no destination attribute (a default route)
+	OIF     int          // the route's outgoing interface (RTA_OIF), 0 if absent
+}
+
+// parse reads the route messages in one datagram; anything malformed ends it (what came before
+// is kept). A netlink error or done message carries no route and is skipped.
+func parse(b []byte) []Change {
+	var out []Change
+	ne := binary.NativeEndian
+	for len(b) >= unix.SizeofNlMsghdr {
+		n := int(ne.Uint32(b[0:4]))
+		typ := ne.Uint16(b[4:6])
+		if n < unix.SizeofNlMsghdr || n > len(b) {
+			return out
+		}
+		msg := b[unix.SizeofNlMsghdr:n]
+		if adv := (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1); adv < len(b) {
+			b = b[adv:]
+		} else {
+			b = nil
+		}
+		if (typ != unix.RTM_NEWROUTE && typ != unix.RTM_DELROUTE) || len(msg) < unix.SizeofRtMsg {
+			continue
+		}
+		c := Change{Deleted: typ == unix.RTM_DELROUTE}
+		family, dstLen := msg[0], int(msg[1])
+		attrs := msg[unix.SizeofRtMsg:]
+		for len(attrs) >= unix.SizeofRtAttr {
+			l := int(ne.Uint16(attrs[0:2]))
+			if l < unix.SizeofRtAttr || l > len(attrs) {
+				break
+			}
+			v := attrs[unix.SizeofRtAttr:l]
+			switch ne.Uint16(attrs[2:4]) {
+			case unix.RTA_DST:
+				if a, ok := netip.AddrFromSlice(v); ok && (family == unix.AF_INET) == a.Is4() && dstLen <= a.BitLen() {
+					c.Dst = netip.PrefixFrom(a, dstLen)
+				}
+			case unix.RTA_OIF:
+				if len(v) == 4 {
+					c.OIF = int(ne.Uint32(v))
+				}
+			}
+			adv := (l + unix.RTA_ALIGNTO - 1) &^ (unix.RTA_ALIGNTO - 1)
+			if adv >= len(attrs) {
+				break
+			}
+			attrs = attrs[adv:]
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
 // Subscribe signals whenever a route of the main table of the caller's network namespace (the
 // calling thread's, when the socket is made) changes, IPv4 or IPv6, unless its protocol is one of
-// ignore. Signals coalesce: the channel holds one, and a reader sees at least one signal after
+// ignore or keep (nil: keep all) says no to it. Signals coalesce: the channel holds one, and a reader sees at least one signal after
 // any change. An overrun of the socket's buffer signals too (something may have changed). The
 // channel closes when ctx is done, or when receiving fails otherwise (logged).
-func Subscribe(ctx context.Context, ignore []uint8, log *slog.Logger) (<-chan struct{}, error) {
+func Subscribe(ctx context.Context, ignore []uint8, keep func(Change) bool, log *slog.Logger) (<-chan struct{}, error) {
 	if len(ignore) > 200 {
 		return nil, fmt.Errorf("subscribe to route changes: %d protocols to ignore, at most 200", len(ignore))
 	}
@@ -107,7 +166,16 @@ func Subscribe(ctx context.Context, ignore []uint8, log *slog.Logger) (<-chan st
 				log.Warn("route subscription failed; underlay route changes are followed at the resync only", "err", rerr)
 				return
 			case n > 0:
-				signal()
+				if keep == nil {
+					signal()
+					continue
+				}
+				for _, c := range parse(buf[:n]) {
+					if keep(c) {
+						signal()
+						break
+					}
+				}
 			}
 		}
 	}()

@@ -2,8 +2,13 @@ package routewatch
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,8 +92,16 @@ func TestSubscribe(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	var ch <-chan struct{}
+	var mu sync.Mutex
+	var seen []Change
+	keep := func(c Change) bool {
+		mu.Lock()
+		seen = append(seen, c)
+		mu.Unlock()
+		return !c.Dst.Addr().IsLinkLocalUnicast()
+	}
 	if err := nstest.Do(t, ns, func() (err error) {
-		ch, err = Subscribe(ctx, []uint8{80, 81}, slog.New(slog.DiscardHandler))
+		ch, err = Subscribe(ctx, []uint8{80, 81}, keep, slog.New(slog.DiscardHandler))
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -119,9 +132,27 @@ func TestSubscribe(t *testing.T) {
 	nstest.Run(t, ns, "ip", "route", "add", "198.18.101.0/24", "via", "192.0.2.9", "table", "100")
 	nstest.Run(t, ns, "ip", "route", "add", "198.18.102.0/24", "via", "192.0.2.9", "table", "1000")
 	quiet("routes of protocols 80 and 81 and of other tables")
+	// A pod's veth coming up brings an fe80::/64 route of protocol kernel: keep says no.
+	nstest.Run(t, ns, "ip", "link", "add", "trc0a1b2c3d4e5", "type", "veth", "peer", "name", "wl0")
+	nstest.Run(t, ns, "ip", "link", "set", "trc0a1b2c3d4e5", "up")
+	nstest.Run(t, ns, "ip", "link", "set", "wl0", "up")
+	quiet("a link-local route the keep function refuses")
+	mu.Lock()
+	refused := slices.ContainsFunc(seen, func(c Change) bool { return c.Dst == netip.MustParsePrefix("fe80::/64") && !c.Deleted })
+	seen = nil
+	mu.Unlock()
+	if !refused {
+		t.Error("keep was never asked about the veth's fe80::/64 route")
+	}
 
 	nstest.Run(t, ns, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.9")
 	signalled("an IPv4 route added")
+	under0 := nstest.Run(t, ns, "cat", "/sys/class/net/under0/ifindex")
+	mu.Lock()
+	if want := fmt.Sprintf("[{false 198.51.100.0/24 %s}]", strings.TrimSpace(under0)); fmt.Sprint(seen) != want {
+		t.Errorf("keep was asked about %v, want %s", seen, want)
+	}
+	mu.Unlock()
 	nstest.Run(t, ns, "ip", "-6", "route", "add", "default", "via", "2001:db8::9")
 	signalled("an IPv6 route added")
 	nstest.Run(t, ns, "ip", "route", "del", "198.51.100.0/24")
@@ -140,5 +171,63 @@ func TestSubscribe(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("channel still open 5 s after cancel")
+	}
+}
+
+// FuzzParse: no datagram makes parse panic or read past it, and every change it reports names a
+// valid destination or none.
+func FuzzParse(f *testing.F) {
+	msg := make([]byte, unix.SizeofNlMsghdr+unix.SizeofRtMsg+8+8)
+	binary.NativeEndian.PutUint32(msg[0:4], uint32(len(msg)))
+	binary.NativeEndian.PutUint16(msg[4:6], unix.RTM_NEWROUTE)
+	r := msg[unix.SizeofNlMsghdr:]
+	r[0], r[1] = unix.AF_INET, 24
+	a := r[unix.SizeofRtMsg:]
+	binary.NativeEndian.PutUint16(a[0:2], 8)
+	binary.NativeEndian.PutUint16(a[2:4], unix.RTA_DST)
+	copy(a[4:8], []byte{198, 51, 100, 0})
+	binary.NativeEndian.PutUint16(a[8:10], 8)
+	binary.NativeEndian.PutUint16(a[10:12], unix.RTA_OIF)
+	binary.NativeEndian.PutUint32(a[12:16], 7)
+	f.Add(msg)
+	f.Add(append(slices.Clone(msg), msg...))
+	f.Add(msg[:20])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, c := range parse(b) {
+			if c.Dst != (netip.Prefix{}) && !c.Dst.IsValid() {
+				t.Fatalf("invalid destination %v", c.Dst)
+			}
+		}
+	})
+}
+
+func TestParse(t *testing.T) {
+	msg := make([]byte, unix.SizeofNlMsghdr+unix.SizeofRtMsg+8+8)
+	binary.NativeEndian.PutUint32(msg[0:4], uint32(len(msg)))
+	binary.NativeEndian.PutUint16(msg[4:6], unix.RTM_DELROUTE)
+	r := msg[unix.SizeofNlMsghdr:]
+	r[0], r[1] = unix.AF_INET, 24
+	a := r[unix.SizeofRtMsg:]
+	binary.NativeEndian.PutUint16(a[0:2], 8)
+	binary.NativeEndian.PutUint16(a[2:4], unix.RTA_DST)
+	copy(a[4:8], []byte{198, 51, 100, 0})
+	binary.NativeEndian.PutUint16(a[8:10], 8)
+	binary.NativeEndian.PutUint16(a[10:12], unix.RTA_OIF)
+	binary.NativeEndian.PutUint32(a[12:16], 7)
+	want := Change{Deleted: true, Dst: netip.MustParsePrefix("198.51.100.0/24"), OIF: 7}
+	if got := parse(msg); len(got) != 1 || got[0] != want {
+		t.Errorf("parse = %v, want [%v]", got, want)
+	}
+	if got := parse(append(slices.Clone(msg), msg...)); len(got) != 2 {
+		t.Errorf("two messages parsed as %v", got)
+	}
+	bad := slices.Clone(msg)
+	binary.NativeEndian.PutUint32(bad[0:4], uint32(len(msg)+1))
+	if got := parse(bad); len(got) != 0 {
+		t.Errorf("a message longer than the datagram parsed as %v", got)
+	}
+	r[1] = 33 // longer than an IPv4 address
+	if got := parse(msg); len(got) != 1 || got[0].Dst.IsValid() {
+		t.Errorf("a /33 IPv4 destination parsed as %v", got)
 	}
 }

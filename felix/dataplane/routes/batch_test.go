@@ -34,6 +34,7 @@ func libraryRouteMessage(op RouteOp, seq uint32) []byte {
 	}
 	ones, _ := r.Dst.Mask.Size()
 	msg.Family, msg.Dst_len, msg.Protocol, msg.Scope = uint8(fam), uint8(ones), uint8(r.Protocol), uint8(r.Scope)
+	msg.Flags = uint32(r.Flags)
 	if r.Type != 0 {
 		msg.Type = uint8(r.Type)
 	}
@@ -60,7 +61,7 @@ func libraryRouteMessage(op RouteOp, seq uint32) []byte {
 	case len(r.MultiPath) > 0:
 		var buf []byte
 		for _, nh := range r.MultiPath {
-			rtnh := &nl.RtNexthop{RtNexthop: unix.RtNexthop{Ifindex: int32(nh.LinkIndex)}}
+			rtnh := &nl.RtNexthop{RtNexthop: unix.RtNexthop{Ifindex: int32(nh.LinkIndex), Flags: uint8(nh.Flags)}}
 			if nh.Gw != nil {
 				rtnh.Children = []nl.NetlinkRequestData{nl.NewRtAttr(unix.RTA_GATEWAY, gw(nh.Gw))}
 			}
@@ -77,7 +78,7 @@ func libraryRouteMessage(op RouteOp, seq uint32) []byte {
 }
 
 // testRoute builds a route of the shapes the writer makes from a few numbers.
-func testRoute(v6 bool, bits, table, gws, linkIndex int, blackhole bool) *netlink.Route {
+func testRoute(v6 bool, bits, table, gws, linkIndex int, blackhole, onlink bool) *netlink.Route {
 	dst := netip.MustParseAddr("198.18.7.0")
 	gw := netip.MustParseAddr("192.0.2.9")
 	if v6 {
@@ -92,9 +93,16 @@ func testRoute(v6 bool, bits, table, gws, linkIndex int, blackhole bool) *netlin
 		r.LinkIndex, r.Scope = linkIndex, netlink.SCOPE_LINK
 	case gws == 1:
 		r.Gw, r.LinkIndex = net.IP(gw.AsSlice()), linkIndex
+		if onlink {
+			r.Flags = unix.RTNH_F_ONLINK
+		}
 	default:
 		for i := range gws {
-			r.MultiPath = append(r.MultiPath, &netlink.NexthopInfo{Gw: net.IP(gw.AsSlice()), LinkIndex: linkIndex + i})
+			nh := &netlink.NexthopInfo{Gw: net.IP(gw.AsSlice()), LinkIndex: linkIndex + i}
+			if onlink {
+				nh.Flags = unix.RTNH_F_ONLINK
+			}
+			r.MultiPath = append(r.MultiPath, nh)
 			gw = gw.Next()
 		}
 	}
@@ -106,13 +114,13 @@ func TestAppendRouteMessageMatchesLibrary(t *testing.T) {
 		for _, v6 := range []bool{false, true} {
 			for _, c := range []struct {
 				bits, table, gws, link int
-				blackhole              bool
+				blackhole, onlink      bool
 			}{
-				{32, 0, 0, 7, false}, {26, 254, 0, 7, false}, {24, 0, 1, 0, false}, {24, 0, 1, 3, false},
-				{16, 1000, 1, 0, false}, {24, 0, 2, 0, false}, {24, 0, 3, 5, false}, {26, 0, 0, 0, true},
-				{0, 100, 2, 1, false}, {24, 70000, 0, 9, false},
+				{32, 0, 0, 7, false, false}, {26, 254, 0, 7, false, false}, {24, 0, 1, 0, false, false}, {24, 0, 1, 3, false, false},
+				{16, 1000, 1, 0, false, false}, {24, 0, 2, 0, false, false}, {24, 0, 3, 5, false, false}, {26, 0, 0, 0, true, false},
+				{0, 100, 2, 1, false, false}, {24, 70000, 0, 9, false, false}, {24, 0, 1, 4, false, true}, {26, 0, 2, 4, false, true},
 			} {
-				op := RouteOp{Kind: kind, Route: testRoute(v6, c.bits, c.table, c.gws, c.link, c.blackhole)}
+				op := RouteOp{Kind: kind, Route: testRoute(v6, c.bits, c.table, c.gws, c.link, c.blackhole, c.onlink)}
 				if kind == OpDel {
 					op.Route.Scope = netlink.SCOPE_NOWHERE
 					if !c.blackhole {
@@ -137,7 +145,7 @@ func TestAppendRouteMessageRejects(t *testing.T) {
 		"no route":       {Kind: OpAdd},
 		"no destination": {Kind: OpAdd, Route: &netlink.Route{}},
 		"bad address":    {Kind: OpAdd, Route: &netlink.Route{Dst: &net.IPNet{IP: net.IP{1, 2, 3}, Mask: net.CIDRMask(8, 32)}}},
-		"unknown op":     {Kind: OpKind(9), Route: testRoute(false, 24, 0, 1, 0, false)},
+		"unknown op":     {Kind: OpKind(9), Route: testRoute(false, 24, 0, 1, 0, false, false)},
 	} {
 		buf, err := appendRouteMessage([]byte("keep"), op, 1)
 		if err == nil {
@@ -155,7 +163,7 @@ func FuzzAppendRouteMessage(f *testing.F) {
 	f.Add(uint8(2), true, uint8(64), uint32(300), uint8(3), int32(4), false, uint32(1<<31), uint8(0))
 	f.Add(uint8(2), false, uint8(26), uint32(0), uint8(0), int32(0), true, uint32(7), uint8(6))
 	f.Fuzz(func(t *testing.T, kind uint8, v6 bool, bits uint8, table uint32, gws uint8, link int32, blackhole bool, seq uint32, typ uint8) {
-		op := RouteOp{Kind: OpKind(kind % 3), Route: testRoute(v6, int(bits%129), int(table), int(gws%4), int(link&0xffff), blackhole)}
+		op := RouteOp{Kind: OpKind(kind % 3), Route: testRoute(v6, int(bits%129), int(table), int(gws%4), int(link&0xffff), blackhole, bits&128 != 0)}
 		op.Route.Type = int(typ % 8) // 0 (unset, as the writer's deletes), unicast, blackhole, others
 		got, err := appendRouteMessage(nil, op, seq)
 		if err != nil {

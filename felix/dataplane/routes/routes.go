@@ -159,7 +159,10 @@ type Writer struct {
 	log *slog.Logger
 
 	desired map[netip.Prefix]entry
-	dirty   map[netip.Prefix]bool
+	// installedN counts the entries marked installed, kept by put and drop (the only writers of
+	// desired), so the status needs no walk over 100k entries per pass.
+	installedN int
+	dirty      map[netip.Prefix]bool
 	// actual holds our protocol's routes in our table that no desired entry accounts for as
 	// installed: as read (until compared with what is desired), or no longer desired; nil =
 	// unknown. A route installed as desired lives in its entry only: at 100k routes a second map
@@ -235,7 +238,7 @@ func (w *Writer) Set(p netip.Prefix, t Target) error {
 			w.noteActual(p, krouteOf(old))
 		}
 	}
-	w.desired[p] = e
+	w.put(p, e)
 	w.dirty[p] = true
 	if w.adopted != nil {
 		delete(w.adopted, p) // asked for in this run: no longer a previous run's leftover
@@ -273,7 +276,7 @@ func (w *Writer) Delete(p netip.Prefix) {
 	if e, ok := w.desired[p]; ok && e.installed {
 		w.noteActual(p, krouteOf(e))
 	}
-	delete(w.desired, p)
+	w.drop(p)
 	w.dirty[p] = true
 }
 
@@ -291,7 +294,7 @@ func (w *Writer) DeviceChanged(dev string) {
 			// that never matches forces a RouteReplace, which recreates it either way.
 			w.noteActual(p, kroute{linkIndex: -1})
 			e.installed = false
-			w.desired[p] = e
+			w.put(p, e)
 		}
 	}
 }
@@ -324,14 +327,25 @@ func (w *Writer) Conflicts() []netip.Prefix { return sortedPrefixes(w.conflicts)
 
 // Installed counts the desired routes the kernel holds as desired, as far as the writer knows:
 // not those refused, held back by another protocol's route, or waiting for their device.
-func (w *Writer) Installed() int {
-	n := 0
-	for _, e := range w.desired {
-		if e.installed {
-			n++
-		}
+func (w *Writer) Installed() int { return w.installedN }
+
+// put stores p's entry, keeping installedN.
+func (w *Writer) put(p netip.Prefix, e entry) {
+	if old, ok := w.desired[p]; ok && old.installed {
+		w.installedN--
 	}
-	return n
+	if e.installed {
+		w.installedN++
+	}
+	w.desired[p] = e
+}
+
+// drop removes p's entry, keeping installedN.
+func (w *Writer) drop(p netip.Prefix) {
+	if old, ok := w.desired[p]; ok && old.installed {
+		w.installedN--
+	}
+	delete(w.desired, p)
 }
 
 func sortedPrefixes(m map[netip.Prefix]bool) []netip.Prefix {
@@ -376,7 +390,7 @@ func (w *Writer) read() error {
 	for p, e := range w.desired {
 		if e.installed {
 			e.installed = false
-			w.desired[p] = e
+			w.put(p, e)
 		}
 	}
 	if !w.readOnce {
@@ -699,7 +713,7 @@ func (w *Writer) plan(p netip.Prefix, links map[string]int, r *netlink.Route) (s
 	if exists && matches(t, linkIndex, have) {
 		// Read from the kernel as desired: from now on the entry accounts for it.
 		delete(w.actual, p)
-		w.desired[p] = entry{t: t, installed: true, link: linkIndex}
+		w.put(p, entry{t: t, installed: true, link: linkIndex})
 		return true, nil, 0, nil
 	}
 	kind := OpAdd
@@ -765,6 +779,6 @@ func (w *Writer) settle(p netip.Prefix, op RouteOp, link int, err error) (bool, 
 	// plan made the op from the desired entry, which nothing changed since.
 	e := w.desired[p]
 	e.installed, e.link = true, link
-	w.desired[p] = e
+	w.put(p, e)
 	return true, nil
 }

@@ -389,7 +389,9 @@ func TestInstalledEntryTransitions(t *testing.T) {
 			mustT(t, w.Set(p, tc.first))
 			mustT(t, w.Apply(ctx))
 			f.calls = nil
+			checkInstalled(t, w, 1)
 			tc.steps(w)
+			checkInstalled(t, w, -1)
 			mustT(t, w.Apply(ctx))
 			if diff := cmp.Diff(tc.want, f.calls); diff != "" {
 				t.Fatalf("calls (-want +got):\n%s", diff)
@@ -400,7 +402,23 @@ func TestInstalledEntryTransitions(t *testing.T) {
 			if len(f.calls) != 0 {
 				t.Fatalf("resync after the steps made calls: %v", f.calls)
 			}
+			checkInstalled(t, w, w.Len())
 		})
+	}
+}
+
+// checkInstalled compares Installed (a counter) with a walk over the entries, and with want
+// unless it is negative.
+func checkInstalled(t *testing.T, w *Writer, want int) {
+	t.Helper()
+	n := 0
+	for _, e := range w.desired {
+		if e.installed {
+			n++
+		}
+	}
+	if got := w.Installed(); got != n || (want >= 0 && got != want) {
+		t.Fatalf("Installed() = %d; entries marked installed: %d, want %d", got, n, want)
 	}
 }
 
