@@ -22,7 +22,7 @@ import (
 // FIB lookup to resolve next hops. *netlink.Handle satisfies it.
 type Netlink interface {
 	routes.Netlink
-	RouteGet(dst net.IP) ([]netlink.Route, error)
+	RouteGetWithOptions(dst net.IP, options *netlink.RouteGetOptions) ([]netlink.Route, error)
 }
 
 // RouteWriter is the slice of *routes.Writer the programmer drives; tests substitute a recorder.
@@ -565,7 +565,10 @@ func (r *resolver) lookup(nh netip.Addr) ([]routes.Gateway, error) {
 		// A link-local next hop needs its interface, which the speaker does not report.
 		return nil, fmt.Errorf("resolve next hop %s: link-local", nh)
 	}
-	got, err := r.nl.RouteGet(net.IP(nh.AsSlice()))
+	// The kernel's matching route itself, with every path (a plain lookup gives one path of an
+	// ECMP route): one request per distinct next hop, where listing the main table would read
+	// every learned route of ours too (100k at scale) on each full pass.
+	got, err := r.nl.RouteGetWithOptions(net.IP(nh.AsSlice()), &netlink.RouteGetOptions{FIBMatch: true})
 	if err != nil {
 		if errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH) {
 			return nil, fmt.Errorf("resolve next hop %s: %w", nh, err)
@@ -575,19 +578,23 @@ func (r *resolver) lookup(nh netip.Addr) ([]routes.Gateway, error) {
 	if len(got) == 0 {
 		return nil, fmt.Errorf("resolve next hop %s: no route", nh)
 	}
-	if got[0].Gw == nil && len(got[0].MultiPath) == 0 && got[0].Via == nil {
-		if got[0].Type == unix.RTN_LOCAL {
-			return nil, fmt.Errorf("resolve next hop %s: local address", nh)
-		}
+	rt := got[0]
+	switch {
+	case rt.Type == unix.RTN_LOCAL:
+		return nil, fmt.Errorf("resolve next hop %s: local address", nh)
+	case rt.Protocol == routes.ProtocolTerraceBGP || rt.Type != unix.RTN_UNICAST || (rt.Table != 0 && rt.Table != unix.RT_TABLE_MAIN):
+		// Ours (a learned prefix covers the next hop), or not the main table's: the longest
+		// match in the main table among the others is what lends gateways.
+		return r.recursive(nh)
+	case rt.Gw == nil && len(rt.MultiPath) == 0 && rt.Via == nil:
 		return routes.Via(nh), nil // on a connected subnet
 	}
-	return r.recursive(nh)
+	return gatewaysOf(rt, nh)
 }
 
 // recursive returns every gateway of the longest matching route for nh in the main table that is
-// not one of ours (a BGP route must never resolve through another BGP route). A gateway keeps its
-// interface when it needs one: a link-local IPv6 router (router advertisements, unnumbered ToRs)
-// or an onlink gateway; the kernel refuses either without it.
+// not one of ours (a BGP route must never resolve through another BGP route), from a listing of
+// the table: for when the kernel's own match is one of ours or in another table.
 func (r *resolver) recursive(nh netip.Addr) ([]routes.Gateway, error) {
 	fam := netlink.FAMILY_V4
 	if nh.Is6() {
@@ -626,8 +633,15 @@ func (r *resolver) recursive(nh netip.Addr) ([]routes.Gateway, error) {
 	if best < 0 {
 		return nil, fmt.Errorf("resolve next hop %s: no route", nh)
 	}
+	return gatewaysOf(rs[best], nh)
+}
+
+// gatewaysOf returns the gateways of rt, an underlay route through which nh resolves. A gateway
+// keeps its interface when it needs one: a link-local IPv6 router (router advertisements,
+// unnumbered ToRs) or an onlink gateway; the kernel refuses either without it.
+func gatewaysOf(rt netlink.Route, nh netip.Addr) ([]routes.Gateway, error) {
 	var gws []routes.Gateway
-	viaOther := rs[best].Via != nil
+	viaOther := rt.Via != nil
 	dead := 0
 	add := func(ip net.IP, link, flags int) {
 		a, ok := netip.AddrFromSlice(ip)
@@ -646,8 +660,8 @@ func (r *resolver) recursive(nh netip.Addr) ([]routes.Gateway, error) {
 		}
 		gws = append(gws, g)
 	}
-	add(rs[best].Gw, rs[best].LinkIndex, rs[best].Flags)
-	for _, h := range rs[best].MultiPath {
+	add(rt.Gw, rt.LinkIndex, rt.Flags)
+	for _, h := range rt.MultiPath {
 		viaOther = viaOther || h.Via != nil
 		add(h.Gw, h.LinkIndex, h.Flags)
 	}

@@ -149,10 +149,15 @@ type fakeNetlink struct {
 	failErr error // lookups and listings fail with it while set
 }
 
-func (f *fakeNetlink) RouteGet(dst net.IP) ([]netlink.Route, error) {
+// RouteGetWithOptions answers as the kernel does with FIBMatch: the longest matching route of the
+// table, whole (every path, its protocol and flags).
+func (f *fakeNetlink) RouteGetWithOptions(dst net.IP, opts *netlink.RouteGetOptions) ([]netlink.Route, error) {
 	f.gets++
 	if f.failErr != nil {
 		return nil, f.failErr
+	}
+	if opts == nil || !opts.FIBMatch {
+		return nil, errors.New("fake netlink answers FIB-match lookups only")
 	}
 	a, _ := netip.AddrFromSlice(dst)
 	a = a.Unmap()
@@ -167,12 +172,7 @@ func (f *fakeNetlink) RouteGet(dst net.IP) ([]netlink.Route, error) {
 	if best < 0 {
 		return nil, unix.ENETUNREACH
 	}
-	r := f.table[best]
-	out := netlink.Route{Gw: r.Gw, Via: r.Via, LinkIndex: r.LinkIndex, Flags: r.Flags, Type: r.Type}
-	if len(r.MultiPath) > 0 {
-		out.Gw = r.MultiPath[0].Gw // the FIB answers with one path only
-	}
-	return []netlink.Route{out}, nil
+	return []netlink.Route{f.table[best]}, nil
 }
 
 func (f *fakeNetlink) RouteListFiltered(int, *netlink.Route, uint64) ([]netlink.Route, error) {
