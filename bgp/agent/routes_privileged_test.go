@@ -131,4 +131,19 @@ func TestRealUnderlayRouteChange(t *testing.T) {
 	nstest.Run(t, ns, "ip", "addr", "add", "192.0.2.1/24", "dev", "under0")
 	nstest.Run(t, ns, "ip", "route", "add", "default", "via", "192.0.2.2")
 	expect("back after the address flush", func(s string) bool { return strings.Contains(s, "198.18.0.0/26 via 192.0.2.2") })
+	// An underlay made of nexthop objects (as FRR makes it): a member going changes the default
+	// route's paths with no route message, only the nexthop object's.
+	for _, c := range [][]string{
+		{"ip", "nexthop", "add", "id", "1", "via", "192.0.2.2", "dev", "under0"},
+		{"ip", "nexthop", "add", "id", "2", "via", "192.0.2.3", "dev", "under0"},
+		{"ip", "nexthop", "add", "id", "10", "group", "1/2"},
+		{"ip", "route", "replace", "default", "nhid", "10"},
+	} {
+		nstest.Run(t, ns, c...)
+	}
+	expect("through the nexthop group's two gateways", func(s string) bool {
+		return strings.Contains(s, "nexthop via 192.0.2.2") && strings.Contains(s, "nexthop via 192.0.2.3")
+	})
+	nstest.Run(t, ns, "ip", "nexthop", "del", "id", "1")
+	expect("through the group's remaining gateway", func(s string) bool { return strings.Contains(s, "198.18.0.0/26 via 192.0.2.3") })
 }

@@ -30,6 +30,9 @@ func SubscribeUnderlayRoutes(ctx context.Context, log *slog.Logger) (<-chan stru
 }
 
 func underlayRoute(c routewatch.Change) bool {
+	if c.Nexthop {
+		return true // routes through a nexthop object change with it, without a message
+	}
 	a := c.Dst.Addr()
 	return !c.Dst.IsValid() || c.Dst.Bits() == 0 || !(a.IsLinkLocalUnicast() || a.IsMulticast())
 }

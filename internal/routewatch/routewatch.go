@@ -22,21 +22,35 @@ const (
 	offProtocol = unix.SizeofNlMsghdr + 5
 )
 
-// program is the socket filter: keep a route message of the main table whose protocol is not one
-// of ignore, drop every other. The kernel sends each route notification in a buffer of its own, so
-// the filter sees one message at a time; dropped ones never fill the socket's buffer, which is
-// what keeps a burst of the caller's own routes (100k learned at once) from overrunning it.
+// offTypeLow is where the low byte of nlmsg_type (host order) lies; every type the filter tells
+// apart is below 256.
+var offTypeLow = func() uint32 {
+	if binary.NativeEndian.Uint16([]byte{1, 0}) == 1 {
+		return 4
+	}
+	return 5
+}()
+
+// program is the socket filter: keep a nexthop object's message, and a route message of the main
+// table whose protocol is not one of ignore; drop every other. The kernel sends each notification
+// in a buffer of its own, so the filter sees one message at a time; dropped ones never fill the
+// socket's buffer, which is what keeps a burst of the caller's own routes (100k learned at once)
+// from overrunning it.
 func program(ignore []uint8) []unix.SockFilter {
 	n := len(ignore)
-	// 0 ld table; 1 jeq main; 2 ld protocol; 3..3+n-1 jeq ignored; 3+n accept; 4+n drop.
-	drop := uint8(n + 4)
+	// 0 ld type; 1-2 jeq nexthop → accept; 3 ld table; 4 jeq main; 5 ld protocol;
+	// 6..6+n-1 jeq ignored; 6+n accept; 7+n drop.
+	accept, drop := uint8(n+6), uint8(n+7)
 	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: offTypeLow},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.RTM_NEWNEXTHOP, Jt: accept - 2},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.RTM_DELNEXTHOP, Jt: accept - 3},
 		{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: offTable},
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.RT_TABLE_MAIN, Jt: 0, Jf: drop - 2},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.RT_TABLE_MAIN, Jt: 0, Jf: drop - 5},
 		{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: offProtocol},
 	}
 	for i, p := range ignore {
-		at := uint8(3 + i)
+		at := uint8(6 + i)
 		prog = append(prog, unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: uint32(p), Jt: drop - at - 1})
 	}
 	return append(prog,
@@ -46,7 +60,10 @@ func program(ignore []uint8) []unix.SockFilter {
 }
 
 // Change is what a route message passing the kernel filter says, for the caller's keep function.
+// A nexthop object's message (FRR's underlays, `ip nexthop`) is a Change with Nexthop set and
+// nothing else: deleting one changes the routes using it without any route message.
 type Change struct {
+	Nexthop bool
 	Deleted bool
 	Dst     netip.Prefix // the zero Prefix: no destination attribute (a default route)
 	OIF     int          // the route's outgoing interface (RTA_OIF), 0 if absent
@@ -68,6 +85,10 @@ func parse(b []byte) []Change {
 			b = b[adv:]
 		} else {
 			b = nil
+		}
+		if typ == unix.RTM_NEWNEXTHOP || typ == unix.RTM_DELNEXTHOP {
+			out = append(out, Change{Nexthop: true, Deleted: typ == unix.RTM_DELNEXTHOP})
+			continue
 		}
 		if (typ != unix.RTM_NEWROUTE && typ != unix.RTM_DELROUTE) || len(msg) < unix.SizeofRtMsg {
 			continue
@@ -126,6 +147,11 @@ func Subscribe(ctx context.Context, ignore []uint8, keep func(Change) bool, log 
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV6_ROUTE}); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("subscribe to route changes: bind: %w", err)
+	}
+	// Nexthop objects' group is above the bind mask's 32. A kernel without them (before 5.3)
+	// refuses; routes are still followed.
+	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, unix.RTNLGRP_NEXTHOP); err != nil {
+		log.Debug("no nexthop object notifications", "err", err)
 	}
 	// Through the runtime's poller, so that closing the file ends a pending read.
 	f := os.NewFile(uintptr(fd), "netlink-route-watch")

@@ -45,8 +45,9 @@ func run(t *testing.T, prog []unix.SockFilter, msg []byte) uint32 {
 	return 0
 }
 
-func routeMsg(table, protocol uint8) []byte {
+func routeMsg(typ uint16, table, protocol uint8) []byte {
 	m := make([]byte, unix.SizeofNlMsghdr+unix.SizeofRtMsg)
+	binary.NativeEndian.PutUint16(m[4:6], typ)
 	m[offTable], m[offProtocol] = table, protocol
 	return m
 }
@@ -63,8 +64,16 @@ func TestProgram(t *testing.T) {
 				for _, p := range ignore {
 					want = want && tc.proto != p
 				}
-				if got := run(t, prog, routeMsg(tc.table, tc.proto)) != 0; got != want {
-					t.Errorf("table %d protocol %d: kept = %v, want %v", tc.table, tc.proto, got, want)
+				for _, typ := range []uint16{unix.RTM_NEWROUTE, unix.RTM_DELROUTE} {
+					if got := run(t, prog, routeMsg(typ, tc.table, tc.proto)) != 0; got != want {
+						t.Errorf("type %d table %d protocol %d: kept = %v, want %v", typ, tc.table, tc.proto, got, want)
+					}
+				}
+				// A nexthop object's message has no table or protocol there: always kept.
+				for _, typ := range []uint16{unix.RTM_NEWNEXTHOP, unix.RTM_DELNEXTHOP} {
+					if run(t, prog, routeMsg(typ, tc.table, tc.proto)) == 0 {
+						t.Errorf("nexthop message type %d (bytes as table %d protocol %d) dropped", typ, tc.table, tc.proto)
+					}
 				}
 			}
 			if run(t, prog, make([]byte, 8)) != 0 {
@@ -149,7 +158,7 @@ func TestSubscribe(t *testing.T) {
 	signalled("an IPv4 route added")
 	under0 := nstest.Run(t, ns, "cat", "/sys/class/net/under0/ifindex")
 	mu.Lock()
-	if want := fmt.Sprintf("[{false 198.51.100.0/24 %s}]", strings.TrimSpace(under0)); fmt.Sprint(seen) != want {
+	if want := fmt.Sprintf("[{false false 198.51.100.0/24 %s}]", strings.TrimSpace(under0)); fmt.Sprint(seen) != want {
 		t.Errorf("keep was asked about %v, want %s", seen, want)
 	}
 	mu.Unlock()
@@ -157,6 +166,10 @@ func TestSubscribe(t *testing.T) {
 	signalled("an IPv6 route added")
 	nstest.Run(t, ns, "ip", "route", "del", "198.51.100.0/24")
 	signalled("an IPv4 route deleted")
+	nstest.Run(t, ns, "ip", "nexthop", "add", "id", "3", "via", "192.0.2.9", "dev", "under0")
+	signalled("a nexthop object added")
+	nstest.Run(t, ns, "ip", "nexthop", "del", "id", "3")
+	signalled("a nexthop object deleted")
 	nstest.Run(t, ns, "ip", "link", "set", "under0", "down")
 	signalled("a link down (the kernel drops its routes)")
 
