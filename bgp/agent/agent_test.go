@@ -61,33 +61,8 @@ func TestAgentWithPeer(t *testing.T) {
 	defer cancel()
 	log, logs := logOnFailure(t)
 	store, c := testDatastore(t, log)
-	agentPort, torPort := freePort(t), freePort(t)
-
-	asn := api.ASNumber(64512)
-	mesh := false
-	mustApply(t, c, &api.IPPool{Metadata: api.ObjectMeta{Name: "pool"}, Spec: api.IPPoolSpec{CIDR: "198.18.0.0/15"}})
-	mustApply(t, c, &api.BGPConfiguration{Metadata: api.ObjectMeta{Name: "default"},
-		Spec: api.BGPConfigurationSpec{NodeToNodeMeshEnabled: &mesh, ASNumber: &asn, ListenPort: agentPort}})
-	mustApply(t, c, &api.Node{Metadata: api.ObjectMeta{Name: "host-1"},
-		Spec: api.NodeSpec{BGP: &api.NodeBGPSpec{IPv4Address: "127.0.0.1/8"}}})
-	mustApply(t, c, &api.BGPPeer{Metadata: api.ObjectMeta{Name: "tor"},
-		Spec: api.BGPPeerSpec{Node: "host-1", PeerIP: fmt.Sprintf("127.0.0.2:%d", torPort), ASNumber: 65000}})
+	tor, torPrefix := setUpToR(t, ctx, c, log, speaker.GracefulRestart{})
 	blk := putBlock(t, store, "198.18.0.0/26", "host-1")
-
-	tor := speaker.New(speaker.Options{Logger: log})
-	if err := tor.Start(ctx, speaker.Global{ASN: 65000, RouterID: netip.MustParseAddr("127.0.0.2"), ListenPort: int32(torPort),
-		ListenAddresses: []netip.Addr{netip.MustParseAddr("127.0.0.2")}}); err != nil {
-		t.Fatal(err)
-	}
-	defer tor.Stop()
-	if err := tor.SetPeers(ctx, []speaker.Peer{{Address: netip.MustParseAddr("127.0.0.1"), Port: uint16(agentPort), ASN: 64512,
-		Type: speaker.PeerTypeGlobal, SourceAddress: netip.MustParseAddr("127.0.0.2"), Families: speaker.Families{IPv4: true}}}); err != nil {
-		t.Fatal(err)
-	}
-	torPrefix := netip.MustParsePrefix("198.18.100.0/26")
-	if err := tor.SetAdvertised(ctx, map[netip.Prefix]speaker.Advert{torPrefix: {}}); err != nil {
-		t.Fatal(err)
-	}
 
 	w := newFakeWriter()
 	nl := &fakeNetlink{table: underlay().table}
@@ -338,14 +313,11 @@ func TestFollowLogLevel(t *testing.T) {
 	fixed.followLogLevel("Debug") // must not panic or change anything
 }
 
-// TestStaleRoutesGoAtEndOfRIB: with a peer that restarts gracefully (and so says when it has sent
-// its whole table), routes left from a previous run may go once it has, long before the sync
-// grace (a minute here) ends.
-func TestStaleRoutesGoAtEndOfRIB(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	log, _ := logOnFailure(t)
-	_, c := testDatastore(t, log)
+// setUpToR writes what an agent for host-1 (127.0.0.1) needs to peer with a ToR (127.0.0.2, AS
+// 65000) and nothing else, starts that ToR as an in-process speaker with gr towards the agent,
+// and has it advertise one prefix, which it returns.
+func setUpToR(t *testing.T, ctx context.Context, c *datastore.Client, log *slog.Logger, gr speaker.GracefulRestart) (*speaker.Speaker, netip.Prefix) {
+	t.Helper()
 	agentPort, torPort := freePort(t), freePort(t)
 	asn := api.ASNumber(64512)
 	mesh := false
@@ -356,22 +328,33 @@ func TestStaleRoutesGoAtEndOfRIB(t *testing.T) {
 		Spec: api.NodeSpec{BGP: &api.NodeBGPSpec{IPv4Address: "127.0.0.1/8"}}})
 	mustApply(t, c, &api.BGPPeer{Metadata: api.ObjectMeta{Name: "tor"},
 		Spec: api.BGPPeerSpec{Node: "host-1", PeerIP: fmt.Sprintf("127.0.0.2:%d", torPort), ASNumber: 65000}})
-
 	tor := speaker.New(speaker.Options{Logger: log})
 	if err := tor.Start(ctx, speaker.Global{ASN: 65000, RouterID: netip.MustParseAddr("127.0.0.2"), ListenPort: int32(torPort),
 		ListenAddresses: []netip.Addr{netip.MustParseAddr("127.0.0.2")}}); err != nil {
 		t.Fatal(err)
 	}
-	defer tor.Stop()
+	t.Cleanup(tor.Stop)
 	if err := tor.SetPeers(ctx, []speaker.Peer{{Address: netip.MustParseAddr("127.0.0.1"), Port: uint16(agentPort), ASN: 64512,
 		Type: speaker.PeerTypeGlobal, SourceAddress: netip.MustParseAddr("127.0.0.2"), Families: speaker.Families{IPv4: true},
-		GracefulRestart: speaker.GracefulRestart{Enabled: true, RestartTime: 60}}}); err != nil {
+		GracefulRestart: gr}}); err != nil {
 		t.Fatal(err)
 	}
 	torPrefix := netip.MustParsePrefix("198.18.100.0/26")
 	if err := tor.SetAdvertised(ctx, map[netip.Prefix]speaker.Advert{torPrefix: {}}); err != nil {
 		t.Fatal(err)
 	}
+	return tor, torPrefix
+}
+
+// TestStaleRoutesGoAtEndOfRIB: with a peer that restarts gracefully (and so says when it has sent
+// its whole table), routes left from a previous run may go once it has, long before the sync
+// grace (a minute here) ends.
+func TestStaleRoutesGoAtEndOfRIB(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log, _ := logOnFailure(t)
+	_, c := testDatastore(t, log)
+	_, torPrefix := setUpToR(t, ctx, c, log, speaker.GracefulRestart{Enabled: true, RestartTime: 60})
 	w := newFakeWriter()
 	nl := &fakeNetlink{table: []netlink.Route{{Dst: cidr("127.0.0.0/8"), Type: unix.RTN_UNICAST}}}
 	a, err := New(Config{NodeName: "host-1", Client: c, Writer: w, Netlink: nl, StopOnExit: true, Logger: log,

@@ -187,21 +187,29 @@ func TestSubscribe(t *testing.T) {
 	}
 }
 
+// routeMsgTo is one IPv4 route message as the kernel sends it: header, rtmsg, RTA_DST, RTA_OIF.
+func routeMsgTo(typ uint16, dst string, oif uint32) []byte {
+	p := netip.MustParsePrefix(dst)
+	msg := make([]byte, unix.SizeofNlMsghdr+unix.SizeofRtMsg+8+8)
+	ne := binary.NativeEndian
+	ne.PutUint32(msg[0:4], uint32(len(msg)))
+	ne.PutUint16(msg[4:6], typ)
+	r := msg[unix.SizeofNlMsghdr:]
+	r[0], r[1] = unix.AF_INET, byte(p.Bits())
+	a := r[unix.SizeofRtMsg:]
+	ne.PutUint16(a[0:2], 8)
+	ne.PutUint16(a[2:4], unix.RTA_DST)
+	copy(a[4:8], p.Addr().AsSlice())
+	ne.PutUint16(a[8:10], 8)
+	ne.PutUint16(a[10:12], unix.RTA_OIF)
+	ne.PutUint32(a[12:16], oif)
+	return msg
+}
+
 // FuzzParse: no datagram makes parse panic or read past it, and every change it reports names a
 // valid destination or none.
 func FuzzParse(f *testing.F) {
-	msg := make([]byte, unix.SizeofNlMsghdr+unix.SizeofRtMsg+8+8)
-	binary.NativeEndian.PutUint32(msg[0:4], uint32(len(msg)))
-	binary.NativeEndian.PutUint16(msg[4:6], unix.RTM_NEWROUTE)
-	r := msg[unix.SizeofNlMsghdr:]
-	r[0], r[1] = unix.AF_INET, 24
-	a := r[unix.SizeofRtMsg:]
-	binary.NativeEndian.PutUint16(a[0:2], 8)
-	binary.NativeEndian.PutUint16(a[2:4], unix.RTA_DST)
-	copy(a[4:8], []byte{198, 51, 100, 0})
-	binary.NativeEndian.PutUint16(a[8:10], 8)
-	binary.NativeEndian.PutUint16(a[10:12], unix.RTA_OIF)
-	binary.NativeEndian.PutUint32(a[12:16], 7)
+	msg := routeMsgTo(unix.RTM_NEWROUTE, "198.51.100.0/24", 7)
 	f.Add(msg)
 	f.Add(append(slices.Clone(msg), msg...))
 	f.Add(msg[:20])
@@ -215,18 +223,7 @@ func FuzzParse(f *testing.F) {
 }
 
 func TestParse(t *testing.T) {
-	msg := make([]byte, unix.SizeofNlMsghdr+unix.SizeofRtMsg+8+8)
-	binary.NativeEndian.PutUint32(msg[0:4], uint32(len(msg)))
-	binary.NativeEndian.PutUint16(msg[4:6], unix.RTM_DELROUTE)
-	r := msg[unix.SizeofNlMsghdr:]
-	r[0], r[1] = unix.AF_INET, 24
-	a := r[unix.SizeofRtMsg:]
-	binary.NativeEndian.PutUint16(a[0:2], 8)
-	binary.NativeEndian.PutUint16(a[2:4], unix.RTA_DST)
-	copy(a[4:8], []byte{198, 51, 100, 0})
-	binary.NativeEndian.PutUint16(a[8:10], 8)
-	binary.NativeEndian.PutUint16(a[10:12], unix.RTA_OIF)
-	binary.NativeEndian.PutUint32(a[12:16], 7)
+	msg := routeMsgTo(unix.RTM_DELROUTE, "198.51.100.0/24", 7)
 	want := Change{Deleted: true, Dst: netip.MustParsePrefix("198.51.100.0/24"), OIF: 7}
 	if got := parse(msg); len(got) != 1 || got[0] != want {
 		t.Errorf("parse = %v, want [%v]", got, want)
@@ -239,7 +236,7 @@ func TestParse(t *testing.T) {
 	if got := parse(bad); len(got) != 0 {
 		t.Errorf("a message longer than the datagram parsed as %v", got)
 	}
-	r[1] = 33 // longer than an IPv4 address
+	msg[unix.SizeofNlMsghdr+1] = 33 // longer than an IPv4 address
 	if got := parse(msg); len(got) != 1 || got[0].Dst.IsValid() {
 		t.Errorf("a /33 IPv4 destination parsed as %v", got)
 	}
