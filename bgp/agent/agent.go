@@ -33,6 +33,12 @@ const (
 	retryInterval          = 5 * time.Second
 )
 
+// RouteMetric is the metric of the routes BGP installs, BIRD's kernel default: a route an
+// operator adds by hand (IPv4's default metric is 0) then wins over a learned one of the same
+// prefix instead of holding its key, and the learned one takes over when it goes; a learned
+// route wins over IPv6's default (1024) and DHCP's usual 100 as it does under BIRD.
+const RouteMetric = 32
+
 // Config is what the agent needs; Client and NodeName are required.
 type Config struct {
 	NodeName string
@@ -134,7 +140,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Writer == nil {
 		w, err := routes.New(cfg.Netlink, routes.Config{Protocol: routes.ProtocolTerraceBGP, Table: routes.TableMain,
-			Logger: cfg.Logger.With("writer", "bgp-routes")})
+			Metric: RouteMetric, Logger: cfg.Logger.With("writer", "bgp-routes")})
 		if err != nil {
 			return nil, fmt.Errorf("create bgp agent: %w", err)
 		}

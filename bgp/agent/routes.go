@@ -35,8 +35,10 @@ type RouteWriter interface {
 	Len() int
 	// Prefixes lists the desired prefixes, in no order.
 	Prefixes() []netip.Prefix
-	// Conflicts are the prefixes another protocol's route keeps out of the kernel.
+	// Conflicts are the prefixes another protocol's route keeps out of the kernel; Pending
+	// those waiting for their interface (down, or gone).
 	Conflicts() []netip.Prefix
+	Pending() []netip.Prefix
 	// Installed counts the desired routes the kernel holds.
 	Installed() int
 	Apply(ctx context.Context) error
@@ -86,12 +88,17 @@ type programmer struct {
 
 // RouteStats is the programmer's part of the bgp status.
 type RouteStats struct {
-	Learned    int       `json:"learned"`
-	Installed  int       `json:"installed"`
-	Unresolved int       `json:"unresolved"`
-	InSync     bool      `json:"inSync"`
-	LastApply  time.Time `json:"lastApply,omitzero"`
-	LastError  string    `json:"lastError,omitempty"`
+	Learned    int `json:"learned"`
+	Installed  int `json:"installed"`
+	Unresolved int `json:"unresolved"`
+	// HeldBack counts routes not installed because another protocol's route holds their key;
+	// LinkDown those whose interface is down (the kernel refuses a gateway on a down link), put
+	// in when it comes up.
+	HeldBack  int       `json:"heldBack,omitempty"`
+	LinkDown  int       `json:"linkDown,omitempty"`
+	InSync    bool      `json:"inSync"`
+	LastApply time.Time `json:"lastApply,omitzero"`
+	LastError string    `json:"lastError,omitempty"`
 }
 
 func newProgrammer(w RouteWriter, nl Netlink, learnedNow func() map[netip.Prefix][]netip.Addr, log *slog.Logger) *programmer {
@@ -324,8 +331,8 @@ func (p *programmer) record(err error) {
 		// A route the kernel keeps refusing is asked again after 1, 2, 4 … 30 s, not every
 		// second for ever. Anything new left out (another error, another count) starts over at
 		// 1 s, so a standing refusal never slows down a fresh one. Routes only held back by
-		// another protocol's route (felix's blackhole of a block this host is giving up, say)
-		// are asked at least every 5 s: that route's removal is nothing the programmer hears of.
+		// another protocol's route at our metric are asked at least every 5 s: that route's
+		// removal is nothing the programmer hears of.
 		why := fmt.Sprint(len(conflicts), conflicts[:min(len(conflicts), briefLines)])
 		if err != nil {
 			why += brief(err)
@@ -345,7 +352,7 @@ func (p *programmer) record(err error) {
 	p.mu.Lock()
 	p.applied = true
 	p.stats = RouteStats{Learned: p.w.Len() + len(p.unresolved), Installed: p.w.Installed(), Unresolved: len(p.unresolved),
-		InSync: p.inSync, LastApply: time.Now()}
+		HeldBack: len(conflicts), LinkDown: len(p.w.Pending()), InSync: p.inSync, LastApply: time.Now()}
 	if err != nil {
 		p.stats.LastError = brief(err)
 	}
@@ -453,6 +460,12 @@ func (p *programmer) program(r *resolver, pfx netip.Prefix, nhs []netip.Addr) []
 		return nil
 	}
 	if err := p.w.Set(pfx, t); err != nil {
+		// Refused as a route (nothing the resolver gives should be): the old route must not
+		// stay in its place, and the prefix still counts as learned, with the error in the status.
+		p.unresolved[pfx] = learned
+		if _, ok := p.w.Desired(pfx); ok {
+			p.w.Delete(pfx)
+		}
 		return []error{err}
 	}
 	return nil

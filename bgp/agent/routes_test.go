@@ -57,6 +57,8 @@ type fakeWriter struct {
 	inSync    bool
 	conflicts []netip.Prefix        // what Conflicts reports
 	failing   map[netip.Prefix]bool // Apply fails for these while they are desired
+	refuse    map[netip.Prefix]bool // Set refuses these
+	pending   []netip.Prefix        // what Pending reports
 	resyncs   int
 }
 
@@ -66,6 +68,9 @@ func (f *fakeWriter) Set(p netip.Prefix, t routes.Target) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.sets++
+	if f.refuse[p] {
+		return fmt.Errorf("set route %s: refused by the test", p)
+	}
 	f.desired[p] = t
 	return nil
 }
@@ -140,6 +145,12 @@ func (f *fakeWriter) Resync(context.Context) error {
 	return nil
 }
 func (f *fakeWriter) SetInSync() { f.inSync = true }
+
+func (f *fakeWriter) Pending() []netip.Prefix {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.pending)
+}
 
 // fakeNetlink answers FIB lookups from a small table: connected subnets and gateway routes.
 type fakeNetlink struct {
@@ -456,8 +467,8 @@ func TestProgrammerRetriesConflicts(t *testing.T) {
 	go func() { p.run(ctx, 3600e9, func() bool { return false }); close(done) }()
 	st.deliver(p, map[netip.Prefix][]netip.Addr{block: {netip.MustParseAddr("192.0.2.2")}}, true)
 	waitFor(t, func() bool { return p.appliedOnce() })
-	if st := p.Stats(); st.Installed != 0 || st.Learned != 1 {
-		t.Errorf("stats with the route held back: %+v, want 1 learned, 0 installed", st)
+	if st := p.Stats(); st.Installed != 0 || st.Learned != 1 || st.HeldBack != 1 {
+		t.Errorf("stats with the route held back: %+v, want 1 learned, 0 installed, 1 held back", st)
 	}
 	first := w.applyCount()
 	waitFor(t, func() bool { return w.applyCount() >= first+2 })
@@ -465,6 +476,9 @@ func TestProgrammerRetriesConflicts(t *testing.T) {
 	w.conflicts = nil
 	w.mu.Unlock()
 	waitFor(t, func() bool { return p.Stats().Installed == 1 })
+	if st := p.Stats(); st.HeldBack != 0 {
+		t.Errorf("stats once installed: %+v", st)
+	}
 	n := w.applyCount()
 	time.Sleep(1500 * time.Millisecond)
 	if m := w.applyCount(); m > n+1 {
@@ -550,6 +564,41 @@ func TestLookupFailureKeepsRoutes(t *testing.T) {
 	p.sync(ctx, true)
 	if _, ok := w.get(mesh); ok {
 		t.Fatalf("mesh route kept though its next hop has no route any more: %v", w.desired)
+	}
+}
+
+// TestSetRefusedDropsOldRoute: a route the writer refuses takes the prefix's earlier route out
+// (it would forward by stale next hops) and still counts as learned, with the error in the status.
+func TestSetRefusedDropsOldRoute(t *testing.T) {
+	w := newFakeWriter()
+	p, st := newTestProgrammer(w, underlay())
+	ctx := context.Background()
+	block := netip.MustParsePrefix("198.18.0.64/26")
+	st.deliver(p, map[netip.Prefix][]netip.Addr{block: addrs("192.0.2.0")}, true)
+	p.sync(ctx, false)
+	if _, ok := w.get(block); !ok {
+		t.Fatalf("route not installed: %v", w.desired)
+	}
+	w.refuse = map[netip.Prefix]bool{block: true}
+	st.deliver(p, map[netip.Prefix][]netip.Addr{block: addrs("192.0.2.0", "203.0.113.7")}, false)
+	p.sync(ctx, false)
+	if got, ok := w.get(block); ok {
+		t.Errorf("the refused prefix keeps its old route %+v", got)
+	}
+	if s := p.Stats(); s.Learned != 1 || s.Installed != 0 || !strings.Contains(s.LastError, "refused by the test") {
+		t.Errorf("stats %+v, want 1 learned, 0 installed, the refusal as last error", s)
+	}
+	w.refuse = nil
+	st.deliver(p, map[netip.Prefix][]netip.Addr{block: addrs("192.0.2.0")}, false)
+	p.sync(ctx, false)
+	if _, ok := w.get(block); !ok || p.Stats().LastError != "" {
+		t.Fatalf("not installed once accepted again: %v, stats %+v", w.desired, p.Stats())
+	}
+	// A route whose interface is down is counted as such.
+	w.pending = []netip.Prefix{block}
+	p.sync(ctx, true)
+	if s := p.Stats(); s.LinkDown != 1 {
+		t.Errorf("stats with the route's link down: %+v", s)
 	}
 }
 

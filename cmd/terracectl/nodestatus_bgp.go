@@ -35,6 +35,12 @@ func printBGPStatus(w io.Writer, c node.ComponentStatus, now time.Time) {
 	if st.Routes.Unresolved > 0 {
 		fmt.Fprintf(w, ", %d without a reachable next hop", st.Routes.Unresolved)
 	}
+	if st.Routes.HeldBack > 0 {
+		fmt.Fprintf(w, ", %d held back by another protocol's route", st.Routes.HeldBack)
+	}
+	if st.Routes.LinkDown > 0 {
+		fmt.Fprintf(w, ", %d waiting for their interface to come up", st.Routes.LinkDown)
+	}
 	fmt.Fprintln(w)
 	for _, wn := range st.Warnings {
 		fmt.Fprintf(w, "  warning: %s\n", wn)
@@ -71,6 +77,9 @@ type routeRow struct {
 	Prefix   string   `json:"prefix"`
 	Gateways []string `json:"gateways"`
 	Devices  []string `json:"devices,omitempty"`
+	// Metric tells terrace-node's routes (agent.RouteMetric) from leftovers of an earlier
+	// version, which it removes once in sync with its peers.
+	Metric int `json:"metric"`
 }
 
 // newNodeRoutesCmd lists what BGP installed: the kernel's protocol-81 routes of the namespace the
@@ -124,7 +133,7 @@ func linkName(idx int) string {
 }
 
 func toRouteRow(r netlink.Route, name func(int) string) routeRow {
-	row := routeRow{Gateways: []string{}}
+	row := routeRow{Gateways: []string{}, Metric: r.Priority}
 	if r.Dst != nil {
 		row.Prefix = r.Dst.String()
 	}
@@ -163,9 +172,9 @@ func printRoutes(w io.Writer, rows []routeRow) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "PREFIX\tGATEWAYS\tDEVICES")
+	fmt.Fprintln(tw, "PREFIX\tGATEWAYS\tDEVICES\tMETRIC")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Prefix, orDash(strings.Join(r.Gateways, ",")), orDash(strings.Join(r.Devices, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", r.Prefix, orDash(strings.Join(r.Gateways, ",")), orDash(strings.Join(r.Devices, ",")), r.Metric)
 	}
 	_ = tw.Flush()
 }

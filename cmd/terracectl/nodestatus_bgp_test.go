@@ -20,7 +20,7 @@ import (
 func TestPrintBGPStatus(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 10, 0, 0, time.UTC)
 	st := agent.Status{ASN: 64512, RouterID: "192.0.2.1", Advertised: 2,
-		Routes: agent.RouteStats{Learned: 3, Installed: 2, Unresolved: 1},
+		Routes: agent.RouteStats{Learned: 5, Installed: 2, Unresolved: 1, HeldBack: 1, LinkDown: 1},
 		Peers: []speaker.PeerStatus{
 			{Address: netip.MustParseAddr("192.0.2.0"), Type: speaker.PeerTypeNode, ASN: 65000, State: "established",
 				EstablishedAt: now.Add(-90 * time.Second), Received: 5, Accepted: 4, Advertised: 2},
@@ -38,7 +38,7 @@ func TestPrintBGPStatus(t *testing.T) {
 		want    []string
 	}{
 		{name: "typed", details: details, want: []string{
-			"BGP: AS 64512, router ID 192.0.2.1, 2 prefixes advertised, 3 routes learned, 2 installed, 1 without a reachable next hop",
+			"BGP: AS 64512, router ID 192.0.2.1, 2 prefixes advertised, 5 routes learned, 2 installed, 1 without a reachable next hop, 1 held back by another protocol's route, 1 waiting for their interface to come up",
 			"ADDRESS TYPE AS STATE UPTIME RECEIVED ACCEPTED ADVERTISED INFO",
 			"192.0.2.0 node 65000 established 1m30s 5 4 2 -",
 			"192.0.2.3 mesh 64512 active - 0 0 0 connection refused"}},
@@ -67,8 +67,8 @@ func TestToRouteRow(t *testing.T) {
 		r    netlink.Route
 		want routeRow
 	}{
-		{name: "single", r: netlink.Route{Dst: dst, Gw: net.ParseIP("192.0.2.0"), LinkIndex: 2},
-			want: routeRow{Prefix: "198.18.0.64/26", Gateways: []string{"192.0.2.0"}, Devices: []string{"tor-1"}}},
+		{name: "single", r: netlink.Route{Dst: dst, Gw: net.ParseIP("192.0.2.0"), LinkIndex: 2, Priority: 32},
+			want: routeRow{Prefix: "198.18.0.64/26", Gateways: []string{"192.0.2.0"}, Devices: []string{"tor-1"}, Metric: 32}},
 		{name: "ecmp", r: netlink.Route{Dst: dst, MultiPath: []*netlink.NexthopInfo{
 			{Gw: net.ParseIP("192.0.2.0"), LinkIndex: 2}, {Gw: net.ParseIP("198.51.100.0"), LinkIndex: 3}}},
 			want: routeRow{Prefix: "198.18.0.64/26", Gateways: []string{"192.0.2.0", "198.51.100.0"}, Devices: []string{"tor-1", "tor-2"}}},
@@ -92,11 +92,15 @@ func TestNodeRoutesInNamespace(t *testing.T) {
 	nstest.Run(t, ns, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1")
 	nstest.Run(t, ns, "ip", "link", "set", "up0", "up")
 	nstest.Run(t, ns, "ip", "addr", "add", "192.0.2.1/24", "dev", "up0")
-	nstest.Run(t, ns, "ip", "route", "add", "198.18.4.0/26", "via", "192.0.2.2", "proto", "81")
+	nstest.Run(t, ns, "ip", "route", "add", "198.18.4.0/26", "via", "192.0.2.2", "proto", "81", "metric", "32")
 	nstest.Run(t, ns, "ip", "route", "add", "198.18.5.0/26", "via", "192.0.2.3", "proto", "static")
 	var rows []map[string]any
 	out := nstest.Run(t, ns, ctlBin, "node", "routes", "-o", "json")
-	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 1 || !strings.Contains(out, "198.18.4.0/26") {
-		t.Errorf("node routes -o json = %s (%v), want the one protocol-81 route", out, err)
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 1 || !strings.Contains(out, "198.18.4.0/26") || rows[0]["metric"] != 32.0 {
+		t.Errorf("node routes -o json = %s (%v), want the one protocol-81 route, at metric 32", out, err)
+	}
+	table := strings.Join(strings.Fields(nstest.Run(t, ns, ctlBin, "node", "routes")), " ")
+	if want := "PREFIX GATEWAYS DEVICES METRIC 198.18.4.0/26 192.0.2.2 up0 32"; table != want {
+		t.Errorf("node routes = %q, want %q", table, want)
 	}
 }

@@ -246,8 +246,8 @@ func appendRtAttr(buf []byte, typ uint16, data []byte) []byte {
 }
 
 // appendRouteMessage appends one route change to buf, byte for byte what vishvananda/netlink
-// would send for the route shapes the writer makes: destination, table, protocol, type and
-// scope, and one gateway with an optional interface, several gateways (multipath) or an interface
+// would send for the route shapes the writer makes: destination, table, protocol, type, scope and
+// metric, and one gateway with an optional interface, several gateways (multipath) or an interface
 // alone. On error buf is returned unchanged.
 func appendRouteMessage(buf []byte, op RouteOp, seq uint32) ([]byte, error) {
 	r := op.Route
@@ -336,6 +336,9 @@ func appendRouteMessage(buf []byte, op RouteOp, seq uint32) ([]byte, error) {
 		buf = appendRtAttr(buf, unix.RTA_MULTIPATH, nhs)
 	case r.Gw != nil:
 		buf = appendRtAttr(buf, unix.RTA_GATEWAY, gwBytes(r.Gw))
+	}
+	if r.Priority > 0 {
+		buf = appendRtAttr(buf, unix.RTA_PRIORITY, ne.AppendUint32(nil, uint32(r.Priority)))
 	}
 	if r.LinkIndex > 0 && len(r.MultiPath) == 0 {
 		buf = appendRtAttr(buf, unix.RTA_OIF, ne.AppendUint32(nil, uint32(r.LinkIndex)))

@@ -71,6 +71,9 @@ func libraryRouteMessage(op RouteOp, seq uint32) []byte {
 	case r.Gw != nil:
 		req.AddData(nl.NewRtAttr(unix.RTA_GATEWAY, gw(r.Gw)))
 	}
+	if r.Priority > 0 {
+		req.AddData(nl.NewRtAttr(unix.RTA_PRIORITY, nl.Uint32Attr(uint32(r.Priority))))
+	}
 	if r.LinkIndex > 0 && len(r.MultiPath) == 0 {
 		req.AddData(nl.NewRtAttr(unix.RTA_OIF, nl.Uint32Attr(uint32(r.LinkIndex))))
 	}
@@ -115,12 +118,15 @@ func TestAppendRouteMessageMatchesLibrary(t *testing.T) {
 			for _, c := range []struct {
 				bits, table, gws, link int
 				blackhole, onlink      bool
+				metric                 int
 			}{
-				{32, 0, 0, 7, false, false}, {26, 254, 0, 7, false, false}, {24, 0, 1, 0, false, false}, {24, 0, 1, 3, false, false},
-				{16, 1000, 1, 0, false, false}, {24, 0, 2, 0, false, false}, {24, 0, 3, 5, false, false}, {26, 0, 0, 0, true, false},
-				{0, 100, 2, 1, false, false}, {24, 70000, 0, 9, false, false}, {24, 0, 1, 4, false, true}, {26, 0, 2, 4, false, true},
+				{32, 0, 0, 7, false, false, 0}, {26, 254, 0, 7, false, false, 0}, {24, 0, 1, 0, false, false, 0}, {24, 0, 1, 3, false, false, 0},
+				{16, 1000, 1, 0, false, false, 0}, {24, 0, 2, 0, false, false, 0}, {24, 0, 3, 5, false, false, 0}, {26, 0, 0, 0, true, false, 0},
+				{0, 100, 2, 1, false, false, 0}, {24, 70000, 0, 9, false, false, 0}, {24, 0, 1, 4, false, true, 0}, {26, 0, 2, 4, false, true, 0},
+				{24, 0, 1, 0, false, false, 32}, {26, 0, 2, 4, false, false, 32}, {26, 0, 0, 0, true, false, 1024}, {32, 300, 0, 7, false, false, 1 << 31},
 			} {
 				op := RouteOp{Kind: kind, Route: testRoute(v6, c.bits, c.table, c.gws, c.link, c.blackhole, c.onlink)}
+				op.Route.Priority = c.metric
 				if kind == OpDel {
 					op.Route.Scope = netlink.SCOPE_NOWHERE
 					if !c.blackhole {
@@ -159,11 +165,12 @@ func TestAppendRouteMessageRejects(t *testing.T) {
 
 // FuzzAppendRouteMessage: any route of the writer's shapes encodes as the library would.
 func FuzzAppendRouteMessage(f *testing.F) {
-	f.Add(uint8(0), false, uint8(24), uint32(0), uint8(1), int32(0), false, uint32(1), uint8(1))
-	f.Add(uint8(2), true, uint8(64), uint32(300), uint8(3), int32(4), false, uint32(1<<31), uint8(0))
-	f.Add(uint8(2), false, uint8(26), uint32(0), uint8(0), int32(0), true, uint32(7), uint8(6))
-	f.Fuzz(func(t *testing.T, kind uint8, v6 bool, bits uint8, table uint32, gws uint8, link int32, blackhole bool, seq uint32, typ uint8) {
+	f.Add(uint8(0), false, uint8(24), uint32(0), uint8(1), int32(0), false, uint32(1), uint8(1), uint32(0))
+	f.Add(uint8(2), true, uint8(64), uint32(300), uint8(3), int32(4), false, uint32(1<<31), uint8(0), uint32(1024))
+	f.Add(uint8(2), false, uint8(26), uint32(0), uint8(0), int32(0), true, uint32(7), uint8(6), uint32(32))
+	f.Fuzz(func(t *testing.T, kind uint8, v6 bool, bits uint8, table uint32, gws uint8, link int32, blackhole bool, seq uint32, typ uint8, metric uint32) {
 		op := RouteOp{Kind: OpKind(kind % 3), Route: testRoute(v6, int(bits%129), int(table), int(gws%4), int(link&0xffff), blackhole, bits&128 != 0)}
+		op.Route.Priority = int(metric)
 		op.Route.Type = int(typ % 8) // 0 (unset, as the writer's deletes), unicast, blackhole, others
 		got, err := appendRouteMessage(nil, op, seq)
 		if err != nil {

@@ -11,8 +11,8 @@ import (
 )
 
 // fakeNetlink is a recording fake of the kernel's routing table with the key semantics that
-// matter: (table, dst) is unique here, RouteAdd fails with EEXIST on a taken key, RouteDel matches
-// protocol and type when given.
+// matter: (table, dst, metric) is unique here, RouteAdd fails with EEXIST on a taken key,
+// RouteDel matches metric, protocol and type when given, lowest metric first, as the kernel does.
 type fakeNetlink struct {
 	routes  []netlink.Route
 	links   map[string]int
@@ -24,7 +24,7 @@ func newFakeNetlink() *fakeNetlink { return &fakeNetlink{links: map[string]int{}
 
 func (f *fakeNetlink) find(r *netlink.Route) int {
 	return slices.IndexFunc(f.routes, func(x netlink.Route) bool {
-		return x.Table == r.Table && x.Dst.String() == r.Dst.String()
+		return x.Table == r.Table && x.Dst.String() == r.Dst.String() && x.Priority == r.Priority
 	})
 }
 
@@ -69,8 +69,17 @@ func (f *fakeNetlink) RouteReplace(r *netlink.Route) error {
 
 func (f *fakeNetlink) RouteDel(r *netlink.Route) error {
 	f.calls = append(f.calls, "del "+describe(r))
-	i := f.find(r)
-	if i < 0 || (r.Protocol != 0 && f.routes[i].Protocol != r.Protocol) || (r.Type != 0 && f.routes[i].Type != r.Type) {
+	i := -1
+	for j, x := range f.routes {
+		if x.Table != r.Table || x.Dst.String() != r.Dst.String() || (r.Priority != 0 && x.Priority != r.Priority) ||
+			(r.Protocol != 0 && x.Protocol != r.Protocol) || (r.Type != 0 && x.Type != r.Type) {
+			continue
+		}
+		if i < 0 || x.Priority < f.routes[i].Priority {
+			i = j
+		}
+	}
+	if i < 0 {
 		return syscall.ESRCH
 	}
 	f.routes = slices.Delete(f.routes, i, i+1)
@@ -87,6 +96,9 @@ func (f *fakeNetlink) LinkByName(name string) (netlink.Link, error) {
 
 func describe(r *netlink.Route) string {
 	s := r.Dst.String() + fmt.Sprintf(" proto %d", r.Protocol)
+	if r.Priority != 0 {
+		s += fmt.Sprintf(" metric %d", r.Priority)
+	}
 	switch {
 	case r.Type == unix.RTN_BLACKHOLE:
 		s += " blackhole"

@@ -452,3 +452,61 @@ func TestRealDownDevice(t *testing.T) {
 		})
 	}
 }
+
+// TestRealMetric: a writer with a metric shares no key with another owner's route at the
+// kernel's default metric (no conflict; the static route, metric 0, wins the lookup), deletes
+// only its own route of a prefix that also has a leftover at another metric, and removes such
+// leftovers (an earlier version's, at metric 0 and IPv6's 1024) once in sync, not before.
+func TestRealMetric(t *testing.T) {
+	for _, k := range netlinkKinds {
+		t.Run(k.name, func(t *testing.T) {
+			ns := underlayNS(t)
+			for _, c := range [][]string{
+				{"ip", "route", "add", "198.18.1.0/26", "via", "192.0.2.2", "proto", "static"},
+				{"ip", "route", "add", "198.18.2.0/26", "via", "192.0.2.9", "proto", "81"},
+				{"ip", "route", "add", "198.18.3.0/26", "via", "192.0.2.2", "proto", "81", "metric", "32"},
+				{"ip", "-6", "route", "add", "blackhole", "2001:db8:1000::/122", "proto", "81"},
+			} {
+				nstest.Run(t, ns, c...)
+			}
+			w, err := New(k.open(t, ns), Config{Protocol: ProtocolTerraceBGP, Metric: 32})
+			mustT(t, err)
+			via2 := Target{Gateways: Via(addr("192.0.2.2"))}
+			mustT(t, w.Set(pfx("198.18.1.0/26"), via2))
+			mustT(t, w.Set(pfx("198.18.2.0/26"), via2))
+			mustT(t, w.Set(pfx("2001:db8:1000::/122"), Target{Blackhole: true}))
+			mustT(t, w.Apply(ctx))
+			if c := w.Conflicts(); len(c) != 0 || w.Installed() != 3 {
+				t.Fatalf("conflicts %v, installed %d of 3", c, w.Installed())
+			}
+			if got := nstest.Run(t, ns, "ip", "route", "get", "198.18.1.1"); !strings.Contains(got, "via 192.0.2.2") {
+				t.Errorf("lookup of the static route's prefix: %s", got)
+			}
+			// Asked for in this run, then withdrawn: ours goes at once, the leftover waits.
+			w.Delete(pfx("198.18.2.0/26"))
+			mustT(t, w.Apply(ctx))
+			want := "198.18.1.0/26 via 192.0.2.2 dev under0 metric 32\n198.18.2.0/26 via 192.0.2.9 dev under0\n" +
+				"198.18.3.0/26 via 192.0.2.2 dev under0 metric 32\n" +
+				"blackhole 2001:db8:1000::/122 dev lo metric 32 pref medium\nblackhole 2001:db8:1000::/122 dev lo metric 1024 pref medium"
+			if got := routesOf(t, ns, "proto", "81"); got != want {
+				t.Fatalf("before in sync:\n%s\nwant:\n%s", got, want)
+			}
+			w.SetInSync()
+			mustT(t, w.Apply(ctx))
+			want = "198.18.1.0/26 via 192.0.2.2 dev under0 metric 32\nblackhole 2001:db8:1000::/122 dev lo metric 32 pref medium"
+			if got := routesOf(t, ns, "proto", "81"); got != want {
+				t.Fatalf("in sync:\n%s\nwant:\n%s", got, want)
+			}
+			if got := routesOf(t, ns, "proto", "static"); got != "198.18.1.0/26 via 192.0.2.2 dev under0" {
+				t.Fatalf("the static route: %q", got)
+			}
+			// Drift at our metric is repaired; a route at another metric is a leftover again.
+			nstest.Run(t, ns, "ip", "route", "add", "198.18.6.0/26", "via", "192.0.2.2", "proto", "81", "metric", "7")
+			nstest.Run(t, ns, "ip", "route", "del", "198.18.1.0/26", "proto", "81", "metric", "32")
+			mustT(t, w.Resync(ctx))
+			if got := routesOf(t, ns, "proto", "81"); got != want {
+				t.Fatalf("after a resync:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}

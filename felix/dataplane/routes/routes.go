@@ -81,6 +81,12 @@ func (g Gateway) Compare(h Gateway) int {
 	return 1
 }
 
+// stray is a route of ours at a metric the writer does not use.
+type stray struct {
+	p      netip.Prefix
+	metric int
+}
+
 func (g Gateway) String() string {
 	s := g.Addr.String()
 	if g.LinkIndex != 0 {
@@ -116,11 +122,17 @@ func (t Target) validate(p netip.Prefix) error {
 	return nil
 }
 
-// Config selects the table and protocol this writer owns.
+// Config selects the table, protocol and metric this writer owns.
 type Config struct {
 	Table    int                   // default main
 	Protocol netlink.RouteProtocol // required: 80 or 81 per CONVENTIONS.md
-	Logger   *slog.Logger
+	// Metric is the priority (RTA_PRIORITY) of the routes written. Zero leaves it to the kernel
+	// (0 for IPv4, 1024 for IPv6) and takes our protocol's routes at any metric as ours. Another
+	// value keys our routes at that metric only, so they never collide with a route another owner
+	// put at the kernel's default; our protocol's routes found at another metric (an earlier
+	// version's) are leftovers, kept until in sync and then deleted.
+	Metric int
+	Logger *slog.Logger
 }
 
 // entry is one desired route and what the writer knows the kernel holds for it.
@@ -174,7 +186,10 @@ type Writer struct {
 	// reread asks for one at the end of this Apply.
 	rechecked map[netip.Prefix]bool
 	reread    bool
-	inSync    bool
+	// strays are our protocol's routes in our table at another metric than Config.Metric, as
+	// last read: never desired, deleted once in sync.
+	strays []stray
+	inSync bool
 	// adopted holds the routes of our protocol found at the first read (a previous run's) and
 	// not desired since: only these wait for SetInSync before they may go. A route this writer
 	// was asked for in this run and then no longer is goes at once.
@@ -369,6 +384,7 @@ func (w *Writer) read() error {
 	filter := &netlink.Route{Table: w.cfg.Table, Protocol: w.cfg.Protocol}
 	mask := netlink.RT_FILTER_TABLE | netlink.RT_FILTER_PROTOCOL
 	actual := map[netip.Prefix]kroute{}
+	var strays []stray
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rs, err := w.nl.RouteListFiltered(fam, filter, mask)
 		if err != nil {
@@ -382,10 +398,14 @@ func (w *Writer) read() error {
 			if !ok {
 				continue
 			}
+			if w.cfg.Metric != 0 && r.Priority != w.cfg.Metric {
+				strays = append(strays, stray{p, r.Priority})
+				continue
+			}
 			actual[p] = fromNetlink(r)
 		}
 	}
-	w.actual = actual
+	w.actual, w.strays = actual, strays
 	// What the kernel holds is what was just read: every installed entry is compared again.
 	for p, e := range w.desired {
 		if e.installed {
@@ -531,7 +551,8 @@ func family(p netip.Prefix) int {
 // toNetlink fills r (reused between batches, so everything in it is overwritten) with the kernel
 // route for p.
 func (w *Writer) toNetlink(p netip.Prefix, t Target, linkIndex int, r *netlink.Route) *netlink.Route {
-	*r = netlink.Route{Dst: ipNet(p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(p), Type: unix.RTN_UNICAST}
+	*r = netlink.Route{Dst: ipNet(p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(p), Type: unix.RTN_UNICAST,
+		Priority: w.cfg.Metric}
 	switch {
 	case t.Blackhole:
 		r.Type = unix.RTN_BLACKHOLE
@@ -588,6 +609,7 @@ func (w *Writer) apply(ctx context.Context) error {
 	var errs []error
 	var done int
 	var queue []queued
+	var strays []stray // those whose delete failed, kept for the next Apply
 	flush := func() {
 		if len(queue) == 0 {
 			return
@@ -597,6 +619,13 @@ func (w *Writer) apply(ctx context.Context) error {
 			ops[i] = q.op
 		}
 		for i, err := range batcher.RouteBatch(ops) {
+			if queue[i].stray {
+				if err != nil && !errors.Is(err, syscall.ESRCH) {
+					errs = append(errs, fmt.Errorf("delete route %s at metric %d: %w", queue[i].p, queue[i].op.Route.Priority, err))
+					strays = append(strays, stray{queue[i].p, queue[i].op.Route.Priority})
+				}
+				continue
+			}
 			settled, err := w.settle(queue[i].p, queue[i].op, queue[i].link, err)
 			if err != nil {
 				errs = append(errs, err)
@@ -620,7 +649,7 @@ func (w *Writer) apply(ctx context.Context) error {
 		case err != nil:
 			errs = append(errs, err)
 		case op != nil:
-			queue = append(queue, queued{p, *op, link})
+			queue = append(queue, queued{p: p, op: *op, link: link})
 			if len(queue) >= batchSize {
 				flush()
 			}
@@ -629,7 +658,22 @@ func (w *Writer) apply(ctx context.Context) error {
 			done++
 		}
 	}
+	if w.inSync && ctx.Err() == nil {
+		for _, s := range w.strays {
+			r := &w.scratch[len(queue)]
+			*r = netlink.Route{Dst: ipNet(s.p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(s.p),
+				Scope: netlink.SCOPE_NOWHERE, Priority: s.metric}
+			queue = append(queue, queued{p: s.p, op: RouteOp{Kind: OpDel, Route: r}, stray: true})
+			if len(queue) >= batchSize {
+				flush()
+			}
+		}
+		w.strays = nil
+	}
 	flush()
+	if len(strays) > 0 {
+		w.strays = append(w.strays, strays...)
+	}
 	if done > 0 {
 		w.log.Debug("routes applied", "changed", done, "dirty", len(w.dirty))
 	}
@@ -640,9 +684,10 @@ func (w *Writer) apply(ctx context.Context) error {
 }
 
 type queued struct {
-	p    netip.Prefix
-	op   RouteOp
-	link int // the device index the op's route goes through
+	p     netip.Prefix
+	op    RouteOp
+	link  int  // the device index the op's route goes through
+	stray bool // the op deletes a leftover at another metric
 }
 
 // oneByOne is the Batcher of a Netlink that has no batching: one call per route.
@@ -680,7 +725,10 @@ func (w *Writer) plan(p netip.Prefix, links map[string]int, r *netlink.Route) (s
 		}
 		// SCOPE_NOWHERE is the kernel's "any scope" for deletions; the zero value would mean
 		// universe, never match a scope-link device route, and come back as ESRCH ("already gone").
-		*r = netlink.Route{Dst: ipNet(p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(p), Scope: netlink.SCOPE_NOWHERE}
+		// The metric too: without it the kernel deletes the first of our protocol's routes for p at
+		// any metric, which may be a leftover at a lower one rather than ours.
+		*r = netlink.Route{Dst: ipNet(p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(p), Scope: netlink.SCOPE_NOWHERE,
+			Priority: w.cfg.Metric}
 		if have.blackhole {
 			r.Type = unix.RTN_BLACKHOLE
 		}
