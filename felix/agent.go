@@ -261,6 +261,10 @@ func (a *Agent) loop(ctx context.Context, errc <-chan error) error {
 					drained = true
 				}
 			}
+			if a.live.restart != nil {
+				timer.Stop()
+				return a.live.restart
+			}
 		case <-beat.C:
 		case name, ok := <-linkC:
 			if !ok {

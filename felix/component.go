@@ -1,7 +1,9 @@
 package felix
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -146,8 +148,11 @@ type ComponentConfig struct {
 	ResyncInterval time.Duration
 	ApplyInterval  time.Duration
 	// IPv6 says whether ip6tables is programmed too: IPv6Auto, IPv6On or IPv6Off. It is switched off
-	// when ip6tables-restore is missing.
+	// when ip6tables-restore is missing. FelixConfiguration ipv6Support sets it unless Explicit.
 	IPv6 string
+	// Backend is the iptables back end: BackendAuto (detected), BackendLegacy or BackendNFT;
+	// FelixConfiguration iptablesBackend sets it unless Explicit.
+	Backend string
 	// LogLevel is felix's log level (terrace-node's --log-level); FelixConfiguration
 	// logSeverityScreen changes it while felix runs unless Explicit.LogLevel.
 	LogLevel string
@@ -176,6 +181,23 @@ func WantIPv6(mode string, n *api.Node) (bool, string) {
 		return true, "the node has IPv6 address " + n.Spec.BGP.IPv6Address
 	}
 	return false, "the node has no IPv6 address"
+}
+
+// Back end choices of ComponentConfig.Backend.
+const (
+	BackendAuto   = "auto"
+	BackendLegacy = string(iptables.BackendLegacy)
+	BackendNFT    = string(iptables.BackendNFT)
+)
+
+// ParseBackend checks a --felix-iptables-backend value; Calico's spellings (NFT, Legacy, Auto)
+// are taken too.
+func ParseBackend(s string) (string, error) {
+	switch l := strings.ToLower(s); l {
+	case BackendAuto, BackendLegacy, BackendNFT:
+		return l, nil
+	}
+	return "", fmt.Errorf("parse iptables back end %q: want auto, legacy or nft", s)
 }
 
 // ParseIPv6Mode checks a --felix-ipv6 value.
@@ -211,8 +233,24 @@ func NewComponent(cfg ComponentConfig) *Component { return &Component{cfg: cfg} 
 // Name implements node.Component.
 func (c *Component) Name() string { return "felix" }
 
-// Run implements node.Component.
+// Run implements node.Component. A FelixConfiguration change of a setting the dataplane is built
+// with makes it build the dataplane again and go on.
 func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
+	for {
+		err := c.run(ctx, env)
+		var restart *RestartError
+		if !errors.As(err, &restart) || ctx.Err() != nil {
+			return err
+		}
+		env.Log.Info("felix restarting to apply a FelixConfiguration change", "setting", restart.Setting,
+			"old", restart.Old, "new", restart.New)
+	}
+}
+
+func (c *Component) run(ctx context.Context, env node.ComponentEnv) error {
+	// The subscriptions below end with this run.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	log := env.Log
 	base := c.cfg
 	cc := base
@@ -223,6 +261,8 @@ func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 	} else {
 		cc = applyFelixConfig(base, specs)
 	}
+	// Spelled out, so the agent compares later FelixConfiguration changes against what was used.
+	cc.IPv6, cc.Backend = cmp.Or(cc.IPv6, IPv6Auto), cmp.Or(cc.Backend, BackendAuto)
 	// Felix's own level over the node's log output, so logSeverityScreen can change it alone.
 	level := new(slog.LevelVar)
 	level.Set(parseLevel(cc.LogLevel, log))
@@ -247,8 +287,12 @@ func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 		defer h.Close()
 		k = &componentKernel{cmd: cmdrun.Exec{}, netlink: h, sysctl: sysctl.ProcFS{}}
 	}
+	wantBackend := k.backend
+	if wantBackend == "" && cc.Backend != BackendAuto {
+		wantBackend = iptables.Backend(cc.Backend)
+	}
 	dp, backend, err := NewDataplane(ctx, DataplaneConfig{
-		Cmd: k.cmd, Netlink: k.netlink, Sysctl: k.sysctl, Backend: k.backend, IPv6: ipv6, HostSysctls: true, Logger: log,
+		Cmd: k.cmd, Netlink: k.netlink, Sysctl: k.sysctl, Backend: wantBackend, IPv6: ipv6, HostSysctls: true, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -264,7 +308,7 @@ func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 		log.Warn("no host interface addresses: host endpoints without interfaceName are not enforced", "err", err)
 	}
 	nodeName := env.Node.Metadata.Name
-	log.Info("felix dataplane", "iptables_backend", string(backend), "ipv6", ipv6)
+	log.Info("felix dataplane", "iptables_backend", string(backend), "iptables_backend_mode", cc.Backend, "ipv6", ipv6)
 	board := env.Board
 	if board != nil {
 		board.SetComponent("felix", node.ComponentStatus{State: "starting", Detail: "waiting for the datastore"})
@@ -273,7 +317,7 @@ func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
 		NodeName: nodeName, Client: env.Client, LinkEvents: links, HostInterfaces: hostIfs,
 		ApplyInterval: cc.ApplyInterval, ResyncInterval: cc.ResyncInterval,
 		HealthListen: cc.HealthListen, MetricsListen: cc.MetricsListen,
-		FelixConfigBase: &base, Listen: k.listen, LogLevel: level,
+		FelixConfigBase: &base, IPv6Mode: cc.IPv6, Backend: cc.Backend, Listen: k.listen, LogLevel: level,
 		Logger: log,
 		OnState: func(st State) {
 			if board == nil {

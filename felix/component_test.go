@@ -25,7 +25,7 @@ var resyncsRE = regexp.MustCompile(`(?m)^terrace_felix_resyncs_total (\d+)$`)
 // and metrics endpoints move or stop, the resync cadence changes, and the runtime settings the
 // calculation reads reach the kernel, all without restarting the component.
 func TestComponentFollowsFelixConfiguration(t *testing.T) {
-	ns := nstest.New(t, "ipset", "iptables-save", "iptables-restore", "ss")
+	ns := nstest.New(t, "ipset", "iptables-save", "iptables-restore", "ss", "iptables-legacy-save", "iptables-nft-save", "ip6tables-nft-save", "ip6tables-restore")
 	const nodeName = "host-1"
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -213,5 +213,42 @@ func TestComponentFollowsFelixConfiguration(t *testing.T) {
 		wait(t, "health back on the flag default", 10*time.Second, func() bool {
 			return serves(DefaultHealthListen, "/liveness") && !strings.Contains(listening(), ":9199")
 		})
+	})
+
+	// The back end is a setting the dataplane is built with: the component builds it again, the
+	// rules move, and the back end left behind is cleaned once the new one is programmed.
+	ownChains := func(bin string) int { return strings.Count(nstest.Run(t, ns, bin, "-t", "filter"), "\n:"+calc.ChainWlToHost+" ") }
+	backendIs := func(b string) func() bool {
+		return func() bool {
+			st := felixState()
+			return st.State == "ready" && st.Details["iptablesBackend"] == b
+		}
+	}
+	for _, step := range []struct{ spec, backend, in, out string }{
+		{"Legacy", BackendLegacy, "iptables-legacy-save", "iptables-nft-save"},
+		{"NFT", BackendNFT, "iptables-nft-save", "iptables-legacy-save"},
+	} {
+		t.Run("iptablesBackend "+step.spec, func(t *testing.T) {
+			felixConfig("default", "{iptablesRefreshInterval: 0s, defaultEndpointToHostAction: Accept, iptablesBackend: "+step.spec+"}")
+			wait(t, "felix ready on "+step.backend, 30*time.Second, backendIs(step.backend))
+			wait(t, "rules only in "+step.in, 30*time.Second, func() bool { return ownChains(step.in) == 1 && ownChains(step.out) == 0 })
+			if !serves(DefaultHealthListen, "/liveness") {
+				t.Errorf("health not served after the restart:\n%s", listening())
+			}
+		})
+	}
+	t.Run("ipv6Support", func(t *testing.T) {
+		for _, on := range []bool{true, false} {
+			felixConfig("default", "{iptablesRefreshInterval: 0s, defaultEndpointToHostAction: Accept, iptablesBackend: NFT, ipv6Support: "+strconv.FormatBool(on)+"}")
+			wait(t, "felix ready with ipv6 "+strconv.FormatBool(on), 30*time.Second, func() bool {
+				st := felixState()
+				return st.State == "ready" && st.Details["ipv6"] == on
+			})
+			want := 0
+			if on {
+				want = 1
+			}
+			wait(t, "ip6tables chains", 30*time.Second, func() bool { return ownChains("ip6tables-nft-save") == want })
+		}
 	})
 }

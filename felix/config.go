@@ -74,6 +74,10 @@ type Config struct {
 	// the values to start with, and on every change of those resources they are recomputed from
 	// FelixConfigBase (the operator's flags, which win where Explicit) and applied in place.
 	FelixConfigBase *ComponentConfig
+	// IPv6Mode and Backend are the ComponentConfig settings the dataplane was built with; with
+	// FelixConfigBase, a FelixConfiguration change of either ends Run with a *RestartError.
+	// Empty: not followed.
+	IPv6Mode, Backend string
 	// LogLevel, when set with FelixConfigBase, is the level the agent's Logger filters at; it
 	// follows FelixConfiguration logSeverityScreen (unless FelixConfigBase.Explicit.LogLevel).
 	LogLevel *slog.LevelVar

@@ -1,6 +1,7 @@
 package felix
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,7 +18,19 @@ import (
 // Explicit says which ComponentConfig settings the operator gave on the command line (or in the
 // environment or file); those win over FelixConfiguration, as a flag does in Calico.
 type Explicit struct {
-	HealthListen, MetricsListen, ResyncInterval, LogLevel bool
+	HealthListen, MetricsListen, ResyncInterval, LogLevel, IPv6, Backend bool
+}
+
+// RestartError ends the agent's Run when FelixConfiguration changes a setting the dataplane is
+// built with (the iptables back end, IPv6): the component builds a new one and runs again, as
+// Calico's felix restarts for such settings. The writers take over what the kernel holds, so
+// policy stays in force meanwhile.
+type RestartError struct {
+	Setting, Old, New string
+}
+
+func (e *RestartError) Error() string {
+	return fmt.Sprintf("felix setting %s changed from %s to %s: the dataplane is built again", e.Setting, e.Old, e.New)
 }
 
 // readFelixConfig returns the cluster-wide FelixConfiguration and this node's (node.<name>),
@@ -47,8 +60,15 @@ func applyFelixConfig(cc ComponentConfig, specs []*api.FelixConfigurationSpec) C
 	healthOn, healthHost, healthPort := cc.HealthListen != "", "", 0
 	metricsOn, metricsHost, metricsPort := cc.MetricsListen != "", "", 0
 	var refresh *api.Duration
-	var level string
+	var level, backend string
+	var ipv6 *bool
 	for _, s := range specs {
+		if s.IptablesBackend != "" {
+			backend = s.IptablesBackend
+		}
+		if s.IPv6Support != nil {
+			ipv6 = s.IPv6Support
+		}
 		if s.LogSeverityScreen != "" {
 			level = s.LogSeverityScreen
 		}
@@ -102,6 +122,20 @@ func applyFelixConfig(cc ComponentConfig, specs []*api.FelixConfigurationSpec) C
 	if !cc.Explicit.LogLevel && level != "" {
 		cc.LogLevel = level
 	}
+	if !cc.Explicit.Backend && backend != "" {
+		// Validation allows Legacy, NFT and Auto only.
+		cc.Backend = map[string]string{"Legacy": BackendLegacy, "NFT": BackendNFT}[backend]
+		if cc.Backend == "" {
+			cc.Backend = BackendAuto
+		}
+	}
+	if !cc.Explicit.IPv6 && ipv6 != nil {
+		// Calico's ipv6Support: true programs ip6tables whether or not the node has an address.
+		cc.IPv6 = IPv6Off
+		if *ipv6 {
+			cc.IPv6 = IPv6On
+		}
+	}
 	if !cc.Explicit.ResyncInterval && refresh != nil {
 		cc.ResyncInterval = refresh.Duration
 		if cc.ResyncInterval == 0 {
@@ -118,6 +152,7 @@ func effectiveConfig(base ComponentConfig, specs []*api.FelixConfigurationSpec) 
 	if cc.ResyncInterval == 0 {
 		cc.ResyncInterval = DefaultResyncInterval
 	}
+	cc.IPv6, cc.Backend = cmp.Or(cc.IPv6, IPv6Auto), cmp.Or(cc.Backend, BackendAuto)
 	return cc
 }
 
@@ -128,10 +163,12 @@ func effectiveConfig(base ComponentConfig, specs []*api.FelixConfigurationSpec) 
 // reach it through the calculator's own FelixConfiguration updates. Apart from the endpoint
 // servers, which run on their own goroutines, live belongs to the agent's loop.
 type live struct {
-	base  *ComponentConfig // nil: the settings are fixed by Config
-	node  string
-	specs map[string]*api.FelixConfigurationSpec // by slot: "default", "node"
-	cur   ComponentConfig
+	base *ComponentConfig // nil: the settings are fixed by Config
+	// restart is set when a change needs a new dataplane; the agent's loop then ends Run with it.
+	restart *RestartError
+	node    string
+	specs   map[string]*api.FelixConfigurationSpec // by slot: "default", "node"
+	cur     ComponentConfig
 
 	health, metrics *endpointServer
 	resync          resyncTicker
@@ -144,8 +181,9 @@ func (a *Agent) newLive() *live {
 	cfg := a.cfg
 	l := &live{
 		base: cfg.FelixConfigBase, node: cfg.NodeName, specs: map[string]*api.FelixConfigurationSpec{},
-		cur: ComponentConfig{HealthListen: cfg.HealthListen, MetricsListen: cfg.MetricsListen, ResyncInterval: cfg.ResyncInterval},
-		hl:  a.health, log: a.log, level: cfg.LogLevel,
+		cur: ComponentConfig{HealthListen: cfg.HealthListen, MetricsListen: cfg.MetricsListen, ResyncInterval: cfg.ResyncInterval,
+			IPv6: cfg.IPv6Mode, Backend: cfg.Backend},
+		hl: a.health, log: a.log, level: cfg.LogLevel,
 	}
 	l.health = newEndpointServer("health", "healthListen", cfg.HealthListen, a.healthHandler(), cfg.Listen, a.log, a.health, cfg.RetryMin, cfg.RetryMax)
 	l.metrics = newEndpointServer("metrics", "metricsListen", cfg.MetricsListen, a.metricsHandler(), cfg.Listen, a.log, a.health, cfg.RetryMin, cfg.RetryMax)
@@ -202,6 +240,12 @@ func (l *live) observe(ups []datastore.ResourceUpdate) {
 // apply restarts only the pieces whose setting changed. The endpoint servers log their own
 // change once it is in effect (a bind may fail and be retried).
 func (l *live) apply(next ComponentConfig) {
+	switch {
+	case l.cur.IPv6 != "" && next.IPv6 != l.cur.IPv6:
+		l.restart = &RestartError{Setting: "ipv6Support", Old: l.cur.IPv6, New: next.IPv6}
+	case l.cur.Backend != "" && next.Backend != l.cur.Backend:
+		l.restart = &RestartError{Setting: "iptablesBackend", Old: l.cur.Backend, New: next.Backend}
+	}
 	if next.HealthListen != l.cur.HealthListen {
 		l.health.set(next.HealthListen)
 	}

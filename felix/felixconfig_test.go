@@ -48,6 +48,17 @@ func TestApplyFelixConfig(t *testing.T) {
 			},
 			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "127.0.0.1:5", ResyncInterval: time.Hour,
 				Explicit: Explicit{HealthListen: true}}},
+		{"back end and IPv6, node over default", base, []*api.FelixConfigurationSpec{
+			{IptablesBackend: "Legacy", IPv6Support: &yes},
+			{IptablesBackend: "NFT"},
+		}, ComponentConfig{HealthListen: DefaultHealthListen, MetricsListen: DefaultMetricsListen, ResyncInterval: 90 * time.Second,
+			Backend: BackendNFT, IPv6: IPv6On}},
+		{"Auto back end, IPv6 off", ComponentConfig{Backend: BackendLegacy, IPv6: IPv6Auto},
+			[]*api.FelixConfigurationSpec{{IptablesBackend: "Auto", IPv6Support: &no}},
+			ComponentConfig{Backend: BackendAuto, IPv6: IPv6Off}},
+		{"explicit back end and IPv6 win", ComponentConfig{Backend: BackendLegacy, IPv6: IPv6Auto, Explicit: Explicit{Backend: true, IPv6: true}},
+			[]*api.FelixConfigurationSpec{{IptablesBackend: "NFT", IPv6Support: &yes}},
+			ComponentConfig{Backend: BackendLegacy, IPv6: IPv6Auto, Explicit: Explicit{Backend: true, IPv6: true}}},
 		{"node re-enables what the default disabled", base, []*api.FelixConfigurationSpec{
 			{HealthEnabled: &no, PrometheusMetricsEnabled: &no},
 			{HealthEnabled: &yes, HealthHost: "::1"},
@@ -147,6 +158,44 @@ func TestLiveFollowsFelixConfiguration(t *testing.T) {
 				if lw := a.health.liveWindow; lw != liveWindow(st.want.resync) {
 					t.Errorf("%s: liveness window %v, want %v", st.what, lw, liveWindow(st.want.resync))
 				}
+			}
+		})
+	}
+}
+
+// TestLiveAsksForRestart: a FelixConfiguration change of the iptables back end or of IPv6 asks
+// for a new dataplane; one that only spells the settings in use, or a change of anything else,
+// does not; nor does any change when the settings in use are not known (Config without them).
+func TestLiveAsksForRestart(t *testing.T) {
+	yes := true
+	flags := ComponentConfig{HealthListen: DefaultHealthListen, ResyncInterval: DefaultResyncInterval, IPv6: IPv6Auto, Backend: BackendAuto}
+	tests := []struct {
+		name          string
+		ipv6, backend string // what the dataplane was built with
+		spec          api.FelixConfigurationSpec
+		want          *RestartError
+	}{
+		{"same settings spelled out", IPv6Auto, BackendLegacy, api.FelixConfigurationSpec{IptablesBackend: "Legacy"}, nil},
+		{"another setting", IPv6Auto, BackendAuto, api.FelixConfigurationSpec{HealthPort: new(9199)}, nil},
+		{"back end", IPv6Auto, BackendAuto, api.FelixConfigurationSpec{IptablesBackend: "NFT"},
+			&RestartError{Setting: "iptablesBackend", Old: BackendAuto, New: BackendNFT}},
+		{"back end to auto", IPv6Auto, BackendNFT, api.FelixConfigurationSpec{},
+			&RestartError{Setting: "iptablesBackend", Old: BackendNFT, New: BackendAuto}},
+		{"IPv6", IPv6Auto, BackendAuto, api.FelixConfigurationSpec{IPv6Support: &yes},
+			&RestartError{Setting: "ipv6Support", Old: IPv6Auto, New: IPv6On}},
+		{"not followed", "", "", api.FelixConfigurationSpec{IptablesBackend: "NFT", IPv6Support: &yes}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := &Agent{cfg: Config{NodeName: testNode, FelixConfigBase: &flags, IPv6Mode: tt.ipv6, Backend: tt.backend},
+				log: testLogger(t), metrics: newMetrics()}
+			a.cfg.setDefaults()
+			a.health = newHealth(nil, liveWindow(a.cfg.ResyncInterval))
+			l := a.newLive()
+			defer l.resync.stop()
+			l.observe([]datastore.ResourceUpdate{felixConfigUpdate("default", &tt.spec)})
+			if d := cmp.Diff(tt.want, l.restart); d != "" {
+				t.Errorf("restart (-want +got):\n%s", d)
 			}
 		})
 	}

@@ -20,7 +20,8 @@ func addFelixFlags(f *pflag.FlagSet) {
 	f.String("felix-metrics-listen", felix.DefaultMetricsListen, "address of felix's Prometheus /metrics; empty disables (unless given, FelixConfiguration prometheusMetrics* apply)")
 	f.Duration("felix-resync-interval", felix.DefaultResyncInterval, "how often felix re-reads iptables, ipsets and routes and repairs drift: 0 (never) or at least 1s (unless given, FelixConfiguration iptablesRefreshInterval applies)")
 	f.Duration("felix-apply-interval", felix.DefaultApplyInterval, "least time between two dataplane applies while updates keep coming")
-	f.String("felix-ipv6", felix.IPv6Auto, "program ip6tables too: auto (when the node has an IPv6 address), true or false; off when ip6tables-restore is missing")
+	f.String("felix-ipv6", felix.IPv6Auto, "program ip6tables too: auto (when the node has an IPv6 address), true or false; off when ip6tables-restore is missing (unless given, FelixConfiguration ipv6Support applies)")
+	f.String("felix-iptables-backend", felix.BackendAuto, "iptables back end: auto (the one other tools' rules are in), legacy or nft (unless given, FelixConfiguration iptablesBackend applies)")
 	f.String("rt-protos-file", routes.ProtocolNamesFile, "iproute2 file naming Terrace's route protocols; empty: do not write it")
 }
 
@@ -46,18 +47,25 @@ func felixComponent(cfg *cliconf.Config) (node.Component, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--felix-ipv6: %w", err)
 	}
+	backend, err := felix.ParseBackend(cfg.String("felix-iptables-backend"))
+	if err != nil {
+		return nil, fmt.Errorf("--felix-iptables-backend: %w", err)
+	}
 	return felix.NewComponent(felix.ComponentConfig{
 		HealthListen:   cfg.String("felix-health-listen"),
 		MetricsListen:  cfg.String("felix-metrics-listen"),
 		ResyncInterval: resync,
 		ApplyInterval:  apply,
 		IPv6:           ipv6,
+		Backend:        backend,
 		LogLevel:       cfg.String("log-level"),
 		Explicit: felix.Explicit{
 			HealthListen:   cfg.Source("felix-health-listen") != cliconf.SourceDefault,
 			MetricsListen:  cfg.Source("felix-metrics-listen") != cliconf.SourceDefault,
 			ResyncInterval: cfg.Source("felix-resync-interval") != cliconf.SourceDefault,
 			LogLevel:       cfg.Source("log-level") != cliconf.SourceDefault,
+			IPv6:           cfg.Source("felix-ipv6") != cliconf.SourceDefault,
+			Backend:        cfg.Source("felix-iptables-backend") != cliconf.SourceDefault,
 		},
 	}), nil
 }
