@@ -217,7 +217,9 @@ func TestComponentFollowsFelixConfiguration(t *testing.T) {
 
 	// The back end is a setting the dataplane is built with: the component builds it again, the
 	// rules move, and the back end left behind is cleaned once the new one is programmed.
-	ownChains := func(bin string) int { return strings.Count(nstest.Run(t, ns, bin, "-t", "filter"), "\n:"+calc.ChainWlToHost+" ") }
+	ownChains := func(bin string) int {
+		return strings.Count(nstest.Run(t, ns, bin, "-t", "filter"), "\n:"+calc.ChainWlToHost+" ")
+	}
 	backendIs := func(b string) func() bool {
 		return func() bool {
 			st := felixState()
