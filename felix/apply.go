@@ -71,8 +71,8 @@ func (a *Agent) cycle(ctx context.Context, resync bool) error {
 	a.pollAt = time.Time{}
 	conflicts := a.dp.Routes.Conflicts()
 	a.noteConflicts(conflicts)
-	// A route whose key another protocol's route holds (often BGP's for a block moving between
-	// hosts, gone a moment later) is tried again at the poll, not only at the next resync.
+	// A route whose key another protocol's route holds (an operator's, or another tool's at the
+	// kernel's default metric) is tried again at the poll, not only at the next resync.
 	if len(a.dp.Routes.Pending()) > 0 || len(conflicts) > 0 || (a.dp.Sysctls != nil && len(a.dp.Sysctls.Pending()) > 0) {
 		a.pollAt = a.lastApply.Add(a.cfg.PendingPoll)
 	}

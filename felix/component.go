@@ -236,18 +236,34 @@ func (c *Component) Name() string { return "felix" }
 // Run implements node.Component. A FelixConfiguration change of a setting the dataplane is built
 // with makes it build the dataplane again and go on.
 func (c *Component) Run(ctx context.Context, env node.ComponentEnv) error {
+	var next *ComponentConfig
+	var wait time.Duration
 	for {
-		err := c.run(ctx, env)
+		started := time.Now()
+		err := c.run(ctx, env, next)
 		var restart *RestartError
 		if !errors.As(err, &restart) || ctx.Err() != nil {
 			return err
 		}
+		next = &restart.next
+		// Rebuilds in quick succession (FelixConfiguration flapping) wait 1, 2, 4 … 30 s.
+		if time.Since(started) > time.Minute {
+			wait = 0
+		}
 		env.Log.Info("felix restarting to apply a FelixConfiguration change", "setting", restart.Setting,
-			"old", restart.Old, "new", restart.New)
+			"old", restart.Old, "new", restart.New, "after", wait.String())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(max(2*wait, time.Second), 30*time.Second)
 	}
 }
 
-func (c *Component) run(ctx context.Context, env node.ComponentEnv) error {
+// run builds the dataplane and runs the agent once; next, when set, is the configuration a
+// FelixConfiguration change asked for (else it is read).
+func (c *Component) run(ctx context.Context, env node.ComponentEnv, next *ComponentConfig) error {
 	// The subscriptions below end with this run.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -256,7 +272,9 @@ func (c *Component) run(ctx context.Context, env node.ComponentEnv) error {
 	cc := base
 	// Read now so the endpoints bind where they belong from the start; later changes reach the
 	// agent through its syncer and are applied in place.
-	if specs, err := readFelixConfig(ctx, env.Client, env.Node.Metadata.Name); err != nil {
+	if next != nil {
+		cc = *next
+	} else if specs, err := readFelixConfig(ctx, env.Client, env.Node.Metadata.Name); err != nil {
 		log.Warn("using flag values for felix settings until FelixConfiguration arrives", "err", err)
 	} else {
 		cc = applyFelixConfig(base, specs)
@@ -272,6 +290,11 @@ func (c *Component) run(ctx context.Context, env node.ComponentEnv) error {
 	}
 	ipv6, why := WantIPv6(cc.IPv6, env.Node)
 	log.Info("felix IPv6 dataplane", "enabled", ipv6, "mode", cc.IPv6, "reason", why)
+	if withV6, _ := WantIPv6(base.IPv6, env.Node); withV6 && !ipv6 && cc.IPv6 != base.IPv6 {
+		// Common in configurations carried over from Calico, and it leaves IPv6 pod traffic open.
+		log.Warn("FelixConfiguration ipv6Support is false: no ip6tables policy on this node, IPv6 traffic of its workloads is not policed",
+			"flag_mode", cmp.Or(base.IPv6, IPv6Auto))
+	}
 	if ipv6 {
 		if _, err := exec.LookPath("ip6tables-restore"); err != nil {
 			log.Warn("ip6tables-restore not found; programming IPv4 only", "err", err)

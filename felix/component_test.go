@@ -1,16 +1,20 @@
 package felix
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/felix/calc"
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
@@ -253,4 +257,76 @@ func TestComponentFollowsFelixConfiguration(t *testing.T) {
 			wait(t, "ip6tables chains", 30*time.Second, func() bool { return ownChains("ip6tables-nft-save") == want })
 		}
 	})
+}
+
+// TestComponentRestartSettles: an undecodable FelixConfiguration "default" makes the start-up
+// read fail while the agent's syncer takes it as absent; with this node's own configuration
+// asking for the legacy back end, felix rebuilds once and then stays, instead of restarting for
+// ever between the read's view and the syncer's.
+func TestComponentRestartSettles(t *testing.T) {
+	ns := nstest.New(t, "ipset", "iptables-save", "iptables-restore", "iptables-legacy-save")
+	const nodeName = "host-1"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_, client := startTestDatastore(t, ctx)
+	info, err := api.LookupKind(api.KindFelixConfiguration)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Store().Put(ctx, datastore.Key(info, "", api.DefaultConfigName), []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := client.Apply(ctx, decodeOne(t, "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: node."+nodeName+"}\nspec: {iptablesBackend: Legacy}\n")); err != nil {
+		t.Fatal(err)
+	}
+	nsh, nl := nstest.Handle(t, ns)
+	comp := NewComponent(ComponentConfig{ResyncInterval: DefaultResyncInterval, ApplyInterval: 10 * time.Millisecond, IPv6: IPv6Off})
+	comp.kernel = &componentKernel{cmd: cmdrun.InNetns(ns), netlink: nl, ns: &nsh, sysctl: nsFS{ns}}
+	var logs lockedBuffer
+	board := node.NewStatusBoard(node.Status{})
+	env := node.ComponentEnv{Client: client, Node: &api.Node{Metadata: api.ObjectMeta{Name: nodeName}}, Board: board,
+		Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- comp.Run(runCtx, env) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := board.Snapshot().Components["felix"]
+		if st.State == "ready" && st.Details["iptablesBackend"] == BackendLegacy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("felix not ready on legacy: %+v\n%s", st, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second) // long enough for several rebuilds, were it looping
+	stop()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if n := strings.Count(logs.String(), "felix restarting"); n != 1 {
+		t.Errorf("%d restarts, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(nstest.Run(t, ns, "iptables-legacy-save", "-t", "filter"), ":"+calc.ChainWlToHost+" ") {
+		t.Error("no Terrace chains in the legacy back end")
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the component's goroutines to log into.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

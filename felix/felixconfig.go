@@ -27,6 +27,10 @@ type Explicit struct {
 // policy stays in force meanwhile.
 type RestartError struct {
 	Setting, Old, New string
+	// next is the configuration the change gives, which the next run is built with: read again
+	// instead, it could differ from what the agent's syncer sees (an undecodable resource is an
+	// error to a read and absent to the syncer) and the runs would restart each other for ever.
+	next ComponentConfig
 }
 
 func (e *RestartError) Error() string {
@@ -240,11 +244,14 @@ func (l *live) observe(ups []datastore.ResourceUpdate) {
 // apply restarts only the pieces whose setting changed. The endpoint servers log their own
 // change once it is in effect (a bind may fail and be retried).
 func (l *live) apply(next ComponentConfig) {
+	// Decided afresh by each change: a change and its revert in one batch need no new dataplane.
 	switch {
 	case l.cur.IPv6 != "" && next.IPv6 != l.cur.IPv6:
-		l.restart = &RestartError{Setting: "ipv6Support", Old: l.cur.IPv6, New: next.IPv6}
+		l.restart = &RestartError{Setting: "ipv6Support", Old: l.cur.IPv6, New: next.IPv6, next: next}
 	case l.cur.Backend != "" && next.Backend != l.cur.Backend:
-		l.restart = &RestartError{Setting: "iptablesBackend", Old: l.cur.Backend, New: next.Backend}
+		l.restart = &RestartError{Setting: "iptablesBackend", Old: l.cur.Backend, New: next.Backend, next: next}
+	default:
+		l.restart = nil
 	}
 	if next.HealthListen != l.cur.HealthListen {
 		l.health.set(next.HealthListen)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/api"
@@ -173,17 +174,19 @@ func TestLiveAsksForRestart(t *testing.T) {
 		name          string
 		ipv6, backend string // what the dataplane was built with
 		spec          api.FelixConfigurationSpec
+		revert        bool // the resource is deleted again in the next event, before the loop checks
 		want          *RestartError
 	}{
-		{"same settings spelled out", IPv6Auto, BackendLegacy, api.FelixConfigurationSpec{IptablesBackend: "Legacy"}, nil},
-		{"another setting", IPv6Auto, BackendAuto, api.FelixConfigurationSpec{HealthPort: new(9199)}, nil},
-		{"back end", IPv6Auto, BackendAuto, api.FelixConfigurationSpec{IptablesBackend: "NFT"},
+		{"same settings spelled out", IPv6Auto, BackendLegacy, api.FelixConfigurationSpec{IptablesBackend: "Legacy"}, false, nil},
+		{"another setting", IPv6Auto, BackendAuto, api.FelixConfigurationSpec{HealthPort: new(9199)}, false, nil},
+		{"back end", IPv6Auto, BackendAuto, api.FelixConfigurationSpec{IptablesBackend: "NFT"}, false,
 			&RestartError{Setting: "iptablesBackend", Old: BackendAuto, New: BackendNFT}},
-		{"back end to auto", IPv6Auto, BackendNFT, api.FelixConfigurationSpec{},
+		{"back end to auto", IPv6Auto, BackendNFT, api.FelixConfigurationSpec{}, false,
 			&RestartError{Setting: "iptablesBackend", Old: BackendNFT, New: BackendAuto}},
-		{"IPv6", IPv6Auto, BackendAuto, api.FelixConfigurationSpec{IPv6Support: &yes},
+		{"IPv6", IPv6Auto, BackendAuto, api.FelixConfigurationSpec{IPv6Support: &yes}, false,
 			&RestartError{Setting: "ipv6Support", Old: IPv6Auto, New: IPv6On}},
-		{"not followed", "", "", api.FelixConfigurationSpec{IptablesBackend: "NFT", IPv6Support: &yes}, nil},
+		{"not followed", "", "", api.FelixConfigurationSpec{IptablesBackend: "NFT", IPv6Support: &yes}, false, nil},
+		{"changed and reverted before the loop checks", IPv6Auto, BackendAuto, api.FelixConfigurationSpec{IptablesBackend: "NFT"}, true, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -194,7 +197,11 @@ func TestLiveAsksForRestart(t *testing.T) {
 			l := a.newLive()
 			defer l.resync.stop()
 			l.observe([]datastore.ResourceUpdate{felixConfigUpdate("default", &tt.spec)})
-			if d := cmp.Diff(tt.want, l.restart); d != "" {
+			if tt.revert {
+				// A second event, handled before the loop looks at restart.
+				l.observe([]datastore.ResourceUpdate{felixConfigUpdate("default", nil)})
+			}
+			if d := cmp.Diff(tt.want, l.restart, cmpopts.IgnoreUnexported(RestartError{})); d != "" {
 				t.Errorf("restart (-want +got):\n%s", d)
 			}
 		})

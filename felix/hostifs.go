@@ -49,6 +49,17 @@ func WatchHostInterfaces(ctx context.Context, ns *netns.NsHandle, log *slog.Logg
 		defer close(out)
 		defer close(done)
 		defer h.Close()
+		// netlink's receiver may be blocked sending to updates when we stop (felix rebuilds its
+		// dataplane, and so this watch, on some FelixConfiguration changes): drained, it sees
+		// done and exits, closing updates, instead of waiting for ever.
+		defer func() {
+			if updates != nil {
+				go func(c <-chan netlink.AddrUpdate) {
+					for range c {
+					}
+				}(updates)
+			}
+		}()
 		relist := time.NewTicker(hostIfsRelist)
 		defer relist.Stop()
 		var last map[string][]netip.Addr

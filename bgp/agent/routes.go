@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -82,6 +84,7 @@ type programmer struct {
 	res        *resolver // next-hop resolutions, reused for resolverTTL
 	resAt      time.Time
 	unresolved map[netip.Prefix][]netip.Addr // learned, next hops not reachable now
+	refused    map[netip.Prefix]error        // learned, the route refused by the writer
 	lookupKept int                           // routes kept as they were in this pass: a lookup failed
 	inSync     bool
 }
@@ -94,8 +97,11 @@ type RouteStats struct {
 	// HeldBack counts routes not installed because another protocol's route holds their key;
 	// LinkDown those whose interface is down (the kernel refuses a gateway on a down link), put
 	// in when it comes up.
-	HeldBack  int       `json:"heldBack,omitempty"`
-	LinkDown  int       `json:"linkDown,omitempty"`
+	HeldBack int `json:"heldBack,omitempty"`
+	LinkDown int `json:"linkDown,omitempty"`
+	// Refused counts learned routes the route writer refused as routes (nothing the resolver
+	// gives should be); the first one's error stays in LastError while any remain.
+	Refused   int       `json:"refused,omitempty"`
 	InSync    bool      `json:"inSync"`
 	LastApply time.Time `json:"lastApply,omitzero"`
 	LastError string    `json:"lastError,omitempty"`
@@ -103,7 +109,7 @@ type RouteStats struct {
 
 func newProgrammer(w RouteWriter, nl Netlink, learnedNow func() map[netip.Prefix][]netip.Addr, log *slog.Logger) *programmer {
 	return &programmer{log: log, w: w, nl: nl, kickC: make(chan struct{}, 1), learnedNow: learnedNow,
-		unresolved: map[netip.Prefix][]netip.Addr{}}
+		unresolved: map[netip.Prefix][]netip.Addr{}, refused: map[netip.Prefix]error{}}
 }
 
 // UpdateLearnedRoutes implements speaker.RouteSink: it only merges the delivery into what is
@@ -285,6 +291,11 @@ func (p *programmer) sync(ctx context.Context, all bool) {
 				gone = append(gone, pfx)
 			}
 		}
+		for pfx := range p.refused {
+			if len(changes[pfx]) == 0 {
+				gone = append(gone, pfx)
+			}
+		}
 		for _, pfx := range gone {
 			p.forget(pfx)
 		}
@@ -351,10 +362,17 @@ func (p *programmer) record(err error) {
 	}
 	p.mu.Lock()
 	p.applied = true
-	p.stats = RouteStats{Learned: p.w.Len() + len(p.unresolved), Installed: p.w.Installed(), Unresolved: len(p.unresolved),
-		HeldBack: len(conflicts), LinkDown: len(p.w.Pending()), InSync: p.inSync, LastApply: time.Now()}
+	p.stats = RouteStats{Learned: p.w.Len() + len(p.unresolved) + len(p.refused), Installed: p.w.Installed(),
+		Unresolved: len(p.unresolved), HeldBack: len(conflicts), LinkDown: len(p.w.Pending()), Refused: len(p.refused),
+		InSync: p.inSync, LastApply: time.Now()}
 	if err != nil {
 		p.stats.LastError = brief(err)
+	} else if len(p.refused) > 0 {
+		// Refusals stay until the prefix changes: a pass that had nothing to do must not hide them.
+		first := slices.MinFunc(slices.Collect(maps.Keys(p.refused)), func(a, b netip.Prefix) int {
+			return cmp.Or(a.Addr().Compare(b.Addr()), a.Bits()-b.Bits())
+		})
+		p.stats.LastError = fmt.Sprintf("%d learned routes refused, first: %v", len(p.refused), p.refused[first])
 	}
 	p.mu.Unlock()
 }
@@ -421,6 +439,7 @@ func (p *programmer) resolveAgain(ctx context.Context) {
 // forget drops a prefix no peer offers any more.
 func (p *programmer) forget(pfx netip.Prefix) {
 	delete(p.unresolved, pfx)
+	delete(p.refused, pfx)
 	if _, ok := p.w.Desired(pfx); ok {
 		p.w.Delete(pfx)
 	}
@@ -448,6 +467,7 @@ func (p *programmer) program(r *resolver, pfx netip.Prefix, nhs []netip.Addr) []
 		}
 	}
 	if len(gws) == 0 {
+		delete(p.refused, pfx)
 		p.unresolved[pfx] = learned
 		if _, ok := p.w.Desired(pfx); ok {
 			p.w.Delete(pfx)
@@ -462,12 +482,13 @@ func (p *programmer) program(r *resolver, pfx netip.Prefix, nhs []netip.Addr) []
 	if err := p.w.Set(pfx, t); err != nil {
 		// Refused as a route (nothing the resolver gives should be): the old route must not
 		// stay in its place, and the prefix still counts as learned, with the error in the status.
-		p.unresolved[pfx] = learned
+		p.refused[pfx] = err
 		if _, ok := p.w.Desired(pfx); ok {
 			p.w.Delete(pfx)
 		}
 		return []error{err}
 	}
+	delete(p.refused, pfx)
 	return nil
 }
 

@@ -568,7 +568,8 @@ func TestLookupFailureKeepsRoutes(t *testing.T) {
 }
 
 // TestSetRefusedDropsOldRoute: a route the writer refuses takes the prefix's earlier route out
-// (it would forward by stale next hops) and still counts as learned, with the error in the status.
+// (it would forward by stale next hops) and still counts as learned, as refused, with the error in
+// the status until the prefix changes.
 func TestSetRefusedDropsOldRoute(t *testing.T) {
 	w := newFakeWriter()
 	p, st := newTestProgrammer(w, underlay())
@@ -585,13 +586,19 @@ func TestSetRefusedDropsOldRoute(t *testing.T) {
 	if got, ok := w.get(block); ok {
 		t.Errorf("the refused prefix keeps its old route %+v", got)
 	}
-	if s := p.Stats(); s.Learned != 1 || s.Installed != 0 || !strings.Contains(s.LastError, "refused by the test") {
-		t.Errorf("stats %+v, want 1 learned, 0 installed, the refusal as last error", s)
+	if s := p.Stats(); s.Learned != 1 || s.Installed != 0 || s.Refused != 1 || s.Unresolved != 0 || !strings.Contains(s.LastError, "refused by the test") {
+		t.Errorf("stats %+v, want 1 learned, 0 installed, 1 refused, the refusal as last error", s)
+	}
+	// Passes with nothing to do keep it in the status.
+	p.sync(ctx, false)
+	p.resolveAgain(ctx)
+	if s := p.Stats(); s.Refused != 1 || !strings.Contains(s.LastError, "1 learned routes refused, first: set route 198.18.0.64/26: refused by the test") {
+		t.Errorf("stats after a quiet pass %+v", s)
 	}
 	w.refuse = nil
 	st.deliver(p, map[netip.Prefix][]netip.Addr{block: addrs("192.0.2.0")}, false)
 	p.sync(ctx, false)
-	if _, ok := w.get(block); !ok || p.Stats().LastError != "" {
+	if _, ok := w.get(block); !ok || p.Stats().LastError != "" || p.Stats().Refused != 0 {
 		t.Fatalf("not installed once accepted again: %v, stats %+v", w.desired, p.Stats())
 	}
 	// A route whose interface is down is counted as such.

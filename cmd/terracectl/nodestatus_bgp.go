@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -38,10 +39,16 @@ func printBGPStatus(w io.Writer, c node.ComponentStatus, now time.Time) {
 	if st.Routes.HeldBack > 0 {
 		fmt.Fprintf(w, ", %d held back by another protocol's route", st.Routes.HeldBack)
 	}
+	if st.Routes.Refused > 0 {
+		fmt.Fprintf(w, ", %d refused by the route writer", st.Routes.Refused)
+	}
 	if st.Routes.LinkDown > 0 {
 		fmt.Fprintf(w, ", %d waiting for their interface to come up", st.Routes.LinkDown)
 	}
 	fmt.Fprintln(w)
+	if st.Routes.LastError != "" {
+		fmt.Fprintf(w, "  route error: %s\n", oneLine(st.Routes.LastError))
+	}
 	for _, wn := range st.Warnings {
 		fmt.Fprintf(w, "  warning: %s\n", wn)
 	}
@@ -121,7 +128,7 @@ func bgpRoutes() ([]routeRow, error) {
 			rows = append(rows, toRouteRow(r, linkName))
 		}
 	}
-	slices.SortFunc(rows, func(a, b routeRow) int { return comparePrefixes(a.Prefix, b.Prefix) })
+	slices.SortFunc(rows, func(a, b routeRow) int { return cmp.Or(comparePrefixes(a.Prefix, b.Prefix), a.Metric-b.Metric) })
 	return rows, nil
 }
 

@@ -20,7 +20,8 @@ import (
 func TestPrintBGPStatus(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 10, 0, 0, time.UTC)
 	st := agent.Status{ASN: 64512, RouterID: "192.0.2.1", Advertised: 2,
-		Routes: agent.RouteStats{Learned: 5, Installed: 2, Unresolved: 1, HeldBack: 1, LinkDown: 1},
+		Routes: agent.RouteStats{Learned: 6, Installed: 2, Unresolved: 1, HeldBack: 1, LinkDown: 1, Refused: 1,
+			LastError: "1 learned routes refused, first: set route 198.18.9.0/24: bad"},
 		Peers: []speaker.PeerStatus{
 			{Address: netip.MustParseAddr("192.0.2.0"), Type: speaker.PeerTypeNode, ASN: 65000, State: "established",
 				EstablishedAt: now.Add(-90 * time.Second), Received: 5, Accepted: 4, Advertised: 2},
@@ -38,7 +39,8 @@ func TestPrintBGPStatus(t *testing.T) {
 		want    []string
 	}{
 		{name: "typed", details: details, want: []string{
-			"BGP: AS 64512, router ID 192.0.2.1, 2 prefixes advertised, 5 routes learned, 2 installed, 1 without a reachable next hop, 1 held back by another protocol's route, 1 waiting for their interface to come up",
+			"BGP: AS 64512, router ID 192.0.2.1, 2 prefixes advertised, 6 routes learned, 2 installed, 1 without a reachable next hop, 1 held back by another protocol's route, 1 refused by the route writer, 1 waiting for their interface to come up",
+			"route error: 1 learned routes refused, first: set route 198.18.9.0/24: bad",
 			"ADDRESS TYPE AS STATE UPTIME RECEIVED ACCEPTED ADVERTISED INFO",
 			"192.0.2.0 node 65000 established 1m30s 5 4 2 -",
 			"192.0.2.3 mesh 64512 active - 0 0 0 connection refused"}},

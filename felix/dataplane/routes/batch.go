@@ -245,8 +245,9 @@ func appendRtAttr(buf []byte, typ uint16, data []byte) []byte {
 	return append(buf, make([]byte, rtaAlign(n)-n)...)
 }
 
-// appendRouteMessage appends one route change to buf, byte for byte what vishvananda/netlink
-// would send for the route shapes the writer makes: destination, table, protocol, type, scope and
+// appendRouteMessage appends one route change to buf, with the header, rtmsg and attributes
+// vishvananda/netlink would send (the test compares it byte for byte with a transcription of the
+// library's encoding; the kernel does not mind the attributes' order) for the route shapes the writer makes: destination, table, protocol, type, scope and
 // metric, and one gateway with an optional interface, several gateways (multipath) or an interface
 // alone. On error buf is returned unchanged.
 func appendRouteMessage(buf []byte, op RouteOp, seq uint32) ([]byte, error) {

@@ -454,9 +454,11 @@ func TestRealDownDevice(t *testing.T) {
 }
 
 // TestRealMetric: a writer with a metric shares no key with another owner's route at the
-// kernel's default metric (no conflict; the static route, metric 0, wins the lookup), deletes
-// only its own route of a prefix that also has a leftover at another metric, and removes such
-// leftovers (an earlier version's, at metric 0 and IPv6's 1024) once in sync, not before.
+// kernel's default metric (no conflict; the static route, metric 0, wins the lookup). Our
+// protocol's routes at other metrics (an earlier version's, at 0 and IPv6's 1024) go as soon as
+// ours holds the prefix, the others once in sync; when the kernel's "any metric" delete of a
+// metric-0 leftover meets ours instead (the leftover went meanwhile), ours is put back in the same
+// Apply; and a delete of ours names its metric, never taking a route at another one.
 func TestRealMetric(t *testing.T) {
 	for _, k := range netlinkKinds {
 		t.Run(k.name, func(t *testing.T) {
@@ -465,6 +467,7 @@ func TestRealMetric(t *testing.T) {
 				{"ip", "route", "add", "198.18.1.0/26", "via", "192.0.2.2", "proto", "static"},
 				{"ip", "route", "add", "198.18.2.0/26", "via", "192.0.2.9", "proto", "81"},
 				{"ip", "route", "add", "198.18.3.0/26", "via", "192.0.2.2", "proto", "81", "metric", "32"},
+				{"ip", "route", "add", "198.18.4.0/26", "via", "192.0.2.9", "proto", "81"},
 				{"ip", "-6", "route", "add", "blackhole", "2001:db8:1000::/122", "proto", "81"},
 			} {
 				nstest.Run(t, ns, c...)
@@ -482,23 +485,42 @@ func TestRealMetric(t *testing.T) {
 			if got := nstest.Run(t, ns, "ip", "route", "get", "198.18.1.1"); !strings.Contains(got, "via 192.0.2.2") {
 				t.Errorf("lookup of the static route's prefix: %s", got)
 			}
-			// Asked for in this run, then withdrawn: ours goes at once, the leftover waits.
-			w.Delete(pfx("198.18.2.0/26"))
-			mustT(t, w.Apply(ctx))
-			want := "198.18.1.0/26 via 192.0.2.2 dev under0 metric 32\n198.18.2.0/26 via 192.0.2.9 dev under0\n" +
-				"198.18.3.0/26 via 192.0.2.2 dev under0 metric 32\n" +
-				"blackhole 2001:db8:1000::/122 dev lo metric 32 pref medium\nblackhole 2001:db8:1000::/122 dev lo metric 1024 pref medium"
+			want := "198.18.1.0/26 via 192.0.2.2 dev under0 metric 32\n198.18.2.0/26 via 192.0.2.2 dev under0 metric 32\n" +
+				"198.18.3.0/26 via 192.0.2.2 dev under0 metric 32\n198.18.4.0/26 via 192.0.2.9 dev under0\n" +
+				"blackhole 2001:db8:1000::/122 dev lo metric 32 pref medium"
 			if got := routesOf(t, ns, "proto", "81"); got != want {
 				t.Fatalf("before in sync:\n%s\nwant:\n%s", got, want)
 			}
+			// The waiting leftover goes behind the writer's back; then the prefix is asked for.
+			nstest.Run(t, ns, "ip", "route", "del", "198.18.4.0/26", "proto", "81", "metric", "0")
+			mustT(t, w.Set(pfx("198.18.4.0/26"), via2))
+			mustT(t, w.Apply(ctx))
+			if got := routesOf(t, ns, "proto", "81"); !strings.Contains(got, "198.18.4.0/26 via 192.0.2.2 dev under0 metric 32") {
+				t.Fatalf("our route lost to the delete of a leftover that was gone:\n%s", got)
+			}
+			// Ours goes at its metric only: a route at metric 7 the writer has not read stays.
+			mustT(t, w.Set(pfx("198.18.6.0/26"), via2))
+			mustT(t, w.Apply(ctx))
+			nstest.Run(t, ns, "ip", "route", "add", "198.18.6.0/26", "via", "192.0.2.9", "proto", "81", "metric", "7")
+			w.Delete(pfx("198.18.6.0/26"))
+			mustT(t, w.Apply(ctx))
+			if got := routesOf(t, ns, "proto", "81"); !strings.Contains(got, "198.18.6.0/26 via 192.0.2.9 dev under0 metric 7") ||
+				strings.Contains(got, "198.18.6.0/26 via 192.0.2.2") {
+				t.Fatalf("after deleting ours for 198.18.6.0/26:\n%s", got)
+			}
+			mustT(t, w.Resync(ctx)) // reads the metric-7 route: a leftover, kept until in sync
 			w.SetInSync()
 			mustT(t, w.Apply(ctx))
-			want = "198.18.1.0/26 via 192.0.2.2 dev under0 metric 32\nblackhole 2001:db8:1000::/122 dev lo metric 32 pref medium"
+			want = "198.18.1.0/26 via 192.0.2.2 dev under0 metric 32\n198.18.2.0/26 via 192.0.2.2 dev under0 metric 32\n" +
+				"198.18.4.0/26 via 192.0.2.2 dev under0 metric 32\nblackhole 2001:db8:1000::/122 dev lo metric 32 pref medium"
 			if got := routesOf(t, ns, "proto", "81"); got != want {
 				t.Fatalf("in sync:\n%s\nwant:\n%s", got, want)
 			}
 			if got := routesOf(t, ns, "proto", "static"); got != "198.18.1.0/26 via 192.0.2.2 dev under0" {
 				t.Fatalf("the static route: %q", got)
+			}
+			if w.Installed() != 4 {
+				t.Errorf("installed %d, want 4", w.Installed())
 			}
 			// Drift at our metric is repaired; a route at another metric is a leftover again.
 			nstest.Run(t, ns, "ip", "route", "add", "198.18.6.0/26", "via", "192.0.2.2", "proto", "81", "metric", "7")

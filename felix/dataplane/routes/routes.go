@@ -187,7 +187,7 @@ type Writer struct {
 	rechecked map[netip.Prefix]bool
 	reread    bool
 	// strays are our protocol's routes in our table at another metric than Config.Metric, as
-	// last read: never desired, deleted once in sync.
+	// last read: never desired; deleted once we hold the prefix at our metric, or once in sync.
 	strays []stray
 	inSync bool
 	// adopted holds the routes of our protocol found at the first read (a previous run's) and
@@ -620,9 +620,20 @@ func (w *Writer) apply(ctx context.Context) error {
 		}
 		for i, err := range batcher.RouteBatch(ops) {
 			if queue[i].stray {
+				metric := queue[i].op.Route.Priority
+				unanswered := errors.Is(err, ErrUnanswered)
 				if err != nil && !errors.Is(err, syscall.ESRCH) {
-					errs = append(errs, fmt.Errorf("delete route %s at metric %d: %w", queue[i].p, queue[i].op.Route.Priority, err))
-					strays = append(strays, stray{queue[i].p, queue[i].op.Route.Priority})
+					errs = append(errs, fmt.Errorf("delete route %s at metric %d: %w", queue[i].p, metric, err))
+					if !unanswered {
+						strays = append(strays, stray{queue[i].p, metric})
+					}
+				}
+				// The kernel reads an IPv4 delete at metric 0 as "any metric, lowest first": when
+				// the leftover was gone already (removed meanwhile, or by an earlier request whose
+				// answer was lost), it took our route instead. Reading the table again puts ours
+				// back within this Apply. An unanswered delete is read back too, not resent.
+				if unanswered || (metric == 0 && (err == nil || errors.Is(err, syscall.ESRCH))) {
+					w.reread = true
 				}
 				continue
 			}
@@ -658,8 +669,17 @@ func (w *Writer) apply(ctx context.Context) error {
 			done++
 		}
 	}
-	if w.inSync && ctx.Err() == nil {
+	// Our routes are in before any leftover goes: a leftover of a prefix we hold now goes at
+	// once (at a lower metric it would go on winning IPv4 lookups with an earlier run's next
+	// hops), the others once in sync, as routes adopted from an earlier run do.
+	flush()
+	if len(w.strays) > 0 && ctx.Err() == nil {
+		var waiting []stray
 		for _, s := range w.strays {
+			if e := w.desired[s.p]; !w.inSync && !e.installed {
+				waiting = append(waiting, s)
+				continue
+			}
 			r := &w.scratch[len(queue)]
 			*r = netlink.Route{Dst: ipNet(s.p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(s.p),
 				Scope: netlink.SCOPE_NOWHERE, Priority: s.metric}
@@ -668,7 +688,7 @@ func (w *Writer) apply(ctx context.Context) error {
 				flush()
 			}
 		}
-		w.strays = nil
+		w.strays = waiting
 	}
 	flush()
 	if len(strays) > 0 {

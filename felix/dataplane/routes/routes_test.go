@@ -514,3 +514,37 @@ func TestUnsyncHoldsRoutes(t *testing.T) {
 		t.Fatalf("calls once in sync (-want +got):\n%s", diff)
 	}
 }
+
+// unansweredDeletes does every change but reports deletes as unanswered, as after lost
+// acknowledgements.
+type unansweredDeletes struct{ *fakeNetlink }
+
+func (u unansweredDeletes) RouteBatch(ops []RouteOp) []error {
+	errs := oneByOne{u.fakeNetlink}.RouteBatch(ops)
+	for i, op := range ops {
+		if op.Kind == OpDel {
+			errs[i] = fmt.Errorf("%w: test", ErrUnanswered)
+		}
+	}
+	return errs
+}
+
+// TestLeftoverDeleteUnanswered: a leftover's delete whose answer is lost is not sent again (at
+// metric 0 the kernel would take our route for it); the table is read back instead.
+func TestLeftoverDeleteUnanswered(t *testing.T) {
+	f := newFakeNetlink()
+	f.routes = []netlink.Route{foreign("198.18.2.0/26", ProtocolTerraceBGP, "192.0.2.9")} // metric 0
+	w, err := New(unansweredDeletes{f}, Config{Protocol: ProtocolTerraceBGP, Metric: 32})
+	mustT(t, err)
+	mustT(t, w.Set(pfx("198.18.2.0/26"), Target{Gateways: Via(addr("192.0.2.2"))}))
+	_ = w.Apply(ctx) // reads the table back after the unanswered delete, within this Apply
+	f.calls = nil
+	mustT(t, w.Apply(ctx))
+	mustT(t, w.Apply(ctx))
+	if diff := cmp.Diff([]string{"198.18.2.0/26 proto 81 metric 32 via 192.0.2.2"}, describeAll(f.routes)); diff != "" {
+		t.Fatalf("routes (-want +got):\n%s\ncalls %v", diff, f.calls)
+	}
+	if w.Installed() != 1 {
+		t.Errorf("installed %d", w.Installed())
+	}
+}
