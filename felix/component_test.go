@@ -1,7 +1,6 @@
 package felix
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/terracenet/terrace/felix/calc"
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
 	"github.com/terracenet/terrace/internal/nstest"
+	"github.com/terracenet/terrace/internal/syncbuf"
 	"github.com/terracenet/terrace/node"
 )
 
@@ -282,7 +281,7 @@ func TestComponentRestartSettles(t *testing.T) {
 	nsh, nl := nstest.Handle(t, ns)
 	comp := NewComponent(ComponentConfig{ResyncInterval: DefaultResyncInterval, ApplyInterval: 10 * time.Millisecond, IPv6: IPv6Off})
 	comp.kernel = &componentKernel{cmd: cmdrun.InNetns(ns), netlink: nl, ns: &nsh, sysctl: nsFS{ns}}
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	board := node.NewStatusBoard(node.Status{})
 	env := node.ComponentEnv{Client: client, Node: &api.Node{Metadata: api.ObjectMeta{Name: nodeName}}, Board: board,
 		Log: slog.New(slog.NewTextHandler(&logs, nil))}
@@ -311,22 +310,4 @@ func TestComponentRestartSettles(t *testing.T) {
 	if !strings.Contains(nstest.Run(t, ns, "iptables-legacy-save", "-t", "filter"), ":"+calc.ChainWlToHost+" ") {
 		t.Error("no Terrace chains in the legacy back end")
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for the component's goroutines to log into.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

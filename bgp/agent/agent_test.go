@@ -21,6 +21,7 @@ import (
 	"github.com/terracenet/terrace/datastore/embedded"
 	"github.com/terracenet/terrace/datastore/kv"
 	"github.com/terracenet/terrace/felix/dataplane/routes"
+	"github.com/terracenet/terrace/internal/syncbuf"
 	"github.com/terracenet/terrace/ipam"
 )
 
@@ -36,8 +37,8 @@ func freePort(t *testing.T) int {
 
 // logOnFailure is a debug logger whose lines the test prints only if it fails: a session that
 // never comes up is otherwise a bare timeout.
-func logOnFailure(t *testing.T) (*slog.Logger, *syncBuf) {
-	logs := &syncBuf{}
+func logOnFailure(t *testing.T) (*slog.Logger, *syncbuf.Buffer) {
+	logs := &syncbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("logs:\n%s", logs.String())
@@ -154,24 +155,6 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// syncBuf collects logs from several goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestAgentRereadsPasswords: password files live outside the datastore, so the agent reads them

@@ -1,17 +1,17 @@
 package speaker
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	api "github.com/osrg/gobgp/v3/api"
+
+	"github.com/terracenet/terrace/internal/syncbuf"
 )
 
 const asn = 64512
@@ -200,7 +200,7 @@ func TestMD5(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			port := freePort(t, addrA, addrB)
-			var logs syncBuffer
+			var logs syncbuf.Buffer
 			debugLog := func(o *Options, _ *Global) {
 				o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			}
@@ -419,24 +419,6 @@ func TestLocalRestartingOnlyOnRestart(t *testing.T) {
 	if diff := cmp.Diff(want, localRestarting(t, second)); diff != "" {
 		t.Errorf("LocalRestarting after restart (-want +got):\n%s", diff)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestReflectorNextHopSelfIsPolicyOnly: turning on next-hop-self for one client rewrites what it

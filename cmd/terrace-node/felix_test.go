@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/terracenet/terrace/internal/nstest"
+	"github.com/terracenet/terrace/internal/syncbuf"
 	"github.com/terracenet/terrace/node"
 )
 
@@ -45,7 +46,7 @@ func TestRunWithFelix(t *testing.T) {
 	const etcdURL = "http://127.0.0.1:23790"
 	etcd := exec.Command("nsenter", inNS("etcd", "--data-dir", filepath.Join(dir, "etcd"), "--listen-client", etcdURL,
 		"--listen-peer", "http://127.0.0.1:23800")...)
-	etcdLogs := &syncBuffer{mu: make(chanMutex, 1)}
+	etcdLogs := &syncbuf.Buffer{}
 	etcd.Stdout, etcd.Stderr = etcdLogs, etcdLogs
 	if err := etcd.Start(); err != nil {
 		t.Fatal(err)
@@ -57,7 +58,7 @@ func TestRunWithFelix(t *testing.T) {
 		"--node-socket", sock, "--state-dir", filepath.Join(dir, "state"), "--run-dir", dir, "--rt-protos-file", "",
 		"--felix-metrics-listen", "", "--log-level", "debug")...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	logs := &syncBuffer{mu: make(chanMutex, 1)}
+	logs := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package main
 // These tests build the real terrace-node and run it against an in-process embedded etcd.
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/embedded"
 	"github.com/terracenet/terrace/datastore/kv"
+	"github.com/terracenet/terrace/internal/syncbuf"
 	"github.com/terracenet/terrace/node"
 )
 
@@ -40,37 +40,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a bytes.Buffer safe to read while the child writes.
-type syncBuffer struct {
-	mu  chanMutex
-	buf bytes.Buffer
-}
-
-type chanMutex chan struct{}
-
-func (m chanMutex) lock()   { m <- struct{}{} }
-func (m chanMutex) unlock() { <-m }
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.lock()
-	defer b.mu.unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.lock()
-	defer b.mu.unlock()
-	return b.buf.String()
-}
-
-func start(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer, chan error) {
+func start(t *testing.T, args ...string) (*exec.Cmd, *syncbuf.Buffer, chan error) {
 	t.Helper()
 	return startWith(t, "", nil, args...)
 }
 
 // startWith runs terrace-node with a config file holding fileYAML and only env (plus PATH) in its
 // environment, so the machine's /etc/terrace and TERRACE_* variables cannot leak in.
-func startWith(t *testing.T, fileYAML string, env []string, args ...string) (*exec.Cmd, *syncBuffer, chan error) {
+func startWith(t *testing.T, fileYAML string, env []string, args ...string) (*exec.Cmd, *syncbuf.Buffer, chan error) {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "terrace-node.yaml")
 	if err := os.WriteFile(cfg, []byte(fileYAML), 0o600); err != nil {
@@ -79,7 +56,7 @@ func startWith(t *testing.T, fileYAML string, env []string, args ...string) (*ex
 	cmd := exec.Command(nodeBin, append(args, "--config", cfg)...)
 	// Felix would program iptables and routes in the root namespace these tests run in.
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "TERRACE_FELIX=false"}, env...)
-	logs := &syncBuffer{mu: make(chanMutex, 1)}
+	logs := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -95,7 +72,7 @@ func startWith(t *testing.T, fileYAML string, env []string, args ...string) (*ex
 	return cmd, logs, done
 }
 
-func stop(t *testing.T, cmd *exec.Cmd, done chan error, logs *syncBuffer) {
+func stop(t *testing.T, cmd *exec.Cmd, done chan error, logs *syncbuf.Buffer) {
 	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -110,7 +87,7 @@ func stop(t *testing.T, cmd *exec.Cmd, done chan error, logs *syncBuffer) {
 	}
 }
 
-func waitFor(t *testing.T, what string, logs *syncBuffer, cond func() bool) {
+func waitFor(t *testing.T, what string, logs *syncbuf.Buffer, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
@@ -311,7 +288,7 @@ func TestEtcdCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	dataDir := filepath.Join(t.TempDir(), "etcd")
-	run := func() (*exec.Cmd, *syncBuffer, chan error) {
+	run := func() (*exec.Cmd, *syncbuf.Buffer, chan error) {
 		return start(t, "etcd", "--data-dir", dataDir, "--listen-client", url)
 	}
 	cmd, logs, done := run()

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/terracenet/terrace/internal/syncbuf"
 	"github.com/terracenet/terrace/testbed"
 )
 
@@ -75,7 +75,7 @@ func TestMeshDualStack(t *testing.T) {
 		defer cancel()
 		filter := fmt.Sprintf("icmp and src host %s and dst host %s", src, dst)
 		cap := exec.CommandContext(cctx, "ip", "netns", "exec", ns, "tcpdump", "-n", "-l", "-c", "3", "-i", h1.Uplinks[0].HostIf, filter)
-		buf := &lockedBuffer{}
+		buf := &syncbuf.Buffer{}
 		cap.Stdout, cap.Stderr = buf, buf
 		if _, err := exec.LookPath("tcpdump"); err != nil {
 			t.Skip("tcpdump not installed (make deps): cannot capture on the uplink")
@@ -146,22 +146,4 @@ func TestMeshDualStack(t *testing.T) {
 			t.Errorf("node routes lacks %s:\n%s", b, routes)
 		}
 	})
-}
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
