@@ -34,94 +34,6 @@ type Netlink interface {
 	LinkByName(name string) (netlink.Link, error)
 }
 
-// Target is where a prefix goes: exactly one of Dev alone (a directly attached workload, scope
-// link), Gateways (optionally with Dev as the outgoing interface of them all; several mean ECMP)
-// or Blackhole.
-type Target struct {
-	Dev       string
-	Gateways  []Gateway
-	Blackhole bool
-}
-
-// Gateway is one next hop of a route. LinkIndex pins its outgoing interface, which the kernel
-// needs for an IPv6 link-local gateway (the address means nothing without its link) and for an
-// onlink one (a gateway on none of the interface's subnets, as some underlays give their
-// default route); zero leaves the choice to the kernel, or to Target.Dev. An index, not a name:
-// the BGP resolver copies it from the underlay's route and resolves again when links change.
-type Gateway struct {
-	Addr      netip.Addr
-	LinkIndex int
-	OnLink    bool
-}
-
-// Via is addrs as gateways whose interfaces the kernel chooses, the common case.
-func Via(addrs ...netip.Addr) []Gateway {
-	gws := make([]Gateway, len(addrs))
-	for i, a := range addrs {
-		gws[i] = Gateway{Addr: a}
-	}
-	return gws
-}
-
-// Compare orders gateways as the writer keeps them: by address, then interface, onlink last.
-// Callers that share one sorted slice between many routes spare the writer a copy for each.
-func (g Gateway) Compare(h Gateway) int {
-	if c := g.Addr.Compare(h.Addr); c != 0 {
-		return c
-	}
-	if c := g.LinkIndex - h.LinkIndex; c != 0 {
-		return c
-	}
-	switch {
-	case g.OnLink == h.OnLink:
-		return 0
-	case h.OnLink:
-		return -1
-	}
-	return 1
-}
-
-// stray is a route of ours at a metric the writer does not use.
-type stray struct {
-	p      netip.Prefix
-	metric int
-}
-
-func (g Gateway) String() string {
-	s := g.Addr.String()
-	if g.LinkIndex != 0 {
-		s += fmt.Sprintf(" dev #%d", g.LinkIndex)
-	}
-	if g.OnLink {
-		s += " onlink"
-	}
-	return s
-}
-
-func (t Target) validate(p netip.Prefix) error {
-	switch {
-	case t.Blackhole && (t.Dev != "" || len(t.Gateways) > 0):
-		return fmt.Errorf("validate route %s: blackhole with a device or gateway", p)
-	case !t.Blackhole && t.Dev == "" && len(t.Gateways) == 0:
-		return fmt.Errorf("validate route %s: no device, gateway or blackhole", p)
-	}
-	for _, g := range t.Gateways {
-		switch {
-		case !g.Addr.IsValid() || g.Addr.Is4() != p.Addr().Is4() || g.Addr.Zone() != "":
-			return fmt.Errorf("validate route %s: gateway %s of the wrong family", p, g.Addr)
-		case g.LinkIndex < 0:
-			return fmt.Errorf("validate route %s: gateway %s: negative interface index", p, g)
-		case g.LinkIndex > 0 && t.Dev != "":
-			return fmt.Errorf("validate route %s: gateway %s has an interface of its own and the route names device %s", p, g, t.Dev)
-		case g.LinkIndex == 0 && t.Dev == "" && g.OnLink:
-			return fmt.Errorf("validate route %s: onlink gateway %s without an interface", p, g.Addr)
-		case g.LinkIndex == 0 && t.Dev == "" && g.Addr.Is6() && g.Addr.IsLinkLocalUnicast():
-			return fmt.Errorf("validate route %s: link-local gateway %s without an interface", p, g.Addr)
-		}
-	}
-	return nil
-}
-
 // Config selects the table, protocol and metric this writer owns.
 type Config struct {
 	Table    int                   // default main
@@ -130,7 +42,8 @@ type Config struct {
 	// (0 for IPv4, 1024 for IPv6) and takes our protocol's routes at any metric as ours. Another
 	// value keys our routes at that metric only, so they never collide with a route another owner
 	// put at the kernel's default; our protocol's routes found at another metric (an earlier
-	// version's) are leftovers, kept until in sync and then deleted.
+	// version's) are leftovers, deleted once the writer holds the prefix at its metric, the
+	// others once in sync.
 	Metric int
 	Logger *slog.Logger
 }
@@ -609,7 +522,7 @@ func (w *Writer) apply(ctx context.Context) error {
 	var errs []error
 	var done int
 	var queue []queued
-	var strays []stray // those whose delete failed, kept for the next Apply
+	var kept []stray // leftovers for the next Apply: waiting, or their delete failed
 	flush := func() {
 		if len(queue) == 0 {
 			return
@@ -620,20 +533,12 @@ func (w *Writer) apply(ctx context.Context) error {
 		}
 		for i, err := range batcher.RouteBatch(ops) {
 			if queue[i].stray {
-				metric := queue[i].op.Route.Priority
-				unanswered := errors.Is(err, ErrUnanswered)
-				if err != nil && !errors.Is(err, syscall.ESRCH) {
-					errs = append(errs, fmt.Errorf("delete route %s at metric %d: %w", queue[i].p, metric, err))
-					if !unanswered {
-						strays = append(strays, stray{queue[i].p, metric})
+				s := stray{queue[i].p, queue[i].op.Route.Priority}
+				if keep, err := w.settleStray(s, err); err != nil {
+					errs = append(errs, err)
+					if keep {
+						kept = append(kept, s)
 					}
-				}
-				// The kernel reads an IPv4 delete at metric 0 as "any metric, lowest first": when
-				// the leftover was gone already (removed meanwhile, or by an earlier request whose
-				// answer was lost), it took our route instead. Reading the table again puts ours
-				// back within this Apply. An unanswered delete is read back too, not resent.
-				if unanswered || (metric == 0 && (err == nil || errors.Is(err, syscall.ESRCH))) {
-					w.reread = true
 				}
 				continue
 			}
@@ -673,27 +578,21 @@ func (w *Writer) apply(ctx context.Context) error {
 	// once (at a lower metric it would go on winning IPv4 lookups with an earlier run's next
 	// hops), the others once in sync, as routes adopted from an earlier run do.
 	flush()
-	if len(w.strays) > 0 && ctx.Err() == nil {
-		var waiting []stray
-		for _, s := range w.strays {
-			if e := w.desired[s.p]; !w.inSync && !e.installed {
-				waiting = append(waiting, s)
-				continue
-			}
-			r := &w.scratch[len(queue)]
-			*r = netlink.Route{Dst: ipNet(s.p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(s.p),
-				Scope: netlink.SCOPE_NOWHERE, Priority: s.metric}
-			queue = append(queue, queued{p: s.p, op: RouteOp{Kind: OpDel, Route: r}, stray: true})
-			if len(queue) >= batchSize {
-				flush()
-			}
+	for _, s := range w.strays {
+		if ctx.Err() != nil || (!w.inSync && !w.desired[s.p].installed) {
+			kept = append(kept, s)
+			continue
 		}
-		w.strays = waiting
+		r := &w.scratch[len(queue)]
+		*r = netlink.Route{Dst: ipNet(s.p), Table: w.cfg.Table, Protocol: w.cfg.Protocol, Family: family(s.p),
+			Scope: netlink.SCOPE_NOWHERE, Priority: s.metric}
+		queue = append(queue, queued{p: s.p, op: RouteOp{Kind: OpDel, Route: r}, stray: true})
+		if len(queue) >= batchSize {
+			flush()
+		}
 	}
 	flush()
-	if len(strays) > 0 {
-		w.strays = append(w.strays, strays...)
-	}
+	w.strays = kept
 	if done > 0 {
 		w.log.Debug("routes applied", "changed", done, "dirty", len(w.dirty))
 	}
@@ -701,6 +600,12 @@ func (w *Writer) apply(ctx context.Context) error {
 		return fmt.Errorf("apply routes: %w", err)
 	}
 	return nil
+}
+
+// stray is a route of ours at a metric the writer does not use.
+type stray struct {
+	p      netip.Prefix
+	metric int
 }
 
 type queued struct {
@@ -797,6 +702,24 @@ func (w *Writer) plan(p netip.Prefix, links map[string]int, r *netlink.Route) (s
 // briefly down.
 func downDevice(err error) bool {
 	return errors.Is(err, syscall.ENETDOWN) || errors.Is(err, syscall.ENODEV)
+}
+
+// settleStray records the outcome of a leftover's delete; keep says whether to try it again at
+// the next Apply.
+func (w *Writer) settleStray(s stray, err error) (keep bool, _ error) {
+	gone := err == nil || errors.Is(err, syscall.ESRCH)
+	unanswered := errors.Is(err, ErrUnanswered)
+	// The kernel reads an IPv4 delete at metric 0 as "any metric, lowest first": when the
+	// leftover was gone already (removed meanwhile, or by an earlier request whose answer was
+	// lost), it took our route instead. Reading the table again puts ours back within this
+	// Apply. An unanswered delete is read back too, not resent.
+	if unanswered || (s.metric == 0 && gone) {
+		w.reread = true
+	}
+	if gone {
+		return false, nil
+	}
+	return !unanswered, fmt.Errorf("delete route %s at metric %d: %w", s.p, s.metric, err)
 }
 
 // settle records the outcome of a planned change and reports whether the prefix is in line.
