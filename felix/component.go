@@ -272,15 +272,17 @@ func (c *Component) run(ctx context.Context, env node.ComponentEnv, next *Compon
 	cc := base
 	// Read now so the endpoints bind where they belong from the start; later changes reach the
 	// agent through its syncer and are applied in place.
+	// The defaults spelled out (effectiveConfig), so the agent compares later FelixConfiguration
+	// changes against what was used.
 	if next != nil {
 		cc = *next
-	} else if specs, err := readFelixConfig(ctx, env.Client, env.Node.Metadata.Name); err != nil {
-		log.Warn("using flag values for felix settings until FelixConfiguration arrives", "err", err)
 	} else {
-		cc = applyFelixConfig(base, specs)
+		specs, err := readFelixConfig(ctx, env.Client, env.Node.Metadata.Name)
+		if err != nil {
+			log.Warn("using flag values for felix settings until FelixConfiguration arrives", "err", err)
+		}
+		cc = effectiveConfig(base, specs)
 	}
-	// Spelled out, so the agent compares later FelixConfiguration changes against what was used.
-	cc.IPv6, cc.Backend = cmp.Or(cc.IPv6, IPv6Auto), cmp.Or(cc.Backend, BackendAuto)
 	// Felix's own level over the node's log output, so logSeverityScreen can change it alone.
 	level := new(slog.LevelVar)
 	level.Set(parseLevel(cc.LogLevel, log))

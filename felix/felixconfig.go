@@ -127,11 +127,8 @@ func applyFelixConfig(cc ComponentConfig, specs []*api.FelixConfigurationSpec) C
 		cc.LogLevel = level
 	}
 	if !cc.Explicit.Backend && backend != "" {
-		// Validation allows Legacy, NFT and Auto only.
-		cc.Backend = map[string]string{"Legacy": BackendLegacy, "NFT": BackendNFT}[backend]
-		if cc.Backend == "" {
-			cc.Backend = BackendAuto
-		}
+		// Validation allows Legacy, NFT and Auto only, the flag's values in Calico's spelling.
+		cc.Backend, _ = ParseBackend(backend)
 	}
 	if !cc.Explicit.IPv6 && ipv6 != nil {
 		// Calico's ipv6Support: true programs ip6tables whether or not the node has an address.
