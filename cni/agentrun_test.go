@@ -253,13 +253,13 @@ type gatedDataplane struct {
 	removes atomic.Int32
 }
 
-func (d *gatedDataplane) Setup(w Wiring, fail func(string) error) (string, error) {
+func (d *gatedDataplane) Setup(w Wiring, addresses func() (v4, v6 []netip.Addr, err error), fail func(string) error) error {
 	if d.panics {
 		panic("wiring bug")
 	}
 	d.entered <- w.HostIf
 	<-d.release
-	return d.fakeDataplane.Setup(w, fail)
+	return d.fakeDataplane.Setup(w, addresses, fail)
 }
 
 func (d *gatedDataplane) Remove(hostIf string) error {

@@ -16,6 +16,11 @@ type Wiring struct {
 	MTU    int
 	IPv4   []netip.Addr
 	IPv6   []netip.Addr
+	// PodMAC is the pod side's MAC address, chosen by the plugin so the WorkloadEndpoint can be
+	// written while the veth is made. Verify does not compare it.
+	PodMAC string
+	// IPv6Host readies the host side for an IPv6 pod before the addresses are known.
+	IPv6Host bool
 }
 
 // Dataplane is the kernel side of the plugin. The plugin runs in the host's network namespace, so
@@ -24,10 +29,13 @@ type Dataplane interface {
 	// PodInterfaceExists reports whether ifName exists in the namespace at netns; ErrNetNSMissing
 	// (wrapped) when the namespace is gone.
 	PodInterfaceExists(netns, ifName string) (bool, error)
-	// Setup creates and wires the veth, calling fail(step) after each step so tests can inject a
-	// failure there ("veth", "host", "pod", "route"). On any error it removes what it created.
-	// It returns the pod side's MAC address.
-	Setup(w Wiring, fail func(step string) error) (podMAC string, err error)
+	// Setup creates the veth (the pod side with w.PodMAC) and readies the host side, then calls
+	// addresses for the pod's addresses, which the plugin assigns meanwhile (w.IPv4 and w.IPv6
+	// are not read), and gives the pod its addresses and routes. It calls fail(step) after each
+	// step so tests can inject a failure there ("veth", "host", "pod", "route"). On any error,
+	// addresses' own included, it removes what it created and returns the error, addresses'
+	// unwrapped (joined with any failure to remove).
+	Setup(w Wiring, addresses func() (v4, v6 []netip.Addr, err error), fail func(step string) error) error
 	// Remove deletes the host side (and with it the pod side and the routes via it); an absent
 	// interface is success.
 	Remove(hostIf string) error

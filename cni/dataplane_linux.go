@@ -131,23 +131,28 @@ func isNotFound(err error) bool {
 
 // Setup creates the veth with its pod end directly inside the pod namespace (moving an interface
 // between namespaces costs ~15x more, FIELD-NOTES.md) and wires both ends.
-func (d *LinuxDataplane) Setup(w Wiring, fail func(string) error) (podMAC string, err error) {
+func (d *LinuxDataplane) Setup(w Wiring, addresses func() (v4, v6 []netip.Addr, err error), fail func(string) error) (err error) {
+	podMAC, err := net.ParseMAC(w.PodMAC)
+	if err != nil {
+		return fmt.Errorf("pod MAC address %q: %w", w.PodMAC, err)
+	}
 	podNS, err := openNS(w.NetNS)
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer podNS.Close()
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: w.HostIf, MTU: w.MTU, HardwareAddr: hostMAC},
-		PeerName:      w.PodIf,
-		PeerNamespace: netlink.NsFd(int(podNS.Fd())),
-		PeerMTU:       uint32(w.MTU),
+		LinkAttrs:        netlink.LinkAttrs{Name: w.HostIf, MTU: w.MTU, HardwareAddr: hostMAC},
+		PeerName:         w.PodIf,
+		PeerHardwareAddr: podMAC,
+		PeerNamespace:    netlink.NsFd(int(podNS.Fd())),
+		PeerMTU:          uint32(w.MTU),
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return "", cniErrorf(CodeInterfaceExists, "create veth %s/%s: an interface of that name already exists (host side %s or %s in the pod)", w.HostIf, w.PodIf, w.HostIf, w.PodIf)
+			return cniErrorf(CodeInterfaceExists, "create veth %s/%s: an interface of that name already exists (host side %s or %s in the pod)", w.HostIf, w.PodIf, w.HostIf, w.PodIf)
 		}
-		return "", fmt.Errorf("create veth %s with peer %s in %s: %w", w.HostIf, w.PodIf, w.NetNS, err)
+		return fmt.Errorf("create veth %s with peer %s in %s: %w", w.HostIf, w.PodIf, w.NetNS, err)
 	}
 	defer func() {
 		if err != nil {
@@ -157,39 +162,41 @@ func (d *LinuxDataplane) Setup(w Wiring, fail func(string) error) (podMAC string
 		}
 	}()
 	if err := fail("veth"); err != nil {
-		return "", err
+		return err
 	}
-	host, err := netlink.LinkByName(w.HostIf)
-	if err != nil {
-		return "", fmt.Errorf("find host side %s: %w", w.HostIf, err)
+	// LinkAdd has looked the new link up for its index already; a second lookup costs every pod
+	// a netlink round trip.
+	var host netlink.Link = veth
+	if veth.Index == 0 {
+		if host, err = netlink.LinkByName(w.HostIf); err != nil {
+			return fmt.Errorf("find host side %s: %w", w.HostIf, err)
+		}
 	}
-	if err := configureHostSide(host, len(w.IPv6) > 0); err != nil {
-		return "", err
+	if err := configureHostSide(host, w.IPv6Host); err != nil {
+		return err
 	}
 	if err := fail("host"); err != nil {
-		return "", err
+		return err
 	}
-	err = inNS(podNS, func() error {
-		var perr error
-		podMAC, perr = configurePodSide(w)
-		return perr
-	})
-	if err != nil {
-		return "", fmt.Errorf("configure pod side %s in %s: %w", w.PodIf, w.NetNS, err)
+	if w.IPv4, w.IPv6, err = addresses(); err != nil {
+		return err
+	}
+	if len(w.IPv6) > 0 && !w.IPv6Host {
+		return fmt.Errorf("wire %s: IPv6 addresses %v for a host side not readied for IPv6", w.HostIf, w.IPv6)
+	}
+	if err := inNS(podNS, func() error { return configurePodSide(w) }); err != nil {
+		return fmt.Errorf("configure pod side %s in %s: %w", w.PodIf, w.NetNS, err)
 	}
 	if err := fail("pod"); err != nil {
-		return "", err
+		return err
 	}
 	for _, ip := range slices.Concat(w.IPv4, w.IPv6) {
 		r := hostRoute(host.Attrs().Index, ip)
 		if err := netlink.RouteReplace(r); err != nil {
-			return "", fmt.Errorf("add route %s dev %s: %w", r.Dst, w.HostIf, err)
+			return fmt.Errorf("add route %s dev %s: %w", r.Dst, w.HostIf, err)
 		}
 	}
-	if err := fail("route"); err != nil {
-		return "", err
-	}
-	return podMAC, nil
+	return fail("route")
 }
 
 func hostRoute(ifIndex int, ip netip.Addr) *netlink.Route {
@@ -274,22 +281,26 @@ func writeSysctl(key, value string) error {
 }
 
 // configurePodSide runs inside the pod namespace.
-func configurePodSide(w Wiring) (string, error) {
+func configurePodSide(w Wiring) error {
 	link, err := netlink.LinkByName(w.PodIf)
 	if err != nil {
-		return "", fmt.Errorf("find %s: %w", w.PodIf, err)
+		return fmt.Errorf("find %s: %w", w.PodIf, err)
+	}
+	if got := link.Attrs().HardwareAddr.String(); got != w.PodMAC {
+		// The endpoint was written with w.PodMAC while the veth was made: it must be the one.
+		return fmt.Errorf("%s has MAC address %s, want %s", w.PodIf, got, w.PodMAC)
 	}
 	if len(w.IPv6) > 0 {
 		// A namespace may inherit disable_ipv6=1 (a host booted with IPv6 off by default, or
 		// devconf_inherit_init_net): the IPv6 address could not be added.
 		for _, kv := range [][2]string{{"disable_ipv6", "0"}, {"accept_dad", "0"}} {
 			if err := writeSysctl("net/ipv6/conf/"+w.PodIf+"/"+kv[0], kv[1]); err != nil {
-				return "", err
+				return err
 			}
 		}
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
-		return "", fmt.Errorf("set %s up: %w", w.PodIf, err)
+		return fmt.Errorf("set %s up: %w", w.PodIf, err)
 	}
 	idx := link.Attrs().Index
 	for _, ip := range slices.Concat(w.IPv4, w.IPv6) {
@@ -298,26 +309,26 @@ func configurePodSide(w Wiring) (string, error) {
 			a.Flags = unix.IFA_F_NODAD
 		}
 		if err := netlink.AddrAdd(link, a); err != nil {
-			return "", fmt.Errorf("add address %s to %s: %w", a.IPNet, w.PodIf, err)
+			return fmt.Errorf("add address %s to %s: %w", a.IPNet, w.PodIf, err)
 		}
 	}
 	if len(w.IPv4) > 0 {
 		gwNet := &net.IPNet{IP: gw4, Mask: net.CIDRMask(32, 32)}
 		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: gwNet, Scope: netlink.SCOPE_LINK}); err != nil {
-			return "", fmt.Errorf("add route %s dev %s: %w", GatewayIPv4, w.PodIf, err)
+			return fmt.Errorf("add route %s dev %s: %w", GatewayIPv4, w.PodIf, err)
 		}
 		def := &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
 		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: def, Gw: gw4}); err != nil {
-			return "", fmt.Errorf("add default route via %s: %w", GatewayIPv4, err)
+			return fmt.Errorf("add default route via %s: %w", GatewayIPv4, err)
 		}
 	}
 	if len(w.IPv6) > 0 {
 		def := &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
 		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: def, Gw: gw6}); err != nil {
-			return "", fmt.Errorf("add default route via %s: %w", GatewayIPv6, err)
+			return fmt.Errorf("add default route via %s: %w", GatewayIPv6, err)
 		}
 	}
-	return link.Attrs().HardwareAddr.String(), nil
+	return nil
 }
 
 // Remove deletes the host side of a veth. Only names with Terrace's prefix are touched: anything

@@ -15,16 +15,18 @@ import (
 
 // fakeBackend is an in-memory datastore and IPAM with the contract of the real one.
 type fakeBackend struct {
-	mu      sync.Mutex
-	rev     int64
-	weps    map[string]*api.WorkloadEndpoint // namespace/name
-	allocs  map[netip.Addr]Allocation
-	raw     map[string][]byte
-	next4   netip.Addr
-	next6   netip.Addr
-	free4   int // addresses left before the pool is exhausted
-	down    bool
-	assignE error
+	mu       sync.Mutex
+	rev      int64
+	weps     map[string]*api.WorkloadEndpoint // namespace/name
+	allocs   map[netip.Addr]Allocation
+	raw      map[string][]byte
+	next4    netip.Addr
+	next6    netip.Addr
+	free4    int // addresses left before the pool is exhausted
+	down     bool
+	assignE  error
+	createE  error  // CreateEndpoint fails with it
+	onAssign func() // called as AutoAssign starts, outside the lock
 }
 
 func newFakeBackend() *fakeBackend {
@@ -60,6 +62,9 @@ func (f *fakeBackend) CreateEndpoint(_ context.Context, w *api.WorkloadEndpoint)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	k := w.Metadata.Namespace + "/" + w.Metadata.Name
+	if f.createE != nil {
+		return nil, fmt.Errorf("create %s: %w", k, f.createE)
+	}
 	if _, ok := f.weps[k]; ok {
 		return nil, fmt.Errorf("create %s: %w", k, ErrExists)
 	}
@@ -120,6 +125,9 @@ func (f *fakeBackend) ListEndpoints(context.Context) ([]*api.WorkloadEndpoint, e
 }
 
 func (f *fakeBackend) AutoAssign(_ context.Context, req AssignRequest) (v4, v6 []netip.Addr, err error) {
+	if f.onAssign != nil {
+		f.onAssign()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.assignE != nil {
@@ -240,19 +248,35 @@ func (d *fakeDataplane) PodInterfaceExists(netns, ifName string) (bool, error) {
 	return d.podIfs[netns+"/"+ifName], nil
 }
 
-func (d *fakeDataplane) Setup(w Wiring, fail func(string) error) (string, error) {
+func (d *fakeDataplane) Setup(w Wiring, addresses func() (v4, v6 []netip.Addr, err error), fail func(string) error) error {
 	d.mu.Lock()
 	d.links[w.HostIf] = w
 	d.podIfs[w.NetNS+"/"+w.PodIf] = true
 	d.mu.Unlock()
-	for _, step := range []string{"veth", "host", "pod", "route"} {
+	for _, step := range []string{"veth", "host", "addresses", "pod", "route"} {
+		if step == "addresses" {
+			v4, v6, err := addresses()
+			if err != nil {
+				d.Remove(w.HostIf)
+				return err
+			}
+			if len(v6) > 0 && !w.IPv6Host {
+				d.Remove(w.HostIf)
+				return fmt.Errorf("IPv6 addresses %v for a host side not readied for IPv6", v6)
+			}
+			w.IPv4, w.IPv6 = v4, v6
+			d.mu.Lock()
+			d.links[w.HostIf] = w
+			d.mu.Unlock()
+			continue
+		}
 		if err := fail(step); err != nil {
 			d.Remove(w.HostIf)
 			// As the kernel steps do, name the namespace by the path they were given.
-			return "", fmt.Errorf("%s step in %s: %w", step, w.NetNS, err)
+			return fmt.Errorf("%s step in %s: %w", step, w.NetNS, err)
 		}
 	}
-	return "02:00:00:00:00:01", nil
+	return nil
 }
 
 func (d *fakeDataplane) Remove(hostIf string) error {

@@ -9,8 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -340,89 +338,6 @@ func (p *Plugin) Add(args *skel.CmdArgs) (retErr error) {
 		return toCNIError(err)
 	}
 	return p.print(mergePrevResult(prev, res), inv.cfg.CNIVersion)
-}
-
-// add runs the steps of ADD; if one fails, everything done so far is undone before returning.
-func (p *Plugin) add(ctx context.Context, inv *invocation, be Backend) (_ *current.Result, err error) {
-	log, cfg, args := inv.log, inv.cfg, inv.args
-	var undo undoStack
-	defer func() {
-		if err != nil {
-			if uerr := undo.run(log); uerr != nil {
-				err = fmt.Errorf("%w (and cleaning up failed: %v)", err, uerr)
-			}
-		}
-	}()
-	t0 := time.Now()
-	req := AssignRequest{
-		Node: cfg.Node, Handle: inv.handle,
-		Attrs:     map[string]string{"namespace": inv.namespace, "pod": inv.podName, "containerID": args.ContainerID, "wep": inv.wepName, "ifname": args.IfName},
-		IPv4Pools: cfg.IPv4Pools, IPv6Pools: cfg.IPv6Pools,
-	}
-	inv.assignCounts(&req)
-	v4, v6, err := be.AutoAssign(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("assign %s (handle %s): %w", inv.assignWhat(), inv.handle, err)
-	}
-	assigned := slices.Concat(v4, v6)
-	undo.push("address assignment", func(ctx context.Context) error { return be.ReleaseIPs(ctx, assigned...) })
-	inv.phase("ipam", t0)
-	log.Debug("addresses assigned", "ips", assigned)
-	if err := p.fail("ipam"); err != nil {
-		return nil, err
-	}
-
-	t1 := time.Now()
-	w := Wiring{NetNS: p.netnsPath(args), PodIf: args.IfName, HostIf: inv.hostIf, MTU: cfg.MTU, IPv4: v4, IPv6: v6}
-	podMAC, err := p.Dataplane.Setup(w, p.fail)
-	if err != nil {
-		return nil, fmt.Errorf("wire %s: %w", inv.hostIf, err)
-	}
-	undo.push("veth "+inv.hostIf, func(context.Context) error { return p.Dataplane.Remove(inv.hostIf) })
-	inv.phase("wire", t1)
-
-	t2 := time.Now()
-	wep := p.endpoint(inv, v4, v6, podMAC)
-	// Create first: the endpoint is almost always new, and reading it first would cost a round trip.
-	stored, err := be.CreateEndpoint(ctx, wep)
-	if errors.Is(err, ErrExists) {
-		// An endpoint of an earlier sandbox of the same pod: this attachment replaces it.
-		var old *api.WorkloadEndpoint
-		if old, err = be.GetEndpoint(ctx, inv.namespace, inv.wepName); err == nil {
-			log.Info("replacing workload endpoint of an earlier container", "old", old.Spec.ContainerID)
-			wep.Metadata.ResourceVersion = old.Metadata.ResourceVersion
-			wep.Metadata.UID, wep.Metadata.CreationTimestamp = old.Metadata.UID, old.Metadata.CreationTimestamp
-			stored, err = be.UpdateEndpoint(ctx, wep)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("write workload endpoint %s/%s: %w", inv.namespace, inv.wepName, err)
-	}
-	undo.push("workload endpoint", func(ctx context.Context) error {
-		err := be.DeleteEndpoint(ctx, inv.namespace, inv.wepName, stored.Metadata.ResourceVersion)
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
-		return err
-	})
-	inv.phase("endpoint", t2)
-	log.Debug("workload endpoint written", "name", inv.wepName, "rv", stored.Metadata.ResourceVersion)
-	if err := p.fail("endpoint"); err != nil {
-		return nil, err
-	}
-
-	if cfg.PolicySetupTimeout > 0 {
-		t3 := time.Now()
-		rev, _ := strconv.ParseInt(stored.Metadata.ResourceVersion, 10, 64)
-		if err := waitProgrammed(ctx, be, EndpointStatusKey(cfg.Node, inv.namespace, inv.wepName), rev, cfg.PolicySetupTimeout); err != nil {
-			return nil, err
-		}
-		inv.phase("policy", t3)
-	}
-	if err := p.fail("policy"); err != nil {
-		return nil, err
-	}
-	return BuildResult(Attachment{HostIf: inv.hostIf, PodIf: args.IfName, PodMAC: podMAC, Sandbox: args.Netns, IPv4: v4, IPv6: v6}), nil
 }
 
 // assignCounts fills in what to ask IPAM for: the requested addresses, or one address of each

@@ -70,11 +70,17 @@ func TestAddWritesEndpointAndResult(t *testing.T) {
 		t.Fatal(err)
 	}
 	hostIf := HostInterfaceName("net1", "c1", "eth0")
+	// The plugin chooses the pod's MAC (the dataplane is told it), so that the endpoint can be
+	// written while the veth is made: a unicast, locally administered address.
+	mac := h.dp.links[hostIf].PodMAC
+	if hw, err := net.ParseMAC(mac); err != nil || len(hw) != 6 || hw[0]&0x01 != 0 || hw[0]&0x02 == 0 {
+		t.Fatalf("pod MAC %q given to the dataplane: want a unicast, locally administered address (%v)", mac, err)
+	}
 	var got, want map[string]any
 	if err := json.Unmarshal(h.out.Bytes(), &got); err != nil {
 		t.Fatalf("result %s: %v", h.out.String(), err)
 	}
-	wantRes := BuildResult(Attachment{HostIf: hostIf, PodIf: "eth0", PodMAC: "02:00:00:00:00:01", Sandbox: testNS,
+	wantRes := BuildResult(Attachment{HostIf: hostIf, PodIf: "eth0", PodMAC: mac, Sandbox: testNS,
 		IPv4: []netip.Addr{netip.MustParseAddr("198.18.0.1")}, IPv6: []netip.Addr{netip.MustParseAddr("2001:db8:1000::1")}})
 	wantJSON, _ := json.Marshal(wantRes)
 	json.Unmarshal(wantJSON, &want)
@@ -88,7 +94,7 @@ func TestAddWritesEndpointAndResult(t *testing.T) {
 	}
 	wantSpec := w.Spec
 	wantSpec.Orchestrator, wantSpec.Node, wantSpec.ContainerID, wantSpec.Pod = "k8s", "node-a", "c1", "web-0"
-	wantSpec.Endpoint, wantSpec.InterfaceName, wantSpec.MAC = "eth0", hostIf, "02:00:00:00:00:01"
+	wantSpec.Endpoint, wantSpec.InterfaceName, wantSpec.MAC = "eth0", hostIf, mac
 	wantSpec.IPNetworks = []string{"198.18.0.1/32", "2001:db8:1000::1/128"}
 	wantSpec.IPv4Gateway, wantSpec.IPv6Gateway = GatewayIPv4, GatewayIPv6
 	if diff := cmp.Diff(wantSpec, w.Spec); diff != "" {
