@@ -43,11 +43,16 @@ type Agent struct {
 	status  *statusWriter // nil: no status reporting
 	primed  chan struct{} // closed when startPriming's reads are done; nil: nothing to wait for
 	bg      *sync.WaitGroup
-	aheadC  chan map[string]func(context.Context) error // a periodic resync's reads are done
-	live    *live                                       // health and metrics endpoints, resync ticker; follows FelixConfiguration
+	aheadC  chan aheadReads // a periodic resync's reads are done
+	live    *live           // health and metrics endpoints, refresh tickers; follows FelixConfiguration
 
 	// Everything below is owned by the loop goroutine.
-	resyncing              bool                                   // a periodic resync's reads are under way
+	resyncing bool     // a periodic resync's reads are under way
+	inFlight  classSet // the classes those reads are for
+	due       classSet // classes whose refresh fell due while another resync was in flight
+	// retryResync are classes the next cycle re-reads because a failure may be their drift
+	// (cycle).
+	retryResync            classSet
 	finishes               map[string]func(context.Context) error // this resync cycle's writers' finish, by name
 	dsInSync, blocksInSync bool
 	blocksRequired         bool
@@ -82,7 +87,7 @@ func New(cfg Config, dp Dataplane, c Calculator) *Agent {
 		cfg: cfg, log: cfg.Logger, calc: c, dp: dp,
 		events:         make(chan event, 64),
 		resyncReq:      make(chan chan error),
-		aheadC:         make(chan map[string]func(context.Context) error, 1),
+		aheadC:         make(chan aheadReads, 1),
 		quit:           make(chan struct{}),
 		metrics:        newMetrics(),
 		blocksRequired: cfg.Client != nil || cfg.WaitForBlocks,
@@ -94,7 +99,7 @@ func New(cfg Config, dp Dataplane, c Calculator) *Agent {
 		chainRules:     map[calc.ChainRef]int{},
 		setMembers:     map[string]int{},
 	}
-	a.health = newHealth(cfg.OnState, liveWindow(cfg.ResyncInterval))
+	a.health = newHealth(cfg.OnState, liveWindow(cfg.Refresh.longest()))
 	a.live = a.newLive()
 	if cfg.Status != nil {
 		a.status = newStatusWriter(cfg.Status, datastore.EndpointStatusPrefix(cfg.NodeName), a.log, a.metrics, a.health)
@@ -128,6 +133,17 @@ func compareStrings(a, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// classOf is the class of a writer named by writerNames, whose refresh interval paces it.
+func classOf(writer string) writerClass {
+	switch writer {
+	case "ipsets":
+		return classIPSets
+	case "routes", "sysctl":
+		return classRoutes
+	}
+	return classIptables
 }
 
 func (a *Agent) writerNames() []string {
@@ -167,8 +183,9 @@ func (a *Agent) send(ev event) {
 	}
 }
 
-// ForceResync makes the loop re-read and repair every writer now and returns the result. It
-// fails while the agent has not yet been in sync with the datastore.
+// ForceResync makes the loop re-read and repair every writer now, whatever their refresh
+// intervals, and returns the result. It fails while the agent has not yet been in sync with the
+// datastore.
 func (a *Agent) ForceResync(ctx context.Context) error {
 	reply := make(chan error, 1)
 	select {
@@ -219,7 +236,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.bg = &wg
 	a.startPriming(ctx, &wg)
 	a.log.Info("felix agent starting", "node", a.cfg.NodeName, "apply_interval", a.cfg.ApplyInterval.String(),
-		"resync_interval", a.cfg.ResyncInterval.String())
+		"refresh_intervals", a.cfg.Refresh.String())
 	err := a.loop(ctx, errc)
 	close(a.quit)
 	cancel()
@@ -229,7 +246,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) loop(ctx context.Context, errc <-chan error) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	a.live.resync.set(a.cfg.ResyncInterval)
+	a.live.resync.set(a.cfg.Refresh)
 	defer a.live.resync.stop()
 	// Liveness is judged by the loop's heartbeat, so an idle loop must still beat.
 	beat := time.NewTicker(10 * time.Second)
@@ -280,18 +297,20 @@ func (a *Agent) loop(ctx context.Context, errc <-chan error) error {
 			a.calc.SetHostInterfaces(ifs)
 			a.dirty = true
 		case <-timerC:
-			a.cycle(ctx, false)
-		case <-a.live.resync.C():
-			if a.everInSync {
-				a.startResync(ctx)
-			}
-		case fin := <-a.aheadC:
-			a.finishResync(ctx, fin)
+			a.cycle(ctx, 0)
+		case <-a.live.resync[classIptables].C():
+			a.refreshDue(ctx, classIptables)
+		case <-a.live.resync[classIPSets].C():
+			a.refreshDue(ctx, classIPSets)
+		case <-a.live.resync[classRoutes].C():
+			a.refreshDue(ctx, classRoutes)
+		case r := <-a.aheadC:
+			a.finishResync(ctx, r)
 		case reply := <-a.resyncReq:
 			if !a.everInSync {
 				reply <- errors.New("force resync: not in sync with the datastore yet")
 			} else {
-				reply <- a.cycle(ctx, true)
+				reply <- a.cycle(ctx, allClasses)
 			}
 		}
 		timer.Stop()

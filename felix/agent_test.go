@@ -27,6 +27,9 @@ import (
 
 const testNode = "node-a"
 
+// noRefresh switches every periodic resync off, so a test sees only the applies it causes.
+var noRefresh = RefreshIntervals{Iptables: -1, IPSets: -1, Routes: -1}
+
 type harness struct {
 	t     *testing.T
 	dp    *fakeDP
@@ -45,7 +48,7 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 func newHarnessWith(t *testing.T, dp *fakeDP, mod func(*Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, dp: dp, calc: &fakeCalc{node: testNode}, store: newFakeStore(), done: make(chan error, 1)}
-	cfg := Config{NodeName: testNode, Status: h.store, ApplyInterval: 5 * time.Millisecond, ResyncInterval: -1,
+	cfg := Config{NodeName: testNode, Status: h.store, ApplyInterval: 5 * time.Millisecond, Refresh: noRefresh,
 		RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, Logger: testLogger(t)}
 	if mod != nil {
 		mod(&cfg)
@@ -517,6 +520,9 @@ func TestForceResyncAndMetrics(t *testing.T) {
 		"terrace_felix_datastore_in_sync 1\n",
 		`terrace_felix_errors_total{writer="routes"} 1` + "\n",
 		`terrace_felix_apply_duration_seconds_count{resync="true"} 2` + "\n",
+		`terrace_felix_writer_resyncs_total{writer="ipsets"} 2` + "\n",
+		`terrace_felix_writer_resyncs_total{writer="iptables-nat-v4"} 2` + "\n",
+		`terrace_felix_writer_resyncs_total{writer="sysctl"} 2` + "\n",
 		"terrace_felix_updates_total 4\n",
 	} {
 		if !strings.Contains(string(body), want) {

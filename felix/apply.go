@@ -15,14 +15,21 @@ import (
 	"github.com/terracenet/terrace/felix/dataplane/iptables"
 )
 
-// cycle flushes the calculator into the writers and applies them; resync makes every writer
-// re-read the kernel first. It returns the joined errors of the writers that failed.
-func (a *Agent) cycle(ctx context.Context, resync bool) error {
+// cycle flushes the calculator into the writers and applies them; the writers of the classes in
+// resync re-read the kernel first. It returns the joined errors of the writers that failed.
+func (a *Agent) cycle(ctx context.Context, resync classSet) error {
 	start := time.Now()
 	a.dirty = false
+	resync |= a.retryResync
+	a.retryResync = 0
 	a.push(a.calc.Flush())
 	a.log.Debug("calculated and pushed", "took", time.Since(start).String())
-	results, ok := a.applyAll(ctx, resync)
+	results, ok, suspect := a.applyAll(ctx, resync)
+	// A failure may be the other policy class's drift, which the failing writer's own re-read
+	// cannot see: a table restore fails on a set destroyed behind the ipset writer's back, and a
+	// set stays in use by a rule the table writer does not know of. With the two refresh timers
+	// apart, such drift could last until the other class's next refresh; the retry re-reads it.
+	a.retryResync = suspect
 	policyOK := ok.v4 && ok.v6
 	a.lastApply = time.Now()
 	elapsed := a.lastApply.Sub(start)
@@ -32,6 +39,9 @@ func (a *Agent) cycle(ctx context.Context, resync bool) error {
 	for _, name := range a.writerNames() {
 		ws := a.writers[name]
 		err := results[name]
+		if resync.has(classOf(name)) {
+			a.metrics.writerResync(name)
+		}
 		ws.err = err
 		a.health.setWriterErr(name, err)
 		if err != nil {
@@ -58,7 +68,7 @@ func (a *Agent) cycle(ctx context.Context, resync bool) error {
 			f(ctx)
 		}
 	}
-	a.metrics.observeApply(elapsed, resync)
+	a.metrics.observeApply(elapsed, resync != 0)
 	a.metrics.setDataplane(a.chainRules, a.setMembers, len(a.locals))
 	err := errors.Join(errs...)
 	if err != nil {
@@ -79,7 +89,7 @@ func (a *Agent) cycle(ctx context.Context, resync bool) error {
 	if followUp {
 		a.dirty = true
 	}
-	a.log.Debug("dataplane applied", "resync", resync, "took", elapsed.String(), "ok", err == nil)
+	a.log.Debug("dataplane applied", "resync", resync.String(), "took", elapsed.String(), "ok", err == nil)
 	return err
 }
 
@@ -123,13 +133,18 @@ func (a *Agent) setInSync(name string) {
 // same time: routes and interface settings beside the policy writers, and the tables (each its
 // own writer and its own iptables-restore transaction) beside each other, so a start costs the
 // slowest chain of dependent steps rather than the sum of all of them. A failing writer does not
-// stop the others. The families returned say for which of IPv4 and IPv6 the ipsets and every
-// policy table are now as calculated.
-func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, familiesOK) {
+// stop the others. Only the writers of the classes in resync re-read the kernel; the order is the
+// same whichever they are, and it is what keeps a resync of the tables and one of the sets safe in
+// different cycles: a set resync never destroys (the ipset writer defers its deletions), and the
+// deletions still wait for every table. The families returned say for which of IPv4 and IPv6 the
+// ipsets and every policy table are now as calculated; suspect are the classes whose kernel state
+// may have caused a failure of the other's (see cycle).
+func (a *Agent) applyAll(ctx context.Context, resync classSet) (_ map[string]error, _ familiesOK, suspect classSet) {
 	a.waitPrimed()
-	run := func(name string, apply, resyncf func(context.Context) error) error {
+	run := func(name string, class writerClass, apply, resyncf func(context.Context) error) error {
 		f := apply
-		if resync {
+		re := resync.has(class)
+		if re {
 			f = resyncf
 			if fin := a.finishes[name]; fin != nil {
 				f = fin // repair from a read made off the loop (startResync)
@@ -138,24 +153,24 @@ func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, fa
 		start := time.Now()
 		err := f(ctx)
 		// Per-writer cost is what tells a slow apply's cause apart (kernel tool vs calculation).
-		a.log.Debug("writer applied", "writer", name, "resync", resync, "took", time.Since(start).String())
+		a.log.Debug("writer applied", "writer", name, "resync", re, "took", time.Since(start).String())
 		return err
 	}
 	var side sync.WaitGroup
 	var routesErr, sysctlErr error
-	side.Go(func() { routesErr = run("routes", a.dp.Routes.Apply, a.dp.Routes.Resync) })
+	side.Go(func() { routesErr = run("routes", classRoutes, a.dp.Routes.Apply, a.dp.Routes.Resync) })
 	if a.dp.Sysctls != nil {
-		side.Go(func() { sysctlErr = run("sysctl", a.dp.Sysctls.Apply, a.dp.Sysctls.Resync) })
+		side.Go(func() { sysctlErr = run("sysctl", classRoutes, a.dp.Sysctls.Apply, a.dp.Sysctls.Resync) })
 	}
 
 	res := map[string]error{}
-	setsErr := run("ipsets", a.dp.IPSets.ApplyUpdates, a.dp.IPSets.Resync)
+	setsErr := run("ipsets", classIPSets, a.dp.IPSets.ApplyUpdates, a.dp.IPSets.Resync)
 	ids := a.sortedTables()
 	tableErrs := make([]error, len(ids))
 	var tables sync.WaitGroup
 	for i, id := range ids {
 		t := a.dp.Tables[id]
-		tables.Go(func() { tableErrs[i] = run(tableWriterName(id), t.Apply, t.Resync) })
+		tables.Go(func() { tableErrs[i] = run(tableWriterName(id), classIptables, t.Apply, t.Resync) })
 	}
 	tables.Wait()
 	tablesOK := true
@@ -164,6 +179,7 @@ func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, fa
 		if tableErrs[i] != nil {
 			res[tableWriterName(id)] = tableErrs[i]
 			tablesOK = false
+			suspect = suspect.with(classIPSets) // a set its rules need may be gone from the kernel
 			// The nat table holds natOutgoing, no policy: its failure is reported, but must
 			// not hold back every endpoint's "policy programmed" status (and so every ADD that
 			// waits for it).
@@ -177,7 +193,11 @@ func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, fa
 	// writer defers its deletions to here, ipsets.Options.DeferDeletions). Its own name, so a
 	// resync's read-ahead finish for "ipsets" is not run a second time.
 	if tablesOK {
-		setsErr = errors.Join(setsErr, run("ipset-deletions", a.dp.IPSets.ApplyDeletions, a.dp.IPSets.ApplyDeletions))
+		delErr := run("ipset-deletions", classIPSets, a.dp.IPSets.ApplyDeletions, a.dp.IPSets.ApplyDeletions)
+		if delErr != nil {
+			suspect = suspect.with(classIptables) // a rule the tables do not know of may use the set
+		}
+		setsErr = errors.Join(setsErr, delErr)
 	} else if a.writers["ipsets"].inSync {
 		// A table that failed may still reference a set we would destroy.
 		setsErr = errors.Join(setsErr, errors.New("set deletions postponed: an iptables table failed"))
@@ -192,7 +212,7 @@ func (a *Agent) applyAll(ctx context.Context, resync bool) (map[string]error, fa
 	if !setsOK {
 		ok = familiesOK{} // the set writer is shared: which family a failed set serves is not known
 	}
-	return res, ok
+	return res, ok, suspect
 }
 
 // familiesOK says, per IP family, whether the policy calculated for it is in the kernel.

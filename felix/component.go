@@ -143,10 +143,13 @@ func holdsOwnRules(save []byte) bool {
 
 // ComponentConfig is felix's part of terrace-node's configuration.
 type ComponentConfig struct {
-	HealthListen   string // "" disables
-	MetricsListen  string // "" disables
-	ResyncInterval time.Duration
-	ApplyInterval  time.Duration
+	HealthListen  string // "" disables
+	MetricsListen string // "" disables
+	// Refresh is how often each writer class re-reads the kernel (a zero field: the default,
+	// < 0: never); FelixConfiguration's three refresh intervals set it field by field unless
+	// Explicit.ResyncInterval.
+	Refresh       RefreshIntervals
+	ApplyInterval time.Duration
 	// IPv6 says whether ip6tables is programmed too: IPv6Auto, IPv6On or IPv6Off. It is switched off
 	// when ip6tables-restore is missing. FelixConfiguration ipv6Support sets it unless Explicit.
 	IPv6 string
@@ -229,6 +232,9 @@ type componentKernel struct {
 
 // NewComponent returns felix as a node.Component.
 func NewComponent(cfg ComponentConfig) *Component { return &Component{cfg: cfg} }
+
+// Config is the configuration the component was made with (before FelixConfiguration).
+func (c *Component) Config() ComponentConfig { return c.cfg }
 
 // Name implements node.Component.
 func (c *Component) Name() string { return "felix" }
@@ -340,7 +346,7 @@ func (c *Component) run(ctx context.Context, env node.ComponentEnv, next *Compon
 	}
 	a := New(Config{
 		NodeName: nodeName, Client: env.Client, LinkEvents: links, HostInterfaces: hostIfs,
-		ApplyInterval: cc.ApplyInterval, ResyncInterval: cc.ResyncInterval,
+		ApplyInterval: cc.ApplyInterval, Refresh: cc.Refresh,
 		HealthListen: cc.HealthListen, MetricsListen: cc.MetricsListen,
 		FelixConfigBase: &base, IPv6Mode: cc.IPv6, Backend: cc.Backend, Listen: k.listen, LogLevel: level,
 		Logger: log,

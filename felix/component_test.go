@@ -21,7 +21,10 @@ import (
 	"github.com/terracenet/terrace/node"
 )
 
-var resyncsRE = regexp.MustCompile(`(?m)^terrace_felix_resyncs_total (\d+)$`)
+// writerResyncsRE finds one writer's resync counter in /metrics.
+func writerResyncsRE(writer string) *regexp.Regexp {
+	return regexp.MustCompile(`(?m)^terrace_felix_writer_resyncs_total\{writer="` + regexp.QuoteMeta(writer) + `"\} (\d+)$`)
+}
 
 // TestComponentFollowsFelixConfiguration runs the felix component (real calc, writers, iptables,
 // embedded etcd) against a fresh namespace and changes FelixConfiguration under it: the health
@@ -44,12 +47,13 @@ func TestComponentFollowsFelixConfiguration(t *testing.T) {
 		apply("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: " + name + "}\nspec: " + spec + "\n")
 	}
 	// Present before the start: read at start, so the endpoints bind there from the beginning.
-	felixConfig("default", "{prometheusMetricsPort: 9191, iptablesRefreshInterval: 1h}")
+	const quiet = "prometheusMetricsPort: 9191, ipsetsRefreshInterval: 1h, routeRefreshInterval: 1h"
+	felixConfig("default", "{"+quiet+", iptablesRefreshInterval: 1h}")
 
 	nsh, nl := nstest.Handle(t, ns)
 	inNS := func(f func() error) error { return nstest.Enter(ns, f) }
 	comp := NewComponent(ComponentConfig{HealthListen: DefaultHealthListen, MetricsListen: DefaultMetricsListen,
-		ResyncInterval: DefaultResyncInterval, ApplyInterval: 10 * time.Millisecond, IPv6: IPv6Off})
+		ApplyInterval: 10 * time.Millisecond, IPv6: IPv6Off})
 	comp.kernel = &componentKernel{cmd: cmdrun.InNetns(ns), netlink: nl, ns: &nsh, sysctl: nsFS{ns},
 		listen: func(addr string) (ln net.Listener, err error) {
 			err = inNS(func() error { ln, err = net.Listen("tcp", addr); return err })
@@ -101,15 +105,23 @@ func TestComponentFollowsFelixConfiguration(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	resyncs := func(t *testing.T, metricsAddr string) int {
+	// writerResyncs is how often one writer has resynced (0 before its first).
+	writerResyncs := func(t *testing.T, metricsAddr, writer string) int {
 		t.Helper()
 		code, body := get(metricsAddr, "/metrics")
-		m := resyncsRE.FindStringSubmatch(body)
-		if code != http.StatusOK || m == nil {
-			t.Fatalf("GET %s/metrics = %d, no resync counter:\n%s", metricsAddr, code, body)
+		if code != http.StatusOK {
+			t.Fatalf("GET %s/metrics = %d:\n%s", metricsAddr, code, body)
+		}
+		m := writerResyncsRE(writer).FindStringSubmatch(body)
+		if m == nil {
+			return 0
 		}
 		n, _ := strconv.Atoi(m[1])
 		return n
+	}
+	resyncs := func(t *testing.T, metricsAddr string) int {
+		t.Helper()
+		return writerResyncs(t, metricsAddr, "iptables-filter-v4")
 	}
 
 	wait(t, "felix ready", 30*time.Second, func() bool { return felixState().State == "ready" })
@@ -133,10 +145,22 @@ func TestComponentFollowsFelixConfiguration(t *testing.T) {
 		if n := resyncs(t, "127.0.0.1:9191"); n != before {
 			t.Fatalf("%d resyncs in 2 s with a 1 h interval", n-before)
 		}
-		felixConfig("default", "{prometheusMetricsPort: 9191, iptablesRefreshInterval: 1s}")
+		others := map[string]int{}
+		for _, w := range []string{"ipsets", "routes", "sysctl"} {
+			others[w] = writerResyncs(t, "127.0.0.1:9191", w)
+		}
+		felixConfig("default", "{"+quiet+", iptablesRefreshInterval: 1s}")
 		start := resyncs(t, "127.0.0.1:9191")
 		wait(t, "resyncs every second", 10*time.Second, func() bool { return resyncs(t, "127.0.0.1:9191") >= start+3 })
-		felixConfig("default", "{prometheusMetricsPort: 9191, iptablesRefreshInterval: 0s}")
+		if n := writerResyncs(t, "127.0.0.1:9191", "iptables-nat-v4"); n < 3 {
+			t.Errorf("nat table resynced %d times, want it paced with the filter table", n)
+		}
+		for w, n := range others {
+			if m := writerResyncs(t, "127.0.0.1:9191", w); m != n {
+				t.Errorf("%s resynced %d times while only iptablesRefreshInterval was short", w, m-n)
+			}
+		}
+		felixConfig("default", "{"+quiet+", iptablesRefreshInterval: 0s}")
 		// The change takes a moment to arrive and a tick already due may still run: wait until
 		// the counter holds still for longer than the old interval, then watch it stay still.
 		var off int
@@ -279,7 +303,7 @@ func TestComponentRestartSettles(t *testing.T) {
 		t.Fatal(err)
 	}
 	nsh, nl := nstest.Handle(t, ns)
-	comp := NewComponent(ComponentConfig{ResyncInterval: DefaultResyncInterval, ApplyInterval: 10 * time.Millisecond, IPv6: IPv6Off})
+	comp := NewComponent(ComponentConfig{ApplyInterval: 10 * time.Millisecond, IPv6: IPv6Off})
 	comp.kernel = &componentKernel{cmd: cmdrun.InNetns(ns), netlink: nl, ns: &nsh, sysctl: nsFS{ns}}
 	var logs syncbuf.Buffer
 	board := node.NewStatusBoard(node.Status{})

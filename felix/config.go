@@ -14,13 +14,12 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultApplyInterval  = 20 * time.Millisecond
-	DefaultResyncInterval = 90 * time.Second
-	DefaultRetryMin       = 200 * time.Millisecond
-	DefaultRetryMax       = 30 * time.Second
-	DefaultPendingPoll    = time.Second
-	DefaultHealthListen   = "127.0.0.1:9099"
-	DefaultMetricsListen  = "127.0.0.1:9091"
+	DefaultApplyInterval = 20 * time.Millisecond
+	DefaultRetryMin      = 200 * time.Millisecond
+	DefaultRetryMax      = 30 * time.Second
+	DefaultPendingPoll   = time.Second
+	DefaultHealthListen  = "127.0.0.1:9099"
+	DefaultMetricsListen = "127.0.0.1:9091"
 )
 
 // Kinds are the resource kinds felix watches.
@@ -52,8 +51,9 @@ type Config struct {
 	// ApplyInterval is the least time between two applies while updates keep coming: a burst
 	// of updates is computed as it arrives and programmed in one go.
 	ApplyInterval time.Duration
-	// ResyncInterval is how often every writer re-reads the kernel and repairs drift; < 0 disables.
-	ResyncInterval time.Duration
+	// Refresh says how often the iptables tables, the ipsets and the routes (with the interface
+	// settings) each re-read the kernel and repair drift; a zero field is its default, < 0 disables.
+	Refresh RefreshIntervals
 	// RetryMin and RetryMax bound the backoff after a failed apply.
 	RetryMin, RetryMax time.Duration
 	// PendingPoll is how often an apply is retried while routes or interface settings wait for
@@ -70,7 +70,7 @@ type Config struct {
 	// "" disables the server.
 	HealthListen, MetricsListen string
 	// FelixConfigBase, when set, makes the agent follow FelixConfiguration "default" and
-	// "node.<NodeName>" while it runs: HealthListen, MetricsListen and ResyncInterval above are
+	// "node.<NodeName>" while it runs: HealthListen, MetricsListen and Refresh above are
 	// the values to start with, and on every change of those resources they are recomputed from
 	// FelixConfigBase (the operator's flags, which win where Explicit) and applied in place.
 	FelixConfigBase *ComponentConfig
@@ -94,9 +94,7 @@ func (c *Config) setDefaults() {
 	if c.ApplyInterval <= 0 {
 		c.ApplyInterval = DefaultApplyInterval
 	}
-	if c.ResyncInterval == 0 {
-		c.ResyncInterval = DefaultResyncInterval
-	}
+	c.Refresh = c.Refresh.withDefaults()
 	if c.RetryMin <= 0 {
 		c.RetryMin = DefaultRetryMin
 	}

@@ -13,12 +13,14 @@
 // iptables-save between "in sync" and "programmed". Nothing is programmed before the datastore is
 // in sync, and a writer may delete stale objects only after its first complete apply
 // (SetInSync), so a restart never opens a gap.
-// A periodic Resync repairs drift; a failing writer is retried with backoff and reported in
+// Periodic resyncs repair drift, each class of writers on its own timer as in Calico
+// (iptablesRefreshInterval: the tables; ipsetsRefreshInterval: the ipsets; routeRefreshInterval:
+// the routes and interface settings); a failing writer is retried with backoff and reported in
 // readiness while the others go on. Once a local workload endpoint's policy is in the kernel its
 // status key (datastore.EndpointStatusKey) is written, from a separate goroutine. Health and
 // Prometheus metrics are served over HTTP on loopback by default. FelixConfiguration is followed
 // while the agent runs: the calculation reads its runtime settings, and changes of the agent's own
-// (endpoint addresses, resync interval) move a listener or reset the resync ticker in place,
+// (endpoint addresses, refresh intervals) move a listener or reset a refresh ticker in place,
 // never restarting the loop or flushing the dataplane. The agent must never write
 // desired state to the datastore, only status under /terrace/status/v1/<node>/.
 package felix

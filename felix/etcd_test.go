@@ -35,7 +35,7 @@ func TestAgentWithEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	dp, fc := newFakeDP(), &fakeCalc{node: testNode}
-	a := New(Config{NodeName: testNode, Client: client, ApplyInterval: 5 * time.Millisecond, ResyncInterval: -1, Logger: testLogger(t)}, dp.dataplane(), fc)
+	a := New(Config{NodeName: testNode, Client: client, ApplyInterval: 5 * time.Millisecond, Refresh: noRefresh, Logger: testLogger(t)}, dp.dataplane(), fc)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- a.Run(runCtx) }()

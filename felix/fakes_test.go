@@ -21,9 +21,11 @@ import (
 // recorder is shared by the fake writers: one ordered log of calls, scripted failures and one
 // lock over every fake's state, so tests can read the "kernel" while the agent runs.
 type recorder struct {
-	mu   sync.Mutex
-	log  []string
-	fail map[string]error // writer name => error of its apply calls
+	mu  sync.Mutex
+	log []string
+	// fail is the error of a writer's apply calls, by writer name, or of one call, by
+	// "writer.op" (e.g. "ipsets.ApplyDeletions"), which wins.
+	fail map[string]error
 	// hooks run at the start of writer.op, before the lock is taken, so a test can hold one
 	// writer's apply until another one has started.
 	hooks sync.Map // "writer.op" => func()
@@ -41,6 +43,9 @@ func newRecorder() *recorder { return &recorder{fail: map[string]error{}} }
 // call logs writer.op and returns the scripted failure; the caller holds r.mu.
 func (r *recorder) call(writer, op string) error {
 	r.log = append(r.log, writer+"."+op)
+	if err, ok := r.fail[writer+"."+op]; ok {
+		return err
+	}
 	if strings.HasPrefix(op, "Apply") || op == "Resync" {
 		return r.fail[writer]
 	}
@@ -111,6 +116,17 @@ func (f *fakeObjects[V]) apply(op string) error {
 	return nil
 }
 
+// readAhead is a writer's read of the kernel off the loop. It is recorded as it starts, and its
+// hook ("writer.Read") may then hold it.
+func (f *fakeObjects[V]) readAhead() func(context.Context) {
+	return func(context.Context) {
+		f.r.mu.Lock()
+		_ = f.r.call(f.name, "Read")
+		f.r.mu.Unlock()
+		f.r.before(f.name, "Read")
+	}
+}
+
 func (f *fakeObjects[V]) kernelKeys() []string {
 	f.r.mu.Lock()
 	defer f.r.mu.Unlock()
@@ -173,10 +189,22 @@ func (f fakeIPSets) ApplyDeletions(context.Context) error {
 	f.deleteStale()
 	return nil
 }
+
+// Resync leaves unwanted sets to ApplyDeletions, as NewDataplane's registry does
+// (ipsets.Options.DeferDeletions).
 func (f fakeIPSets) Resync(context.Context) error {
 	f.r.mu.Lock()
 	defer f.r.mu.Unlock()
-	return f.apply("Resync")
+	if err := f.r.call(f.name, "Resync"); err != nil {
+		return err
+	}
+	f.update()
+	return nil
+}
+
+// ReadAhead records the read ("ipsets.Read", off the loop) and finishes as Resync does.
+func (f fakeIPSets) ReadAhead() (read func(context.Context), finish func(context.Context) error) {
+	return f.readAhead(), f.Resync
 }
 
 type fakeTable struct {
@@ -223,6 +251,11 @@ func (f fakeTable) Resync(context.Context) error {
 	f.r.mu.Lock()
 	defer f.r.mu.Unlock()
 	return f.apply("Resync")
+}
+
+// ReadAhead records the read ("<table>.Read", off the loop) and finishes as Resync does.
+func (f fakeTable) ReadAhead() (read func(context.Context), finish func(context.Context) error) {
+	return f.readAhead(), f.Resync
 }
 
 type fakeRoutes struct {

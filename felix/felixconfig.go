@@ -17,6 +17,7 @@ import (
 
 // Explicit says which ComponentConfig settings the operator gave on the command line (or in the
 // environment or file); those win over FelixConfiguration, as a flag does in Calico.
+// ResyncInterval is --felix-resync-interval, which sets all three refresh intervals.
 type Explicit struct {
 	HealthListen, MetricsListen, ResyncInterval, LogLevel, IPv6, Backend bool
 }
@@ -57,13 +58,13 @@ func readFelixConfig(ctx context.Context, c *datastore.Client, nodeName string) 
 }
 
 // applyFelixConfig resolves the settings FelixConfiguration may carry for the agent itself
-// (health and metrics addresses, iptablesRefreshInterval as the resync interval), later specs
-// (the node's) overriding earlier ones field by field and explicit flags overriding both. It is
-// pure: Component.Run uses it for the start and the agent (live) again on every change.
+// (health and metrics addresses, the three refresh intervals), later specs (the node's)
+// overriding earlier ones field by field and explicit flags overriding both. It is pure:
+// Component.Run uses it for the start and the agent (live) again on every change.
 func applyFelixConfig(cc ComponentConfig, specs []*api.FelixConfigurationSpec) ComponentConfig {
 	healthOn, healthHost, healthPort := cc.HealthListen != "", "", 0
 	metricsOn, metricsHost, metricsPort := cc.MetricsListen != "", "", 0
-	var refresh *api.Duration
+	var iptablesRefresh, ipsetsRefresh, routeRefresh *api.Duration
 	var level, backend string
 	var ipv6 *bool
 	for _, s := range specs {
@@ -95,7 +96,13 @@ func applyFelixConfig(cc ComponentConfig, specs []*api.FelixConfigurationSpec) C
 			metricsPort = *s.PrometheusMetricsPort
 		}
 		if s.IptablesRefreshInterval != nil {
-			refresh = s.IptablesRefreshInterval
+			iptablesRefresh = s.IptablesRefreshInterval
+		}
+		if s.IpsetsRefreshInterval != nil {
+			ipsetsRefresh = s.IpsetsRefreshInterval
+		}
+		if s.RouteRefreshInterval != nil {
+			routeRefresh = s.RouteRefreshInterval
 		}
 	}
 	listen := func(on bool, cur, host string, port int, dflt string) string {
@@ -137,11 +144,20 @@ func applyFelixConfig(cc ComponentConfig, specs []*api.FelixConfigurationSpec) C
 			cc.IPv6 = IPv6On
 		}
 	}
-	if !cc.Explicit.ResyncInterval && refresh != nil {
-		cc.ResyncInterval = refresh.Duration
-		if cc.ResyncInterval == 0 {
-			cc.ResyncInterval = -1 // Calico: 0 disables the periodic refresh
+	if !cc.Explicit.ResyncInterval {
+		// --felix-resync-interval sets all three when given; otherwise each field is its own.
+		refresh := func(to *time.Duration, d *api.Duration) {
+			if d == nil {
+				return
+			}
+			*to = d.Duration
+			if *to == 0 {
+				*to = -1 // Calico: 0 disables the periodic refresh
+			}
 		}
+		refresh(&cc.Refresh.Iptables, iptablesRefresh)
+		refresh(&cc.Refresh.IPSets, ipsetsRefresh)
+		refresh(&cc.Refresh.Routes, routeRefresh)
 	}
 	return cc
 }
@@ -150,19 +166,18 @@ func applyFelixConfig(cc ComponentConfig, specs []*api.FelixConfigurationSpec) C
 // compare equal however they were expressed.
 func effectiveConfig(base ComponentConfig, specs []*api.FelixConfigurationSpec) ComponentConfig {
 	cc := applyFelixConfig(base, specs)
-	if cc.ResyncInterval == 0 {
-		cc.ResyncInterval = DefaultResyncInterval
-	}
+	cc.Refresh = cc.Refresh.withDefaults()
 	cc.IPv6, cc.Backend = cmp.Or(cc.IPv6, IPv6Auto), cmp.Or(cc.Backend, BackendAuto)
 	return cc
 }
 
 // live follows FelixConfiguration "default" and "node.<name>" while the agent runs and applies
 // changes of the agent's own settings in place: the health and metrics endpoints move (see
-// endpointServer) and the resync ticker changes its period. None of this touches the dataplane;
-// settings the calculation reads (defaultEndpointToHostAction, failsafe ports, natOutgoingAddress)
-// reach it through the calculator's own FelixConfiguration updates. Apart from the endpoint
-// servers, which run on their own goroutines, live belongs to the agent's loop.
+// endpointServer) and each writer class's refresh ticker changes its period. None of this
+// touches the dataplane; settings the calculation reads (defaultEndpointToHostAction, failsafe
+// ports, natOutgoingAddress) reach it through the calculator's own FelixConfiguration updates.
+// Apart from the endpoint servers, which run on their own goroutines, live belongs to the
+// agent's loop.
 type live struct {
 	base *ComponentConfig // nil: the settings are fixed by Config
 	// restart is set when a change needs a new dataplane; the agent's loop then ends Run with it.
@@ -172,7 +187,7 @@ type live struct {
 	cur     ComponentConfig
 
 	health, metrics *endpointServer
-	resync          resyncTicker
+	resync          resyncTickers
 	hl              *health
 	log             *slog.Logger
 	level           *slog.LevelVar // nil: the log level is not felix's to change
@@ -182,7 +197,7 @@ func (a *Agent) newLive() *live {
 	cfg := a.cfg
 	l := &live{
 		base: cfg.FelixConfigBase, node: cfg.NodeName, specs: map[string]*api.FelixConfigurationSpec{},
-		cur: ComponentConfig{HealthListen: cfg.HealthListen, MetricsListen: cfg.MetricsListen, ResyncInterval: cfg.ResyncInterval,
+		cur: ComponentConfig{HealthListen: cfg.HealthListen, MetricsListen: cfg.MetricsListen, Refresh: cfg.Refresh,
 			IPv6: cfg.IPv6Mode, Backend: cfg.Backend},
 		hl: a.health, log: a.log, level: cfg.LogLevel,
 	}
@@ -256,11 +271,14 @@ func (l *live) apply(next ComponentConfig) {
 	if next.MetricsListen != l.cur.MetricsListen {
 		l.metrics.set(next.MetricsListen)
 	}
-	if next.ResyncInterval != l.cur.ResyncInterval {
-		l.resync.set(next.ResyncInterval)
-		l.hl.setLiveWindow(liveWindow(next.ResyncInterval))
-		l.log.Info("applied felix setting change", "setting", "resyncInterval",
-			"old", intervalString(l.cur.ResyncInterval), "new", intervalString(next.ResyncInterval))
+	for c := range numClasses {
+		if old, now := l.cur.Refresh.of(c), next.Refresh.of(c); now != old {
+			l.resync[c].set(now)
+			l.log.Info("applied felix setting change", "setting", c.setting(), "old", intervalString(old), "new", intervalString(now))
+		}
+	}
+	if next.Refresh != l.cur.Refresh {
+		l.hl.setLiveWindow(liveWindow(next.Refresh.longest()))
 	}
 	if l.level != nil {
 		if lv := parseLevel(next.LogLevel, l.log); lv != l.level.Level() {
@@ -269,7 +287,7 @@ func (l *live) apply(next ComponentConfig) {
 			l.level.Set(lv)
 		}
 	}
-	l.cur.HealthListen, l.cur.MetricsListen, l.cur.ResyncInterval = next.HealthListen, next.MetricsListen, next.ResyncInterval
+	l.cur.HealthListen, l.cur.MetricsListen, l.cur.Refresh = next.HealthListen, next.MetricsListen, next.Refresh
 }
 
 // parseLevel reads a level validation has already accepted; anything else is info, said once.
@@ -280,48 +298,4 @@ func parseLevel(s string, log *slog.Logger) slog.Level {
 		return slog.LevelInfo
 	}
 	return lv
-}
-
-func intervalString(d time.Duration) string {
-	if d < 0 {
-		return "disabled"
-	}
-	return d.String()
-}
-
-// resyncTicker is the loop's resync clock; its period may change while the loop runs.
-type resyncTicker struct {
-	t     *time.Ticker
-	every time.Duration // <= 0: stopped
-}
-
-func (r *resyncTicker) set(d time.Duration) {
-	if d == r.every && (d <= 0) == (r.t == nil) {
-		return
-	}
-	r.every = d
-	switch {
-	case d <= 0:
-		r.stop()
-	case r.t == nil:
-		r.t = time.NewTicker(d)
-	default:
-		// The next resync is one new period from now, not from the last tick.
-		r.t.Reset(d)
-	}
-}
-
-// C is the channel to select on; nil (never ready) while stopped.
-func (r *resyncTicker) C() <-chan time.Time {
-	if r.t == nil {
-		return nil
-	}
-	return r.t.C
-}
-
-func (r *resyncTicker) stop() {
-	if r.t != nil {
-		r.t.Stop()
-		r.t = nil
-	}
 }

@@ -16,7 +16,8 @@ import (
 func TestApplyFelixConfig(t *testing.T) {
 	ptr := func(v int) *int { return &v }
 	yes, no := true, false
-	base := ComponentConfig{HealthListen: DefaultHealthListen, MetricsListen: DefaultMetricsListen, ResyncInterval: 90 * time.Second}
+	sec := func(d time.Duration) *api.Duration { return &api.Duration{Duration: d} }
+	base := ComponentConfig{HealthListen: DefaultHealthListen, MetricsListen: DefaultMetricsListen}
 	tests := []struct {
 		name  string
 		cc    ComponentConfig
@@ -25,34 +26,33 @@ func TestApplyFelixConfig(t *testing.T) {
 	}{
 		{"no configuration", base, nil, base},
 		{"ports and host", base, []*api.FelixConfigurationSpec{{HealthPort: ptr(9199), PrometheusMetricsHost: "203.0.113.5", PrometheusMetricsPort: ptr(9191)}},
-			ComponentConfig{HealthListen: "127.0.0.1:9199", MetricsListen: "203.0.113.5:9191", ResyncInterval: 90 * time.Second}},
+			ComponentConfig{HealthListen: "127.0.0.1:9199", MetricsListen: "203.0.113.5:9191"}},
 		{"node overrides default", base, []*api.FelixConfigurationSpec{
-			{HealthPort: ptr(9199), IptablesRefreshInterval: &api.Duration{Duration: time.Minute}},
+			{HealthPort: ptr(9199), IptablesRefreshInterval: sec(time.Minute)},
 			{HealthPort: ptr(9299), PrometheusMetricsEnabled: &no},
-		}, ComponentConfig{HealthListen: "127.0.0.1:9299", MetricsListen: "", ResyncInterval: time.Minute}},
+		}, ComponentConfig{HealthListen: "127.0.0.1:9299", MetricsListen: "", Refresh: RefreshIntervals{Iptables: time.Minute}}},
 		{"disabled health, zero refresh", base, []*api.FelixConfigurationSpec{{HealthEnabled: &no, IptablesRefreshInterval: &api.Duration{}}},
-			ComponentConfig{HealthListen: "", MetricsListen: DefaultMetricsListen, ResyncInterval: -1}},
-		{"enabled where the flag default was off", ComponentConfig{ResyncInterval: time.Second},
+			ComponentConfig{HealthListen: "", MetricsListen: DefaultMetricsListen, Refresh: RefreshIntervals{Iptables: -1}}},
+		{"enabled where the flag default was off", ComponentConfig{Refresh: RefreshEvery(time.Second)},
 			[]*api.FelixConfigurationSpec{{HealthEnabled: &yes}},
-			ComponentConfig{HealthListen: DefaultHealthListen, ResyncInterval: time.Second}},
-		{"explicit flags win", ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", ResyncInterval: time.Second,
+			ComponentConfig{HealthListen: DefaultHealthListen, Refresh: RefreshEvery(time.Second)}},
+		{"explicit flags win", ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", Refresh: RefreshEvery(time.Second),
 			Explicit: Explicit{HealthListen: true, MetricsListen: true, ResyncInterval: true}},
-			[]*api.FelixConfigurationSpec{{HealthPort: ptr(2), PrometheusMetricsEnabled: &yes, IptablesRefreshInterval: &api.Duration{Duration: time.Hour}}},
-			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", ResyncInterval: time.Second,
+			[]*api.FelixConfigurationSpec{{HealthPort: ptr(2), PrometheusMetricsEnabled: &yes, IptablesRefreshInterval: sec(time.Hour)}},
+			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", Refresh: RefreshEvery(time.Second),
 				Explicit: Explicit{HealthListen: true, MetricsListen: true, ResyncInterval: true}}},
 		{"one explicit flag wins, the others follow the node over the default",
-			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: DefaultMetricsListen, ResyncInterval: time.Second,
-				Explicit: Explicit{HealthListen: true}},
+			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: DefaultMetricsListen, Explicit: Explicit{HealthListen: true}},
 			[]*api.FelixConfigurationSpec{
-				{HealthPort: ptr(2), PrometheusMetricsPort: ptr(3), IptablesRefreshInterval: &api.Duration{Duration: time.Hour}},
+				{HealthPort: ptr(2), PrometheusMetricsPort: ptr(3), IptablesRefreshInterval: sec(time.Hour)},
 				{HealthPort: ptr(4), PrometheusMetricsPort: ptr(5)},
 			},
-			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "127.0.0.1:5", ResyncInterval: time.Hour,
+			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "127.0.0.1:5", Refresh: RefreshIntervals{Iptables: time.Hour},
 				Explicit: Explicit{HealthListen: true}}},
 		{"back end and IPv6, node over default", base, []*api.FelixConfigurationSpec{
 			{IptablesBackend: "Legacy", IPv6Support: &yes},
 			{IptablesBackend: "NFT"},
-		}, ComponentConfig{HealthListen: DefaultHealthListen, MetricsListen: DefaultMetricsListen, ResyncInterval: 90 * time.Second,
+		}, ComponentConfig{HealthListen: DefaultHealthListen, MetricsListen: DefaultMetricsListen,
 			Backend: BackendNFT, IPv6: IPv6On}},
 		{"Auto back end, IPv6 off", ComponentConfig{Backend: BackendLegacy, IPv6: IPv6Auto},
 			[]*api.FelixConfigurationSpec{{IptablesBackend: "Auto", IPv6Support: &no}},
@@ -63,13 +63,102 @@ func TestApplyFelixConfig(t *testing.T) {
 		{"node re-enables what the default disabled", base, []*api.FelixConfigurationSpec{
 			{HealthEnabled: &no, PrometheusMetricsEnabled: &no},
 			{HealthEnabled: &yes, HealthHost: "::1"},
-		}, ComponentConfig{HealthListen: "[::1]:9099", MetricsListen: "", ResyncInterval: 90 * time.Second}},
+		}, ComponentConfig{HealthListen: "[::1]:9099", MetricsListen: ""}},
 	}
 	for _, tt := range tests {
 		got := applyFelixConfig(tt.cc, tt.specs)
 		if d := cmp.Diff(tt.want, got); d != "" {
 			t.Errorf("%s (-want +got):\n%s", tt.name, d)
 		}
+	}
+}
+
+// TestApplyFelixConfigRefresh: each of the three refresh intervals is taken from
+// FelixConfiguration on its own, the node's over the default's field by field, 0 meaning
+// disabled; --felix-resync-interval given explicitly sets all three and wins over both.
+func TestApplyFelixConfigRefresh(t *testing.T) {
+	d := func(v time.Duration) *api.Duration { return &api.Duration{Duration: v} }
+	tests := []struct {
+		name  string
+		flag  *time.Duration // --felix-resync-interval when given
+		specs []*api.FelixConfigurationSpec
+		want  RefreshIntervals
+	}{
+		{"nothing set: defaults later", nil, nil, RefreshIntervals{}},
+		{"each from the default", nil, []*api.FelixConfigurationSpec{
+			{IptablesRefreshInterval: d(time.Minute), IpsetsRefreshInterval: d(2 * time.Minute), RouteRefreshInterval: d(3 * time.Minute)},
+		}, RefreshIntervals{Iptables: time.Minute, IPSets: 2 * time.Minute, Routes: 3 * time.Minute}},
+		{"one alone", nil, []*api.FelixConfigurationSpec{{RouteRefreshInterval: d(5 * time.Second)}},
+			RefreshIntervals{Routes: 5 * time.Second}},
+		{"node overrides the default field by field", nil, []*api.FelixConfigurationSpec{
+			{IptablesRefreshInterval: d(time.Minute), IpsetsRefreshInterval: d(2 * time.Minute), RouteRefreshInterval: d(3 * time.Minute)},
+			{IpsetsRefreshInterval: d(20 * time.Second)},
+		}, RefreshIntervals{Iptables: time.Minute, IPSets: 20 * time.Second, Routes: 3 * time.Minute}},
+		{"0 disables each", nil, []*api.FelixConfigurationSpec{
+			{IptablesRefreshInterval: d(0), IpsetsRefreshInterval: d(0), RouteRefreshInterval: d(0)},
+		}, RefreshIntervals{Iptables: -1, IPSets: -1, Routes: -1}},
+		{"node disables one the default set", nil, []*api.FelixConfigurationSpec{
+			{RouteRefreshInterval: d(30 * time.Second), IpsetsRefreshInterval: d(30 * time.Second)},
+			{RouteRefreshInterval: d(0)},
+		}, RefreshIntervals{IPSets: 30 * time.Second, Routes: -1}},
+		{"node enables one the default disabled", nil, []*api.FelixConfigurationSpec{
+			{IpsetsRefreshInterval: d(0)},
+			{IpsetsRefreshInterval: d(5 * time.Second)},
+		}, RefreshIntervals{IPSets: 5 * time.Second}},
+		{"explicit flag sets all three over both", new(10 * time.Second), []*api.FelixConfigurationSpec{
+			{IptablesRefreshInterval: d(time.Minute), IpsetsRefreshInterval: d(time.Minute), RouteRefreshInterval: d(time.Minute)},
+			{IpsetsRefreshInterval: d(0)},
+		}, RefreshIntervals{Iptables: 10 * time.Second, IPSets: 10 * time.Second, Routes: 10 * time.Second}},
+		{"explicit flag 0 disables all three", new(time.Duration(0)), []*api.FelixConfigurationSpec{
+			{IptablesRefreshInterval: d(time.Minute), RouteRefreshInterval: d(time.Minute)},
+		}, RefreshIntervals{Iptables: -1, IPSets: -1, Routes: -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := ComponentConfig{}
+			if tt.flag != nil {
+				base.Refresh, base.Explicit.ResyncInterval = RefreshEvery(*tt.flag), true
+			}
+			got := applyFelixConfig(base, tt.specs).Refresh
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("applyFelixConfig (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// TestEffectiveConfigRefresh: unset intervals get Calico's defaults (iptables 180 s, ipsets and
+// routes 90 s), so a FelixConfiguration spelling the default out compares equal to none; a
+// disabled one stays disabled, also when the flag disabled it.
+func TestEffectiveConfigRefresh(t *testing.T) {
+	d := func(v time.Duration) *api.Duration { return &api.Duration{Duration: v} }
+	defaults := RefreshIntervals{Iptables: 180 * time.Second, IPSets: 90 * time.Second, Routes: 90 * time.Second}
+	tests := []struct {
+		name  string
+		base  ComponentConfig
+		specs []*api.FelixConfigurationSpec
+		want  RefreshIntervals
+	}{
+		{"defaults", ComponentConfig{}, nil, defaults},
+		{"defaults spelled out", ComponentConfig{}, []*api.FelixConfigurationSpec{
+			{IptablesRefreshInterval: d(3 * time.Minute), IpsetsRefreshInterval: d(90 * time.Second), RouteRefreshInterval: d(90 * time.Second)},
+		}, defaults},
+		{"one set, the others default", ComponentConfig{}, []*api.FelixConfigurationSpec{{IpsetsRefreshInterval: d(time.Second)}},
+			RefreshIntervals{Iptables: 180 * time.Second, IPSets: time.Second, Routes: 90 * time.Second}},
+		{"one disabled", ComponentConfig{}, []*api.FelixConfigurationSpec{{RouteRefreshInterval: d(0)}},
+			RefreshIntervals{Iptables: 180 * time.Second, IPSets: 90 * time.Second, Routes: -1}},
+		{"flag 0 given: never, not the defaults", ComponentConfig{Refresh: RefreshEvery(0), Explicit: Explicit{ResyncInterval: true}}, nil,
+			RefreshIntervals{Iptables: -1, IPSets: -1, Routes: -1}},
+		{"flag given", ComponentConfig{Refresh: RefreshEvery(3 * time.Second), Explicit: Explicit{ResyncInterval: true}},
+			[]*api.FelixConfigurationSpec{{IpsetsRefreshInterval: d(time.Hour)}},
+			RefreshIntervals{Iptables: 3 * time.Second, IPSets: 3 * time.Second, Routes: 3 * time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if d := cmp.Diff(tt.want, effectiveConfig(tt.base, tt.specs).Refresh); d != "" {
+				t.Errorf("effectiveConfig (-want +got):\n%s", d)
+			}
+		})
 	}
 }
 
@@ -83,81 +172,95 @@ func felixConfigUpdate(name string, spec *api.FelixConfigurationSpec) datastore.
 }
 
 // TestLiveFollowsFelixConfiguration feeds FelixConfiguration updates as the syncer delivers them
-// and checks what the agent would then serve and how often it would resync.
+// and checks what the agent would then serve, how often each writer class would resync, and the
+// liveness window, which follows the longest refresh that is on.
 func TestLiveFollowsFelixConfiguration(t *testing.T) {
 	ptr := func(v int) *int { return &v }
+	d := func(v time.Duration) *api.Duration { return &api.Duration{Duration: v} }
 	no := false
 	type want struct {
 		health, metrics string
-		resync          time.Duration
+		refresh         RefreshIntervals
 	}
 	type step struct {
 		what string
 		ups  []datastore.ResourceUpdate
 		want want
 	}
-	flags := ComponentConfig{HealthListen: DefaultHealthListen, MetricsListen: DefaultMetricsListen, ResyncInterval: DefaultResyncInterval}
-	defaults := want{DefaultHealthListen, DefaultMetricsListen, DefaultResyncInterval}
+	flags := ComponentConfig{HealthListen: DefaultHealthListen, MetricsListen: DefaultMetricsListen}
+	dflt := RefreshIntervals{}.withDefaults()
+	defaults := want{DefaultHealthListen, DefaultMetricsListen, dflt}
+	refresh := func(ipt, ips, rt time.Duration) RefreshIntervals {
+		return RefreshIntervals{Iptables: ipt, IPSets: ips, Routes: rt}
+	}
 	tests := []struct {
 		name  string
 		base  *ComponentConfig
 		start ComponentConfig
 		steps []step
 	}{
-		{"precedence node over default over flags", &flags, flags, []step{
+		{"precedence node over default over flags", &flags, effectiveConfig(flags, nil), []step{
 			{"default sets ports and refresh", []datastore.ResourceUpdate{felixConfigUpdate("default",
-				&api.FelixConfigurationSpec{HealthPort: ptr(9199), IptablesRefreshInterval: &api.Duration{Duration: 10 * time.Second}})},
-				want{"127.0.0.1:9199", DefaultMetricsListen, 10 * time.Second}},
+				&api.FelixConfigurationSpec{HealthPort: ptr(9199), IptablesRefreshInterval: d(10 * time.Second)})},
+				want{"127.0.0.1:9199", DefaultMetricsListen, refresh(10*time.Second, dflt.IPSets, dflt.Routes)}},
 			{"another node's configuration is not ours", []datastore.ResourceUpdate{felixConfigUpdate("node.other",
-				&api.FelixConfigurationSpec{HealthPort: ptr(1), PrometheusMetricsEnabled: &no})},
-				want{"127.0.0.1:9199", DefaultMetricsListen, 10 * time.Second}},
+				&api.FelixConfigurationSpec{HealthPort: ptr(1), PrometheusMetricsEnabled: &no, RouteRefreshInterval: d(time.Second)})},
+				want{"127.0.0.1:9199", DefaultMetricsListen, refresh(10*time.Second, dflt.IPSets, dflt.Routes)}},
 			{"this node's overrides the default", []datastore.ResourceUpdate{felixConfigUpdate("node."+testNode,
-				&api.FelixConfigurationSpec{HealthPort: ptr(9299), PrometheusMetricsEnabled: &no})},
-				want{"127.0.0.1:9299", "", 10 * time.Second}},
-			{"default changes host and disables the refresh", []datastore.ResourceUpdate{felixConfigUpdate("default",
-				&api.FelixConfigurationSpec{HealthHost: "0.0.0.0", IptablesRefreshInterval: &api.Duration{}})},
-				want{"0.0.0.0:9299", "", -1}},
+				&api.FelixConfigurationSpec{HealthPort: ptr(9299), PrometheusMetricsEnabled: &no, IpsetsRefreshInterval: d(5 * time.Second)})},
+				want{"127.0.0.1:9299", "", refresh(10*time.Second, 5*time.Second, dflt.Routes)}},
+			{"default changes host and disables the iptables refresh", []datastore.ResourceUpdate{felixConfigUpdate("default",
+				&api.FelixConfigurationSpec{HealthHost: "0.0.0.0", IptablesRefreshInterval: d(0), RouteRefreshInterval: d(time.Hour)})},
+				want{"0.0.0.0:9299", "", refresh(-1, 5*time.Second, time.Hour)}},
+			{"default disables them all but the node's", []datastore.ResourceUpdate{felixConfigUpdate("default",
+				&api.FelixConfigurationSpec{HealthHost: "0.0.0.0", IptablesRefreshInterval: d(0), IpsetsRefreshInterval: d(0), RouteRefreshInterval: d(0)})},
+				want{"0.0.0.0:9299", "", refresh(-1, 5*time.Second, -1)}},
 			{"node's deleted: the default alone", []datastore.ResourceUpdate{felixConfigUpdate("node."+testNode, nil)},
-				want{"0.0.0.0:9099", DefaultMetricsListen, -1}},
+				want{"0.0.0.0:9099", DefaultMetricsListen, refresh(-1, -1, -1)}},
 			{"default deleted: back to the flags", []datastore.ResourceUpdate{felixConfigUpdate("default", nil)}, defaults},
 			{"both in one batch", []datastore.ResourceUpdate{
-				felixConfigUpdate("node."+testNode, &api.FelixConfigurationSpec{PrometheusMetricsPort: ptr(9391)}),
-				felixConfigUpdate("default", &api.FelixConfigurationSpec{PrometheusMetricsPort: ptr(9191), HealthPort: ptr(9199)}),
-			}, want{"127.0.0.1:9199", "127.0.0.1:9391", DefaultResyncInterval}},
+				felixConfigUpdate("node."+testNode, &api.FelixConfigurationSpec{PrometheusMetricsPort: ptr(9391), RouteRefreshInterval: d(7 * time.Second)}),
+				felixConfigUpdate("default", &api.FelixConfigurationSpec{PrometheusMetricsPort: ptr(9191), HealthPort: ptr(9199), RouteRefreshInterval: d(time.Minute)}),
+			}, want{"127.0.0.1:9199", "127.0.0.1:9391", refresh(dflt.Iptables, dflt.IPSets, 7*time.Second)}},
 		}},
-		{"explicit flags win over both", &ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", ResyncInterval: time.Minute,
+		{"explicit flag wins over both", &ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", Refresh: RefreshEvery(time.Minute),
 			Explicit: Explicit{HealthListen: true, MetricsListen: true, ResyncInterval: true}},
-			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", ResyncInterval: time.Minute}, []step{
+			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", Refresh: RefreshEvery(time.Minute)}, []step{
 				{"default and node try", []datastore.ResourceUpdate{
-					felixConfigUpdate("default", &api.FelixConfigurationSpec{HealthPort: ptr(2), IptablesRefreshInterval: &api.Duration{Duration: time.Hour}}),
-					felixConfigUpdate("node."+testNode, &api.FelixConfigurationSpec{PrometheusMetricsPort: ptr(3)}),
-				}, want{"127.0.0.1:1", "", time.Minute}},
+					felixConfigUpdate("default", &api.FelixConfigurationSpec{HealthPort: ptr(2), IptablesRefreshInterval: d(time.Hour),
+						IpsetsRefreshInterval: d(time.Hour)}),
+					felixConfigUpdate("node."+testNode, &api.FelixConfigurationSpec{PrometheusMetricsPort: ptr(3), RouteRefreshInterval: d(0)}),
+				}, want{"127.0.0.1:1", "", RefreshEvery(time.Minute)}},
 			}},
-		{"no base: settings fixed by Config", nil, flags, []step{
-			{"ignored", []datastore.ResourceUpdate{felixConfigUpdate("default", &api.FelixConfigurationSpec{HealthPort: ptr(9199)})}, defaults},
+		{"no base: settings fixed by Config", nil, effectiveConfig(flags, nil), []step{
+			{"ignored", []datastore.ResourceUpdate{felixConfigUpdate("default", &api.FelixConfigurationSpec{HealthPort: ptr(9199),
+				RouteRefreshInterval: d(time.Second)})}, defaults},
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := &Agent{cfg: Config{NodeName: testNode, FelixConfigBase: tt.base, HealthListen: tt.start.HealthListen,
-				MetricsListen: tt.start.MetricsListen, ResyncInterval: tt.start.ResyncInterval}, log: testLogger(t),
+				MetricsListen: tt.start.MetricsListen, Refresh: tt.start.Refresh}, log: testLogger(t),
 				metrics: newMetrics()}
 			a.cfg.setDefaults()
-			a.health = newHealth(nil, liveWindow(a.cfg.ResyncInterval))
+			a.health = newHealth(nil, liveWindow(a.cfg.Refresh.longest()))
 			l := a.newLive()
-			l.resync.set(a.cfg.ResyncInterval)
+			l.resync.set(a.cfg.Refresh)
 			defer l.resync.stop()
 			for _, st := range tt.steps {
 				l.observe(st.ups)
-				got := want{l.health.wanted(), l.metrics.wanted(), l.resync.every}
+				got := want{l.health.wanted(), l.metrics.wanted(),
+					refresh(l.resync[classIptables].every, l.resync[classIPSets].every, l.resync[classRoutes].every)}
 				if d := cmp.Diff(st.want, got, cmp.AllowUnexported(want{})); d != "" {
 					t.Errorf("%s (-want +got):\n%s", st.what, d)
 				}
-				if ticking := l.resync.C() != nil; ticking != (st.want.resync > 0) {
-					t.Errorf("%s: resync ticker running = %v for interval %v", st.what, ticking, st.want.resync)
+				for c := range numClasses {
+					if ticking := l.resync[c].C() != nil; ticking != (st.want.refresh.of(c) > 0) {
+						t.Errorf("%s: %s ticker running = %v for interval %v", st.what, c, ticking, st.want.refresh.of(c))
+					}
 				}
-				if lw := a.health.liveWindow; lw != liveWindow(st.want.resync) {
-					t.Errorf("%s: liveness window %v, want %v", st.what, lw, liveWindow(st.want.resync))
+				if lw, want := a.health.liveWindow, liveWindow(st.want.refresh.longest()); lw != want {
+					t.Errorf("%s: liveness window %v, want %v", st.what, lw, want)
 				}
 			}
 		})
@@ -169,7 +272,7 @@ func TestLiveFollowsFelixConfiguration(t *testing.T) {
 // does not; nor does any change when the settings in use are not known (Config without them).
 func TestLiveAsksForRestart(t *testing.T) {
 	yes := true
-	flags := ComponentConfig{HealthListen: DefaultHealthListen, ResyncInterval: DefaultResyncInterval, IPv6: IPv6Auto, Backend: BackendAuto}
+	flags := ComponentConfig{HealthListen: DefaultHealthListen, IPv6: IPv6Auto, Backend: BackendAuto}
 	tests := []struct {
 		name          string
 		ipv6, backend string // what the dataplane was built with
@@ -193,7 +296,7 @@ func TestLiveAsksForRestart(t *testing.T) {
 			a := &Agent{cfg: Config{NodeName: testNode, FelixConfigBase: &flags, IPv6Mode: tt.ipv6, Backend: tt.backend},
 				log: testLogger(t), metrics: newMetrics()}
 			a.cfg.setDefaults()
-			a.health = newHealth(nil, liveWindow(a.cfg.ResyncInterval))
+			a.health = newHealth(nil, liveWindow(a.cfg.Refresh.longest()))
 			l := a.newLive()
 			defer l.resync.stop()
 			l.observe([]datastore.ResourceUpdate{felixConfigUpdate("default", &tt.spec)})
@@ -234,12 +337,12 @@ func TestLiveFollowsLogSeverityScreen(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			base := ComponentConfig{HealthListen: DefaultHealthListen, MetricsListen: DefaultMetricsListen,
-				ResyncInterval: DefaultResyncInterval, LogLevel: "info", Explicit: Explicit{LogLevel: tt.explicit}}
+				LogLevel: "info", Explicit: Explicit{LogLevel: tt.explicit}}
 			level := new(slog.LevelVar)
 			a := &Agent{cfg: Config{NodeName: testNode, FelixConfigBase: &base, LogLevel: level, HealthListen: base.HealthListen,
-				MetricsListen: base.MetricsListen, ResyncInterval: base.ResyncInterval}, log: testLogger(t), metrics: newMetrics()}
+				MetricsListen: base.MetricsListen, Refresh: base.Refresh}, log: testLogger(t), metrics: newMetrics()}
 			a.cfg.setDefaults()
-			a.health = newHealth(nil, liveWindow(a.cfg.ResyncInterval))
+			a.health = newHealth(nil, liveWindow(a.cfg.Refresh.longest()))
 			l := a.newLive()
 			defer l.resync.stop()
 			for i, st := range tt.steps {

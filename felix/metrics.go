@@ -49,6 +49,7 @@ type metrics struct {
 	mu        sync.Mutex
 	apply     map[bool]*histogram // by resync
 	resyncs   uint64
+	writerRe  map[string]uint64 // resyncs by writer: each class has its own interval
 	errors    map[string]uint64 // by writer
 	rules     map[calc.TableID]int
 	chains    map[calc.TableID]int
@@ -59,7 +60,7 @@ type metrics struct {
 }
 
 func newMetrics() *metrics {
-	return &metrics{apply: map[bool]*histogram{false: {}, true: {}}, errors: map[string]uint64{},
+	return &metrics{apply: map[bool]*histogram{false: {}, true: {}}, writerRe: map[string]uint64{}, errors: map[string]uint64{},
 		rules: map[calc.TableID]int{}, chains: map[calc.TableID]int{}}
 }
 
@@ -72,6 +73,12 @@ func (m *metrics) observeApply(d time.Duration, resync bool) {
 	if resync {
 		m.resyncs++
 	}
+}
+
+func (m *metrics) writerResync(name string) {
+	m.mu.Lock()
+	m.writerRe[name]++
+	m.mu.Unlock()
 }
 
 func (m *metrics) writerError(name string) {
@@ -134,8 +141,12 @@ func (m *metrics) render(w io.Writer) {
 		p("terrace_felix_apply_duration_seconds_sum{resync=\"%t\"} %s\n", resync, fmtFloat(h.sum))
 		p("terrace_felix_apply_duration_seconds_count{resync=\"%t\"} %d\n", resync, h.count)
 	}
-	p("# HELP terrace_felix_resyncs_total Resyncs that re-read the kernel and repaired drift.\n")
+	p("# HELP terrace_felix_resyncs_total Applies that re-read the kernel (for one writer class or more) and repaired drift.\n")
 	p("# TYPE terrace_felix_resyncs_total counter\nterrace_felix_resyncs_total %d\n", m.resyncs)
+	p("# HELP terrace_felix_writer_resyncs_total Resyncs per writer.\n# TYPE terrace_felix_writer_resyncs_total counter\n")
+	for _, name := range slices.Sorted(maps.Keys(m.writerRe)) {
+		p("terrace_felix_writer_resyncs_total{writer=%q} %d\n", name, m.writerRe[name])
+	}
 	p("# HELP terrace_felix_errors_total Failed applies per writer.\n# TYPE terrace_felix_errors_total counter\n")
 	for _, name := range slices.Sorted(maps.Keys(m.errors)) {
 		p("terrace_felix_errors_total{writer=%q} %d\n", name, m.errors[name])

@@ -104,7 +104,7 @@ spec: {node: %s, orchestrator: k8s, workload: web, pod: web, endpoint: eth0, int
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := New(Config{NodeName: node, Client: client, ApplyInterval: 10 * time.Millisecond, ResyncInterval: -1, LinkEvents: links, Logger: testLogger(t)},
+	a := New(Config{NodeName: node, Client: client, ApplyInterval: 10 * time.Millisecond, Refresh: noRefresh, LinkEvents: links, Logger: testLogger(t)},
 		dp, calc.New(calc.Config{NodeName: node}))
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)

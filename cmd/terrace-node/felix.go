@@ -18,7 +18,10 @@ func addFelixFlags(f *pflag.FlagSet) {
 	f.Bool("felix", true, "run felix (policy, routes to workloads, interface settings); false where iptables is unavailable")
 	f.String("felix-health-listen", felix.DefaultHealthListen, "address of felix's /liveness and /readiness; empty disables (unless given, FelixConfiguration healthEnabled/healthHost/healthPort apply)")
 	f.String("felix-metrics-listen", felix.DefaultMetricsListen, "address of felix's Prometheus /metrics; empty disables (unless given, FelixConfiguration prometheusMetrics* apply)")
-	f.Duration("felix-resync-interval", felix.DefaultResyncInterval, "how often felix re-reads iptables, ipsets and routes and repairs drift: 0 (never) or at least 1s (unless given, FelixConfiguration iptablesRefreshInterval applies)")
+	f.Duration("felix-resync-interval", 0, fmt.Sprintf("how often felix re-reads iptables, ipsets and routes and repairs drift: 0 (never) or at least 1s; "+
+		"when given it sets FelixConfiguration's iptablesRefreshInterval, ipsetsRefreshInterval and routeRefreshInterval alike, "+
+		"else those apply (defaults %s, %s and %s)",
+		felix.DefaultIptablesRefreshInterval, felix.DefaultIPSetsRefreshInterval, felix.DefaultRouteRefreshInterval))
 	f.Duration("felix-apply-interval", felix.DefaultApplyInterval, "least time between two dataplane applies while updates keep coming")
 	f.String("felix-ipv6", felix.IPv6Auto, "program ip6tables too: auto (when the node has an IPv6 address), true or false; off when ip6tables-restore is missing (unless given, FelixConfiguration ipv6Support applies)")
 	f.String("felix-iptables-backend", felix.BackendAuto, "iptables back end: auto (the one other tools' rules are in), legacy or nft (unless given, FelixConfiguration iptablesBackend applies)")
@@ -31,10 +34,15 @@ func felixComponent(cfg *cliconf.Config) (node.Component, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse --felix-resync-interval: %w", err)
 	}
-	// The bounds FelixConfiguration iptablesRefreshInterval has: a few milliseconds would keep
-	// a core busy re-reading the kernel, a negative value would switch repair off unnoticed.
+	// The bounds FelixConfiguration's refresh intervals have: a few milliseconds would keep a
+	// core busy re-reading the kernel, a negative value would switch repair off unnoticed.
 	if resync < 0 || (resync > 0 && resync < api.MinRefreshInterval) {
 		return nil, fmt.Errorf("--felix-resync-interval %s: want 0 (no periodic resync) or at least %s", resync, api.MinRefreshInterval)
+	}
+	explicitResync := cfg.Source("felix-resync-interval") != cliconf.SourceDefault
+	var refresh felix.RefreshIntervals // zero: each class's default, unless FelixConfiguration says
+	if explicitResync {
+		refresh = felix.RefreshEvery(resync)
 	}
 	apply, err := cfg.Duration("felix-apply-interval")
 	if err != nil {
@@ -52,17 +60,17 @@ func felixComponent(cfg *cliconf.Config) (node.Component, error) {
 		return nil, fmt.Errorf("--felix-iptables-backend: %w", err)
 	}
 	return felix.NewComponent(felix.ComponentConfig{
-		HealthListen:   cfg.String("felix-health-listen"),
-		MetricsListen:  cfg.String("felix-metrics-listen"),
-		ResyncInterval: resync,
-		ApplyInterval:  apply,
-		IPv6:           ipv6,
-		Backend:        backend,
-		LogLevel:       cfg.String("log-level"),
+		HealthListen:  cfg.String("felix-health-listen"),
+		MetricsListen: cfg.String("felix-metrics-listen"),
+		Refresh:       refresh,
+		ApplyInterval: apply,
+		IPv6:          ipv6,
+		Backend:       backend,
+		LogLevel:      cfg.String("log-level"),
 		Explicit: felix.Explicit{
 			HealthListen:   cfg.Source("felix-health-listen") != cliconf.SourceDefault,
 			MetricsListen:  cfg.Source("felix-metrics-listen") != cliconf.SourceDefault,
-			ResyncInterval: cfg.Source("felix-resync-interval") != cliconf.SourceDefault,
+			ResyncInterval: explicitResync,
 			LogLevel:       cfg.Source("log-level") != cliconf.SourceDefault,
 			IPv6:           cfg.Source("felix-ipv6") != cliconf.SourceDefault,
 			Backend:        cfg.Source("felix-iptables-backend") != cliconf.SourceDefault,
