@@ -52,11 +52,16 @@ func (p *Plugin) add(ctx context.Context, inv *invocation, be Backend) (_ *curre
 	ds := p.startDatastoreHalf(ctx, inv, be, req, podMAC)
 	// Whatever happens here, a panic included, the datastore half has finished before ADD
 	// returns: otherwise it could write an endpoint after the runtime's DEL for this pod.
-	defer ds.stopAndWait()
+	defer func() {
+		ds.stopAndWait()
+		if ds.panicked != nil && !ds.reported {
+			log.Error("ADD's datastore half panicked too", "panic", fmt.Sprint(ds.panicked), "stack", string(ds.stack))
+		}
+	}()
 	var waited time.Duration
 	addresses := func() (v4, v6 []netip.Addr, err error) {
 		t := time.Now()
-		defer func() { waited = time.Since(t) }()
+		defer func() { waited += time.Since(t) }()
 		a, ok := ds.assignment()
 		if !ok || a.err != nil {
 			return nil, nil, errNoAddresses
@@ -72,10 +77,17 @@ func (p *Plugin) add(ctx context.Context, inv *invocation, be Backend) (_ *curre
 	}
 	ds.wait()
 	if ds.panicked != nil {
+		ds.reported = true
 		panic(fmt.Sprintf("%v (in ADD's datastore half)\n%s", ds.panicked, ds.stack))
 	}
+	a, _ := ds.assignment()
+	if a.err == nil {
+		inv.phaseTook("ipam", ds.ipamTook)
+		log.Debug("addresses assigned", "ips", ds.assigned)
+	}
+	inv.phaseTook("wire", wireTook)
 
-	// Undo what was done, whichever half failed: the stack runs last in, first out.
+	// Whichever half failed, the other's work is undone too.
 	if len(ds.assigned) > 0 {
 		assigned := ds.assigned
 		undo.push("address assignment", func(ctx context.Context) error { return be.ReleaseIPs(ctx, assigned...) })
@@ -83,29 +95,22 @@ func (p *Plugin) add(ctx context.Context, inv *invocation, be Backend) (_ *curre
 	if werr == nil {
 		undo.push("veth "+inv.hostIf, func(context.Context) error { return p.Dataplane.Remove(inv.hostIf) })
 	}
-	var stored *api.WorkloadEndpoint
-	if ds.stored != nil {
-		stored = ds.stored
-		undo.push("workload endpoint", func(ctx context.Context) error {
-			err := be.DeleteEndpoint(ctx, inv.namespace, inv.wepName, stored.Metadata.ResourceVersion)
-			if errors.Is(err, ErrNotFound) {
-				return nil
-			}
-			return err
-		})
+	stored := ds.stored
+	if stored != nil {
+		undo.push("workload endpoint", p.undoEndpoint(be, inv, stored))
 	}
 
 	// The errors in the order the steps used to run one after the other: the assignment's,
 	// the wiring's, the endpoint's.
-	a, _ := ds.assignment()
 	switch {
 	case a.err != nil:
+		var left *VethLeftError
+		if errors.As(werr, &left) {
+			log.Error("wiring failed and its veth could not be removed", "err", werr)
+			return nil, fmt.Errorf("%w (and cleaning up failed: %v)", a.err, left)
+		}
 		if werr != nil && !errors.Is(werr, errNoAddresses) {
 			log.Debug("wiring failed too", "err", werr)
-		}
-		if werr != nil && errors.Is(werr, errNoAddresses) && werr != errNoAddresses {
-			// The kernel half could not undo what it had created.
-			return nil, fmt.Errorf("%w (and cleaning up the veth failed: %v)", a.err, werr)
 		}
 		return nil, a.err
 	case werr != nil:
@@ -113,11 +118,18 @@ func (p *Plugin) add(ctx context.Context, inv *invocation, be Backend) (_ *curre
 	case ds.wepErr != nil:
 		return nil, ds.wepErr
 	}
-	v4, v6 := a.v4, a.v6
-	inv.phase("ipam", time.Now().Add(-ds.ipamTook))
-	log.Debug("addresses assigned", "ips", ds.assigned)
-	inv.phase("wire", time.Now().Add(-wireTook))
-	inv.phase("endpoint", time.Now().Add(-ds.wepTook))
+	if ds.exists {
+		// An endpoint of an earlier sandbox of the same pod: this attachment replaces it, but
+		// only now that the wiring is done, so a failed ADD never takes a working pod's endpoint.
+		t := time.Now()
+		var err error
+		if stored, err = p.replaceEndpoint(ctx, inv, be, p.endpoint(inv, a.v4, a.v6, podMAC)); err != nil {
+			return nil, err
+		}
+		undo.push("workload endpoint", p.undoEndpoint(be, inv, stored))
+		ds.wepTook += time.Since(t)
+	}
+	inv.phaseTook("endpoint", ds.wepTook)
 	log.Debug("workload endpoint written", "name", inv.wepName, "rv", stored.Metadata.ResourceVersion)
 	if err := p.fail("endpoint"); err != nil {
 		return nil, err
@@ -134,7 +146,7 @@ func (p *Plugin) add(ctx context.Context, inv *invocation, be Backend) (_ *curre
 	if err := p.fail("policy"); err != nil {
 		return nil, err
 	}
-	return BuildResult(Attachment{HostIf: inv.hostIf, PodIf: args.IfName, PodMAC: podMAC, Sandbox: args.Netns, IPv4: v4, IPv6: v6}), nil
+	return BuildResult(Attachment{HostIf: inv.hostIf, PodIf: args.IfName, PodMAC: podMAC, Sandbox: args.Netns, IPv4: a.v4, IPv6: a.v6}), nil
 }
 
 // assignment is IPAM's answer to ADD.
@@ -144,24 +156,27 @@ type assignment struct {
 }
 
 // datastoreHalf is ADD's datastore work running beside the wiring. The assignment is sent; the
-// other fields are written by its goroutine and read only after done is closed.
+// fields below it are written by its goroutine and read only after done is closed. got, halted
+// and reported belong to the goroutine that started it (Setup calls addresses on that one).
 type datastoreHalf struct {
-	out    chan assignment // sent once
-	halt   chan struct{}   // closed: do not write the endpoint
-	done   chan struct{}   // closed when the goroutine has returned
-	halted bool
-	got    *assignment // what out gave, once received
+	out      chan assignment // sent once
+	halt     chan struct{}   // closed: do not write the endpoint
+	done     chan struct{}   // closed when the goroutine has returned
+	halted   bool
+	got      *assignment // what out gave, once received
+	reported bool        // its panic went on to ADD's caller
 
 	ipamTook time.Duration
 	assigned []netip.Addr // every address IPAM gave, also when ADD then fails on purpose at "ipam"
 	stored   *api.WorkloadEndpoint
+	exists   bool // the endpoint exists already (an earlier sandbox's): ADD replaces it after the wiring
 	wepErr   error
 	wepTook  time.Duration
 	panicked any
 	stack    []byte
 }
 
-// startDatastoreHalf assigns the addresses and, unless stopped meanwhile, writes the endpoint.
+// startDatastoreHalf assigns the addresses and, unless stopped meanwhile, creates the endpoint.
 func (p *Plugin) startDatastoreHalf(ctx context.Context, inv *invocation, be Backend, req AssignRequest, podMAC string) *datastoreHalf {
 	h := &datastoreHalf{out: make(chan assignment, 1), halt: make(chan struct{}), done: make(chan struct{})}
 	go func() {
@@ -190,8 +205,15 @@ func (p *Plugin) startDatastoreHalf(ctx context.Context, inv *invocation, be Bac
 		default:
 		}
 		t = time.Now()
-		h.stored, h.wepErr = p.writeEndpoint(ctx, inv, be, p.endpoint(inv, v4, v6, podMAC))
+		// Create only: the endpoint is almost always new, and reading it first would cost a
+		// round trip. Replacing an earlier sandbox's waits for the wiring (see add).
+		h.stored, h.wepErr = be.CreateEndpoint(ctx, p.endpoint(inv, v4, v6, podMAC))
 		h.wepTook = time.Since(t)
+		if errors.Is(h.wepErr, ErrExists) {
+			h.exists, h.wepErr = true, nil
+		} else if h.wepErr != nil {
+			h.wepErr = fmt.Errorf("write workload endpoint %s/%s: %w", inv.namespace, inv.wepName, h.wepErr)
+		}
 	}()
 	return h
 }
@@ -215,6 +237,8 @@ func (h *datastoreHalf) assignment() (assignment, bool) {
 	return *h.got, true
 }
 
+// stop keeps the half from writing the endpoint if it has not started to; a write under way
+// finishes (and is undone by ADD).
 func (h *datastoreHalf) stop() {
 	if !h.halted {
 		h.halted = true
@@ -222,6 +246,7 @@ func (h *datastoreHalf) stop() {
 	}
 }
 
+// wait returns once the half's goroutine has returned.
 func (h *datastoreHalf) wait() { <-h.done }
 
 func (h *datastoreHalf) stopAndWait() {
@@ -229,24 +254,30 @@ func (h *datastoreHalf) stopAndWait() {
 	h.wait()
 }
 
-// writeEndpoint stores the attachment's WorkloadEndpoint, replacing one an earlier sandbox of the
-// same pod left.
-func (p *Plugin) writeEndpoint(ctx context.Context, inv *invocation, be Backend, wep *api.WorkloadEndpoint) (*api.WorkloadEndpoint, error) {
-	// Create first: the endpoint is almost always new, and reading it first would cost a round trip.
-	stored, err := be.CreateEndpoint(ctx, wep)
-	if errors.Is(err, ErrExists) {
-		var old *api.WorkloadEndpoint
-		if old, err = be.GetEndpoint(ctx, inv.namespace, inv.wepName); err == nil {
-			inv.log.Info("replacing workload endpoint of an earlier container", "old", old.Spec.ContainerID)
-			wep.Metadata.ResourceVersion = old.Metadata.ResourceVersion
-			wep.Metadata.UID, wep.Metadata.CreationTimestamp = old.Metadata.UID, old.Metadata.CreationTimestamp
-			stored, err = be.UpdateEndpoint(ctx, wep)
+// replaceEndpoint overwrites the endpoint an earlier sandbox of the same pod left.
+func (p *Plugin) replaceEndpoint(ctx context.Context, inv *invocation, be Backend, wep *api.WorkloadEndpoint) (*api.WorkloadEndpoint, error) {
+	old, err := be.GetEndpoint(ctx, inv.namespace, inv.wepName)
+	if err == nil {
+		inv.log.Info("replacing workload endpoint of an earlier container", "old", old.Spec.ContainerID)
+		wep.Metadata.ResourceVersion = old.Metadata.ResourceVersion
+		wep.Metadata.UID, wep.Metadata.CreationTimestamp = old.Metadata.UID, old.Metadata.CreationTimestamp
+		var stored *api.WorkloadEndpoint
+		if stored, err = be.UpdateEndpoint(ctx, wep); err == nil {
+			return stored, nil
 		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("write workload endpoint %s/%s: %w", inv.namespace, inv.wepName, err)
+	return nil, fmt.Errorf("write workload endpoint %s/%s: %w", inv.namespace, inv.wepName, err)
+}
+
+// undoEndpoint deletes the endpoint ADD wrote, if it is still that one.
+func (p *Plugin) undoEndpoint(be Backend, inv *invocation, stored *api.WorkloadEndpoint) func(context.Context) error {
+	return func(ctx context.Context) error {
+		err := be.DeleteEndpoint(ctx, inv.namespace, inv.wepName, stored.Metadata.ResourceVersion)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
 	}
-	return stored, nil
 }
 
 // wantsIPv6 tells whether the pod gets an IPv6 address, which the host side must be ready for.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -42,6 +43,9 @@ func TestAddHalvesOverlap(t *testing.T) {
 		t.Fatal(err)
 	}
 	hostIf := HostInterfaceName("net1", "c1", "eth0")
+	if h.dp.links[hostIf].IPv6Host {
+		t.Errorf("host side readied for IPv6 for an IPv4-only pod")
+	}
 	if got := h.dp.links[hostIf].IPv4; len(got) != 1 {
 		t.Fatalf("veth %s wired with %v, want the one assigned address", hostIf, got)
 	}
@@ -101,4 +105,175 @@ func TestAddDatastoreHalfPanics(t *testing.T) {
 		t.Fatalf("recovered %v, want the panic naming the datastore half", got)
 	}
 	h.assertEmpty(t)
+}
+
+// hookedDataplane runs before before Setup and after after it.
+type hookedDataplane struct {
+	*fakeDataplane
+	before, after func()
+	setup         func(w Wiring, addresses func() (v4, v6 []netip.Addr, err error), fail func(string) error) error
+}
+
+func (d *hookedDataplane) Setup(w Wiring, addresses func() (v4, v6 []netip.Addr, err error), fail func(string) error) error {
+	if d.before != nil {
+		d.before()
+	}
+	if d.after != nil {
+		defer d.after()
+	}
+	if d.setup != nil {
+		return d.setup(w, addresses, fail)
+	}
+	return d.fakeDataplane.Setup(w, addresses, fail)
+}
+
+// TestAddWiringFailsEitherSideOfTheEndpointWrite: the wiring failing before the endpoint is
+// written keeps it from being written; failing after, the endpoint is deleted again.
+func TestAddWiringFailsEitherSideOfTheEndpointWrite(t *testing.T) {
+	t.Run("before", func(t *testing.T) {
+		h := newHarness()
+		h.p.FailAt = "veth"
+		wired := make(chan struct{})
+		h.p.Dataplane = &hookedDataplane{fakeDataplane: h.dp, after: func() { close(wired) }}
+		h.be.onAssign = func() { <-wired } // IPAM answers only once the wiring has failed
+		if err := h.p.Add(cmdArgs("c1", conf(""))); err == nil || !strings.Contains(err.Error(), `injected failure at step "veth"`) {
+			t.Fatalf("err = %v, want the wiring's failure", err)
+		}
+		if h.be.creates != 0 {
+			t.Fatalf("%d endpoint writes, want none once the wiring had failed", h.be.creates)
+		}
+		h.assertEmpty(t)
+	})
+	t.Run("after", func(t *testing.T) {
+		h := newHarness()
+		h.p.FailAt = "veth"
+		h.p.Dataplane = &hookedDataplane{fakeDataplane: h.dp, before: func() {
+			// The wiring starts only once the endpoint is in the datastore.
+			deadline := time.Now().Add(5 * time.Second)
+			for time.Now().Before(deadline) {
+				h.be.mu.Lock()
+				n := len(h.be.weps)
+				h.be.mu.Unlock()
+				if n == 1 {
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}}
+		if err := h.p.Add(cmdArgs("c1", conf(""))); err == nil || !strings.Contains(err.Error(), `injected failure at step "veth"`) {
+			t.Fatalf("err = %v, want the wiring's failure", err)
+		}
+		if h.be.creates != 1 {
+			t.Fatalf("%d endpoint writes, want the one made before the wiring failed", h.be.creates)
+		}
+		h.assertEmpty(t)
+	})
+}
+
+// TestAddFailureKeepsEarlierSandboxEndpoint: a new sandbox of a pod replaces the endpoint of the
+// earlier one only once its own wiring is done; a failed ADD leaves the earlier one as it was.
+func TestAddFailureKeepsEarlierSandboxEndpoint(t *testing.T) {
+	const otherNS = "/var/run/netns/trctest-pod2"
+	h := newHarness()
+	h.dp.netns[otherNS] = true
+	if err := h.p.Add(cmdArgs("c0", conf(""))); err != nil {
+		t.Fatal(err)
+	}
+	name := "prod/" + WorkloadEndpointName("node-a", "k8s", "web-0", "eth0")
+	second := cmdArgs("c1", conf(""))
+	second.Netns = otherNS
+	h.p.FailAt = "pod"
+	if err := h.p.Add(second); err == nil {
+		t.Fatal("ADD with a failing wiring succeeded")
+	}
+	if w := h.be.weps[name]; w == nil || w.Spec.ContainerID != "c0" {
+		t.Fatalf("endpoint after the failed ADD: %+v, want c0's untouched", w)
+	}
+	h.p.FailAt = ""
+	h.out.Reset()
+	if err := h.p.Add(second); err != nil {
+		t.Fatal(err)
+	}
+	if w := h.be.weps[name]; w == nil || w.Spec.ContainerID != "c1" || w.Spec.MAC != h.dp.links[HostInterfaceName("net1", "c1", "eth0")].PodMAC {
+		t.Fatalf("endpoint after the second ADD: %+v, want c1's with its MAC", w)
+	}
+}
+
+// TestAddReportsAVethLeft: the assignment fails, the wiring fails too and cannot remove its veth;
+// the error says so rather than only the assignment's.
+func TestAddReportsAVethLeft(t *testing.T) {
+	h := newHarness()
+	h.be.free4 = 0
+	h.p.FailAt = "host"
+	h.dp.removeErr = errors.New("device busy")
+	err := h.p.Add(cmdArgs("c1", conf("")))
+	if err == nil || code(t, err) != CodePoolsExhausted || !strings.Contains(err.Error(), "cleaning up failed") || !strings.Contains(err.Error(), "device busy") {
+		t.Fatalf("err = %v, want the pool exhausted and the veth left", err)
+	}
+}
+
+// TestAddPanicWaitsForTheEndpointWrite: a panic in the wiring does not leave ADD before the
+// endpoint write under way has finished, so the runtime's DEL that follows finds everything.
+func TestAddPanicWaitsForTheEndpointWrite(t *testing.T) {
+	h := newHarness()
+	entered, release := make(chan struct{}), make(chan struct{})
+	var written atomic.Bool
+	h.be.onCreate = func() {
+		close(entered)
+		<-release
+		written.Store(true)
+	}
+	h.p.Dataplane = &hookedDataplane{fakeDataplane: h.dp, setup: func(w Wiring, addresses func() (v4, v6 []netip.Addr, err error), fail func(string) error) error {
+		return h.dp.Setup(w, func() ([]netip.Addr, []netip.Addr, error) {
+			if _, _, err := addresses(); err != nil {
+				return nil, nil, err
+			}
+			<-entered
+			panic("wiring bug")
+		}, fail)
+	}}
+	type outcome struct {
+		panicked any
+		written  bool
+	}
+	out := make(chan outcome, 1)
+	go func() {
+		defer func() { out <- outcome{recover(), written.Load()} }()
+		h.p.Add(cmdArgs("c1", conf("")))
+	}()
+	select {
+	case o := <-out:
+		t.Fatalf("ADD returned (panic %v) while the endpoint write was under way", o.panicked)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	o := <-out
+	if !strings.Contains(fmt.Sprint(o.panicked), "wiring bug") || !o.written {
+		t.Fatalf("ADD ended with %v, endpoint written %v; want the panic after the write", o.panicked, o.written)
+	}
+	h.out.Reset()
+	if err := h.p.Del(cmdArgs("c1", conf(""))); err != nil {
+		t.Fatal(err)
+	}
+	h.assertEmpty(t)
+}
+
+func TestWantsIPv6(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("198.18.0.9"), netip.MustParseAddr("2001:db8:1000::9")
+	tests := []struct {
+		req  AssignRequest
+		want bool
+	}{
+		{AssignRequest{Num4: 1}, false},
+		{AssignRequest{Num4: 1, Num6: 1}, true},
+		{AssignRequest{Num6: 1}, true},
+		{AssignRequest{IPs: []netip.Addr{v4}}, false},
+		{AssignRequest{IPs: []netip.Addr{v6}}, true},
+		{AssignRequest{IPs: []netip.Addr{v4, v6}}, true},
+	}
+	for _, tc := range tests {
+		if got := tc.req.wantsIPv6(); got != tc.want {
+			t.Errorf("%+v: wantsIPv6 = %v, want %v", tc.req, got, tc.want)
+		}
+	}
 }

@@ -3,7 +3,6 @@ package cni
 import (
 	"context"
 	"fmt"
-	"github.com/terracenet/terrace/cni/shim"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/terracenet/terrace/cni/shim"
 )
 
 // The same binary tests with the datastore work going through the node agent: its API is served

@@ -32,9 +32,10 @@ type Dataplane interface {
 	// Setup creates the veth (the pod side with w.PodMAC) and readies the host side, then calls
 	// addresses for the pod's addresses, which the plugin assigns meanwhile (w.IPv4 and w.IPv6
 	// are not read), and gives the pod its addresses and routes. It calls fail(step) after each
-	// step so tests can inject a failure there ("veth", "host", "pod", "route"). On any error,
-	// addresses' own included, it removes what it created and returns the error, addresses'
-	// unwrapped (joined with any failure to remove).
+	// step so tests can inject a failure there ("veth", "host", "pod", "route"). It calls
+	// addresses at most once, on its own goroutine. On any error, addresses' own included, it
+	// removes what it created and returns the error, joined with a *VethLeftError if the veth
+	// could not be removed.
 	Setup(w Wiring, addresses func() (v4, v6 []netip.Addr, err error), fail func(step string) error) error
 	// Remove deletes the host side (and with it the pod side and the routes via it); an absent
 	// interface is success.
@@ -42,3 +43,13 @@ type Dataplane interface {
 	// Verify checks that the attachment is wired exactly as Setup wires it.
 	Verify(w Wiring) error
 }
+
+// VethLeftError says that Setup failed and could not remove the veth it had created.
+type VethLeftError struct {
+	HostIf string
+	Err    error
+}
+
+func (e *VethLeftError) Error() string { return "undo veth " + e.HostIf + ": " + e.Err.Error() }
+
+func (e *VethLeftError) Unwrap() error { return e.Err }

@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -134,7 +135,7 @@ func isNotFound(err error) bool {
 func (d *LinuxDataplane) Setup(w Wiring, addresses func() (v4, v6 []netip.Addr, err error), fail func(string) error) (err error) {
 	podMAC, err := net.ParseMAC(w.PodMAC)
 	if err != nil {
-		return fmt.Errorf("pod MAC address %q: %w", w.PodMAC, err)
+		return fmt.Errorf("parse pod MAC address %q: %w", w.PodMAC, err)
 	}
 	podNS, err := openNS(w.NetNS)
 	if err != nil {
@@ -157,7 +158,7 @@ func (d *LinuxDataplane) Setup(w Wiring, addresses func() (v4, v6 []netip.Addr, 
 	defer func() {
 		if err != nil {
 			if rerr := d.Remove(w.HostIf); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("undo veth: %w", rerr))
+				err = errors.Join(err, &VethLeftError{HostIf: w.HostIf, Err: rerr})
 			}
 		}
 	}()
@@ -182,7 +183,7 @@ func (d *LinuxDataplane) Setup(w Wiring, addresses func() (v4, v6 []netip.Addr, 
 		return err
 	}
 	if len(w.IPv6) > 0 && !w.IPv6Host {
-		return fmt.Errorf("wire %s: IPv6 addresses %v for a host side not readied for IPv6", w.HostIf, w.IPv6)
+		return fmt.Errorf("IPv6 addresses %v for host side %s, which was not readied for IPv6", w.IPv6, w.HostIf)
 	}
 	if err := inNS(podNS, func() error { return configurePodSide(w) }); err != nil {
 		return fmt.Errorf("configure pod side %s in %s: %w", w.PodIf, w.NetNS, err)
@@ -286,9 +287,9 @@ func configurePodSide(w Wiring) error {
 	if err != nil {
 		return fmt.Errorf("find %s: %w", w.PodIf, err)
 	}
-	if got := link.Attrs().HardwareAddr.String(); got != w.PodMAC {
-		// The endpoint was written with w.PodMAC while the veth was made: it must be the one.
-		return fmt.Errorf("%s has MAC address %s, want %s", w.PodIf, got, w.PodMAC)
+	// The endpoint was written with w.PodMAC while the veth was made: it must be the one.
+	if want, err := net.ParseMAC(w.PodMAC); err != nil || !bytes.Equal(link.Attrs().HardwareAddr, want) {
+		return fmt.Errorf("%s has MAC address %s, want %s", w.PodIf, link.Attrs().HardwareAddr, w.PodMAC)
 	}
 	if len(w.IPv6) > 0 {
 		// A namespace may inherit disable_ipv6=1 (a host booted with IPv6 off by default, or

@@ -2,6 +2,7 @@ package cni
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -27,6 +28,8 @@ type fakeBackend struct {
 	assignE  error
 	createE  error  // CreateEndpoint fails with it
 	onAssign func() // called as AutoAssign starts, outside the lock
+	onCreate func() // called as CreateEndpoint starts, outside the lock
+	creates  int    // CreateEndpoint calls
 }
 
 func newFakeBackend() *fakeBackend {
@@ -59,8 +62,12 @@ func (f *fakeBackend) GetEndpoint(_ context.Context, ns, name string) (*api.Work
 }
 
 func (f *fakeBackend) CreateEndpoint(_ context.Context, w *api.WorkloadEndpoint) (*api.WorkloadEndpoint, error) {
+	if f.onCreate != nil {
+		f.onCreate()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.creates++
 	k := w.Metadata.Namespace + "/" + w.Metadata.Name
 	if f.createE != nil {
 		return nil, fmt.Errorf("create %s: %w", k, f.createE)
@@ -248,20 +255,25 @@ func (d *fakeDataplane) PodInterfaceExists(netns, ifName string) (bool, error) {
 	return d.podIfs[netns+"/"+ifName], nil
 }
 
-func (d *fakeDataplane) Setup(w Wiring, addresses func() (v4, v6 []netip.Addr, err error), fail func(string) error) error {
+func (d *fakeDataplane) Setup(w Wiring, addresses func() (v4, v6 []netip.Addr, err error), fail func(string) error) (err error) {
 	d.mu.Lock()
 	d.links[w.HostIf] = w
 	d.podIfs[w.NetNS+"/"+w.PodIf] = true
 	d.mu.Unlock()
+	defer func() {
+		if err != nil {
+			if rerr := d.Remove(w.HostIf); rerr != nil {
+				err = errors.Join(err, &VethLeftError{HostIf: w.HostIf, Err: rerr})
+			}
+		}
+	}()
 	for _, step := range []string{"veth", "host", "addresses", "pod", "route"} {
 		if step == "addresses" {
 			v4, v6, err := addresses()
 			if err != nil {
-				d.Remove(w.HostIf)
 				return err
 			}
 			if len(v6) > 0 && !w.IPv6Host {
-				d.Remove(w.HostIf)
 				return fmt.Errorf("IPv6 addresses %v for a host side not readied for IPv6", v6)
 			}
 			w.IPv4, w.IPv6 = v4, v6
@@ -271,7 +283,6 @@ func (d *fakeDataplane) Setup(w Wiring, addresses func() (v4, v6 []netip.Addr, e
 			continue
 		}
 		if err := fail(step); err != nil {
-			d.Remove(w.HostIf)
 			// As the kernel steps do, name the namespace by the path they were given.
 			return fmt.Errorf("%s step in %s: %w", step, w.NetNS, err)
 		}

@@ -2,13 +2,14 @@ package cni
 
 import (
 	"bytes"
-	"github.com/terracenet/terrace/cni/shim"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/terracenet/terrace/cni/shim"
 
 	"github.com/containernetworking/cni/pkg/types"
 )

@@ -73,6 +73,9 @@ func TestAddWritesEndpointAndResult(t *testing.T) {
 	// The plugin chooses the pod's MAC (the dataplane is told it), so that the endpoint can be
 	// written while the veth is made: a unicast, locally administered address.
 	mac := h.dp.links[hostIf].PodMAC
+	if !h.dp.links[hostIf].IPv6Host {
+		t.Errorf("host side not readied for IPv6 for a dual-stack pod")
+	}
 	if hw, err := net.ParseMAC(mac); err != nil || len(hw) != 6 || hw[0]&0x01 != 0 || hw[0]&0x02 == 0 {
 		t.Fatalf("pod MAC %q given to the dataplane: want a unicast, locally administered address (%v)", mac, err)
 	}
