@@ -183,7 +183,24 @@ func TestBGPFaults(t *testing.T) {
 		// A short hold time keeps the test short (BIRD agrees to the lower of the two), yet long
 		// enough that a loaded machine does not miss three keepalives in a row.
 		const hold = 6 * time.Second
+		torSession := func() (speaker.PeerStatus, bool) {
+			st, ok := bgpStatus(t, tb, "host-1")
+			if !ok {
+				return speaker.PeerStatus{}, false
+			}
+			return peerOf(st, torAddr)
+		}
+		before, _ := torSession()
 		apply(t, "short-hold", fmt.Sprintf("kind: BGPPeer\nmetadata: {name: host-1-tor-1}\nspec: {node: host-1, peerIP: %q, asNumber: %d, sourceAddress: None, keepaliveTime: 2s, holdTime: %s}\n", torAddr, testbed.DefaultTorAS, hold))
+		// The new hold time is negotiated in a new session: wait for it, or the reset could
+		// come after the ToR went silent and pass for the hold timer.
+		eventually(t, waitTimeout, func() string {
+			p, ok := torSession()
+			if !ok || p.State != "established" || !p.EstablishedAt.After(before.EstablishedAt) {
+				return fmt.Sprintf("host-1's session to the ToR not yet re-established with the short hold time (%s since %s)", p.State, p.EstablishedAt)
+			}
+			return ""
+		})
 		eventually(t, waitTimeout, healthy)
 		injected, err := testbed.InjectPrefixes(3)
 		if err != nil {
