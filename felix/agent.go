@@ -50,17 +50,18 @@ type Agent struct {
 	resyncing bool     // a periodic resync's reads are under way
 	inFlight  classSet // the classes those reads are for
 	due       classSet // classes whose refresh fell due while another resync was in flight
-	// retryResync are classes the next cycle re-reads because a failure may be their drift
-	// (cycle).
-	retryResync            classSet
-	finishes               map[string]func(context.Context) error // this resync cycle's writers' finish, by name
-	dsInSync, blocksInSync bool
-	blocksRequired         bool
-	everInSync             bool
-	dirty                  bool
-	lastApply              time.Time
-	retryAt, pollAt        time.Time
-	retryDelay             time.Duration
+	// retryResync are classes the next cycle re-reads because a failure of the other class's
+	// writers may be their drift; suspectTried are those already re-read for the current run of
+	// failures (see cycle).
+	retryResync, suspectTried classSet
+	finishes                  map[string]func(context.Context) error // this resync cycle's writers' finish, by name
+	dsInSync, blocksInSync    bool
+	blocksRequired            bool
+	everInSync                bool
+	dirty                     bool
+	lastApply                 time.Time
+	retryAt, pollAt           time.Time
+	retryDelay                time.Duration
 
 	writers   map[string]*writerState
 	pushErrs  map[modelObj]error // model objects a writer refused

@@ -28,8 +28,11 @@ func (a *Agent) cycle(ctx context.Context, resync classSet) error {
 	// A failure may be the other policy class's drift, which the failing writer's own re-read
 	// cannot see: a table restore fails on a set destroyed behind the ipset writer's back, and a
 	// set stays in use by a rule the table writer does not know of. With the two refresh timers
-	// apart, such drift could last until the other class's next refresh; the retry re-reads it.
-	a.retryResync = suspect
+	// apart, such drift could last until the other class's next refresh, so the next cycle
+	// re-reads it, once per run of failures: if that did not clear the failure, the drift was not
+	// its cause, and re-reading it at every apply of a busy node (on the loop) would only cost.
+	a.retryResync = suspect &^ a.suspectTried
+	a.suspectTried |= suspect
 	policyOK := ok.v4 && ok.v6
 	a.lastApply = time.Now()
 	elapsed := a.lastApply.Sub(start)
@@ -77,6 +80,7 @@ func (a *Agent) cycle(ctx context.Context, resync classSet) error {
 		a.log.Warn("dataplane apply failed; retrying", "retry_in", a.retryDelay.String(), "err", err)
 	} else {
 		a.retryDelay, a.retryAt = 0, time.Time{}
+		a.suspectTried = 0
 	}
 	a.pollAt = time.Time{}
 	conflicts := a.dp.Routes.Conflicts()
@@ -179,7 +183,9 @@ func (a *Agent) applyAll(ctx context.Context, resync classSet) (_ map[string]err
 		if tableErrs[i] != nil {
 			res[tableWriterName(id)] = tableErrs[i]
 			tablesOK = false
-			suspect = suspect.with(classIPSets) // a set its rules need may be gone from the kernel
+			// A set its rules need may be gone from the kernel (the nat table's masquerade
+			// rules use sets too).
+			suspect = suspect.with(classIPSets)
 			// The nat table holds natOutgoing, no policy: its failure is reported, but must
 			// not hold back every endpoint's "policy programmed" status (and so every ADD that
 			// waits for it).

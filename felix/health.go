@@ -85,9 +85,8 @@ func (h *health) setLiveWindow(d time.Duration) {
 
 // liveWindow is how long the loop may go without a heartbeat before liveness fails: a resync
 // may legitimately keep it busy for a while. It is given the longest enabled refresh interval
-// (RefreshIntervals.longest): the time one resync cycle holds the loop does not shrink because
-// another class refreshes more often, and a failed liveness probe restarts felix, so of the
-// windows the three intervals would give alone the most patient is kept.
+// (RefreshIntervals.longest), the most patient of the windows the three would give alone: a
+// failed liveness probe restarts felix, which costs far more than noticing a stuck loop later.
 func liveWindow(resync time.Duration) time.Duration { return 2 * max(resync, time.Minute) }
 
 func (h *health) setModelErrs(errs map[string]error) {

@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Defaults of RefreshIntervals, Calico's (felix/config/config_params.go: IptablesRefreshInterval
+// Defaults of RefreshIntervals, current Calico's (felix/config/config_params.go: IptablesRefreshInterval
 // 180 s, IpsetsRefreshInterval and RouteRefreshInterval 90 s).
 const (
 	DefaultIptablesRefreshInterval = 180 * time.Second
