@@ -147,7 +147,7 @@ type ComponentConfig struct {
 	MetricsListen string // "" disables
 	// Refresh is how often each writer class re-reads the kernel (a zero field: the default,
 	// < 0: never); FelixConfiguration's three refresh intervals set it field by field unless
-	// Explicit.ResyncInterval.
+	// Explicit.Refresh.
 	Refresh       RefreshIntervals
 	ApplyInterval time.Duration
 	// IPv6 says whether ip6tables is programmed too: IPv6Auto, IPv6On or IPv6Off. It is switched off

@@ -17,9 +17,9 @@ import (
 
 // Explicit says which ComponentConfig settings the operator gave on the command line (or in the
 // environment or file); those win over FelixConfiguration, as a flag does in Calico.
-// ResyncInterval is --felix-resync-interval, which sets all three refresh intervals.
+// Refresh is --felix-resync-interval, which sets all three refresh intervals.
 type Explicit struct {
-	HealthListen, MetricsListen, ResyncInterval, LogLevel, IPv6, Backend bool
+	HealthListen, MetricsListen, Refresh, LogLevel, IPv6, Backend bool
 }
 
 // RestartError ends the agent's Run when FelixConfiguration changes a setting the dataplane is
@@ -144,7 +144,7 @@ func applyFelixConfig(cc ComponentConfig, specs []*api.FelixConfigurationSpec) C
 			cc.IPv6 = IPv6On
 		}
 	}
-	if !cc.Explicit.ResyncInterval {
+	if !cc.Explicit.Refresh {
 		// --felix-resync-interval sets all three when given; otherwise each field is its own.
 		refresh := func(to *time.Duration, d *api.Duration) {
 			if d == nil {

@@ -37,10 +37,10 @@ func TestApplyFelixConfig(t *testing.T) {
 			[]*api.FelixConfigurationSpec{{HealthEnabled: &yes}},
 			ComponentConfig{HealthListen: DefaultHealthListen, Refresh: RefreshEvery(time.Second)}},
 		{"explicit flags win", ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", Refresh: RefreshEvery(time.Second),
-			Explicit: Explicit{HealthListen: true, MetricsListen: true, ResyncInterval: true}},
+			Explicit: Explicit{HealthListen: true, MetricsListen: true, Refresh: true}},
 			[]*api.FelixConfigurationSpec{{HealthPort: ptr(2), PrometheusMetricsEnabled: &yes, IptablesRefreshInterval: sec(time.Hour)}},
 			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", Refresh: RefreshEvery(time.Second),
-				Explicit: Explicit{HealthListen: true, MetricsListen: true, ResyncInterval: true}}},
+				Explicit: Explicit{HealthListen: true, MetricsListen: true, Refresh: true}}},
 		{"one explicit flag wins, the others follow the node over the default",
 			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: DefaultMetricsListen, Explicit: Explicit{HealthListen: true}},
 			[]*api.FelixConfigurationSpec{
@@ -117,7 +117,7 @@ func TestApplyFelixConfigRefresh(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			base := ComponentConfig{}
 			if tt.flag != nil {
-				base.Refresh, base.Explicit.ResyncInterval = RefreshEvery(*tt.flag), true
+				base.Refresh, base.Explicit.Refresh = RefreshEvery(*tt.flag), true
 			}
 			got := applyFelixConfig(base, tt.specs).Refresh
 			if d := cmp.Diff(tt.want, got); d != "" {
@@ -147,9 +147,9 @@ func TestEffectiveConfigRefresh(t *testing.T) {
 			RefreshIntervals{Iptables: 180 * time.Second, IPSets: time.Second, Routes: 90 * time.Second}},
 		{"one disabled", ComponentConfig{}, []*api.FelixConfigurationSpec{{RouteRefreshInterval: d(0)}},
 			RefreshIntervals{Iptables: 180 * time.Second, IPSets: 90 * time.Second, Routes: -1}},
-		{"flag 0 given: never, not the defaults", ComponentConfig{Refresh: RefreshEvery(0), Explicit: Explicit{ResyncInterval: true}}, nil,
+		{"flag 0 given: never, not the defaults", ComponentConfig{Refresh: RefreshEvery(0), Explicit: Explicit{Refresh: true}}, nil,
 			RefreshIntervals{Iptables: -1, IPSets: -1, Routes: -1}},
-		{"flag given", ComponentConfig{Refresh: RefreshEvery(3 * time.Second), Explicit: Explicit{ResyncInterval: true}},
+		{"flag given", ComponentConfig{Refresh: RefreshEvery(3 * time.Second), Explicit: Explicit{Refresh: true}},
 			[]*api.FelixConfigurationSpec{{IpsetsRefreshInterval: d(time.Hour)}},
 			RefreshIntervals{Iptables: 3 * time.Second, IPSets: 3 * time.Second, Routes: 3 * time.Second}},
 	}
@@ -224,7 +224,7 @@ func TestLiveFollowsFelixConfiguration(t *testing.T) {
 			}, want{"127.0.0.1:9199", "127.0.0.1:9391", refresh(dflt.Iptables, dflt.IPSets, 7*time.Second)}},
 		}},
 		{"explicit flag wins over both", &ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", Refresh: RefreshEvery(time.Minute),
-			Explicit: Explicit{HealthListen: true, MetricsListen: true, ResyncInterval: true}},
+			Explicit: Explicit{HealthListen: true, MetricsListen: true, Refresh: true}},
 			ComponentConfig{HealthListen: "127.0.0.1:1", MetricsListen: "", Refresh: RefreshEvery(time.Minute)}, []step{
 				{"default and node try", []datastore.ResourceUpdate{
 					felixConfigUpdate("default", &api.FelixConfigurationSpec{HealthPort: ptr(2), IptablesRefreshInterval: d(time.Hour),

@@ -68,12 +68,12 @@ func felixComponent(cfg *cliconf.Config) (node.Component, error) {
 		Backend:       backend,
 		LogLevel:      cfg.String("log-level"),
 		Explicit: felix.Explicit{
-			HealthListen:   cfg.Source("felix-health-listen") != cliconf.SourceDefault,
-			MetricsListen:  cfg.Source("felix-metrics-listen") != cliconf.SourceDefault,
-			ResyncInterval: explicitResync,
-			LogLevel:       cfg.Source("log-level") != cliconf.SourceDefault,
-			IPv6:           cfg.Source("felix-ipv6") != cliconf.SourceDefault,
-			Backend:        cfg.Source("felix-iptables-backend") != cliconf.SourceDefault,
+			HealthListen:  cfg.Source("felix-health-listen") != cliconf.SourceDefault,
+			MetricsListen: cfg.Source("felix-metrics-listen") != cliconf.SourceDefault,
+			Refresh:       explicitResync,
+			LogLevel:      cfg.Source("log-level") != cliconf.SourceDefault,
+			IPv6:          cfg.Source("felix-ipv6") != cliconf.SourceDefault,
+			Backend:       cfg.Source("felix-iptables-backend") != cliconf.SourceDefault,
 		},
 	}), nil
 }

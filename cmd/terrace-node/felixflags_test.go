@@ -47,8 +47,8 @@ func TestFelixResyncFlag(t *testing.T) {
 			if d := cmp.Diff(tt.want, cc.Refresh); d != "" {
 				t.Errorf("refresh intervals (-want +got):\n%s", d)
 			}
-			if cc.Explicit.ResyncInterval != tt.wantExplicit {
-				t.Errorf("explicit = %v, want %v", cc.Explicit.ResyncInterval, tt.wantExplicit)
+			if cc.Explicit.Refresh != tt.wantExplicit {
+				t.Errorf("explicit = %v, want %v", cc.Explicit.Refresh, tt.wantExplicit)
 			}
 		})
 	}
