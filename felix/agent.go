@@ -47,9 +47,8 @@ type Agent struct {
 	live    *live           // health and metrics endpoints, refresh tickers; follows FelixConfiguration
 
 	// Everything below is owned by the loop goroutine.
-	resyncing bool     // a periodic resync's reads are under way
-	inFlight  classSet // the classes those reads are for
-	due       classSet // classes whose refresh fell due while another resync was in flight
+	inFlight classSet // the classes whose periodic resync reads are under way (none: no resync in flight)
+	due      classSet // classes whose refresh fell due while another resync was in flight
 	// retryResync are classes the next cycle re-reads because a failure of the other class's
 	// writers may be their drift; suspectTried are those already re-read for the current run of
 	// failures (see cycle).

@@ -28,7 +28,7 @@ func (a *Agent) refreshDue(ctx context.Context, c writerClass) {
 		// The first apply reads the kernel anyway.
 		return
 	}
-	if a.resyncing && a.inFlight.has(c) {
+	if a.inFlight.has(c) {
 		a.log.Debug("refresh skipped: the previous one is still reading", "class", c.String())
 		return
 	}
@@ -45,7 +45,7 @@ func (a *Agent) refreshDue(ctx context.Context, c writerClass) {
 // as in any cycle, which keeps applyAll's order (sets before the rules that use them, set
 // deletions after every table let go) whichever classes a cycle resyncs.
 func (a *Agent) startResync(ctx context.Context) {
-	if a.resyncing || a.due == 0 {
+	if a.inFlight != 0 || a.due == 0 {
 		return
 	}
 	classes := a.due
@@ -72,7 +72,7 @@ func (a *Agent) startResync(ctx context.Context) {
 		a.cycle(ctx, classes)
 		return
 	}
-	a.resyncing, a.inFlight = true, classes
+	a.inFlight = classes // not empty: due was not
 	a.bg.Go(func() {
 		start := time.Now()
 		var all sync.WaitGroup
@@ -88,7 +88,7 @@ func (a *Agent) startResync(ctx context.Context) {
 // finishResync runs the resync cycle with the reads startResync made, then starts the classes
 // that fell due meanwhile.
 func (a *Agent) finishResync(ctx context.Context, r aheadReads) {
-	a.resyncing, a.inFlight = false, 0
+	a.inFlight = 0
 	a.finishes = r.finishes
 	a.cycle(ctx, r.classes)
 	a.finishes = nil
