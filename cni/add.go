@@ -97,7 +97,7 @@ func (p *Plugin) add(ctx context.Context, inv *invocation, be Backend) (_ *curre
 	}
 	stored := ds.stored
 	if stored != nil {
-		undo.push("workload endpoint", p.undoEndpoint(be, inv, stored))
+		undo.push("workload endpoint", undoEndpoint(be, inv, stored))
 	}
 
 	// The errors in the order the steps used to run one after the other: the assignment's,
@@ -123,10 +123,10 @@ func (p *Plugin) add(ctx context.Context, inv *invocation, be Backend) (_ *curre
 		// only now that the wiring is done, so a failed ADD never takes a working pod's endpoint.
 		t := time.Now()
 		var err error
-		if stored, err = p.replaceEndpoint(ctx, inv, be, p.endpoint(inv, a.v4, a.v6, podMAC)); err != nil {
+		if stored, err = replaceEndpoint(ctx, inv, be, ds.wep); err != nil {
 			return nil, err
 		}
-		undo.push("workload endpoint", p.undoEndpoint(be, inv, stored))
+		undo.push("workload endpoint", undoEndpoint(be, inv, stored))
 		ds.wepTook += time.Since(t)
 	}
 	inv.phaseTook("endpoint", ds.wepTook)
@@ -169,7 +169,8 @@ type datastoreHalf struct {
 	ipamTook time.Duration
 	assigned []netip.Addr // every address IPAM gave, also when ADD then fails on purpose at "ipam"
 	stored   *api.WorkloadEndpoint
-	exists   bool // the endpoint exists already (an earlier sandbox's): ADD replaces it after the wiring
+	wep      *api.WorkloadEndpoint // the endpoint it created, or found existing
+	exists   bool                  // the endpoint exists already (an earlier sandbox's): ADD replaces it with wep after the wiring
 	wepErr   error
 	wepTook  time.Duration
 	panicked any
@@ -207,7 +208,8 @@ func (p *Plugin) startDatastoreHalf(ctx context.Context, inv *invocation, be Bac
 		t = time.Now()
 		// Create only: the endpoint is almost always new, and reading it first would cost a
 		// round trip. Replacing an earlier sandbox's waits for the wiring (see add).
-		h.stored, h.wepErr = be.CreateEndpoint(ctx, p.endpoint(inv, v4, v6, podMAC))
+		h.wep = p.endpoint(inv, v4, v6, podMAC)
+		h.stored, h.wepErr = be.CreateEndpoint(ctx, h.wep)
 		h.wepTook = time.Since(t)
 		if errors.Is(h.wepErr, ErrExists) {
 			h.exists, h.wepErr = true, nil
@@ -255,7 +257,7 @@ func (h *datastoreHalf) stopAndWait() {
 }
 
 // replaceEndpoint overwrites the endpoint an earlier sandbox of the same pod left.
-func (p *Plugin) replaceEndpoint(ctx context.Context, inv *invocation, be Backend, wep *api.WorkloadEndpoint) (*api.WorkloadEndpoint, error) {
+func replaceEndpoint(ctx context.Context, inv *invocation, be Backend, wep *api.WorkloadEndpoint) (*api.WorkloadEndpoint, error) {
 	old, err := be.GetEndpoint(ctx, inv.namespace, inv.wepName)
 	if err == nil {
 		inv.log.Info("replacing workload endpoint of an earlier container", "old", old.Spec.ContainerID)
@@ -270,7 +272,7 @@ func (p *Plugin) replaceEndpoint(ctx context.Context, inv *invocation, be Backen
 }
 
 // undoEndpoint deletes the endpoint ADD wrote, if it is still that one.
-func (p *Plugin) undoEndpoint(be Backend, inv *invocation, stored *api.WorkloadEndpoint) func(context.Context) error {
+func undoEndpoint(be Backend, inv *invocation, stored *api.WorkloadEndpoint) func(context.Context) error {
 	return func(ctx context.Context) error {
 		err := be.DeleteEndpoint(ctx, inv.namespace, inv.wepName, stored.Metadata.ResourceVersion)
 		if errors.Is(err, ErrNotFound) {
