@@ -5,7 +5,7 @@ BINARIES := terrace-node terracectl terrace-cni terrace-testbed
 GOFLAGS ?=
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build deps test acceptance bench demo demo-down clean fmt vet
+.PHONY: all build deps test acceptance bench demo demo-down clean fmt vet bpf
 
 all: build
 
@@ -27,6 +27,14 @@ build:
 
 vet:
 	$(GO) vet ./...
+
+# felix's fast path is a BPF program; its object is committed beside the source so building and
+# testing need no clang. After changing fastpath.c, rebuild it (Debian: clang llvm libbpf-dev).
+# DWARF is stripped; the BTF that CO-RE and the kfunc calls need stays.
+BPF_DIR := felix/dataplane/fastpath/bpf
+bpf:
+	clang -O2 -g -Wall -Werror -target bpf -I/usr/include/$$(uname -m)-linux-gnu -c $(BPF_DIR)/fastpath.c -o $(BPF_DIR)/fastpath_bpfel.o
+	llvm-strip -g $(BPF_DIR)/fastpath_bpfel.o
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"runtime"
@@ -59,6 +60,19 @@ func Run(t testing.TB, ns string, args ...string) string {
 	t.Helper()
 	argv := append([]string{"netns", "exec", ns}, args...)
 	out, err := exec.Command("ip", argv...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %v: %v: %s", argv, err, out)
+	}
+	return string(out)
+}
+
+// RunInput is Run with stdin.
+func RunInput(t testing.TB, ns string, stdin io.Reader, args ...string) string {
+	t.Helper()
+	argv := append([]string{"netns", "exec", ns}, args...)
+	cmd := exec.Command("ip", argv...)
+	cmd.Stdin = stdin
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("ip %v: %v: %s", argv, err, out)
 	}

@@ -1,0 +1,215 @@
+// Terrace's forwarding fast path: a tc ingress program that forwards the packets of flows that
+// netfilter has already accepted and conntrack has seen answered, straight to the device they
+// would leave by, past the IP stack and iptables. Everything it cannot prove the kernel would
+// forward unchanged goes on to the kernel as before (TC_ACT_UNSPEC, so other tcx programs run
+// too). It never drops: the worst a stale entry can do is send a packet the slow way.
+//
+// Built with `make bpf` (clang); the object is committed beside this file.
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// kfuncs are only callable from GPL-compatible programs.
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+
+// conntrack status bits (include/uapi/linux/netfilter/nf_conntrack_common.h)
+#define IPS_SEEN_REPLY (1UL << 1)
+#define IPS_ASSURED (1UL << 2)
+#define IPS_CONFIRMED (1UL << 3)
+#define IPS_SRC_NAT (1UL << 4)
+#define IPS_DST_NAT (1UL << 5)
+#define IPS_SEQ_ADJUST (1UL << 6)
+#define IPS_DYING (1UL << 9)
+#define IPS_HELPER (1UL << 13)
+#define TCP_CONNTRACK_ESTABLISHED 3
+
+// Only the fields read here; CO-RE relocates them against the running kernel's struct nf_conn.
+struct ip_ct_tcp___trc {
+	__u8 state;
+} __attribute__((preserve_access_index));
+
+union nf_conntrack_proto___trc {
+	struct ip_ct_tcp___trc tcp;
+} __attribute__((preserve_access_index));
+
+struct nf_conn___trc {
+	unsigned long status;
+	union nf_conntrack_proto___trc proto;
+} __attribute__((preserve_access_index));
+
+// The original 12-byte layout, which every kernel with these kfuncs accepts.
+struct bpf_ct_opts___trc {
+	__s32 netns_id;
+	__s32 error;
+	__u8 l4proto;
+	__u8 dir;
+	__u8 reserved[2];
+};
+
+extern struct nf_conn___trc *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple__sz,
+					 struct bpf_ct_opts___trc *opts, __u32 opts__sz) __ksym;
+extern void bpf_ct_release(struct nf_conn___trc *ct) __ksym;
+extern int bpf_ct_change_timeout(struct nf_conn___trc *ct, __u32 timeout) __ksym;
+
+// Set by the loader from the namespace's nf_conntrack_*_timeout_* sysctls: a fast-pathed packet
+// refreshes its entry as conntrack itself would, so a busy flow never expires under it.
+volatile const __u32 tcp_established_timeout_ms = 432000000;
+volatile const __u32 udp_stream_timeout_ms = 120000;
+
+// One entry per IPv4 address of a local workload, written by felix from its routes: the
+// host-side interface the address is routed to.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);   // IPv4 address, network order
+	__type(value, __u32); // ifindex
+} trc_fp_wl4 SEC(".maps");
+
+enum {
+	STAT_FORWARDED,       // sent on by the fast path
+	STAT_NOT_ESTABLISHED, // no conntrack entry, or one not (yet) answered or established
+	STAT_NOT_ELIGIBLE,    // NAT, helper, TTL, options, fragments, TCP control, not routed
+	STAT_SPOOFED,         // from a workload interface with a source that is not its own
+	STAT_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} trc_fp_stats SEC(".maps");
+
+static __always_inline int count(__u32 what)
+{
+	__u64 *v = bpf_map_lookup_elem(&trc_fp_stats, &what);
+	if (v)
+		*v += 1;
+	return TC_ACT_UNSPEC;
+}
+
+// The last write to the packet: the checksum helper invalidates every packet pointer.
+static __always_inline void decrement_ttl(struct __sk_buff *skb, struct iphdr *ip)
+{
+	__u16 old = bpf_htons((__u16)ip->ttl << 8);
+	ip->ttl--;
+	__u16 new = bpf_htons((__u16)ip->ttl << 8);
+	bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, new, sizeof(__u16));
+}
+
+static __always_inline int forward4(struct __sk_buff *skb, int from_workload)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+
+	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_UNSPEC;
+	__u32 saddr = ip->saddr, daddr = ip->daddr;
+
+	if (from_workload) {
+		// A workload may only send from its own addresses: strict rp_filter, as on the slow
+		// path, which is also what keeps it out of other pods' conntrack entries.
+		__u32 *src = bpf_map_lookup_elem(&trc_fp_wl4, &saddr);
+		if (!src || *src != skb->ingress_ifindex)
+			return count(STAT_SPOOFED);
+	} else if (!bpf_map_lookup_elem(&trc_fp_wl4, &daddr)) {
+		return TC_ACT_UNSPEC; // not for a local workload: the host's own traffic
+	}
+
+	if (ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) || ip->ttl <= 1)
+		return count(STAT_NOT_ELIGIBLE);
+
+	struct bpf_sock_tuple t = {};
+	t.ipv4.saddr = saddr;
+	t.ipv4.daddr = daddr;
+	__u8 proto = ip->protocol;
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = (void *)(ip + 1);
+		if ((void *)(th + 1) > end)
+			return count(STAT_NOT_ELIGIBLE);
+		// Conntrack must see every change of the connection's state.
+		if (th->syn || th->fin || th->rst)
+			return count(STAT_NOT_ELIGIBLE);
+		t.ipv4.sport = th->source;
+		t.ipv4.dport = th->dest;
+	} else if (proto == IPPROTO_UDP) {
+		struct udphdr *uh = (void *)(ip + 1);
+		if ((void *)(uh + 1) > end)
+			return count(STAT_NOT_ELIGIBLE);
+		t.ipv4.sport = uh->source;
+		t.ipv4.dport = uh->dest;
+	} else {
+		return count(STAT_NOT_ELIGIBLE);
+	}
+
+	// Only what iptables would accept as ESTABLISHED without looking at policy: a confirmed
+	// entry that has seen a reply (and for TCP, the established state), without NAT or a helper
+	// to apply.
+	struct bpf_ct_opts___trc opts = {.netns_id = -1, .l4proto = proto};
+	struct nf_conn___trc *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &opts, sizeof(opts));
+	if (!ct)
+		return count(STAT_NOT_ESTABLISHED);
+	unsigned long status = ct->status;
+	int ok = (status & (IPS_SEEN_REPLY | IPS_CONFIRMED)) == (IPS_SEEN_REPLY | IPS_CONFIRMED);
+	int eligible = !(status & (IPS_SRC_NAT | IPS_DST_NAT | IPS_SEQ_ADJUST | IPS_HELPER | IPS_DYING));
+	if (ok && proto == IPPROTO_TCP)
+		ok = ct->proto.tcp.state == TCP_CONNTRACK_ESTABLISHED;
+	if (ok && eligible)
+		bpf_ct_change_timeout(ct, proto == IPPROTO_TCP ? tcp_established_timeout_ms : udp_stream_timeout_ms);
+	bpf_ct_release(ct);
+	if (!ok)
+		return count(STAT_NOT_ESTABLISHED);
+	if (!eligible)
+		return count(STAT_NOT_ELIGIBLE);
+
+	// The kernel's own route and neighbour, and its MTU check (no tot_len: the skb is checked,
+	// GSO packets by their segments): anything but a resolved forward goes the slow way.
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.tos = ip->tos;
+	fib.l4_protocol = proto;
+	fib.sport = t.ipv4.sport;
+	fib.dport = t.ipv4.dport;
+	fib.ipv4_src = saddr;
+	fib.ipv4_dst = daddr;
+	fib.ifindex = skb->ingress_ifindex;
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex == skb->ingress_ifindex)
+		return count(STAT_NOT_ELIGIBLE);
+	// A local workload is entered through its veth's peer, skipping a second pass through the
+	// backlog; only an interface felix listed for this very address qualifies.
+	__u32 *dst = bpf_map_lookup_elem(&trc_fp_wl4, &daddr);
+	int peer = dst && *dst == fib.ifindex;
+	if (!from_workload && !peer)
+		return count(STAT_NOT_ELIGIBLE); // the route and felix disagree: leave it to the kernel
+
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	decrement_ttl(skb, ip);
+	count(STAT_FORWARDED);
+	return peer ? bpf_redirect_peer(fib.ifindex, 0) : bpf_redirect(fib.ifindex, 0);
+}
+
+// On the host side of every workload interface.
+SEC("tc")
+int trc_fp_from_wl(struct __sk_buff *skb)
+{
+	return forward4(skb, 1);
+}
+
+// On the host's own interfaces (uplinks): traffic for local workloads.
+SEC("tc")
+int trc_fp_to_wl(struct __sk_buff *skb)
+{
+	return forward4(skb, 0);
+}

@@ -1,0 +1,361 @@
+package fastpath
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/net/ipv4"
+
+	"github.com/terracenet/terrace/internal/nstest"
+)
+
+// fabric is one host namespace between a pod (behind a veth named like Terrace's) and a remote
+// router namespace, with iptables policy in the host that uses conntrack as felix's does:
+// ESTABLISHED accepted, new flows only to allowedPort.
+type fabric struct {
+	host, pod, remote string
+	hostNS            netns.NsHandle
+	wlIf, uplink      string
+}
+
+const (
+	podAddr     = "198.18.0.10"
+	podAlias    = "198.18.0.11" // on the pod's eth0 but not the pod's: a spoofed source
+	remoteAddr  = "192.0.2.1"
+	allowedPort = 5000
+	deniedPort  = 6000
+	natPort     = 7000
+)
+
+func newFabric(t *testing.T) *fabric {
+	t.Helper()
+	f := &fabric{
+		host: nstest.New(t, "iptables-nft-restore"), pod: nstest.New(t), remote: nstest.New(t),
+		wlIf: "trc0a1b2c3d4e5", uplink: "up0",
+	}
+	run := func(ns string, args ...string) { nstest.Run(t, ns, args...) }
+	run(f.host, "ip", "link", "add", f.wlIf, "type", "veth", "peer", "name", "eth0", "netns", f.pod)
+	run(f.host, "ip", "link", "set", f.wlIf, "address", "ee:ee:ee:ee:ee:ee", "up")
+	run(f.host, "ip", "link", "add", f.uplink, "type", "veth", "peer", "name", "down0", "netns", f.remote)
+	run(f.host, "ip", "addr", "add", "192.0.2.0/31", "dev", f.uplink)
+	run(f.host, "ip", "link", "set", f.uplink, "up")
+	run(f.host, "ip", "route", "add", podAddr+"/32", "dev", f.wlIf)
+	// Proxy ARP answers for 169.254.1.1 only where the host has a route to it.
+	run(f.host, "ip", "route", "add", "default", "via", remoteAddr)
+	run(f.host, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf."+f.wlIf+".proxy_arp=1",
+		"net.ipv4.conf."+f.wlIf+".rp_filter=1", "net.ipv4.neigh."+f.wlIf+".proxy_delay=0")
+	run(f.pod, "ip", "addr", "add", podAddr+"/32", "dev", "eth0")
+	run(f.pod, "ip", "addr", "add", podAlias+"/32", "dev", "eth0")
+	run(f.pod, "ip", "link", "set", "eth0", "up")
+	run(f.pod, "ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
+	run(f.pod, "ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
+	run(f.remote, "ip", "addr", "add", remoteAddr+"/31", "dev", "down0")
+	run(f.remote, "ip", "link", "set", "down0", "up")
+	run(f.remote, "ip", "route", "add", "198.18.0.0/24", "via", "192.0.2.0")
+	// The slow path's policy, as felix writes it: established flows accepted before any rule.
+	rules := fmt.Sprintf(`*filter
+:FORWARD DROP [0:0]
+-A FORWARD -m conntrack --ctstate INVALID -j DROP
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -p udp --dport %d -j ACCEPT
+-A FORWARD -p tcp --dport %d -j ACCEPT
+-A FORWARD -p udp --dport %d -j ACCEPT
+COMMIT
+*nat
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -o %s -p udp --dport %d -j MASQUERADE
+COMMIT
+`, allowedPort, allowedPort, natPort, f.uplink, natPort)
+	nstest.RunInput(t, f.host, strings.NewReader(rules), "iptables-nft-restore")
+	var err error
+	f.hostNS, err = netns.GetFromName(f.host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.hostNS.Close() })
+	return f
+}
+
+// load loads the programs for the host and a writer that puts them on the workload interface and
+// the uplink with the pod's address mapped; both are closed at cleanup.
+func (f *fabric) load(t *testing.T) (*BPF, *Writer) {
+	t.Helper()
+	k, err := LoadBPF(&f.hostNS)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	t.Cleanup(func() { k.Close() })
+	w := New(k, nil)
+	t.Cleanup(func() { w.Close() })
+	w.SetWorkload(netip.MustParseAddr(podAddr), f.wlIf)
+	w.SetHostInterfaces([]string{f.uplink})
+	if err := w.Apply(context.Background()); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	return k, w
+}
+
+// udpPeer is a UDP socket in a namespace that reports each datagram's TTL.
+type udpPeer struct {
+	c  *net.UDPConn
+	pc *ipv4.PacketConn
+}
+
+func listenUDP(t *testing.T, ns, addr string) *udpPeer {
+	t.Helper()
+	var p udpPeer
+	err := nstest.Enter(ns, func() error {
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+		if err != nil {
+			return err
+		}
+		p.c = c
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, ns, err)
+	}
+	t.Cleanup(func() { p.c.Close() })
+	p.pc = ipv4.NewPacketConn(p.c)
+	if err := p.pc.SetControlMessage(ipv4.FlagTTL, true); err != nil {
+		t.Fatal(err)
+	}
+	return &p
+}
+
+// recv waits for one datagram; ok is false after the timeout.
+func (p *udpPeer) recv(t *testing.T, timeout time.Duration) (payload string, from *net.UDPAddr, ttl int, ok bool) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	p.c.SetReadDeadline(time.Now().Add(timeout))
+	n, cm, src, err := p.pc.ReadFrom(buf)
+	if err != nil {
+		return "", nil, 0, false
+	}
+	if cm != nil {
+		ttl = cm.TTL
+	}
+	return string(buf[:n]), src.(*net.UDPAddr), ttl, true
+}
+
+func (p *udpPeer) send(t *testing.T, to string, payload string) {
+	t.Helper()
+	if _, err := p.c.WriteToUDPAddrPort([]byte(payload), netip.MustParseAddrPort(to)); err != nil {
+		t.Fatalf("send to %s: %v", to, err)
+	}
+}
+
+func stats(t *testing.T, k *BPF) Stats {
+	t.Helper()
+	s, err := k.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// exchange sends n datagrams from pod to remote and answers each, checking every one arrives
+// with the TTL one hop leaves (64 - 1).
+func exchange(t *testing.T, pod, remote *udpPeer, remoteAP string, n int) {
+	t.Helper()
+	for i := range n {
+		msg := fmt.Sprintf("ping %d", i)
+		pod.send(t, remoteAP, msg)
+		got, from, ttl, ok := remote.recv(t, 2*time.Second)
+		if !ok || got != msg {
+			t.Fatalf("remote: datagram %d: got %q ok=%v, want %q", i, got, ok, msg)
+		}
+		if ttl != 63 {
+			t.Errorf("remote: datagram %d arrived with TTL %d, want 63 (one routed hop)", i, ttl)
+		}
+		if from.IP.String() != podAddr {
+			t.Fatalf("remote: datagram from %s, want the pod's %s (no NAT on this flow)", from.IP, podAddr)
+		}
+		remote.c.WriteToUDP([]byte("pong "+msg), from)
+		got, _, ttl, ok = pod.recv(t, 2*time.Second)
+		if !ok || got != "pong "+msg {
+			t.Fatalf("pod: reply %d: got %q ok=%v", i, got, ok)
+		}
+		if ttl != 63 {
+			t.Errorf("pod: reply %d arrived with TTL %d, want 63", i, ttl)
+		}
+	}
+}
+
+// TestFastPathUDP: the first datagram of a flow and its reply go through iptables; once
+// conntrack has seen the reply, the rest take the fast path in both directions, arrive intact
+// with the TTL decremented, and the flow survives the programs going away.
+func TestFastPathUDP(t *testing.T) {
+	f := newFabric(t)
+	k, w := f.load(t)
+	remoteAP := fmt.Sprintf("%s:%d", remoteAddr, allowedPort)
+	pod := listenUDP(t, f.pod, podAddr+":4000")
+	remote := listenUDP(t, f.remote, remoteAP)
+
+	exchange(t, pod, remote, remoteAP, 1)
+	before := stats(t, k)
+	if before.Forwarded != 0 {
+		t.Errorf("forwarded %d packets before the flow was answered; want 0", before.Forwarded)
+	}
+	if before.NotEstablished == 0 {
+		t.Errorf("the first datagram was not counted as not established: %+v", before)
+	}
+	exchange(t, pod, remote, remoteAP, 20)
+	after := stats(t, k)
+	// 20 each way; the first from the pod may still race the reply's confirmation.
+	if got := after.Forwarded - before.Forwarded; got < 39 {
+		t.Errorf("fast path forwarded %d of 40 packets of an established flow: %+v", got, after)
+	}
+
+	// Without the programs the same flow goes on through the kernel.
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, pod, remote, remoteAP, 5)
+	if s := stats(t, k); s.Forwarded != after.Forwarded {
+		t.Errorf("forwarded %d more packets after the links were closed", s.Forwarded-after.Forwarded)
+	}
+}
+
+// TestFastPathLeavesPolicyToIptables: a flow iptables drops is never answered, so never fast
+// pathed; a workload's packets from an address that is not its own are not taken (and the
+// kernel's rp_filter drops them); a masqueraded flow stays on the slow path and keeps its NAT.
+func TestFastPathLeavesPolicyToIptables(t *testing.T) {
+	f := newFabric(t)
+	k, _ := f.load(t)
+
+	// Denied by policy: nothing arrives, however often the pod tries.
+	pod := listenUDP(t, f.pod, podAddr+":4001")
+	denied := listenUDP(t, f.remote, fmt.Sprintf("%s:%d", remoteAddr, deniedPort))
+	for range 5 {
+		pod.send(t, fmt.Sprintf("%s:%d", remoteAddr, deniedPort), "let me in")
+	}
+	if got, _, _, ok := denied.recv(t, 500*time.Millisecond); ok {
+		t.Errorf("a datagram iptables drops arrived: %q", got)
+	}
+
+	// Spoofed source: the pod's alias is not in felix's map.
+	spoof := listenUDP(t, f.pod, podAlias+":4002")
+	remote := listenUDP(t, f.remote, fmt.Sprintf("%s:%d", remoteAddr, allowedPort))
+	before := stats(t, k)
+	spoof.send(t, fmt.Sprintf("%s:%d", remoteAddr, allowedPort), "spoofed")
+	if got, _, _, ok := remote.recv(t, 500*time.Millisecond); ok {
+		t.Errorf("a datagram from a foreign source arrived: %q", got)
+	}
+	if s := stats(t, k); s.Spoofed == before.Spoofed || s.Forwarded != before.Forwarded {
+		t.Errorf("spoofed datagram: counters went from %+v to %+v, want one more spoofed, none forwarded", before, s)
+	}
+
+	// Masqueraded: answered, but conntrack's NAT must apply to every packet.
+	natPod := listenUDP(t, f.pod, podAddr+":4003")
+	natRemote := listenUDP(t, f.remote, fmt.Sprintf("%s:%d", remoteAddr, natPort))
+	before = stats(t, k)
+	for i := range 5 {
+		natPod.send(t, fmt.Sprintf("%s:%d", remoteAddr, natPort), "nat")
+		_, from, _, ok := natRemote.recv(t, 2*time.Second)
+		if !ok {
+			t.Fatalf("masqueraded datagram %d lost", i)
+		}
+		if from.IP.String() != "192.0.2.0" {
+			t.Fatalf("masqueraded datagram %d from %s, want the host's 192.0.2.0", i, from.IP)
+		}
+		natRemote.c.WriteToUDP([]byte("back"), from)
+		if _, _, _, ok := natPod.recv(t, 2*time.Second); !ok {
+			t.Fatalf("reply to masqueraded datagram %d lost", i)
+		}
+	}
+	if s := stats(t, k); s.Forwarded != before.Forwarded {
+		t.Errorf("fast path forwarded %d packets of a masqueraded flow", s.Forwarded-before.Forwarded)
+	}
+}
+
+// TestFastPathTCP: a bulk TCP transfer through the fast path arrives byte for byte, and the
+// connection closes cleanly (FIN and its ACKs through conntrack), with the namespace's
+// conntrack liberal about windows as felix sets it.
+func TestFastPathTCP(t *testing.T) {
+	f := newFabric(t)
+	nstest.Run(t, f.host, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_be_liberal=1")
+	k, _ := f.load(t)
+	var ln net.Listener
+	if err := nstest.Enter(f.remote, func() (err error) {
+		ln, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", remoteAddr, allowedPort))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	data := make([]byte, 32<<20)
+	rand.Read(data)
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		c.Write([]byte("done"))
+		got <- b
+	}()
+	var c net.Conn
+	if err := nstest.Enter(f.pod, func() (err error) {
+		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", remoteAddr, allowedPort), 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write(data); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	ack, err := io.ReadAll(c)
+	c.Close()
+	if err != nil || string(ack) != "done" {
+		t.Fatalf("after the transfer: read %q, %v; want done and a clean close", ack, err)
+	}
+	if b := <-got; !bytes.Equal(b, data) {
+		t.Fatalf("received %d bytes, not the %d sent", len(b), len(data))
+	}
+	if s := stats(t, k); s.Forwarded < 100 {
+		t.Errorf("fast path forwarded %d packets of a 32 MiB transfer: %+v", s.Forwarded, s)
+	}
+}
+
+// TestFastPathRecreatedInterface: a workload interface deleted and made again under the same
+// name (a pod restarted) loses its link with the old device; a resync attaches to the new one.
+func TestFastPathRecreatedInterface(t *testing.T) {
+	f := newFabric(t)
+	k, w := f.load(t)
+	first := w.attached[f.wlIf]
+	nstest.Run(t, f.host, "ip", "link", "del", f.wlIf)
+	if first.a.Live() {
+		t.Fatal("the link to a deleted interface still reports itself live")
+	}
+	nstest.Run(t, f.host, "ip", "link", "add", f.wlIf, "type", "veth", "peer", "name", "eth0", "netns", f.pod)
+	nstest.Run(t, f.host, "ip", "link", "set", f.wlIf, "address", "ee:ee:ee:ee:ee:ee", "up")
+	if err := w.Resync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	now := w.attached[f.wlIf]
+	if now.ifindex == first.ifindex || !now.a.Live() {
+		t.Fatalf("after the resync: attached to ifindex %d (live %v), the old one was %d", now.ifindex, now.a.Live(), first.ifindex)
+	}
+	got, err := k.Workloads()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[netip.MustParseAddr(podAddr)] != now.ifindex {
+		t.Errorf("map entry for the pod: ifindex %d, want the new interface's %d", got[netip.MustParseAddr(podAddr)], now.ifindex)
+	}
+}
