@@ -112,8 +112,17 @@ func cleanOtherBackend(ctx context.Context, cmd cmdrun.Runner, backend iptables.
 // cleanTables empties Terrace's part of each table the runner reaches. Only Terrace's objects
 // go; a binary or table the system does not have, or one holding nothing of Terrace's, is
 // nothing to clean (and costs no restore).
+//
+// One save of every table comes first, and the tables are read one by one only when it holds
+// something of Terrace's: naming a legacy table (iptables-legacy-save -t filter) creates it in
+// the namespace, and an empty legacy table still hooks every packet, so a host that only ever
+// used nft would pay for legacy filter, nat and raw on each packet for ever after (and
+// iptables-nft-save would warn about them).
 func cleanTables(ctx context.Context, run *iptables.ExecRunner, tables []string, writer, warning string, log *slog.Logger) {
 	if _, err := exec.LookPath(run.RestoreBin); err != nil {
+		return
+	}
+	if all, err := run.Cmd.Run(ctx, nil, run.SaveBin); err != nil || !holdsOwnRules(all) {
 		return
 	}
 	for _, t := range tables {

@@ -241,6 +241,32 @@ spec:
 	}
 }
 
+// TestNoLegacyTablesCreated: a namespace that only has nft rules gets no legacy iptables tables
+// from felix's start (detection, and the clean-up of the back end not in use): an empty legacy
+// table still hooks every packet.
+func TestNoLegacyTablesCreated(t *testing.T) {
+	ns := nstest.New(t, "iptables-nft-restore", "iptables-legacy-save", "ip6tables-legacy-save")
+	cmd := cmdrun.InNetns(ns)
+	ctx := context.Background()
+	nstest.Run(t, ns, "iptables-nft", "-A", "INPUT", "-s", "192.0.2.2/32", "-j", "ACCEPT")
+	_, nl := nstest.Handle(t, ns)
+	dp, got, err := NewDataplane(ctx, DataplaneConfig{Cmd: cmd, Netlink: nl, IPv6: true, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != iptables.BackendNFT {
+		t.Fatalf("detected %s, want nft", got)
+	}
+	dp.AfterProgrammed(ctx)
+	for _, f := range []string{"/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"} {
+		// The file is absent where the legacy modules were never loaded: nothing was created.
+		out, _ := exec.Command("ip", "netns", "exec", ns, "cat", f).Output()
+		if tables := strings.TrimSpace(string(out)); tables != "" {
+			t.Errorf("legacy tables created in an nft-only namespace (%s): %q", f, tables)
+		}
+	}
+}
+
 // TestIPv6OffCleansStaleRules: ip6tables state a run with IPv6 left (trc- chains in filter, nat
 // and raw, and the jumps to them) is removed when a run without IPv6 builds its dataplane, while
 // a foreign ip6tables rule and chain stay.
