@@ -14,6 +14,7 @@ import (
 	"github.com/terracenet/terrace/datastore"
 	"github.com/terracenet/terrace/datastore/kv"
 	"github.com/terracenet/terrace/felix/calc"
+	"github.com/terracenet/terrace/felix/dataplane/fastpath"
 	"github.com/terracenet/terrace/ipam"
 )
 
@@ -99,6 +100,9 @@ func New(cfg Config, dp Dataplane, c Calculator) *Agent {
 		chainRules:     map[calc.ChainRef]int{},
 		setMembers:     map[string]int{},
 	}
+	if dp.FastPath != nil {
+		a.metrics.fastPath = dp.FastPath.Stats
+	}
 	a.health = newHealth(cfg.OnState, liveWindow(cfg.Refresh.longest()))
 	a.live = a.newLive()
 	if cfg.Status != nil {
@@ -140,7 +144,7 @@ func classOf(writer string) writerClass {
 	switch writer {
 	case "ipsets":
 		return classIPSets
-	case "routes", "sysctl":
+	case "routes", "sysctl", "fastpath":
 		return classRoutes
 	}
 	return classIptables
@@ -154,6 +158,9 @@ func (a *Agent) writerNames() []string {
 	names = append(names, "routes")
 	if a.dp.Sysctls != nil {
 		names = append(names, "sysctl")
+	}
+	if a.dp.FastPath != nil {
+		names = append(names, "fastpath")
 	}
 	return names
 }
@@ -295,6 +302,9 @@ func (a *Agent) loop(ctx context.Context, errc <-chan error) error {
 				continue
 			}
 			a.calc.SetHostInterfaces(ifs)
+			if a.dp.FastPath != nil {
+				a.dp.FastPath.SetHostInterfaces(fastpath.HostInterfaces(ifs, calc.WorkloadIfacePrefix))
+			}
 			a.dirty = true
 		case <-timerC:
 			a.cycle(ctx, 0)
@@ -317,13 +327,16 @@ func (a *Agent) loop(ctx context.Context, errc <-chan error) error {
 	}
 }
 
-// linkChanged re-checks the routes and settings of a local endpoint's interface: a re-created
+// linkChanged re-checks the routes, settings and fast path of a local endpoint's interface: a re-created
 // veth has a new index and fresh defaults, and its old routes died with the old device.
 func (a *Agent) linkChanged(name string) {
 	if a.ifUsers[name] == 0 {
 		return
 	}
 	a.dp.Routes.DeviceChanged(name)
+	if a.dp.FastPath != nil {
+		a.dp.FastPath.DeviceChanged(name)
+	}
 	if a.dp.Sysctls != nil {
 		a.dp.Sysctls.InterfaceChanged(name)
 	}

@@ -324,6 +324,40 @@ func TestRouteConflictRetried(t *testing.T) {
 	}
 }
 
+// TestFastPathFollowsRoutes: the fast path learns a local workload's IPv4 addresses from the
+// routes felix programs, nothing routed elsewhere (another interface, a blackhole), and forgets
+// them with the endpoint; it is applied with the other writers, and its failure is reported.
+func TestFastPathFollowsRoutes(t *testing.T) {
+	dp := newFakeDP()
+	dp.fastPath = &fakeFastPath{r: dp.r, workloads: map[netip.Addr]string{}}
+	h := newHarnessWith(t, dp, nil)
+	h.status(kv.StatusInSync)
+	h.putR(wep(testNode, "ns1", "w1", "trc0123456789a", "198.18.2.1/32", "2001:db8:1000::1/128", "198.18.3.0/24"))
+	h.putR(wep(testNode, "ns1", "w2", "eth0", "198.18.2.2/32"))
+	want := map[netip.Addr]string{
+		netip.MustParseAddr("198.18.2.1"):       "trc0123456789a",
+		netip.MustParseAddr("2001:db8:1000::1"): "trc0123456789a", // the writer itself keeps IPv4 only
+	}
+	waitFor(t, "the fast path given the workload's addresses", func() bool { return cmp.Equal(want, dp.fastPath.snapshot()) })
+	if dp.r.count("fastpath.Apply") == 0 {
+		t.Error("the fast path was never applied")
+	}
+	var buf strings.Builder
+	h.a.metrics.write(&buf)
+	if !strings.Contains(buf.String(), `terrace_felix_fastpath_packets_total{result="forwarded"} 7`) {
+		t.Errorf("metrics lack the fast path's counters:\n%s", buf.String())
+	}
+	h.del(api.KindWorkloadEndpoint, "ns1", "w1")
+	waitFor(t, "the workload's addresses gone from the fast path", func() bool { return len(dp.fastPath.snapshot()) == 0 })
+
+	h.dp.r.setFail("fastpath", errors.New("attach: device busy"))
+	h.putR(wep(testNode, "ns1", "w3", "trc0123456789b", "198.18.2.3/32"))
+	waitFor(t, "the failing fast path in readiness", func() bool {
+		ok, why := h.a.Ready()
+		return !ok && strings.Contains(why, "fastpath failing")
+	})
+}
+
 // TestFailingNATDoesNotHoldStatus: a failing nat table is reported, but an endpoint's policy
 // (filter) is in the kernel, so its status is written: a CNI ADD waiting for it must not fail for
 // natOutgoing's sake.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/terracenet/terrace/felix/calc"
 	"github.com/terracenet/terrace/felix/dataplane/iptables"
+	"github.com/terracenet/terrace/felix/dataplane/routes"
 )
 
 // cycle flushes the calculator into the writers and applies them; the writers of the classes in
@@ -87,7 +88,8 @@ func (a *Agent) cycle(ctx context.Context, resync classSet) error {
 	a.noteConflicts(conflicts)
 	// A route whose key another protocol's route holds (an operator's, or another tool's at the
 	// kernel's default metric) is tried again at the poll, not only at the next resync.
-	if len(a.dp.Routes.Pending()) > 0 || len(conflicts) > 0 || (a.dp.Sysctls != nil && len(a.dp.Sysctls.Pending()) > 0) {
+	if len(a.dp.Routes.Pending()) > 0 || len(conflicts) > 0 || (a.dp.Sysctls != nil && len(a.dp.Sysctls.Pending()) > 0) ||
+		(a.dp.FastPath != nil && len(a.dp.FastPath.Pending()) > 0) {
 		a.pollAt = a.lastApply.Add(a.cfg.PendingPoll)
 	}
 	if followUp {
@@ -121,7 +123,8 @@ func (a *Agent) setInSync(name string) {
 		a.dp.IPSets.SetInSync()
 	case "routes":
 		a.dp.Routes.SetInSync()
-	case "sysctl":
+	case "sysctl", "fastpath":
+		// Neither deletes what it did not make in this run: nothing waits for the datastore.
 	default:
 		for id, t := range a.dp.Tables {
 			if tableWriterName(id) == name {
@@ -161,10 +164,13 @@ func (a *Agent) applyAll(ctx context.Context, resync classSet) (_ map[string]err
 		return err
 	}
 	var side sync.WaitGroup
-	var routesErr, sysctlErr error
+	var routesErr, sysctlErr, fastPathErr error
 	side.Go(func() { routesErr = run("routes", classRoutes, a.dp.Routes.Apply, a.dp.Routes.Resync) })
 	if a.dp.Sysctls != nil {
 		side.Go(func() { sysctlErr = run("sysctl", classRoutes, a.dp.Sysctls.Apply, a.dp.Sysctls.Resync) })
+	}
+	if a.dp.FastPath != nil {
+		side.Go(func() { fastPathErr = run("fastpath", classRoutes, a.dp.FastPath.Apply, a.dp.FastPath.Resync) })
 	}
 
 	res := map[string]error{}
@@ -209,7 +215,7 @@ func (a *Agent) applyAll(ctx context.Context, resync classSet) (_ map[string]err
 		setsErr = errors.Join(setsErr, errors.New("set deletions postponed: an iptables table failed"))
 	}
 	side.Wait()
-	for name, err := range map[string]error{"ipsets": setsErr, "routes": routesErr, "sysctl": sysctlErr} {
+	for name, err := range map[string]error{"ipsets": setsErr, "routes": routesErr, "sysctl": sysctlErr, "fastpath": fastPathErr} {
 		if err != nil {
 			res[name] = err
 		}
@@ -361,11 +367,28 @@ func (a *Agent) push(d *calc.Delta) {
 	}
 	for _, p := range slices.SortedFunc(maps.Keys(d.RoutesSet), comparePrefix) {
 		note(modelObj{kind: objRoute, name: p.String()}, a.dp.Routes.Set(p, d.RoutesSet[p]))
+		a.fastPathRoute(p, d.RoutesSet[p])
 	}
 	for _, p := range d.RoutesRemoved {
 		a.dp.Routes.Delete(p)
 		note(modelObj{kind: objRoute, name: p.String()}, nil)
+		if a.dp.FastPath != nil && p.IsSingleIP() {
+			a.dp.FastPath.DeleteWorkload(p.Addr())
+		}
 	}
+}
+
+// fastPathRoute gives the fast path the workload addresses: a route to one address through a
+// Terrace interface is a local workload's (the calculator routes nothing else there).
+func (a *Agent) fastPathRoute(p netip.Prefix, t routes.Target) {
+	if a.dp.FastPath == nil || !p.IsSingleIP() {
+		return
+	}
+	if t.Blackhole || !strings.HasPrefix(t.Dev, calc.WorkloadIfacePrefix) {
+		a.dp.FastPath.DeleteWorkload(p.Addr())
+		return
+	}
+	a.dp.FastPath.SetWorkload(p.Addr(), t.Dev)
 }
 
 func (a *Agent) table(id calc.TableID) (Table, error) {

@@ -14,6 +14,7 @@ import (
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/felix/calc"
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
+	"github.com/terracenet/terrace/felix/dataplane/fastpath"
 	"github.com/terracenet/terrace/felix/dataplane/ipsets"
 	"github.com/terracenet/terrace/felix/dataplane/iptables"
 	"github.com/terracenet/terrace/felix/dataplane/routes"
@@ -35,7 +36,10 @@ type DataplaneConfig struct {
 	IPv6    bool
 	// HostSysctls also switches on forwarding for the whole namespace.
 	HostSysctls bool
-	Logger      *slog.Logger
+	// FastPath, when set, is the loaded fast path (fastpath.LoadBPF); it needs HostSysctls,
+	// which then also make conntrack liberal about TCP windows (see fastpath.Sysctls).
+	FastPath fastpath.Kernel
+	Logger   *slog.Logger
 }
 
 // NewDataplane builds the writers for one namespace: ipsets, filter and nat of each IP version,
@@ -77,12 +81,22 @@ func NewDataplane(ctx context.Context, cfg DataplaneConfig) (Dataplane, iptables
 		return Dataplane{}, "", fmt.Errorf("build dataplane: %w", err)
 	}
 	dp.Routes = rw
+	if cfg.FastPath != nil && (cfg.Sysctl == nil || !cfg.HostSysctls) {
+		return Dataplane{}, "", errors.New("build dataplane: the fast path needs the host's sysctls managed (conntrack must be liberal about TCP windows)")
+	}
 	if cfg.Sysctl != nil {
 		m := sysctl.New(cfg.Sysctl, log.With("writer", "sysctl"))
 		if cfg.HostSysctls {
-			m.SetHost(sysctl.HostSettings(true, cfg.IPv6))
+			host := sysctl.HostSettings(true, cfg.IPv6)
+			if cfg.FastPath != nil {
+				host = append(host, fastpath.Sysctls()...)
+			}
+			m.SetHost(host)
 		}
 		dp.Sysctls = m
+	}
+	if cfg.FastPath != nil {
+		dp.FastPath = fastpath.New(cfg.FastPath, log.With("writer", "fastpath"))
 	}
 	return dp, backend, nil
 }
@@ -165,6 +179,8 @@ type ComponentConfig struct {
 	// Backend is the iptables back end: BackendAuto (detected), BackendLegacy or BackendNFT;
 	// FelixConfiguration iptablesBackend sets it unless Explicit.
 	Backend string
+	// FastPath is FastPathAuto, FastPathOn or FastPathOff (--felix-fast-path).
+	FastPath string
 	// LogLevel is felix's log level (terrace-node's --log-level); FelixConfiguration
 	// logSeverityScreen changes it while felix runs unless Explicit.LogLevel.
 	LogLevel string
@@ -193,6 +209,39 @@ func WantIPv6(mode string, n *api.Node) (bool, string) {
 		return true, "the node has IPv6 address " + n.Spec.BGP.IPv6Address
 	}
 	return false, "the node has no IPv6 address"
+}
+
+// Fast path modes of ComponentConfig.FastPath.
+const (
+	FastPathAuto = "auto" // on where the kernel can (BTF, conntrack kfuncs, tcx: Linux 6.6)
+	FastPathOn   = "true" // felix does not start without it
+	FastPathOff  = "false"
+)
+
+// ParseFastPathMode checks a --felix-fast-path value.
+func ParseFastPathMode(s string) (string, error) {
+	switch s {
+	case FastPathAuto, FastPathOn, FastPathOff:
+		return s, nil
+	}
+	return "", fmt.Errorf("parse fast path mode %q: want auto, true or false", s)
+}
+
+// loadFastPath loads the fast path as the mode asks; nil means off.
+func loadFastPath(mode string, ns *netns.NsHandle, log *slog.Logger) (*fastpath.BPF, error) {
+	if mode == FastPathOff {
+		log.Info("felix fast path off: every forwarded packet goes through the kernel's IP stack and iptables")
+		return nil, nil
+	}
+	k, err := fastpath.LoadBPF(ns)
+	if err != nil {
+		if mode == FastPathOn {
+			return nil, fmt.Errorf("start felix: %w", err)
+		}
+		log.Warn("felix fast path unavailable: every forwarded packet goes through the kernel's IP stack and iptables", "err", err)
+		return nil, nil
+	}
+	return k, nil
 }
 
 // Back end choices of ComponentConfig.Backend.
@@ -331,11 +380,24 @@ func (c *Component) run(ctx context.Context, env node.ComponentEnv, next *Compon
 	if wantBackend == "" && cc.Backend != BackendAuto {
 		wantBackend = iptables.Backend(cc.Backend)
 	}
-	dp, backend, err := NewDataplane(ctx, DataplaneConfig{
-		Cmd: k.cmd, Netlink: k.netlink, Sysctl: k.sysctl, Backend: wantBackend, IPv6: ipv6, HostSysctls: true, Logger: log,
-	})
+	fpk, err := loadFastPath(cc.FastPath, k.ns, log)
 	if err != nil {
 		return err
+	}
+	dpc := DataplaneConfig{
+		Cmd: k.cmd, Netlink: k.netlink, Sysctl: k.sysctl, Backend: wantBackend, IPv6: ipv6, HostSysctls: true, Logger: log,
+	}
+	if fpk != nil {
+		defer fpk.Close()
+		dpc.FastPath = fpk
+	}
+	dp, backend, err := NewDataplane(ctx, dpc)
+	if err != nil {
+		return err
+	}
+	if fp, ok := dp.FastPath.(*fastpath.Writer); ok {
+		// Its links would otherwise outlive this run until the collector closes them.
+		defer fp.Close()
 	}
 	links, err := SubscribeLinks(ctx, k.ns, log)
 	if err != nil {
@@ -348,7 +410,8 @@ func (c *Component) run(ctx context.Context, env node.ComponentEnv, next *Compon
 		log.Warn("no host interface addresses: host endpoints without interfaceName are not enforced", "err", err)
 	}
 	nodeName := env.Node.Metadata.Name
-	log.Info("felix dataplane", "iptables_backend", string(backend), "iptables_backend_mode", cc.Backend, "ipv6", ipv6)
+	log.Info("felix dataplane", "iptables_backend", string(backend), "iptables_backend_mode", cc.Backend, "ipv6", ipv6,
+		"fast_path", dp.FastPath != nil)
 	board := env.Board
 	if board != nil {
 		board.SetComponent("felix", node.ComponentStatus{State: "starting", Detail: "waiting for the datastore"})
@@ -368,7 +431,7 @@ func (c *Component) run(ctx context.Context, env node.ComponentEnv, next *Compon
 				state = "not-ready"
 			}
 			board.SetComponent("felix", node.ComponentStatus{State: state, Detail: st.Detail,
-				Details: map[string]any{"iptablesBackend": string(backend), "ipv6": ipv6}})
+				Details: map[string]any{"iptablesBackend": string(backend), "ipv6": ipv6, "fastPath": dp.FastPath != nil}})
 		},
 	}, dp, calc.New(calc.Config{NodeName: nodeName, IPv6: ipv6}))
 	return a.Run(ctx)

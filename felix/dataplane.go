@@ -6,6 +6,7 @@ import (
 
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/felix/calc"
+	"github.com/terracenet/terrace/felix/dataplane/fastpath"
 	"github.com/terracenet/terrace/felix/dataplane/ipsets"
 	"github.com/terracenet/terrace/felix/dataplane/iptables"
 	"github.com/terracenet/terrace/felix/dataplane/routes"
@@ -67,6 +68,20 @@ type Sysctls interface {
 	Resync(ctx context.Context) error
 }
 
+// FastPath is the forwarding fast path's writer (*fastpath.Writer): the workloads' IPv4
+// addresses by interface, from the same routes the route writer programs, and the host's own
+// interfaces.
+type FastPath interface {
+	SetWorkload(addr netip.Addr, dev string)
+	DeleteWorkload(addr netip.Addr)
+	SetHostInterfaces(names []string)
+	DeviceChanged(dev string)
+	Pending() []string
+	Stats() (fastpath.Stats, error)
+	Apply(ctx context.Context) error
+	Resync(ctx context.Context) error
+}
+
 // Dataplane is the set of writers of one network namespace. Tables must hold every table calc
 // can produce (filter and nat of each enabled IP version), so stale chains of a previous run are
 // cleaned up even in a table that ends up empty.
@@ -75,6 +90,8 @@ type Dataplane struct {
 	Tables  map[calc.TableID]Table
 	Routes  Routes
 	Sysctls Sysctls // nil: interface settings are someone else's job
+	// FastPath, nil when off, forwards established flows past iptables (felix/dataplane/fastpath).
+	FastPath FastPath
 	// AfterProgrammed, if set, runs once, after the first apply that programmed policy (the
 	// clean-up of what must not go before the new state is in place).
 	AfterProgrammed func(context.Context)
@@ -87,4 +104,5 @@ var (
 	_ Table      = (*iptables.Table)(nil)
 	_ Routes     = (*routes.Writer)(nil)
 	_ Sysctls    = (*sysctl.Manager)(nil)
+	_ FastPath   = (*fastpath.Writer)(nil)
 )

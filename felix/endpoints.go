@@ -86,6 +86,9 @@ func (a *Agent) trackEndpoint(u datastore.ResourceUpdate) {
 			a.dp.Sysctls.InterfaceChanged(ep.iface)
 		}
 		a.dp.Routes.DeviceChanged(ep.iface)
+		if a.dp.FastPath != nil {
+			a.dp.FastPath.DeviceChanged(ep.iface)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/terracenet/terrace/datastore/api"
 	"github.com/terracenet/terrace/datastore/kv"
 	"github.com/terracenet/terrace/felix/calc"
+	"github.com/terracenet/terrace/felix/dataplane/fastpath"
 	"github.com/terracenet/terrace/felix/dataplane/ipsets"
 	"github.com/terracenet/terrace/felix/dataplane/iptables"
 	"github.com/terracenet/terrace/felix/dataplane/routes"
@@ -342,14 +343,58 @@ func (f *fakeSysctls) get(ifname string) ([2]bool, bool) {
 	return v, ok
 }
 
+// fakeFastPath keeps what the agent asks of the fast path writer.
+type fakeFastPath struct {
+	r         *recorder
+	workloads map[netip.Addr]string
+	hostIfs   []string
+}
+
+func (f *fakeFastPath) SetWorkload(addr netip.Addr, dev string) {
+	f.r.mu.Lock()
+	defer f.r.mu.Unlock()
+	f.workloads[addr] = dev
+}
+func (f *fakeFastPath) DeleteWorkload(addr netip.Addr) {
+	f.r.mu.Lock()
+	defer f.r.mu.Unlock()
+	delete(f.workloads, addr)
+}
+func (f *fakeFastPath) SetHostInterfaces(names []string) {
+	f.r.mu.Lock()
+	defer f.r.mu.Unlock()
+	f.hostIfs = names
+}
+func (f *fakeFastPath) DeviceChanged(string)           {}
+func (f *fakeFastPath) Pending() []string              { return nil }
+func (f *fakeFastPath) Stats() (fastpath.Stats, error) { return fastpath.Stats{Forwarded: 7}, nil }
+func (f *fakeFastPath) Apply(context.Context) error {
+	f.r.before("fastpath", "Apply")
+	f.r.mu.Lock()
+	defer f.r.mu.Unlock()
+	return f.r.call("fastpath", "Apply")
+}
+func (f *fakeFastPath) Resync(context.Context) error {
+	f.r.mu.Lock()
+	defer f.r.mu.Unlock()
+	return f.r.call("fastpath", "Resync")
+}
+
+func (f *fakeFastPath) snapshot() map[netip.Addr]string {
+	f.r.mu.Lock()
+	defer f.r.mu.Unlock()
+	return maps.Clone(f.workloads)
+}
+
 type fakeDP struct {
-	r       *recorder
-	ipsets  fakeIPSets
-	filter4 fakeTable
-	nat4    fakeTable
-	filter6 *fakeTable // nil: IPv4 only
-	routes  *fakeRoutes
-	sysctls *fakeSysctls
+	r        *recorder
+	ipsets   fakeIPSets
+	filter4  fakeTable
+	nat4     fakeTable
+	filter6  *fakeTable // nil: IPv4 only
+	routes   *fakeRoutes
+	sysctls  *fakeSysctls
+	fastPath *fakeFastPath // nil: no fast path
 }
 
 var (
@@ -374,11 +419,16 @@ func (f *fakeDP) dataplane() Dataplane {
 	if f.filter6 != nil {
 		tables[calc.TableID{IPVersion: 6, Table: "filter"}] = *f.filter6
 	}
+	var fp FastPath
+	if f.fastPath != nil {
+		fp = f.fastPath
+	}
 	return Dataplane{
-		IPSets:  f.ipsets,
-		Tables:  tables,
-		Routes:  f.routes,
-		Sysctls: f.sysctls,
+		IPSets:   f.ipsets,
+		Tables:   tables,
+		Routes:   f.routes,
+		Sysctls:  f.sysctls,
+		FastPath: fp,
 		// Recorded, so tests see when the once-only clean-up ran.
 		AfterProgrammed: func(context.Context) {
 			f.r.mu.Lock()
@@ -396,6 +446,8 @@ type fakeCalc struct {
 	d       calc.Delta
 	flushes int
 	blocks  []netip.Prefix
+	// routesOf: each endpoint's routes, withdrawn when it is deleted.
+	routesOf map[string][]netip.Prefix
 }
 
 func (c *fakeCalc) OnUpdate(kind, namespace, name string, r api.Resource) {
@@ -421,14 +473,25 @@ func (c *fakeCalc) OnUpdate(kind, namespace, name string, r api.Resource) {
 			Members: r.(*api.GlobalNetworkSet).Spec.Nets})
 	case api.KindWorkloadEndpoint:
 		w, _ := r.(*api.WorkloadEndpoint)
-		if w == nil || w.Spec.Node != c.node {
+		key := namespace + "/" + name
+		if w == nil {
+			c.d.RoutesRemoved = append(c.d.RoutesRemoved, c.routesOf[key]...)
+			delete(c.routesOf, key)
 			return
+		}
+		if w.Spec.Node != c.node {
+			return
+		}
+		if c.routesOf == nil {
+			c.routesOf = map[string][]netip.Prefix{}
 		}
 		for _, n := range w.Spec.IPNetworks {
 			if c.d.RoutesSet == nil {
 				c.d.RoutesSet = map[netip.Prefix]routes.Target{}
 			}
-			c.d.RoutesSet[netip.MustParsePrefix(n)] = routes.Target{Dev: w.Spec.InterfaceName}
+			p := netip.MustParsePrefix(n)
+			c.d.RoutesSet[p] = routes.Target{Dev: w.Spec.InterfaceName}
+			c.routesOf[key] = append(c.routesOf[key], p)
 		}
 	}
 }

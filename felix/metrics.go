@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/terracenet/terrace/felix/calc"
+	"github.com/terracenet/terrace/felix/dataplane/fastpath"
 )
 
 // applyBuckets are the upper bounds (seconds) of the apply-duration histogram: the targets are
@@ -57,6 +58,10 @@ type metrics struct {
 	members   int
 	endpoints int
 	inSync    bool
+
+	// fastPath reads the fast path's counters (nil: no fast path). Read at scrape time from
+	// the kernel, off the lock: the program counts every packet itself.
+	fastPath func() (fastpath.Stats, error)
 }
 
 func newMetrics() *metrics {
@@ -119,7 +124,25 @@ func fmtFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 func (m *metrics) write(w io.Writer) {
 	var buf bytes.Buffer
 	m.render(&buf)
+	if m.fastPath != nil {
+		renderFastPath(&buf, m.fastPath)
+	}
 	_, _ = w.Write(buf.Bytes())
+}
+
+func renderFastPath(w io.Writer, read func() (fastpath.Stats, error)) {
+	s, err := read()
+	if err != nil {
+		return // a scrape without these is better than none; the writer logs kernel trouble
+	}
+	fmt.Fprint(w, "# HELP terrace_felix_fastpath_packets_total Packets the fast path saw, by what it did: forwarded, or left to the kernel and why.\n"+
+		"# TYPE terrace_felix_fastpath_packets_total counter\n")
+	for _, r := range []struct {
+		name string
+		v    uint64
+	}{{"forwarded", s.Forwarded}, {"not_established", s.NotEstablished}, {"not_eligible", s.NotEligible}, {"spoofed", s.Spoofed}} {
+		fmt.Fprintf(w, "terrace_felix_fastpath_packets_total{result=%q} %d\n", r.name, r.v)
+	}
 }
 
 func (m *metrics) render(w io.Writer) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/terracenet/terrace/datastore/kv"
 	"github.com/terracenet/terrace/felix/calc"
 	"github.com/terracenet/terrace/felix/dataplane/cmdrun"
+	"github.com/terracenet/terrace/felix/dataplane/fastpath"
 	"github.com/terracenet/terrace/felix/dataplane/iptables"
 	"github.com/terracenet/terrace/felix/dataplane/sysctl"
 	"github.com/terracenet/terrace/internal/nstest"
@@ -96,9 +98,27 @@ spec: {node: %s, orchestrator: k8s, workload: web, pod: web, endpoint: eth0, int
 
 	nsh, nl := nstest.Handle(t, ns)
 	cmd := cmdrun.InNetns(ns)
-	dp, _, err := NewDataplane(ctx, DataplaneConfig{Cmd: cmd, Netlink: nl, Sysctl: nsFS{ns}, Backend: backend, HostSysctls: true, Logger: testLogger(t)})
+	fp, err := fastpath.LoadBPF(&nsh)
+	if err != nil {
+		t.Fatalf("load the fast path (Linux 6.6 with BTF, as this machine has): %v", err)
+	}
+	defer fp.Close()
+	dp, _, err := NewDataplane(ctx, DataplaneConfig{Cmd: cmd, Netlink: nl, Sysctl: nsFS{ns}, Backend: backend, HostSysctls: true,
+		FastPath: fp, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The fast path's map: the pod's address to the ifindex its interface has now (0: none).
+	fastPathEntry := func() (entry, ifindex int) {
+		m, err := fp.Workloads()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := nl.LinkByName(iface)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m[netip.MustParseAddr(podIP)], l.Attrs().Index
 	}
 	links, err := SubscribeLinks(ctx, &nsh, testLogger(t))
 	if err != nil {
@@ -137,6 +157,12 @@ spec: {node: %s, orchestrator: k8s, workload: web, pod: web, endpoint: eth0, int
 	})
 	if got := strings.TrimSpace(nstest.Run(t, ns, "cat", "/proc/sys/net/ipv4/conf/"+iface+"/proxy_arp")); got != "1" {
 		t.Errorf("proxy_arp on %s = %s, want 1", iface, got)
+	}
+	if e, idx := fastPathEntry(); e != idx {
+		t.Errorf("fast path map: %s -> ifindex %d, want %s's %d", podIP, e, iface, idx)
+	}
+	if got := strings.TrimSpace(nstest.Run(t, ns, "cat", "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")); got != "1" {
+		t.Errorf("nf_conntrack_tcp_be_liberal = %s with the fast path on, want 1", got)
 	}
 	statusKey := datastore.EndpointStatusKey(node, "shop", "host--1-k8s-web-eth0")
 	waitNS("endpoint status", func() bool {
@@ -220,6 +246,7 @@ spec:
 		arp := strings.TrimSpace(nstest.Run(t, ns, "cat", "/proc/sys/net/ipv4/conf/"+iface+"/proxy_arp"))
 		return strings.Contains(routesOut(), podIP+" dev "+iface) && arp == "1"
 	})
+	waitNS("fast path entry for the re-created interface", func() bool { e, idx := fastPathEntry(); return e == idx })
 
 	if _, err := client.Delete(ctx, api.KindGlobalNetworkPolicy, "", "web-ingress", ""); err != nil {
 		t.Fatal(err)
@@ -232,6 +259,7 @@ spec:
 		t.Fatal(err)
 	}
 	waitNS("route removed", func() bool { return !strings.Contains(routesOut(), podIP+" ") })
+	waitNS("fast path entry removed", func() bool { e, _ := fastPathEntry(); return e == 0 })
 	waitNS("status removed", func() bool {
 		_, err := store.Get(ctx, statusKey)
 		return errors.Is(err, kv.ErrNotFound)

@@ -239,6 +239,7 @@ func TestRunBadFlags(t *testing.T) {
 		{[]string{"run", "--ip", "192.0.2.1", "--felix-resync-interval", "-1s"}, "want 0 (no periodic resync) or at least 1s"},
 		{[]string{"run", "--ip", "192.0.2.1", "--bgp-resync-interval", "500ms"}, "want at least 1s"},
 		{[]string{"run", "--ip", "192.0.2.1", "--felix-iptables-backend", "nftables"}, "--felix-iptables-backend: parse iptables back end \"nftables\": want auto, legacy or nft"},
+		{[]string{"run", "--ip", "192.0.2.1", "--felix-fast-path", "yes"}, "--felix-fast-path: parse fast path mode \"yes\": want auto, true or false"},
 	}
 	for _, tt := range tests {
 		_, logs, done := start(t, tt.args...)
