@@ -283,3 +283,31 @@ func TerraceRules(ctx context.Context, ns string) map[string]int {
 	}
 	return out
 }
+
+// FastPathForwarded reads, from felix's metrics in a host namespace (127.0.0.1:9091, the
+// default), how many packets its fast path has forwarded; ok is false when felix exports no
+// fast path counters (the fast path is off or unavailable).
+func FastPathForwarded(ctx context.Context, hostNS string) (n uint64, ok bool, err error) {
+	out, err := inNS(ctx, hostNS, "curl", "-sf", "--max-time", "5", "http://127.0.0.1:9091/metrics")
+	if err != nil {
+		return 0, false, fmt.Errorf("read felix metrics in %s: %w", hostNS, err)
+	}
+	return parseFastPathForwarded(out)
+}
+
+const forwardedMetric = `terrace_felix_fastpath_packets_total{result="forwarded"}`
+
+func parseFastPathForwarded(metrics string) (uint64, bool, error) {
+	for _, l := range strings.Split(metrics, "\n") {
+		v, found := strings.CutPrefix(l, forwardedMetric+" ")
+		if !found {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("parse %s: %w", forwardedMetric, err)
+		}
+		return n, true, nil
+	}
+	return 0, false, nil
+}

@@ -93,3 +93,35 @@ func TestIperfMeasure(t *testing.T) {
 		t.Error("Measure against a server address the namespace does not have succeeded")
 	}
 }
+
+func TestParseFastPathForwarded(t *testing.T) {
+	for _, tt := range []struct {
+		in      string
+		n       uint64
+		ok, err bool
+	}{
+		{"# HELP x\nterrace_felix_fastpath_packets_total{result=\"not_eligible\"} 3\nterrace_felix_fastpath_packets_total{result=\"forwarded\"} 1234\n", 1234, true, false},
+		{"terrace_felix_updates_total 5\n", 0, false, false},
+		{"terrace_felix_fastpath_packets_total{result=\"forwarded\"} x\n", 0, false, true},
+		{"", 0, false, false},
+	} {
+		n, ok, err := parseFastPathForwarded(tt.in)
+		if n != tt.n || ok != tt.ok || (err != nil) != tt.err {
+			t.Errorf("parseFastPathForwarded(%q) = %d, %v, %v; want %d, %v, error %v", tt.in, n, ok, err, tt.n, tt.ok, tt.err)
+		}
+	}
+}
+
+func FuzzParseFastPathForwarded(f *testing.F) {
+	f.Add("terrace_felix_fastpath_packets_total{result=\"forwarded\"} 1234\n")
+	f.Add("terrace_felix_fastpath_packets_total{result=\"forwarded\"} -1\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		n, ok, err := parseFastPathForwarded(in)
+		if err != nil && (ok || n != 0) {
+			t.Fatalf("error with a value: %d %v %v", n, ok, err)
+		}
+		if !ok && n != 0 {
+			t.Fatalf("no counter but a value %d", n)
+		}
+	})
+}

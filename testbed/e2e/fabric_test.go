@@ -164,7 +164,13 @@ func TestGracefulRestart(t *testing.T) {
 	if err := pinger.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// A long TCP flow through host-1, which felix's fast path carries (until terrace-node stops,
+	// when its links close and the kernel takes the flow, then again after the restart).
+	flow := startStream(t, tb, "host-1/p", p1.IPv4, 7070, "host-2/p")
 	time.Sleep(time.Second)
+	if n, why := fastPathForwarded(t, tb, "host-1"); n == 0 {
+		t.Errorf("host-1's fast path forwarded nothing of an established TCP flow to its pod %s", why)
+	}
 	if err := tb.StopNode(ctx, "host-1"); err != nil {
 		t.Fatal(err)
 	}
@@ -190,6 +196,21 @@ func TestGracefulRestart(t *testing.T) {
 		}
 		return fmt.Sprintf("host-1's mesh session is not back: %+v", st.Peers)
 	})
+	// The restarted felix's fast path takes the flow over: its counters start again from 0.
+	eventually(t, waitTimeout, func() string {
+		if n, why := fastPathForwarded(t, tb, "host-1"); n == 0 {
+			return "the restarted host-1's fast path has not forwarded any of the flow " + why
+		}
+		return ""
+	})
+	before := flow.received.Load()
+	time.Sleep(time.Second)
+	if after := flow.received.Load(); after-before < 50<<10 {
+		t.Errorf("the TCP flow across host-1's restart carried %d bytes in the second after it, want about 200 KiB", after-before)
+	}
+	if err := flow.close(); err != nil {
+		t.Errorf("the TCP flow through host-1 broke across its restart: %v", err)
+	}
 	_ = pinger.Wait()
 	m := pingSummary.FindStringSubmatch(pout.String())
 	if m == nil {

@@ -3,14 +3,23 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/netip"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/terracenet/terrace/bgp/agent"
+	"github.com/terracenet/terrace/internal/nstest"
 	"github.com/terracenet/terrace/node"
 	"github.com/terracenet/terrace/testbed"
+	"github.com/terracenet/terrace/testbed/datapath"
 )
 
 const waitTimeout = 40 * time.Second
@@ -113,4 +122,121 @@ func ping(tb *testbed.Testbed, from, to string, count int) error {
 func itoa(i int) string {
 	b, _ := json.Marshal(i)
 	return string(b)
+}
+
+// stream is a TCP connection between two pods that carries a steady trickle of data (1 KiB every
+// 5 ms) until stopped: a long-lived flow for tests of what it survives.
+type stream struct {
+	received atomic.Int64
+	mu       sync.Mutex
+	err      error
+	stop     chan struct{}
+	done     sync.WaitGroup
+	ln       net.Listener
+	c        net.Conn
+}
+
+// startStream listens in the server pod (target "HOST/POD") on addr:port and connects from the
+// client pod; the sockets are made inside the pods' namespaces.
+func startStream(t *testing.T, tb *testbed.Testbed, server, addr string, port int, client string) *stream {
+	t.Helper()
+	sNS, err := tb.Namespace(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cNS, err := tb.Namespace(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stream{stop: make(chan struct{})}
+	hostPort := net.JoinHostPort(addr, strconv.Itoa(port))
+	if err := nstest.Enter(sNS, func() (err error) { s.ln, err = net.Listen("tcp", hostPort); return err }); err != nil {
+		t.Fatalf("listen in %s: %v", server, err)
+	}
+	if err := nstest.Enter(cNS, func() (err error) { s.c, err = net.DialTimeout("tcp", hostPort, 5*time.Second); return err }); err != nil {
+		s.ln.Close()
+		t.Fatalf("connect from %s to %s: %v", client, hostPort, err)
+	}
+	conn, err := s.ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.done.Add(2)
+	go func() {
+		defer s.done.Done()
+		defer conn.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := conn.Read(buf)
+			s.received.Add(int64(n))
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					s.fail(fmt.Errorf("read: %w", err))
+				}
+				return
+			}
+		}
+	}()
+	go func() {
+		defer s.done.Done()
+		chunk := make([]byte, 1024)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-s.stop:
+				s.c.(*net.TCPConn).CloseWrite()
+				return
+			case <-tick.C:
+				s.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				if _, err := s.c.Write(chunk); err != nil {
+					s.fail(fmt.Errorf("write: %w", err))
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { s.close() })
+	return s
+}
+
+func (s *stream) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+// close ends the stream (a clean close: the reader sees EOF) and returns its first error.
+func (s *stream) close() error {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	s.done.Wait()
+	s.c.Close()
+	s.ln.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// fastPathForwarded reads how many packets a host's felix fast path has forwarded (its metrics);
+// why says what is wrong when that cannot be read.
+func fastPathForwarded(t *testing.T, tb *testbed.Testbed, host string) (n uint64, why string) {
+	t.Helper()
+	h, err := tb.Host(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, ok, err := datapath.FastPathForwarded(context.Background(), h.NS)
+	switch {
+	case err != nil:
+		return 0, err.Error()
+	case !ok:
+		return 0, host + "'s felix exports no fast path counters: is the fast path off?"
+	}
+	return n, ""
 }
