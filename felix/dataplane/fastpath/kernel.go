@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -67,6 +68,11 @@ func LoadBPF(ns *netns.NsHandle) (_ *BPF, err error) {
 	err = inNS(ns, func() error {
 		// The namespace's own conntrack timeouts: a fast-pathed packet refreshes its entry as
 		// conntrack would.
+		if _, err := os.Stat("/proc/sys/net/netfilter/nf_conntrack_max"); errors.Is(err, os.ErrNotExist) {
+			// A modular kernel before the first conntrack rule: the kfuncs and the sysctls
+			// come with the module. Best effort; the reads below say if it failed.
+			_ = exec.Command("modprobe", "nf_conntrack").Run()
+		}
 		for v, sysctl := range map[string]string{
 			"tcp_established_timeout_ms": "nf_conntrack_tcp_timeout_established",
 			"udp_stream_timeout_ms":      "nf_conntrack_udp_timeout_stream",
@@ -150,17 +156,27 @@ func inNS(ns *netns.NsHandle, fn func() error) error {
 	return <-errc
 }
 
-// LinkIndex implements Kernel.
-func (b *BPF) LinkIndex(name string) (int, error) {
+// LinkByName implements Kernel.
+func (b *BPF) LinkByName(name string) (Link, error) {
 	l, err := b.nl.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
-			return 0, ErrNoLink
+			return Link{}, ErrNoLink
 		}
-		return 0, fmt.Errorf("find interface %s: %w", name, err)
+		return Link{}, fmt.Errorf("find interface %s: %w", name, err)
 	}
-	return l.Attrs().Index, nil
+	return Link{Index: l.Attrs().Index, Ethernet: l.Attrs().EncapType == "ether"}, nil
+}
+
+// Liberal implements Kernel.
+func (b *BPF) Liberal() (bool, error) {
+	var v uint64
+	err := inNS(b.ns, func() (err error) {
+		v, err = readSysctl("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
+		return err
+	})
+	return v == 1, err
 }
 
 // Attach implements Kernel.

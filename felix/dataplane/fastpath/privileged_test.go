@@ -51,6 +51,8 @@ func newFabric(t *testing.T) *fabric {
 	run(f.host, "ip", "route", "add", podAddr+"/32", "dev", f.wlIf)
 	// Proxy ARP answers for 169.254.1.1 only where the host has a route to it.
 	run(f.host, "ip", "route", "add", "default", "via", remoteAddr)
+	// What felix sets with the fast path (Sysctls); the writer attaches nothing without it.
+	run(f.host, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_be_liberal=1")
 	run(f.host, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf."+f.wlIf+".proxy_arp=1",
 		"net.ipv4.conf."+f.wlIf+".rp_filter=1", "net.ipv4.neigh."+f.wlIf+".proxy_delay=0")
 	run(f.pod, "ip", "addr", "add", podAddr+"/32", "dev", "eth0")
@@ -279,11 +281,10 @@ func TestFastPathLeavesPolicyToIptables(t *testing.T) {
 }
 
 // TestFastPathTCP: a bulk TCP transfer through the fast path arrives byte for byte, and the
-// connection closes cleanly (FIN and its ACKs through conntrack), with the namespace's
-// conntrack liberal about windows as felix sets it.
+// connection closes cleanly (FIN and its ACKs through conntrack, liberal about windows as felix
+// sets it).
 func TestFastPathTCP(t *testing.T) {
 	f := newFabric(t)
-	nstest.Run(t, f.host, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_be_liberal=1")
 	k, _ := f.load(t)
 	var ln net.Listener
 	if err := nstest.Enter(f.remote, func() (err error) {
@@ -358,4 +359,90 @@ func TestFastPathRecreatedInterface(t *testing.T) {
 	if got[netip.MustParseAddr(podAddr)] != now.ifindex {
 		t.Errorf("map entry for the pod: ifindex %d, want the new interface's %d", got[netip.MustParseAddr(podAddr)], now.ifindex)
 	}
+}
+
+// TestFastPathLeavesTooBigToTheKernel: a packet of an established flow that does not fit the
+// uplink's MTU (a datagram, or the segments of a GSO packet) goes to the kernel, which drops it
+// and tells the pod the path MTU (ICMP fragmentation needed), as forwarding would; the fast path
+// must not push it out oversized (a veth would even deliver it).
+func TestFastPathLeavesTooBigToTheKernel(t *testing.T) {
+	f := newFabric(t)
+	// The host's side only: the remote still offers a 1460-byte MSS, so the pod's segments are
+	// bigger than the uplink takes, and the veth would deliver them.
+	nstest.Run(t, f.host, "ip", "link", "set", f.uplink, "mtu", "1000")
+	k, _ := f.load(t)
+	learned := func() bool {
+		return strings.Contains(nstest.Run(t, f.pod, "ip", "-4", "route", "get", remoteAddr), "mtu 1000")
+	}
+	waitLearned := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for !learned() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the pod never learned the path MTU: %s", what, nstest.Run(t, f.pod, "ip", "-4", "route", "get", remoteAddr))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	t.Run("datagram", func(t *testing.T) {
+		remoteAP := fmt.Sprintf("%s:%d", remoteAddr, allowedPort)
+		pod := listenUDP(t, f.pod, podAddr+":4004")
+		remote := listenUDP(t, f.remote, remoteAP)
+		exchange(t, pod, remote, remoteAP, 3) // established, and fast-pathed from here on
+		before := stats(t, k)
+		big := strings.Repeat("x", 1200)
+		pod.send(t, remoteAP, big)
+		if got, _, _, ok := remote.recv(t, 500*time.Millisecond); ok {
+			t.Fatalf("a %d-byte datagram crossed a 1000-byte MTU unfragmented (DF is set)", len(got))
+		}
+		if s := stats(t, k); s.Forwarded != before.Forwarded || s.NotEligible == before.NotEligible {
+			t.Errorf("counters went from %+v to %+v: want the big datagram left to the kernel", before, s)
+		}
+		waitLearned("datagram")
+		exchange(t, pod, remote, remoteAP, 3) // small datagrams still go through
+	})
+	nstest.Run(t, f.pod, "ip", "route", "flush", "cache")
+
+	t.Run("gso", func(t *testing.T) {
+		if learned() {
+			t.Fatal("set-up: the path MTU is still cached")
+		}
+		var ln net.Listener
+		if err := nstest.Enter(f.remote, func() (err error) {
+			ln, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", remoteAddr, allowedPort))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		got := make(chan int64, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				got <- -1
+				return
+			}
+			defer c.Close()
+			n, _ := io.Copy(io.Discard, c)
+			got <- n
+		}()
+		var c net.Conn
+		if err := nstest.Enter(f.pod, func() (err error) {
+			c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", remoteAddr, allowedPort), 5*time.Second)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		data := make([]byte, 4<<20) // the pod's TSO sends 1448-byte segments in GSO packets
+		if _, err := c.Write(data); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		c.Close()
+		if n := <-got; n != int64(len(data)) {
+			t.Fatalf("received %d of %d bytes", n, len(data))
+		}
+		waitLearned("gso")
+	})
 }

@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/terracenet/terrace/felix/dataplane/sysctl"
 )
@@ -62,14 +63,23 @@ type Stats struct {
 	Spoofed        uint64 // left to the kernel (which drops them): a workload's foreign source
 }
 
+// Link is what the writer needs to know of an interface.
+type Link struct {
+	Index    int
+	Ethernet bool // the program reads an Ethernet header: other link types never carry it
+}
+
 // Kernel is the narrow interface to the BPF objects and links (*BPF); tests use a recording fake.
+// Attach may be called from several goroutines at once.
 type Kernel interface {
-	LinkIndex(name string) (int, error)
+	LinkByName(name string) (Link, error)
 	Attach(ifindex int, role Role) (Attachment, error)
 	PutWorkload(addr netip.Addr, ifindex int) error
 	DeleteWorkload(addr netip.Addr) error
 	Workloads() (map[netip.Addr]int, error)
 	Stats() (Stats, error)
+	// Liberal says whether conntrack is liberal about TCP windows (see Sysctls).
+	Liberal() (bool, error)
 }
 
 type attachment struct {
@@ -78,20 +88,29 @@ type attachment struct {
 	a       Attachment
 }
 
+// attachWorkers bounds the attaches in flight: each tcx attach waits about 9 ms for an RCU grace
+// period here, which concurrent attaches share (a node starting with a thousand pods).
+const attachWorkers = 32
+
 // Writer holds the desired fast path (workload addresses and the interfaces to attach to) and
-// what it put in the kernel, and applies the difference. Not safe for concurrent use, except
-// Stats.
+// what it put in the kernel, and applies the difference. The setters may be called while Apply
+// runs (felix applies the fast path off its loop, so a thousand attaches never delay policy);
+// Apply and Resync must not run concurrently with each other.
 type Writer struct {
 	k   Kernel
 	log *slog.Logger
 
+	mu        sync.Mutex
 	workloads map[netip.Addr]string // desired: IPv4 address -> host-side interface
 	hostIfs   map[string]bool       // desired: the host's own interfaces
+	changed   map[string]bool       // interfaces to look up again (DeviceChanged)
+	pending   []string              // as of the last Apply
 
-	index    map[string]int // interface indexes looked up; dropped by DeviceChanged
-	pending  map[string]bool
+	// Apply's own.
+	index    map[string]Link // interfaces looked up
 	attached map[string]attachment
 	entries  map[netip.Addr]int // the kernel map as last written or read
+	skipped  map[string]bool    // host interfaces that are not Ethernet (logged once)
 }
 
 // New returns a writer over k.
@@ -101,9 +120,9 @@ func New(k Kernel, log *slog.Logger) *Writer {
 	}
 	return &Writer{
 		k: k, log: log,
-		workloads: map[netip.Addr]string{}, hostIfs: map[string]bool{},
-		index: map[string]int{}, pending: map[string]bool{},
-		attached: map[string]attachment{}, entries: map[netip.Addr]int{},
+		workloads: map[netip.Addr]string{}, hostIfs: map[string]bool{}, changed: map[string]bool{},
+		index: map[string]Link{}, attached: map[string]attachment{}, entries: map[netip.Addr]int{},
+		skipped: map[string]bool{},
 	}
 }
 
@@ -111,16 +130,24 @@ func New(k Kernel, log *slog.Logger) *Writer {
 // addresses are ignored: IPv6 is not fast-pathed.
 func (w *Writer) SetWorkload(addr netip.Addr, dev string) {
 	if addr = addr.Unmap(); addr.Is4() {
+		w.mu.Lock()
 		w.workloads[addr] = dev
+		w.mu.Unlock()
 	}
 }
 
 // DeleteWorkload forgets an address set with SetWorkload.
-func (w *Writer) DeleteWorkload(addr netip.Addr) { delete(w.workloads, addr.Unmap()) }
+func (w *Writer) DeleteWorkload(addr netip.Addr) {
+	w.mu.Lock()
+	delete(w.workloads, addr.Unmap())
+	w.mu.Unlock()
+}
 
 // SetHostInterfaces replaces the set of the host's own interfaces that carry the program for
 // traffic towards local workloads.
 func (w *Writer) SetHostInterfaces(names []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.hostIfs = map[string]bool{}
 	for _, n := range names {
 		w.hostIfs[n] = true
@@ -128,8 +155,8 @@ func (w *Writer) SetHostInterfaces(names []string) {
 }
 
 // HostInterfaces picks, from a namespace's interfaces and their addresses, those that may
-// bring traffic for local workloads: up with an IPv4 address that is not loopback or link-local,
-// and not a workload's (named with workloadPrefix).
+// bring traffic for local workloads: with an IPv4 address that is not loopback or link-local,
+// and not a workload's (named with workloadPrefix). Apply skips those that are not Ethernet.
 func HostInterfaces(ifs map[string][]netip.Addr, workloadPrefix string) []string {
 	var out []string
 	for name, addrs := range ifs {
@@ -147,47 +174,77 @@ func HostInterfaces(ifs map[string][]netip.Addr, workloadPrefix string) []string
 }
 
 // DeviceChanged says dev may have been created or re-created: its index is looked up again.
-func (w *Writer) DeviceChanged(dev string) { delete(w.index, dev) }
+func (w *Writer) DeviceChanged(dev string) {
+	w.mu.Lock()
+	w.changed[dev] = true
+	w.mu.Unlock()
+}
 
-// Pending lists interfaces the fast path wants that do not exist yet.
-func (w *Writer) Pending() []string { return slices.Sorted(maps.Keys(w.pending)) }
+// Pending lists interfaces the fast path wanted at the last Apply that did not exist yet.
+func (w *Writer) Pending() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.pending)
+}
 
 // Stats reads the program's counters.
 func (w *Writer) Stats() (Stats, error) { return w.k.Stats() }
 
-func (w *Writer) wanted() map[string]Role {
-	want := make(map[string]Role, len(w.hostIfs)+len(w.workloads))
+// snapshot copies the desired state and takes the interfaces to look up again.
+func (w *Writer) snapshot() (workloads map[netip.Addr]string, want map[string]Role) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for dev := range w.changed {
+		delete(w.index, dev)
+	}
+	clear(w.changed)
+	want = make(map[string]Role, len(w.hostIfs)+len(w.workloads))
 	for n := range w.hostIfs {
 		want[n] = RoleHost
 	}
 	for _, dev := range w.workloads {
 		want[dev] = RoleWorkload
 	}
-	return want
+	return maps.Clone(w.workloads), want
 }
 
 // Apply brings the kernel to the desired state: links to interfaces no longer wanted are
 // closed first, then missing ones are made and the address map is brought in line. Independent
-// failures are joined; what failed is tried again at the next Apply.
+// failures are joined; what failed is tried again at the next Apply. Until conntrack is liberal
+// about TCP windows nothing is attached, and what was is detached.
 func (w *Writer) Apply(ctx context.Context) error {
+	workloads, want := w.snapshot()
 	var errs []error
-	want := w.wanted()
+	liberal, err := w.k.Liberal()
+	if err != nil || !liberal {
+		if err == nil {
+			err = errors.New("net.netfilter.nf_conntrack_tcp_be_liberal is not 1")
+		}
+		for _, name := range slices.Sorted(maps.Keys(w.attached)) {
+			errs = append(errs, w.detach(name))
+		}
+		errs = append(errs, w.applyEntries(workloads))
+		return errors.Join(append(errs, fmt.Errorf("fast path off until conntrack is liberal: %w", err))...)
+	}
 	for name, at := range w.attached {
 		if want[name] != at.role {
 			errs = append(errs, w.detach(name))
 		}
 	}
-	clear(w.pending)
+	var pending []string
+	type job struct {
+		name string
+		role Role
+		idx  int
+	}
+	var jobs []job
 	for _, name := range slices.Sorted(maps.Keys(want)) {
-		if ctx.Err() != nil {
-			return errors.Join(append(errs, ctx.Err())...)
-		}
-		idx, ok := w.index[name]
+		l, ok := w.index[name]
 		if !ok {
-			i, err := w.k.LinkIndex(name)
+			got, err := w.k.LinkByName(name)
 			switch {
 			case errors.Is(err, ErrNoLink):
-				w.pending[name] = true
+				pending = append(pending, name)
 				if _, had := w.attached[name]; had {
 					errs = append(errs, w.detach(name))
 				}
@@ -196,32 +253,71 @@ func (w *Writer) Apply(ctx context.Context) error {
 				errs = append(errs, err)
 				continue
 			}
-			idx = i
-			w.index[name] = idx
+			l = got
+			w.index[name] = l
 		}
-		if at, had := w.attached[name]; had {
-			if at.ifindex == idx && at.a.Live() {
-				continue
+		if !l.Ethernet {
+			if !w.skipped[name] {
+				w.skipped[name] = true
+				w.log.Info("fast path not attached: not an Ethernet interface", "interface", name)
 			}
-			// Re-created under the same name: the old link is defunct.
-			errs = append(errs, w.detach(name))
-		}
-		a, err := w.k.Attach(idx, want[name])
-		if err != nil {
-			errs = append(errs, fmt.Errorf("attach fast path to %s: %w", name, err))
-			delete(w.index, name)
 			continue
 		}
-		w.attached[name] = attachment{role: want[name], ifindex: idx, a: a}
-		w.log.Debug("fast path attached", "interface", name, "ifindex", idx, "role", want[name].String())
+		if at, had := w.attached[name]; had {
+			if at.ifindex == l.Index && at.a.Live() {
+				continue
+			}
+			// Re-created under the same name: the old link is defunct, and the index we
+			// hold may be the old one too.
+			errs = append(errs, w.detach(name))
+			if at.ifindex == l.Index {
+				got, err := w.k.LinkByName(name)
+				if err != nil {
+					pending = append(pending, name)
+					continue
+				}
+				l = got
+				w.index[name] = l
+			}
+		}
+		jobs = append(jobs, job{name, want[name], l.Index})
 	}
-	errs = append(errs, w.applyEntries())
+	results := make([]error, len(jobs))
+	made := make([]Attachment, len(jobs))
+	sem := make(chan struct{}, attachWorkers)
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		if ctx.Err() != nil {
+			results[i] = ctx.Err()
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			made[i], results[i] = w.k.Attach(j.idx, j.role)
+		})
+	}
+	wg.Wait()
+	for i, j := range jobs {
+		if results[i] != nil {
+			errs = append(errs, fmt.Errorf("attach fast path to %s: %w", j.name, results[i]))
+			delete(w.index, j.name)
+			continue
+		}
+		w.attached[j.name] = attachment{role: j.role, ifindex: j.idx, a: made[i]}
+		w.log.Debug("fast path attached", "interface", j.name, "ifindex", j.idx, "role", j.role.String())
+	}
+	w.mu.Lock()
+	w.pending = pending
+	w.mu.Unlock()
+	errs = append(errs, w.applyEntries(workloads))
 	return errors.Join(errs...)
 }
 
 func (w *Writer) detach(name string) error {
 	at := w.attached[name]
 	delete(w.attached, name)
+	delete(w.index, name)
 	if err := at.a.Close(); err != nil {
 		return fmt.Errorf("detach fast path from %s: %w", name, err)
 	}
@@ -232,9 +328,9 @@ func (w *Writer) detach(name string) error {
 // applyEntries writes the address map: an address whose interface is not attached (missing,
 // or failed) has no entry, so no packet is sent to or accepted from an interface the fast path
 // does not watch.
-func (w *Writer) applyEntries() error {
+func (w *Writer) applyEntries(workloads map[netip.Addr]string) error {
 	desired := map[netip.Addr]int{}
-	for addr, dev := range w.workloads {
+	for addr, dev := range workloads {
 		if at, ok := w.attached[dev]; ok && at.role == RoleWorkload {
 			desired[addr] = at.ifindex
 		}
@@ -260,6 +356,12 @@ func (w *Writer) applyEntries() error {
 			continue
 		}
 		w.entries[addr] = idx
+	}
+	// Interfaces gone for good need not be remembered.
+	for name := range w.index {
+		if _, ok := w.attached[name]; !ok {
+			delete(w.index, name)
+		}
 	}
 	return errors.Join(errs...)
 }

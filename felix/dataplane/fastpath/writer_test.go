@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -18,10 +20,14 @@ type fakeKernel struct {
 	live    map[int]bool // ifindexes with a program attached
 	ops     []string
 	failAt  map[int]error // Attach errors by ifindex
+	// notEther: interfaces that are not Ethernet; strict: conntrack not liberal.
+	notEther map[string]bool
+	strict   bool
+	mu       sync.Mutex // Attach runs concurrently
 }
 
 func newFake(links map[string]int) *fakeKernel {
-	return &fakeKernel{links: links, entries: map[netip.Addr]int{}, live: map[int]bool{}, failAt: map[int]error{}}
+	return &fakeKernel{links: links, entries: map[netip.Addr]int{}, live: map[int]bool{}, failAt: map[int]error{}, notEther: map[string]bool{}}
 }
 
 type fakeAttachment struct {
@@ -44,14 +50,18 @@ func (a fakeAttachment) Close() error {
 	return nil
 }
 
-func (k *fakeKernel) LinkIndex(name string) (int, error) {
+func (k *fakeKernel) LinkByName(name string) (Link, error) {
 	if i, ok := k.links[name]; ok {
-		return i, nil
+		return Link{Index: i, Ethernet: !k.notEther[name]}, nil
 	}
-	return 0, ErrNoLink
+	return Link{}, ErrNoLink
 }
 
+func (k *fakeKernel) Liberal() (bool, error) { return !k.strict, nil }
+
 func (k *fakeKernel) Attach(ifindex int, role Role) (Attachment, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	if err := k.failAt[ifindex]; err != nil {
 		return nil, err
 	}
@@ -242,5 +252,69 @@ func TestHostInterfaces(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"eth0", "tor-1"}, HostInterfaces(ifs, "trc")); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// Until conntrack is liberal about TCP windows nothing is attached, and what was is detached:
+// a fast-pathed TCP flow would lose its FIN to INVALID otherwise.
+func TestWriterWaitsForLiberalConntrack(t *testing.T) {
+	k := newFake(map[string]int{"up0": 2, "trc1": 10})
+	k.strict = true
+	w := New(k, nil)
+	ctx := context.Background()
+	w.SetHostInterfaces([]string{"up0"})
+	w.SetWorkload(a1, "trc1")
+	if err := w.Apply(ctx); err == nil || !strings.Contains(err.Error(), "nf_conntrack_tcp_be_liberal") {
+		t.Fatalf("apply with strict conntrack: %v, want an error naming the sysctl", err)
+	}
+	if ops := k.takeOps(); len(ops) != 0 {
+		t.Errorf("attached although conntrack is strict: %v", ops)
+	}
+	k.strict = false
+	if err := w.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"attach 10 workload", "attach 2 host", "put 198.18.0.1 10"}, k.takeOps()); diff != "" {
+		t.Errorf("liberal now (-want +got):\n%s", diff)
+	}
+	k.strict = true // someone set it back
+	if err := w.Apply(ctx); err == nil {
+		t.Fatal("apply succeeded with strict conntrack")
+	}
+	if diff := cmp.Diff([]string{"delete 198.18.0.1", "detach 10", "detach 2"}, k.takeOps()); diff != "" {
+		t.Errorf("strict again (-want +got):\n%s", diff)
+	}
+}
+
+func TestWriterSkipsNonEthernet(t *testing.T) {
+	k := newFake(map[string]int{"wg0": 3, "up0": 2})
+	k.notEther["wg0"] = true
+	w := New(k, nil)
+	w.SetHostInterfaces([]string{"up0", "wg0"})
+	if err := w.Apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"attach 2 host"}, k.takeOps()); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// Many interfaces are attached at once (each tcx attach waits for an RCU grace period), and
+// every one of them is recorded.
+func TestWriterAttachesConcurrently(t *testing.T) {
+	links := map[string]int{}
+	for i := range 200 {
+		links[fmt.Sprintf("trc%03d", i)] = 100 + i
+	}
+	k := newFake(links)
+	w := New(k, nil)
+	for i := range 200 {
+		w.SetWorkload(netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), fmt.Sprintf("trc%03d", i))
+	}
+	if err := w.Apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.attached) != 200 || len(k.entries) != 200 {
+		t.Errorf("attached %d, map entries %d; want 200 each", len(w.attached), len(k.entries))
 	}
 }

@@ -29,6 +29,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define IPS_DST_NAT (1UL << 5)
 #define IPS_SEQ_ADJUST (1UL << 6)
 #define IPS_DYING (1UL << 9)
+#define PACKET_HOST 0
 #define IPS_HELPER (1UL << 13)
 #define TCP_CONNTRACK_ESTABLISHED 3
 
@@ -59,6 +60,7 @@ extern struct nf_conn___trc *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf
 					 struct bpf_ct_opts___trc *opts, __u32 opts__sz) __ksym;
 extern void bpf_ct_release(struct nf_conn___trc *ct) __ksym;
 extern int bpf_ct_change_timeout(struct nf_conn___trc *ct, __u32 timeout) __ksym;
+extern int bpf_ct_change_status(struct nf_conn___trc *ct, __u32 status) __ksym;
 
 // Set by the loader from the namespace's nf_conntrack_*_timeout_* sysctls: a fast-pathed packet
 // refreshes its entry as conntrack itself would, so a busy flow never expires under it.
@@ -113,45 +115,57 @@ static __always_inline int forward4(struct __sk_buff *skb, int from_workload)
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
 
-	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+	// A tagged frame belongs to a VLAN device the stack has yet to pick; a frame for another
+	// MAC (promiscuous, flooded) is one the stack would drop.
+	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || skb->vlan_present || skb->pkt_type != PACKET_HOST)
 		return TC_ACT_UNSPEC;
 	__u32 saddr = ip->saddr, daddr = ip->daddr;
 
+	__u32 *dst = bpf_map_lookup_elem(&trc_fp_wl4, &daddr);
 	if (from_workload) {
 		// A workload may only send from its own addresses: strict rp_filter, as on the slow
 		// path, which is also what keeps it out of other pods' conntrack entries.
 		__u32 *src = bpf_map_lookup_elem(&trc_fp_wl4, &saddr);
 		if (!src || *src != skb->ingress_ifindex)
 			return count(STAT_SPOOFED);
-	} else if (!bpf_map_lookup_elem(&trc_fp_wl4, &daddr)) {
+	} else if (!dst) {
 		return TC_ACT_UNSPEC; // not for a local workload: the host's own traffic
 	}
 
-	if (ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) || ip->ttl <= 1)
+	// What ip_rcv would refuse or treat specially goes to it.
+	__u32 tot_len = bpf_ntohs(ip->tot_len);
+	if (ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) || ip->ttl <= 1 ||
+	    tot_len > skb->len - ETH_HLEN)
 		return count(STAT_NOT_ELIGIBLE);
 
 	struct bpf_sock_tuple t = {};
 	t.ipv4.saddr = saddr;
 	t.ipv4.daddr = daddr;
 	__u8 proto = ip->protocol;
+	__u32 l4len;
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = (void *)(ip + 1);
 		if ((void *)(th + 1) > end)
 			return count(STAT_NOT_ELIGIBLE);
-		// Conntrack must see every change of the connection's state.
-		if (th->syn || th->fin || th->rst)
+		// Conntrack must see every change of the connection's state, and would call a
+		// segment of an established connection without ACK invalid.
+		if (th->syn || th->fin || th->rst || !th->ack || th->doff < 5)
 			return count(STAT_NOT_ELIGIBLE);
 		t.ipv4.sport = th->source;
 		t.ipv4.dport = th->dest;
+		l4len = th->doff * 4;
 	} else if (proto == IPPROTO_UDP) {
 		struct udphdr *uh = (void *)(ip + 1);
 		if ((void *)(uh + 1) > end)
 			return count(STAT_NOT_ELIGIBLE);
 		t.ipv4.sport = uh->source;
 		t.ipv4.dport = uh->dest;
+		l4len = sizeof(*uh);
 	} else {
 		return count(STAT_NOT_ELIGIBLE);
 	}
+	if (tot_len < sizeof(*ip) + l4len)
+		return count(STAT_NOT_ELIGIBLE);
 
 	// Only what iptables would accept as ESTABLISHED without looking at policy: a confirmed
 	// entry that has seen a reply (and for TCP, the established state), without NAT or a helper
@@ -165,39 +179,54 @@ static __always_inline int forward4(struct __sk_buff *skb, int from_workload)
 	int eligible = !(status & (IPS_SRC_NAT | IPS_DST_NAT | IPS_SEQ_ADJUST | IPS_HELPER | IPS_DYING));
 	if (ok && proto == IPPROTO_TCP)
 		ok = ct->proto.tcp.state == TCP_CONNTRACK_ESTABLISHED;
-	if (ok && eligible)
+	if (ok && eligible) {
 		bpf_ct_change_timeout(ct, proto == IPPROTO_TCP ? tcp_established_timeout_ms : udp_stream_timeout_ms);
+		// Conntrack marks a UDP flow assured once it sees it go on after the reply; it will
+		// not see it here, and an entry that is not assured is the first evicted when the
+		// table fills.
+		if (!(status & IPS_ASSURED))
+			bpf_ct_change_status(ct, (__u32)status | IPS_ASSURED);
+	}
 	bpf_ct_release(ct);
 	if (!ok)
 		return count(STAT_NOT_ESTABLISHED);
 	if (!eligible)
 		return count(STAT_NOT_ELIGIBLE);
 
-	// The kernel's own route and neighbour, and its MTU check (no tot_len: the skb is checked,
-	// GSO packets by their segments): anything but a resolved forward goes the slow way.
+	// The kernel's own route and its MTU check: the route's MTU (with learned path MTU) against
+	// the packet, or against one segment of a GSO packet, as ip_forward would.
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
 	fib.tos = ip->tos;
 	fib.l4_protocol = proto;
 	fib.sport = t.ipv4.sport;
 	fib.dport = t.ipv4.dport;
+	fib.tot_len = skb->gso_size ? sizeof(*ip) + l4len + skb->gso_size : tot_len;
 	fib.ipv4_src = saddr;
 	fib.ipv4_dst = daddr;
 	fib.ifindex = skb->ingress_ifindex;
-	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex == skb->ingress_ifindex)
+	if (dst) {
+		// A local workload is entered through its veth's peer, skipping a second pass through
+		// the backlog; only the interface felix maps this very address to qualifies. The pod's
+		// MAC is the kernel's neighbour entry for it (none yet: the slow path resolves it).
+		if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != *dst ||
+		    fib.ifindex == skb->ingress_ifindex)
+			return count(STAT_NOT_ELIGIBLE);
+		__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+		decrement_ttl(skb, ip);
+		count(STAT_FORWARDED);
+		return bpf_redirect_peer(fib.ifindex, 0);
+	}
+	// Out of the host: the kernel's neighbour code resolves the next hop (and probes a stale
+	// entry) as forwarding would.
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS ||
+	    fib.ifindex == skb->ingress_ifindex)
 		return count(STAT_NOT_ELIGIBLE);
-	// A local workload is entered through its veth's peer, skipping a second pass through the
-	// backlog; only an interface felix listed for this very address qualifies.
-	__u32 *dst = bpf_map_lookup_elem(&trc_fp_wl4, &daddr);
-	int peer = dst && *dst == fib.ifindex;
-	if (!from_workload && !peer)
-		return count(STAT_NOT_ELIGIBLE); // the route and felix disagree: leave it to the kernel
-
-	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = fib.ipv4_dst};
 	decrement_ttl(skb, ip);
 	count(STAT_FORWARDED);
-	return peer ? bpf_redirect_peer(fib.ifindex, 0) : bpf_redirect(fib.ifindex, 0);
+	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
 }
 
 // On the host side of every workload interface.
