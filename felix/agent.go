@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/terracenet/terrace/datastore"
@@ -42,10 +43,15 @@ type Agent struct {
 	health  *health
 	metrics *metrics
 	status  *statusWriter // nil: no status reporting
-	primed  chan struct{} // closed when startPriming's reads are done; nil: nothing to wait for
-	bg      *sync.WaitGroup
-	aheadC  chan aheadReads // a periodic resync's reads are done
-	live    *live           // health and metrics endpoints, refresh tickers; follows FelixConfiguration
+
+	// The fast path is applied off the loop (runFastPath): each tcx attach waits for an RCU
+	// grace period, and a thousand of them must not hold back policy or endpoint status.
+	fastPathKick   chan struct{}
+	fastPathResync atomic.Bool
+	primed         chan struct{} // closed when startPriming's reads are done; nil: nothing to wait for
+	bg             *sync.WaitGroup
+	aheadC         chan aheadReads // a periodic resync's reads are done
+	live           *live           // health and metrics endpoints, refresh tickers; follows FelixConfiguration
 
 	// Everything below is owned by the loop goroutine.
 	inFlight classSet // the classes whose periodic resync reads are under way (none: no resync in flight)
@@ -91,6 +97,7 @@ func New(cfg Config, dp Dataplane, c Calculator) *Agent {
 		aheadC:         make(chan aheadReads, 1),
 		quit:           make(chan struct{}),
 		metrics:        newMetrics(),
+		fastPathKick:   make(chan struct{}, 1),
 		blocksRequired: cfg.Client != nil || cfg.WaitForBlocks,
 		writers:        map[string]*writerState{},
 		pushErrs:       map[modelObj]error{},
@@ -144,7 +151,7 @@ func classOf(writer string) writerClass {
 	switch writer {
 	case "ipsets":
 		return classIPSets
-	case "routes", "sysctl", "fastpath":
+	case "routes", "sysctl":
 		return classRoutes
 	}
 	return classIptables
@@ -158,9 +165,6 @@ func (a *Agent) writerNames() []string {
 	names = append(names, "routes")
 	if a.dp.Sysctls != nil {
 		names = append(names, "sysctl")
-	}
-	if a.dp.FastPath != nil {
-		names = append(names, "fastpath")
 	}
 	return names
 }
@@ -240,6 +244,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		prefix := ipam.AffinityPrefix + a.cfg.NodeName + "/"
 		goRun("IPAM affinity syncer", kv.NewSyncer(a.cfg.Client.Store(), []string{prefix}, a.BlockCallbacks(), a.log).Run)
 	}
+	if a.dp.FastPath != nil {
+		wg.Go(func() { a.runFastPath(ctx) })
+	}
 	a.bg = &wg
 	a.startPriming(ctx, &wg)
 	a.log.Info("felix agent starting", "node", a.cfg.NodeName, "apply_interval", a.cfg.ApplyInterval.String(),
@@ -304,6 +311,7 @@ func (a *Agent) loop(ctx context.Context, errc <-chan error) error {
 			a.calc.SetHostInterfaces(ifs)
 			if a.dp.FastPath != nil {
 				a.dp.FastPath.SetHostInterfaces(fastpath.HostInterfaces(ifs, calc.WorkloadIfacePrefix))
+				a.kickFastPath(false)
 			}
 			a.dirty = true
 		case <-timerC:
@@ -336,6 +344,7 @@ func (a *Agent) linkChanged(name string) {
 	a.dp.Routes.DeviceChanged(name)
 	if a.dp.FastPath != nil {
 		a.dp.FastPath.DeviceChanged(name)
+		a.kickFastPath(false)
 	}
 	if a.dp.Sysctls != nil {
 		a.dp.Sysctls.InterfaceChanged(name)

@@ -26,6 +26,8 @@ func (a *Agent) cycle(ctx context.Context, resync classSet) error {
 	a.push(a.calc.Flush())
 	a.log.Debug("calculated and pushed", "took", time.Since(start).String())
 	results, ok, suspect := a.applyAll(ctx, resync)
+	// After the sysctl writer: the fast path attaches only once conntrack is liberal.
+	a.kickFastPath(resync.has(classRoutes))
 	// A failure may be the other policy class's drift, which the failing writer's own re-read
 	// cannot see: a table restore fails on a set destroyed behind the ipset writer's back, and a
 	// set stays in use by a rule the table writer does not know of. With the two refresh timers
@@ -88,8 +90,7 @@ func (a *Agent) cycle(ctx context.Context, resync classSet) error {
 	a.noteConflicts(conflicts)
 	// A route whose key another protocol's route holds (an operator's, or another tool's at the
 	// kernel's default metric) is tried again at the poll, not only at the next resync.
-	if len(a.dp.Routes.Pending()) > 0 || len(conflicts) > 0 || (a.dp.Sysctls != nil && len(a.dp.Sysctls.Pending()) > 0) ||
-		(a.dp.FastPath != nil && len(a.dp.FastPath.Pending()) > 0) {
+	if len(a.dp.Routes.Pending()) > 0 || len(conflicts) > 0 || (a.dp.Sysctls != nil && len(a.dp.Sysctls.Pending()) > 0) {
 		a.pollAt = a.lastApply.Add(a.cfg.PendingPoll)
 	}
 	if followUp {
@@ -123,8 +124,7 @@ func (a *Agent) setInSync(name string) {
 		a.dp.IPSets.SetInSync()
 	case "routes":
 		a.dp.Routes.SetInSync()
-	case "sysctl", "fastpath":
-		// Neither deletes what it did not make in this run: nothing waits for the datastore.
+	case "sysctl":
 	default:
 		for id, t := range a.dp.Tables {
 			if tableWriterName(id) == name {
@@ -164,13 +164,10 @@ func (a *Agent) applyAll(ctx context.Context, resync classSet) (_ map[string]err
 		return err
 	}
 	var side sync.WaitGroup
-	var routesErr, sysctlErr, fastPathErr error
+	var routesErr, sysctlErr error
 	side.Go(func() { routesErr = run("routes", classRoutes, a.dp.Routes.Apply, a.dp.Routes.Resync) })
 	if a.dp.Sysctls != nil {
 		side.Go(func() { sysctlErr = run("sysctl", classRoutes, a.dp.Sysctls.Apply, a.dp.Sysctls.Resync) })
-	}
-	if a.dp.FastPath != nil {
-		side.Go(func() { fastPathErr = run("fastpath", classRoutes, a.dp.FastPath.Apply, a.dp.FastPath.Resync) })
 	}
 
 	res := map[string]error{}
@@ -215,7 +212,7 @@ func (a *Agent) applyAll(ctx context.Context, resync classSet) (_ map[string]err
 		setsErr = errors.Join(setsErr, errors.New("set deletions postponed: an iptables table failed"))
 	}
 	side.Wait()
-	for name, err := range map[string]error{"ipsets": setsErr, "routes": routesErr, "sysctl": sysctlErr, "fastpath": fastPathErr} {
+	for name, err := range map[string]error{"ipsets": setsErr, "routes": routesErr, "sysctl": sysctlErr} {
 		if err != nil {
 			res[name] = err
 		}

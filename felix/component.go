@@ -89,7 +89,9 @@ func NewDataplane(ctx context.Context, cfg DataplaneConfig) (Dataplane, iptables
 		if cfg.HostSysctls {
 			host := sysctl.HostSettings(true, cfg.IPv6)
 			if cfg.FastPath != nil {
-				host = append(host, fastpath.Sysctls()...)
+				// First: the settings are written in order up to the first failure, and the
+				// fast path attaches nothing without this one.
+				host = append(fastpath.Sysctls(), host...)
 			}
 			m.SetHost(host)
 		}

@@ -158,9 +158,7 @@ spec: {node: %s, orchestrator: k8s, workload: web, pod: web, endpoint: eth0, int
 	if got := strings.TrimSpace(nstest.Run(t, ns, "cat", "/proc/sys/net/ipv4/conf/"+iface+"/proxy_arp")); got != "1" {
 		t.Errorf("proxy_arp on %s = %s, want 1", iface, got)
 	}
-	if e, idx := fastPathEntry(); e != idx {
-		t.Errorf("fast path map: %s -> ifindex %d, want %s's %d", podIP, e, iface, idx)
-	}
+	waitNS("fast path entry for the pod", func() bool { e, idx := fastPathEntry(); return e == idx })
 	if got := strings.TrimSpace(nstest.Run(t, ns, "cat", "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")); got != "1" {
 		t.Errorf("nf_conntrack_tcp_be_liberal = %s with the fast path on, want 1", got)
 	}
