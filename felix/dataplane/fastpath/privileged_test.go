@@ -87,6 +87,33 @@ COMMIT
 	return f
 }
 
+// listenRemoteTCP listens on the remote's allowed TCP port; closed at cleanup.
+func (f *fabric) listenRemoteTCP(t *testing.T) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	if err := nstest.Enter(f.remote, func() (err error) {
+		ln, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", remoteAddr, allowedPort))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// dialFromPod connects from the pod to the remote's allowed TCP port.
+func (f *fabric) dialFromPod(t *testing.T) net.Conn {
+	t.Helper()
+	var c net.Conn
+	if err := nstest.Enter(f.pod, func() (err error) {
+		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", remoteAddr, allowedPort), 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // load loads the programs for the host and a writer that puts them on the workload interface and
 // the uplink with the pod's address mapped; both are closed at cleanup.
 func (f *fabric) load(t *testing.T) (*BPF, *Writer) {
@@ -286,14 +313,7 @@ func TestFastPathLeavesPolicyToIptables(t *testing.T) {
 func TestFastPathTCP(t *testing.T) {
 	f := newFabric(t)
 	k, _ := f.load(t)
-	var ln net.Listener
-	if err := nstest.Enter(f.remote, func() (err error) {
-		ln, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", remoteAddr, allowedPort))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := f.listenRemoteTCP(t)
 	data := make([]byte, 32<<20)
 	rand.Read(data)
 	got := make(chan []byte, 1)
@@ -308,13 +328,7 @@ func TestFastPathTCP(t *testing.T) {
 		c.Write([]byte("done"))
 		got <- b
 	}()
-	var c net.Conn
-	if err := nstest.Enter(f.pod, func() (err error) {
-		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", remoteAddr, allowedPort), 5*time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	c := f.dialFromPod(t)
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	if _, err := c.Write(data); err != nil {
 		t.Fatalf("write: %v", err)
@@ -408,14 +422,7 @@ func TestFastPathLeavesTooBigToTheKernel(t *testing.T) {
 		if learned() {
 			t.Fatal("set-up: the path MTU is still cached")
 		}
-		var ln net.Listener
-		if err := nstest.Enter(f.remote, func() (err error) {
-			ln, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", remoteAddr, allowedPort))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
+		ln := f.listenRemoteTCP(t)
 		got := make(chan int64, 1)
 		go func() {
 			c, err := ln.Accept()
@@ -427,13 +434,7 @@ func TestFastPathLeavesTooBigToTheKernel(t *testing.T) {
 			n, _ := io.Copy(io.Discard, c)
 			got <- n
 		}()
-		var c net.Conn
-		if err := nstest.Enter(f.pod, func() (err error) {
-			c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", remoteAddr, allowedPort), 5*time.Second)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		c := f.dialFromPod(t)
 		c.SetDeadline(time.Now().Add(20 * time.Second))
 		data := make([]byte, 4<<20) // the pod's TSO sends 1448-byte segments in GSO packets
 		if _, err := c.Write(data); err != nil {

@@ -176,15 +176,22 @@ func TestWriterPendingInterface(t *testing.T) {
 	}
 }
 
-func TestWriterRecreatedInterface(t *testing.T) {
+// withOnePod is a writer that has applied a1 on trc1 (ifindex 10), its operations taken.
+func withOnePod(t *testing.T) (*fakeKernel, *Writer) {
+	t.Helper()
 	k := newFake(map[string]int{"trc1": 10})
 	w := New(k, nil)
-	ctx := context.Background()
 	w.SetWorkload(a1, "trc1")
-	if err := w.Apply(ctx); err != nil {
+	if err := w.Apply(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	k.takeOps()
+	return k, w
+}
+
+func TestWriterRecreatedInterface(t *testing.T) {
+	k, w := withOnePod(t)
+	ctx := context.Background()
 	k.links["trc1"] = 12 // deleted and made again: a new index, the old link defunct
 	w.DeviceChanged("trc1")
 	if err := w.Apply(ctx); err != nil {
@@ -220,16 +227,10 @@ func TestWriterAttachFailureIsRetried(t *testing.T) {
 // Resync repairs the map from what the kernel holds: an entry someone deleted comes back, one
 // someone added goes.
 func TestWriterResyncRepairsDrift(t *testing.T) {
-	k := newFake(map[string]int{"trc1": 10})
-	w := New(k, nil)
+	k, w := withOnePod(t)
 	ctx := context.Background()
-	w.SetWorkload(a1, "trc1")
-	if err := w.Apply(ctx); err != nil {
-		t.Fatal(err)
-	}
 	delete(k.entries, a1)
 	k.entries[a2] = 99
-	k.takeOps()
 	if err := w.Resync(ctx); err != nil {
 		t.Fatal(err)
 	}
