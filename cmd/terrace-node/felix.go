@@ -25,7 +25,7 @@ func addFelixFlags(f *pflag.FlagSet) {
 	f.Duration("felix-apply-interval", felix.DefaultApplyInterval, "least time between two dataplane applies while updates keep coming")
 	f.String("felix-ipv6", felix.IPv6Auto, "program ip6tables too: auto (when the node has an IPv6 address), true or false; off when ip6tables-restore is missing (unless given, FelixConfiguration ipv6Support applies)")
 	f.String("felix-iptables-backend", felix.BackendAuto, "iptables back end: auto (the one other tools' rules are in), legacy or nft (unless given, FelixConfiguration iptablesBackend applies)")
-	f.String("felix-fast-path", felix.FastPathAuto, "forward packets of established flows past the IP stack and iptables with a tc program (IPv4): auto (where the kernel can: Linux 6.6 with BTF), true (required) or false; sets net.netfilter.nf_conntrack_tcp_be_liberal=1")
+	f.String("felix-fast-path", felix.FastPathAuto, "forward packets of established flows past the IP stack and iptables with a tc program: auto (where the kernel can: Linux 6.6 with BTF), true (required) or false; sets net.netfilter.nf_conntrack_tcp_be_liberal=1")
 	f.String("rt-protos-file", routes.ProtocolNamesFile, "iproute2 file naming Terrace's route protocols; empty: do not write it")
 }
 

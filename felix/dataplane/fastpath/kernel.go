@@ -29,6 +29,7 @@ const (
 	progFromWorkload = "trc_fp_from_wl"
 	progToWorkload   = "trc_fp_to_wl"
 	mapWorkloads     = "trc_fp_wl4"
+	mapWorkloads6    = "trc_fp_wl6"
 	mapStats         = "trc_fp_stats"
 )
 
@@ -40,7 +41,7 @@ type BPF struct {
 	nl       *netlink.Handle
 	coll     *ebpf.Collection
 	from, to *ebpf.Program
-	wl       *ebpf.Map
+	wl, wl6  *ebpf.Map
 	stats    *ebpf.Map
 }
 
@@ -95,7 +96,7 @@ func LoadBPF(ns *netns.NsHandle) (_ *BPF, err error) {
 		}
 		b.coll = coll
 		b.from, b.to = coll.Programs[progFromWorkload], coll.Programs[progToWorkload]
-		b.wl, b.stats = coll.Maps[mapWorkloads], coll.Maps[mapStats]
+		b.wl, b.wl6, b.stats = coll.Maps[mapWorkloads], coll.Maps[mapWorkloads6], coll.Maps[mapStats]
 		// tcx came with Linux 6.6: find out now, on the loopback device every namespace has,
 		// rather than at the first pod.
 		lo, err := b.nl.LinkByName("lo")
@@ -213,33 +214,51 @@ func (a tcxAttachment) Live() bool {
 
 func (a tcxAttachment) Close() error { return a.l.Close() }
 
+// mapOf picks the map and key for an address.
+func (b *BPF) mapOf(addr netip.Addr) (*ebpf.Map, string, any) {
+	if addr.Is4() {
+		return b.wl, mapWorkloads, addr.As4()
+	}
+	return b.wl6, mapWorkloads6, addr.As16()
+}
+
 // PutWorkload implements Kernel.
 func (b *BPF) PutWorkload(addr netip.Addr, ifindex int) error {
-	if err := b.wl.Put(addr.As4(), uint32(ifindex)); err != nil {
-		return fmt.Errorf("put %s in %s: %w", addr, mapWorkloads, err)
+	m, name, key := b.mapOf(addr)
+	if err := m.Put(key, uint32(ifindex)); err != nil {
+		return fmt.Errorf("put %s in %s: %w", addr, name, err)
 	}
 	return nil
 }
 
 // DeleteWorkload implements Kernel.
 func (b *BPF) DeleteWorkload(addr netip.Addr) error {
-	if err := b.wl.Delete(addr.As4()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete %s from %s: %w", addr, mapWorkloads, err)
+	m, name, key := b.mapOf(addr)
+	if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete %s from %s: %w", addr, name, err)
 	}
 	return nil
 }
 
-// Workloads implements Kernel.
+// Workloads implements Kernel: both maps.
 func (b *BPF) Workloads() (map[netip.Addr]int, error) {
 	out := map[netip.Addr]int{}
-	var k [4]byte
 	var v uint32
+	var k4 [4]byte
 	it := b.wl.Iterate()
-	for it.Next(&k, &v) {
-		out[netip.AddrFrom4(k)] = int(v)
+	for it.Next(&k4, &v) {
+		out[netip.AddrFrom4(k4)] = int(v)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read %s: %w", mapWorkloads, err)
+	}
+	var k6 [16]byte
+	it = b.wl6.Iterate()
+	for it.Next(&k6, &v) {
+		out[netip.AddrFrom16(k6)] = int(v)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", mapWorkloads6, err)
 	}
 	return out, nil
 }

@@ -32,8 +32,9 @@ func TestObject(t *testing.T) {
 		key, val  uint32
 		maxEntrie uint32
 	}{
-		mapWorkloads: {ebpf.Hash, 4, 4, 65536},
-		mapStats:     {ebpf.PerCPUArray, 4, 8, 4},
+		mapWorkloads:  {ebpf.Hash, 4, 4, 65536},
+		mapWorkloads6: {ebpf.Hash, 16, 4, 65536},
+		mapStats:      {ebpf.PerCPUArray, 4, 8, 4},
 	}
 	for name, w := range want {
 		m := spec.Maps[name]

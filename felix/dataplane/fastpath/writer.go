@@ -7,9 +7,8 @@
 //
 // It must never decide policy: a packet it is not sure the kernel would forward unchanged as
 // ESTABLISHED (no entry, unanswered, NAT, a TCP flag that changes state, TTL, options,
-// fragments, MTU, a route or neighbour not resolved) goes on to the kernel as before. It never
-// drops and never pins: its links close with the process, leaving forwarding to the kernel.
-// IPv6 is not fast-pathed.
+// fragments, extension headers, MTU, a route or neighbour not resolved) goes on to the kernel as
+// before. It never pins: its links close with the process, leaving forwarding to the kernel.
 package fastpath
 
 import (
@@ -101,7 +100,7 @@ type Writer struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	workloads map[netip.Addr]string // desired: IPv4 address -> host-side interface
+	workloads map[netip.Addr]string // desired: address -> host-side interface
 	hostIfs   map[string]bool       // desired: the host's own interfaces
 	changed   map[string]bool       // interfaces to look up again (DeviceChanged)
 	pending   []string              // as of the last Apply
@@ -126,10 +125,9 @@ func New(k Kernel, log *slog.Logger) *Writer {
 	}
 }
 
-// SetWorkload says a local workload's IPv4 address is routed to its interface dev. Other
-// addresses are ignored: IPv6 is not fast-pathed.
+// SetWorkload says a local workload's address (IPv4 or IPv6) is routed to its interface dev.
 func (w *Writer) SetWorkload(addr netip.Addr, dev string) {
-	if addr = addr.Unmap(); addr.Is4() {
+	if addr = addr.Unmap(); addr.IsValid() && addr.Zone() == "" {
 		w.mu.Lock()
 		w.workloads[addr] = dev
 		w.mu.Unlock()
@@ -155,8 +153,9 @@ func (w *Writer) SetHostInterfaces(names []string) {
 }
 
 // HostInterfaces picks, from a namespace's interfaces and their addresses, those that may
-// bring traffic for local workloads: with an IPv4 address that is not loopback or link-local,
-// and not a workload's (named with workloadPrefix). Apply skips those that are not Ethernet.
+// bring traffic for local workloads: with an address that is not loopback or link-local (IPv4,
+// or global IPv6), and not a workload's (named with workloadPrefix). Apply skips those that are
+// not Ethernet.
 func HostInterfaces(ifs map[string][]netip.Addr, workloadPrefix string) []string {
 	var out []string
 	for name, addrs := range ifs {
@@ -164,7 +163,7 @@ func HostInterfaces(ifs map[string][]netip.Addr, workloadPrefix string) []string
 			continue
 		}
 		if slices.ContainsFunc(addrs, func(a netip.Addr) bool {
-			return a.Is4() && !a.IsLoopback() && !a.IsLinkLocalUnicast()
+			return (a.Is4() && !a.IsLoopback() && !a.IsLinkLocalUnicast()) || (a.Is6() && a.IsGlobalUnicast())
 		}) {
 			out = append(out, name)
 		}

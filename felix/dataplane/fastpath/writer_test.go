@@ -111,11 +111,11 @@ func TestWriterAppliesOnlyTheDifference(t *testing.T) {
 	ctx := context.Background()
 	w.SetHostInterfaces([]string{"up0"})
 	w.SetWorkload(a1, "trc1")
-	w.SetWorkload(a6, "trc1") // IPv6 is not fast-pathed
+	w.SetWorkload(a6, "trc1")
 	if err := w.Apply(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"attach 10 workload", "attach 2 host", "put 198.18.0.1 10"}, k.takeOps()); diff != "" {
+	if diff := cmp.Diff([]string{"attach 10 workload", "attach 2 host", "put 198.18.0.1 10", "put 2001:db8:1000::1 10"}, k.takeOps()); diff != "" {
 		t.Errorf("first apply (-want +got):\n%s", diff)
 	}
 	if err := w.Apply(ctx); err != nil {
@@ -126,10 +126,11 @@ func TestWriterAppliesOnlyTheDifference(t *testing.T) {
 	}
 	w.SetWorkload(a2, "trc2")
 	w.DeleteWorkload(a1)
+	w.DeleteWorkload(a6)
 	if err := w.Apply(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"attach 11 workload", "delete 198.18.0.1", "detach 10", "put 198.18.0.2 11"}, k.takeOps()); diff != "" {
+	if diff := cmp.Diff([]string{"attach 11 workload", "delete 198.18.0.1", "delete 2001:db8:1000::1", "detach 10", "put 198.18.0.2 11"}, k.takeOps()); diff != "" {
 		t.Errorf("pod moved (-want +got):\n%s", diff)
 	}
 	w.SetHostInterfaces(nil)
@@ -247,11 +248,12 @@ func TestHostInterfaces(t *testing.T) {
 		"lo":             {netip.MustParseAddr("127.0.0.1")},
 		"eth0":           {netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fe80::1")},
 		"eth1":           {netip.MustParseAddr("fe80::2")},
+		"eth3":           {netip.MustParseAddr("2001:db8::3"), netip.MustParseAddr("fe80::3")},
 		"eth2":           {netip.MustParseAddr("169.254.3.3")},
 		"trc0a1b2c3d4e5": {netip.MustParseAddr("198.18.0.1")},
 		"tor-1":          {netip.MustParseAddr("192.0.2.3")},
 	}
-	if diff := cmp.Diff([]string{"eth0", "tor-1"}, HostInterfaces(ifs, "trc")); diff != "" {
+	if diff := cmp.Diff([]string{"eth0", "eth3", "tor-1"}, HostInterfaces(ifs, "trc")); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }

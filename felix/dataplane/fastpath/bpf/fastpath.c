@@ -1,4 +1,5 @@
-// Terrace's forwarding fast path: a tc ingress program that forwards the packets of flows that
+// Terrace's forwarding fast path: a tc ingress program that forwards the IPv4 and IPv6 packets of
+// flows that
 // netfilter has already accepted and conntrack has seen answered, straight to the device they
 // would leave by, past the IP stack and iptables. Everything it cannot prove the kernel would
 // forward unchanged goes on to the kernel as before (TC_ACT_UNSPEC, so other tcx programs run
@@ -10,6 +11,7 @@
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/in.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
@@ -20,6 +22,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define AF_INET 2
+#define AF_INET6 10
 
 // conntrack status bits (include/uapi/linux/netfilter/nf_conntrack_common.h)
 #define IPS_SEEN_REPLY (1UL << 1)
@@ -67,14 +70,21 @@ extern int bpf_ct_change_status(struct nf_conn___trc *ct, __u32 status) __ksym;
 volatile const __u32 tcp_established_timeout_ms = 432000000;
 volatile const __u32 udp_stream_timeout_ms = 120000;
 
-// One entry per IPv4 address of a local workload, written by felix from its routes: the
-// host-side interface the address is routed to.
+// One entry per address of a local workload, written by felix from its routes: the host-side
+// interface the address is routed to.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);   // IPv4 address, network order
 	__type(value, __u32); // ifindex
 } trc_fp_wl4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct in6_addr);
+	__type(value, __u32); // ifindex
+} trc_fp_wl6 SEC(".maps");
 
 enum {
 	STAT_FORWARDED,       // sent on by the fast path
@@ -108,6 +118,70 @@ static __always_inline void decrement_ttl(struct __sk_buff *skb, struct iphdr *i
 	bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, new, sizeof(__u16));
 }
 
+// l4 reads the ports into t and the L4 header's length; it returns 0 for a packet the fast path
+// may take. Conntrack must see every change of a TCP connection's state, and would call a
+// segment of an established connection without ACK invalid.
+static __always_inline int l4(void *hdr, void *end, __u8 proto, __be16 *sport, __be16 *dport, __u32 *len)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = hdr;
+		if ((void *)(th + 1) > end || th->syn || th->fin || th->rst || !th->ack || th->doff < 5)
+			return -1;
+		*sport = th->source;
+		*dport = th->dest;
+		*len = th->doff * 4;
+		return 0;
+	}
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *uh = hdr;
+		if ((void *)(uh + 1) > end)
+			return -1;
+		*sport = uh->source;
+		*dport = uh->dest;
+		*len = sizeof(*uh);
+		return 0;
+	}
+	return -1;
+}
+
+// established says whether conntrack holds the flow as iptables would accept it as ESTABLISHED
+// without looking at policy: a confirmed entry that has seen a reply (for TCP, in the established
+// state), without NAT or a helper to apply. It refreshes the entry as conntrack would. Returns a
+// STAT_ reason, or -1 when the packet may be taken.
+static __always_inline int established(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tsz, __u8 proto)
+{
+	struct bpf_ct_opts___trc opts = {.netns_id = -1, .l4proto = proto};
+	struct nf_conn___trc *ct = bpf_skb_ct_lookup(skb, t, tsz, &opts, sizeof(opts));
+	if (!ct)
+		return STAT_NOT_ESTABLISHED;
+	unsigned long status = ct->status;
+	int ok = (status & (IPS_SEEN_REPLY | IPS_CONFIRMED)) == (IPS_SEEN_REPLY | IPS_CONFIRMED);
+	int eligible = !(status & (IPS_SRC_NAT | IPS_DST_NAT | IPS_SEQ_ADJUST | IPS_HELPER | IPS_DYING));
+	if (ok && proto == IPPROTO_TCP)
+		ok = ct->proto.tcp.state == TCP_CONNTRACK_ESTABLISHED;
+	if (ok && eligible) {
+		bpf_ct_change_timeout(ct, proto == IPPROTO_TCP ? tcp_established_timeout_ms : udp_stream_timeout_ms);
+		// Conntrack marks a UDP flow assured once it sees it go on after the reply; it will
+		// not see it here, and an entry that is not assured is the first evicted when the
+		// table fills.
+		if (!(status & IPS_ASSURED))
+			bpf_ct_change_status(ct, (__u32)status | IPS_ASSURED);
+	}
+	bpf_ct_release(ct);
+	if (!ok)
+		return STAT_NOT_ESTABLISHED;
+	if (!eligible)
+		return STAT_NOT_ELIGIBLE;
+	return -1;
+}
+
+// A tagged frame belongs to a VLAN device the stack has yet to pick; a frame for another MAC
+// (promiscuous, flooded) is one the stack would drop.
+static __always_inline int for_this_host(struct __sk_buff *skb)
+{
+	return !skb->vlan_present && skb->pkt_type == PACKET_HOST;
+}
+
 static __always_inline int forward4(struct __sk_buff *skb, int from_workload)
 {
 	void *data = (void *)(long)skb->data;
@@ -115,9 +189,7 @@ static __always_inline int forward4(struct __sk_buff *skb, int from_workload)
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
 
-	// A tagged frame belongs to a VLAN device the stack has yet to pick; a frame for another
-	// MAC (promiscuous, flooded) is one the stack would drop.
-	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || skb->vlan_present || skb->pkt_type != PACKET_HOST)
+	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || !for_this_host(skb))
 		return TC_ACT_UNSPEC;
 	__u32 saddr = ip->saddr, daddr = ip->daddr;
 
@@ -143,55 +215,11 @@ static __always_inline int forward4(struct __sk_buff *skb, int from_workload)
 	t.ipv4.daddr = daddr;
 	__u8 proto = ip->protocol;
 	__u32 l4len;
-	if (proto == IPPROTO_TCP) {
-		struct tcphdr *th = (void *)(ip + 1);
-		if ((void *)(th + 1) > end)
-			return count(STAT_NOT_ELIGIBLE);
-		// Conntrack must see every change of the connection's state, and would call a
-		// segment of an established connection without ACK invalid.
-		if (th->syn || th->fin || th->rst || !th->ack || th->doff < 5)
-			return count(STAT_NOT_ELIGIBLE);
-		t.ipv4.sport = th->source;
-		t.ipv4.dport = th->dest;
-		l4len = th->doff * 4;
-	} else if (proto == IPPROTO_UDP) {
-		struct udphdr *uh = (void *)(ip + 1);
-		if ((void *)(uh + 1) > end)
-			return count(STAT_NOT_ELIGIBLE);
-		t.ipv4.sport = uh->source;
-		t.ipv4.dport = uh->dest;
-		l4len = sizeof(*uh);
-	} else {
+	if (l4(ip + 1, end, proto, &t.ipv4.sport, &t.ipv4.dport, &l4len) || tot_len < sizeof(*ip) + l4len)
 		return count(STAT_NOT_ELIGIBLE);
-	}
-	if (tot_len < sizeof(*ip) + l4len)
-		return count(STAT_NOT_ELIGIBLE);
-
-	// Only what iptables would accept as ESTABLISHED without looking at policy: a confirmed
-	// entry that has seen a reply (and for TCP, the established state), without NAT or a helper
-	// to apply.
-	struct bpf_ct_opts___trc opts = {.netns_id = -1, .l4proto = proto};
-	struct nf_conn___trc *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &opts, sizeof(opts));
-	if (!ct)
-		return count(STAT_NOT_ESTABLISHED);
-	unsigned long status = ct->status;
-	int ok = (status & (IPS_SEEN_REPLY | IPS_CONFIRMED)) == (IPS_SEEN_REPLY | IPS_CONFIRMED);
-	int eligible = !(status & (IPS_SRC_NAT | IPS_DST_NAT | IPS_SEQ_ADJUST | IPS_HELPER | IPS_DYING));
-	if (ok && proto == IPPROTO_TCP)
-		ok = ct->proto.tcp.state == TCP_CONNTRACK_ESTABLISHED;
-	if (ok && eligible) {
-		bpf_ct_change_timeout(ct, proto == IPPROTO_TCP ? tcp_established_timeout_ms : udp_stream_timeout_ms);
-		// Conntrack marks a UDP flow assured once it sees it go on after the reply; it will
-		// not see it here, and an entry that is not assured is the first evicted when the
-		// table fills.
-		if (!(status & IPS_ASSURED))
-			bpf_ct_change_status(ct, (__u32)status | IPS_ASSURED);
-	}
-	bpf_ct_release(ct);
-	if (!ok)
-		return count(STAT_NOT_ESTABLISHED);
-	if (!eligible)
-		return count(STAT_NOT_ELIGIBLE);
+	int why = established(skb, &t, sizeof(t.ipv4), proto);
+	if (why >= 0)
+		return count(why);
 
 	// The kernel's own route and its MTU check: the route's MTU (with learned path MTU) against
 	// the packet, or against one segment of a GSO packet, as ip_forward would.
@@ -229,16 +257,97 @@ static __always_inline int forward4(struct __sk_buff *skb, int from_workload)
 	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
 }
 
+// forward6 is forward4 for IPv6: no header checksum, no fragments in the fixed header, but an
+// extension header (fragments among them) sends the packet to the kernel.
+static __always_inline int forward6(struct __sk_buff *skb, int from_workload)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+	if ((void *)(ip6 + 1) > end || eth->h_proto != bpf_htons(ETH_P_IPV6) || !for_this_host(skb))
+		return TC_ACT_UNSPEC;
+	// Link-local traffic is never forwarded.
+	if ((ip6->saddr.in6_u.u6_addr8[0] == 0xfe && (ip6->saddr.in6_u.u6_addr8[1] & 0xc0) == 0x80) ||
+	    (ip6->daddr.in6_u.u6_addr8[0] == 0xfe && (ip6->daddr.in6_u.u6_addr8[1] & 0xc0) == 0x80) ||
+	    ip6->daddr.in6_u.u6_addr8[0] == 0xff)
+		return TC_ACT_UNSPEC;
+	struct in6_addr saddr = ip6->saddr, daddr = ip6->daddr;
+
+	__u32 *dst = bpf_map_lookup_elem(&trc_fp_wl6, &daddr);
+	if (from_workload) {
+		__u32 *src = bpf_map_lookup_elem(&trc_fp_wl6, &saddr);
+		if (!src || *src != skb->ingress_ifindex)
+			return count(STAT_SPOOFED);
+	} else if (!dst) {
+		return TC_ACT_UNSPEC;
+	}
+
+	__u32 tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+	if (ip6->version != 6 || ip6->hop_limit <= 1 || tot_len > skb->len - ETH_HLEN)
+		return count(STAT_NOT_ELIGIBLE);
+
+	struct bpf_sock_tuple t = {};
+	__builtin_memcpy(t.ipv6.saddr, &saddr, sizeof(saddr));
+	__builtin_memcpy(t.ipv6.daddr, &daddr, sizeof(daddr));
+	__u8 proto = ip6->nexthdr;
+	__u32 l4len;
+	if (l4(ip6 + 1, end, proto, &t.ipv6.sport, &t.ipv6.dport, &l4len) || tot_len < sizeof(*ip6) + l4len)
+		return count(STAT_NOT_ELIGIBLE);
+	int why = established(skb, &t, sizeof(t.ipv6), proto);
+	if (why >= 0)
+		return count(why);
+
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET6;
+	fib.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0fffffff);
+	fib.l4_protocol = proto;
+	fib.sport = t.ipv6.sport;
+	fib.dport = t.ipv6.dport;
+	fib.tot_len = skb->gso_size ? sizeof(*ip6) + l4len + skb->gso_size : tot_len;
+	__builtin_memcpy(fib.ipv6_src, &saddr, sizeof(saddr));
+	__builtin_memcpy(fib.ipv6_dst, &daddr, sizeof(daddr));
+	fib.ifindex = skb->ingress_ifindex;
+	if (dst) {
+		if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != *dst ||
+		    fib.ifindex == skb->ingress_ifindex)
+			return count(STAT_NOT_ELIGIBLE);
+		__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+		ip6->hop_limit--;
+		count(STAT_FORWARDED);
+		return bpf_redirect_peer(fib.ifindex, 0);
+	}
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS ||
+	    fib.ifindex == skb->ingress_ifindex)
+		return count(STAT_NOT_ELIGIBLE);
+	struct bpf_redir_neigh nh = {.nh_family = AF_INET6};
+	__builtin_memcpy(nh.ipv6_nh, fib.ipv6_dst, sizeof(nh.ipv6_nh));
+	ip6->hop_limit--;
+	count(STAT_FORWARDED);
+	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+}
+
+static __always_inline int forward(struct __sk_buff *skb, int from_workload)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		return forward4(skb, from_workload);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return forward6(skb, from_workload);
+	return TC_ACT_UNSPEC;
+}
+
 // On the host side of every workload interface.
 SEC("tc")
 int trc_fp_from_wl(struct __sk_buff *skb)
 {
-	return forward4(skb, 1);
+	return forward(skb, 1);
 }
 
 // On the host's own interfaces (uplinks): traffic for local workloads.
 SEC("tc")
 int trc_fp_to_wl(struct __sk_buff *skb)
 {
-	return forward4(skb, 0);
+	return forward(skb, 0);
 }
