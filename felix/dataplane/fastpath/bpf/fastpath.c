@@ -118,6 +118,15 @@ static __always_inline void decrement_ttl(struct __sk_buff *skb, struct iphdr *i
 	bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, new, sizeof(__u16));
 }
 
+// hop counts the hop in the IP header: IPv6 has no header checksum to mend.
+static __always_inline void hop(struct __sk_buff *skb, void *l3, int v6)
+{
+	if (v6)
+		((struct ipv6hdr *)l3)->hop_limit--;
+	else
+		decrement_ttl(skb, l3);
+}
+
 // l4 reads the ports into t and the L4 header's length; it returns 0 for a packet the fast path
 // may take. Conntrack must see every change of a TCP connection's state, and would call a
 // segment of an established connection without ACK invalid.
@@ -182,6 +191,44 @@ static __always_inline int for_this_host(struct __sk_buff *skb)
 	return !skb->vlan_present && skb->pkt_type == PACKET_HOST;
 }
 
+// route sends the packet where the kernel's route lookup (fib, filled in but for the result)
+// says, or leaves it to the kernel. The lookup brings the route's MTU check: the route's MTU (with
+// learned path MTU) against the packet, or against one segment of a GSO packet, as forwarding
+// would. dst is felix's interface for the destination when it is a local workload.
+static __always_inline int route(struct __sk_buff *skb, struct ethhdr *eth, void *l3, struct bpf_fib_lookup *fib, __u32 *dst)
+{
+	int v6 = fib->family == AF_INET6;
+	if (dst) {
+		// A local workload is entered through its veth's peer, skipping a second pass through
+		// the backlog; only the interface felix maps this very address to qualifies. The pod's
+		// MAC is the kernel's neighbour entry for it (none yet: the slow path resolves it).
+		if (bpf_fib_lookup(skb, fib, sizeof(*fib), 0) != BPF_FIB_LKUP_RET_SUCCESS || fib->ifindex != *dst ||
+		    fib->ifindex == skb->ingress_ifindex)
+			return count(STAT_NOT_ELIGIBLE);
+		__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+		hop(skb, l3, v6);
+		count(STAT_FORWARDED);
+		return bpf_redirect_peer(fib->ifindex, 0);
+	}
+	// Out of the host: the kernel's neighbour code resolves the next hop (and probes a stale
+	// entry) as forwarding would.
+	if (bpf_fib_lookup(skb, fib, sizeof(*fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS ||
+	    fib->ifindex == skb->ingress_ifindex)
+		return count(STAT_NOT_ELIGIBLE);
+	struct bpf_redir_neigh nh = {};
+	if (v6) {
+		nh.nh_family = AF_INET6;
+		__builtin_memcpy(nh.ipv6_nh, fib->ipv6_dst, sizeof(nh.ipv6_nh));
+	} else {
+		nh.nh_family = AF_INET;
+		nh.ipv4_nh = fib->ipv4_dst;
+	}
+	hop(skb, l3, v6);
+	count(STAT_FORWARDED);
+	return bpf_redirect_neigh(fib->ifindex, &nh, sizeof(nh), 0);
+}
+
 static __always_inline int forward4(struct __sk_buff *skb, int from_workload)
 {
 	void *data = (void *)(long)skb->data;
@@ -221,8 +268,6 @@ static __always_inline int forward4(struct __sk_buff *skb, int from_workload)
 	if (why >= 0)
 		return count(why);
 
-	// The kernel's own route and its MTU check: the route's MTU (with learned path MTU) against
-	// the packet, or against one segment of a GSO packet, as ip_forward would.
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
 	fib.tos = ip->tos;
@@ -233,28 +278,7 @@ static __always_inline int forward4(struct __sk_buff *skb, int from_workload)
 	fib.ipv4_src = saddr;
 	fib.ipv4_dst = daddr;
 	fib.ifindex = skb->ingress_ifindex;
-	if (dst) {
-		// A local workload is entered through its veth's peer, skipping a second pass through
-		// the backlog; only the interface felix maps this very address to qualifies. The pod's
-		// MAC is the kernel's neighbour entry for it (none yet: the slow path resolves it).
-		if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != *dst ||
-		    fib.ifindex == skb->ingress_ifindex)
-			return count(STAT_NOT_ELIGIBLE);
-		__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-		decrement_ttl(skb, ip);
-		count(STAT_FORWARDED);
-		return bpf_redirect_peer(fib.ifindex, 0);
-	}
-	// Out of the host: the kernel's neighbour code resolves the next hop (and probes a stale
-	// entry) as forwarding would.
-	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS ||
-	    fib.ifindex == skb->ingress_ifindex)
-		return count(STAT_NOT_ELIGIBLE);
-	struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = fib.ipv4_dst};
-	decrement_ttl(skb, ip);
-	count(STAT_FORWARDED);
-	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+	return route(skb, eth, ip, &fib, dst);
 }
 
 // forward6 is forward4 for IPv6: no header checksum, no fragments in the fixed header, but an
@@ -309,24 +333,7 @@ static __always_inline int forward6(struct __sk_buff *skb, int from_workload)
 	__builtin_memcpy(fib.ipv6_src, &saddr, sizeof(saddr));
 	__builtin_memcpy(fib.ipv6_dst, &daddr, sizeof(daddr));
 	fib.ifindex = skb->ingress_ifindex;
-	if (dst) {
-		if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != *dst ||
-		    fib.ifindex == skb->ingress_ifindex)
-			return count(STAT_NOT_ELIGIBLE);
-		__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-		ip6->hop_limit--;
-		count(STAT_FORWARDED);
-		return bpf_redirect_peer(fib.ifindex, 0);
-	}
-	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS ||
-	    fib.ifindex == skb->ingress_ifindex)
-		return count(STAT_NOT_ELIGIBLE);
-	struct bpf_redir_neigh nh = {.nh_family = AF_INET6};
-	__builtin_memcpy(nh.ipv6_nh, fib.ipv6_dst, sizeof(nh.ipv6_nh));
-	ip6->hop_limit--;
-	count(STAT_FORWARDED);
-	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+	return route(skb, eth, ip6, &fib, dst);
 }
 
 static __always_inline int forward(struct __sk_buff *skb, int from_workload)
