@@ -48,10 +48,13 @@ type Agent struct {
 	// grace period, and a thousand of them must not hold back policy or endpoint status.
 	fastPathKick   chan struct{}
 	fastPathResync atomic.Bool
-	primed         chan struct{} // closed when startPriming's reads are done; nil: nothing to wait for
-	bg             *sync.WaitGroup
-	aheadC         chan aheadReads // a periodic resync's reads are done
-	live           *live           // health and metrics endpoints, refresh tickers; follows FelixConfiguration
+	// fastPathArmed: the first cycle has run (and the sysctl writer with it), so events may
+	// kick the fast path; before, its apply would only find conntrack not liberal yet.
+	fastPathArmed bool
+	primed        chan struct{} // closed when startPriming's reads are done; nil: nothing to wait for
+	bg            *sync.WaitGroup
+	aheadC        chan aheadReads // a periodic resync's reads are done
+	live          *live           // health and metrics endpoints, refresh tickers; follows FelixConfiguration
 
 	// Everything below is owned by the loop goroutine.
 	inFlight classSet // the classes whose periodic resync reads are under way (none: no resync in flight)
@@ -311,7 +314,9 @@ func (a *Agent) loop(ctx context.Context, errc <-chan error) error {
 			a.calc.SetHostInterfaces(ifs)
 			if a.dp.FastPath != nil {
 				a.dp.FastPath.SetHostInterfaces(fastpath.HostInterfaces(ifs, calc.WorkloadIfacePrefix))
-				a.kickFastPath(false)
+				if a.fastPathArmed {
+					a.kickFastPath(false)
+				}
 			}
 			a.dirty = true
 		case <-timerC:
@@ -344,7 +349,9 @@ func (a *Agent) linkChanged(name string) {
 	a.dp.Routes.DeviceChanged(name)
 	if a.dp.FastPath != nil {
 		a.dp.FastPath.DeviceChanged(name)
-		a.kickFastPath(false)
+		if a.fastPathArmed {
+			a.kickFastPath(false)
+		}
 	}
 	if a.dp.Sysctls != nil {
 		a.dp.Sysctls.InterfaceChanged(name)

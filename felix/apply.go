@@ -27,6 +27,7 @@ func (a *Agent) cycle(ctx context.Context, resync classSet) error {
 	a.log.Debug("calculated and pushed", "took", time.Since(start).String())
 	results, ok, suspect := a.applyAll(ctx, resync)
 	// After the sysctl writer: the fast path attaches only once conntrack is liberal.
+	a.fastPathArmed = true
 	a.kickFastPath(resync.has(classRoutes))
 	// A failure may be the other policy class's drift, which the failing writer's own re-read
 	// cannot see: a table restore fails on a set destroyed behind the ipset writer's back, and a

@@ -30,6 +30,7 @@ const (
 	progToWorkload   = "trc_fp_to_wl"
 	mapWorkloads     = "trc_fp_wl4"
 	mapWorkloads6    = "trc_fp_wl6"
+	mapOut           = "trc_fp_out"
 	mapStats         = "trc_fp_stats"
 )
 
@@ -42,6 +43,7 @@ type BPF struct {
 	coll     *ebpf.Collection
 	from, to *ebpf.Program
 	wl, wl6  *ebpf.Map
+	out      *ebpf.Map
 	stats    *ebpf.Map
 }
 
@@ -77,6 +79,7 @@ func LoadBPF(ns *netns.NsHandle) (_ *BPF, err error) {
 		for v, sysctl := range map[string]string{
 			"tcp_established_timeout_ms": "nf_conntrack_tcp_timeout_established",
 			"udp_stream_timeout_ms":      "nf_conntrack_udp_timeout_stream",
+			"udp_timeout_ms":             "nf_conntrack_udp_timeout",
 		} {
 			secs, err := readSysctl("/proc/sys/net/netfilter/" + sysctl)
 			if err != nil {
@@ -96,7 +99,7 @@ func LoadBPF(ns *netns.NsHandle) (_ *BPF, err error) {
 		}
 		b.coll = coll
 		b.from, b.to = coll.Programs[progFromWorkload], coll.Programs[progToWorkload]
-		b.wl, b.wl6, b.stats = coll.Maps[mapWorkloads], coll.Maps[mapWorkloads6], coll.Maps[mapStats]
+		b.wl, b.wl6, b.out, b.stats = coll.Maps[mapWorkloads], coll.Maps[mapWorkloads6], coll.Maps[mapOut], coll.Maps[mapStats]
 		// tcx came with Linux 6.6: find out now, on the loopback device every namespace has,
 		// rather than at the first pod.
 		lo, err := b.nl.LinkByName("lo")
@@ -180,11 +183,19 @@ func (b *BPF) Liberal() (bool, error) {
 	return v == 1, err
 }
 
-// Attach implements Kernel.
+// Attach implements Kernel. A host interface is also one the program may send packets out of,
+// for as long as it is attached.
 func (b *BPF) Attach(ifindex int, role Role) (Attachment, error) {
 	prog := b.to
 	if role == RoleWorkload {
 		prog = b.from
+	}
+	var out *ebpf.Map
+	if role == RoleHost {
+		out = b.out
+		if err := out.Put(uint32(ifindex), uint32(1)); err != nil {
+			return nil, fmt.Errorf("put ifindex %d in %s: %w", ifindex, mapOut, err)
+		}
 	}
 	var l link.Link
 	err := inNS(b.ns, func() (err error) {
@@ -192,14 +203,18 @@ func (b *BPF) Attach(ifindex int, role Role) (Attachment, error) {
 		return err
 	})
 	if err != nil {
+		if out != nil {
+			_ = out.Delete(uint32(ifindex))
+		}
 		return nil, fmt.Errorf("attach %s to ifindex %d: %w", prog.String(), ifindex, err)
 	}
-	return tcxAttachment{l: l, ifindex: ifindex}, nil
+	return tcxAttachment{l: l, ifindex: ifindex, out: out}, nil
 }
 
 type tcxAttachment struct {
 	l       link.Link
 	ifindex int
+	out     *ebpf.Map // the egress map the ifindex is in, for a host interface
 }
 
 // Live says whether the link still holds its device: a deleted interface leaves it defunct.
@@ -212,7 +227,15 @@ func (a tcxAttachment) Live() bool {
 	return tcx != nil && int(tcx.Ifindex) == a.ifindex
 }
 
-func (a tcxAttachment) Close() error { return a.l.Close() }
+func (a tcxAttachment) Close() error {
+	var errs []error
+	if a.out != nil {
+		if err := a.out.Delete(uint32(a.ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("delete ifindex %d from %s: %w", a.ifindex, mapOut, err))
+		}
+	}
+	return errors.Join(append(errs, a.l.Close())...)
+}
 
 // mapOf picks the map and key for an address.
 func (b *BPF) mapOf(addr netip.Addr) (*ebpf.Map, string, any) {

@@ -34,6 +34,7 @@ func TestObject(t *testing.T) {
 	}{
 		mapWorkloads:  {ebpf.Hash, 4, 4, 65536},
 		mapWorkloads6: {ebpf.Hash, 16, 4, 65536},
+		mapOut:        {ebpf.Hash, 4, 4, 1024},
 		mapStats:      {ebpf.PerCPUArray, 4, 8, 4},
 	}
 	for name, w := range want {
@@ -45,7 +46,7 @@ func TestObject(t *testing.T) {
 			t.Errorf("map %s: %v key %d value %d entries %d, want %v %d %d %d", name, m.Type, m.KeySize, m.ValueSize, m.MaxEntries, w.typ, w.key, w.val, w.maxEntrie)
 		}
 	}
-	for _, v := range []string{"tcp_established_timeout_ms", "udp_stream_timeout_ms"} {
+	for _, v := range []string{"tcp_established_timeout_ms", "udp_stream_timeout_ms", "udp_timeout_ms"} {
 		vs := spec.Variables[v]
 		if vs == nil || !vs.Constant() || vs.Size() != 4 {
 			t.Errorf("constant %s: %+v, want a 4-byte constant the loader sets", v, vs)

@@ -523,3 +523,24 @@ func TestFastPathLeavesTooBigToTheKernel(t *testing.T) {
 		waitLearned("gso")
 	})
 }
+
+// TestFastPathLeavesOnlyByHostInterfaces: a packet is sent out only by an interface felix put
+// the program on as one of the host's own; a route through any other (here the uplink, once
+// felix no longer lists it) is the kernel's to follow.
+func TestFastPathLeavesOnlyByHostInterfaces(t *testing.T) {
+	f := newFabric(t)
+	k, w := f.load(t)
+	remoteAP := fmt.Sprintf("%s:%d", remoteAddr, allowedPort)
+	pod := listenUDP(t, f.pod, podAddr+":4005")
+	remote := listenUDP(t, f.remote, remoteAP)
+	exchange(t, pod, remote, remoteAP, 3)
+	w.SetHostInterfaces(nil)
+	if err := w.Apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	before := stats(t, k)
+	exchange(t, pod, remote, remoteAP, 5)
+	if s := stats(t, k); s.Forwarded != before.Forwarded || s.NotEligible-before.NotEligible != 5 {
+		t.Errorf("counters went from %+v to %+v: want the pod's 5 datagrams left to the kernel, none forwarded", before, s)
+	}
+}

@@ -209,21 +209,22 @@ func (w *Writer) snapshot() (workloads map[netip.Addr]string, want map[string]Ro
 
 // Apply brings the kernel to the desired state: links to interfaces no longer wanted are
 // closed first, then missing ones are made and the address map is brought in line. Independent
-// failures are joined; what failed is tried again at the next Apply. Until conntrack is liberal
-// about TCP windows nothing is attached, and what was is detached.
+// failures are joined; what failed is tried again at the next Apply.
+//
+// Nothing new is attached unless conntrack is known to be liberal about TCP windows. What is
+// attached stays when it stops being (or cannot be read): the flows the fast path carried have
+// windows conntrack no longer knows, and sent back to the kernel every one of their packets would
+// be INVALID, not only the last.
 func (w *Writer) Apply(ctx context.Context) error {
 	workloads, want := w.snapshot()
 	var errs []error
 	liberal, err := w.k.Liberal()
-	if err != nil || !liberal {
-		if err == nil {
-			err = errors.New("net.netfilter.nf_conntrack_tcp_be_liberal is not 1")
-		}
-		for _, name := range slices.Sorted(maps.Keys(w.attached)) {
-			errs = append(errs, w.detach(name))
-		}
-		errs = append(errs, w.applyEntries(workloads))
-		return errors.Join(append(errs, fmt.Errorf("fast path off until conntrack is liberal: %w", err))...)
+	if err == nil && !liberal {
+		err = errors.New("net.netfilter.nf_conntrack_tcp_be_liberal is not 1")
+	}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("no new fast path links until conntrack is liberal: %w", err))
+		maps.DeleteFunc(want, func(name string, _ Role) bool { _, had := w.attached[name]; return !had })
 	}
 	for name, at := range w.attached {
 		if want[name] != at.role {
@@ -269,13 +270,22 @@ func (w *Writer) Apply(ctx context.Context) error {
 			// Re-created under the same name: the old link is defunct, and the index we
 			// hold may be the old one too.
 			errs = append(errs, w.detach(name))
+			if !liberal {
+				continue // a new link, and none is made until conntrack is liberal
+			}
 			if at.ifindex == l.Index {
 				got, err := w.k.LinkByName(name)
-				if err != nil {
+				switch {
+				case errors.Is(err, ErrNoLink):
 					pending = append(pending, name)
 					continue
+				case err != nil:
+					errs = append(errs, err)
+					continue
 				}
-				l = got
+				if l = got; !l.Ethernet {
+					continue
+				}
 				w.index[name] = l
 			}
 		}

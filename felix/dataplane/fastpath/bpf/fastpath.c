@@ -17,6 +17,7 @@
 #include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 // kfuncs are only callable from GPL-compatible programs.
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -41,12 +42,18 @@ struct ip_ct_tcp___trc {
 	__u8 state;
 } __attribute__((preserve_access_index));
 
+struct nf_ct_udp___trc {
+	unsigned long stream_ts; // jiffies after which a replied flow counts as a stream
+} __attribute__((preserve_access_index));
+
 union nf_conntrack_proto___trc {
 	struct ip_ct_tcp___trc tcp;
+	struct nf_ct_udp___trc udp;
 } __attribute__((preserve_access_index));
 
 struct nf_conn___trc {
 	unsigned long status;
+	__u32 mark;
 	union nf_conntrack_proto___trc proto;
 } __attribute__((preserve_access_index));
 
@@ -69,6 +76,7 @@ extern int bpf_ct_change_status(struct nf_conn___trc *ct, __u32 status) __ksym;
 // refreshes its entry as conntrack itself would, so a busy flow never expires under it.
 volatile const __u32 tcp_established_timeout_ms = 432000000;
 volatile const __u32 udp_stream_timeout_ms = 120000;
+volatile const __u32 udp_timeout_ms = 30000;
 
 // One entry per address of a local workload, written by felix from its routes: the host-side
 // interface the address is routed to.
@@ -85,6 +93,16 @@ struct {
 	__type(key, struct in6_addr);
 	__type(value, __u32); // ifindex
 } trc_fp_wl6 SEC(".maps");
+
+// The host interfaces packets may leave by (felix's, with this program on them): a route through
+// anything else (a tunnel that needs the kernel's route attached to the packet, say) is the
+// kernel's to follow.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);   // ifindex
+	__type(value, __u32); // unused
+} trc_fp_out SEC(".maps");
 
 enum {
 	STAT_FORWARDED,       // sent on by the fast path
@@ -118,19 +136,23 @@ static __always_inline void decrement_ttl(struct __sk_buff *skb, struct iphdr *i
 	bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, new, sizeof(__u16));
 }
 
-// hop counts the hop in the IP header: IPv6 has no header checksum to mend.
+// hop counts the hop in the IP header, the packet's last write. IPv4's header checksum absorbs
+// the change, so a checksum the NIC computed over the packet (CHECKSUM_COMPLETE) stays right;
+// IPv6 has none, and the store mends that sum instead.
 static __always_inline void hop(struct __sk_buff *skb, void *l3, int v6)
 {
-	if (v6)
-		((struct ipv6hdr *)l3)->hop_limit--;
-	else
+	if (v6) {
+		__u8 hl = ((struct ipv6hdr *)l3)->hop_limit - 1;
+		bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, hop_limit), &hl, sizeof(hl), BPF_F_RECOMPUTE_CSUM);
+	} else {
 		decrement_ttl(skb, l3);
+	}
 }
 
 // l4 reads the ports into t and the L4 header's length; it returns 0 for a packet the fast path
 // may take. Conntrack must see every change of a TCP connection's state, and would call a
 // segment of an established connection without ACK invalid.
-static __always_inline int l4(void *hdr, void *end, __u8 proto, __be16 *sport, __be16 *dport, __u32 *len)
+static __always_inline int l4(void *hdr, void *end, __u8 proto, __u32 l4max, __be16 *sport, __be16 *dport, __u32 *len)
 {
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = hdr;
@@ -143,7 +165,8 @@ static __always_inline int l4(void *hdr, void *end, __u8 proto, __be16 *sport, _
 	}
 	if (proto == IPPROTO_UDP) {
 		struct udphdr *uh = hdr;
-		if ((void *)(uh + 1) > end)
+		// Conntrack calls a datagram longer than its packet, or shorter than its header, invalid.
+		if ((void *)(uh + 1) > end || bpf_ntohs(uh->len) < sizeof(*uh) || bpf_ntohs(uh->len) > l4max)
 			return -1;
 		*sport = uh->source;
 		*dport = uh->dest;
@@ -166,15 +189,24 @@ static __always_inline int established(struct __sk_buff *skb, struct bpf_sock_tu
 	unsigned long status = ct->status;
 	int ok = (status & (IPS_SEEN_REPLY | IPS_CONFIRMED)) == (IPS_SEEN_REPLY | IPS_CONFIRMED);
 	int eligible = !(status & (IPS_SRC_NAT | IPS_DST_NAT | IPS_SEQ_ADJUST | IPS_HELPER | IPS_DYING));
+	// A connection mark is someone's rule at work (policy routing on it, mangle): theirs to see.
+	if (bpf_core_field_exists(ct->mark) && ct->mark)
+		eligible = 0;
 	if (ok && proto == IPPROTO_TCP)
 		ok = ct->proto.tcp.state == TCP_CONNTRACK_ESTABLISHED;
 	if (ok && eligible) {
-		bpf_ct_change_timeout(ct, proto == IPPROTO_TCP ? tcp_established_timeout_ms : udp_stream_timeout_ms);
-		// Conntrack marks a UDP flow assured once it sees it go on after the reply; it will
-		// not see it here, and an entry that is not assured is the first evicted when the
-		// table fills.
-		if (!(status & IPS_ASSURED))
-			bpf_ct_change_status(ct, (__u32)status | IPS_ASSURED);
+		if (proto == IPPROTO_TCP) {
+			bpf_ct_change_timeout(ct, tcp_established_timeout_ms);
+		} else if ((long)(ct->proto.udp.stream_ts - bpf_jiffies64()) < 0) {
+			// As conntrack does for a replied flow that has gone on for its first 2 s: the
+			// stream timeout, and assured (an entry that is not is the first evicted when
+			// the table fills).
+			bpf_ct_change_timeout(ct, udp_stream_timeout_ms);
+			if (!(status & IPS_ASSURED))
+				bpf_ct_change_status(ct, (__u32)status | IPS_ASSURED);
+		} else {
+			bpf_ct_change_timeout(ct, udp_timeout_ms);
+		}
 	}
 	bpf_ct_release(ct);
 	if (!ok)
@@ -216,8 +248,12 @@ static __always_inline int route(struct __sk_buff *skb, struct ethhdr *eth, void
 	if (bpf_fib_lookup(skb, fib, sizeof(*fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS ||
 	    fib->ifindex == skb->ingress_ifindex)
 		return count(STAT_NOT_ELIGIBLE);
+	__u32 out = fib->ifindex;
+	if (!bpf_map_lookup_elem(&trc_fp_out, &out))
+		return count(STAT_NOT_ELIGIBLE);
+	// The lookup says the next hop's family: an IPv4 route may have an IPv6 gateway (RFC 8950).
 	struct bpf_redir_neigh nh = {};
-	if (v6) {
+	if (fib->family == AF_INET6) {
 		nh.nh_family = AF_INET6;
 		__builtin_memcpy(nh.ipv6_nh, fib->ipv6_dst, sizeof(nh.ipv6_nh));
 	} else {
@@ -262,7 +298,8 @@ static __always_inline int forward4(struct __sk_buff *skb, int from_workload)
 	t.ipv4.daddr = daddr;
 	__u8 proto = ip->protocol;
 	__u32 l4len;
-	if (l4(ip + 1, end, proto, &t.ipv4.sport, &t.ipv4.dport, &l4len) || tot_len < sizeof(*ip) + l4len)
+	if (tot_len < sizeof(*ip) || l4(ip + 1, end, proto, tot_len - sizeof(*ip), &t.ipv4.sport, &t.ipv4.dport, &l4len) ||
+	    tot_len < sizeof(*ip) + l4len)
 		return count(STAT_NOT_ELIGIBLE);
 	int why = established(skb, &t, sizeof(t.ipv4), proto);
 	if (why >= 0)
@@ -317,7 +354,7 @@ static __always_inline int forward6(struct __sk_buff *skb, int from_workload)
 	__builtin_memcpy(t.ipv6.daddr, &daddr, sizeof(daddr));
 	__u8 proto = ip6->nexthdr;
 	__u32 l4len;
-	if (l4(ip6 + 1, end, proto, &t.ipv6.sport, &t.ipv6.dport, &l4len) || tot_len < sizeof(*ip6) + l4len)
+	if (l4(ip6 + 1, end, proto, tot_len - sizeof(*ip6), &t.ipv6.sport, &t.ipv6.dport, &l4len) || tot_len < sizeof(*ip6) + l4len)
 		return count(STAT_NOT_ELIGIBLE);
 	int why = established(skb, &t, sizeof(t.ipv6), proto);
 	if (why >= 0)
