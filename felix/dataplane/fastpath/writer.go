@@ -239,8 +239,8 @@ func (w *Writer) Apply(ctx context.Context) error {
 	}
 	var jobs []job
 	for _, name := range slices.Sorted(maps.Keys(want)) {
-		l, ok := w.index[name]
-		if !ok {
+		l, cached := w.index[name]
+		if !cached {
 			got, err := w.k.LinkByName(name)
 			switch {
 			case errors.Is(err, ErrNoLink):
@@ -264,29 +264,16 @@ func (w *Writer) Apply(ctx context.Context) error {
 			continue
 		}
 		if at, had := w.attached[name]; had {
-			if at.ifindex == l.Index && at.a.Live() {
+			// A cached index means nothing said the interface changed: only one looked up
+			// again (DeviceChanged, Resync) is worth asking the kernel whether the link
+			// still holds it, which costs a syscall per interface.
+			if at.ifindex == l.Index && (cached || at.a.Live()) {
 				continue
 			}
-			// Re-created under the same name: the old link is defunct, and the index we
-			// hold may be the old one too.
+			// Re-created under the same name: the old link is defunct.
 			errs = append(errs, w.detach(name))
 			if !liberal {
 				continue // a new link, and none is made until conntrack is liberal
-			}
-			if at.ifindex == l.Index {
-				got, err := w.k.LinkByName(name)
-				switch {
-				case errors.Is(err, ErrNoLink):
-					pending = append(pending, name)
-					continue
-				case err != nil:
-					errs = append(errs, err)
-					continue
-				}
-				if l = got; !l.Ethernet {
-					continue
-				}
-				w.index[name] = l
 			}
 		}
 		jobs = append(jobs, job{name, want[name], l.Index})
@@ -314,6 +301,7 @@ func (w *Writer) Apply(ctx context.Context) error {
 			continue
 		}
 		w.attached[j.name] = attachment{role: j.role, ifindex: j.idx, a: made[i]}
+		w.index[j.name] = Link{Index: j.idx, Ethernet: true} // a detach before dropped it
 		w.log.Debug("fast path attached", "interface", j.name, "ifindex", j.idx, "role", j.role.String())
 	}
 	w.mu.Lock()
